@@ -1,0 +1,20 @@
+"""The one exception type for user mistakes.
+
+The CLI prints a :class:`LightsegError` as a single ``lightseg: error: ...`` line and exits
+non-zero; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class LightsegError(ValueError):
+    """A user mistake: the message names the file or value at fault and the fix."""
+
+
+def closest_names(value: str, choices: list[str] | tuple[str, ...]) -> str:
+    """Format ``choices`` for an error message, the likeliest match first."""
+    import difflib
+
+    close = difflib.get_close_matches(value, list(choices), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"{hint} valid choices: {', '.join(sorted(choices))}"
