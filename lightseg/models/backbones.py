@@ -1,0 +1,107 @@
+"""Backbones and pretrained weights: torchvision ResNets with atrous convolution, VGG16.
+
+Every pretrained download goes through :func:`pretrained`, so that an offline machine gets
+one clear message instead of a socket traceback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Literal, TypeVar
+
+import torch
+from torch import nn
+from torchvision import models as tvm
+from torchvision.models import WeightsEnum
+
+from lightseg.errors import LightsegError
+
+WeightsName = Literal["imagenet"]
+T = TypeVar("T")
+
+# The ImageNet weights torchvision's own segmentation builders use for their backbones.
+IMAGENET_WEIGHTS: dict[str, WeightsEnum] = {
+    "resnet50": tvm.ResNet50_Weights.IMAGENET1K_V1,
+    "resnet101": tvm.ResNet101_Weights.IMAGENET1K_V1,
+    "vgg16": tvm.VGG16_Weights.IMAGENET1K_V1,
+}
+ATROUS_RESNETS = ("resnet50", "resnet101")
+
+
+def torchvision_weights(backbone: str, weights: WeightsName | None) -> WeightsEnum | None:
+    """The torchvision weights enum for ``backbone`` (``None`` trains from scratch)."""
+    if weights is None:
+        return None
+    if weights != "imagenet":
+        raise LightsegError(f"weights_backbone={weights!r} is not supported; use 'imagenet' or null")
+    return IMAGENET_WEIGHTS[backbone]
+
+
+@contextmanager
+def offline_hint(what: str, weights: WeightsEnum | str | None) -> Iterator[None]:
+    """Turn a failed weight download into a message that says how to fix it."""
+    try:
+        yield
+    except OSError as err:  # URLError, ConnectionError, a hub's offline error, a bad cache file
+        if isinstance(weights, WeightsEnum):
+            where = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
+            how = f"download {weights.url} on a machine with internet and copy it to {where}"
+        else:
+            how = "populate the Hugging Face / torch hub cache ($HF_HOME, $TORCH_HOME) on a machine with internet"
+        raise LightsegError(
+            f"could not load the pretrained weights for {what} ({type(err).__name__}: {err}). "
+            f"To use them offline, {how}; or set `weights_backbone: null` to train from scratch."
+        ) from err
+
+
+def atrous_resnet(
+    name: str,
+    output_stride: Literal[8, 16],
+    weights: WeightsName | None,
+    multi_grid: Sequence[int] | None = None,
+) -> nn.Module:
+    """A torchvision ResNet-50/101 whose last stages use atrous convolution.
+
+    Args:
+        name: ``resnet50`` or ``resnet101``.
+        output_stride: 16 dilates ``layer4`` by 2; 8 dilates ``layer3`` by 2 and ``layer4`` by 4.
+        weights: ``"imagenet"`` or ``None``.
+        multi_grid: DeepLab v3's unit rates for the three blocks of ``layer4`` (Sec. 3.2):
+            block ``i`` gets dilation ``base * multi_grid[i]``. ``None`` keeps torchvision's
+            layout (first block at the previous dilation).
+    """
+    if name not in ATROUS_RESNETS:
+        raise LightsegError(f"atrous backbone {name!r} is not available; valid choices: {', '.join(ATROUS_RESNETS)}")
+    enum = torchvision_weights(name, weights)
+    dilate = [False, False, True] if output_stride == 16 else [False, True, True]
+    with offline_hint(f"{name} (ImageNet)", enum):
+        resnet = getattr(tvm, name)(weights=enum, replace_stride_with_dilation=dilate)
+    if multi_grid is not None:
+        base = 2 if output_stride == 16 else 4
+        blocks = list(resnet.layer4)
+        if len(multi_grid) != len(blocks):
+            raise LightsegError(f"multi_grid needs {len(blocks)} rates for {name}'s layer4, got {list(multi_grid)}")
+        for block, unit in zip(blocks, multi_grid, strict=True):
+            rate = base * unit
+            block.conv2.dilation = (rate, rate)
+            block.conv2.padding = (rate, rate)
+    return resnet
+
+
+def vgg16_layers(
+    weights: WeightsName | None,
+) -> tuple[nn.Sequential, nn.Sequential, nn.Sequential, nn.Sequential]:
+    """VGG16 split at pool3 / pool4 / pool5, plus its classifier (for fc6/fc7 weights)."""
+    enum = torchvision_weights("vgg16", weights)
+    with offline_hint("vgg16 (ImageNet)", enum):
+        vgg = tvm.vgg16(weights=enum)
+    f = vgg.features
+    return f[:17], f[17:24], f[24:31], vgg.classifier
+
+
+def build_with_hint(what: str, weights: str | None, build: Callable[[], T]) -> T:
+    """Call ``build`` (which may download weights) with the offline message."""
+    with offline_hint(what, weights):
+        return build()

@@ -1,0 +1,239 @@
+"""Semantic segmentation models by name, behind one wrapper with one contract.
+
+Every model built here takes images in [0, 1] (it normalises them itself, so checkpoints
+are self-contained), accepts any input size (it pads to what the architecture needs and
+crops back), and returns ``{"out": logits[, "aux": logits]}`` at the input resolution.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import segmentation_models_pytorch as smp
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.models import segmentation as tvseg
+
+from lightseg.errors import LightsegError, closest_names
+from lightseg.models.backbones import ATROUS_RESNETS, WeightsName, build_with_hint, torchvision_weights
+from lightseg.models.deeplab import DeepLabV2, deeplabv3_resnet
+from lightseg.models.fcn_vgg import FCNVGG16
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+ArchName = Literal["fcn32s", "fcn16s", "fcn8s", "fcn", "unet", "deeplabv2", "deeplabv3", "deeplabv3plus"]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything a builder may use; each architecture reads only what applies to it."""
+
+    num_classes: int
+    backbone: str
+    weights_backbone: WeightsName | None
+    aux: bool
+    output_stride: Literal[8, 16]
+    multi_grid: tuple[int, ...]
+    learnable_upsampling: bool
+
+
+class SegmentationModel(nn.Module):
+    """Normalise, pad to ``size_divisor``, run ``net``, return a dict of logits at input size.
+
+    Args:
+        net: returns a logits tensor, or a dict with ``out`` (and optionally ``aux``).
+        size_divisor: the input height and width ``net`` needs to be divisible by.
+        mean: per-channel mean for normalisation (ImageNet's by default).
+        std: per-channel standard deviation.
+    """
+
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    def __init__(
+        self,
+        net: nn.Module,
+        size_divisor: int = 1,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+    ) -> None:
+        super().__init__()
+        self.net = net
+        self.size_divisor = size_divisor
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
+
+    def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Map ``[B,3,H,W]`` images in [0, 1] to ``{"out": [B,C,H,W], "aux"?: [B,C,H,W]}``."""
+        height, width = image.shape[-2:]
+        x = (image - self.mean) / self.std
+        d = self.size_divisor
+        pad_h, pad_w = (-height) % d, (-width) % d
+        if pad_h or pad_w:
+            # zero after normalisation = the mean colour, the least surprising filler
+            x = F.pad(x, (0, pad_w, 0, pad_h))
+        raw = self.net(x)
+        outputs = {"out": raw} if isinstance(raw, torch.Tensor) else {k: raw[k] for k in ("out", "aux") if k in raw}
+        return {key: self._to_input_size(logits, height, width) for key, logits in outputs.items()}
+
+    @staticmethod
+    def _to_input_size(logits: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        logits = logits[..., : max(height, 1), : max(width, 1)]
+        if logits.shape[-2:] != (height, width):
+            logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
+        return logits
+
+
+def _smp_weights(spec: ModelSpec) -> str | None:
+    return None if spec.weights_backbone is None else "imagenet"
+
+
+def _fcn_vgg(variant: Literal["32s", "16s", "8s"]) -> Callable[[ModelSpec], SegmentationModel]:
+    def build(spec: ModelSpec) -> SegmentationModel:
+        net = FCNVGG16(spec.num_classes, variant, spec.weights_backbone, spec.learnable_upsampling)
+        return SegmentationModel(net, size_divisor=32)
+
+    return build
+
+
+def _fcn_resnet(spec: ModelSpec) -> SegmentationModel:
+    builder = tvseg.fcn_resnet50 if spec.backbone == "resnet50" else tvseg.fcn_resnet101
+    enum = torchvision_weights(spec.backbone, spec.weights_backbone)
+    net = build_with_hint(
+        f"{spec.backbone} (ImageNet)",
+        enum,
+        lambda: builder(weights=None, weights_backbone=enum, num_classes=spec.num_classes, aux_loss=spec.aux),
+    )
+    return SegmentationModel(net)
+
+
+def _unet(spec: ModelSpec) -> SegmentationModel:
+    net = build_with_hint(
+        f"smp encoder {spec.backbone}",
+        _smp_weights(spec),
+        lambda: smp.Unet(spec.backbone, encoder_weights=_smp_weights(spec), classes=spec.num_classes),
+    )
+    return SegmentationModel(net, size_divisor=32)
+
+
+def _deeplabv3(spec: ModelSpec) -> SegmentationModel:
+    if spec.backbone in ATROUS_RESNETS:
+        net: nn.Module = deeplabv3_resnet(
+            spec.num_classes,
+            spec.backbone,
+            spec.weights_backbone,
+            spec.output_stride,
+            spec.multi_grid,
+            spec.aux,
+        )
+        return SegmentationModel(net)
+    rates = (6, 12, 18) if spec.output_stride == 16 else (12, 24, 36)
+    net = build_with_hint(
+        f"smp encoder {spec.backbone}",
+        _smp_weights(spec),
+        lambda: smp.DeepLabV3(
+            spec.backbone,
+            encoder_weights=_smp_weights(spec),
+            encoder_output_stride=spec.output_stride,
+            decoder_atrous_rates=rates,
+            classes=spec.num_classes,
+        ),
+    )
+    return SegmentationModel(net, size_divisor=32)
+
+
+def _deeplabv3plus(spec: ModelSpec) -> SegmentationModel:
+    rates = (6, 12, 18) if spec.output_stride == 16 else (12, 24, 36)
+    net = build_with_hint(
+        f"smp encoder {spec.backbone}",
+        _smp_weights(spec),
+        lambda: smp.DeepLabV3Plus(
+            spec.backbone,
+            encoder_weights=_smp_weights(spec),
+            encoder_output_stride=spec.output_stride,
+            decoder_atrous_rates=rates,
+            classes=spec.num_classes,
+        ),
+    )
+    return SegmentationModel(net, size_divisor=32)
+
+
+def _deeplabv2(spec: ModelSpec) -> SegmentationModel:
+    return SegmentationModel(DeepLabV2(spec.num_classes, spec.backbone, spec.weights_backbone))
+
+
+def smp_encoders() -> tuple[str, ...]:
+    """Names of the encoders segmentation_models_pytorch provides."""
+    return tuple(smp.encoders.get_encoder_names())
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """A registered architecture: its builder, default backbone and valid backbones."""
+
+    build: Callable[[ModelSpec], SegmentationModel]
+    default_backbone: str
+    backbones: Callable[[], tuple[str, ...]]
+    has_aux: bool = False
+
+
+ARCHITECTURES: dict[str, Architecture] = {
+    "fcn32s": Architecture(_fcn_vgg("32s"), "vgg16", lambda: ("vgg16",)),
+    "fcn16s": Architecture(_fcn_vgg("16s"), "vgg16", lambda: ("vgg16",)),
+    "fcn8s": Architecture(_fcn_vgg("8s"), "vgg16", lambda: ("vgg16",)),
+    "fcn": Architecture(_fcn_resnet, "resnet50", lambda: ATROUS_RESNETS, has_aux=True),
+    "unet": Architecture(_unet, "resnet34", smp_encoders),
+    "deeplabv2": Architecture(_deeplabv2, "resnet101", lambda: ATROUS_RESNETS),
+    "deeplabv3": Architecture(_deeplabv3, "resnet101", lambda: ATROUS_RESNETS + smp_encoders(), has_aux=True),
+    "deeplabv3plus": Architecture(_deeplabv3plus, "resnet101", smp_encoders),
+}
+
+
+def build_semantic_model(
+    arch: str,
+    num_classes: int,
+    backbone: str | None = None,
+    weights_backbone: WeightsName | None = None,
+    aux: bool = True,
+    output_stride: Literal[8, 16] = 16,
+    multi_grid: Sequence[int] = (1, 2, 4),
+    learnable_upsampling: bool = False,
+) -> SegmentationModel:
+    """Build a semantic segmentation model by architecture name.
+
+    Args:
+        arch: one of :data:`ARCHITECTURES`.
+        num_classes: output classes, background included.
+        backbone: encoder name; ``None`` takes the architecture's default.
+        weights_backbone: ``"imagenet"`` or ``None`` (from scratch).
+        aux: build the auxiliary head where the architecture has one (``fcn``, ``deeplabv3``
+            on torchvision ResNets).
+        output_stride: 8 or 16, for ``deeplabv3`` / ``deeplabv3plus``.
+        multi_grid: unit rates of ``layer4`` for ``deeplabv3`` on ResNets.
+        learnable_upsampling: learn FCN-VGG's final upsampling instead of fixing it.
+    """
+    if arch not in ARCHITECTURES:
+        raise LightsegError(f"unknown arch {arch!r};{closest_names(arch, list(ARCHITECTURES))}")
+    entry = ARCHITECTURES[arch]
+    backbone = backbone or entry.default_backbone
+    valid = entry.backbones()
+    if backbone not in valid:
+        raise LightsegError(
+            f"backbone {backbone!r} is not available for arch {arch!r};{closest_names(backbone, valid)}"
+        )
+    if num_classes < 1:
+        raise LightsegError(f"num_classes must be >= 1, got {num_classes}")
+    spec = ModelSpec(
+        num_classes=num_classes,
+        backbone=backbone,
+        weights_backbone=weights_backbone,
+        aux=aux and entry.has_aux,
+        output_stride=output_stride,
+        multi_grid=tuple(multi_grid),
+        learnable_upsampling=learnable_upsampling,
+    )
+    return entry.build(spec)

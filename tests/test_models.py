@@ -1,0 +1,121 @@
+from __future__ import annotations
+
+import urllib.error
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lightseg.errors import LightsegError
+from lightseg.models import ARCHITECTURES, build_semantic_model
+from lightseg.models.deeplab import ASPPv2
+from lightseg.models.fcn_vgg import FCNVGG16, bilinear_kernel
+
+TINY_BACKBONE = {
+    "fcn": "resnet50",
+    "unet": "resnet18",
+    "deeplabv2": "resnet50",
+    "deeplabv3": "resnet50",
+    "deeplabv3plus": "resnet18",
+}
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
+def test_every_arch_outputs_logits_at_input_size(arch: str) -> None:
+    model = build_semantic_model(arch, num_classes=3, backbone=TINY_BACKBONE.get(arch)).eval()
+    for size in [(33, 47), (64, 64)]:
+        with torch.no_grad():
+            out = model(torch.rand(2, 3, *size))
+        assert out["out"].shape == (2, 3, *size)
+        expected_keys = {"out", "aux"} if ARCHITECTURES[arch].has_aux else {"out"}
+        assert set(out) == expected_keys
+        if "aux" in out:
+            assert out["aux"].shape == (2, 3, *size)
+
+
+def test_classic_513_crop_with_smp_deeplabv3plus() -> None:
+    model = build_semantic_model("deeplabv3plus", 21, "resnet18").eval()
+    with torch.no_grad():
+        assert model(torch.rand(1, 3, 513, 513))["out"].shape == (1, 21, 513, 513)
+
+
+def test_bilinear_kernel_upsamples_like_bilinear_interpolation() -> None:
+    x = torch.rand(1, 2, 6, 7)
+    weight = bilinear_kernel(2, 4)
+    up = F.conv_transpose2d(x, weight, stride=2, padding=1)
+    reference = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+    assert up.shape == reference.shape
+    # identical away from the border (the transposed convolution zero-pads there)
+    torch.testing.assert_close(up[..., 2:-2, 2:-2], reference[..., 2:-2, 2:-2])
+    assert weight[0, 1].abs().sum() == 0  # channels do not mix
+
+
+def test_fcn_final_upsampling_is_frozen_unless_asked() -> None:
+    frozen = FCNVGG16(3, "8s")
+    assert not frozen.upscore_final.weight.requires_grad
+    assert frozen.upscore2.weight.requires_grad and frozen.upscore_pool4.weight.requires_grad
+    assert FCNVGG16(3, "32s", learnable_upsampling=True).upscore_final.weight.requires_grad
+
+
+def test_fcn8s_skips_start_at_zero_so_it_equals_fcn32s_path() -> None:
+    torch.manual_seed(0)
+    net = FCNVGG16(3, "8s").eval()
+    net.score_fr.weight.data.normal_()
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        pool4 = net.to_pool4(net.to_pool3(x))
+        score = net.score_fr(net.head(net.to_pool5(pool4)))
+        expected = net.upscore_final(net.upscore_pool4(net.upscore2(score)))
+        torch.testing.assert_close(net(x), expected)
+
+
+def test_deeplabv3_output_stride_and_multi_grid() -> None:
+    model = build_semantic_model("deeplabv3", 4, "resnet50", output_stride=16, multi_grid=(1, 2, 4))
+    layer4 = model.net.backbone.layer4
+    assert [block.conv2.dilation for block in layer4] == [(2, 2), (4, 4), (8, 8)]
+    assert model.net.backbone.layer3[0].conv2.stride == (2, 2)
+    rates = [m.dilation for m in model.net.classifier[0].convs[1:4].modules() if isinstance(m, torch.nn.Conv2d)]
+    assert rates == [(6, 6), (12, 12), (18, 18)]
+    os8 = build_semantic_model("deeplabv3", 4, "resnet50", output_stride=8)
+    assert [b.conv2.dilation for b in os8.net.backbone.layer4] == [(4, 4), (8, 8), (16, 16)]
+    assert os8.net.backbone.layer3[0].conv2.stride == (1, 1)
+    with torch.no_grad():
+        feats = os8.net.backbone(torch.rand(1, 3, 64, 64))
+    assert feats["out"].shape[-2:] == (8, 8)
+
+
+def test_deeplabv2_sums_four_aspp_branches() -> None:
+    aspp = ASPPv2(8, 3)
+    x = torch.rand(1, 8, 9, 9)
+    assert [b.dilation for b in aspp.branches] == [(6, 6), (12, 12), (18, 18), (24, 24)]
+    torch.testing.assert_close(aspp(x), sum(b(x) for b in aspp.branches))
+
+
+def test_model_normalises_its_input() -> None:
+    model = build_semantic_model("unet", 2, "resnet18").eval()
+    seen = {}
+    model.net.register_forward_pre_hook(lambda _m, args: seen.setdefault("x", args[0]))
+    image = torch.full((1, 3, 32, 32), 0.5)
+    with torch.no_grad():
+        model(image)
+    expected = (0.5 - torch.tensor([0.485, 0.456, 0.406])) / torch.tensor([0.229, 0.224, 0.225])
+    torch.testing.assert_close(seen["x"][0, :, 0, 0], expected)
+
+
+def test_unknown_arch_and_backbone_list_the_choices() -> None:
+    with pytest.raises(LightsegError, match=r"unknown arch 'unett'.*did you mean 'unet'.*deeplabv3plus"):
+        build_semantic_model("unett", 3)
+    with pytest.raises(LightsegError, match=r"backbone 'resnet18' is not available for arch 'fcn'.*resnet50"):
+        build_semantic_model("fcn", 3, "resnet18")
+
+
+def test_offline_weights_error_says_how_to_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+    def offline(*args: object, **kwargs: object) -> None:
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    with pytest.raises(LightsegError) as info:
+        build_semantic_model("deeplabv3", 3, "resnet50", weights_backbone="imagenet")
+    message = str(info.value)
+    assert "resnet50" in message and "weights_backbone: null" in message
+    assert "resnet50-0676ba61.pth" in message  # the file to put in the torch hub cache
