@@ -1,0 +1,116 @@
+"""Dataset-level semantic segmentation metrics from one confusion matrix."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torchmetrics import Metric
+
+SCALAR_KEYS = ("pixel_acc", "macc", "miou", "fwiou", "mdice")
+PER_CLASS_KEYS = ("iou_per_class", "acc_per_class", "dice_per_class")
+
+
+class SegmentationMetrics(Metric):
+    """Pixel accuracy, mean accuracy, mean IoU, frequency-weighted IoU and Dice.
+
+    One ``[C, C]`` confusion matrix ``n[i, j]`` (pixels of class ``i`` predicted as ``j``)
+    is accumulated over the whole split and summed across processes, so the numbers are
+    dataset-level (not averages of per-batch values). With ``t_i = sum_j n[i, j]``:
+
+    - ``pixel_acc = sum_i n_ii / sum_i t_i``
+    - ``acc_i = n_ii / t_i``; ``macc`` is their mean
+    - ``iou_i = n_ii / (t_i + sum_j n_ji - n_ii)``; ``miou`` is their mean
+    - ``fwiou = sum_i t_i iou_i / sum_i t_i``
+    - ``dice_i = 2 n_ii / (t_i + sum_j n_ji)``; ``mdice`` is their mean
+
+    A class whose value is 0/0 (absent from target and prediction; for accuracy, absent
+    from the target) is NaN in the per-class vector and left out of the mean. Pixels
+    labelled ``ignore_index`` never count.
+
+    Args:
+        num_classes: number of classes, background included.
+        ignore_index: label of pixels to skip (padding, void borders).
+    """
+
+    full_state_update = False
+    is_differentiable = False
+    higher_is_better = True
+    confmat: torch.Tensor
+
+    def __init__(self, num_classes: int, ignore_index: int = 255, **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+        self.add_state("confmat", torch.zeros(num_classes, num_classes, dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
+        """Add a batch: ``preds`` logits ``[B,C,H,W]`` or labels ``[B,H,W]``; ``target`` ``[B,H,W]``."""
+        if preds.ndim == target.ndim + 1:
+            preds = preds.argmax(1)
+        if preds.shape != target.shape:
+            raise ValueError(f"preds {tuple(preds.shape)} and target {tuple(target.shape)} differ in shape")
+        valid = target != self.ignore_index
+        t = target[valid].long()
+        p = preds[valid].long()
+        if t.numel() and (int(t.min()) < 0 or int(t.max()) >= self.num_classes):
+            bad = t[(t < 0) | (t >= self.num_classes)][0].item()
+            raise ValueError(
+                f"target holds label {bad}, outside [0, {self.num_classes}) and not ignore_index={self.ignore_index}"
+            )
+        counts = torch.bincount(t * self.num_classes + p, minlength=self.num_classes**2)
+        self.confmat += counts.view(self.num_classes, self.num_classes)
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        """Scalars ``pixel_acc``, ``macc``, ``miou``, ``fwiou``, ``mdice`` and per-class vectors."""
+        return confusion_metrics(self.confmat)
+
+
+def confusion_metrics(confmat: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The metric formulas on a confusion matrix (rows: target, columns: prediction)."""
+    n = confmat.double()
+    diag = n.diag()
+    target_total = n.sum(1)
+    pred_total = n.sum(0)
+    union = target_total + pred_total - diag
+    nan = torch.tensor(float("nan"), dtype=torch.float64, device=n.device)
+    iou = torch.where(union > 0, diag / union.clamp(min=1), nan)
+    acc = torch.where(target_total > 0, diag / target_total.clamp(min=1), nan)
+    dice = torch.where(target_total + pred_total > 0, 2 * diag / (target_total + pred_total).clamp(min=1), nan)
+    total = target_total.sum()
+    present = target_total > 0
+    return {
+        "pixel_acc": diag.sum() / total if total > 0 else nan,
+        "macc": acc.nanmean(),
+        "miou": iou.nanmean(),
+        "fwiou": (target_total[present] * iou[present]).sum() / total if total > 0 else nan,
+        "mdice": dice.nanmean(),
+        "iou_per_class": iou,
+        "acc_per_class": acc,
+        "dice_per_class": dice,
+    }
+
+
+def format_class_table(
+    results: dict[str, torch.Tensor], class_names: Sequence[str] | None = None, title: str = ""
+) -> str:
+    """A plain-text per-class table (IoU, accuracy, Dice in %) with the means underneath."""
+    iou, acc, dice = (results[k].tolist() for k in PER_CLASS_KEYS)
+    names = list(class_names) if class_names is not None else [str(i) for i in range(len(iou))]
+    width = max(len("class"), *(len(n) for n in names))
+
+    def pct(v: float) -> str:
+        return "    -" if v != v else f"{100 * v:5.1f}"
+
+    lines = [title] if title else []
+    lines.append(f"{'class':<{width}}    IoU    Acc   Dice")
+    lines.append("-" * (width + 22))
+    for name, i, a, d in zip(names, iou, acc, dice, strict=False):
+        lines.append(f"{name:<{width}}  {pct(i)}  {pct(a)}  {pct(d)}")
+    lines.append("-" * (width + 22))
+    lines.append(
+        f"{'mean':<{width}}  {pct(float(results['miou']))}  {pct(float(results['macc']))}  "
+        f"{pct(float(results['mdice']))}"
+    )
+    lines.append(f"pixel acc {pct(float(results['pixel_acc'])).strip()}  fwIoU {pct(float(results['fwiou'])).strip()}")
+    return "\n".join(lines)

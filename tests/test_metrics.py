@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from lightseg.metrics import SegmentationMetrics, format_class_table
+
+
+def test_metrics_against_hand_computed_values() -> None:
+    # 4 classes; class 3 never occurs (NaN, excluded); 255 pixels never count
+    target = torch.tensor([[0, 0, 0, 1, 1, 2, 255, 255]])
+    preds = torch.tensor([[0, 0, 1, 1, 2, 2, 3, 0]])
+    metric = SegmentationMetrics(num_classes=4)
+    metric.update(preds, target)
+    r = metric.compute()
+    # confusion: n00=2 n01=1 | n11=1 n12=1 | n22=1 ; t=[3,2,1], p=[2,2,2]
+    iou = [2 / 3, 1 / 3, 1 / 2]
+    assert r["pixel_acc"].item() == pytest.approx(4 / 6)
+    assert r["macc"].item() == pytest.approx((2 / 3 + 1 / 2 + 1) / 3)
+    assert r["miou"].item() == pytest.approx(sum(iou) / 3)
+    assert r["fwiou"].item() == pytest.approx((3 * iou[0] + 2 * iou[1] + 1 * iou[2]) / 6)
+    assert r["mdice"].item() == pytest.approx((4 / 5 + 2 / 4 + 2 / 3) / 3)
+    assert r["iou_per_class"][:3].tolist() == pytest.approx(iou)
+    assert math.isnan(r["iou_per_class"][3]) and math.isnan(r["acc_per_class"][3])
+
+
+def test_predicted_but_absent_class_counts_as_zero_iou() -> None:
+    metric = SegmentationMetrics(num_classes=3)
+    metric.update(torch.tensor([[0, 2]]), torch.tensor([[0, 0]]))
+    r = metric.compute()
+    assert r["iou_per_class"][2].item() == 0.0  # predicted, never true: a real error
+    assert math.isnan(r["iou_per_class"][1])  # absent from both
+    assert math.isnan(r["acc_per_class"][2])  # accuracy is undefined without target pixels
+    assert r["miou"].item() == pytest.approx((0.5 + 0.0) / 2)
+
+
+def test_logits_input_and_accumulation_over_batches() -> None:
+    target = torch.tensor([[[0, 1], [1, 1]]])
+    logits = torch.zeros(1, 2, 2, 2)
+    logits[0, 1] = 1.0  # predicts class 1 everywhere
+    metric = SegmentationMetrics(num_classes=2)
+    metric.update(logits, target)
+    metric.update(torch.tensor([[[0, 0], [0, 0]]]), torch.tensor([[[0, 0], [0, 0]]]))
+    assert metric.confmat.tolist() == [[4, 1], [0, 3]]
+    assert metric.compute()["pixel_acc"].item() == pytest.approx(7 / 8)
+
+
+def test_out_of_range_label_is_an_error() -> None:
+    metric = SegmentationMetrics(num_classes=3)
+    with pytest.raises(ValueError, match="label 7, outside"):
+        metric.update(torch.tensor([[0, 1]]), torch.tensor([[0, 7]]))
+
+
+def test_class_table_lists_every_class() -> None:
+    metric = SegmentationMetrics(num_classes=3)
+    metric.update(torch.tensor([[0, 1, 1]]), torch.tensor([[0, 1, 0]]))
+    table = format_class_table(metric.compute(), ["background", "cat", "dog"], title="T")
+    lines = table.splitlines()
+    assert lines[0] == "T"
+    assert any(line.startswith("background") and " 50.0 " in line for line in lines)
+    assert any(line.startswith("dog") and line.rstrip().endswith("-") for line in lines)
+    assert any(line.startswith("mean") for line in lines)
