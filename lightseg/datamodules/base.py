@@ -1,0 +1,169 @@
+"""The semantic data module contract, the padding collate and the predict-folder reader."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader, Dataset
+
+from lightseg.datamodules.io import IMAGE_EXTENSIONS, read_image
+from lightseg.errors import LightsegError
+from lightseg.types import PredictItem
+
+
+def pad_collate(items: Sequence[dict[str, Any]], ignore_index: int = 255) -> dict[str, Any]:
+    """Stack items, padding images with 0 and masks with ``ignore_index`` at the bottom/right.
+
+    Val/test images keep their native size; padded pixels never reach a metric or a loss.
+    Non-tensor fields (paths, sizes) become lists.
+    """
+    height = max(item["image"].shape[-2] for item in items)
+    width = max(item["image"].shape[-1] for item in items)
+    batch: dict[str, Any] = {}
+    for key in items[0]:
+        values = [item[key] for item in items]
+        if key == "image":
+            batch[key] = torch.stack([_pad(v, height, width, 0) for v in values])
+        elif key == "mask":
+            batch[key] = torch.stack([_pad(v, height, width, ignore_index) for v in values])
+        else:
+            batch[key] = values
+    return batch
+
+
+def _pad(tensor: torch.Tensor, height: int, width: int, value: float) -> torch.Tensor:
+    dh, dw = height - tensor.shape[-2], width - tensor.shape[-1]
+    return F.pad(tensor, (0, dw, 0, dh), value=value) if dh or dw else tensor
+
+
+class ImageFolderDataset(Dataset[PredictItem]):
+    """Every image under ``root`` (recursively, sorted), for ``lightseg predict``.
+
+    Items carry the image's path relative to ``root`` and its ``(H, W)`` so that writers can
+    crop the padding away and mirror the folder structure.
+    """
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise LightsegError(f"predict_dir {self.root} is not a folder; pass a folder of images")
+        self.paths = sorted(p for p in self.root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+        if not self.paths:
+            raise LightsegError(f"predict_dir {self.root} holds no image ({', '.join(IMAGE_EXTENSIONS)})")
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> PredictItem:
+        path = self.paths[index]
+        image = read_image(path)
+        return {
+            "image": image,
+            "path": str(path.relative_to(self.root)),
+            "size": (int(image.shape[-2]), int(image.shape[-1])),
+        }
+
+
+class SemanticDataModule(LightningDataModule):
+    """Base of the semantic data modules: loaders, padding collate, predict folder.
+
+    Subclasses set :attr:`num_classes` and :attr:`class_names` and fill ``train_dataset``,
+    ``val_dataset`` and ``test_dataset`` in ``setup``. Items are
+    ``{"image": float32 [3,H,W] in [0,1], "mask": int64 [H,W]}``; val/test items are
+    unaugmented at native resolution.
+
+    Args:
+        batch_size: samples per batch (per process).
+        num_workers: data loader worker processes.
+        pin_memory: pin batches in page-locked memory (faster host-to-GPU copies).
+        persistent_workers: keep workers alive between epochs.
+        predict_dir: folder of images for ``lightseg predict``.
+        ignore_index: mask value that never counts (void, padding).
+    """
+
+    num_classes: int
+    class_names: tuple[str, ...]
+
+    def __init__(
+        self,
+        batch_size: int = 8,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        persistent_workers: bool = False,
+        predict_dir: str | None = None,
+        ignore_index: int = 255,
+    ) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise LightsegError(f"batch_size must be >= 1, got {batch_size}")
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.persistent_workers = persistent_workers and num_workers > 0
+        self.predict_dir = predict_dir
+        self.ignore_index = ignore_index
+        self.train_dataset: Dataset[Any] | None = None
+        self.val_dataset: Dataset[Any] | None = None
+        self.test_dataset: Dataset[Any] | None = None
+        self.predict_dataset: Dataset[Any] | None = None
+
+    def setup_predict(self) -> None:
+        """Fill ``predict_dataset`` from ``predict_dir``."""
+        if self.predict_dir is None:
+            raise LightsegError("lightseg predict needs a folder of images: pass --data.predict_dir <folder>")
+        self.predict_dataset = ImageFolderDataset(self.predict_dir)
+
+    def _loader(self, dataset: Dataset[Any] | None, name: str, shuffle: bool = False) -> DataLoader[Any]:
+        if dataset is None:
+            raise LightsegError(f"{type(self).__name__} has no {name} split (setup() did not create it)")
+        size = len(dataset)  # type: ignore[arg-type]
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            # a lone last batch of 1 breaks BatchNorm in heads with global pooling (ASPP)
+            drop_last=shuffle and size > self.batch_size,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.persistent_workers,
+            collate_fn=partial(pad_collate, ignore_index=self.ignore_index),
+        )
+
+    def train_dataloader(self) -> DataLoader[Any]:
+        return self._loader(self.train_dataset, "train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader[Any]:
+        return self._loader(self.val_dataset, "val")
+
+    def test_dataloader(self) -> DataLoader[Any]:
+        return self._loader(self.test_dataset, "test")
+
+    def predict_dataloader(self) -> DataLoader[Any]:
+        if self.predict_dataset is None:
+            self.setup_predict()
+        return self._loader(self.predict_dataset, "predict")
+
+    def class_pixel_statistics(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per class: labelled pixels in the training masks, and total pixels of the images it occurs in.
+
+        Reads the untransformed masks (the dataset's ``read_mask``); used for median-frequency
+        class weights.
+        """
+        dataset = self.train_dataset
+        if dataset is None or not hasattr(dataset, "read_mask"):
+            raise LightsegError(f"{type(self).__name__} cannot provide training masks for class statistics")
+        class_pixels = np.zeros(self.num_classes, dtype=np.int64)
+        image_pixels = np.zeros(self.num_classes, dtype=np.int64)
+        for index in range(len(dataset)):  # type: ignore[arg-type]
+            mask = dataset.read_mask(index)
+            counts = np.bincount(mask[mask != self.ignore_index].ravel(), minlength=self.num_classes)
+            class_pixels += counts[: self.num_classes]
+            image_pixels[counts[: self.num_classes] > 0] += mask.size
+        return class_pixels, image_pixels

@@ -1,0 +1,88 @@
+"""Reading images and label masks, with errors that name the file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from lightseg.errors import LightsegError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
+
+
+def voc_colormap(n: int = 256) -> np.ndarray:
+    """The PASCAL VOC palette: ``[n, 3]`` uint8, class ``i`` -> RGB (255 is the void colour)."""
+    cmap = np.zeros((n, 3), dtype=np.uint8)
+    for i in range(n):
+        c, r, g, b = i, 0, 0, 0
+        for j in range(8):
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        cmap[i] = (r, g, b)
+    return cmap
+
+
+def read_image(path: Path) -> torch.Tensor:
+    """An RGB image as float32 ``[3,H,W]`` in [0, 1]; other modes (grey, RGBA, CMYK) converted."""
+    try:
+        with Image.open(path) as img:
+            array = np.asarray(img.convert("RGB"))
+    except FileNotFoundError:
+        raise LightsegError(f"image {path} does not exist") from None
+    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+        raise LightsegError(f"cannot read image {path}: {err}. Is the file truncated or not an image?") from None
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255)
+
+
+def read_mask(path: Path, num_classes: int, ignore_index: int = 255, colormap: np.ndarray | None = None) -> np.ndarray:
+    """A label mask as ``[H,W]`` uint8 class indices.
+
+    Palette (``P``) and grey (``L``) PNGs are read as indices, never as colours. An RGB
+    mask is mapped through ``colormap`` (the VOC palette by default); a colour that is not
+    in it is an error. Values other than ``ignore_index`` must be below ``num_classes``.
+    """
+    try:
+        with Image.open(path) as img:
+            mode = img.mode
+            array = np.asarray(img)
+    except FileNotFoundError:
+        raise LightsegError(f"mask {path} does not exist") from None
+    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+        raise LightsegError(f"cannot read mask {path}: {err}") from None
+    if mode in ("RGB", "RGBA"):
+        array = _colours_to_indices(array[..., :3], path, num_classes, ignore_index, colormap)
+    elif mode not in ("P", "L", "I", "I;16"):
+        raise LightsegError(f"mask {path} has image mode {mode!r}; expected a palette, grey or RGB PNG")
+    labels = array[array != ignore_index]
+    if labels.size and int(labels.max()) >= num_classes:
+        bad = sorted({int(v) for v in np.unique(labels) if v >= num_classes})
+        raise LightsegError(
+            f"mask {path} holds label value(s) {bad[:5]} but the data set has {num_classes} classes "
+            f"(valid: 0..{num_classes - 1} and {ignore_index} = ignore)"
+        )
+    return array.astype(np.uint8)
+
+
+def _colours_to_indices(
+    rgb: np.ndarray, path: Path, num_classes: int, ignore_index: int, colormap: np.ndarray | None
+) -> np.ndarray:
+    cmap = voc_colormap() if colormap is None else colormap
+    lookup = {tuple(int(v) for v in cmap[i]): i for i in range(num_classes)}
+    lookup[tuple(int(v) for v in voc_colormap()[ignore_index])] = ignore_index
+    codes = (rgb[..., 0].astype(np.int64) << 16) | (rgb[..., 1].astype(np.int64) << 8) | rgb[..., 2]
+    uniques, inverse = np.unique(codes, return_inverse=True)
+    values = np.empty(len(uniques), dtype=np.uint8)
+    for k, code in enumerate(uniques.tolist()):
+        colour = ((code >> 16) & 255, (code >> 8) & 255, code & 255)
+        if colour not in lookup:
+            raise LightsegError(
+                f"RGB mask {path} has colour {colour}, which is not a class colour of the palette; "
+                "save masks as palette PNGs of class indices, or fix the colour"
+            )
+        values[k] = lookup[colour]
+    return values[inverse].reshape(rgb.shape[:2])

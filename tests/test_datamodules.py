@@ -1,0 +1,216 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from lightseg.datamodules import ImageFolderDataset, ShapesDataModule, VOCSegmentationDataset, pad_collate
+from lightseg.datamodules.io import read_image, read_mask
+from lightseg.datamodules.shapes import generate_scene
+from lightseg.datamodules.transforms import RandomScale, train_transforms
+from lightseg.errors import LightsegError
+
+from conftest import PEER
+
+DATUMARO_VOC = PEER / "datumaro" / "voc_dataset1"
+MMSEG = PEER / "mmsegmentation" / "pseudo_dataset"
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory: pytest.TempPathFactory) -> ShapesDataModule:
+    dm = ShapesDataModule(
+        root=str(tmp_path_factory.mktemp("dm")),
+        num_train=12,
+        num_val=4,
+        num_test=4,
+        image_size=40,
+        batch_size=4,
+    )
+    dm.prepare_data()
+    return dm
+
+
+def test_shapes_written_in_voc_layout_with_void_borders(shapes: ShapesDataModule) -> None:
+    root = shapes.data_dir
+    for split, count in [("train", 12), ("val", 4), ("test", 4)]:
+        ids = (root / "ImageSets" / "Segmentation" / f"{split}.txt").read_text().split()
+        assert len(ids) == count and len(set(ids)) == count
+    ids = (root / "ImageSets" / "Segmentation" / "train.txt").read_text().split()
+    labels = []
+    for image_id in ids:
+        png = Image.open(root / "SegmentationClass" / f"{image_id}.png")
+        assert png.mode == "P" and png.getpalette()[3:6] == [128, 0, 0]  # VOC palette
+        jpg = Image.open(root / "JPEGImages" / f"{image_id}.jpg")
+        assert jpg.mode == "RGB" and jpg.size == png.size == (40, 40)
+        labels.append(np.asarray(png))
+    values = set(np.unique(np.stack(labels)).tolist())
+    assert values <= {0, 1, 2, 3, 255} and {0, 255} <= values and len(values - {0, 255}) >= 2
+    # the void band surrounds every object: no object pixel touches background directly
+    for label in labels:
+        obj = (label > 0) & (label < 255)
+        bg = label == 0
+        touching = obj[:, 1:] & bg[:, :-1] | obj[:, :-1] & bg[:, 1:]
+        assert not touching.any()
+
+
+def test_scene_generation_is_deterministic() -> None:
+    a = generate_scene(np.random.default_rng(5), 48)
+    b = generate_scene(np.random.default_rng(5), 48)
+    np.testing.assert_array_equal(a.image, b.image)
+    np.testing.assert_array_equal(a.label, b.label)
+    assert 1 <= len(a.instances) <= 3
+    for inst in a.instances:
+        assert inst.mask.shape == (48, 48) and inst.mask.any()
+
+
+def test_data_contract(shapes: ShapesDataModule) -> None:
+    shapes.setup("fit")
+    assert shapes.train_dataset is not None and shapes.val_dataset is not None
+    item = shapes.val_dataset[0]
+    assert set(item) == {"image", "mask"}
+    assert item["image"].dtype == torch.float32 and item["image"].shape == (3, 40, 40)
+    assert item["image"].min() >= 0.0 and item["image"].max() <= 1.0
+    assert item["mask"].dtype == torch.int64 and item["mask"].shape == (40, 40)
+    assert type(item["image"]) is torch.Tensor  # plain tensors, not tv_tensors
+    batch = next(iter(shapes.train_dataloader()))
+    assert batch["image"].shape == (4, 3, 40, 40) and batch["mask"].shape == (4, 40, 40)
+    assert shapes.num_classes == 4 and shapes.class_names[0] == "background"
+    assert len(shapes.train_dataset) == 12 and shapes.train_dataset.ids[0] == "train_00000"  # type: ignore[attr-defined]
+
+
+def test_val_items_are_unaugmented_and_native(shapes: ShapesDataModule) -> None:
+    shapes.setup("validate")
+    assert shapes.val_dataset is not None
+    first = shapes.val_dataset[0]
+    again = shapes.val_dataset[0]
+    torch.testing.assert_close(first["image"], again["image"])
+    on_disk = np.asarray(Image.open(shapes.data_dir / "SegmentationClass" / "val_00000.png"))
+    np.testing.assert_array_equal(first["mask"].numpy(), on_disk)
+
+
+def test_pad_collate_pads_image_with_zero_and_mask_with_ignore() -> None:
+    items = [
+        {"image": torch.ones(3, 4, 5), "mask": torch.zeros(4, 5, dtype=torch.long)},
+        {"image": torch.ones(3, 6, 3), "mask": torch.ones(6, 3, dtype=torch.long)},
+    ]
+    batch = pad_collate(items)
+    assert batch["image"].shape == (2, 3, 6, 5) and batch["mask"].shape == (2, 6, 5)
+    assert batch["image"][0, :, 4:].abs().sum() == 0 and (batch["mask"][0, 4:] == 255).all()
+    assert (batch["mask"][1, :, 3:] == 255).all() and (batch["mask"][1, :, :3] == 1).all()
+
+
+def test_train_transforms_move_image_and_mask_together() -> None:
+    from torchvision import tv_tensors
+
+    torch.manual_seed(0)
+    image = torch.zeros(3, 20, 30)
+    image[:, 5:10, 5:15] = 1.0
+    mask = torch.zeros(20, 30, dtype=torch.long)
+    mask[5:10, 5:15] = 1
+    pipeline = train_transforms(crop_size=24, scale_range=(0.5, 2.0), hflip=True, vflip=True)
+    for _ in range(10):
+        img, msk = pipeline(tv_tensors.Image(image), tv_tensors.Mask(mask))
+        assert img.shape == (3, 24, 24) and msk.shape == (24, 24)
+        assert set(msk.unique().tolist()) <= {0, 1, 255}
+        inside = msk == 1
+        if inside.sum() > 4:  # the object's pixels are still bright after the joint transform
+            assert img[0][inside].mean() > 0.6
+        assert (img[:, msk == 255] == 0).all()  # padding: image 0, mask 255
+
+
+def test_random_scale_range() -> None:
+    from torchvision import tv_tensors
+
+    torch.manual_seed(0)
+    sizes = {RandomScale((0.5, 2.0))(tv_tensors.Mask(torch.zeros(100, 80))).shape for _ in range(30)}
+    heights = [s[0] for s in sizes]
+    assert min(heights) >= 50 and max(heights) <= 200 and len(sizes) > 5
+
+
+def test_read_mask_maps_rgb_masks_through_the_voc_palette() -> None:
+    # datumaro writes VOC masks as RGB; all (0,128,0) = class 2 (bicycle)
+    mask = read_mask(DATUMARO_VOC / "SegmentationClass" / "2007_000001.png", num_classes=21)
+    assert mask.shape == (10, 20) and set(np.unique(mask).tolist()) == {2}
+
+
+def test_peer_voc_with_missing_mask_is_named() -> None:
+    ds = VOCSegmentationDataset(DATUMARO_VOC, "train")
+    assert ds.ids == ["2007_000001"]
+    item = ds[0]
+    assert item["image"].shape == (3, 10, 20) and (item["mask"] == 2).all()
+    test = VOCSegmentationDataset(DATUMARO_VOC, "test")
+    with pytest.raises(LightsegError, match=r"mask .*2007_000002.png does not exist"):
+        test[0]
+
+
+def test_palette_masks_are_read_as_indices_whatever_the_palette() -> None:
+    # mmsegmentation's pseudo masks use a different palette in every file
+    for k in range(3):
+        mask = read_mask(MMSEG / "gts" / f"0000{k}_gt.png", num_classes=3)
+        assert set(np.unique(mask).tolist()) <= {0, 1, 2}
+
+
+def test_mask_errors_name_file_and_value(tmp_path: Path) -> None:
+    path = tmp_path / "bad.png"
+    Image.fromarray(np.array([[0, 7], [255, 1]], dtype=np.uint8), mode="L").save(path)
+    with pytest.raises(LightsegError, match=r"bad.png holds label value\(s\) \[7\] but the data set has 4 classes"):
+        read_mask(path, num_classes=4)
+    rgb = tmp_path / "rgb.png"
+    Image.fromarray(np.full((2, 2, 3), (1, 2, 3), dtype=np.uint8)).save(rgb)
+    with pytest.raises(LightsegError, match=r"rgb.png has colour \(1, 2, 3\)"):
+        read_mask(rgb, num_classes=21)
+    assert read_mask(path, num_classes=8)[0, 1] == 7
+
+
+def test_images_are_converted_to_rgb_and_unreadable_ones_named(tmp_path: Path) -> None:
+    grey = tmp_path / "grey.png"
+    Image.fromarray(np.full((3, 4), 255, dtype=np.uint8), mode="L").save(grey)
+    rgba = tmp_path / "rgba.png"
+    Image.fromarray(np.zeros((3, 4, 4), dtype=np.uint8), mode="RGBA").save(rgba)
+    assert read_image(grey).shape == (3, 3, 4) and read_image(grey).min() == 1.0
+    assert read_image(rgba).shape == (3, 3, 4)
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    with pytest.raises(LightsegError, match="cannot read image .*broken.jpg"):
+        read_image(broken)
+
+
+def test_missing_root_names_the_path_and_layout(tmp_path: Path) -> None:
+    with pytest.raises(
+        LightsegError, match=r"data root .*nowhere does not exist; expected the layout VOC2012/\{JPEGImages"
+    ):
+        VOCSegmentationDataset(tmp_path / "nowhere", "train")
+
+
+def test_missing_split_file_names_the_layout(tmp_path: Path) -> None:
+    with pytest.raises(LightsegError, match=r"split file .*train.txt does not exist; expected the layout VOC2012"):
+        VOCSegmentationDataset(tmp_path, "train")
+
+
+def test_image_folder_for_predict(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    Image.fromarray(np.zeros((5, 7, 3), dtype=np.uint8)).save(tmp_path / "a.jpg")
+    Image.fromarray(np.zeros((9, 4), dtype=np.uint8)).save(tmp_path / "sub" / "b.png")
+    (tmp_path / "notes.txt").write_text("not an image")
+    ds = ImageFolderDataset(tmp_path)
+    assert [ds[i]["path"] for i in range(len(ds))] == ["a.jpg", "sub/b.png"]
+    assert ds[1]["size"] == (9, 4) and ds[1]["image"].shape == (3, 9, 4)
+    with pytest.raises(LightsegError, match="holds no image"):
+        ImageFolderDataset(_empty(tmp_path))
+
+
+def _empty(tmp_path: Path) -> Path:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    return empty
+
+
+def test_median_frequency_statistics_from_training_masks(shapes: ShapesDataModule) -> None:
+    shapes.setup("fit")
+    class_pixels, image_pixels = shapes.class_pixel_statistics()
+    assert class_pixels.shape == (4,) and (class_pixels > 0).all()
+    assert image_pixels[0] == 12 * 40 * 40  # background occurs in every image
+    assert (image_pixels[1:] <= image_pixels[0]).all()
