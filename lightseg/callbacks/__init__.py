@@ -1,0 +1,5 @@
+"""Lightning callbacks shipped with lightseg."""
+
+from lightseg.callbacks.prediction_writer import SegmentationWriter
+
+__all__ = ["SegmentationWriter"]

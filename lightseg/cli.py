@@ -1,0 +1,205 @@
+"""The ``lightseg`` command: a LightningCLI with ``fit``, ``validate``, ``test`` and ``predict``."""
+
+from __future__ import annotations
+
+import re
+import sys
+import warnings
+from pathlib import Path
+from typing import Any, NoReturn
+
+import yaml
+from lightning.pytorch import LightningDataModule, LightningModule, Trainer
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from typing_extensions import override
+
+import lightseg.datamodules
+import lightseg.tasks  # noqa: F401  (registers the tasks' short names)
+from lightseg.callbacks import SegmentationWriter
+from lightseg.checkpoints import ALIASES, resolve_checkpoint
+from lightseg.errors import LightsegError, closest_names
+from lightseg.tasks import BaseTask
+
+
+class LoggerSaveConfigCallback(SaveConfigCallback):
+    """Saves the resolved config as ``config.yaml`` in the run folder and sends it to the logger."""
+
+    @override
+    def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if trainer.logger is not None:
+            config = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
+            trainer.logger.log_hyperparams({"config": config})
+
+
+class LightsegArgumentParser(LightningArgumentParser):
+    """jsonargparse's parser, but a wrong value is one line, not the usage of 150 options."""
+
+    @override
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        if not getattr(self, "exit_on_error", True):  # nested parsers report to their parent
+            super().error(message, ex)
+        prog = f"lightseg {self.prog.split()[-1]}" if " " in self.prog else "lightseg <subcommand>"
+        sys.stderr.write(f"lightseg: error: {condense_parser_error(message)}\n")
+        sys.stderr.write(f"`{prog} --help` lists every option\n")
+        raise SystemExit(2)
+
+
+def condense_parser_error(message: str) -> str:
+    """The gist of a jsonargparse error: which key, which value, what would be valid."""
+    keys = list(dict.fromkeys(re.findall(r'Parser key "([^"]+)"', message)))
+    where = f"{'.'.join(keys)}: " if keys else ""
+    choices = re.search(r"Expected a typing\.Literal\[(.*?)\]\. Got value: (.*)", message)
+    if choices:
+        valid = [c.strip().strip("'\"") for c in choices.group(1).split(",")]
+        value = choices.group(2).strip()
+        return f"{where}{value!r} is not valid;{closest_names(value, valid)}"
+    if "Expected a dot import path string" in message or "either not accessible or invalid" in message:
+        value = re.search(r"Given value: (.*)", message)
+        name = value.group(1).strip() if value else "?"
+        return (
+            f"{where}{name!r} is not a known class; use a short name (SemanticSegmentationTask, "
+            "ShapesDataModule) or an import path (mypkg.module.MyTask)"
+        )
+    typed = re.search(r"Expected a <class '(\w+)'>\. Got value: (.*)", message)
+    if typed:
+        return f"{where}expected {typed.group(1)}, got {typed.group(2).strip()!r}"
+    unknown = re.search(r"Option '([^']+)' is not accepted|NestedArg\(key='([^']+)'", message)
+    if unknown:
+        return f"{where}unknown option {unknown.group(1) or unknown.group(2)!r}"
+    expected = re.search(r"Expected a <class '(\w+)'>", message)
+    given = re.search(r"Given value: (.*)", message)
+    if expected and given:
+        return f"{where}expected {expected.group(1)}, got {given.group(1).strip()!r}"
+    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
+    return " ".join(lines[:2]) if lines else message
+
+
+class LightsegCLI(LightningCLI):
+    """LightningCLI with lightseg's tasks and data modules, linked ``num_classes`` and checkpoint aliases.
+
+    Tasks and data modules are chosen by short name (``SemanticSegmentationTask``) or by
+    import path (a user's subclass). ``--ckpt_path best|last`` finds the checkpoints of
+    the most recent run of the same config, also in a new process.
+    """
+
+    def __init__(self, args: list[str] | None = None, run: bool = True, **kwargs: Any) -> None:
+        super().__init__(
+            model_class=BaseTask,
+            datamodule_class=LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            save_config_callback=LoggerSaveConfigCallback,
+            save_config_kwargs={"overwrite": True},
+            auto_configure_optimizers=False,
+            parser_class=LightsegArgumentParser,
+            args=args,
+            run=run,
+            **kwargs,
+        )
+
+    @override
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
+
+    @override
+    def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs: Any) -> LightningArgumentParser:
+        parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
+        if subcommand == "predict":  # output options only where they mean something
+            parser.add_lightning_class_args(SegmentationWriter, "prediction")
+        return parser
+
+    @override
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        super().parse_arguments(parser, args)
+        subcommand = self.config.get("subcommand")
+        if not subcommand:
+            return
+        config = self.config[subcommand]
+        alias = config.get("ckpt_path")
+        if alias in ALIASES and not (subcommand == "fit" and alias == "best"):
+            path, message = resolve_checkpoint(alias, checkpoint_roots(config))
+            print(f"lightseg: {message}", file=sys.stderr)
+            config["ckpt_path"] = str(path)
+
+
+def checkpoint_roots(config: Any) -> list[Path]:
+    """Folders where the configured run writes checkpoints.
+
+    These are the ModelCheckpoint dirpaths, the loggers' save dirs and the trainer's ``default_root_dir``.
+    """
+    trainer = config.get("trainer") or {}
+    roots: list[Path] = []
+    for callback in _as_list(trainer.get("callbacks")):
+        if "ModelCheckpoint" in str(_field(callback, "class_path")):
+            dirpath = _field(_field(callback, "init_args"), "dirpath")
+            if dirpath:
+                roots.append(Path(dirpath))
+    for logger in _as_list(trainer.get("logger")):
+        save_dir = _field(_field(logger, "init_args"), "save_dir")
+        if save_dir:
+            roots.append(Path(save_dir))
+    roots.append(Path(trainer.get("default_root_dir") or "."))
+    return list(dict.fromkeys(roots))
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None or isinstance(value, bool):
+        return []
+    return list(value) if isinstance(value, list) else [value]
+
+
+def _field(obj: Any, key: str) -> Any:
+    if obj is None:
+        return None
+    if isinstance(obj, dict):
+        return obj.get(key)
+    return getattr(obj, key, None)
+
+
+def build_cli(args: list[str] | None = None, run: bool = True) -> LightsegCLI:
+    """Build (and with ``run=True`` execute) the CLI; tests and benchmarks use ``run=False``."""
+    with warnings.catch_warnings():
+        # explicit args are this function's purpose; Lightning warns whenever sys.argv is also set
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+        return LightsegCLI(args=args, run=run)
+
+
+def main(args: list[str] | None = None) -> None:
+    """Entry point: ``lightseg <subcommand> ...``; a user mistake exits with status 2 and one line."""
+    try:
+        build_cli(args)
+    except Exception as err:
+        user_error = find_user_error(err)
+        if user_error is None:
+            raise
+        print(f"lightseg: error: {user_message(user_error)}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def find_user_error(err: BaseException) -> LightsegError | None:
+    """The :class:`LightsegError` behind ``err``, also when jsonargparse or Lightning wrapped it."""
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [err]
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        if isinstance(current, LightsegError):
+            return current
+        seen.add(id(current))
+        pending += [current.__cause__, current.__context__]
+    return None
+
+
+def user_message(err: BaseException) -> str:
+    """The message of a user error, without the traceback a DataLoader worker wraps around it."""
+    text = str(err)
+    if "Original Traceback" in text:
+        marker = f"{type(err).__name__}: "
+        text = text[text.rfind(marker) + len(marker) :] if marker in text else text.strip().splitlines()[-1]
+    return text.strip()
+
+
+def console_main() -> None:
+    """The ``lightseg`` console script (exit status 0, or 2 for a user mistake)."""
+    main()

@@ -1,0 +1,6 @@
+"""LightningModules per task; subclass them and override a ``build_*`` seam."""
+
+from lightseg.tasks.base import BaseTask
+from lightseg.tasks.semantic import SemanticSegmentationTask
+
+__all__ = ["BaseTask", "SemanticSegmentationTask"]

@@ -1,0 +1,191 @@
+"""Semantic segmentation: FCN, U-Net, DeepLab v2/v3/v3+ by name, one loop."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, ClassVar, Literal, cast
+
+import torch
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import nn
+from typing_extensions import override
+
+from lightseg.errors import LightsegError
+from lightseg.losses import LossName, SegmentationLoss, median_frequency_weights
+from lightseg.metrics import SegmentationMetrics, format_class_table
+from lightseg.metrics.segmentation import SCALAR_KEYS
+from lightseg.models.semantic import ArchName, build_semantic_model
+from lightseg.tasks.base import BaseTask
+from lightseg.types import SemanticBatch, Stage
+
+
+class SemanticSegmentationTask(BaseTask):
+    """Per-pixel classification with any architecture of :mod:`lightseg.models.semantic`.
+
+    Images arrive in [0, 1] (the model normalises them); the model returns
+    ``{"out": logits[, "aux": logits]}`` at input resolution. Logs ``{stage}_loss`` and the
+    dataset-level ``{stage}_miou``, ``_pixel_acc``, ``_macc``, ``_fwiou``, ``_mdice`` and
+    ``{stage}_iou_<class>``; prints a per-class table at the end of ``validate``/``test``.
+
+    Args:
+        arch: ``fcn32s``/``fcn16s``/``fcn8s`` (VGG16 FCN), ``fcn`` (torchvision FCN-ResNet),
+            ``unet`` (smp), ``deeplabv2``, ``deeplabv3`` (torchvision ResNet-50/101 or an smp
+            encoder), ``deeplabv3plus`` (smp).
+        backbone: encoder; ``None`` takes the architecture's default (vgg16, resnet50 for
+            ``fcn``, resnet34 for ``unet``, resnet101 for the DeepLabs).
+        weights_backbone: ``imagenet`` or ``null`` (train from scratch; needed offline unless
+            the weights are in the torch/Hugging Face cache).
+        num_classes: classes including background; the CLI links it from the data module.
+        ignore_index: label that never counts in loss or metrics.
+        aux_weight: weight of the auxiliary head's loss (``fcn``, ``deeplabv3`` on ResNets);
+            0 removes the head.
+        output_stride: 8 or 16 (``deeplabv3``, ``deeplabv3plus``).
+        multi_grid: unit rates of the last ResNet stage (``deeplabv3``).
+        learnable_upsampling: learn the final FCN-VGG upsampling (the release kept it fixed).
+        loss: ``ce``, ``dice``, ``ce+dice`` or ``focal``.
+        class_weights: per-class cross-entropy weights, or ``median_frequency`` to compute them
+            from the training masks before training.
+        boundary_w0: U-Net border weight ``w0`` (10 in the paper); 0 disables the weight map.
+        boundary_sigma: U-Net border width ``sigma`` in pixels (5 in the paper).
+        optimizer: see :class:`~lightseg.tasks.BaseTask`.
+        lr_scheduler: see :class:`~lightseg.tasks.BaseTask`.
+        lr_interval: see :class:`~lightseg.tasks.BaseTask`.
+    """
+
+    monitor: ClassVar[str] = "val_miou"
+    mode: ClassVar[Literal["min", "max"]] = "max"
+
+    def __init__(
+        self,
+        arch: ArchName = "unet",
+        backbone: str | None = None,
+        weights_backbone: Literal["imagenet"] | None = "imagenet",
+        num_classes: int = 21,
+        ignore_index: int = 255,
+        aux_weight: float = 0.5,
+        output_stride: Literal[8, 16] = 16,
+        multi_grid: tuple[int, int, int] = (1, 2, 4),
+        learnable_upsampling: bool = False,
+        loss: LossName = "ce",
+        class_weights: list[float] | Literal["median_frequency"] | None = None,
+        boundary_w0: float = 0.0,
+        boundary_sigma: float = 5.0,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        lr_scheduler: LRSchedulerCallable | None = None,
+        lr_interval: Literal["step", "epoch"] | None = None,
+    ) -> None:
+        super().__init__(optimizer=optimizer, lr_scheduler=lr_scheduler, lr_interval=lr_interval)
+
+    @override
+    def build_model(self) -> nn.Module:
+        hp = self.hparams
+        return build_semantic_model(
+            hp["arch"],
+            hp["num_classes"],
+            hp["backbone"],
+            hp["weights_backbone"],
+            aux=hp["aux_weight"] > 0,
+            output_stride=hp["output_stride"],
+            multi_grid=hp["multi_grid"],
+            learnable_upsampling=hp["learnable_upsampling"],
+        )
+
+    @override
+    def build_loss(self) -> nn.Module:
+        hp = self.hparams
+        weights = hp["class_weights"]
+        return SegmentationLoss(
+            hp["loss"],
+            hp["num_classes"],
+            hp["ignore_index"],
+            class_weights=None if weights in (None, "median_frequency") else weights,
+            boundary_w0=hp["boundary_w0"],
+            boundary_sigma=hp["boundary_sigma"],
+        )
+
+    @override
+    def build_metrics(self) -> nn.Module:
+        return SegmentationMetrics(self.hparams["num_classes"], self.hparams["ignore_index"])
+
+    @override
+    def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``[B,3,H,W]`` images in [0, 1] -> ``{"out": [B,C,H,W], "aux"?: [B,C,H,W]}`` logits."""
+        return self.model(image)
+
+    def compute_loss(self, outputs: dict[str, torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
+        """Main loss plus ``aux_weight`` times the auxiliary head's loss."""
+        loss = self.criterion(outputs["out"], mask)
+        if "aux" in outputs:
+            loss = loss + self.hparams["aux_weight"] * self.criterion(outputs["aux"], mask)
+        return loss
+
+    @override
+    def step(self, batch: SemanticBatch, stage: Stage) -> torch.Tensor:
+        outputs = self(batch["image"])
+        loss = self.compute_loss(outputs, batch["mask"])
+        self.log(
+            f"{stage}_loss",
+            loss,
+            on_step=stage == "train",
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=batch["image"].shape[0],
+            sync_dist=stage != "train",
+        )
+        self.stage_metrics(stage).update(outputs["out"].detach(), batch["mask"])
+        return loss
+
+    @override
+    def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
+        logits = self(batch["image"])["out"]
+        return {"mask": logits.argmax(1).to(torch.uint8).cpu(), "path": batch["path"], "size": batch["size"]}
+
+    @property
+    def class_names(self) -> Sequence[str] | None:
+        """Class names from the attached data module, if it has them."""
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        names = getattr(datamodule, "class_names", None)
+        return tuple(names) if names is not None and len(names) == self.hparams["num_classes"] else None
+
+    def _end_epoch(self, stage: str) -> dict[str, torch.Tensor]:
+        metric = self.stage_metrics(stage)
+        results: dict[str, torch.Tensor] = metric.compute()
+        metric.reset()
+        names = self.class_names or [str(i) for i in range(self.hparams["num_classes"])]
+        values = {f"{stage}_{key}": results[key].float() for key in SCALAR_KEYS}
+        for name, iou in zip(names, results["iou_per_class"].tolist(), strict=True):
+            if not math.isnan(iou):
+                values[f"{stage}_iou_{name}"] = torch.tensor(iou)
+        miou = values.pop(f"{stage}_miou")
+        self.log(f"{stage}_miou", miou, prog_bar=True)
+        self.log_dict(values)
+        return results
+
+    @override
+    def on_train_epoch_end(self) -> None:
+        self._end_epoch("train")
+
+    @override
+    def on_validation_epoch_end(self) -> None:
+        results = self._end_epoch("val")
+        if self.trainer.state.fn == "validate" and not self.trainer.sanity_checking:
+            self.print(format_class_table(results, self.class_names, title="Validation, per class (%)"))
+
+    @override
+    def on_test_epoch_end(self) -> None:
+        results = self._end_epoch("test")
+        self.print(format_class_table(results, self.class_names, title="Test, per class (%)"))
+
+    @override
+    def setup(self, stage: str) -> None:
+        if stage == "fit" and self.hparams["class_weights"] == "median_frequency":
+            datamodule: Any = getattr(self.trainer, "datamodule", None)
+            if not hasattr(datamodule, "class_pixel_statistics"):
+                raise LightsegError(
+                    f"class_weights: median_frequency needs a data module with class_pixel_statistics(); "
+                    f"{type(datamodule).__name__} has none: give explicit class_weights"
+                )
+            weights = median_frequency_weights(*datamodule.class_pixel_statistics())
+            cast(SegmentationLoss, self.criterion).set_class_weights(torch.from_numpy(weights))
+            self.print(f"median-frequency class weights: {[round(float(w), 3) for w in weights]}")

@@ -1,0 +1,198 @@
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from lightseg.cli import build_cli, main
+from lightseg.tasks import SemanticSegmentationTask
+
+from conftest import ROOT, TINY_SHAPES
+
+QUICKSTART = str(ROOT / "configs" / "quickstart.yaml")
+CONFIGS = sorted(str(p) for p in (ROOT / "configs").rglob("*.yaml") if "trainer" not in p.parts)
+
+
+def tiny(shapes_root: Path, *extra: str) -> list[str]:
+    return [
+        "--config",
+        QUICKSTART,
+        *TINY_SHAPES,
+        f"--data.init_args.root={shapes_root}",
+        "--trainer.max_epochs=2",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+        *extra,
+    ]
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: Path(p).name)
+def test_every_shipped_config_instantiates(config: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    cli = build_cli(["--config", config, "--data.init_args.root", str(tmp_path)], run=False)
+    assert isinstance(cli.model, SemanticSegmentationTask)
+    assert cli.model.hparams["num_classes"] == cli.datamodule.num_classes  # linked
+
+
+def test_fit_test_predict_round_trip(
+    shapes_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    main(["fit", *tiny(shapes_root)])
+    run = tmp_path / "runs" / "quickstart" / "unet_resnet18" / "version_0"
+    checkpoints = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert "last.ckpt" in checkpoints and any(name.startswith("epoch") for name in checkpoints)
+    rows = list(csv.DictReader((run / "metrics.csv").open()))
+    mious = [float(r["val_miou"]) for r in rows if r.get("val_miou")]
+    assert len(mious) == 2 and all(0.0 <= v <= 1.0 for v in mious)
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["model"]["class_path"] == "lightseg.tasks.SemanticSegmentationTask"
+    assert saved["data"]["init_args"]["num_train"] == 32 and saved["trainer"]["max_epochs"] == 2
+    hparams = yaml.safe_load((run / "hparams.yaml").read_text())
+    assert hparams["config"]["data"]["init_args"]["image_size"] == 32  # the config reached the logger
+    assert hparams["num_classes"] == 4  # linked from the data module into the model
+
+    # the saved config alone reproduces the run's setup
+    capsys.readouterr()
+    main(["validate", "--config", str(run / "config.yaml"), "--ckpt_path", "last", "--trainer.logger=false"])
+    assert "Validation, per class (%)" in capsys.readouterr().out
+
+    capsys.readouterr()
+    main(["test", *tiny(shapes_root), "--ckpt_path", "best"])
+    captured = capsys.readouterr()
+    assert "--ckpt_path best -> " in captured.err and "epoch" in captured.err
+    table = captured.out[captured.out.index("Test, per class") :]
+    for name in ("background", "circle", "square", "triangle", "mean"):
+        assert name in table
+
+    images = tmp_path / "my_images"
+    images.mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (37, 53, 3), dtype=np.uint8)).save(images / "a.jpg")
+    Image.fromarray(np.zeros((20, 30), dtype=np.uint8), mode="L").save(images / "b.png")
+    out = tmp_path / "out"
+    main(["predict", *tiny(shapes_root), "--ckpt_path", "last", "--data.init_args.predict_dir", str(images),
+          "--prediction.output_dir", str(out)])  # fmt: skip
+    mask_a = Image.open(out / "masks" / "a.png")
+    assert mask_a.mode == "P" and mask_a.size == (53, 37)
+    assert set(np.unique(np.asarray(mask_a)).tolist()) <= {0, 1, 2, 3}
+    assert Image.open(out / "masks" / "b.png").size == (30, 20)
+    overlay = Image.open(out / "overlays" / "a.png")
+    assert overlay.mode == "RGB" and overlay.size == (53, 37)
+
+    # an existing output folder is refused before anything is predicted, and nothing is lost
+    before = (out / "masks" / "a.png").read_bytes()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["predict", *tiny(shapes_root), "--ckpt_path", "last", "--data.init_args.predict_dir", str(images),
+              "--prediction.output_dir", str(out)])  # fmt: skip
+    assert exit_info.value.code == 2
+    assert "already exists and is not empty" in capsys.readouterr().err
+    assert (out / "masks" / "a.png").read_bytes() == before
+
+
+def test_user_subclass_by_import_path(shapes_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    cli = build_cli([*tiny(shapes_root), "--model", "user_task.LovaszSegmentation"], run=False)
+    assert type(cli.model).__name__ == "LovaszSegmentation"
+    assert type(cli.model.criterion).__name__ == "LovaszLoss"
+    assert cli.model.hparams["arch"] == "unet"  # the quickstart's init_args carried over
+
+
+def test_validate_prints_table_and_uses_short_names(
+    shapes_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    main(["validate", "--model", "SemanticSegmentationTask", "--model.arch", "unet", "--model.backbone", "resnet18",
+          "--model.weights_backbone", "null", "--data", "ShapesDataModule", *TINY_SHAPES,
+          f"--data.init_args.root={shapes_root}", "--trainer.enable_progress_bar=false",
+          "--trainer.logger=false"])  # fmt: skip
+    assert "Validation, per class (%)" in capsys.readouterr().out
+
+
+def test_user_mistakes_exit_with_one_line(
+    shapes_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as info:
+        main(["test", *tiny(shapes_root), "--ckpt_path", "best"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "no checkpoint found" in err and "Traceback" not in err
+
+    with pytest.raises(SystemExit) as info:
+        main(["predict", *tiny(shapes_root)])
+    assert info.value.code == 2
+    assert "pass --data.predict_dir" in capsys.readouterr().err
+
+    with pytest.raises(SystemExit) as info:
+        main(["fit", *tiny(shapes_root), "--model.backbone", "resnet1800"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "backbone 'resnet1800' is not available" in err and "resnet18" in err
+
+    with pytest.raises(SystemExit) as info:
+        main(["fit", *tiny(shapes_root), "--model.arch", "unett"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "unett" in err and "deeplabv3plus" in err
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        (
+            ["--model.arch", "unett"],
+            "model.arch: 'unett' is not valid; (did you mean 'unet'?) valid choices: deeplabv2",
+        ),
+        (["--model.loss", "dicee"], "model.loss: 'dicee' is not valid; (did you mean 'dice'?)"),
+        (["--model.init_args.foo", "1"], "model: unknown option 'foo'"),
+        (["--data.init_args.batch_size", "x"], "data.batch_size: expected int, got 'x'"),
+        (["--model", "NoSuchTask"], "model: 'NoSuchTask' is not a known class"),
+    ],
+)
+def test_config_mistakes_are_one_line(override: list[str], expected: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["fit", "--config", QUICKSTART, *override])
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].startswith(f"lightseg: error: {expected}"), err
+    assert len(err) == 2 and err[1] == "`lightseg fit --help` lists every option"
+
+
+def test_bad_label_in_data_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    root = tmp_path / "shapes"
+    args = tiny(root)
+    build_cli(args, run=False).datamodule.prepare_data()
+    data_dir = next(root.iterdir())
+    bad = data_dir / "SegmentationClass" / "val_00003.png"
+    label = np.asarray(Image.open(bad)).copy()
+    label[0, 0] = 9
+    Image.fromarray(label, mode="L").save(bad)
+    with pytest.raises(SystemExit):
+        main(["validate", *args, "--trainer.logger=false"])
+    err = capsys.readouterr().err
+    assert "val_00003.png holds label value(s) [9]" in err and "Traceback" not in err
+
+
+def test_console_script_and_module_entry_point(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "lightseg", "fit", "--config", QUICKSTART, "--print_config"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    printed = yaml.safe_load(result.stdout)
+    assert printed["model"]["init_args"]["arch"] == "unet"
+    assert printed["data"]["class_path"] == "lightseg.datamodules.ShapesDataModule"
+    error = subprocess.run(
+        ["lightseg", "predict", "--config", QUICKSTART, "--ckpt_path", "last"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=120, check=False,
+    )  # fmt: skip
+    assert error.returncode == 2
+    assert error.stderr.strip().splitlines()[-1].startswith("lightseg: error: --ckpt_path last: no checkpoint found")
+    assert "Traceback" not in error.stderr
