@@ -70,12 +70,15 @@ class SegmentationWriter(BasePredictionWriter):
 
     def _save_mask(self, mask: np.ndarray, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        png = Image.fromarray(mask.astype(np.uint8), mode="P")
+        if mask.dtype != np.uint8:  # more than 256 classes: a 16-bit grey PNG of indices
+            Image.fromarray(mask.astype(np.uint16)).save(path)
+            return
+        png = Image.fromarray(mask, mode="P")
         png.putpalette(self.palette.ravel().tolist())
         png.save(path)
 
     def _save_overlay(self, image: np.ndarray, mask: np.ndarray, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        colours = self.palette[mask].astype(np.float32)
+        colours = self.palette[mask.astype(np.int64) % len(self.palette)].astype(np.float32)
         blend = np.where((mask > 0)[..., None], (1 - self.alpha) * image + self.alpha * colours, image)
         Image.fromarray(blend.round().astype(np.uint8)).save(path)

@@ -49,7 +49,10 @@ def offline_hint(what: str, weights: WeightsEnum | str | None) -> Iterator[None]
             where = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
             how = f"download {weights.url} on a machine with internet and copy it to {where}"
         else:
-            how = "populate the Hugging Face / torch hub cache ($HF_HOME, $TORCH_HOME) on a machine with internet"
+            how = (
+                "populate the Hugging Face cache ($HF_HOME) on a machine with internet and copy it here "
+                "(HF_HUB_OFFLINE=1 skips the network retries)"
+            )
         raise LightsegError(
             f"could not load the pretrained weights for {what} ({type(err).__name__}: {err}). "
             f"To use them offline, {how}; or set `weights_backbone: null` to train from scratch."

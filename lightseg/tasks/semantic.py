@@ -138,8 +138,9 @@ class SemanticSegmentationTask(BaseTask):
 
     @override
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
-        logits = self(batch["image"])["out"]
-        return {"mask": logits.argmax(1).to(torch.uint8).cpu(), "path": batch["path"], "size": batch["size"]}
+        labels = self(batch["image"])["out"].argmax(1)
+        labels = labels.to(torch.uint8 if self.hparams["num_classes"] <= 256 else torch.int32)
+        return {"mask": labels.cpu(), "path": batch["path"], "size": batch["size"]}
 
     @property
     def class_names(self) -> Sequence[str] | None:
@@ -156,7 +157,7 @@ class SemanticSegmentationTask(BaseTask):
         values = {f"{stage}_{key}": results[key].float() for key in SCALAR_KEYS}
         for name, iou in zip(names, results["iou_per_class"].tolist(), strict=True):
             if not math.isnan(iou):
-                values[f"{stage}_iou_{name}"] = torch.tensor(iou)
+                values[f"{stage}_iou_{name.replace(' ', '_')}"] = torch.tensor(iou)
         miou = values.pop(f"{stage}_miou")
         self.log(f"{stage}_miou", miou, prog_bar=True)
         self.log_dict(values)

@@ -1,0 +1,124 @@
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+
+import lightseg.models.semantic as semantic_models
+from lightseg.datamodules import ShapesDataModule
+from lightseg.errors import LightsegError
+from lightseg.optim import PolyLR
+from lightseg.tasks import SemanticSegmentationTask
+
+
+def _task(**kwargs: object) -> SemanticSegmentationTask:
+    defaults: dict[str, object] = {"arch": "unet", "backbone": "resnet18", "weights_backbone": None, "num_classes": 4}
+    return SemanticSegmentationTask(**{**defaults, **kwargs})  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def tiny_shapes(tmp_path_factory: pytest.TempPathFactory) -> ShapesDataModule:
+    return ShapesDataModule(
+        root=str(tmp_path_factory.mktemp("tasks")), num_train=16, num_val=4, num_test=4, image_size=32, batch_size=4
+    )
+
+
+def _trainer(**kwargs: object) -> L.Trainer:
+    return L.Trainer(
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+def test_poly_lr_steps_per_iteration_over_the_whole_run(tiny_shapes: ShapesDataModule) -> None:
+    task = _task(
+        optimizer=functools.partial(torch.optim.SGD, lr=0.1, momentum=0.9),
+        lr_scheduler=functools.partial(PolyLR, power=0.9),
+    )
+    lrs: list[float] = []
+
+    class Record(L.Callback):
+        def on_train_batch_start(self, trainer: L.Trainer, *args: object) -> None:
+            lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    trainer = _trainer(max_epochs=2, limit_val_batches=0, callbacks=[Record()])
+    trainer.fit(task, tiny_shapes)
+    total = 2 * (16 // 4)
+    assert trainer.lr_scheduler_configs[0].interval == "step"
+    assert trainer.lr_scheduler_configs[0].scheduler.total_iters == total  # type: ignore[attr-defined]
+    expected = [0.1 * (1 - i / total) ** 0.9 for i in range(total)]
+    assert lrs == pytest.approx(expected, rel=1e-6)
+
+
+def test_epoch_schedulers_and_explicit_interval() -> None:
+    task = _task(lr_scheduler=functools.partial(torch.optim.lr_scheduler.StepLR, step_size=1))
+    config = task.configure_optimizers()
+    assert config["lr_scheduler"]["interval"] == "epoch"
+    assert config["lr_scheduler"]["monitor"] == "val_miou"
+    stepped = _task(lr_scheduler=functools.partial(torch.optim.lr_scheduler.StepLR, step_size=1), lr_interval="step")
+    assert stepped.configure_optimizers()["lr_scheduler"]["interval"] == "step"
+    assert isinstance(_task().configure_optimizers(), torch.optim.AdamW)
+
+
+def test_frozen_parameters_are_not_given_to_the_optimizer() -> None:
+    task = _task(arch="fcn32s", backbone=None)
+    optimizer = task.configure_optimizers()
+    handed = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    assert id(task.model.net.upscore_final.weight) not in handed
+    assert id(task.model.net.score_fr.weight) in handed
+
+
+def test_aux_loss_is_weighted() -> None:
+    task = _task(arch="deeplabv3", backbone="resnet50", aux_weight=0.25)
+    mask = torch.randint(0, 4, (2, 8, 8))
+    out = {"out": torch.randn(2, 4, 8, 8), "aux": torch.randn(2, 4, 8, 8)}
+    expected = task.criterion(out["out"], mask) + 0.25 * task.criterion(out["aux"], mask)
+    torch.testing.assert_close(task.compute_loss(out, mask), expected)
+    without = _task(arch="deeplabv3", backbone="resnet50", aux_weight=0.0)
+    assert without.model.net.aux_classifier is None
+
+
+def test_median_frequency_weights_are_computed_before_training(tiny_shapes: ShapesDataModule) -> None:
+    task = _task(class_weights="median_frequency")
+    trainer = _trainer(max_steps=1, limit_val_batches=0)
+    trainer.fit(task, tiny_shapes)
+    weights = task.criterion.class_weights
+    assert weights.shape == (4,)
+    assert weights[0] < 1.0 < weights[1:].max()  # background, the frequent class, is down-weighted
+    # saved with the model, so a resumed or tested run uses the same weights
+    assert torch.equal(task.state_dict()["criterion.class_weights"], weights)
+
+
+def test_task_logs_dataset_level_metrics(tiny_shapes: ShapesDataModule) -> None:
+    task = _task()
+    trainer = _trainer()
+    results = trainer.validate(task, tiny_shapes, verbose=False)[0]
+    for key in ("val_loss", "val_miou", "val_pixel_acc", "val_macc", "val_fwiou", "val_mdice", "val_iou_background"):
+        assert key in results
+    assert 0.0 <= results["val_miou"] <= 1.0
+    assert task.stage_metrics("val").confmat.sum() == 0  # reset after logging
+
+
+def test_smp_offline_weights_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    def offline(*args: object, **kwargs: object) -> None:
+        raise OSError("We couldn't connect to the Hub")
+
+    monkeypatch.setattr(semantic_models.smp, "Unet", offline)
+    with pytest.raises(LightsegError, match=r"smp encoder resnet18.*HF_HUB_OFFLINE=1.*weights_backbone: null"):
+        _task(weights_backbone="imagenet")
+
+
+def test_python_usage_from_the_readme(tmp_path: Path) -> None:
+    task = SemanticSegmentationTask(arch="fcn8s", num_classes=5, weights_backbone=None)
+    assert task.hparams["arch"] == "fcn8s" and task.hparams["backbone"] is None
+    out = task(torch.rand(1, 3, 45, 61))
+    assert out["out"].shape == (1, 5, 45, 61)
+    assert np.isclose(float(task.criterion.class_weights.sum()), 5.0)
