@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import segmentation_models_pytorch as smp
 import torch
@@ -88,10 +88,6 @@ class SegmentationModel(nn.Module):
         return logits
 
 
-def _smp_weights(spec: ModelSpec) -> str | None:
-    return None if spec.weights_backbone is None else "imagenet"
-
-
 def _fcn_vgg(variant: Literal["32s", "16s", "8s"]) -> Callable[[ModelSpec], SegmentationModel]:
     def build(spec: ModelSpec) -> SegmentationModel:
         net = FCNVGG16(spec.num_classes, variant, spec.weights_backbone, spec.learnable_upsampling)
@@ -111,55 +107,38 @@ def _fcn_resnet(spec: ModelSpec) -> SegmentationModel:
     return SegmentationModel(net)
 
 
-def _unet(spec: ModelSpec) -> SegmentationModel:
+def _smp(model_class: Callable[..., nn.Module], spec: ModelSpec, **kwargs: Any) -> SegmentationModel:
+    weights = None if spec.weights_backbone is None else "imagenet"
     net = build_with_hint(
         f"smp encoder {spec.backbone}",
-        _smp_weights(spec),
-        lambda: smp.Unet(spec.backbone, encoder_weights=_smp_weights(spec), classes=spec.num_classes),
+        weights,
+        lambda: model_class(spec.backbone, encoder_weights=weights, classes=spec.num_classes, **kwargs),
     )
     return SegmentationModel(net, size_divisor=32)
+
+
+def _aspp_rates(spec: ModelSpec) -> tuple[int, int, int]:
+    # DeepLab v3 Sec. 3.3: rates (6, 12, 18) at output stride 16, doubled at 8
+    return (6, 12, 18) if spec.output_stride == 16 else (12, 24, 36)
+
+
+def _unet(spec: ModelSpec) -> SegmentationModel:
+    return _smp(smp.Unet, spec)
 
 
 def _deeplabv3(spec: ModelSpec) -> SegmentationModel:
     if spec.backbone in ATROUS_RESNETS:
-        net: nn.Module = deeplabv3_resnet(
-            spec.num_classes,
-            spec.backbone,
-            spec.weights_backbone,
-            spec.output_stride,
-            spec.multi_grid,
-            spec.aux,
+        net = deeplabv3_resnet(
+            spec.num_classes, spec.backbone, spec.weights_backbone, spec.output_stride, spec.multi_grid, spec.aux
         )
         return SegmentationModel(net)
-    rates = (6, 12, 18) if spec.output_stride == 16 else (12, 24, 36)
-    net = build_with_hint(
-        f"smp encoder {spec.backbone}",
-        _smp_weights(spec),
-        lambda: smp.DeepLabV3(
-            spec.backbone,
-            encoder_weights=_smp_weights(spec),
-            encoder_output_stride=spec.output_stride,
-            decoder_atrous_rates=rates,
-            classes=spec.num_classes,
-        ),
-    )
-    return SegmentationModel(net, size_divisor=32)
+    return _smp(smp.DeepLabV3, spec, encoder_output_stride=spec.output_stride, decoder_atrous_rates=_aspp_rates(spec))
 
 
 def _deeplabv3plus(spec: ModelSpec) -> SegmentationModel:
-    rates = (6, 12, 18) if spec.output_stride == 16 else (12, 24, 36)
-    net = build_with_hint(
-        f"smp encoder {spec.backbone}",
-        _smp_weights(spec),
-        lambda: smp.DeepLabV3Plus(
-            spec.backbone,
-            encoder_weights=_smp_weights(spec),
-            encoder_output_stride=spec.output_stride,
-            decoder_atrous_rates=rates,
-            classes=spec.num_classes,
-        ),
+    return _smp(
+        smp.DeepLabV3Plus, spec, encoder_output_stride=spec.output_stride, decoder_atrous_rates=_aspp_rates(spec)
     )
-    return SegmentationModel(net, size_divisor=32)
 
 
 def _deeplabv2(spec: ModelSpec) -> SegmentationModel:
