@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from lightseg.datamodules import ImageFolderDataset, ShapesDataModule, VOCSegmentationDataset, pad_collate
+from lightseg.datamodules import ImageFolderDataset, ShapesDataModule, pad_collate
 from lightseg.datamodules.io import read_image, read_mask
 from lightseg.datamodules.shapes import generate_scene
 from lightseg.datamodules.transforms import RandomScale, train_transforms
@@ -136,16 +136,6 @@ def test_read_mask_maps_rgb_masks_through_the_voc_palette() -> None:
     assert mask.shape == (10, 20) and set(np.unique(mask).tolist()) == {2}
 
 
-def test_peer_voc_with_missing_mask_is_named() -> None:
-    ds = VOCSegmentationDataset(DATUMARO_VOC, "train")
-    assert ds.ids == ["2007_000001"]
-    item = ds[0]
-    assert item["image"].shape == (3, 10, 20) and (item["mask"] == 2).all()
-    test = VOCSegmentationDataset(DATUMARO_VOC, "test")
-    with pytest.raises(LightsegError, match=r"mask .*2007_000002.png does not exist"):
-        test[0]
-
-
 def test_palette_masks_are_read_as_indices_whatever_the_palette() -> None:
     # mmsegmentation's pseudo masks use a different palette in every file
     for k in range(3):
@@ -176,18 +166,6 @@ def test_images_are_converted_to_rgb_and_unreadable_ones_named(tmp_path: Path) -
     broken.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     with pytest.raises(LightsegError, match="cannot read image .*broken.jpg"):
         read_image(broken)
-
-
-def test_missing_root_names_the_path_and_layout(tmp_path: Path) -> None:
-    with pytest.raises(
-        LightsegError, match=r"data root .*nowhere does not exist; expected the layout VOC2012/\{JPEGImages"
-    ):
-        VOCSegmentationDataset(tmp_path / "nowhere", "train")
-
-
-def test_missing_split_file_names_the_layout(tmp_path: Path) -> None:
-    with pytest.raises(LightsegError, match=r"split file .*train.txt does not exist; expected the layout VOC2012"):
-        VOCSegmentationDataset(tmp_path, "train")
 
 
 def test_image_folder_for_predict(tmp_path: Path) -> None:

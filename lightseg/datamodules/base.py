@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from abc import abstractmethod
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,9 @@ import torch.nn.functional as F
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
+from lightseg.datamodules.files import OnMissing
 from lightseg.datamodules.io import IMAGE_EXTENSIONS, read_image
+from lightseg.datamodules.transforms import train_transforms
 from lightseg.errors import LightsegError
 from lightseg.types import PredictItem
 
@@ -167,3 +170,65 @@ class SemanticDataModule(LightningDataModule):
             class_pixels += counts[: self.num_classes]
             image_pixels[counts[: self.num_classes] > 0] += mask.size
         return class_pixels, image_pixels
+
+
+class SplitDataModule(SemanticDataModule):
+    """A semantic data module whose train/val/test datasets come from named splits.
+
+    Subclasses implement :meth:`make_dataset`; this class builds the training pipeline
+    (the DeepLab recipe: random scale, pad to the crop with image 0 / mask ``ignore_index``,
+    random crop, flips, optional photometric distortion) and keeps val/test unaugmented at
+    native resolution.
+
+    Args:
+        train_split: split used for training.
+        val_split: split used for validation.
+        test_split: split used by ``lightseg test``.
+        crop_size: training crop ``int`` or ``(H, W)``; ``None`` trains on whole images.
+        scale_range: random rescaling range in training; ``None`` disables it.
+        hflip: random horizontal flips in training.
+        vflip: random vertical flips in training.
+        photometric: random brightness/contrast/saturation/hue in training.
+        on_missing: ``error`` names samples whose files are missing; ``skip`` leaves them out.
+        batch_size: see :class:`SemanticDataModule`.
+        num_workers: see :class:`SemanticDataModule`.
+        pin_memory: see :class:`SemanticDataModule`.
+        persistent_workers: see :class:`SemanticDataModule`.
+        predict_dir: see :class:`SemanticDataModule`.
+    """
+
+    def __init__(
+        self,
+        train_split: str = "train",
+        val_split: str = "val",
+        test_split: str = "val",
+        crop_size: int | tuple[int, int] | None = None,
+        scale_range: tuple[float, float] | None = None,
+        hflip: bool = True,
+        vflip: bool = False,
+        photometric: bool = False,
+        on_missing: OnMissing = "error",
+        batch_size: int = 8,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        persistent_workers: bool = False,
+        predict_dir: str | None = None,
+    ) -> None:
+        super().__init__(batch_size, num_workers, pin_memory, persistent_workers, predict_dir)
+        self.splits = {"train": train_split, "val": val_split, "test": test_split}
+        self.on_missing: OnMissing = on_missing
+        self.train_transform = train_transforms(crop_size, scale_range, hflip, vflip, photometric, self.ignore_index)
+
+    @abstractmethod
+    def make_dataset(self, split: str, transforms: Callable[..., Any] | None) -> Dataset[Any]:
+        """The dataset of ``split`` with ``transforms`` (``None`` for evaluation)."""
+
+    def setup(self, stage: str) -> None:
+        if stage == "fit":
+            self.train_dataset = self.make_dataset(self.splits["train"], self.train_transform)
+        if stage in ("fit", "validate"):
+            self.val_dataset = self.make_dataset(self.splits["val"], None)
+        if stage == "test":
+            self.test_dataset = self.make_dataset(self.splits["test"], None)
+        if stage == "predict":
+            self.setup_predict()

@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw
 from scipy import ndimage
+from torch.utils.data import Dataset
 
-from lightseg.datamodules.base import SemanticDataModule
+from lightseg.datamodules.base import SplitDataModule
 from lightseg.datamodules.io import voc_colormap
-from lightseg.datamodules.transforms import train_transforms
 from lightseg.datamodules.voc import VOCSegmentationDataset
 
 SHAPES_CLASSES = ("background", "circle", "square", "triangle")
@@ -192,7 +194,7 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "lightseg"
 
 
-class ShapesDataModule(SemanticDataModule):
+class ShapesDataModule(SplitDataModule):
     """Synthetic circles, squares and triangles in the VOC layout, written once on first use.
 
     Classes: background, circle, square, triangle (``num_classes = 4``). The scenes depend
@@ -236,26 +238,24 @@ class ShapesDataModule(SemanticDataModule):
         persistent_workers: bool = False,
         predict_dir: str | None = None,
     ) -> None:
-        super().__init__(batch_size, num_workers, pin_memory, persistent_workers, predict_dir)
-        self.splits = {"train": num_train, "val": num_val, "test": num_test}
+        crop = image_size if scale_range is not None else None
+        super().__init__(
+            "train", "val", "test", crop, scale_range, hflip, vflip, False, "error",
+            batch_size, num_workers, pin_memory, persistent_workers, predict_dir,
+        )  # fmt: skip
+        self.counts = {"train": num_train, "val": num_val, "test": num_test}
         self.image_size = image_size
         self.seed = seed
         name = f"shapes-v{FORMAT_VERSION}-{image_size}px-{seed}-{num_train}-{num_val}-{num_test}"
         self.data_dir = (Path(root) if root is not None else default_cache_dir()) / name
-        crop = image_size if scale_range is not None else None
-        self.train_transform = train_transforms(crop, scale_range, hflip=hflip, vflip=vflip)
 
     def prepare_data(self) -> None:
         if not self.data_dir.is_dir():
-            write_voc(self.data_dir, self.splits, self.image_size, self.seed)
+            write_voc(self.data_dir, self.counts, self.image_size, self.seed)
 
     def setup(self, stage: str) -> None:
         self.prepare_data()  # no-op when present; lets plain-Python users skip the trainer
-        if stage == "fit":
-            self.train_dataset = VOCSegmentationDataset(self.data_dir, "train", self.num_classes, self.train_transform)
-        if stage in ("fit", "validate"):
-            self.val_dataset = VOCSegmentationDataset(self.data_dir, "val", self.num_classes)
-        if stage == "test":
-            self.test_dataset = VOCSegmentationDataset(self.data_dir, "test", self.num_classes)
-        if stage == "predict":
-            self.setup_predict()
+        super().setup(stage)
+
+    def make_dataset(self, split: str, transforms: Callable[..., Any] | None) -> Dataset[Any]:
+        return VOCSegmentationDataset(self.data_dir, split, self.num_classes, transforms)

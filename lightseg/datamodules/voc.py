@@ -1,38 +1,50 @@
-"""The PASCAL VOC segmentation layout reader (``JPEGImages``, ``SegmentationClass``, ``ImageSets``)."""
+"""PASCAL VOC 2012 segmentation, read from the layout as downloaded."""
 
 from __future__ import annotations
 
+import urllib.error
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
 from torch.utils.data import Dataset
-from torchvision import tv_tensors
 
-from lightseg.datamodules.io import read_image, read_mask
+from lightseg.datamodules.base import SplitDataModule
+from lightseg.datamodules.files import OnMissing, Sample, SegmentationFiles, read_split
 from lightseg.errors import LightsegError
-from lightseg.types import SemanticItem
 
 VOC_CLASSES = (
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
     "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
 )  # fmt: skip
 
-VOC_LAYOUT = "VOC2012/{JPEGImages/<id>.jpg, SegmentationClass/<id>.png, ImageSets/Segmentation/<split>.txt}"
+VOC_LAYOUT = "VOCdevkit/VOC2012/{JPEGImages/<id>.jpg, SegmentationClass/<id>.png, ImageSets/Segmentation/<split>.txt}"
 
 
-class VOCSegmentationDataset(Dataset[SemanticItem]):
-    """Images and masks of one split of a folder in the VOC 2012 layout.
+def resolve_voc_root(root: str | Path) -> Path:
+    """The ``VOC2012`` folder, given it, ``VOCdevkit`` or the folder that holds ``VOCdevkit``."""
+    root = Path(root)
+    for candidate in (root, root / "VOC2012", root / "VOCdevkit" / "VOC2012"):
+        if (candidate / "JPEGImages").is_dir() or (candidate / "ImageSets").is_dir():
+            return candidate
+    if not root.exists():
+        raise LightsegError(f"data root {root} does not exist; expected the layout {VOC_LAYOUT}")
+    raise LightsegError(f"{root} holds no VOC 2012 data set; expected the layout {VOC_LAYOUT} below it")
+
+
+class VOCSegmentationDataset(SegmentationFiles):
+    """One split of a folder in the VOC 2012 layout (also the embedded shapes set's layout).
+
+    Masks are ``SegmentationClass/<id>.png``: palette PNGs read as indices; RGB masks mapped
+    through the VOC colormap; 255 is void.
 
     Args:
-        root: the folder that holds ``JPEGImages``, ``SegmentationClass`` and ``ImageSets``.
-        split: name of the list ``ImageSets/Segmentation/<split>.txt``.
-        num_classes: classes in the masks (background included); other values but
-            ``ignore_index`` are an error naming the file.
+        root: ``VOC2012`` itself, ``VOCdevkit``, or the folder holding ``VOCdevkit``.
+        split: ``ImageSets/Segmentation/<split>.txt`` (``train``, ``val``, ``trainval``).
+        num_classes: classes in the masks, background included.
         transforms: a joint transform of ``tv_tensors.Image`` and ``tv_tensors.Mask``.
         ignore_index: the void label.
+        on_missing: ``error`` or ``skip`` for ids without image or mask.
     """
 
     def __init__(
@@ -42,44 +54,114 @@ class VOCSegmentationDataset(Dataset[SemanticItem]):
         num_classes: int = len(VOC_CLASSES),
         transforms: Callable[..., Any] | None = None,
         ignore_index: int = 255,
+        on_missing: OnMissing = "error",
     ) -> None:
-        self.root = Path(root)
+        self.root = resolve_voc_root(root)
         self.split = split
-        self.num_classes = num_classes
-        self.transforms = transforms
-        self.ignore_index = ignore_index
-        if not self.root.is_dir():
-            raise LightsegError(f"data root {self.root} does not exist; expected the layout {VOC_LAYOUT}")
-        split_file = self.root / "ImageSets" / "Segmentation" / f"{split}.txt"
-        if not split_file.is_file():
-            raise LightsegError(f"split file {split_file} does not exist; expected the layout {VOC_LAYOUT}")
-        self.ids: list[str] = [line.split()[0] for line in split_file.read_text().splitlines() if line.strip()]
-
-    def __len__(self) -> int:
-        return len(self.ids)
+        ids = read_split(self.root / "ImageSets" / "Segmentation" / f"{split}.txt", VOC_LAYOUT)
+        samples = [voc_sample(self.root, i) for i in ids]
+        super().__init__(
+            samples, num_classes, transforms, ignore_index, on_missing=on_missing, name=f"VOC {split} ({self.root})"
+        )
 
     def image_path(self, index: int) -> Path:
         """Path of the image of sample ``index``."""
-        return self.root / "JPEGImages" / f"{self.ids[index]}.jpg"
+        return self.samples[index].image
 
     def mask_path(self, index: int) -> Path:
         """Path of the mask of sample ``index``."""
-        return self.root / "SegmentationClass" / f"{self.ids[index]}.png"
+        mask = self.samples[index].mask
+        assert mask is not None
+        return mask
 
-    def read_mask(self, index: int) -> np.ndarray:
-        """The untransformed ``[H,W]`` uint8 mask of sample ``index``."""
-        return read_mask(self.mask_path(index), self.num_classes, self.ignore_index)
 
-    def __getitem__(self, index: int) -> SemanticItem:
-        image = read_image(self.image_path(index))
-        mask = self.read_mask(index)
-        if tuple(image.shape[-2:]) != mask.shape:
-            raise LightsegError(
-                f"image {self.image_path(index)} is {tuple(image.shape[-2:])} but its mask "
-                f"{self.mask_path(index)} is {mask.shape} (H, W)"
-            )
-        img = tv_tensors.Image(image)
-        msk = tv_tensors.Mask(torch.from_numpy(mask).long())
-        if self.transforms is not None:
-            img, msk = self.transforms(img, msk)
-        return {"image": img.as_subclass(torch.Tensor), "mask": msk.as_subclass(torch.Tensor)}
+def voc_sample(voc_root: Path, image_id: str) -> Sample:
+    """The VOC 2012 files of ``image_id``."""
+    return Sample(
+        image_id, voc_root / "JPEGImages" / f"{image_id}.jpg", voc_root / "SegmentationClass" / f"{image_id}.png"
+    )
+
+
+class VOCDataModule(SplitDataModule):
+    """PASCAL VOC 2012 segmentation (21 classes, 1,464 train / 1,449 val images).
+
+    Defaults follow the DeepLab recipe: random scale 0.5-2.0, pad and random crop 513,
+    horizontal flip; val/test at native resolution.
+
+    Args:
+        root: ``VOC2012``, ``VOCdevkit`` or the folder that holds ``VOCdevkit``.
+        download: fetch and extract VOCtrainval_11-May-2012.tar (2 GB) into ``root`` with
+            torchvision's downloader if the data are not there.
+        train_split: ``train`` or ``trainval``.
+        val_split: ``val``.
+        test_split: ``val`` (VOC's test labels are not public).
+        crop_size: training crop.
+        scale_range: random rescaling range in training.
+        hflip: random horizontal flips.
+        vflip: random vertical flips.
+        photometric: random colour jitter.
+        on_missing: ``error`` or ``skip`` for split ids without image or mask.
+        batch_size: samples per batch.
+        num_workers: data loader workers.
+        pin_memory: pin batches in page-locked memory.
+        persistent_workers: keep workers alive between epochs.
+        predict_dir: folder of images for ``lightseg predict``.
+    """
+
+    num_classes = len(VOC_CLASSES)
+    class_names = VOC_CLASSES
+
+    def __init__(
+        self,
+        root: str = "data/voc",
+        download: bool = False,
+        train_split: str = "train",
+        val_split: str = "val",
+        test_split: str = "val",
+        crop_size: int | tuple[int, int] | None = 513,
+        scale_range: tuple[float, float] | None = (0.5, 2.0),
+        hflip: bool = True,
+        vflip: bool = False,
+        photometric: bool = False,
+        on_missing: OnMissing = "error",
+        batch_size: int = 16,
+        num_workers: int = 4,
+        pin_memory: bool = True,
+        persistent_workers: bool = True,
+        predict_dir: str | None = None,
+    ) -> None:
+        super().__init__(
+            train_split, val_split, test_split, crop_size, scale_range, hflip, vflip, photometric, on_missing,
+            batch_size, num_workers, pin_memory, persistent_workers, predict_dir,
+        )  # fmt: skip
+        self.root = root
+        self.download = download
+
+    def prepare_data(self) -> None:
+        if self.download:
+            download_voc(Path(self.root))
+
+    def make_dataset(self, split: str, transforms: Callable[..., Any] | None) -> Dataset[Any]:
+        return VOCSegmentationDataset(
+            self.root, split, self.num_classes, transforms, self.ignore_index, on_missing=self.on_missing
+        )
+
+
+def download_voc(root: Path) -> None:
+    """Download and extract VOC 2012 trainval into ``root`` unless it is already there."""
+    try:
+        resolve_voc_root(root)
+        return
+    except LightsegError:
+        pass
+    from torchvision.datasets import VOCSegmentation
+    from torchvision.datasets.voc import DATASET_YEAR_DICT
+
+    url = DATASET_YEAR_DICT["2012"]["url"]
+    try:
+        VOCSegmentation(str(root), year="2012", image_set="train", download=True)
+    except (urllib.error.URLError, OSError) as err:
+        raise LightsegError(
+            f"could not download VOC 2012 from {url} ({err}). Offline? Download VOCtrainval_11-May-2012.tar "
+            f"elsewhere and extract it into {root}, so that {root / 'VOCdevkit' / 'VOC2012' / 'JPEGImages'} exists"
+        ) from None

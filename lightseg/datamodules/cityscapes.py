@@ -1,0 +1,145 @@
+"""Cityscapes fine annotations, mapped to the 19 evaluated train ids on the fly."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from torch.utils.data import Dataset
+from torchvision.datasets import Cityscapes
+
+from lightseg.datamodules.base import SplitDataModule
+from lightseg.datamodules.files import OnMissing, Sample, SegmentationFiles
+from lightseg.datamodules.io import read_mask
+from lightseg.errors import LightsegError
+
+CITYSCAPES_LAYOUT = (
+    "{leftImg8bit/<split>/<city>/<frame>_leftImg8bit.png, gtFine/<split>/<city>/<frame>_gtFine_labelIds.png}"
+)
+# the official label table (cityscapesScripts' helpers/labels.py), as torchvision ships it
+TRAIN_LABELS = sorted((c for c in Cityscapes.classes if 0 <= c.train_id < 255), key=lambda c: c.train_id)
+CITYSCAPES_CLASSES = tuple(c.name for c in TRAIN_LABELS)
+CITYSCAPES_COLORS = tuple(c.color for c in TRAIN_LABELS)
+NUM_LABEL_IDS = 34  # label ids 0..33 occur in *_labelIds.png (license plate, -1, does not)
+
+
+def label_id_to_train_id() -> np.ndarray:
+    """A 256-entry lookup table: Cityscapes label id -> train id (0..18), everything else -> 255."""
+    lut = np.full(256, 255, dtype=np.uint8)
+    for c in Cityscapes.classes:
+        if c.id >= 0 and 0 <= c.train_id < 255:
+            lut[c.id] = c.train_id
+    return lut
+
+
+class CityscapesLabels(SegmentationFiles):
+    """Cityscapes frames with the best label file each has.
+
+    ``*_labelIds.png`` are mapped to train ids, ``*_labelTrainIds.png`` read as they are,
+    and ``*_instanceIds.png`` decoded (label id = value // 1000 for instances, the value
+    itself otherwise) and mapped.
+    """
+
+    def decode_mask(self, path: Path) -> np.ndarray:
+        if path.name.endswith("_labelTrainIds.png"):
+            return read_mask(path, self.num_classes, self.ignore_index)
+        if not path.name.endswith("_instanceIds.png"):
+            return super().decode_mask(path)
+        try:
+            with Image.open(path) as img:
+                raw = np.asarray(img).astype(np.int64)
+        except OSError as err:
+            raise LightsegError(f"cannot read label file {path}: {err}") from None
+        ids = np.where(raw >= 1000, raw // 1000, raw)
+        if ids.size and (ids.max() >= NUM_LABEL_IDS or ids.min() < 0):
+            raise LightsegError(f"{path} holds label ids outside 0..{NUM_LABEL_IDS - 1}")
+        assert self.label_map is not None
+        return self.label_map[ids]
+
+
+def cityscapes_samples(root: Path, split: str) -> list[Sample]:
+    """Frames of ``split`` (sorted by city and name) with their best available label file."""
+    images_dir = root / "leftImg8bit" / split
+    if not root.is_dir():
+        raise LightsegError(f"data root {root} does not exist; expected the Cityscapes layout {CITYSCAPES_LAYOUT}")
+    if not images_dir.is_dir():
+        raise LightsegError(f"{images_dir} does not exist; expected the Cityscapes layout {CITYSCAPES_LAYOUT}")
+    samples = []
+    for image in sorted(images_dir.glob("*/*_leftImg8bit.png")):
+        frame = image.name[: -len("_leftImg8bit.png")]
+        labels = root / "gtFine" / split / image.parent.name
+        candidates = [labels / f"{frame}_gtFine_{kind}.png" for kind in ("labelIds", "labelTrainIds", "instanceIds")]
+        mask = next((c for c in candidates if c.is_file()), candidates[0])
+        samples.append(Sample(frame, image, mask))
+    if not samples:
+        raise LightsegError(f"{images_dir} holds no *_leftImg8bit.png; expected the layout {CITYSCAPES_LAYOUT}")
+    return samples
+
+
+class CityscapesDataModule(SplitDataModule):
+    """Cityscapes fine (19 evaluated classes; 2,975 train / 500 val), no preprocessing step.
+
+    Labels come from ``*_gtFine_labelIds.png`` mapped to train ids on the fly (all other ids
+    -> 255); where only ``*_labelTrainIds.png`` (or ``*_instanceIds.png``) exist, those are
+    used. Class names and colours come from the official label table.
+
+    Args:
+        root: the folder holding ``leftImg8bit`` and ``gtFine``.
+        train_split: ``train`` (or ``train_extra`` with coarse data laid out the same way).
+        val_split: ``val``.
+        test_split: ``val`` (test labels are not public).
+        crop_size: training crop (512x1024 in DeepLab v3+; 769x769 is the other common one).
+        scale_range: random rescaling range in training.
+        hflip: random horizontal flips.
+        vflip: random vertical flips.
+        photometric: random colour jitter.
+        on_missing: ``error`` or ``skip`` for frames without a label file.
+        batch_size: samples per batch.
+        num_workers: data loader workers.
+        pin_memory: pin batches in page-locked memory.
+        persistent_workers: keep workers alive between epochs.
+        predict_dir: folder of images for ``lightseg predict``.
+    """
+
+    num_classes = len(CITYSCAPES_CLASSES)
+    class_names = CITYSCAPES_CLASSES
+    class_colors = CITYSCAPES_COLORS
+
+    def __init__(
+        self,
+        root: str = "data/cityscapes",
+        train_split: str = "train",
+        val_split: str = "val",
+        test_split: str = "val",
+        crop_size: int | tuple[int, int] | None = (512, 1024),
+        scale_range: tuple[float, float] | None = (0.5, 2.0),
+        hflip: bool = True,
+        vflip: bool = False,
+        photometric: bool = False,
+        on_missing: OnMissing = "error",
+        batch_size: int = 8,
+        num_workers: int = 4,
+        pin_memory: bool = True,
+        persistent_workers: bool = True,
+        predict_dir: str | None = None,
+    ) -> None:
+        super().__init__(
+            train_split, val_split, test_split, crop_size, scale_range, hflip, vflip, photometric, on_missing,
+            batch_size, num_workers, pin_memory, persistent_workers, predict_dir,
+        )  # fmt: skip
+        self.root = root
+
+    def make_dataset(self, split: str, transforms: Callable[..., Any] | None) -> Dataset[Any]:
+        return CityscapesLabels(
+            cityscapes_samples(Path(self.root), split),
+            self.num_classes,
+            transforms,
+            self.ignore_index,
+            label_map=label_id_to_train_id(),
+            raw_classes=NUM_LABEL_IDS,
+            on_missing=self.on_missing,
+            name=f"Cityscapes {split} ({self.root})",
+        )

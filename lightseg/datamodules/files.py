@@ -1,0 +1,156 @@
+"""A semantic dataset as a list of (id, image file, mask file) samples, whatever the layout."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from lightning.pytorch.utilities import rank_zero_warn
+from scipy import io as sio
+from torch.utils.data import Dataset
+from torchvision import tv_tensors
+
+from lightseg.datamodules.io import read_image, read_mask
+from lightseg.errors import LightsegError
+from lightseg.types import SemanticItem
+
+OnMissing = Literal["error", "skip"]
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One sample: its id, its image file and its label file (``.png`` or SBD ``.mat``)."""
+
+    id: str
+    image: Path
+    mask: Path | None
+
+
+def read_sbd_mask(path: Path, num_classes: int, ignore_index: int = 255) -> np.ndarray:
+    """Class labels of an SBD ``cls/*.mat`` file (``GTcls.Segmentation``) as ``[H,W]`` uint8."""
+    try:
+        mat = sio.loadmat(path, struct_as_record=False, squeeze_me=True)
+    except FileNotFoundError:
+        raise LightsegError(f"mask {path} does not exist") from None
+    except Exception as err:
+        raise LightsegError(f"cannot read SBD file {path}: {err}") from None
+    if "GTcls" not in mat or not hasattr(mat["GTcls"], "Segmentation"):
+        raise LightsegError(
+            f"{path} has no GTcls.Segmentation (keys: {sorted(k for k in mat if not k.startswith('__'))}); "
+            "SBD class labels live in dataset/cls/*.mat (dataset/inst/*.mat hold instances)"
+        )
+    labels = np.asarray(mat["GTcls"].Segmentation)
+    bad = labels[(labels != ignore_index) & (labels >= num_classes)]
+    if bad.size:
+        raise LightsegError(
+            f"{path} holds label value(s) {sorted(set(bad.tolist()))[:5]} but there are {num_classes} classes"
+        )
+    return labels.astype(np.uint8)
+
+
+class SegmentationFiles(Dataset[SemanticItem]):
+    """Images and masks read from a list of :class:`Sample`; the shared reader of every layout.
+
+    Missing files are found when the dataset is built, before any training starts: with
+    ``on_missing="error"`` the first missing ids are named; with ``"skip"`` those samples
+    are dropped and counted in the log.
+
+    Args:
+        samples: the samples, in order (``ids`` follows it).
+        num_classes: classes of the (mapped) masks; other values but ``ignore_index`` are an
+            error naming the file.
+        transforms: a joint transform of ``tv_tensors.Image`` and ``tv_tensors.Mask``.
+        ignore_index: the void label.
+        label_map: a 256-entry lookup table applied to raw mask values (e.g. Cityscapes label
+            ids to train ids); ``raw_classes`` bounds the raw values then.
+        raw_classes: number of valid raw values when ``label_map`` is given.
+        on_missing: ``error`` or ``skip`` for samples whose image or mask file is absent.
+        name: how error messages call this data set.
+    """
+
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        num_classes: int,
+        transforms: Callable[..., Any] | None = None,
+        ignore_index: int = 255,
+        label_map: np.ndarray | None = None,
+        raw_classes: int | None = None,
+        on_missing: OnMissing = "error",
+        name: str = "data set",
+    ) -> None:
+        self.num_classes = num_classes
+        self.transforms = transforms
+        self.ignore_index = ignore_index
+        self.label_map = label_map
+        self.raw_classes: int = raw_classes if label_map is not None and raw_classes is not None else num_classes
+        self.samples = self._check(list(samples), on_missing, name)
+
+    @staticmethod
+    def _check(samples: list[Sample], on_missing: OnMissing, name: str) -> list[Sample]:
+        def missing(sample: Sample) -> str | None:
+            if not sample.image.is_file():
+                return f"image {sample.image}"
+            if sample.mask is None or not sample.mask.is_file():
+                return f"mask {sample.mask}" if sample.mask is not None else "label file"
+            return None
+
+        problems = [(s, what) for s in samples if (what := missing(s)) is not None]
+        if not problems:
+            return samples
+        if on_missing == "skip":
+            rank_zero_warn(f"{name}: skipped {len(problems)} of {len(samples)} samples whose files are missing")
+            bad = {id(s) for s, _ in problems}
+            return [s for s in samples if id(s) not in bad]
+        first = "; ".join(f"{s.id}: no {what}" for s, what in problems[:3])
+        raise LightsegError(
+            f"{name}: {len(problems)} of {len(samples)} samples have missing files ({first}). "
+            "Complete the data set, or set on_missing: skip to leave them out"
+        )
+
+    @property
+    def ids(self) -> list[str]:
+        """The sample ids, in order."""
+        return [s.id for s in self.samples]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def read_mask(self, index: int) -> np.ndarray:
+        """The untransformed ``[H,W]`` uint8 mask of sample ``index`` (label map applied)."""
+        path = self.samples[index].mask
+        assert path is not None
+        return self.decode_mask(path)
+
+    def decode_mask(self, path: Path) -> np.ndarray:
+        """Class indices of the label file ``path``: SBD ``.mat`` or PNG (through ``label_map``)."""
+        if path.suffix == ".mat":
+            return read_sbd_mask(path, self.num_classes, self.ignore_index)
+        raw = read_mask(path, self.raw_classes, self.ignore_index)
+        return raw if self.label_map is None else self.label_map[raw]
+
+    def __getitem__(self, index: int) -> SemanticItem:
+        sample = self.samples[index]
+        image = read_image(sample.image)
+        mask = self.read_mask(index)
+        if tuple(image.shape[-2:]) != mask.shape:
+            raise LightsegError(
+                f"image {sample.image} is {tuple(image.shape[-2:])} but its mask {sample.mask} is {mask.shape} "
+                "(H, W); image and label of a sample must have the same size"
+            )
+        img = tv_tensors.Image(image)
+        msk = tv_tensors.Mask(torch.from_numpy(mask).long())
+        if self.transforms is not None:
+            img, msk = self.transforms(img, msk)
+        return {"image": img.as_subclass(torch.Tensor), "mask": msk.as_subclass(torch.Tensor)}
+
+
+def read_split(path: Path, layout: str) -> list[str]:
+    """Ids listed one per line in a split file (first token of each line)."""
+    if not path.is_file():
+        raise LightsegError(f"split file {path} does not exist; expected the layout {layout}")
+    return [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
