@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 import csv
+import logging
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from PIL import Image
 
@@ -34,10 +36,14 @@ def tiny(shapes_root: Path, *extra: str) -> list[str]:
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: Path(p).name)
 def test_every_shipped_config_instantiates(config: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)
-    cli = build_cli(["--config", config, "--data.init_args.root", str(tmp_path)], run=False)
+    monkeypatch.chdir(tmp_path)  # data roots are relative and absent: building must not touch them
+    first_line = Path(config).read_text().splitlines()[0]
+    assert first_line.startswith("# ") and len(first_line) > 60  # what it reproduces and where from
+    cli = build_cli(["--config", config, "--model.init_args.weights_backbone=null"], run=False)
     assert isinstance(cli.model, SemanticSegmentationTask)
     assert cli.model.hparams["num_classes"] == cli.datamodule.num_classes  # linked
+    with torch.no_grad():
+        assert cli.model.eval()(torch.rand(1, 3, 33, 47))["out"].shape == (1, cli.datamodule.num_classes, 33, 47)
 
 
 def test_fit_test_predict_round_trip(
@@ -196,3 +202,41 @@ def test_console_script_and_module_entry_point(tmp_path: Path) -> None:
     assert error.returncode == 2
     assert error.stderr.strip().splitlines()[-1].startswith("lightseg: error: --ckpt_path last: no checkpoint found")
     assert "Traceback" not in error.stderr
+
+
+def test_deeplabv3_recipe_runs_on_voc_and_sbd_layouts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from layouts import write_sbd, write_voc
+
+    monkeypatch.chdir(tmp_path)
+    write_voc(tmp_path / "voc", {"train": ["2007_a", "2008_b"], "val": ["2007_d", "2008_e"]})
+    write_sbd(tmp_path / "sbd", ["2008_b", "2007_d", "2008_g"], ["2008_e", "2009_h"])
+    caplog.set_level(logging.INFO)
+    main(["fit", "--config", str(ROOT / "configs" / "deeplabv3.yaml"), "--model.init_args.weights_backbone=null",
+          "--model.init_args.backbone=resnet50", "--data.init_args.voc_root=voc", "--data.init_args.sbd_root=sbd",
+          "--data.init_args.crop_size=65", "--data.init_args.batch_size=2", "--data.init_args.num_workers=0",
+          "--data.init_args.pin_memory=false", "--trainer.max_steps=2", "--trainer.check_val_every_n_epoch=1",
+          "--trainer.log_every_n_steps=1",
+          "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"])  # fmt: skip
+    metrics = next((tmp_path / "runs" / "deeplabv3").rglob("metrics.csv"))
+    rows = list(csv.DictReader(metrics.open()))
+    assert any(r.get("val_miou") for r in rows)
+    lrs = [float(r["lr-SGD"]) for r in rows if r.get("lr-SGD")]
+    assert lrs[0] == pytest.approx(0.01) and lrs[1] == pytest.approx(0.01 * 0.5**0.9)  # poly over max_steps=2
+    assert "VOC-aug: 4 training images (2 labelled by VOC, 2 by SBD), 2 val images" in caplog.text
+
+
+def test_missing_data_root_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as info:
+        main(["validate", "--config", str(ROOT / "configs" / "semantic" / "voc_unet_resnet34.yaml"),
+              "--model.init_args.weights_backbone=null", "--trainer.logger=false"])  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert info.value.code == 2
+    assert err[-1] == (
+        "lightseg: error: data root data/voc does not exist; expected the layout "
+        "VOCdevkit/VOC2012/{JPEGImages/<id>.jpg, SegmentationClass/<id>.png, ImageSets/Segmentation/<split>.txt}"
+    )
