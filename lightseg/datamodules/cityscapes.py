@@ -110,7 +110,7 @@ class CityscapesDataModule(SplitDataModule):
 
     def __init__(
         self,
-        root: str = "data/cityscapes",
+        root: str,
         train_split: str = "train",
         val_split: str = "val",
         test_split: str = "val",

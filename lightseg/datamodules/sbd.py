@@ -88,7 +88,7 @@ class SBDDataModule(SplitDataModule):
 
     def __init__(
         self,
-        root: str = "data/sbd",
+        root: str,
         train_split: str = "train",
         val_split: str = "val",
         test_split: str = "val",
@@ -168,8 +168,8 @@ class VOCAugDataModule(SplitDataModule):
 
     def __init__(
         self,
-        voc_root: str = "data/voc",
-        sbd_root: str = "data/sbd",
+        voc_root: str,
+        sbd_root: str,
         crop_size: int | tuple[int, int] | None = 513,
         scale_range: tuple[float, float] | None = (0.5, 2.0),
         hflip: bool = True,

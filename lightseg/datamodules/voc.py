@@ -113,7 +113,7 @@ class VOCDataModule(SplitDataModule):
 
     def __init__(
         self,
-        root: str = "data/voc",
+        root: str,
         download: bool = False,
         train_split: str = "train",
         val_split: str = "val",
