@@ -190,11 +190,11 @@ class SplitDataModule(SemanticDataModule):
         vflip: random vertical flips in training.
         photometric: random brightness/contrast/saturation/hue in training.
         on_missing: ``error`` names samples whose files are missing; ``skip`` leaves them out.
-        batch_size: see :class:`SemanticDataModule`.
-        num_workers: see :class:`SemanticDataModule`.
-        pin_memory: see :class:`SemanticDataModule`.
-        persistent_workers: see :class:`SemanticDataModule`.
-        predict_dir: see :class:`SemanticDataModule`.
+        batch_size: samples per batch (per process).
+        num_workers: data loader worker processes.
+        pin_memory: pin batches in page-locked memory (faster host-to-GPU copies).
+        persistent_workers: keep workers alive between epochs.
+        predict_dir: folder of images for ``lightseg predict``.
     """
 
     def __init__(
@@ -209,9 +209,9 @@ class SplitDataModule(SemanticDataModule):
         photometric: bool = False,
         on_missing: OnMissing = "error",
         batch_size: int = 8,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-        persistent_workers: bool = False,
+        num_workers: int = 4,
+        pin_memory: bool = True,
+        persistent_workers: bool = True,
         predict_dir: str | None = None,
     ) -> None:
         super().__init__(batch_size, num_workers, pin_memory, persistent_workers, predict_dir)

@@ -12,7 +12,7 @@ from torch.utils.data import Dataset
 from torchvision.datasets import Cityscapes
 
 from lightseg.datamodules.base import SplitDataModule
-from lightseg.datamodules.files import OnMissing, Sample, SegmentationFiles
+from lightseg.datamodules.files import Sample, SegmentationFiles
 from lightseg.datamodules.io import read_mask
 from lightseg.errors import LightsegError
 
@@ -88,20 +88,12 @@ class CityscapesDataModule(SplitDataModule):
 
     Args:
         root: the folder holding ``leftImg8bit`` and ``gtFine``.
-        train_split: ``train`` (or ``train_extra`` with coarse data laid out the same way).
-        val_split: ``val``.
-        test_split: ``val`` (test labels are not public).
         crop_size: training crop (512x1024 in DeepLab v3+; 769x769 is the other common one).
         scale_range: random rescaling range in training.
-        hflip: random horizontal flips.
-        vflip: random vertical flips.
-        photometric: random colour jitter.
-        on_missing: ``error`` or ``skip`` for frames without a label file.
         batch_size: samples per batch.
-        num_workers: data loader workers.
-        pin_memory: pin batches in page-locked memory.
-        persistent_workers: keep workers alive between epochs.
-        predict_dir: folder of images for ``lightseg predict``.
+        **kwargs: splits, pipeline (``hflip``, ``vflip``, ``photometric``), ``on_missing`` and loader
+            options of :class:`~lightseg.datamodules.SplitDataModule`.
+
     """
 
     num_classes = len(CITYSCAPES_CLASSES)
@@ -111,25 +103,12 @@ class CityscapesDataModule(SplitDataModule):
     def __init__(
         self,
         root: str,
-        train_split: str = "train",
-        val_split: str = "val",
-        test_split: str = "val",
         crop_size: int | tuple[int, int] | None = (512, 1024),
         scale_range: tuple[float, float] | None = (0.5, 2.0),
-        hflip: bool = True,
-        vflip: bool = False,
-        photometric: bool = False,
-        on_missing: OnMissing = "error",
         batch_size: int = 8,
-        num_workers: int = 4,
-        pin_memory: bool = True,
-        persistent_workers: bool = True,
-        predict_dir: str | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            train_split, val_split, test_split, crop_size, scale_range, hflip, vflip, photometric, on_missing,
-            batch_size, num_workers, pin_memory, persistent_workers, predict_dir,
-        )  # fmt: skip
+        super().__init__(crop_size=crop_size, scale_range=scale_range, batch_size=batch_size, **kwargs)
         self.root = root
 
     def make_dataset(self, split: str, transforms: Callable[..., Any] | None) -> Dataset[Any]:

@@ -67,20 +67,12 @@ class SBDDataModule(SplitDataModule):
 
     Args:
         root: SBD's ``dataset`` folder, ``benchmark_RELEASE``, or the folder holding that.
-        train_split: ``train``.
-        val_split: ``val``.
-        test_split: ``val``.
         crop_size: training crop.
         scale_range: random rescaling range in training.
-        hflip: random horizontal flips.
-        vflip: random vertical flips.
-        photometric: random colour jitter.
-        on_missing: ``error`` or ``skip`` for ids without files.
         batch_size: samples per batch.
-        num_workers: data loader workers.
-        pin_memory: pin batches in page-locked memory.
-        persistent_workers: keep workers alive between epochs.
-        predict_dir: folder of images for ``lightseg predict``.
+        **kwargs: splits, pipeline (``hflip``, ``vflip``, ``photometric``), ``on_missing`` and loader
+            options of :class:`~lightseg.datamodules.SplitDataModule`.
+
     """
 
     num_classes = len(VOC_CLASSES)
@@ -89,25 +81,12 @@ class SBDDataModule(SplitDataModule):
     def __init__(
         self,
         root: str,
-        train_split: str = "train",
-        val_split: str = "val",
-        test_split: str = "val",
         crop_size: int | tuple[int, int] | None = 513,
         scale_range: tuple[float, float] | None = (0.5, 2.0),
-        hflip: bool = True,
-        vflip: bool = False,
-        photometric: bool = False,
-        on_missing: OnMissing = "error",
         batch_size: int = 16,
-        num_workers: int = 4,
-        pin_memory: bool = True,
-        persistent_workers: bool = True,
-        predict_dir: str | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            train_split, val_split, test_split, crop_size, scale_range, hflip, vflip, photometric, on_missing,
-            batch_size, num_workers, pin_memory, persistent_workers, predict_dir,
-        )  # fmt: skip
+        super().__init__(crop_size=crop_size, scale_range=scale_range, batch_size=batch_size, **kwargs)
         self.root = root
 
     def make_dataset(self, split: str, transforms: Callable[..., Any] | None) -> Dataset[Any]:
@@ -152,15 +131,11 @@ class VOCAugDataModule(SplitDataModule):
         sbd_root: SBD's ``dataset`` folder, ``benchmark_RELEASE``, or the folder holding that.
         crop_size: training crop.
         scale_range: random rescaling range in training.
-        hflip: random horizontal flips.
-        vflip: random vertical flips.
-        photometric: random colour jitter.
-        on_missing: ``error`` or ``skip`` for ids without files.
         batch_size: samples per batch.
-        num_workers: data loader workers.
-        pin_memory: pin batches in page-locked memory.
-        persistent_workers: keep workers alive between epochs.
-        predict_dir: folder of images for ``lightseg predict``.
+        **kwargs: ``val_split`` / ``test_split`` (VOC splits), ``hflip``, ``vflip``,
+            ``photometric``, ``on_missing`` and the loader options of
+            :class:`~lightseg.datamodules.SplitDataModule`.
+
     """
 
     num_classes = len(VOC_CLASSES)
@@ -172,20 +147,12 @@ class VOCAugDataModule(SplitDataModule):
         sbd_root: str,
         crop_size: int | tuple[int, int] | None = 513,
         scale_range: tuple[float, float] | None = (0.5, 2.0),
-        hflip: bool = True,
-        vflip: bool = False,
-        photometric: bool = False,
-        on_missing: OnMissing = "error",
         batch_size: int = 16,
-        num_workers: int = 4,
-        pin_memory: bool = True,
-        persistent_workers: bool = True,
-        predict_dir: str | None = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__(
-            "trainaug", "val", "val", crop_size, scale_range, hflip, vflip, photometric, on_missing,
-            batch_size, num_workers, pin_memory, persistent_workers, predict_dir,
-        )  # fmt: skip
+            train_split="trainaug", crop_size=crop_size, scale_range=scale_range, batch_size=batch_size, **kwargs
+        )
         self.voc_root = voc_root
         self.sbd_root = sbd_root
 

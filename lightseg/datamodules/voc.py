@@ -92,20 +92,12 @@ class VOCDataModule(SplitDataModule):
         root: ``VOC2012``, ``VOCdevkit`` or the folder that holds ``VOCdevkit``.
         download: fetch and extract VOCtrainval_11-May-2012.tar (2 GB) into ``root`` with
             torchvision's downloader if the data are not there.
-        train_split: ``train`` or ``trainval``.
-        val_split: ``val``.
-        test_split: ``val`` (VOC's test labels are not public).
         crop_size: training crop.
         scale_range: random rescaling range in training.
-        hflip: random horizontal flips.
-        vflip: random vertical flips.
-        photometric: random colour jitter.
-        on_missing: ``error`` or ``skip`` for split ids without image or mask.
         batch_size: samples per batch.
-        num_workers: data loader workers.
-        pin_memory: pin batches in page-locked memory.
-        persistent_workers: keep workers alive between epochs.
-        predict_dir: folder of images for ``lightseg predict``.
+        **kwargs: splits, pipeline (``hflip``, ``vflip``, ``photometric``), ``on_missing`` and loader
+            options of :class:`~lightseg.datamodules.SplitDataModule`.
+
     """
 
     num_classes = len(VOC_CLASSES)
@@ -115,25 +107,12 @@ class VOCDataModule(SplitDataModule):
         self,
         root: str,
         download: bool = False,
-        train_split: str = "train",
-        val_split: str = "val",
-        test_split: str = "val",
         crop_size: int | tuple[int, int] | None = 513,
         scale_range: tuple[float, float] | None = (0.5, 2.0),
-        hflip: bool = True,
-        vflip: bool = False,
-        photometric: bool = False,
-        on_missing: OnMissing = "error",
         batch_size: int = 16,
-        num_workers: int = 4,
-        pin_memory: bool = True,
-        persistent_workers: bool = True,
-        predict_dir: str | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            train_split, val_split, test_split, crop_size, scale_range, hflip, vflip, photometric, on_missing,
-            batch_size, num_workers, pin_memory, persistent_workers, predict_dir,
-        )  # fmt: skip
+        super().__init__(crop_size=crop_size, scale_range=scale_range, batch_size=batch_size, **kwargs)
         self.root = root
         self.download = download
 
