@@ -18,7 +18,8 @@ from lightseg.tasks import SemanticSegmentationTask
 from conftest import ROOT, TINY_SHAPES
 
 QUICKSTART = str(ROOT / "configs" / "quickstart.yaml")
-CONFIGS = sorted(str(p) for p in (ROOT / "configs").rglob("*.yaml") if "trainer" not in p.parts)
+PRESET_DIRS = {"trainer", "eval"}  # fragments composed after a run config
+CONFIGS = sorted(str(p) for p in (ROOT / "configs").rglob("*.yaml") if not PRESET_DIRS & set(p.parts))
 
 
 def tiny(shapes_root: Path, *extra: str) -> list[str]:
@@ -240,3 +241,48 @@ def test_missing_data_root_is_one_line(
         "lightseg: error: data root data/voc does not exist; expected the layout "
         "VOCdevkit/VOC2012/{JPEGImages/<id>.jpg, SegmentationClass/<id>.png, ImageSets/Segmentation/<split>.txt}"
     )
+
+
+def test_eval_preset_composes_with_a_run_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    args = [
+        "--config",
+        str(ROOT / "configs" / "deeplabv3.yaml"),
+        "--config",
+        str(ROOT / "configs" / "eval" / "ms_flip.yaml"),
+    ]
+    cli = build_cli(
+        [*args, "--model.init_args.weights_backbone=null", "--model.init_args.backbone=resnet50"], run=False
+    )
+    assert tuple(cli.model.hparams["tta_scales"]) == (0.5, 0.75, 1.0, 1.25, 1.5, 1.75) and cli.model.hparams["tta_flip"]
+    assert cli.model.hparams["arch"] == "deeplabv3" and cli.model.hparams["output_stride"] == 16
+
+
+def test_dense_crf_under_test_and_predict_from_yaml(
+    shapes_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    pytest.importorskip("pydensecrf")
+    monkeypatch.chdir(tmp_path)
+    crf = ["--config", str(ROOT / "tests" / "conf" / "crf.yaml")]
+    main(["fit", *tiny(shapes_root)])
+    caplog.set_level(logging.INFO)
+    main(["test", *tiny(shapes_root), *crf, "--ckpt_path", "last"])
+    assert "Test, network vs dense CRF, per class (%)" in caplog.text
+    assert "circle" in caplog.text[caplog.text.index("network vs dense CRF") :]
+    test_run = max((tmp_path / "runs" / "quickstart" / "unet_resnet18").iterdir(), key=lambda p: p.stat().st_mtime)
+    row = next(csv.DictReader((test_run / "metrics.csv").open()))
+    assert 0.0 <= float(row["test_crf_miou"]) <= 1.0 and 0.0 <= float(row["test_miou"]) <= 1.0
+
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(1)
+    for k in range(3):
+        Image.fromarray(rng.integers(0, 255, (40 + k, 50, 3), dtype=np.uint8)).save(images / f"{k}.png")
+    predict = ["predict", *tiny(shapes_root), "--ckpt_path", "last", "--data.init_args.predict_dir", str(images)]
+    main([*predict, "--prediction.output_dir", str(tmp_path / "plain")])
+    main([*predict, *crf, "--prediction.output_dir", str(tmp_path / "crf")])
+    plain = [np.asarray(Image.open(tmp_path / "plain" / "masks" / f"{k}.png")) for k in range(3)]
+    refined = [np.asarray(Image.open(tmp_path / "crf" / "masks" / f"{k}.png")) for k in range(3)]
+    assert [m.shape for m in refined] == [(40, 50), (41, 50), (42, 50)]
+    assert any((a != b).any() for a, b in zip(plain, refined, strict=True))  # the CRF changed the masks

@@ -1,5 +1,6 @@
 """Lightning callbacks shipped with lightseg."""
 
+from lightseg.callbacks.dense_crf import DenseCRF, DenseCRFSearch
 from lightseg.callbacks.prediction_writer import SegmentationWriter
 
-__all__ = ["SegmentationWriter"]
+__all__ = ["DenseCRF", "DenseCRFSearch", "SegmentationWriter"]

@@ -114,3 +114,31 @@ def format_class_table(
     )
     lines.append(f"pixel acc {pct(float(results['pixel_acc'])).strip()}  fwIoU {pct(float(results['fwiou'])).strip()}")
     return "\n".join(lines)
+
+
+def format_comparison_table(
+    before: dict[str, torch.Tensor],
+    after: dict[str, torch.Tensor],
+    class_names: Sequence[str] | None = None,
+    title: str = "",
+) -> str:
+    """Per-class IoU (%) of two results side by side with the change, e.g. network vs CRF."""
+    first, second = before["iou_per_class"].tolist(), after["iou_per_class"].tolist()
+    names = list(class_names) if class_names is not None else [str(i) for i in range(len(first))]
+    width = max(len("class"), *(len(n) for n in names))
+
+    def pct(v: float) -> str:
+        return "    -" if v != v else f"{100 * v:5.1f}"
+
+    def delta(a: float, b: float) -> str:
+        return "     -" if a != a or b != b else f"{100 * (b - a):+6.1f}"
+
+    lines = [title] if title else []
+    lines.append(f"{'class':<{width}}  before  after  change")
+    lines.append("-" * (width + 24))
+    for name, a, b in zip(names, first, second, strict=False):
+        lines.append(f"{name:<{width}}   {pct(a)}  {pct(b)}  {delta(a, b)}")
+    lines.append("-" * (width + 24))
+    m0, m1 = float(before["miou"]), float(after["miou"])
+    lines.append(f"{'mIoU':<{width}}   {pct(m0)}  {pct(m1)}  {delta(m0, m1)}")
+    return "\n".join(lines)

@@ -12,6 +12,7 @@ from torch import nn
 from typing_extensions import override
 
 from lightseg.errors import LightsegError
+from lightseg.inference import slide_logits, tta_probs
 from lightseg.losses import LossName, SegmentationLoss, median_frequency_weights
 from lightseg.metrics import SegmentationMetrics, format_class_table
 from lightseg.metrics.segmentation import SCALAR_KEYS
@@ -48,6 +49,13 @@ class SemanticSegmentationTask(BaseTask):
             from the training masks before training.
         boundary_w0: U-Net border weight ``w0`` (10 in the paper); 0 disables the weight map.
         boundary_sigma: U-Net border width ``sigma`` in pixels (5 in the paper).
+        inference: how validate/test/predict run the model: ``whole`` image, or ``slide``
+            (overlapping windows, logits averaged).
+        window_size: sliding-window size ``int`` or ``(H, W)``; smaller images run whole.
+        window_stride: sliding-window stride.
+        window_batch_size: windows per forward pass (bounds memory).
+        tta_scales: test-time scales; softmax averaged over them (``[1.0]``: none).
+        tta_flip: also average over horizontally flipped inputs.
         optimizer: see :class:`~lightseg.tasks.BaseTask`.
         lr_scheduler: see :class:`~lightseg.tasks.BaseTask`.
         lr_interval: see :class:`~lightseg.tasks.BaseTask`.
@@ -71,11 +79,19 @@ class SemanticSegmentationTask(BaseTask):
         class_weights: list[float] | Literal["median_frequency"] | None = None,
         boundary_w0: float = 0.0,
         boundary_sigma: float = 5.0,
+        inference: Literal["whole", "slide"] = "whole",
+        window_size: int | tuple[int, int] = 512,
+        window_stride: int | tuple[int, int] = 341,
+        window_batch_size: int = 4,
+        tta_scales: tuple[float, ...] = (1.0,),
+        tta_flip: bool = False,
         optimizer: OptimizerCallable = torch.optim.AdamW,
         lr_scheduler: LRSchedulerCallable | None = None,
         lr_interval: Literal["step", "epoch"] | None = None,
     ) -> None:
         super().__init__(optimizer=optimizer, lr_scheduler=lr_scheduler, lr_interval=lr_interval)
+        #: set by callbacks that need probabilities (the dense CRF): evaluation steps then return them
+        self.return_probs = False
 
     @override
     def build_model(self) -> nn.Module:
@@ -120,10 +136,43 @@ class SemanticSegmentationTask(BaseTask):
             loss = loss + self.hparams["aux_weight"] * self.criterion(outputs["aux"], mask)
         return loss
 
+    @property
+    def plain_inference(self) -> bool:
+        """Whether evaluation is one whole-image pass (no sliding window, no test-time augmentation)."""
+        hp = self.hparams
+        return hp["inference"] == "whole" and tuple(hp["tta_scales"]) == (1.0,) and not hp["tta_flip"]
+
+    def predict_probs(self, image: torch.Tensor) -> torch.Tensor:
+        """Class probabilities ``[B,C,H,W]`` with the configured inference mode and test-time augmentation."""
+        hp = self.hparams
+
+        def logits(x: torch.Tensor) -> torch.Tensor:
+            if hp["inference"] == "slide":
+                forward = lambda t: self(t)["out"]  # noqa: E731
+                return slide_logits(forward, x, hp["window_size"], hp["window_stride"], hp["window_batch_size"])
+            return self(x)["out"]
+
+        return tta_probs(logits, image, hp["tta_scales"], hp["tta_flip"])
+
+    def evaluate(self, batch: SemanticBatch, stage: Stage) -> tuple[torch.Tensor, torch.Tensor]:
+        """Loss and per-pixel scores (logits, or probabilities when inference is not plain) of a batch.
+
+        Training and plain evaluation use the model's outputs (auxiliary loss included);
+        sliding-window / test-time-augmented evaluation scores the averaged probabilities with
+        the same criterion (their logarithm is a valid logit).
+        """
+        if stage == "train" or self.plain_inference:
+            outputs = self(batch["image"])
+            return self.compute_loss(outputs, batch["mask"]), outputs["out"]
+        probs = self.predict_probs(batch["image"])
+        return self.criterion(probs.clamp_min(1e-8).log(), batch["mask"]), probs
+
     @override
     def step(self, batch: SemanticBatch, stage: Stage) -> torch.Tensor:
-        outputs = self(batch["image"])
-        loss = self.compute_loss(outputs, batch["mask"])
+        return self._step(batch, stage)[0]
+
+    def _step(self, batch: SemanticBatch, stage: Stage) -> tuple[torch.Tensor, torch.Tensor]:
+        loss, scores = self.evaluate(batch, stage)
         self.log(
             f"{stage}_loss",
             loss,
@@ -133,14 +182,32 @@ class SemanticSegmentationTask(BaseTask):
             batch_size=batch["image"].shape[0],
             sync_dist=stage != "train",
         )
-        self.stage_metrics(stage).update(outputs["out"].detach(), batch["mask"])
-        return loss
+        self.stage_metrics(stage).update(scores.detach(), batch["mask"])
+        return loss, scores
+
+    def _eval_outputs(self, batch: SemanticBatch, stage: Stage) -> dict[str, torch.Tensor] | None:
+        loss, scores = self._step(batch, stage)
+        if not self.return_probs:
+            return None
+        probs = scores if not self.plain_inference else scores.float().softmax(1)
+        return {"loss": loss, "probs": probs.detach()}
+
+    @override
+    def validation_step(self, batch: SemanticBatch, batch_idx: int) -> dict[str, torch.Tensor] | None:  # type: ignore[override]
+        return self._eval_outputs(batch, "val")
+
+    @override
+    def test_step(self, batch: SemanticBatch, batch_idx: int) -> dict[str, torch.Tensor] | None:  # type: ignore[override]
+        return self._eval_outputs(batch, "test")
 
     @override
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
-        labels = self(batch["image"])["out"].argmax(1)
-        labels = labels.to(torch.uint8 if self.hparams["num_classes"] <= 256 else torch.int32)
-        return {"mask": labels.cpu(), "path": batch["path"], "size": batch["size"]}
+        probs = self.predict_probs(batch["image"])
+        labels = probs.argmax(1).to(torch.uint8 if self.hparams["num_classes"] <= 256 else torch.int32)
+        prediction = {"mask": labels.cpu(), "path": batch["path"], "size": batch["size"]}
+        if self.return_probs:
+            prediction["probs"] = probs.float().cpu()
+        return prediction
 
     @property
     def class_names(self) -> Sequence[str] | None:
