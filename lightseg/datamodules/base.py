@@ -12,7 +12,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningDataModule
-from torch.utils.data import DataLoader, Dataset
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from torch import distributed as dist
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from lightseg.datamodules.files import OnMissing
 from lightseg.datamodules.io import IMAGE_EXTENSIONS, read_image
@@ -44,6 +46,18 @@ def pad_collate(items: Sequence[dict[str, Any]], ignore_index: int = 255) -> dic
 def _pad(tensor: torch.Tensor, height: int, width: int, value: float) -> torch.Tensor:
     dh, dw = height - tensor.shape[-2], width - tensor.shape[-1]
     return F.pad(tensor, (0, dw, 0, dh), value=value) if dh or dw else tensor
+
+
+def _unpadded_distributed_sampler(dataset: Dataset[Any]) -> Sampler[int] | None:
+    """Under DDP, a sampler that gives every sample to exactly one process, without padding.
+
+    Lightning's evaluation sampler pads the last batch with repeated samples, so metrics
+    change with the number of processes; this one does not (metric states are summed
+    across processes afterwards). Lightning keeps a loader's own DistributedSampler.
+    """
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return None
+    return UnrepeatedDistributedSampler(dataset, shuffle=False)
 
 
 class ImageFolderDataset(Dataset[PredictItem]):
@@ -127,10 +141,12 @@ class SemanticDataModule(LightningDataModule):
         if dataset is None:
             raise LightsegError(f"{type(self).__name__} has no {name} split (setup() did not create it)")
         size = len(dataset)  # type: ignore[arg-type]
+        sampler = None if shuffle else _unpadded_distributed_sampler(dataset)
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
             shuffle=shuffle,
+            sampler=sampler,
             # a lone last batch of 1 breaks BatchNorm in heads with global pooling (ASPP)
             drop_last=shuffle and size > self.batch_size,
             num_workers=self.num_workers,

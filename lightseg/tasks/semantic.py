@@ -9,6 +9,7 @@ from typing import Any, ClassVar, Literal, cast
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
+from torchmetrics import MeanMetric
 from typing_extensions import override
 
 from lightseg.errors import LightsegError
@@ -92,6 +93,8 @@ class SemanticSegmentationTask(BaseTask):
         super().__init__(optimizer=optimizer, lr_scheduler=lr_scheduler, lr_interval=lr_interval)
         #: set by callbacks that need probabilities (the dense CRF): evaluation steps then return them
         self.return_probs = False
+        # images whose pixels are all void have no loss (NaN): left out of the mean
+        self.loss_metrics = nn.ModuleDict({f"{s}_loss": MeanMetric(nan_strategy="ignore") for s in ("val", "test")})
 
     @override
     def build_model(self) -> nn.Module:
@@ -157,15 +160,25 @@ class SemanticSegmentationTask(BaseTask):
     def evaluate(self, batch: SemanticBatch, stage: Stage) -> tuple[torch.Tensor, torch.Tensor]:
         """Loss and per-pixel scores (logits, or probabilities when inference is not plain) of a batch.
 
-        Training and plain evaluation use the model's outputs (auxiliary loss included);
-        sliding-window / test-time-augmented evaluation scores the averaged probabilities with
-        the same criterion (their logarithm is a valid logit).
+        Training returns the batch loss. Evaluation returns one loss per image, so that the
+        epoch's loss does not depend on how images are grouped into batches or processes
+        (Dice, for one, is not additive over images). Sliding-window / test-time-augmented
+        evaluation scores the averaged probabilities with the same criterion (their
+        logarithm is a valid logit); the auxiliary head only counts in plain evaluation.
         """
+        mask = batch["mask"]
         if stage == "train" or self.plain_inference:
             outputs = self(batch["image"])
-            return self.compute_loss(outputs, batch["mask"]), outputs["out"]
+            if stage == "train":
+                return self.compute_loss(outputs, mask), outputs["out"]
+            per_image = [
+                self.compute_loss({k: v[i : i + 1] for k, v in outputs.items()}, mask[i : i + 1])
+                for i in range(len(mask))
+            ]
+            return torch.stack(per_image), outputs["out"]
         probs = self.predict_probs(batch["image"])
-        return self.criterion(probs.clamp_min(1e-8).log(), batch["mask"]), probs
+        log_probs = probs.clamp_min(1e-8).log()
+        return torch.stack([self.criterion(log_probs[i : i + 1], mask[i : i + 1]) for i in range(len(mask))]), probs
 
     @override
     def step(self, batch: SemanticBatch, stage: Stage) -> torch.Tensor:
@@ -173,15 +186,15 @@ class SemanticSegmentationTask(BaseTask):
 
     def _step(self, batch: SemanticBatch, stage: Stage) -> tuple[torch.Tensor, torch.Tensor]:
         loss, scores = self.evaluate(batch, stage)
-        self.log(
-            f"{stage}_loss",
-            loss,
-            on_step=stage == "train",
-            on_epoch=True,
-            prog_bar=True,
-            batch_size=batch["image"].shape[0],
-            sync_dist=stage != "train",
-        )
+        batch_size = batch["image"].shape[0]
+        if stage == "train":
+            self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=batch_size)
+        else:
+            # a torchmetrics mean over images: summed across processes, exact for any batching
+            mean = cast(MeanMetric, self.loss_metrics[f"{stage}_loss"])
+            mean.update(loss.detach())
+            self.log(f"{stage}_loss", mean, on_step=False, on_epoch=True, prog_bar=True, batch_size=batch_size)
+            loss = loss.nanmean()
         self.stage_metrics(stage).update(scores.detach(), batch["mask"])
         return loss, scores
 

@@ -1,0 +1,42 @@
+"""Metrics must not change with the number of processes (DDP over gloo on CPU, via the CLI)."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+
+QUICKSTART = str(ROOT / "configs" / "quickstart.yaml")
+
+
+def _validate(cwd: Path, devices: int, name: str) -> dict[str, float]:
+    args = [
+        "lightseg", "validate", "--config", QUICKSTART,
+        # 9 images over 2 processes: a padding sampler would count one of them twice
+        "--data.init_args.num_train=4", "--data.init_args.num_val=9", "--data.init_args.num_test=2",
+        "--data.init_args.image_size=32", "--data.init_args.batch_size=2", f"--data.init_args.root={cwd / 'data'}",
+        "--trainer.accelerator=cpu", f"--trainer.devices={devices}",
+        f"--trainer.strategy={'ddp' if devices > 1 else 'auto'}",
+        f"--trainer.logger.init_args.name={name}", "--trainer.enable_progress_bar=false",
+    ]  # fmt: skip
+    env = {**os.environ, "LIGHTSEG_CACHE": str(cwd / "cache"), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    row = next(csv.DictReader((cwd / "runs" / "quickstart" / name / "version_0" / "metrics.csv").open()))
+    return {key: float(value) for key, value in row.items() if key.startswith("val_") and value}
+
+
+def test_validation_metrics_are_identical_on_one_and_two_processes(tmp_path: Path) -> None:
+    single = _validate(tmp_path, 1, "one")
+    double = _validate(tmp_path, 2, "two")
+    assert set(single) == set(double) and "val_miou" in single
+    for key, value in single.items():
+        if key == "val_loss":  # a float mean summed in another order
+            assert double[key] == pytest.approx(value, rel=1e-6)
+        else:  # from one integer confusion matrix: bit-identical
+            assert double[key] == value, key
