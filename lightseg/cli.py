@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import yaml
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from typing_extensions import override
@@ -176,6 +177,12 @@ def main(args: list[str] | None = None) -> None:
         raise SystemExit(2) from None
 
 
+GPU_HINT = (
+    "the trainer asks for a GPU but torch sees none (torch.cuda.is_available() is False); "
+    "use --trainer.accelerator auto (or cpu), or run on a machine with a CUDA GPU"
+)
+
+
 def find_user_error(err: BaseException) -> LightsegError | None:
     """The :class:`LightsegError` behind ``err``, also when jsonargparse or Lightning wrapped it."""
     seen: set[int] = set()
@@ -186,6 +193,9 @@ def find_user_error(err: BaseException) -> LightsegError | None:
             continue
         if isinstance(current, LightsegError):
             return current
+        if isinstance(current, MisconfigurationException):  # Lightning's word for a configuration mistake
+            message = str(current).strip()
+            return LightsegError(GPU_HINT if "gpu backend" in message.lower() else message)
         seen.add(id(current))
         pending += [current.__cause__, current.__context__]
     return None

@@ -286,3 +286,90 @@ def test_dense_crf_under_test_and_predict_from_yaml(
     refined = [np.asarray(Image.open(tmp_path / "crf" / "masks" / f"{k}.png")) for k in range(3)]
     assert [m.shape for m in refined] == [(40, 50), (41, 50), (42, 50)]
     assert any((a != b).any() for a, b in zip(plain, refined, strict=True))  # the CRF changed the masks
+
+
+def test_interrupted_and_resumed_run_ends_exactly_like_an_uninterrupted_one(
+    shapes_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    run = [*tiny(shapes_root), "--trainer.max_epochs=3"]
+    main(["fit", *run, "--trainer.logger.init_args.name=full"])
+    main(["fit", *run, "--trainer.logger.init_args.name=cut", "--trainer.callbacks+=user_task.StopAfterEpoch",
+          "--trainer.callbacks.epoch=0"])  # fmt: skip
+    runs = tmp_path / "runs" / "quickstart"
+    interrupted = torch.load(runs / "cut" / "version_0" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert interrupted["epoch"] == 0 and "lightseg_rng" in interrupted
+    main(["fit", *run, "--trainer.logger.init_args.name=cut", "--ckpt_path", "last"])
+
+    full = torch.load(runs / "full" / "version_0" / "checkpoints" / "last.ckpt", weights_only=True)
+    resumed = torch.load(runs / "cut" / "version_1" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert full["global_step"] == resumed["global_step"] == 12
+    for key, value in full["state_dict"].items():
+        assert torch.equal(value, resumed["state_dict"][key]), key  # CPU runs are bit-for-bit reproducible
+    assert full["lr_schedulers"][0]["_last_lr"] == resumed["lr_schedulers"][0]["_last_lr"]
+    last_miou = [
+        [float(r["val_miou"]) for r in csv.DictReader((runs / name / "metrics.csv").open()) if r.get("val_miou")][-1]
+        for name in ("full/version_0", "cut/version_1")
+    ]
+    assert last_miou[0] == last_miou[1]
+
+
+def test_checkpoint_of_another_class_count_is_one_line(
+    shapes_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from layouts import write_voc
+
+    monkeypatch.chdir(tmp_path)
+    main(["fit", *tiny(shapes_root), "--trainer.max_epochs=1"])
+    checkpoint = next((tmp_path / "runs").rglob("last.ckpt"))
+    write_voc(tmp_path / "voc", {"train": ["a"], "val": ["b"]})
+    with pytest.raises(SystemExit) as info:
+        main(["validate", "--config", str(ROOT / "configs" / "semantic" / "voc_unet_resnet34.yaml"),
+              "--model.init_args.weights_backbone=null", "--model.init_args.backbone=resnet18",
+              "--data.init_args.root=voc", "--data.init_args.num_workers=0", "--trainer.logger=false",
+              "--ckpt_path", str(checkpoint)])  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert info.value.code == 2 and "Traceback" not in err
+    assert err.startswith(f"lightseg: error: checkpoint {checkpoint} does not fit this SemanticSegmentationTask")
+    assert "num_classes=4 there, 21 here" in err and "differ in shape" in err
+
+
+def test_gpu_asked_for_without_one_is_one_line(
+    shapes_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as info:
+        main(
+            [
+                "validate",
+                *tiny(shapes_root),
+                "--trainer.accelerator=gpu",
+                "--trainer.devices=2",
+                "--trainer.strategy=ddp",
+            ]
+        )
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert info.value.code == 2
+    assert err.startswith("lightseg: error: the trainer asks for a GPU but torch sees none")
+
+
+def test_checkpoint_writes_are_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Lightning saves through an fsspec transaction (temp file, renamed on commit): a write
+    # killed halfway leaves the previous last.ckpt intact. Guard that behaviour.
+    import fsspec.implementations.local as local
+    from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+
+    path = tmp_path / "last.ckpt"
+    TorchCheckpointIO().save_checkpoint({"step": 1, "w": torch.ones(100)}, path)
+    write = local.LocalFileOpener.write
+
+    def killed(self: object, data: bytes) -> None:
+        write(self, data[: len(data) // 2])  # type: ignore[arg-type]
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(local.LocalFileOpener, "write", killed)
+    with pytest.raises(KeyboardInterrupt):
+        TorchCheckpointIO().save_checkpoint({"step": 2, "w": torch.zeros(100)}, path)
+    assert torch.load(path, weights_only=True)["step"] == 1 and [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from lightning import Callback, LightningModule, Trainer
 from segmentation_models_pytorch.losses import LovaszLoss
 from torch import nn
 
@@ -11,3 +12,14 @@ from lightseg.tasks import SemanticSegmentationTask
 class LovaszSegmentation(SemanticSegmentationTask):
     def build_loss(self) -> nn.Module:
         return LovaszLoss("multiclass", ignore_index=self.hparams["ignore_index"])
+
+
+class StopAfterEpoch(Callback):
+    """Interrupts training at the end of ``epoch`` (a stand-in for a killed job)."""
+
+    def __init__(self, epoch: int = 0) -> None:
+        self.epoch = epoch
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.current_epoch == self.epoch:
+            trainer.should_stop = True

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import random
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, cast
 
+import numpy as np
 import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
@@ -13,6 +15,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 from typing_extensions import override
 
+from lightseg.errors import LightsegError
 from lightseg.optim import PolyLR
 from lightseg.types import Stage
 
@@ -97,6 +100,53 @@ class BaseTask(LightningModule, ABC):
         }
 
     @override
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Lightning restores weights, optimizer, scheduler and loops; the random streams that
+        # pick the next epoch's shuffle order and augmentations are saved here so that a
+        # resumed run continues exactly as an uninterrupted one.
+        checkpoint["lightseg_rng"] = capture_rng()
+
+    @override
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.strict_loading and "state_dict" in checkpoint:
+            self.check_compatible(checkpoint)
+        if self._trainer is not None and self.trainer.state.fn == "fit" and "lightseg_rng" in checkpoint:
+            restore_rng(checkpoint["lightseg_rng"])
+
+    def check_compatible(self, checkpoint: dict[str, Any]) -> None:
+        """Refuse a checkpoint whose weights do not fit this model, in one message.
+
+        Another task, architecture or class count would otherwise end in PyTorch's wall of
+        size mismatches.
+        """
+        saved: dict[str, torch.Tensor] = checkpoint["state_dict"]
+        own = self.state_dict()
+        missing = [k for k in own if k not in saved]
+        unexpected = [k for k in saved if k not in own]
+        reshaped = [k for k in own if k in saved and saved[k].shape != own[k].shape]
+        if not (missing or unexpected or reshaped):
+            return
+        theirs = checkpoint.get("hyper_parameters", {})
+        ours = self.hparams
+        keys = ("_class_path", "arch", "backbone", "num_classes")
+        differences = [
+            f"{k}={theirs.get(k)!r} there, {ours.get(k)!r} here" for k in keys if theirs.get(k) != ours.get(k)
+        ]
+        if reshaped:
+            k = reshaped[0]
+            detail = (
+                f"{len(reshaped)} weights differ in shape (e.g. {k}: {list(saved[k].shape)} vs {list(own[k].shape)})"
+            )
+        else:
+            detail = f"{len(missing)} weights missing, {len(unexpected)} unexpected (e.g. {(missing or unexpected)[0]})"
+        where = f" {self.trainer.ckpt_path}" if self._trainer is not None and self.trainer.ckpt_path else ""
+        raise LightsegError(
+            f"checkpoint{where} does not fit this {type(self).__name__}: {detail}"
+            + (f"; {'; '.join(differences)}" if differences else "")
+            + ". Use a checkpoint of the same task, architecture and number of classes"
+        )
+
+    @override
     def configure_callbacks(self) -> Sequence[Callback] | Callback:
         # Replace Lightning's default (unmonitored) checkpoint with one on the task's metric,
         # unless checkpointing is off or the user configured a monitored checkpoint.
@@ -112,3 +162,28 @@ class BaseTask(LightningModule, ABC):
                 auto_insert_metric_name=False,
             )
         ]
+
+
+def capture_rng() -> dict[str, Any]:
+    """The global random states (torch, CUDA, numpy, Python) in a ``weights_only``-loadable form."""
+    kind, keys, position, has_gauss, cached = cast(tuple[str, np.ndarray, int, int, float], np.random.get_state())
+    version, internal, gauss_next = random.getstate()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": [str(kind), torch.from_numpy(keys.astype(np.int64)), int(position), int(has_gauss), float(cached)],
+        "python": [version, list(internal), gauss_next],
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    """Undo :func:`capture_rng`."""
+    torch.set_rng_state(state["torch"])
+    kind, keys, position, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, cached))
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
