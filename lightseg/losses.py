@@ -127,12 +127,13 @@ class SegmentationLoss(nn.Module):
         self.class_weights.copy_(weights)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Loss of ``logits`` ``[B,C,H,W]`` against ``target`` ``[B,H,W]`` (a scalar)."""
+        """Loss of ``logits`` ``[B,C,H,W]`` against ``target`` ``[B,H,W]`` (a scalar, computed in float32)."""
+        logits = logits.float()  # under 16-bit autocast too: softmax and log in full precision
         if self.focal is not None:
             return self.focal(logits, target)
         loss = logits.new_zeros(())
         if "ce" in self.name:
-            loss = loss + self._cross_entropy(logits.float(), target)
+            loss = loss + self._cross_entropy(logits, target)
         if self.dice is not None:
             loss = loss + self.dice(logits, target)
         return loss

@@ -122,3 +122,38 @@ def test_python_usage_from_the_readme(tmp_path: Path) -> None:
     out = task(torch.rand(1, 3, 45, 61))
     assert out["out"].shape == (1, 5, 45, 61)
     assert np.isclose(float(task.criterion.class_weights.sum()), 5.0)
+
+
+def test_bf16_mixed_precision_trains_with_float32_losses(tiny_shapes: ShapesDataModule) -> None:
+    task = _task(loss="ce+dice")
+    losses: list[torch.Tensor] = []
+
+    class Record(L.Callback):
+        def on_train_batch_end(
+            self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: object, *args: object
+        ) -> None:
+            losses.append(outputs["loss"])  # type: ignore[index]
+
+    trainer = _trainer(
+        max_epochs=1, limit_train_batches=2, limit_val_batches=1, precision="bf16-mixed", callbacks=[Record()]
+    )
+    trainer.fit(task, tiny_shapes)
+    assert len(losses) == 2 and all(loss.dtype == torch.float32 and torch.isfinite(loss) for loss in losses)
+    assert 0.0 <= float(trainer.callback_metrics["val_miou"]) <= 1.0
+
+
+def test_channels_last_and_compile_options(monkeypatch: pytest.MonkeyPatch) -> None:
+    plain, fast = _task(), _task(channels_last=True, compile=True)
+    fast.load_state_dict(plain.state_dict())
+    compiled: list[torch.nn.Module] = []
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, *a, **k: compiled.append(self))
+    fast.configure_model()
+    fast.configure_model()  # idempotent
+    assert compiled == [fast.model]
+    conv = fast.model.net.encoder.conv1.weight
+    assert conv.is_contiguous(memory_format=torch.channels_last)
+    image = torch.rand(2, 3, 32, 32)
+    plain.eval(), fast.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(fast(image)["out"], plain(image)["out"], rtol=1e-4, atol=1e-4)
+    assert list(fast.state_dict()) == list(plain.state_dict())
