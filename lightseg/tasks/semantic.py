@@ -232,7 +232,7 @@ class SemanticSegmentationTask(BaseTask):
     @override
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
         probs = self.predict_probs(batch["image"])
-        labels = probs.argmax(1).to(torch.uint8 if self.hparams["num_classes"] <= 256 else torch.int32)
+        labels = probs.max(1).indices.to(torch.uint8 if self.hparams["num_classes"] <= 256 else torch.int32)
         prediction = {"mask": labels.cpu(), "path": batch["path"], "size": batch["size"]}
         if self.return_probs:
             prediction["probs"] = probs.float().cpu()

@@ -1,0 +1,120 @@
+"""What lightseg adds to a training step, and what the metric costs next to the forward pass.
+
+1. The quickstart model, data, optimizer and batch size, trained for the same number of
+   steps through `lightseg fit`'s objects (LightningCLI with the quickstart config: task,
+   data module, trainer; logging, metrics and poly LR on) and through a plain PyTorch loop
+   (forward, loss, backward, step). Target: time ratio <= 1.03.
+2. `SegmentationMetrics.update` on a validation batch as a fraction of the forward pass,
+   at the quickstart size and at VOC size (DeepLabV3-ResNet101, 21 classes, 513x513).
+   Target: <= 5 %.
+
+    python benchmarks/overhead.py [--steps 60] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+import torch
+
+from lightseg.cli import build_cli
+from lightseg.losses import SegmentationLoss
+from lightseg.metrics import SegmentationMetrics
+from lightseg.models import build_semantic_model
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def through_lightseg(steps: int, cache: Path) -> float:
+    cli = build_cli(
+        [
+            "--config", str(ROOT / "configs" / "quickstart.yaml"),
+            f"--data.init_args.root={cache}", f"--trainer.max_steps={steps}", "--trainer.max_epochs=-1",
+            "--trainer.limit_val_batches=0", "--trainer.callbacks=[]", "--trainer.enable_checkpointing=false",
+            "--trainer.logger=false",
+            "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
+        ],
+        run=False,
+    )  # fmt: skip
+    cli.datamodule.prepare_data()
+    start = time.perf_counter()
+    cli.trainer.fit(cli.model, cli.datamodule)
+    return time.perf_counter() - start
+
+
+def plain_loop(steps: int, cache: Path) -> float:
+    cli = build_cli(
+        ["--config", str(ROOT / "configs" / "quickstart.yaml"), f"--data.init_args.root={cache}"], run=False
+    )
+    model, datamodule = cli.model.model, cli.datamodule
+    datamodule.setup("fit")
+    loader = datamodule.train_dataloader()
+    criterion = SegmentationLoss("ce+dice", datamodule.num_classes)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.002, weight_decay=0.0001)
+    scheduler = torch.optim.lr_scheduler.PolynomialLR(optimizer, total_iters=steps, power=0.9)
+    model.train()
+    start = time.perf_counter()
+    done = 0
+    while done < steps:
+        for batch in loader:
+            loss = criterion(model(batch["image"])["out"], batch["mask"])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            done += 1
+            if done == steps:
+                break
+    return time.perf_counter() - start
+
+
+def metric_fraction(model_name: str, backbone: str, classes: int, size: int, batch: int) -> float:
+    model = build_semantic_model(model_name, classes, backbone, None, aux=False).eval()
+    metric = SegmentationMetrics(classes)
+    images = torch.rand(batch, 3, size, size)
+    target = torch.randint(0, classes, (batch, size, size))
+    with torch.no_grad():
+        model(images)
+        start = time.perf_counter()
+        logits = model(images)["out"]
+        forward = time.perf_counter() - start
+        start = time.perf_counter()
+        metric.update(logits, target)
+        update = time.perf_counter() - start
+    return update / forward
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as scratch:
+        cache = Path(scratch)
+        through_lightseg(5, cache)  # write the data set, warm up
+        fast_lightseg = min(through_lightseg(args.steps, cache) for _ in range(args.repeats))
+        fast_plain = min(plain_loop(args.steps, cache) for _ in range(args.repeats))
+    small = metric_fraction("unet", "resnet18", 4, 64, 16)
+    voc = metric_fraction("deeplabv3", "resnet101", 21, 513, 2)
+    rows = [
+        (f"{args.steps} quickstart steps, plain PyTorch loop", f"{fast_plain:.2f} s"),
+        (f"{args.steps} quickstart steps, lightseg (Lightning) fit", f"{fast_lightseg:.2f} s"),
+        ("time ratio lightseg / plain (target <= 1.03)", f"{fast_lightseg / fast_plain:.3f}"),
+        ("metric update / forward, U-Net R18 64x64 x16, 4 classes", f"{100 * small:.2f} %"),
+        ("metric update / forward, DeepLabV3-R101 513x513 x2, 21 classes", f"{100 * voc:.2f} %"),
+    ]
+    table = "| overhead | value |\n|---|---|\n" + "\n".join(f"| {a} | {b} |" for a, b in rows)
+    print(table)
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, CPU"
+    with (ROOT / "docs" / "benchmarks.md").open("a") as doc:
+        doc.write(f"\n## Overhead, {date.today()} — {machine} (best of {args.repeats})\n\n{table}\n")
+
+
+if __name__ == "__main__":
+    main()
