@@ -17,7 +17,7 @@ from typing_extensions import override
 import lightseg.datamodules
 import lightseg.tasks  # noqa: F401  (registers the tasks' short names)
 from lightseg.callbacks import SegmentationWriter
-from lightseg.checkpoints import ALIASES, resolve_checkpoint
+from lightseg.checkpoints import ALIASES, find_checkpoints, resolve_checkpoint
 from lightseg.errors import LightsegError, closest_names
 from lightseg.tasks import BaseTask
 
@@ -117,10 +117,18 @@ class LightsegCLI(LightningCLI):
             return
         config = self.config[subcommand]
         alias = config.get("ckpt_path")
-        if alias in ALIASES and not (subcommand == "fit" and alias == "best"):
-            path, message = resolve_checkpoint(alias, checkpoint_roots(config))
-            print(f"lightseg: {message}", file=sys.stderr)
-            config["ckpt_path"] = str(path)
+        if alias not in ALIASES or (subcommand == "fit" and alias == "best"):
+            return
+        roots = checkpoint_roots(config)
+        if subcommand == "fit" and not find_checkpoints(roots):
+            # as Lightning does: a job that always passes --ckpt_path last starts fresh the first time
+            print(f"lightseg: --ckpt_path last: no checkpoint yet under {', '.join(map(str, roots))}; "
+                  "starting from scratch", file=sys.stderr)  # fmt: skip
+            config["ckpt_path"] = None
+            return
+        path, message = resolve_checkpoint(alias, roots)
+        print(f"lightseg: {message}", file=sys.stderr)
+        config["ckpt_path"] = str(path)
 
 
 def checkpoint_roots(config: Any) -> list[Path]:

@@ -293,7 +293,7 @@ def test_interrupted_and_resumed_run_ends_exactly_like_an_uninterrupted_one(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     run = [*tiny(shapes_root), "--trainer.max_epochs=3"]
-    main(["fit", *run, "--trainer.logger.init_args.name=full"])
+    main(["fit", *run, "--trainer.logger.init_args.name=full", "--ckpt_path", "last"])  # nothing yet: fresh start
     main(["fit", *run, "--trainer.logger.init_args.name=cut", "--trainer.callbacks+=user_task.StopAfterEpoch",
           "--trainer.callbacks.epoch=0"])  # fmt: skip
     runs = tmp_path / "runs" / "quickstart"
