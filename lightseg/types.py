@@ -17,10 +17,14 @@ class SemanticItem(TypedDict):
 
 
 class SemanticBatch(TypedDict):
-    """A collated semantic batch; images padded with 0, masks with ``ignore_index``."""
+    """A collated semantic batch; images padded with 0, masks with ``ignore_index``.
+
+    ``size`` lists each image's ``(H, W)`` before padding (added by the collate).
+    """
 
     image: torch.Tensor
     mask: torch.Tensor
+    size: NotRequired[list[tuple[int, int]]]
 
 
 class PredictItem(TypedDict):

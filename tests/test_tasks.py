@@ -11,6 +11,7 @@ import torch
 import lightseg.models.semantic as semantic_models
 from lightseg.datamodules import ShapesDataModule
 from lightseg.errors import LightsegError
+from lightseg.metrics import SegmentationMetrics
 from lightseg.optim import PolyLR
 from lightseg.tasks import SemanticSegmentationTask
 
@@ -157,3 +158,33 @@ def test_channels_last_and_compile_options(monkeypatch: pytest.MonkeyPatch) -> N
     with torch.no_grad():
         torch.testing.assert_close(fast(image)["out"], plain(image)["out"], rtol=1e-4, atol=1e-4)
     assert list(fast.state_dict()) == list(plain.state_dict())
+
+
+def test_mixed_size_evaluation_does_not_depend_on_batching() -> None:
+    from lightseg.datamodules import pad_collate
+
+    task = _task().eval()
+    generator = torch.Generator().manual_seed(0)
+    items = [
+        {"image": torch.rand(3, h, w, generator=generator), "mask": torch.randint(0, 4, (h, w), generator=generator)}
+        for h, w in [(30, 41), (45, 33), (30, 41)]
+    ]
+    together = pad_collate(items)
+    assert together["size"] == [(30, 41), (45, 33), (30, 41)]
+    with torch.no_grad():
+        losses, scores = task.evaluate(together, "val")  # type: ignore[arg-type]
+        for i, item in enumerate(items):
+            alone_loss, alone_scores = task.evaluate(pad_collate([item]), "val")  # type: ignore[arg-type]
+            h, w = item["mask"].shape
+            torch.testing.assert_close(scores[i, :, :h, :w], alone_scores[0])
+            torch.testing.assert_close(losses[i], alone_loss[0])
+    batched, single = SegmentationMetrics(4), SegmentationMetrics(4)
+    batched.update(scores, together["mask"])
+    for item in items:
+        with torch.no_grad():
+            single.update(task.evaluate(pad_collate([item]), "val")[1], item["mask"][None])  # type: ignore[arg-type]
+    assert torch.equal(batched.confmat, single.confmat)
+    with torch.no_grad():
+        prediction = task.predict_step({**together, "path": ["a", "b", "c"]}, 0)
+    h, w = items[1]["mask"].shape
+    assert torch.equal(prediction["mask"][1, :h, :w], scores[1, :, :h, :w].max(0).indices.to(torch.uint8))

@@ -27,11 +27,14 @@ def pad_collate(items: Sequence[dict[str, Any]], ignore_index: int = 255) -> dic
     """Stack items, padding images with 0 and masks with ``ignore_index`` at the bottom/right.
 
     Val/test images keep their native size; padded pixels never reach a metric or a loss.
-    Non-tensor fields (paths, sizes) become lists.
+    Non-tensor fields (paths, sizes) become lists; ``size`` holds every image's ``(H, W)``
+    before padding.
     """
     height = max(item["image"].shape[-2] for item in items)
     width = max(item["image"].shape[-1] for item in items)
     batch: dict[str, Any] = {}
+    if "size" not in items[0]:  # each image's (H, W) before padding, for exact evaluation
+        batch["size"] = [(int(item["image"].shape[-2]), int(item["image"].shape[-1])) for item in items]
     for key in items[0]:
         values = [item[key] for item in items]
         if key == "image":

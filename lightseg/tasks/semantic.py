@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar, Literal, cast
 
 import torch
+import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 from torchmetrics import MeanMetric
@@ -183,6 +184,9 @@ class SemanticSegmentationTask(BaseTask):
         logarithm is a valid logit); the auxiliary head only counts in plain evaluation.
         """
         mask = batch["mask"]
+        sizes = batch.get("size")
+        if stage != "train" and sizes is not None and len(set(sizes)) > 1:
+            return self._evaluate_each(batch, stage, sizes)
         if stage == "train" or self.plain_inference:
             outputs = self(batch["image"])
             if stage == "train":
@@ -195,6 +199,24 @@ class SemanticSegmentationTask(BaseTask):
         probs = self.predict_probs(batch["image"])
         log_probs = probs.clamp_min(1e-8).log()
         return torch.stack([self.criterion(log_probs[i : i + 1], mask[i : i + 1]) for i in range(len(mask))]), probs
+
+    def _evaluate_each(
+        self, batch: SemanticBatch, stage: Stage, sizes: list[tuple[int, int]]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        # Images of different sizes share a padded batch; the padding would reach the border
+        # logits. Evaluating each at its own size makes the result independent of batching
+        # (and so of batch size and process count).
+        losses, scores = [], []
+        height, width = batch["image"].shape[-2:]
+        for i, (h, w) in enumerate(sizes):
+            single: SemanticBatch = {
+                "image": batch["image"][i : i + 1, :, :h, :w],
+                "mask": batch["mask"][i : i + 1, :h, :w],
+            }
+            loss, score = self.evaluate(single, stage)
+            losses.append(loss)
+            scores.append(F.pad(score, (0, width - w, 0, height - h)))
+        return torch.cat(losses), torch.cat(scores)
 
     @override
     def step(self, batch: SemanticBatch, stage: Stage) -> torch.Tensor:
@@ -231,7 +253,17 @@ class SemanticSegmentationTask(BaseTask):
 
     @override
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
-        probs = self.predict_probs(batch["image"])
+        sizes = batch["size"]
+        if len(set(sizes)) > 1:  # as in evaluation: each image at its own size
+            height, width = batch["image"].shape[-2:]
+            probs = torch.cat(
+                [
+                    F.pad(self.predict_probs(batch["image"][i : i + 1, :, :h, :w]), (0, width - w, 0, height - h))
+                    for i, (h, w) in enumerate(sizes)
+                ]
+            )
+        else:
+            probs = self.predict_probs(batch["image"])
         labels = probs.max(1).indices.to(torch.uint8 if self.hparams["num_classes"] <= 256 else torch.int32)
         prediction = {"mask": labels.cpu(), "path": batch["path"], "size": batch["size"]}
         if self.return_probs:
