@@ -15,11 +15,8 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
-import platform
 import tempfile
 import time
-from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +27,7 @@ from lightseg.datamodules import VOCDataModule
 from lightseg.datamodules.io import voc_colormap
 from lightseg.models import build_semantic_model
 
-ROOT = Path(__file__).resolve().parents[1]
+from report import record
 
 
 def write_voc_like(root: Path, count: int) -> None:
@@ -126,10 +123,7 @@ def main() -> None:
     width = max(len(name) for name, _ in rows)
     table = f"| {'VOC pipeline, 500x375 -> crop 513':<{width}} | rate |\n|{'-' * (width + 2)}|------|\n"
     table += "\n".join(f"| {name:<{width}} | {value} |" for name, value in rows)
-    print(table)
-    machine = f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {device.type}"
-    with (ROOT / "docs" / "benchmarks.md").open("a") as doc:
-        doc.write(f"\n## Data pipeline, {date.today()} — {machine}\n\n{table}\n")
+    record("Data pipeline", table, device.type)
 
 
 if __name__ == "__main__":

@@ -12,10 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import time
-from datetime import date
-from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
@@ -23,7 +20,7 @@ from scipy import ndimage
 from lightseg.callbacks.dense_crf import CRFPool
 from lightseg.crf import CRFParams
 
-ROOT = Path(__file__).resolve().parents[1]
+from report import record
 
 
 def make_items(count: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -69,10 +66,7 @@ def main() -> None:
     ]
     table = "| dense CRF, 500x375, 21 classes, 10 iterations | rate | speed-up |\n|---|---|---|\n"
     table += "\n".join(f"| {a} | {b} | {c} |" for a, b, c in rows)
-    print(table)
-    machine = f"{platform.machine()}, {os.cpu_count()} cores"
-    with (ROOT / "docs" / "benchmarks.md").open("a") as doc:
-        doc.write(f"\n## Dense CRF, {date.today()} — {machine}\n\n{table}\n")
+    record("Dense CRF", table)
 
 
 if __name__ == "__main__":

@@ -14,11 +14,8 @@
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import tempfile
 import time
-from datetime import date
 from pathlib import Path
 
 import torch
@@ -28,7 +25,7 @@ from lightseg.losses import SegmentationLoss
 from lightseg.metrics import SegmentationMetrics
 from lightseg.models import build_semantic_model
 
-ROOT = Path(__file__).resolve().parents[1]
+from report import ROOT, record
 
 
 def through_lightseg(steps: int, cache: Path) -> float:
@@ -110,10 +107,7 @@ def main() -> None:
         ("metric update / forward, DeepLabV3-R101 513x513 x2, 21 classes", f"{100 * voc:.2f} %"),
     ]
     table = "| overhead | value |\n|---|---|\n" + "\n".join(f"| {a} | {b} |" for a, b in rows)
-    print(table)
-    machine = f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, CPU"
-    with (ROOT / "docs" / "benchmarks.md").open("a") as doc:
-        doc.write(f"\n## Overhead, {date.today()} — {machine} (best of {args.repeats})\n\n{table}\n")
+    record(f"Overhead (best of {args.repeats})", table)
 
 
 if __name__ == "__main__":

@@ -9,19 +9,17 @@ docs/benchmarks.md with the machine description.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import date
 from pathlib import Path
 
-import torch
+from report import ROOT, record
 
-ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "quickstart.yaml"
 
 
@@ -34,6 +32,7 @@ def run(args: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, str]:
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     with tempfile.TemporaryDirectory() as scratch:
         cwd = Path(scratch)
         env = {**os.environ, "LIGHTSEG_CACHE": str(cwd / "cache")}
@@ -45,7 +44,6 @@ def main() -> None:
         test_s, out = run(["lightseg", "test", *common, "--ckpt_path", "best"], cwd, env)
         test_miou = float(next(line for line in out.splitlines() if line.startswith("mean")).split()[1]) / 100
 
-    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, CPU"
     rows = [
         ("lightseg fit (incl. writing the data set)", f"{fit_s:.0f} s"),
         ("best val mIoU (epoch)", f"{best:.4f} ({best_epoch})"),
@@ -55,9 +53,7 @@ def main() -> None:
     width = max(len(r[0]) for r in rows)
     table = "\n".join(f"| {name:<{width}} | {value} |" for name, value in rows)
     header = f"| {'quickstart (configs/quickstart.yaml)':<{width}} | value |\n|{'-' * (width + 2)}|-------|"
-    print(header + "\n" + table)
-    with (ROOT / "docs" / "benchmarks.md").open("a") as doc:
-        doc.write(f"\n## Quickstart, {date.today()} — {machine}\n\n{header}\n{table}\n")
+    record("Quickstart", f"{header}\n{table}")
 
 
 if __name__ == "__main__":

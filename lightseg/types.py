@@ -33,12 +33,3 @@ class PredictItem(TypedDict):
     image: torch.Tensor
     path: str
     size: tuple[int, int]
-
-
-class PredictBatch(TypedDict):
-    """A collated prediction batch."""
-
-    image: torch.Tensor
-    path: list[str]
-    size: list[tuple[int, int]]
-    mask: NotRequired[torch.Tensor]

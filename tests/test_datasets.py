@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from layouts import SIZE, label_for, write_cityscapes, write_sbd, write_voc
 from PIL import Image
 
 from lightseg.datamodules import (
@@ -25,6 +24,7 @@ from lightseg.datamodules.files import Sample, SegmentationFiles
 from lightseg.errors import LightsegError
 
 from conftest import PEER
+from layouts import SIZE, label_for, write_cityscapes, write_sbd, write_voc
 
 DATUMARO_VOC = PEER / "datumaro" / "voc_dataset1"
 PEER_SBD = PEER / "py-edge-eval" / "SBD_bench" / "datadir"

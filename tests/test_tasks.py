@@ -117,7 +117,7 @@ def test_smp_offline_weights_error(monkeypatch: pytest.MonkeyPatch) -> None:
         _task(weights_backbone="imagenet")
 
 
-def test_python_usage_from_the_readme(tmp_path: Path) -> None:
+def test_fcn8s_from_python(tmp_path: Path) -> None:
     task = SemanticSegmentationTask(arch="fcn8s", num_classes=5, weights_backbone=None)
     assert task.hparams["arch"] == "fcn8s" and task.hparams["backbone"] is None
     out = task(torch.rand(1, 3, 45, 61))

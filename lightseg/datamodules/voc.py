@@ -64,16 +64,6 @@ class VOCSegmentationDataset(SegmentationFiles):
             samples, num_classes, transforms, ignore_index, on_missing=on_missing, name=f"VOC {split} ({self.root})"
         )
 
-    def image_path(self, index: int) -> Path:
-        """Path of the image of sample ``index``."""
-        return self.samples[index].image
-
-    def mask_path(self, index: int) -> Path:
-        """Path of the mask of sample ``index``."""
-        mask = self.samples[index].mask
-        assert mask is not None
-        return mask
-
 
 def voc_sample(voc_root: Path, image_id: str) -> Sample:
     """The VOC 2012 files of ``image_id``."""

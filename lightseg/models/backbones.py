@@ -6,10 +6,10 @@ one clear message instead of a socket traceback.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Literal
 
 import torch
 from torch import nn
@@ -19,7 +19,6 @@ from torchvision.models import WeightsEnum
 from lightseg.errors import LightsegError
 
 WeightsName = Literal["imagenet"]
-T = TypeVar("T")
 
 # The ImageNet weights torchvision's own segmentation builders use for their backbones.
 IMAGENET_WEIGHTS: dict[str, WeightsEnum] = {
@@ -102,9 +101,3 @@ def vgg16_layers(
         vgg = tvm.vgg16(weights=enum)
     f = vgg.features
     return f[:17], f[17:24], f[24:31], vgg.classifier
-
-
-def build_with_hint(what: str, weights: str | None, build: Callable[[], T]) -> T:
-    """Call ``build`` (which may download weights) with the offline message."""
-    with offline_hint(what, weights):
-        return build()

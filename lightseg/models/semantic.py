@@ -18,7 +18,7 @@ from torch import nn
 from torchvision.models import segmentation as tvseg
 
 from lightseg.errors import LightsegError, closest_names
-from lightseg.models.backbones import ATROUS_RESNETS, WeightsName, build_with_hint, torchvision_weights
+from lightseg.models.backbones import ATROUS_RESNETS, WeightsName, offline_hint, torchvision_weights
 from lightseg.models.deeplab import DeepLabV2, deeplabv3_resnet
 from lightseg.models.fcn_vgg import FCNVGG16
 
@@ -99,21 +99,15 @@ def _fcn_vgg(variant: Literal["32s", "16s", "8s"]) -> Callable[[ModelSpec], Segm
 def _fcn_resnet(spec: ModelSpec) -> SegmentationModel:
     builder = tvseg.fcn_resnet50 if spec.backbone == "resnet50" else tvseg.fcn_resnet101
     enum = torchvision_weights(spec.backbone, spec.weights_backbone)
-    net = build_with_hint(
-        f"{spec.backbone} (ImageNet)",
-        enum,
-        lambda: builder(weights=None, weights_backbone=enum, num_classes=spec.num_classes, aux_loss=spec.aux),
-    )
+    with offline_hint(f"{spec.backbone} (ImageNet)", enum):
+        net = builder(weights=None, weights_backbone=enum, num_classes=spec.num_classes, aux_loss=spec.aux)
     return SegmentationModel(net)
 
 
 def _smp(model_class: Callable[..., nn.Module], spec: ModelSpec, **kwargs: Any) -> SegmentationModel:
     weights = None if spec.weights_backbone is None else "imagenet"
-    net = build_with_hint(
-        f"smp encoder {spec.backbone}",
-        weights,
-        lambda: model_class(spec.backbone, encoder_weights=weights, classes=spec.num_classes, **kwargs),
-    )
+    with offline_hint(f"smp encoder {spec.backbone}", weights):
+        net = model_class(spec.backbone, encoder_weights=weights, classes=spec.num_classes, **kwargs)
     return SegmentationModel(net, size_divisor=32)
 
 
