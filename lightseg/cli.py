@@ -2,34 +2,69 @@
 
 from __future__ import annotations
 
+import importlib
 import re
 import sys
 import warnings
 from pathlib import Path
 from typing import Any, NoReturn
 
+import torch
 import yaml
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.loggers import WandbLogger
 from typing_extensions import override
 
 import lightseg.datamodules
 import lightseg.tasks  # noqa: F401  (registers the tasks' short names)
 from lightseg.callbacks import SegmentationWriter
+from lightseg.callbacks.dashboard import run_dir
 from lightseg.checkpoints import ALIASES, find_checkpoints, resolve_checkpoint
 from lightseg.errors import LightsegError, closest_names
 from lightseg.tasks import BaseTask
 
+CSV_LOGGER = "lightning.pytorch.loggers.CSVLogger"
+WANDB_ID_KEY = "lightseg_wandb_run_id"
+# logger class -> the packages it can use (any one) and the lightseg extra that installs them
+LOGGER_PACKAGES = (
+    ("WandbLogger", ("wandb",), "wandb"),
+    ("TensorBoardLogger", ("tensorboard", "tensorboardX"), "tensorboard"),
+)
+
 
 class LoggerSaveConfigCallback(SaveConfigCallback):
-    """Saves the resolved config as ``config.yaml`` in the run folder and sends it to the logger."""
+    """Saves the resolved config as ``config.yaml`` in the run folder and sends it to the logger.
+
+    Checkpoints also record the W&B run id, so that ``fit --ckpt_path last`` continues the
+    same W&B run.
+    """
+
+    @override
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if self.already_saved or not isinstance(trainer.logger, WandbLogger):
+            super().setup(trainer, pl_module, stage)
+            return
+        # W&B runs share their save_dir: the config goes into the run's own folder, beside its checkpoints
+        if trainer.is_global_zero:
+            path = run_dir(trainer) / self.config_filename
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.parser.save(self.config, str(path), skip_none=False, overwrite=True, multifile=self.multifile)
+            self.save_config(trainer, pl_module, stage)
+        self.already_saved = trainer.strategy.broadcast(True)
 
     @override
     def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if trainer.logger is not None:
             config = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
             trainer.logger.log_hyperparams({"config": config})
+
+    @override
+    def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                checkpoint[WANDB_ID_KEY] = str(logger.version)
 
 
 class LightsegArgumentParser(LightningArgumentParser):
@@ -101,6 +136,26 @@ class LightsegCLI(LightningCLI):
     @override
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
+        # A CSV logger unless a config says otherwise. Run configs set only its init_args
+        # (save_dir, name), so that a logger preset given before them (configs/trainer/wandb.yaml)
+        # keeps its class and takes their folder and name.
+        parser.set_defaults({"trainer.logger": {"class_path": CSV_LOGGER, "init_args": {"save_dir": "runs"}}})
+
+    @override
+    def before_instantiate_classes(self) -> None:
+        subcommand = self.config.get("subcommand")
+        config = self.config[subcommand] if subcommand else self.config
+        for logger in _as_list(config.get("trainer", {}).get("logger")):
+            class_path = str(_field(logger, "class_path"))
+            for suffix, module, extra in LOGGER_PACKAGES:
+                if class_path.endswith(suffix) and not any(_importable(m) for m in module):
+                    raise LightsegError(
+                        f"trainer.logger {suffix} needs the {module[0]} package, which is not installed: "
+                        f'pip install "lightseg[{extra}]" (or -c constraints.txt -e ".[{extra}]" in a checkout), '
+                        "or choose another logger"
+                    )
+            if class_path.endswith("WandbLogger"):
+                _fill_wandb_defaults(_field(logger, "init_args"), config)
 
     @override
     def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs: Any) -> LightningArgumentParser:
@@ -129,6 +184,51 @@ class LightsegCLI(LightningCLI):
         path, message = resolve_checkpoint(alias, roots)
         print(f"lightseg: {message}", file=sys.stderr)
         config["ckpt_path"] = str(path)
+        if subcommand == "fit":
+            continue_wandb_run(config, path)
+
+
+def continue_wandb_run(config: Any, checkpoint: Path) -> None:
+    """Resume the W&B run recorded in ``checkpoint`` when a W&B logger has no run id of its own."""
+    for logger in _as_list((config.get("trainer") or {}).get("logger")):
+        init_args = _field(logger, "init_args")
+        if not str(_field(logger, "class_path")).endswith("WandbLogger") or init_args is None:
+            continue
+        if _field(init_args, "id") or _field(init_args, "version"):
+            return
+        run_id = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True).get(WANDB_ID_KEY)
+        if run_id:
+            init_args.id = run_id
+            print(f"lightseg: continuing W&B run {run_id}", file=sys.stderr)
+
+
+def _fill_wandb_defaults(init_args: Any, config: Any) -> None:
+    # A W&B run is found by its group and tags: by default the run's name and what it trains.
+    if init_args is None:
+        return
+    model = _field(config.get("model"), "init_args")
+    if _field(init_args, "group") is None and _field(init_args, "name"):
+        init_args.group = _field(init_args, "name")
+    if _field(init_args, "tags") is None:
+        task = str(_field(config.get("model"), "class_path") or "").rsplit(".", 1)[-1]
+        data = str(_field(config.get("data"), "class_path") or "").rsplit(".", 1)[-1]
+        tags = [task, str(_field(model, "arch") or ""), str(_field(model, "backbone") or ""), data]
+        init_args.tags = [t for t in tags if t and t != "None"]
+
+
+def _importable(module: str) -> bool:
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        return False
+    return True
+
+
+def finish_wandb(trainer: Trainer | None) -> None:
+    """Close the W&B runs of ``trainer`` (summary and files written), so that the next run in this process is new."""
+    for logger in trainer.loggers if trainer is not None else []:
+        if isinstance(logger, WandbLogger) and getattr(logger, "_experiment", None) is not None:
+            logger.experiment.finish()
 
 
 def checkpoint_roots(config: Any) -> list[Path]:
@@ -176,7 +276,8 @@ def build_cli(args: list[str] | None = None, run: bool = True) -> LightsegCLI:
 def main(args: list[str] | None = None) -> None:
     """Entry point: ``lightseg <subcommand> ...``; a user mistake exits with status 2 and one line."""
     try:
-        build_cli(args)
+        cli = build_cli(args)
+        finish_wandb(getattr(cli, "trainer", None))
     except Exception as err:
         user_error = find_user_error(err)
         if user_error is None:

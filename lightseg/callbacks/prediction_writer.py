@@ -14,6 +14,7 @@ from typing_extensions import override
 
 from lightseg.datamodules.io import voc_colormap
 from lightseg.errors import LightsegError
+from lightseg.visualize import overlay
 
 
 class SegmentationWriter(BasePredictionWriter):
@@ -79,6 +80,4 @@ class SegmentationWriter(BasePredictionWriter):
 
     def _save_overlay(self, image: np.ndarray, mask: np.ndarray, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        colours = self.palette[mask.astype(np.int64) % len(self.palette)].astype(np.float32)
-        blend = np.where((mask > 0)[..., None], (1 - self.alpha) * image + self.alpha * colours, image)
-        Image.fromarray(blend.round().astype(np.uint8)).save(path)
+        Image.fromarray(overlay(image, mask, self.alpha)).save(path)

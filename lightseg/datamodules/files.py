@@ -14,7 +14,7 @@ from scipy import io as sio
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
-from lightseg.datamodules.io import read_image, read_mask
+from lightseg.datamodules.io import progress, read_image, read_mask
 from lightseg.errors import LightsegError
 from lightseg.types import SemanticItem
 
@@ -99,7 +99,7 @@ class SegmentationFiles(Dataset[SemanticItem]):
                 return f"mask {sample.mask}" if sample.mask is not None else "label file"
             return None
 
-        problems = [(s, what) for s in samples if (what := missing(s)) is not None]
+        problems = [(s, what) for s in progress(samples, f"{name}: checking files") if (what := missing(s)) is not None]
         if not problems:
             return samples
         if on_missing == "skip":

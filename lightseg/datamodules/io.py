@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
+from tqdm.auto import tqdm
 
 from lightseg.errors import LightsegError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
+T = TypeVar("T")
+
+
+def progress(items: Iterable[T], description: str, total: int | None = None) -> Iterator[T]:
+    """A progress bar over a long data-preparation loop (writing, scanning).
+
+    Shown on a terminal once the loop has run for a second, so that short loops and
+    logs stay quiet.
+    """
+    yield from tqdm(items, desc=description, total=total, delay=1.0, leave=False, disable=None, dynamic_ncols=True)
 
 
 def voc_colormap(n: int = 256) -> np.ndarray:

@@ -22,7 +22,7 @@ from scipy import ndimage
 from torch.utils.data import Dataset
 
 from lightseg.datamodules.base import SplitDataModule
-from lightseg.datamodules.io import voc_colormap
+from lightseg.datamodules.io import progress, voc_colormap
 from lightseg.datamodules.voc import VOCSegmentationDataset
 
 SHAPES_CLASSES = ("background", "circle", "square", "triangle")
@@ -174,7 +174,7 @@ def write_voc(root: Path, splits: dict[str, int], size: int = 64, seed: int = 0)
     for split_index, (split, count) in enumerate(splits.items()):
         rng = np.random.default_rng([seed, split_index])
         ids = [f"{split}_{i:05d}" for i in range(count)]
-        for image_id in ids:
+        for image_id in progress(ids, f"writing shapes data set ({split})"):
             scene = generate_scene(rng, size)
             Image.fromarray(scene.image).save(tmp / "JPEGImages" / f"{image_id}.jpg", quality=95)
             _palette_png(scene.label).save(tmp / "SegmentationClass" / f"{image_id}.png")

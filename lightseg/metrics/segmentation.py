@@ -63,8 +63,8 @@ class SegmentationMetrics(Metric):
         self.confmat += counts[1:].view(n, n)
 
     def compute(self) -> dict[str, torch.Tensor]:
-        """Scalars ``pixel_acc``, ``macc``, ``miou``, ``fwiou``, ``mdice`` and per-class vectors."""
-        return confusion_metrics(self.confmat)
+        """Scalars ``pixel_acc``, ``macc``, ``miou``, ``fwiou``, ``mdice``, per-class vectors and ``confmat``."""
+        return {**confusion_metrics(self.confmat), "confmat": self.confmat.clone()}
 
 
 def confusion_metrics(confmat: torch.Tensor) -> dict[str, torch.Tensor]:

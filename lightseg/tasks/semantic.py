@@ -8,11 +8,13 @@ from typing import Any, ClassVar, Literal, cast
 
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 from torchmetrics import MeanMetric
 from typing_extensions import override
 
+from lightseg.callbacks.dashboard import SegmentationDashboard
 from lightseg.errors import LightsegError
 from lightseg.inference import slide_logits, tta_probs
 from lightseg.losses import LossName, SegmentationLoss, median_frequency_weights
@@ -99,6 +101,10 @@ class SemanticSegmentationTask(BaseTask):
         super().__init__(optimizer=optimizer, lr_scheduler=lr_scheduler, lr_interval=lr_interval)
         #: set by callbacks that need probabilities (the dense CRF): evaluation steps then return them
         self.return_probs = False
+        #: set by callbacks that need each image's predicted labels (the dashboard's worst images)
+        self.return_labels = False
+        #: the last dataset-level results of each stage (metrics, per-class vectors, ``confmat``)
+        self.epoch_results: dict[str, dict[str, torch.Tensor]] = {}
         # images whose pixels are all void have no loss (NaN): left out of the mean
         self.loss_metrics = nn.ModuleDict({f"{s}_loss": MeanMetric(nan_strategy="ignore") for s in ("val", "test")})
 
@@ -238,10 +244,14 @@ class SemanticSegmentationTask(BaseTask):
 
     def _eval_outputs(self, batch: SemanticBatch, stage: Stage) -> dict[str, torch.Tensor] | None:
         loss, scores = self._step(batch, stage)
-        if not self.return_probs:
+        if not (self.return_probs or self.return_labels):
             return None
-        probs = scores if not self.plain_inference else scores.float().softmax(1)
-        return {"loss": loss, "probs": probs.detach()}
+        outputs = {"loss": loss}
+        if self.return_probs:
+            outputs["probs"] = (scores if not self.plain_inference else scores.float().softmax(1)).detach()
+        if self.return_labels:
+            outputs["labels"] = scores.detach().max(1).indices
+        return outputs
 
     @override
     def validation_step(self, batch: SemanticBatch, batch_idx: int) -> dict[str, torch.Tensor] | None:  # type: ignore[override]
@@ -281,6 +291,7 @@ class SemanticSegmentationTask(BaseTask):
         metric = self.stage_metrics(stage)
         results: dict[str, torch.Tensor] = metric.compute()
         metric.reset()
+        self.epoch_results[stage] = results
         names = self.class_names or [str(i) for i in range(self.hparams["num_classes"])]
         values = {f"{stage}_{key}": results[key].float() for key in SCALAR_KEYS}
         for name, iou in zip(names, results["iou_per_class"].tolist(), strict=True):
@@ -305,6 +316,16 @@ class SemanticSegmentationTask(BaseTask):
     def on_test_epoch_end(self) -> None:
         results = self._end_epoch("test")
         self.print(format_class_table(results, self.class_names, title="Test, per class (%)"))
+
+    @override
+    def configure_callbacks(self) -> Sequence[Callback] | Callback:
+        callbacks = list(cast(Sequence[Callback], super().configure_callbacks()))
+        # the dashboard by default, wherever a run has a logger (quietly for loggers without images)
+        if self.trainer.loggers and not any(
+            isinstance(cb, SegmentationDashboard) for cb in cast(Any, self.trainer).callbacks
+        ):
+            callbacks.append(SegmentationDashboard(warn_unsupported=False))
+        return callbacks
 
     @override
     def setup(self, stage: str) -> None:

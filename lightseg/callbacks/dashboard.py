@@ -1,0 +1,324 @@
+"""What a segmentation person looks at: masks over images, per-class tables, confusion matrices."""
+
+from __future__ import annotations
+
+import heapq
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+import torch
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import Logger, TensorBoardLogger, WandbLogger
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
+from PIL import Image
+from torch import distributed as dist
+from typing_extensions import override
+
+from lightseg.errors import LightsegError
+from lightseg.metrics.segmentation import PER_CLASS_KEYS
+from lightseg.visualize import confusion_matrix_image, sample_panel, to_uint8_image
+
+
+class SegmentationDashboard(Callback):
+    """Logs the pictures of a semantic segmentation run to W&B or TensorBoard.
+
+    - Every ``every_n_epochs`` validation epochs: the same ``num_samples`` validation images
+      (drawn once with ``seed``), with ground-truth and predicted masks. On W&B they are
+      ``wandb.Image`` mask overlays with the data module's class names; on TensorBoard,
+      image | ground truth | prediction panels.
+    - At test end: the ``worst_k`` test images with the lowest image IoU (mean over the
+      classes in the image's ground truth or prediction), across all processes.
+    - At each validation/test epoch end: a per-class table (IoU, accuracy, Dice; a
+      ``wandb.Table``, or a Markdown table on TensorBoard) and the row-normalised
+      confusion matrix as a heatmap. The heatmap is also written into the run folder
+      (``confusion_matrix/{stage}_epoch{N}.png``) whatever the logger.
+
+    With a logger that cannot show images (CSV) the images and tables are skipped, once
+    with a warning.
+
+    Args:
+        num_samples: fixed validation images to log (0: none).
+        worst_k: worst test images to log (0: none).
+        seed: draws the fixed validation images (the same ones on every run and resume).
+        every_n_epochs: log validation images every n epochs.
+        class_table: log the per-class table.
+        confusion_matrix: log the confusion-matrix heatmap and write its PNG.
+        warn_unsupported: warn when the logger cannot show images (otherwise an info line).
+    """
+
+    def __init__(
+        self,
+        num_samples: int = 8,
+        worst_k: int = 8,
+        seed: int = 0,
+        every_n_epochs: int = 1,
+        class_table: bool = True,
+        confusion_matrix: bool = True,
+        warn_unsupported: bool = True,
+    ) -> None:
+        self.num_samples = num_samples
+        self.worst_k = worst_k
+        self.seed = seed
+        self.every_n_epochs = max(1, every_n_epochs)
+        self.class_table = class_table
+        self.confusion_matrix = confusion_matrix
+        self.warn_unsupported = warn_unsupported
+        self._told = False
+        self._worst: list[tuple[float, int, dict[str, Any]]] = []
+        self._seen = 0
+
+    @override
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if not all(hasattr(pl_module, a) for a in ("epoch_results", "predict_probs", "return_labels")):
+            raise LightsegError(
+                f"SegmentationDashboard draws semantic masks; {type(pl_module).__name__} is not a "
+                "SemanticSegmentationTask: remove the callback from trainer.callbacks"
+            )
+
+    # validation ---------------------------------------------------------------------------
+
+    @override
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        self._log_results(trainer, pl_module, "val")
+        due = trainer.state.fn != "fit" or (trainer.current_epoch + 1) % self.every_n_epochs == 0
+        if self.num_samples > 0 and due and trainer.is_global_zero and self._can_show(trainer):
+            self._log_samples(trainer, pl_module, "val_samples", self._fixed_samples(trainer, pl_module))
+
+    def sample_indices(self, dataset_size: int) -> list[int]:
+        """The validation images that are logged: ``num_samples`` drawn with ``seed``, in order."""
+        generator = torch.Generator().manual_seed(self.seed)
+        return sorted(torch.randperm(dataset_size, generator=generator)[: self.num_samples].tolist())
+
+    def _fixed_samples(self, trainer: Trainer, pl_module: LightningModule) -> list[dict[str, Any]]:
+        loaders = trainer.val_dataloaders
+        loader = loaders[0] if isinstance(loaders, list | tuple) else loaders
+        dataset = getattr(loader, "dataset", None)
+        if dataset is None or not hasattr(dataset, "__len__"):
+            return []
+        task = cast(Any, pl_module)
+        samples = []
+        was_training = pl_module.training
+        pl_module.eval()
+        try:
+            with torch.no_grad(), trainer.precision_plugin.forward_context():
+                for index in self.sample_indices(len(dataset)):
+                    item = dataset[index]
+                    image = item["image"].to(pl_module.device)
+                    labels = task.predict_probs(image[None]).max(1).indices[0]
+                    samples.append(self._sample(task, index, item["image"], item["mask"], labels))
+        finally:
+            pl_module.train(was_training)
+        return samples
+
+    # test ---------------------------------------------------------------------------------
+
+    @override
+    def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._worst, self._seen = [], 0
+        cast(Any, pl_module).return_labels = self.worst_k > 0
+
+    @override
+    def on_test_batch_end(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        if self.worst_k <= 0 or not isinstance(outputs, dict) or "labels" not in outputs:
+            return
+        task = cast(Any, pl_module)
+        sizes = batch.get("size") or [tuple(batch["image"].shape[-2:])] * len(batch["image"])
+        for i, (height, width) in enumerate(sizes):
+            target = batch["mask"][i, :height, :width]
+            labels = outputs["labels"][i, :height, :width]
+            score = image_iou(labels, target, task.hparams["num_classes"], task.hparams["ignore_index"])
+            key = (-score, self._seen)  # a max-heap on IoU keeps the k lowest
+            self._seen += 1
+            if len(self._worst) < self.worst_k or key > (self._worst[0][0], self._worst[0][1]):
+                image = batch["image"][i, :, :height, :width]
+                entry = (key[0], key[1], self._sample(task, None, image, target, labels, score))
+                if len(self._worst) < self.worst_k:
+                    heapq.heappush(self._worst, entry)
+                else:
+                    heapq.heapreplace(self._worst, entry)
+
+    @override
+    def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        cast(Any, pl_module).return_labels = False
+        self._log_results(trainer, pl_module, "test")
+        if self.worst_k <= 0:
+            return
+        entries = [entry[2] for entry in self._worst]
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            gathered: list[list[dict[str, Any]] | None] = [None] * dist.get_world_size()
+            dist.all_gather_object(gathered, entries)
+            entries = [entry for part in gathered for entry in part or []]
+        worst = sorted(entries, key=lambda s: s["iou"])[: self.worst_k]
+        if trainer.is_global_zero and worst and self._can_show(trainer):
+            self._log_samples(trainer, pl_module, "test_worst", worst)
+
+    # logging ------------------------------------------------------------------------------
+
+    def _sample(
+        self,
+        task: Any,
+        index: int | None,
+        image: torch.Tensor,
+        target: torch.Tensor,
+        labels: torch.Tensor,
+        score: float | None = None,
+    ) -> dict[str, Any]:
+        hp = task.hparams
+        if score is None:
+            score = image_iou(labels, target.to(labels.device), hp["num_classes"], hp["ignore_index"])
+        caption = f"IoU {100 * score:.1f}" if score == score else "IoU -"
+        return {
+            "image": to_uint8_image(image),
+            "target": target.cpu().numpy().astype(np.uint8 if hp["num_classes"] <= 255 else np.int32),
+            "prediction": labels.cpu().numpy().astype(np.uint8 if hp["num_classes"] <= 255 else np.int32),
+            "iou": score,
+            "caption": caption if index is None else f"#{index} {caption}",
+        }
+
+    def _can_show(self, trainer: Trainer) -> bool:
+        if any(isinstance(lg, WandbLogger | TensorBoardLogger) for lg in trainer.loggers):
+            return True
+        if not self._told:
+            self._told = True
+            kind = ", ".join(type(lg).__name__ for lg in trainer.loggers) or "no logger"
+            message = (
+                f"SegmentationDashboard: {kind} cannot show images or tables; use W&B or TensorBoard "
+                "(--config configs/trainer/wandb.yaml or configs/trainer/tensorboard.yaml) to see them"
+            )
+            (rank_zero_warn if self.warn_unsupported else rank_zero_info)(message)
+        return False
+
+    def _log_samples(
+        self, trainer: Trainer, pl_module: LightningModule, key: str, samples: list[dict[str, Any]]
+    ) -> None:
+        names = class_names(pl_module)
+        ignore_index = int(cast(Any, pl_module).hparams["ignore_index"])
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                import wandb
+
+                labels = {i: name for i, name in enumerate(names)}
+                labels.setdefault(ignore_index, "ignore")
+                images = [
+                    wandb.Image(
+                        s["image"],
+                        masks={
+                            "ground_truth": {"mask_data": s["target"], "class_labels": labels},
+                            "predictions": {"mask_data": s["prediction"], "class_labels": labels},
+                        },
+                        caption=s["caption"],
+                    )
+                    for s in samples
+                ]
+                _wandb_log(logger, trainer, {key: images})
+            elif isinstance(logger, TensorBoardLogger):
+                for i, s in enumerate(samples):
+                    panel = sample_panel(s["image"], s["target"], s["prediction"])
+                    logger.experiment.add_image(f"{key}/{i}", panel, trainer.global_step, dataformats="HWC")
+                logger.experiment.add_text(
+                    f"{key}/captions", " | ".join(s["caption"] for s in samples), trainer.global_step
+                )
+
+    def _log_results(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        results = cast(Any, pl_module).epoch_results.get(stage)
+        if results is None:
+            return
+        folder = run_dir(trainer)  # on every process: finding it may broadcast
+        if not trainer.is_global_zero:
+            return
+        names = class_names(pl_module)
+        heatmap = None
+        if self.confusion_matrix and "confmat" in results:
+            epoch = f"_epoch{trainer.current_epoch:03d}" if trainer.state.fn == "fit" else ""
+            heatmap = confusion_matrix_image(results["confmat"], names, title=f"{stage}{epoch}: row-normalised (%)")
+            write_png(heatmap, folder / "confusion_matrix" / f"{stage}{epoch}.png")
+        if not self._can_show(trainer):
+            return
+        rows = [[name, *(_number(results[k][i]) for k in PER_CLASS_KEYS)] for i, name in enumerate(names)]
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                import wandb
+
+                payload: dict[str, Any] = {}
+                if self.class_table:
+                    payload[f"{stage}_per_class"] = wandb.Table(columns=["class", "IoU", "accuracy", "Dice"], data=rows)
+                if heatmap is not None:
+                    payload[f"{stage}_confusion_matrix"] = wandb.Image(heatmap)
+                _wandb_log(logger, trainer, payload)
+            elif isinstance(logger, TensorBoardLogger):
+                if self.class_table:
+                    logger.experiment.add_text(f"{stage}_per_class", markdown_table(rows), trainer.global_step)
+                if heatmap is not None:
+                    logger.experiment.add_image(
+                        f"{stage}_confusion_matrix", heatmap, trainer.global_step, dataformats="HWC"
+                    )
+
+
+def image_iou(prediction: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int) -> float:
+    """Mean IoU of one image over the classes in its ground truth or prediction (ignored pixels left out).
+
+    NaN when every pixel is ignored.
+    """
+    valid = target != ignore_index
+    pred, true = prediction[valid].long(), target[valid].long()
+    if true.numel() == 0:
+        return float("nan")
+    confmat = torch.bincount(true * num_classes + pred, minlength=num_classes * num_classes).view(
+        num_classes, num_classes
+    )
+    diag = confmat.diag().double()
+    union = confmat.sum(0).double() + confmat.sum(1).double() - diag
+    present = union > 0
+    return float((diag[present] / union[present]).mean())
+
+
+def class_names(pl_module: LightningModule) -> list[str]:
+    """The task's class names (from the data module), or the class indices as text."""
+    names = getattr(pl_module, "class_names", None)
+    return list(names) if names else [str(i) for i in range(int(cast(Any, pl_module).hparams["num_classes"]))]
+
+
+def run_dir(trainer: Trainer) -> Path:
+    """The run's own folder: the logger's version folder (where checkpoints go too)."""
+    logger = trainer.logger
+    if isinstance(logger, WandbLogger):
+        return Path(logger.save_dir or trainer.default_root_dir) / str(logger.name) / str(logger.version)
+    return Path(trainer.log_dir or trainer.default_root_dir)
+
+
+def markdown_table(rows: list[list[Any]]) -> str:
+    """Per-class rows ``[name, IoU, accuracy, Dice]`` as a Markdown table in %."""
+    lines = ["| class | IoU | accuracy | Dice |", "|---|---:|---:|---:|"]
+    for name, *values in rows:
+        cells = ["-" if v is None else f"{100 * v:.1f}" for v in values]
+        lines.append(f"| {name} | {' | '.join(cells)} |")
+    return "\n".join(lines)
+
+
+@rank_zero_only
+def write_png(image: np.ndarray, path: Path) -> None:
+    """Write ``image`` ``[H,W,3]`` uint8 as a PNG, creating the folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(image).save(path)
+
+
+def _number(value: torch.Tensor) -> float | None:
+    number = float(value)
+    return None if number != number else number
+
+
+def _wandb_log(logger: Logger, trainer: Trainer, payload: dict[str, Any]) -> None:
+    # the step axis Lightning's WandbLogger defines for every metric
+    cast(WandbLogger, logger).experiment.log({**payload, "trainer/global_step": trainer.global_step})

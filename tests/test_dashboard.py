@@ -1,0 +1,260 @@
+from __future__ import annotations
+
+import io
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from lightseg.callbacks import SegmentationDashboard
+from lightseg.callbacks.dashboard import image_iou
+from lightseg.cli import main
+from lightseg.datamodules import ShapesDataModule
+from lightseg.visualize import confusion_matrix_image, overlay, sample_panel, to_uint8_image
+
+from conftest import ROOT, TINY_SHAPES
+
+QUICKSTART = str(ROOT / "configs" / "quickstart.yaml")
+WANDB = str(ROOT / "configs" / "trainer" / "wandb.yaml")
+TENSORBOARD = str(ROOT / "configs" / "trainer" / "tensorboard.yaml")
+CLASSES = ("background", "circle", "square", "triangle")
+
+
+def run_args(shapes_root: Path, *presets: str, epochs: int = 2) -> list[str]:
+    configs = [arg for preset in presets for arg in ("--config", preset)]
+    return [
+        *configs,
+        "--config",
+        QUICKSTART,
+        *TINY_SHAPES,
+        f"--data.init_args.root={shapes_root}",
+        f"--trainer.max_epochs={epochs}",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+    ]
+
+
+def val_items(shapes_root: Path) -> list[dict[str, torch.Tensor]]:
+    data = ShapesDataModule(root=str(shapes_root), num_train=32, num_val=8, num_test=8, image_size=32)
+    data.setup("validate")
+    return [data.val_dataset[i] for i in range(len(data.val_dataset))]
+
+
+def wandb_records(path: Path) -> Iterator[Any]:
+    """The protobuf records of a ``run-<id>.wandb`` file (LevelDB log format: 32 KiB blocks, 7-byte headers)."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data = path.read_bytes()
+    assert data[:4] == b":W&B"
+    pos, block, chunks = 7, 32768, []
+    while pos + 7 <= len(data):
+        left = block - pos % block
+        if left < 7:
+            pos += left
+            continue
+        length, kind = int.from_bytes(data[pos + 4 : pos + 6], "little"), data[pos + 6]
+        payload = data[pos + 7 : pos + 7 + length]
+        pos += 7 + length
+        if kind == 0:
+            continue
+        chunks = [payload] if kind in (1, 2) else [*chunks, payload]
+        if kind in (1, 4):
+            record = pb.Record()
+            record.ParseFromString(b"".join(chunks))
+            yield record
+
+
+def wandb_run(folder: Path) -> dict[str, Any]:
+    """Run id, group, tags, final summary, config and history of an offline W&B run folder."""
+    run: dict[str, Any] = {"summary": {}, "config": {}, "history": [], "artifacts": []}
+    for record in wandb_records(next(folder.glob("run-*.wandb"))):
+        kind = record.WhichOneof("record_type")
+        if kind == "run":
+            run.update(id=record.run.run_id, group=record.run.run_group, tags=list(record.run.tags))
+        elif kind == "summary":
+            nest(run["summary"], record.summary.update)
+        elif kind == "config":
+            for item in record.config.update:
+                run["config"][item.key] = json.loads(item.value_json)
+        elif kind == "history":
+            run["history"].append(nest({}, record.history.item))
+        elif kind == "artifact":
+            run["artifacts"].append(record.artifact)
+    return run
+
+
+def nest(into: dict[str, Any], items: Any) -> dict[str, Any]:
+    """W&B's flattened ``nested_key`` items as nested dicts."""
+    for item in items:
+        *parents, leaf = list(item.nested_key) or [item.key]
+        node = into
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = json.loads(item.value_json)
+    return into
+
+
+@pytest.fixture
+def wandb_offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_CONSOLE", "off")
+
+
+def test_wandb_offline_run_has_summary_masks_tables_and_resumes_the_same_run(
+    shapes_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, wandb_offline: None
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    args = run_args(shapes_root, WANDB)
+    main(["fit", *args, "--trainer.logger.init_args.log_model=true"])
+    folders = sorted((tmp_path / "runs" / "quickstart" / "wandb").glob("offline-run-*"))
+    assert len(folders) == 1
+    run = wandb_run(folders[0])
+    assert run["group"] == "unet_resnet18"  # from the run config's name
+    assert {"SemanticSegmentationTask", "unet", "resnet18", "ShapesDataModule"} <= set(run["tags"])
+    assert run["config"]["config"]["data"]["init_args"]["image_size"] == 32  # the resolved config
+    mious = [row["val_miou"] for row in run["history"] if "val_miou" in row]
+    assert len(mious) == 2 and run["summary"]["val_miou"] == mious[-1]
+
+    # the fixed validation images: every val image once (8 of 8), with their true masks
+    samples = [row["val_samples"] for row in run["history"] if "val_samples" in row]
+    assert len(samples) == 2 and samples[0]["count"] == 8 and (samples[0]["width"], samples[0]["height"]) == (32, 32)
+    assert samples[0]["captions"][0].startswith("#0 IoU")
+    files = folders[0] / "files"
+    items = val_items(shapes_root)
+    for i, masks in enumerate(samples[-1]["all_masks"]):
+        truth = np.asarray(Image.open(files / masks["ground_truth"]["path"]))
+        np.testing.assert_array_equal(truth, items[i]["mask"].numpy())
+        predicted = np.asarray(Image.open(files / masks["predictions"]["path"]))
+        assert predicted.shape == (32, 32) and set(np.unique(predicted)) <= {0, 1, 2, 3}
+    image = np.asarray(Image.open(files / samples[-1]["filenames"][0]))
+    np.testing.assert_array_equal(image, to_uint8_image(items[0]["image"]))
+
+    # the per-class table holds the logged per-class IoUs
+    table = json.loads((files / run["summary"]["val_per_class"]["path"]).read_text())
+    assert table["columns"] == ["class", "IoU", "accuracy", "Dice"]
+    assert [row[0] for row in table["data"]] == list(CLASSES)
+    for name, iou, *_ in table["data"]:
+        assert iou == pytest.approx(run["summary"][f"val_iou_{name}"], abs=1e-6)
+
+    # checkpoints as artifacts, with their metric; the run folder holds config, checkpoints, confusion PNGs
+    models = [a for a in run["artifacts"] if a.type == "model"]
+    assert models and json.loads(models[-1].metadata)["ModelCheckpoint"]["monitor"] == "val_miou"
+    assert "score" in json.loads(models[-1].metadata)
+    own = tmp_path / "runs" / "quickstart" / "lightseg" / run["id"]
+    assert (own / "config.yaml").is_file() and (own / "checkpoints" / "last.ckpt").is_file()
+    assert sorted(p.name for p in (own / "confusion_matrix").iterdir()) == ["val_epoch000.png", "val_epoch001.png"]
+
+    # resuming continues the same W&B run
+    main(["fit", *run_args(shapes_root, WANDB, epochs=3), "--ckpt_path", "last"])
+    folders = sorted((tmp_path / "runs" / "quickstart" / "wandb").glob("offline-run-*"))
+    assert len(folders) == 2
+    resumed = wandb_run(folders[1])
+    assert resumed["id"] == run["id"]
+    assert [row["epoch"] for row in resumed["history"] if "val_miou" in row] == [2]
+
+
+def test_tensorboard_gets_the_same_pictures(shapes_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    monkeypatch.chdir(tmp_path)
+    main(["fit", *run_args(shapes_root, TENSORBOARD, epochs=1)])
+    main(["test", *run_args(shapes_root, TENSORBOARD), "--ckpt_path", "last"])
+    versions = sorted((tmp_path / "runs" / "quickstart" / "unet_resnet18").iterdir())
+    assert [v.name for v in versions] == ["version_0", "version_1"]
+
+    fit = EventAccumulator(str(versions[0]), size_guidance={"images": 0, "tensors": 0})
+    fit.Reload()
+    tags = fit.Tags()["images"]
+    assert {f"val_samples/{i}" for i in range(8)} <= set(tags) and "val_confusion_matrix" in tags
+    items = val_items(shapes_root)
+    for i in (0, 5):
+        panel = np.asarray(Image.open(io.BytesIO(fit.Images(f"val_samples/{i}")[-1].encoded_image_string)))
+        assert panel.shape == (32, 3 * 32 + 4, 3)
+        image = to_uint8_image(items[i]["image"])
+        np.testing.assert_array_equal(panel[:, :32], image)
+        np.testing.assert_array_equal(panel[:, 34:66], overlay(image, items[i]["mask"].numpy()))
+    assert "val_per_class" in " ".join(fit.Tags()["tensors"])
+    assert (versions[0] / "confusion_matrix" / "val_epoch000.png").is_file()
+
+    test = EventAccumulator(str(versions[1]), size_guidance={"images": 0, "tensors": 0})
+    test.Reload()
+    worst = [t for t in test.Tags()["images"] if t.startswith("test_worst/")]
+    assert len(worst) == 8  # k = 8 of the 8 test images
+    assert (versions[1] / "confusion_matrix" / "test.png").is_file()
+
+
+def test_csv_logger_writes_the_confusion_matrix_and_warns_once_about_images(
+    shapes_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, recwarn: pytest.WarningsRecorder
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    main(["fit", *run_args(shapes_root), "--trainer.callbacks+=SegmentationDashboard"])
+    run = tmp_path / "runs" / "quickstart" / "unet_resnet18" / "version_0"
+    heatmaps = sorted((run / "confusion_matrix").iterdir())
+    assert [p.name for p in heatmaps] == ["val_epoch000.png", "val_epoch001.png"]
+    assert Image.open(heatmaps[0]).mode == "RGB" and min(Image.open(heatmaps[0]).size) > 4 * 28
+    warnings = [w for w in recwarn if "cannot show images" in str(w.message)]
+    assert len(warnings) == 1 and "configs/trainer/wandb.yaml" in str(warnings[0].message)
+
+
+def test_missing_wandb_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setitem(sys.modules, "wandb", None)  # import wandb -> ImportError
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", WANDB, "--config", QUICKSTART, "--trainer.max_epochs=1"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and 'pip install "lightseg[wandb]"' in err[0] and "WandbLogger" in err[0]
+    assert not (tmp_path / "runs").exists()
+
+
+def test_image_iou_averages_the_classes_present_in_truth_or_prediction() -> None:
+    target = torch.tensor([[0, 0, 1, 1], [0, 0, 1, 255]])
+    prediction = torch.tensor([[0, 0, 1, 2], [0, 1, 1, 3]])
+    # class 0: 3 / 4; class 1: 2 / 4; class 2: 0 / 1; the ignored pixel's prediction (3) does not count
+    assert image_iou(prediction, target, 4, 255) == pytest.approx((3 / 4 + 2 / 4 + 0) / 3)
+    assert image_iou(target.clamp(max=1), target.clamp(max=1), 4, 255) == 1.0
+    assert np.isnan(image_iou(prediction, torch.full_like(target, 255), 4, 255))
+
+
+def test_worst_images_are_the_lowest_iou_ones_across_batches() -> None:
+    dashboard = SegmentationDashboard(worst_k=2)
+    task = SimpleNamespace(hparams={"num_classes": 2, "ignore_index": 255}, return_labels=False)
+    dashboard.on_test_start(None, task)  # type: ignore[arg-type]
+    assert task.return_labels
+    target = torch.zeros(2, 4, 4, dtype=torch.long)
+    target[:, :, 2:] = 1
+    scores = {}
+    for batch_idx, wrong_columns in enumerate([(0, 1), (2, 3), (1, 2)]):
+        labels = target.clone()
+        for image, columns in enumerate(wrong_columns):
+            labels[image, :, :columns] = 1 - labels[image, :, :columns]  # the first `columns` columns wrong
+            scores[(batch_idx, image)] = image_iou(labels[image], target[image], 2, 255)
+        batch = {"image": torch.rand(2, 3, 4, 4), "mask": target, "size": [(4, 4), (4, 4)]}
+        dashboard.on_test_batch_end(None, task, {"labels": labels}, batch, batch_idx)  # type: ignore[arg-type]
+    kept = sorted(entry[2]["iou"] for entry in dashboard._worst)
+    assert kept == pytest.approx(sorted(scores.values())[:2])
+    assert kept[0] == pytest.approx((0 + 4 / 16) / 2)  # three of four columns wrong
+
+
+def test_confusion_matrix_image_shades_row_shares_and_greys_absent_classes() -> None:
+    confmat = torch.tensor([[10, 0, 0], [0, 5, 5], [0, 0, 0]])
+    image = confusion_matrix_image(confmat, ["a", "bb", "ccc"], title="t")
+    colours = {tuple(c) for c in image.reshape(-1, 3).tolist()}
+    assert (8, 48, 107) in colours  # 100 %: the darkest blue
+    assert (200, 200, 200) in colours  # class "ccc" is absent from the ground truth
+    half = tuple(int(c) for c in np.array([247, 251, 255.0]) + 0.5 * (np.array([8, 48, 107.0]) - [247, 251, 255]))
+    assert half in colours  # 50 %
+    panel = sample_panel(np.zeros((5, 6, 3), np.uint8), np.ones((5, 6), np.uint8), np.zeros((5, 6), np.uint8))
+    assert panel.shape == (5, 22, 3) and panel[:, 8:14].any() and not panel[:, 16:].any()
