@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 import re
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 
 import torch
 import yaml
@@ -167,6 +168,35 @@ class LightsegCLI(LightningCLI):
     @override
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         super().parse_arguments(parser, args)
+        self._resolve_ckpt_alias()
+
+    @override
+    def _parse_ckpt_path(self) -> None:
+        # Lightning applies the checkpoint's hyperparameters over the parsed config, so that a
+        # checkpoint alone rebuilds its model; but they would also override what the user's
+        # config files and command line set for this run (test-time augmentation, detection
+        # thresholds, ...). Here the checkpoint only fills in the arguments left at their defaults.
+        subcommand = self.config.get("subcommand")
+        model = self.config[subcommand].get("model") if subcommand else None
+        before = cast(Any, model).clone() if hasattr(model, "clone") else None
+        super()._parse_ckpt_path()
+        after = self.config[subcommand].get("model") if subcommand else None
+        if before is None or after is None or _field(before, "class_path") != _field(after, "class_path"):
+            return
+        ours, theirs = _field(before, "init_args"), _field(after, "init_args")
+        if ours is None or theirs is None:
+            return
+        try:
+            module, _, name = str(_field(before, "class_path")).rpartition(".")
+            signature = inspect.signature(getattr(importlib.import_module(module), name).__init__)
+        except (ImportError, AttributeError, ValueError):
+            return
+        defaults = {k: p.default for k, p in signature.parameters.items() if p.default is not inspect.Parameter.empty}
+        for key, value in vars(ours).items():
+            if key in defaults and _plain(value) != _plain(defaults[key]):
+                setattr(theirs, key, value)
+
+    def _resolve_ckpt_alias(self) -> None:
         subcommand = self.config.get("subcommand")
         if not subcommand:
             return
@@ -249,6 +279,15 @@ def checkpoint_roots(config: Any) -> list[Path]:
             roots.append(Path(save_dir))
     roots.append(Path(trainer.get("default_root_dir") or "."))
     return list(dict.fromkeys(roots))
+
+
+def _plain(value: Any) -> Any:
+    """Tuples as lists, recursively, so that a parsed value compares equal to its Python default."""
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
 
 
 def _as_list(value: Any) -> list[Any]:

@@ -88,3 +88,39 @@ def confusion_matrix_image(confmat: torch.Tensor, class_names: Sequence[str], ti
 def _text_width(font: ImageFont.ImageFont | ImageFont.FreeTypeFont, text: str) -> int:
     left, _, right, _ = font.getbbox(text)
     return int(right - left)
+
+
+def draw_detections(
+    image: torch.Tensor,
+    detections: dict[str, torch.Tensor],
+    keep: torch.Tensor,
+    masks: torch.Tensor | None,
+    class_names: Sequence[str],
+    skeleton: Sequence[tuple[int, int]] = (),
+    alpha: float = 0.5,
+) -> np.ndarray:
+    """Boxes with class name and score, masks and keypoint skeletons over ``image`` (``[3,H,W]`` in [0, 1]).
+
+    Each detection takes the palette colour of its class; returns ``[H,W,3]`` uint8.
+    """
+    from torchvision.utils import draw_bounding_boxes, draw_keypoints, draw_segmentation_masks
+
+    canvas = (image.float().clamp(0, 1) * 255).round().to(torch.uint8)
+    labels = detections["labels"][keep].tolist()
+    colours = [tuple(int(c) for c in PALETTE[label % 256]) for label in labels]
+    if masks is not None and keep.any():
+        canvas = draw_segmentation_masks(canvas, masks[keep].bool(), alpha=alpha, colors=colours)
+    if keep.any():
+        captions = [
+            f"{class_names[label] if label < len(class_names) else label} {float(score):.2f}"
+            for label, score in zip(labels, detections["scores"][keep].tolist(), strict=True)
+        ]
+        canvas = draw_bounding_boxes(canvas, detections["boxes"][keep], captions, colors=colours, width=1)
+    if "keypoints" in detections and keep.any():
+        points = detections["keypoints"][keep]
+        visible = points[..., 2] > 0 if points.shape[-1] == 3 else None
+        canvas = draw_keypoints(
+            canvas, points[..., :2], connectivity=list(skeleton) or None, colors="yellow", radius=2, width=1,
+            visibility=visible,
+        )  # fmt: skip
+    return canvas.permute(1, 2, 0).numpy()

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import subprocess
 import sys
@@ -12,8 +13,8 @@ import torch
 import yaml
 from PIL import Image
 
-from lightseg.cli import build_cli, main
-from lightseg.tasks import SemanticSegmentationTask
+from lightseg.cli import LightsegCLI, build_cli, main
+from lightseg.tasks import DetectionTask, SemanticSegmentationTask
 
 from conftest import ROOT, TINY_SHAPES
 
@@ -40,11 +41,36 @@ def test_every_shipped_config_instantiates(config: str, tmp_path: Path, monkeypa
     monkeypatch.chdir(tmp_path)  # data roots are relative and absent: building must not touch them
     first_line = Path(config).read_text().splitlines()[0]
     assert first_line.startswith("# ") and len(first_line) > 60  # what it reproduces and where from
-    cli = build_cli(["--config", config, "--model.init_args.weights_backbone=null"], run=False)
-    assert isinstance(cli.model, SemanticSegmentationTask)
+    task = yaml.safe_load(Path(config).read_text())["model"]["class_path"]
+    if task == "SemanticSegmentationTask":
+        cli = build_cli(["--config", config, "--model.init_args.weights_backbone=null"], run=False)
+        assert isinstance(cli.model, SemanticSegmentationTask)
+        assert cli.model.hparams["num_classes"] == cli.datamodule.num_classes  # linked
+        with torch.no_grad():
+            assert cli.model.eval()(torch.rand(1, 3, 33, 47))["out"].shape == (1, cli.datamodule.num_classes, 33, 47)
+        return
+    write_coco_categories(tmp_path / "data" / "coco" / "annotations")  # COCO's categories come from its files
+    weights = [] if "quickstart" in config else ["--model.init_args.weights=null"]
+    cli = build_cli(["--config", config, "--model.init_args.weights_backbone=null", *weights], run=False)
+    assert isinstance(cli.model, DetectionTask)
     assert cli.model.hparams["num_classes"] == cli.datamodule.num_classes  # linked
     with torch.no_grad():
-        assert cli.model.eval()(torch.rand(1, 3, 33, 47))["out"].shape == (1, cli.datamodule.num_classes, 33, 47)
+        detections = cli.model.eval()([torch.rand(3, 40, 56)])
+    assert {"boxes", "labels", "scores"} <= set(detections[0])
+
+
+def write_coco_categories(folder: Path) -> None:
+    from torchvision.models.detection import KeypointRCNN_ResNet50_FPN_Weights, MaskRCNN_ResNet50_FPN_Weights
+
+    names = MaskRCNN_ResNet50_FPN_Weights.COCO_V1.meta["categories"]
+    things = [{"id": i, "name": n} for i, n in enumerate(names) if n not in ("__background__", "N/A")]
+    person = [
+        {"id": 1, "name": "person", "keypoints": KeypointRCNN_ResNet50_FPN_Weights.COCO_V1.meta["keypoint_names"]}
+    ]
+    folder.mkdir(parents=True)
+    for name, categories in (("instances", things), ("person_keypoints", person)):
+        content = {"images": [], "annotations": [], "categories": categories}
+        (folder / f"{name}_val2017.json").write_text(json.dumps(content))
 
 
 def test_fit_test_predict_round_trip(
@@ -256,6 +282,25 @@ def test_eval_preset_composes_with_a_run_config(tmp_path: Path, monkeypatch: pyt
     )
     assert tuple(cli.model.hparams["tta_scales"]) == (0.5, 0.75, 1.0, 1.25, 1.5, 1.75) and cli.model.hparams["tta_flip"]
     assert cli.model.hparams["arch"] == "deeplabv3" and cli.model.hparams["output_stride"] == 16
+
+
+def test_checkpoint_fills_in_but_never_overrides_the_users_arguments(
+    shapes_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    main(["fit", *tiny(shapes_root), "--trainer.max_epochs=1", "--model.init_args.aux_weight=0.25"])
+    monkeypatch.setattr(LightsegCLI, "_run_subcommand", lambda self, subcommand: None)
+    # an evaluation preset given with the checkpoint wins over the checkpoint's hyperparameters
+    preset = ["--config", str(ROOT / "configs" / "eval" / "ms_flip.yaml")]
+    cli = build_cli(["test", *tiny(shapes_root), *preset, "--ckpt_path", "last", "--trainer.logger=false"])
+    assert cli.model.hparams["tta_flip"] and min(cli.model.hparams["tta_scales"]) == 0.5
+    assert cli.model.hparams["aux_weight"] == 0.25  # what the user left at its default comes from the checkpoint
+    # a checkpoint alone rebuilds its model
+    checkpoint = next((tmp_path / "runs").rglob("last.ckpt"))
+    alone = ["--model=SemanticSegmentationTask", "--data=ShapesDataModule", f"--data.init_args.root={shapes_root}"]
+    cli = build_cli(["test", *alone, *TINY_SHAPES, f"--ckpt_path={checkpoint}", "--trainer.logger=false"])
+    assert (cli.model.hparams["backbone"], cli.model.hparams["weights_backbone"]) == ("resnet18", None)
+    assert cli.model.hparams["loss"] == "ce+dice" and not cli.model.hparams["tta_flip"]
 
 
 def test_dense_crf_under_test_and_predict_from_yaml(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -14,29 +15,45 @@ from typing_extensions import override
 
 from lightseg.datamodules.io import voc_colormap
 from lightseg.errors import LightsegError
-from lightseg.visualize import overlay
+from lightseg.metrics.coco import encode_masks
+from lightseg.visualize import draw_detections, overlay
 
 
 class SegmentationWriter(BasePredictionWriter):
-    """For each input image, ``masks/<name>.png`` and ``overlays/<name>.png`` in ``output_dir``.
+    """Writes what ``lightseg predict`` finds, for every task, into ``output_dir``.
 
-    The mask is a palette PNG of class indices (VOC palette) of the input's size; the overlay
-    blends the class colours over the image (background left as is). Sub-folders of the
-    input folder are mirrored. An existing, non-empty ``output_dir`` is refused unless
-    ``overwrite`` is set, before anything is predicted.
+    Semantic tasks: for each input image, ``masks/<name>.png`` (a palette PNG of class
+    indices, VOC palette, of the input's size) and ``overlays/<name>.png`` (class colours
+    blended over the image, background left as is).
+
+    Instance and keypoint tasks: ``results.json`` in COCO's results format (``image_id`` =
+    position of the image in the sorted input folder, from 1, plus its ``file_name``;
+    original ``category_id``; ``bbox`` ``[x, y, w, h]``; ``score``; ``segmentation`` as
+    compressed RLE; ``keypoints``), and ``overlays/<name>.png`` with boxes, class names and
+    scores, masks and skeletons of the detections scoring at least ``score_threshold``.
+    Under DDP each process writes ``results.rank<N>.json``.
+
+    Sub-folders of the input folder are mirrored. An existing, non-empty ``output_dir`` is
+    refused unless ``overwrite`` is set, before anything is predicted.
 
     Args:
         output_dir: where to write.
         overwrite: allow writing into an existing, non-empty folder.
         alpha: opacity of the class colours in the overlay.
+        score_threshold: lowest score of a detection drawn in the overlays (all go to the JSON).
     """
 
-    def __init__(self, output_dir: str = "predictions", overwrite: bool = False, alpha: float = 0.5) -> None:
+    def __init__(
+        self, output_dir: str = "predictions", overwrite: bool = False, alpha: float = 0.5, score_threshold: float = 0.5
+    ) -> None:
         super().__init__(write_interval="batch")
         self.output_dir = Path(output_dir)
         self.overwrite = overwrite
         self.alpha = alpha
+        self.score_threshold = score_threshold
         self.palette = voc_colormap()
+        self._results: list[dict[str, Any]] = []
+        self._detections_seen = False
 
     @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
@@ -47,7 +64,8 @@ class SegmentationWriter(BasePredictionWriter):
                 f"output folder {self.output_dir} already exists and is not empty; choose another with "
                 "--prediction.output_dir or pass --prediction.overwrite true"
             )
-        (self.output_dir / "masks").mkdir(parents=True, exist_ok=True)
+        self._results = []
+        self._detections_seen = False
         (self.output_dir / "overlays").mkdir(parents=True, exist_ok=True)
 
     @override
@@ -61,6 +79,9 @@ class SegmentationWriter(BasePredictionWriter):
         batch_idx: int,
         dataloader_idx: int,
     ) -> None:
+        if "detections" in prediction:
+            self._write_detections(trainer, pl_module, prediction, batch)
+            return
         images = batch["image"].detach().cpu()
         for i, (relative, (height, width)) in enumerate(zip(prediction["path"], prediction["size"], strict=True)):
             mask = prediction["mask"][i, :height, :width].numpy()
@@ -68,6 +89,49 @@ class SegmentationWriter(BasePredictionWriter):
             name = Path(relative).with_suffix(".png")
             self._save_mask(mask, self.output_dir / "masks" / name)
             self._save_overlay(image, mask, self.output_dir / "overlays" / name)
+
+    def _write_detections(self, trainer: Trainer, pl_module: LightningModule, prediction: Any, batch: Any) -> None:
+        self._detections_seen = True
+        datamodule = getattr(trainer, "datamodule", None)
+        category_ids = list(getattr(datamodule, "category_ids", []) or range(int(pl_module.hparams["num_classes"])))
+        names = list(getattr(datamodule, "class_names", []) or map(str, range(len(category_ids))))
+        skeleton = list(getattr(datamodule, "skeleton", []) or [])
+        dataset = getattr(datamodule, "predict_dataset", None)
+        positions = {str(p.relative_to(dataset.root)): i + 1 for i, p in enumerate(dataset.paths)} if dataset else {}
+        mask_threshold = float(pl_module.hparams.get("mask_threshold", 0.5))
+        for image, relative, detections in zip(
+            batch["images"], prediction["path"], prediction["detections"], strict=True
+        ):
+            image_id = positions.get(relative, len(self._results) + 1)
+            masks = detections["masks"][:, 0] > mask_threshold if "masks" in detections else None
+            encoded = encode_masks(masks) if masks is not None and len(masks) else []
+            for k in range(len(detections["boxes"])):
+                x1, y1, x2, y2 = (float(v) for v in detections["boxes"][k])
+                result: dict[str, Any] = {
+                    "image_id": image_id,
+                    "file_name": relative,
+                    "category_id": int(category_ids[int(detections["labels"][k])]),
+                    "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
+                    "score": round(float(detections["scores"][k]), 5),
+                }
+                if encoded:
+                    height, width, counts = encoded[k].decode().split(" ", 2)
+                    result["segmentation"] = {"size": [int(height), int(width)], "counts": counts}
+                if "keypoints" in detections:
+                    result["keypoints"] = [round(float(v), 2) for v in detections["keypoints"][k].flatten()]
+                self._results.append(result)
+            keep = detections["scores"] >= self.score_threshold
+            drawn = draw_detections(image.detach().cpu(), detections, keep, masks, names, skeleton, self.alpha)
+            path = self.output_dir / "overlays" / Path(relative).with_suffix(".png")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(drawn).save(path)
+
+    @override
+    def on_predict_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not self._detections_seen:
+            return
+        name = "results.json" if trainer.world_size == 1 else f"results.rank{trainer.global_rank}.json"
+        (self.output_dir / name).write_text(json.dumps(self._results))
 
     def _save_mask(self, mask: np.ndarray, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,16 +1,45 @@
-"""Data modules: PASCAL VOC, SBD, VOC-aug, Cityscapes and the embedded shapes set."""
+"""Data modules: PASCAL VOC, SBD, VOC-aug, Cityscapes, COCO and the embedded shapes set."""
 
-from lightseg.datamodules.base import ImageFolderDataset, SemanticDataModule, SplitDataModule, pad_collate
-from lightseg.datamodules.cityscapes import CITYSCAPES_CLASSES, CityscapesDataModule
+from lightseg.datamodules.base import (
+    BaseDataModule,
+    ImageFolderDataset,
+    SemanticDataModule,
+    SplitDataModule,
+    pad_collate,
+)
+from lightseg.datamodules.cityscapes import CITYSCAPES_CLASSES, CityscapesDataModule, CityscapesInstanceDataModule
+from lightseg.datamodules.coco import (
+    COCOAnnotations,
+    COCODataModule,
+    COCODataset,
+    COCOInstanceDataModule,
+    COCOKeypointDataModule,
+    DetectionDataModule,
+)
 from lightseg.datamodules.files import Sample, SegmentationFiles
 from lightseg.datamodules.sbd import SBDDataModule, SBDSegmentationDataset, VOCAugDataModule
-from lightseg.datamodules.shapes import ShapesDataModule, generate_scene, write_voc
+from lightseg.datamodules.shapes import (
+    ShapesDataModule,
+    ShapesInstanceDataModule,
+    ShapesKeypointDataModule,
+    generate_scene,
+    write_coco,
+    write_voc,
+)
 from lightseg.datamodules.voc import VOC_CLASSES, VOCDataModule, VOCSegmentationDataset
 
 __all__ = [
     "CITYSCAPES_CLASSES",
     "VOC_CLASSES",
+    "BaseDataModule",
+    "COCOAnnotations",
+    "COCODataModule",
+    "COCODataset",
+    "COCOInstanceDataModule",
+    "COCOKeypointDataModule",
     "CityscapesDataModule",
+    "CityscapesInstanceDataModule",
+    "DetectionDataModule",
     "ImageFolderDataset",
     "SBDDataModule",
     "SBDSegmentationDataset",
@@ -18,11 +47,14 @@ __all__ = [
     "SegmentationFiles",
     "SemanticDataModule",
     "ShapesDataModule",
+    "ShapesInstanceDataModule",
+    "ShapesKeypointDataModule",
     "SplitDataModule",
     "VOCAugDataModule",
     "VOCDataModule",
     "VOCSegmentationDataset",
     "generate_scene",
     "pad_collate",
+    "write_coco",
     "write_voc",
 ]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Callable, Sequence
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -91,13 +90,12 @@ class ImageFolderDataset(Dataset[PredictItem]):
         }
 
 
-class SemanticDataModule(LightningDataModule):
-    """Base of the semantic data modules: loaders, padding collate, predict folder.
+class BaseDataModule(LightningDataModule):
+    """Loaders and the predict folder, shared by the semantic and the detection data modules.
 
-    Subclasses set :attr:`num_classes` and :attr:`class_names` and fill ``train_dataset``,
-    ``val_dataset`` and ``test_dataset`` in ``setup``. Items are
-    ``{"image": float32 [3,H,W] in [0,1], "mask": int64 [H,W]}``; val/test items are
-    unaugmented at native resolution.
+    Subclasses fill ``train_dataset``, ``val_dataset`` and ``test_dataset`` in ``setup`` and
+    give their batch layout in :meth:`collate`. Under DDP, validation and test give every
+    sample to exactly one process (no padding), so metrics do not depend on the process count.
 
     Args:
         batch_size: samples per batch (per process).
@@ -105,11 +103,12 @@ class SemanticDataModule(LightningDataModule):
         pin_memory: pin batches in page-locked memory (faster host-to-GPU copies).
         persistent_workers: keep workers alive between epochs.
         predict_dir: folder of images for ``lightseg predict``.
-        ignore_index: mask value that never counts (void, padding).
     """
 
     num_classes: int
     class_names: tuple[str, ...]
+    #: drop the last incomplete training batch (a lone image breaks BatchNorm in pooled heads)
+    drop_last_train: bool = True
 
     def __init__(
         self,
@@ -118,7 +117,6 @@ class SemanticDataModule(LightningDataModule):
         pin_memory: bool = False,
         persistent_workers: bool = False,
         predict_dir: str | None = None,
-        ignore_index: int = 255,
     ) -> None:
         super().__init__()
         if batch_size < 1:
@@ -128,11 +126,14 @@ class SemanticDataModule(LightningDataModule):
         self.pin_memory = pin_memory
         self.persistent_workers = persistent_workers and num_workers > 0
         self.predict_dir = predict_dir
-        self.ignore_index = ignore_index
         self.train_dataset: Dataset[Any] | None = None
         self.val_dataset: Dataset[Any] | None = None
         self.test_dataset: Dataset[Any] | None = None
         self.predict_dataset: Dataset[Any] | None = None
+
+    @abstractmethod
+    def collate(self, items: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        """Make a batch of dataset items."""
 
     def setup_predict(self) -> None:
         """Fill ``predict_dataset`` from ``predict_dir``."""
@@ -150,12 +151,11 @@ class SemanticDataModule(LightningDataModule):
             batch_size=self.batch_size,
             shuffle=shuffle,
             sampler=sampler,
-            # a lone last batch of 1 breaks BatchNorm in heads with global pooling (ASPP)
-            drop_last=shuffle and size > self.batch_size,
+            drop_last=self.drop_last_train and shuffle and size > self.batch_size,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers,
-            collate_fn=partial(pad_collate, ignore_index=self.ignore_index),
+            collate_fn=self.collate,
         )
 
     def train_dataloader(self) -> DataLoader[Any]:
@@ -171,6 +171,40 @@ class SemanticDataModule(LightningDataModule):
         if self.predict_dataset is None:
             self.setup_predict()
         return self._loader(self.predict_dataset, "predict")
+
+
+class SemanticDataModule(BaseDataModule):
+    """Base of the semantic data modules: loaders, padding collate, predict folder.
+
+    Subclasses set :attr:`num_classes` and :attr:`class_names` and fill ``train_dataset``,
+    ``val_dataset`` and ``test_dataset`` in ``setup``. Items are
+    ``{"image": float32 [3,H,W] in [0,1], "mask": int64 [H,W]}``; val/test items are
+    unaugmented at native resolution.
+
+    Args:
+        batch_size: samples per batch (per process).
+        num_workers: data loader worker processes.
+        pin_memory: pin batches in page-locked memory (faster host-to-GPU copies).
+        persistent_workers: keep workers alive between epochs.
+        predict_dir: folder of images for ``lightseg predict``.
+        ignore_index: mask value that never counts (void, padding).
+    """
+
+    def __init__(
+        self,
+        batch_size: int = 8,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        persistent_workers: bool = False,
+        predict_dir: str | None = None,
+        ignore_index: int = 255,
+    ) -> None:
+        super().__init__(batch_size, num_workers, pin_memory, persistent_workers, predict_dir)
+        self.ignore_index = ignore_index
+
+    def collate(self, items: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        """Images and masks padded to the largest in the batch (see :func:`pad_collate`)."""
+        return pad_collate(items, self.ignore_index)
 
     def class_pixel_statistics(self) -> tuple[np.ndarray, np.ndarray]:
         """Per class: labelled pixels in the training masks, and total pixels of the images it occurs in.

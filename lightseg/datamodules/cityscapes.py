@@ -12,8 +12,9 @@ from torch.utils.data import Dataset
 from torchvision.datasets import Cityscapes
 
 from lightseg.datamodules.base import SplitDataModule
+from lightseg.datamodules.coco import COCOAnnotations, COCODataset, DetectionDataModule, DetectionTransform
 from lightseg.datamodules.files import Sample, SegmentationFiles
-from lightseg.datamodules.io import read_mask
+from lightseg.datamodules.io import progress, read_mask
 from lightseg.errors import LightsegError
 
 CITYSCAPES_LAYOUT = (
@@ -122,3 +123,122 @@ class CityscapesDataModule(SplitDataModule):
             on_missing=self.on_missing,
             name=f"Cityscapes {split} ({self.root})",
         )
+
+
+#: the 8 evaluated Cityscapes "thing" classes: label id and name (caravan and trailer are not evaluated)
+CITYSCAPES_THINGS = ((24, "person"), (25, "rider"), (26, "car"), (27, "truck"), (28, "bus"), (31, "train"),
+                     (32, "motorcycle"), (33, "bicycle"))  # fmt: skip
+
+
+def cityscapes_instances(root: Path, split: str) -> dict[str, Any]:
+    """The instances of a Cityscapes split in COCO form, from its ``*_gtFine_instanceIds.png``.
+
+    A value ``v >= 1000`` is instance ``v % 1000`` of label id ``v // 1000``; of the 8 thing
+    classes each becomes an annotation (compressed RLE, box and area from its mask). Pixels
+    whose value is a thing's label id itself (groups such as "cars" too crowded to split)
+    become a crowd annotation, ignored by COCO evaluation as Cityscapes' own ignores them.
+    Category ids are the Cityscapes label ids.
+    """
+    from pycocotools import mask as mask_api
+
+    things = dict(CITYSCAPES_THINGS)
+    images: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
+    for image_id, sample in enumerate(progress(cityscapes_samples(root, split), f"Cityscapes {split}: instances"), 1):
+        path = root / "gtFine" / split / sample.image.parent.name / f"{sample.id}_gtFine_instanceIds.png"
+        if not path.is_file():
+            raise LightsegError(
+                f"{path} does not exist: instance segmentation needs the *_gtFine_instanceIds.png files"
+            )
+        try:
+            with Image.open(path) as img:
+                raw = np.asarray(img).astype(np.int64)
+        except OSError as err:
+            raise LightsegError(f"cannot read label file {path}: {err}") from None
+        height, width = raw.shape
+        images.append({"id": image_id, "file_name": str(sample.image.relative_to(root)), "height": height,
+                       "width": width})  # fmt: skip
+        for value in np.unique(raw).tolist():
+            label = value // 1000 if value >= 1000 else value
+            if label not in things:
+                continue
+            mask = np.asfortranarray((raw == value).astype(np.uint8))
+            rle = mask_api.encode(mask)
+            annotations.append({
+                "id": len(annotations) + 1,
+                "image_id": image_id,
+                "category_id": label,
+                "segmentation": {"size": [height, width], "counts": rle["counts"].decode()},
+                "bbox": [float(v) for v in mask_api.toBbox(rle)],
+                "area": float(mask_api.area(rle)),
+                "iscrowd": int(value < 1000),
+            })  # fmt: skip
+    categories = [{"id": label, "name": name, "supercategory": "thing"} for label, name in CITYSCAPES_THINGS]
+    return {"images": images, "annotations": annotations, "categories": categories}
+
+
+class CityscapesInstanceDataModule(DetectionDataModule):
+    """Cityscapes fine instances of the 8 thing classes, for Mask R-CNN, from ``*_gtFine_instanceIds.png``.
+
+    Each split's instance PNGs are read once at setup into COCO form (see
+    :func:`cityscapes_instances`), which evaluation uses as ground truth; nothing is written
+    to disk.
+
+    Args:
+        root: the folder holding ``leftImg8bit`` and ``gtFine``.
+        train_split: split used for training.
+        val_split: split used for validation.
+        test_split: split used by ``lightseg test`` (``val``: the test labels are not public).
+        hflip: random horizontal flips in training.
+        train_skip_empty: leave frames without instances out of training.
+        batch_size: images per batch (per process).
+        num_workers: data loader worker processes.
+        pin_memory: pin batches in page-locked memory.
+        persistent_workers: keep workers alive between epochs.
+        predict_dir: folder of images for ``lightseg predict``.
+    """
+
+    num_classes = len(CITYSCAPES_THINGS) + 1
+    class_names = ("background", *(name for _, name in CITYSCAPES_THINGS))
+
+    def __init__(
+        self,
+        root: str,
+        train_split: str = "train",
+        val_split: str = "val",
+        test_split: str = "val",
+        hflip: bool = True,
+        train_skip_empty: bool = True,
+        batch_size: int = 2,
+        num_workers: int = 4,
+        pin_memory: bool = True,
+        persistent_workers: bool = True,
+        predict_dir: str | None = None,
+    ) -> None:
+        super().__init__(batch_size, num_workers, pin_memory, persistent_workers, predict_dir)
+        self.root = Path(root)
+        self.splits = {"train": train_split, "val": val_split, "test": test_split}
+        self.hflip = hflip
+        self.train_skip_empty = train_skip_empty
+
+    @property
+    def category_ids(self) -> list[int]:
+        return [0, *(label for label, _ in CITYSCAPES_THINGS)]
+
+    def make_dataset(self, stage: str) -> COCODataset:
+        """The COCO-form dataset of the split used for ``stage``."""
+        split = self.splits[stage]
+        annotations = COCOAnnotations(f"Cityscapes {split} ({self.root})", cityscapes_instances(self.root, split))
+        train = stage == "train"
+        transform = DetectionTransform(self.hflip) if train else None
+        return COCODataset(annotations, self.root, "instances", transform, skip_empty=train and self.train_skip_empty)
+
+    def setup(self, stage: str) -> None:
+        if stage == "fit":
+            self.train_dataset = self.make_dataset("train")
+        if stage in ("fit", "validate"):
+            self.val_dataset = self.make_dataset("val")
+        if stage == "test":
+            self.test_dataset = self.make_dataset("test")
+        if stage == "predict":
+            self.setup_predict()

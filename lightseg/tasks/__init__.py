@@ -1,6 +1,7 @@
 """LightningModules per task; subclass them and override a ``build_*`` seam."""
 
 from lightseg.tasks.base import BaseTask
+from lightseg.tasks.detection import DetectionTask, InstanceSegmentationTask, KeypointDetectionTask
 from lightseg.tasks.semantic import SemanticSegmentationTask
 
-__all__ = ["BaseTask", "SemanticSegmentationTask"]
+__all__ = ["BaseTask", "DetectionTask", "InstanceSegmentationTask", "KeypointDetectionTask", "SemanticSegmentationTask"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -16,7 +17,7 @@ from torch import nn
 from typing_extensions import override
 
 from lightseg.errors import LightsegError
-from lightseg.optim import PolyLR
+from lightseg.optim import PolyLR, WarmupMultiStepLR
 from lightseg.types import Stage
 
 
@@ -93,6 +94,9 @@ class BaseTask(LightningModule, ABC):
         scheduler = self.lr_scheduler_factory(optimizer)
         if isinstance(scheduler, PolyLR) and scheduler.needs_total_iters:
             scheduler.total_iters = int(self.trainer.estimated_stepping_batches)
+        if isinstance(scheduler, WarmupMultiStepLR) and scheduler.needs_iters_per_epoch:
+            epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 1
+            scheduler.set_iters_per_epoch(math.ceil(self.trainer.estimated_stepping_batches / epochs))
         interval = self.hparams.get("lr_interval") or getattr(scheduler, "interval", "epoch")
         return {
             "optimizer": optimizer,

@@ -1,0 +1,168 @@
+"""Mask R-CNN and Keypoint R-CNN by name: torchvision's ResNet-50-FPN models and light FPN backbones."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from torch import nn
+from torchvision.models import (
+    MobileNet_V3_Large_Weights,
+    ResNet18_Weights,
+    ResNet34_Weights,
+    ResNet50_Weights,
+    mobilenet_v3_large,
+    resnet18,
+    resnet34,
+)
+from torchvision.models import detection as tvd
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.backbone_utils import _mobilenet_extractor, _resnet_fpn_extractor
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
+from torchvision.models.detection.keypoint_rcnn import KeypointRCNNPredictor
+from torchvision.models.detection.mask_rcnn import MaskRCNNPredictor
+from torchvision.ops import misc as misc_nn_ops
+
+from lightseg.errors import LightsegError
+from lightseg.models.backbones import offline_hint
+
+MaskRCNNArch = Literal[
+    "maskrcnn_resnet50_fpn",
+    "maskrcnn_resnet50_fpn_v2",
+    "maskrcnn_resnet18_fpn",
+    "maskrcnn_resnet34_fpn",
+    "maskrcnn_mobilenet_v3_large_fpn",
+]
+KeypointRCNNArch = Literal[
+    "keypointrcnn_resnet50_fpn",
+    "keypointrcnn_resnet18_fpn",
+    "keypointrcnn_resnet34_fpn",
+    "keypointrcnn_mobilenet_v3_large_fpn",
+]
+COCO_WEIGHTS: dict[str, Any] = {
+    "maskrcnn_resnet50_fpn": tvd.MaskRCNN_ResNet50_FPN_Weights.COCO_V1,
+    "maskrcnn_resnet50_fpn_v2": tvd.MaskRCNN_ResNet50_FPN_V2_Weights.COCO_V1,
+    "keypointrcnn_resnet50_fpn": tvd.KeypointRCNN_ResNet50_FPN_Weights.COCO_V1,
+}
+LIGHT_BACKBONES: dict[str, tuple[Any, Any]] = {
+    "resnet18": (resnet18, ResNet18_Weights.IMAGENET1K_V1),
+    "resnet34": (resnet34, ResNet34_Weights.IMAGENET1K_V1),
+    "mobilenet_v3_large": (mobilenet_v3_large, MobileNet_V3_Large_Weights.IMAGENET1K_V1),
+}
+
+
+def build_rcnn(
+    arch: str,
+    num_classes: int,
+    weights: Literal["coco"] | None = None,
+    weights_backbone: Literal["imagenet"] | None = "imagenet",
+    trainable_backbone_layers: int | None = None,
+    trainable_norm: bool | None = None,
+    min_size: int | Sequence[int] = 800,
+    max_size: int = 1333,
+    anchor_sizes: Sequence[int] | None = None,
+    num_keypoints: int = 17,
+    **kwargs: Any,
+) -> nn.Module:
+    """A torchvision Mask R-CNN (``maskrcnn_*``) or Keypoint R-CNN (``keypointrcnn_*``).
+
+    ``weights="coco"`` loads torchvision's COCO model (ResNet-50-FPN archs); with another
+    class or keypoint count its box, mask and keypoint predictors are replaced by fresh
+    ones of the right size. The light archs build an FPN on torchvision's ResNet-18/34
+    or MobileNetV3-Large (three feature maps, so a three-level anchor generator).
+
+    Args:
+        arch: see :data:`MaskRCNNArch` and :data:`KeypointRCNNArch`.
+        num_classes: classes including background.
+        weights: ``coco`` or ``None``.
+        weights_backbone: ``imagenet`` or ``None`` (from scratch).
+        trainable_backbone_layers: backbone stages that train (0-5; torchvision's default 3
+            with pretrained weights, all without).
+        trainable_norm: train BatchNorm (``None``: only when the backbone is not pretrained);
+            frozen BatchNorm is torchvision's choice for pretrained backbones and small batches.
+        min_size: shorter side the model resizes images to (a tuple: picked at random in training).
+        max_size: cap on the longer side.
+        anchor_sizes: anchor size of each FPN level (ResNet: 5 levels; MobileNet: all sizes on
+            each of its 3 levels); ``None``: torchvision's (32, 64, 128, 256, 512).
+        num_keypoints: keypoints per instance (Keypoint R-CNN).
+        **kwargs: any other torchvision ``MaskRCNN`` / ``KeypointRCNN`` argument (e.g.
+            ``rpn_batch_size_per_image``, ``box_batch_size_per_image``, ``box_detections_per_img``).
+    """
+    family, _, rest = arch.partition("_")
+    keypoints = family == "keypointrcnn"
+    if family not in ("maskrcnn", "keypointrcnn"):
+        raise LightsegError(f"unknown detection arch {arch!r}")
+    options: dict[str, Any] = {"min_size": min_size, "max_size": max_size, **kwargs}
+    if anchor_sizes is not None:
+        options["rpn_anchor_generator"] = _anchors(anchor_sizes, mobilenet="mobilenet" in rest)
+    if keypoints:
+        options["num_keypoints"] = num_keypoints
+    if weights == "coco" and arch not in COCO_WEIGHTS:
+        raise LightsegError(
+            f"torchvision has no COCO weights for {arch}; use one of {sorted(COCO_WEIGHTS)} or weights: null"
+        )
+    if arch in COCO_WEIGHTS:
+        if trainable_norm and (weights or weights_backbone):
+            raise LightsegError(
+                f"{arch} keeps torchvision's frozen BatchNorm with pretrained weights; trainable_norm needs "
+                "weights: null and weights_backbone: null, or a light arch (maskrcnn_resnet18_fpn, ...)"
+            )
+        builder = getattr(tvd, arch)
+        if weights == "coco":
+            coco = COCO_WEIGHTS[arch]
+            coco_options = {k: v for k, v in options.items() if k != "num_keypoints"}
+            with offline_hint(arch, coco):
+                model = builder(weights=coco, trainable_backbone_layers=trainable_backbone_layers, **coco_options)
+            return _resize_heads(model, num_classes, num_keypoints if keypoints else None)
+        backbone_weights = ResNet50_Weights.IMAGENET1K_V1 if weights_backbone == "imagenet" else None
+        with offline_hint(arch, backbone_weights):
+            model = builder(
+                weights=None,
+                weights_backbone=backbone_weights,
+                num_classes=num_classes,
+                trainable_backbone_layers=trainable_backbone_layers if backbone_weights else None,
+                **options,
+            )
+        return model
+    name = rest.removesuffix("_fpn")
+    if name not in LIGHT_BACKBONES:
+        raise LightsegError(f"unknown detection arch {arch!r}")
+    factory, imagenet = LIGHT_BACKBONES[name]
+    backbone_weights = imagenet if weights_backbone == "imagenet" else None
+    train_norm = trainable_norm if trainable_norm is not None else backbone_weights is None
+    norm = nn.BatchNorm2d if train_norm else misc_nn_ops.FrozenBatchNorm2d
+    with offline_hint(arch, backbone_weights):
+        trunk = factory(weights=backbone_weights, norm_layer=norm)
+    default_layers = 3 if backbone_weights is not None else (6 if "mobilenet" in name else 5)
+    layers = trainable_backbone_layers if trainable_backbone_layers is not None else default_layers
+    if "mobilenet" in name:
+        backbone = _mobilenet_extractor(trunk, True, layers)
+        options.setdefault("rpn_anchor_generator", _anchors((32, 64, 128, 256, 512), mobilenet=True))
+    else:
+        backbone = _resnet_fpn_extractor(trunk, layers)
+    detector = tvd.KeypointRCNN if keypoints else tvd.MaskRCNN
+    return detector(backbone, num_classes=num_classes, **options)
+
+
+def _anchors(sizes: Sequence[int], mobilenet: bool) -> AnchorGenerator:
+    if mobilenet:  # three feature maps, every size on each
+        levels: tuple[tuple[int, ...], ...] = (tuple(sizes),) * 3
+    else:
+        if len(sizes) != 5:
+            raise LightsegError(f"anchor_sizes: FPN on a ResNet has 5 levels, got {len(sizes)} sizes {list(sizes)}")
+        levels = tuple((int(s),) for s in sizes)
+    return AnchorGenerator(levels, ((0.5, 1.0, 2.0),) * len(levels))
+
+
+def _resize_heads(model: nn.Module, num_classes: int, num_keypoints: int | None) -> nn.Module:
+    # COCO weights predict 91 classes (17 keypoints); other counts get fresh predictors
+    heads: Any = model.roi_heads
+    if heads.box_predictor.cls_score.out_features != num_classes:
+        heads.box_predictor = FastRCNNPredictor(heads.box_predictor.cls_score.in_features, num_classes)
+        if getattr(heads, "mask_predictor", None) is not None:
+            in_channels = heads.mask_predictor.conv5_mask.in_channels
+            heads.mask_predictor = MaskRCNNPredictor(in_channels, 256, num_classes)
+    if num_keypoints is not None and heads.keypoint_predictor.kps_score_lowres.out_channels != num_keypoints:
+        heads.keypoint_predictor = KeypointRCNNPredictor(heads.keypoint_predictor.kps_score_lowres.in_channels,
+                                                         num_keypoints)  # fmt: skip
+    return model

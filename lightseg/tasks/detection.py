@@ -1,0 +1,358 @@
+"""Instance segmentation (Mask R-CNN) and keypoint detection (Keypoint R-CNN) with COCO evaluation."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar, Literal, cast
+
+import torch
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import nn
+from typing_extensions import override
+
+from lightseg.errors import LightsegError
+from lightseg.metrics.coco import COCO_OKS_SIGMAS, STAT_NAMES, Backend, COCOEvaluator, IoUType
+from lightseg.models.detection import KeypointRCNNArch, MaskRCNNArch, build_rcnn
+from lightseg.tasks.base import BaseTask
+from lightseg.types import Stage
+
+
+class DetectionTask(BaseTask):
+    """What Mask R-CNN and Keypoint R-CNN share: torchvision's model, its losses, COCO evaluation.
+
+    Training returns the sum of torchvision's losses and logs each (``train_loss_classifier``,
+    ``train_loss_box_reg``, ``train_loss_mask`` / ``train_loss_keypoint``,
+    ``train_loss_objectness``, ``train_loss_rpn_box_reg``) and ``train_loss``. Validation
+    and test collect every detection and run COCO's evaluation once per epoch over the
+    whole split and all processes: ``{stage}_{bbox|segm|keypoints}_map``, ``_map_50``,
+    ``_map_75``, ``_map_small``, ``_map_medium``, ``_map_large`` and ``{stage}_{type}_ap_<class>``.
+    """
+
+    iou_types: ClassVar[tuple[IoUType, ...]] = ("bbox",)
+    stages: ClassVar[tuple[str, ...]] = ("val", "test")
+
+    def __init__(
+        self,
+        arch: str,
+        num_classes: int = 91,
+        weights: Literal["coco"] | None = None,
+        weights_backbone: Literal["imagenet"] | None = "imagenet",
+        trainable_backbone_layers: int | None = None,
+        trainable_norm: bool | None = None,
+        min_size: int | tuple[int, ...] = 800,
+        max_size: int = 1333,
+        anchor_sizes: tuple[int, ...] | None = None,
+        detector_kwargs: dict[str, Any] | None = None,
+        eval_backend: Backend = "faster_coco_eval",
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        lr_scheduler: LRSchedulerCallable | None = None,
+        lr_interval: Literal["step", "epoch"] | None = None,
+    ) -> None:
+        super().__init__(optimizer=optimizer, lr_scheduler=lr_scheduler, lr_interval=lr_interval)
+
+    def model_options(self) -> dict[str, Any]:
+        """Arguments for :func:`~lightseg.models.detection.build_rcnn` beyond the shared ones."""
+        return {}
+
+    @override
+    def build_model(self) -> nn.Module:
+        hp = self.hparams
+        if hp["num_classes"] < 2:
+            raise LightsegError(f"num_classes counts the background too: it must be >= 2, got {hp['num_classes']}")
+        return build_rcnn(
+            hp["arch"],
+            hp["num_classes"],
+            hp["weights"],
+            hp["weights_backbone"],
+            hp["trainable_backbone_layers"],
+            hp["trainable_norm"],
+            hp["min_size"],
+            hp["max_size"],
+            hp["anchor_sizes"],
+            **self.model_options(),
+            **(hp["detector_kwargs"] or {}),
+        )
+
+    @override
+    def build_loss(self) -> nn.Module:
+        return nn.Identity()  # torchvision's detectors compute their own losses
+
+    @override
+    def build_metrics(self) -> nn.Module:
+        return COCOEvaluator(self.iou_types, backend=self.hparams["eval_backend"], **self.evaluator_options())
+
+    def evaluator_options(self) -> dict[str, Any]:
+        """Extra :class:`~lightseg.metrics.COCOEvaluator` arguments."""
+        return {}
+
+    @override
+    def forward(self, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        """Detections for a list of ``[3,H,W]`` images in [0, 1] (the model normalises and resizes)."""
+        return cast(list[dict[str, torch.Tensor]], self.model(images))
+
+    @override
+    def step(self, batch: dict[str, Any], stage: Stage) -> torch.Tensor:
+        images, targets = batch["images"], batch["targets"]
+        if stage == "train":
+            model_targets = [{k: v for k, v in t.items() if k != "image_id"} for t in targets]
+            losses: dict[str, torch.Tensor] = self.model(images, model_targets)
+            loss = sum(losses.values(), torch.zeros((), device=self.device))
+            for name, value in losses.items():
+                self.log(f"train_{name}", value, on_step=True, on_epoch=True, batch_size=len(images))
+            self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(images))
+            return loss
+        predictions = self(images)
+        self.stage_metrics(stage).update(predictions, [int(t["image_id"]) for t in targets])
+        return torch.zeros((), device=self.device)
+
+    @override
+    def setup(self, stage: str) -> None:
+        datamodule: Any = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if datamodule is None or not hasattr(datamodule, "ground_truth"):
+            return
+        self.check_data(datamodule)
+        for split in {"fit": ("val",), "validate": ("val",), "test": ("test",)}.get(stage, ()):
+            truth = datamodule.ground_truth(split)
+            cast(COCOEvaluator, self.stage_metrics(split)).set_ground_truth(truth.data, truth.category_ids)
+
+    def check_data(self, datamodule: Any) -> None:
+        """Refuse a data module whose classes do not fit the model, in one line."""
+        if datamodule.num_classes != self.hparams["num_classes"]:
+            raise LightsegError(
+                f"the data has {datamodule.num_classes} classes (with background) but the model "
+                f"{self.hparams['num_classes']}; leave model num_classes to the CLI link or set it to match"
+            )
+
+    @property
+    def class_names(self) -> Sequence[str] | None:
+        """Class names from the attached data module, if it has them."""
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        names = getattr(datamodule, "class_names", None)
+        return tuple(names) if names is not None and len(names) == self.hparams["num_classes"] else None
+
+    def _end_epoch(self, stage: str) -> None:
+        metric = cast(COCOEvaluator, self.stage_metrics(stage))
+        if metric.ground_truth is None:  # no evaluation data attached (plain Trainer use without a data module)
+            metric.reset()
+            return
+        results = metric.compute()
+        metric.reset()
+        names = self.class_names or [str(i) for i in range(self.hparams["num_classes"])]
+        values: dict[str, torch.Tensor] = {}
+        for iou_type in self.iou_types:
+            for stat in STAT_NAMES[iou_type]:
+                values[f"{stage}_{iou_type}_{stat}"] = results[f"{iou_type}_{stat}"].float()
+            for name, ap in zip(names[1:], results[f"{iou_type}_map_per_class"].reshape(-1).tolist(), strict=False):
+                if ap == ap:
+                    values[f"{stage}_{iou_type}_ap_{name.replace(' ', '_')}"] = torch.tensor(ap)
+        monitored = f"{stage}_{self.iou_types[-1]}_map"
+        self.log(monitored, values.pop(monitored), prog_bar=True, sync_dist=False)
+        self.log_dict(values)
+        self.epoch_results[stage] = results
+
+    @override
+    def on_validation_epoch_end(self) -> None:
+        self._end_epoch("val")
+
+    @override
+    def on_test_epoch_end(self) -> None:
+        self._end_epoch("test")
+        results = self.epoch_results.get("test")
+        if results is not None:
+            self.print(format_ap_table(results, self.iou_types, self.class_names))
+
+    @property
+    def epoch_results(self) -> dict[str, dict[str, torch.Tensor]]:
+        """The last COCO results of each stage."""
+        if not hasattr(self, "_epoch_results"):
+            self._epoch_results: dict[str, dict[str, torch.Tensor]] = {}
+        return self._epoch_results
+
+    @override
+    def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
+        predictions = self(batch["images"])
+        return {
+            "detections": [{k: v.detach().cpu() for k, v in p.items()} for p in predictions],
+            "path": batch.get("path"),
+            "size": batch["size"],
+        }
+
+
+def format_ap_table(
+    results: dict[str, torch.Tensor], iou_types: Sequence[str], class_names: Sequence[str] | None
+) -> str:
+    """COCO AP (%) per class and IoU type, with the summary row."""
+    per_class = [results[f"{t}_map_per_class"].reshape(-1).tolist() for t in iou_types]
+    names = list(class_names[1:]) if class_names else [str(i + 1) for i in range(len(per_class[0]))]
+    width = max(len("class"), *(len(n) for n in names))
+    header = f"{'class':<{width}}" + "".join(f"  {t:>9}" for t in iou_types)
+    lines = ["Test, COCO AP per class (%)", header, "-" * len(header)]
+    for i, name in enumerate(names):
+        cells = "".join("          -" if v[i] != v[i] else f"  {100 * v[i]:9.1f}" for v in per_class)
+        lines.append(f"{name:<{width}}{cells}")
+    lines.append("-" * len(header))
+    lines.append(f"{'AP':<{width}}" + "".join(f"  {100 * float(results[f'{t}_map']):9.1f}" for t in iou_types))
+    lines.append(f"{'AP50':<{width}}" + "".join(f"  {100 * float(results[f'{t}_map_50']):9.1f}" for t in iou_types))
+    return "\n".join(lines)
+
+
+class InstanceSegmentationTask(DetectionTask):
+    """Mask R-CNN (torchvision): boxes, classes and per-class sigmoid masks of every object.
+
+    Args:
+        arch: ``maskrcnn_resnet50_fpn``, ``maskrcnn_resnet50_fpn_v2`` (torchvision, COCO weights
+            available), or the light ``maskrcnn_resnet18_fpn``, ``maskrcnn_resnet34_fpn``,
+            ``maskrcnn_mobilenet_v3_large_fpn`` for CPU work and quick experiments.
+        num_classes: classes including background (the CLI links it from the data module).
+        weights: ``coco`` loads torchvision's COCO model (box and mask predictors replaced
+            when ``num_classes`` differs from 91); ``null`` starts from ``weights_backbone``.
+        weights_backbone: ``imagenet`` or ``null`` (from scratch).
+        trainable_backbone_layers: backbone stages that train (0-5).
+        trainable_norm: train the backbone's BatchNorm (``None``: only without pretrained weights).
+        min_size: shorter image side inside the model (a tuple: multi-scale training).
+        max_size: cap on the longer side.
+        anchor_sizes: RPN anchor size per FPN level (``None``: 32..512).
+        detector_kwargs: other torchvision ``MaskRCNN`` arguments (``rpn_batch_size_per_image``,
+            ``box_batch_size_per_image``, ``rpn_post_nms_top_n_train``, ``box_detections_per_img``, ...).
+        mask_threshold: mask probability that counts as foreground in evaluation and prediction.
+        eval_backend: ``faster_coco_eval`` or ``pycocotools``.
+        optimizer: see :class:`~lightseg.tasks.BaseTask`.
+        lr_scheduler: see :class:`~lightseg.tasks.BaseTask`.
+        lr_interval: see :class:`~lightseg.tasks.BaseTask`.
+    """
+
+    monitor: ClassVar[str] = "val_segm_map"
+    mode: ClassVar[Literal["min", "max"]] = "max"
+    iou_types: ClassVar[tuple[IoUType, ...]] = ("bbox", "segm")
+
+    def __init__(
+        self,
+        arch: MaskRCNNArch = "maskrcnn_resnet50_fpn",
+        num_classes: int = 91,
+        weights: Literal["coco"] | None = None,
+        weights_backbone: Literal["imagenet"] | None = "imagenet",
+        trainable_backbone_layers: int | None = None,
+        trainable_norm: bool | None = None,
+        min_size: int | tuple[int, ...] = 800,
+        max_size: int = 1333,
+        anchor_sizes: tuple[int, ...] | None = None,
+        detector_kwargs: dict[str, Any] | None = None,
+        mask_threshold: float = 0.5,
+        eval_backend: Backend = "faster_coco_eval",
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        lr_scheduler: LRSchedulerCallable | None = None,
+        lr_interval: Literal["step", "epoch"] | None = None,
+    ) -> None:
+        super().__init__(
+            arch, num_classes, weights, weights_backbone, trainable_backbone_layers, trainable_norm, min_size,
+            max_size, anchor_sizes, detector_kwargs, eval_backend, optimizer, lr_scheduler, lr_interval,
+        )  # fmt: skip
+
+    @override
+    def evaluator_options(self) -> dict[str, Any]:
+        return {"mask_threshold": self.hparams["mask_threshold"]}
+
+
+class KeypointDetectionTask(DetectionTask):
+    """Keypoint R-CNN (torchvision): person (or any object) boxes and their keypoints.
+
+    Keypoints are predicted as 56x56 one-hot heatmaps with a softmax over each map.
+    Horizontal flips in training swap the ``flip_pairs`` (from the data set's keypoint
+    names, ``left_*`` <-> ``right_*``, unless given here).
+
+    Args:
+        arch: ``keypointrcnn_resnet50_fpn`` (COCO weights available), or the light
+            ``keypointrcnn_resnet18_fpn``, ``keypointrcnn_resnet34_fpn``, ``keypointrcnn_mobilenet_v3_large_fpn``.
+        num_classes: classes including background (2 for people).
+        num_keypoints: keypoints per instance (17 for COCO people).
+        keypoint_names: names of the keypoints (``None``: the data set's).
+        flip_pairs: keypoint index pairs that swap under a horizontal flip (``None``: from the names).
+        oks_sigmas: per-keypoint OKS constants for evaluation; ``None`` takes COCO's for 17
+            keypoints and is an error for other skeletons.
+        weights: ``coco`` or ``null`` (see :class:`InstanceSegmentationTask`).
+        weights_backbone: ``imagenet`` or ``null``.
+        trainable_backbone_layers: backbone stages that train (0-5).
+        trainable_norm: train the backbone's BatchNorm (``None``: only without pretrained weights).
+        min_size: shorter image side inside the model (a tuple: multi-scale training; torchvision's
+            recipe uses 640..800).
+        max_size: cap on the longer side.
+        anchor_sizes: RPN anchor size per FPN level.
+        detector_kwargs: other torchvision ``KeypointRCNN`` arguments.
+        eval_backend: ``faster_coco_eval`` or ``pycocotools``.
+        optimizer: see :class:`~lightseg.tasks.BaseTask`.
+        lr_scheduler: see :class:`~lightseg.tasks.BaseTask`.
+        lr_interval: see :class:`~lightseg.tasks.BaseTask`.
+    """
+
+    monitor: ClassVar[str] = "val_keypoints_map"
+    mode: ClassVar[Literal["min", "max"]] = "max"
+    iou_types: ClassVar[tuple[IoUType, ...]] = ("bbox", "keypoints")
+
+    def __init__(
+        self,
+        arch: KeypointRCNNArch = "keypointrcnn_resnet50_fpn",
+        num_classes: int = 2,
+        num_keypoints: int = 17,
+        keypoint_names: list[str] | None = None,
+        flip_pairs: list[tuple[int, int]] | None = None,
+        oks_sigmas: list[float] | None = None,
+        weights: Literal["coco"] | None = None,
+        weights_backbone: Literal["imagenet"] | None = "imagenet",
+        trainable_backbone_layers: int | None = None,
+        trainable_norm: bool | None = None,
+        min_size: int | tuple[int, ...] = (640, 672, 704, 736, 768, 800),
+        max_size: int = 1333,
+        anchor_sizes: tuple[int, ...] | None = None,
+        detector_kwargs: dict[str, Any] | None = None,
+        eval_backend: Backend = "faster_coco_eval",
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        lr_scheduler: LRSchedulerCallable | None = None,
+        lr_interval: Literal["step", "epoch"] | None = None,
+    ) -> None:
+        if oks_sigmas is None and num_keypoints != len(COCO_OKS_SIGMAS):
+            raise LightsegError(
+                f"oks_sigmas: COCO's constants are for its 17 person keypoints; give {num_keypoints} values "
+                "for this skeleton (about 0.025 for precise points, 0.1 for vague ones)"
+            )
+        if oks_sigmas is not None and len(oks_sigmas) != num_keypoints:
+            raise LightsegError(f"oks_sigmas has {len(oks_sigmas)} values for {num_keypoints} keypoints")
+        if keypoint_names is not None and len(keypoint_names) != num_keypoints:
+            raise LightsegError(f"keypoint_names has {len(keypoint_names)} names for {num_keypoints} keypoints")
+        super().__init__(
+            arch, num_classes, weights, weights_backbone, trainable_backbone_layers, trainable_norm, min_size,
+            max_size, anchor_sizes, detector_kwargs, eval_backend, optimizer, lr_scheduler, lr_interval,
+        )  # fmt: skip
+
+    @override
+    def model_options(self) -> dict[str, Any]:
+        return {"num_keypoints": self.hparams["num_keypoints"]}
+
+    @override
+    def evaluator_options(self) -> dict[str, Any]:
+        sigmas = self.hparams["oks_sigmas"]
+        return {
+            "oks_sigmas": sigmas if sigmas is not None else COCO_OKS_SIGMAS,
+            "num_keypoints": self.hparams["num_keypoints"],
+        }
+
+    @override
+    def check_data(self, datamodule: Any) -> None:
+        super().check_data(datamodule)
+        names = tuple(getattr(datamodule, "keypoint_names", ()) or ())
+        k = self.hparams["num_keypoints"]
+        if names and len(names) != k:
+            raise LightsegError(
+                f"the data has {len(names)} keypoints ({', '.join(names)}) but the model num_keypoints={k}; "
+                "set model num_keypoints (and oks_sigmas) to match"
+            )
+        own = self.hparams["keypoint_names"]
+        if own is not None and names and tuple(own) != names:
+            raise LightsegError(f"keypoint_names {own} differ from the data set's {list(names)}")
+        pairs = self.hparams["flip_pairs"]
+        train = getattr(datamodule, "train_dataset", None)
+        transform = getattr(train, "transform", None)
+        if pairs is not None and transform is not None and hasattr(transform, "flip_pairs"):
+            bad = [p for p in pairs if not (0 <= p[0] < k and 0 <= p[1] < k)]
+            if bad:
+                raise LightsegError(f"flip_pairs {bad} name keypoints outside 0..{k - 1}")
+            transform.flip_pairs = [tuple(p) for p in pairs]

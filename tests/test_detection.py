@@ -1,0 +1,207 @@
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from pycocotools import mask as mask_api
+
+from lightseg.cli import main
+from lightseg.datamodules import CityscapesInstanceDataModule, ShapesInstanceDataModule, ShapesKeypointDataModule
+from lightseg.errors import LightsegError
+from lightseg.tasks import InstanceSegmentationTask, KeypointDetectionTask
+
+from conftest import PEER, ROOT
+from layouts import write_cityscapes
+
+MASKRCNN = str(ROOT / "configs" / "quickstart_maskrcnn.yaml")
+KEYPOINTS = str(ROOT / "configs" / "quickstart_keypoints.yaml")
+TINY = [
+    "--data.init_args.num_train=8",
+    "--data.init_args.num_val=4",
+    "--data.init_args.num_test=4",
+    "--data.init_args.image_size=64",
+    "--data.init_args.batch_size=4",
+    "--model.init_args.min_size=64",
+    "--model.init_args.max_size=64",
+    "--trainer.max_epochs=1",
+    "--trainer.enable_progress_bar=false",
+    "--trainer.enable_model_summary=false",
+]
+
+
+def metrics_rows(run: Path) -> list[dict[str, str]]:
+    return list(csv.DictReader(next(run.rglob("metrics.csv")).open()))
+
+
+def test_shapes_coco_files_hold_polygons_rles_and_ordered_triangle_keypoints(tmp_path: Path) -> None:
+    instances = ShapesInstanceDataModule(root=str(tmp_path), num_train=30, num_val=2, num_test=2, image_size=64)
+    instances.prepare_data()
+    content = json.loads((instances.data_dir / "annotations" / "instances_train.json").read_text())
+    kinds = {type(a["segmentation"]).__name__ for a in content["annotations"]}
+    assert kinds == {"list", "dict"}  # whole objects as polygons, occluded ones as RLE
+    for annotation in content["annotations"][:20]:
+        segmentation = annotation["segmentation"]
+        rle = (
+            mask_api.merge(mask_api.frPyObjects(segmentation, 64, 64))
+            if isinstance(segmentation, list)
+            else {**segmentation, "counts": segmentation["counts"].encode()}
+        )
+        area = float(mask_api.area(rle))
+        assert abs(area - annotation["area"]) <= 0.2 * annotation["area"] + 8  # polygon vs its rasterisation
+    keypoints = ShapesKeypointDataModule(root=str(tmp_path), num_train=30, num_val=2, num_test=2, image_size=64)
+    keypoints.prepare_data()
+    content = json.loads((keypoints.data_dir / "annotations" / "person_keypoints_train.json").read_text())
+    assert content["categories"][0]["keypoints"] == ["apex", "left_base", "right_base"]
+    assert {a["category_id"] for a in content["annotations"]} == {3}
+    for a in content["annotations"]:
+        (ax, ay, av), (lx, ly, lv), (rx, ry, rv) = np.reshape(a["keypoints"], (3, 3))
+        if av and lv and rv:  # the same orientation everywhere: apex -> left -> right turns the same way
+            cross = (lx - ax) * (ry - ay) - (ly - ay) * (rx - ax)
+            assert cross > 0
+        assert a["num_keypoints"] == sum(v > 0 for v in (av, lv, rv))
+    assert keypoints.reference.flip_pairs() == [(1, 2)]
+
+
+def test_cityscapes_instances_from_instance_ids(tmp_path: Path) -> None:
+    root = write_cityscapes(
+        tmp_path / "cs", {"train": ["aachen_000000_000019"], "val": ["bonn_000000_000019"]}, kind="instanceIds"
+    )
+    png = root / "gtFine" / "val" / "bonn" / "bonn_000000_000019_gtFine_instanceIds.png"
+    ids = np.asarray(Image.open(png)).astype(np.int32)
+    ids[0:2, 1:4] = 24  # a crowd of people: no instance id
+    ids[9:11, 1:3] = 33005  # a bicycle
+    Image.fromarray(ids.astype(np.uint16)).save(png)
+    data = CityscapesInstanceDataModule(str(root), num_workers=0)
+    assert data.num_classes == 9 and data.class_names[3] == "car"
+    data.setup("fit")
+    truth = data.ground_truth("val")
+    assert sorted((a["category_id"], a["iscrowd"]) for a in truth.data["annotations"]) == [(24, 1), (26, 0), (33, 0)]
+    target = data.val_dataset[0]["target"]
+    assert sorted(target["labels"].tolist()) == [3, 8]  # car and bicycle; the crowd is left to the evaluation
+    bicycle = target["masks"][target["labels"].tolist().index(8)]
+    assert int(bicycle.sum()) == 4 and bool(bicycle[9:11, 1:3].all())
+    assert len(data.train_dataset) == 1
+
+    peer = CityscapesInstanceDataModule(str(PEER / "datumaro" / "cityscapes_dataset" / "dataset"), num_workers=0)
+    peer.setup("validate")  # values 1 and 3 are no thing classes: no instances, the frame kept for evaluation
+    assert len(peer.val_dataset) == 1 and peer.ground_truth("val").data["annotations"] == []
+
+
+def test_maskrcnn_fit_test_predict_round_trip(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    args = ["--config", MASKRCNN, *TINY, f"--data.init_args.root={tmp_path / 'data'}"]
+    main(["fit", *args])
+    rows = metrics_rows(tmp_path / "runs" / "quickstart_maskrcnn")
+    val = [r for r in rows if r.get("val_segm_map")]
+    assert len(val) == 1
+    for key in ("val_segm_map", "val_segm_map_50", "val_bbox_map", "val_bbox_map_75"):
+        assert 0.0 <= float(val[0][key]) <= 1.0
+    train = [r for r in rows if r.get("train_loss_mask_epoch")]
+    assert len(train) == 1 and float(train[0]["train_loss_epoch"]) > float(train[0]["train_loss_mask_epoch"]) > 0
+
+    capsys.readouterr()
+    main(["test", *args, "--ckpt_path", "last", "--trainer.logger=false"])
+    out = capsys.readouterr().out
+    assert "COCO AP per class" in out and "triangle" in out and "segm" in out
+
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (48, 80, 3), dtype=np.uint8)).save(images / "a.png")
+    data = ShapesInstanceDataModule(root=str(tmp_path / "data"), num_train=8, num_val=4, num_test=4, image_size=64)
+    data.prepare_data()
+    for name in ("000001.jpg", "000002.jpg"):
+        (images / name).write_bytes((data.data_dir / "images" / "test" / name).read_bytes())
+    main(
+        [
+            "predict",
+            *args,
+            "--ckpt_path",
+            "last",
+            f"--data.init_args.predict_dir={images}",
+            f"--prediction.output_dir={tmp_path / 'out'}",
+            "--prediction.score_threshold=0.0",
+            "--model.init_args.detector_kwargs.box_score_thresh=0.0",
+        ]
+    )
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results, "score thresholds 0: every image has detections"
+    assert {r["file_name"] for r in results} <= {"a.png", "000001.jpg", "000002.jpg"}
+    for r in results:
+        assert r["category_id"] in (1, 2, 3) and 0 <= r["score"] <= 1 and len(r["bbox"]) == 4
+        size = [48, 80] if r["file_name"] == "a.png" else [64, 64]
+        assert r["segmentation"]["size"] == size
+        decoded = mask_api.decode({**r["segmentation"], "counts": r["segmentation"]["counts"].encode()})
+        assert decoded.shape == tuple(size)
+    assert {r["image_id"] for r in results if r["file_name"] == "a.png"} <= {3}  # position in the sorted folder
+    overlay = Image.open(tmp_path / "out" / "overlays" / "a.png")
+    assert overlay.size == (80, 48)
+
+
+def test_keypoint_fit_and_predict(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    args = ["--config", KEYPOINTS, *TINY, "--data.init_args.num_train=12", f"--data.init_args.root={tmp_path / 'd'}"]
+    main(["fit", *args])
+    rows = metrics_rows(tmp_path / "runs" / "quickstart_keypoints")
+    val = [r for r in rows if r.get("val_keypoints_map")]
+    assert len(val) == 1 and 0.0 <= float(val[0]["val_keypoints_map"]) <= 1.0
+    assert any(float(r.get("train_loss_keypoint_epoch") or 0) > 0 for r in rows)
+    data = ShapesKeypointDataModule(root=str(tmp_path / "d"), num_train=12, num_val=4, num_test=4, image_size=64)
+    main(
+        [
+            "predict",
+            *args,
+            "--ckpt_path",
+            "last",
+            f"--data.init_args.predict_dir={data.data_dir / 'images' / 'val'}",
+            f"--prediction.output_dir={tmp_path / 'out'}",
+            "--model.init_args.detector_kwargs.box_score_thresh=0.0",
+        ]
+    )
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results and all(len(r["keypoints"]) == 9 and r["category_id"] == 3 for r in results)
+    assert "segmentation" not in results[0]
+
+
+def test_detection_bad_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(LightsegError, match=r"oks_sigmas: COCO's constants are for its 17"):
+        KeypointDetectionTask(arch="keypointrcnn_resnet18_fpn", num_keypoints=3, weights_backbone=None)
+    with pytest.raises(LightsegError, match=r"no COCO weights for maskrcnn_resnet18_fpn"):
+        InstanceSegmentationTask(arch="maskrcnn_resnet18_fpn", weights="coco", num_classes=4)
+    with pytest.raises(LightsegError, match=r"anchor_sizes: FPN on a ResNet has 5 levels"):
+        InstanceSegmentationTask(
+            arch="maskrcnn_resnet18_fpn", weights_backbone=None, anchor_sizes=(16, 32), num_classes=4
+        )
+    with pytest.raises(SystemExit) as exit_info:
+        main(
+            [
+                "fit",
+                "--config",
+                KEYPOINTS,
+                "--model.init_args.num_keypoints=4",
+                "--model.init_args.oks_sigmas=[0.1,0.1,0.1,0.1]",
+                f"--data.init_args.root={tmp_path}",
+                *TINY,
+            ]
+        )
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "the data has 3 keypoints (apex, left_base, right_base) but the model num_keypoints=4" in err
+
+
+def test_mobilenet_fpn_has_three_levels_and_runs() -> None:
+    task = InstanceSegmentationTask(
+        arch="maskrcnn_mobilenet_v3_large_fpn", weights_backbone=None, num_classes=3, min_size=64, max_size=64
+    )
+    task.eval()
+    with torch.no_grad():
+        out = task([torch.rand(3, 64, 80)])
+    assert set(out[0]) == {"boxes", "labels", "scores", "masks"}
+    assert out[0]["masks"].shape[-2:] == (64, 80)
+    assert len(task.model.rpn.anchor_generator.sizes) == 3
