@@ -98,6 +98,7 @@ def draw_detections(
     class_names: Sequence[str],
     skeleton: Sequence[tuple[int, int]] = (),
     alpha: float = 0.5,
+    show_scores: bool = True,
 ) -> np.ndarray:
     """Boxes with class name and score, masks and keypoint skeletons over ``image`` (``[3,H,W]`` in [0, 1]).
 
@@ -112,7 +113,7 @@ def draw_detections(
         canvas = draw_segmentation_masks(canvas, masks[keep].bool(), alpha=alpha, colors=colours)
     if keep.any():
         captions = [
-            f"{class_names[label] if label < len(class_names) else label} {float(score):.2f}"
+            f"{class_names[label] if label < len(class_names) else label}" + (f" {score:.2f}" if show_scores else "")
             for label, score in zip(labels, detections["scores"][keep].tolist(), strict=True)
         ]
         canvas = draw_bounding_boxes(canvas, detections["boxes"][keep], captions, colors=colours, width=1)

@@ -258,3 +258,47 @@ def test_confusion_matrix_image_shades_row_shares_and_greys_absent_classes() -> 
     assert half in colours  # 50 %
     panel = sample_panel(np.zeros((5, 6, 3), np.uint8), np.ones((5, 6), np.uint8), np.zeros((5, 6), np.uint8))
     assert panel.shape == (5, 22, 3) and panel[:, 8:14].any() and not panel[:, 16:].any()
+
+
+def test_instance_task_draws_truth_and_prediction_and_logs_ap_per_class(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    monkeypatch.chdir(tmp_path)
+    main(
+        [
+            "fit",
+            "--config",
+            TENSORBOARD,
+            "--config",
+            str(ROOT / "configs" / "quickstart_maskrcnn.yaml"),
+            "--data.init_args.num_train=8",
+            "--data.init_args.num_val=3",
+            "--data.init_args.num_test=2",
+            "--data.init_args.image_size=48",
+            "--model.init_args.min_size=48",
+            "--model.init_args.max_size=48",
+            f"--data.init_args.root={tmp_path / 'data'}",
+            "--trainer.max_epochs=1",
+            "--trainer.enable_progress_bar=false",
+        ]
+    )
+    run = next((tmp_path / "runs" / "quickstart_maskrcnn").glob("*/version_0"))
+    events = EventAccumulator(str(run), size_guidance={"images": 0, "tensors": 0})
+    events.Reload()
+    assert {f"val_samples/{i}" for i in range(3)} <= set(events.Tags()["images"])
+    panel = np.asarray(Image.open(io.BytesIO(events.Images("val_samples/0")[-1].encoded_image_string)))
+    assert panel.shape == (48, 2 * 48 + 2, 3)
+    # the left half is the ground truth drawn over the image: the true masks change the picture
+    from lightseg.datamodules import ShapesInstanceDataModule
+
+    data = ShapesInstanceDataModule(root=str(tmp_path / "data"), num_train=8, num_val=3, num_test=2, image_size=48)
+    data.setup("validate")
+    item = data.val_dataset[0]
+    plain = to_uint8_image(item["image"])
+    changed = (panel[:, :48] != plain).any(-1)
+    assert changed[item["target"]["masks"].sum(0).numpy() > 0].mean() > 0.5
+    table = events.Tensors("val_per_class/text_summary")[-1].tensor_proto.string_val[0].decode()
+    assert "| class | bbox AP | segm AP |" in table and "triangle" in table and "background" not in table

@@ -16,14 +16,23 @@ QUICKSTART = str(ROOT / "configs" / "quickstart.yaml")
 
 def _validate(cwd: Path, devices: int, name: str) -> dict[str, float]:
     args = [
-        "lightseg", "validate", "--config", QUICKSTART,
+        "lightseg",
+        "validate",
+        "--config",
+        QUICKSTART,
         # 9 images over 2 processes: a padding sampler would count one of them twice
-        "--data.init_args.num_train=4", "--data.init_args.num_val=9", "--data.init_args.num_test=2",
-        "--data.init_args.image_size=32", "--data.init_args.batch_size=2", f"--data.init_args.root={cwd / 'data'}",
-        "--trainer.accelerator=cpu", f"--trainer.devices={devices}",
+        "--data.init_args.num_train=4",
+        "--data.init_args.num_val=9",
+        "--data.init_args.num_test=2",
+        "--data.init_args.image_size=32",
+        "--data.init_args.batch_size=2",
+        f"--data.init_args.root={cwd / 'data'}",
+        "--trainer.accelerator=cpu",
+        f"--trainer.devices={devices}",
         f"--trainer.strategy={'ddp' if devices > 1 else 'auto'}",
-        f"--trainer.logger.init_args.name={name}", "--trainer.enable_progress_bar=false",
-    ]  # fmt: skip
+        f"--trainer.logger.init_args.name={name}",
+        "--trainer.enable_progress_bar=false",
+    ]
     env = {**os.environ, "LIGHTSEG_CACHE": str(cwd / "cache"), "OMP_NUM_THREADS": "1"}
     done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -40,3 +49,62 @@ def test_validation_metrics_are_identical_on_one_and_two_processes(tmp_path: Pat
             assert double[key] == pytest.approx(value, rel=1e-6)
         else:  # from one integer confusion matrix: bit-identical
             assert double[key] == value, key
+
+
+def test_coco_ap_is_identical_on_one_and_two_processes(tmp_path: Path) -> None:
+    from lightseg.cli import main
+
+    config = str(ROOT / "configs" / "quickstart_maskrcnn.yaml")
+    data = [
+        # 5 images over 2 processes: a padding sampler would evaluate one twice
+        "--data.init_args.num_train=6",
+        "--data.init_args.num_val=5",
+        "--data.init_args.num_test=2",
+        "--data.init_args.image_size=48",
+        f"--data.init_args.root={tmp_path / 'data'}",
+        "--model.init_args.min_size=48",
+        "--model.init_args.max_size=48",
+    ]
+    cwd = tmp_path
+    os.chdir(cwd)
+    try:  # a briefly trained model, so that there are detections to match
+        main(
+            [
+                "fit",
+                "--config",
+                config,
+                *data,
+                "--trainer.max_epochs=2",
+                "--trainer.enable_progress_bar=false",
+                "--trainer.logger.init_args.name=trained",
+            ]
+        )
+    finally:
+        os.chdir(ROOT)
+    checkpoint = next((cwd / "runs").rglob("last.ckpt"))
+    results = {}
+    for devices in (1, 2):
+        args = [
+            "lightseg",
+            "validate",
+            "--config",
+            config,
+            *data,
+            "--trainer.accelerator=cpu",
+            f"--trainer.devices={devices}",
+            f"--trainer.strategy={'ddp' if devices > 1 else 'auto'}",
+            f"--trainer.logger.init_args.name=p{devices}",
+            "--trainer.enable_progress_bar=false",
+            f"--ckpt_path={checkpoint}",
+            "--model.init_args.detector_kwargs.box_score_thresh=0.0",
+        ]
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=300, check=False)
+        assert done.returncode == 0, done.stderr[-3000:]
+        row = next(
+            csv.DictReader((cwd / "runs" / "quickstart_maskrcnn" / f"p{devices}" / "version_0" / "metrics.csv").open())
+        )
+        results[devices] = {key: float(value) for key, value in row.items() if key.startswith("val_") and value}
+    assert set(results[1]) == set(results[2]) and "val_segm_map" in results[1]
+    assert results[1]["val_bbox_map_50"] > 0  # detections that match: a test that can fail
+    assert results[1] == results[2]

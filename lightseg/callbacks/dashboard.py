@@ -18,11 +18,15 @@ from typing_extensions import override
 
 from lightseg.errors import LightsegError
 from lightseg.metrics.segmentation import PER_CLASS_KEYS
-from lightseg.visualize import confusion_matrix_image, sample_panel, to_uint8_image
+from lightseg.visualize import confusion_matrix_image, draw_detections, sample_panel, to_uint8_image
 
 
 class SegmentationDashboard(Callback):
-    """Logs the pictures of a semantic segmentation run to W&B or TensorBoard.
+    """Logs the pictures of a segmentation run to W&B or TensorBoard.
+
+    Instance and keypoint tasks get the fixed validation images drawn as ground truth |
+    prediction (boxes with class names, masks, skeletons) and a per-class AP table for each
+    IoU type; the rest below is for semantic tasks.
 
     - Every ``every_n_epochs`` validation epochs: the same ``num_samples`` validation images
       (drawn once with ``seed``), with ground-truth and predicted masks. On W&B they are
@@ -46,6 +50,7 @@ class SegmentationDashboard(Callback):
         class_table: log the per-class table.
         confusion_matrix: log the confusion-matrix heatmap and write its PNG.
         warn_unsupported: warn when the logger cannot show images (otherwise an info line).
+        score_threshold: lowest score of a drawn detection (instance and keypoint tasks).
     """
 
     def __init__(
@@ -57,7 +62,10 @@ class SegmentationDashboard(Callback):
         class_table: bool = True,
         confusion_matrix: bool = True,
         warn_unsupported: bool = True,
+        score_threshold: float = 0.5,
     ) -> None:
+        self.score_threshold = score_threshold
+        self.detection = False
         self.num_samples = num_samples
         self.worst_k = worst_k
         self.seed = seed
@@ -71,10 +79,12 @@ class SegmentationDashboard(Callback):
 
     @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        if not all(hasattr(pl_module, a) for a in ("epoch_results", "predict_probs", "return_labels")):
+        self.detection = hasattr(pl_module, "iou_types")
+        semantic = all(hasattr(pl_module, a) for a in ("epoch_results", "predict_probs", "return_labels"))
+        if not (semantic or self.detection):
             raise LightsegError(
-                f"SegmentationDashboard draws semantic masks; {type(pl_module).__name__} is not a "
-                "SemanticSegmentationTask: remove the callback from trainer.callbacks"
+                f"SegmentationDashboard draws lightseg's semantic, instance and keypoint results; "
+                f"{type(pl_module).__name__} is none of those tasks: remove the callback from trainer.callbacks"
             )
 
     # validation ---------------------------------------------------------------------------
@@ -108,6 +118,10 @@ class SegmentationDashboard(Callback):
                 for index in self.sample_indices(len(dataset)):
                     item = dataset[index]
                     image = item["image"].to(pl_module.device)
+                    if self.detection:
+                        detections = {k: v.cpu() for k, v in task([image])[0].items()}
+                        samples.append(self._detection_sample(task, index, item["image"], item["target"], detections))
+                        continue
                     labels = task.predict_probs(image[None]).max(1).indices[0]
                     samples.append(self._sample(task, index, item["image"], item["mask"], labels))
         finally:
@@ -187,6 +201,25 @@ class SegmentationDashboard(Callback):
             "caption": caption if index is None else f"#{index} {caption}",
         }
 
+    def _detection_sample(
+        self, task: Any, index: int, image: torch.Tensor, target: dict[str, Any], detections: dict[str, torch.Tensor]
+    ) -> dict[str, Any]:
+        names = class_names(task)
+        skeleton = list(getattr(getattr(task.trainer, "datamodule", None), "skeleton", []) or [])
+        threshold = float(task.hparams.get("mask_threshold", 0.5))
+        truth = {k: v for k, v in target.items() if isinstance(v, torch.Tensor)}
+        truth["scores"] = torch.ones(len(truth["labels"]))
+        drawn_truth = draw_detections(image, truth, truth["scores"] > 0, truth.get("masks"), names, skeleton,
+                                      show_scores=False)  # fmt: skip
+        keep = detections["scores"] >= self.score_threshold
+        masks = detections["masks"][:, 0] > threshold if "masks" in detections else None
+        drawn = draw_detections(image, detections, keep, masks, names, skeleton)
+        gap = np.full((drawn.shape[0], 2, 3), 255, dtype=np.uint8)
+        return {
+            "panel": np.concatenate([drawn_truth, gap, drawn], axis=1),
+            "caption": f"#{index}: {len(truth['labels'])} true | {int(keep.sum())} predicted >= {self.score_threshold}",
+        }
+
     def _can_show(self, trainer: Trainer) -> bool:
         if any(isinstance(lg, WandbLogger | TensorBoardLogger) for lg in trainer.loggers):
             return True
@@ -203,6 +236,17 @@ class SegmentationDashboard(Callback):
     def _log_samples(
         self, trainer: Trainer, pl_module: LightningModule, key: str, samples: list[dict[str, Any]]
     ) -> None:
+        if samples and "panel" in samples[0]:  # detection: truth | prediction drawings
+            for logger in trainer.loggers:
+                if isinstance(logger, WandbLogger):
+                    import wandb
+
+                    images = [wandb.Image(s["panel"], caption=s["caption"]) for s in samples]
+                    _wandb_log(logger, trainer, {key: images})
+                elif isinstance(logger, TensorBoardLogger):
+                    for i, s in enumerate(samples):
+                        logger.experiment.add_image(f"{key}/{i}", s["panel"], trainer.global_step, dataformats="HWC")
+            return
         names = class_names(pl_module)
         ignore_index = int(cast(Any, pl_module).hparams["ignore_index"])
         for logger in trainer.loggers:
@@ -246,20 +290,27 @@ class SegmentationDashboard(Callback):
             write_png(heatmap, folder / "confusion_matrix" / f"{stage}{epoch}.png")
         if not self._can_show(trainer):
             return
-        rows = [[name, *(_number(results[k][i]) for k in PER_CLASS_KEYS)] for i, name in enumerate(names)]
+        if self.detection:  # AP per class and IoU type
+            types = list(cast(Any, pl_module).iou_types)
+            columns = ["class", *(f"{t} AP" for t in types)]
+            per_class = [results[f"{t}_map_per_class"].reshape(-1) for t in types]
+            rows = [[name, *(_number(values[i]) for values in per_class)] for i, name in enumerate(names[1:])]
+        else:
+            columns = ["class", "IoU", "accuracy", "Dice"]
+            rows = [[name, *(_number(results[k][i]) for k in PER_CLASS_KEYS)] for i, name in enumerate(names)]
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 import wandb
 
                 payload: dict[str, Any] = {}
                 if self.class_table:
-                    payload[f"{stage}_per_class"] = wandb.Table(columns=["class", "IoU", "accuracy", "Dice"], data=rows)
+                    payload[f"{stage}_per_class"] = wandb.Table(columns=list[str | int](columns), data=rows)
                 if heatmap is not None:
                     payload[f"{stage}_confusion_matrix"] = wandb.Image(heatmap)
                 _wandb_log(logger, trainer, payload)
             elif isinstance(logger, TensorBoardLogger):
                 if self.class_table:
-                    logger.experiment.add_text(f"{stage}_per_class", markdown_table(rows), trainer.global_step)
+                    logger.experiment.add_text(f"{stage}_per_class", markdown_table(columns, rows), trainer.global_step)
                 if heatmap is not None:
                     logger.experiment.add_image(
                         f"{stage}_confusion_matrix", heatmap, trainer.global_step, dataformats="HWC"
@@ -298,9 +349,9 @@ def run_dir(trainer: Trainer) -> Path:
     return Path(trainer.log_dir or trainer.default_root_dir)
 
 
-def markdown_table(rows: list[list[Any]]) -> str:
-    """Per-class rows ``[name, IoU, accuracy, Dice]`` as a Markdown table in %."""
-    lines = ["| class | IoU | accuracy | Dice |", "|---|---:|---:|---:|"]
+def markdown_table(columns: list[str], rows: list[list[Any]]) -> str:
+    """Per-class rows ``[name, value, ...]`` (fractions) as a Markdown table in %."""
+    lines = [f"| {' | '.join(columns)} |", "|---|" + "---:|" * (len(columns) - 1)]
     for name, *values in rows:
         cells = ["-" if v is None else f"{100 * v:.1f}" for v in values]
         lines.append(f"| {name} | {' | '.join(cells)} |")

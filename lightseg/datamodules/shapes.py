@@ -30,6 +30,7 @@ from lightseg.datamodules.voc import VOCSegmentationDataset
 
 SHAPES_CLASSES = ("background", "circle", "square", "triangle")
 FORMAT_VERSION = 1
+COCO_FORMAT_VERSION = 3  # bumped whenever the COCO-form scenes change, so caches are rewritten
 SUPERSAMPLE = 4
 MIN_VISIBLE = 0.6  # fraction of an object that must stay visible under later ones
 
@@ -69,8 +70,11 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     return image
 
 
-def _shape_points(rng: np.random.Generator, category: int, cx: float, cy: float, r: float) -> list[tuple[float, float]]:
-    rot = rng.uniform(0, 2 * np.pi)
+def _shape_points(
+    rng: np.random.Generator, category: int, cx: float, cy: float, r: float, upright: bool = False
+) -> list[tuple[float, float]]:
+    # upright triangles point their apex up (+-45 degrees), as people in photos stand
+    rot = -np.pi / 2 + rng.uniform(-np.pi / 4, np.pi / 4) if upright else rng.uniform(0, 2 * np.pi)
     if category == 1:  # circle: centre and a point on the rim
         return [(cx, cy), (cx + r, cy)]
     if category == 2:  # square, tilted by at most 30 degrees (more would make small ones look round)
@@ -113,24 +117,32 @@ def _class_colour(rng: np.random.Generator, category: int) -> np.ndarray:
     return np.array(rgb) * 255
 
 
-def generate_scene(rng: np.random.Generator, size: int = 64, max_objects: int = 3) -> Scene:
+def generate_scene(
+    rng: np.random.Generator,
+    size: int = 64,
+    max_objects: int = 3,
+    categories: tuple[int, ...] | None = None,
+    upright: bool = False,
+) -> Scene:
     """One scene: 1..``max_objects`` circles, squares and isosceles triangles on a textured background.
 
     Object colours come from a loose hue family per class and backgrounds from any colour, so
     colour alone is ambiguous and shape settles the rest; objects
     may overlap (later ones occlude earlier ones, each keeping >= 60 % visible), and a
     1-pixel band on each side of every object boundary is void (255), like VOC's borders. Rendering is anti-aliased.
+    ``categories`` restricts the classes drawn (default: all three, uniformly); ``upright``
+    turns triangles apex-up (+-45 degrees) instead of any way.
     """
     image = _background(rng, size)
     label = np.zeros((size, size), dtype=np.uint8)
     owner = np.full((size, size), -1, dtype=np.int32)
     shapes: list[tuple[int, list[tuple[float, float]], np.ndarray]] = []
     for _ in range(int(rng.integers(1, max_objects + 1))):
-        category = int(rng.integers(1, len(SHAPES_CLASSES)))
+        category = int(rng.integers(1, len(SHAPES_CLASSES)) if categories is None else rng.choice(categories))
         for _attempt in range(10):
             r = rng.uniform(0.15, 0.3) * size
             cx, cy = rng.uniform(0.15, 0.85, 2) * size
-            points = _shape_points(rng, category, float(cx), float(cy), float(r))
+            points = _shape_points(rng, category, float(cx), float(cy), float(r), upright)
             cover = _rasterise(category, points, size, SUPERSAMPLE)
             coverage = cover.reshape(size, SUPERSAMPLE, size, SUPERSAMPLE).mean(axis=(1, 3))
             inside = coverage >= 0.5
@@ -330,8 +342,8 @@ def write_coco(root: Path, splits: dict[str, int], size: int = 128, seed: int = 
     """Write the scenes of each split as a COCO data set into ``root``; returns ``root``.
 
     Layout: ``images/{split}/{id:06d}.jpg`` and ``annotations/instances_{split}.json`` (every
-    object) or ``annotations/person_keypoints_{split}.json`` (triangles with their three
-    keypoints; other objects unannotated). Written to a temporary folder and renamed.
+    object) or ``annotations/person_keypoints_{split}.json`` (scenes of 1-3 upright triangles,
+    each with its three keypoints). Written to a temporary folder and renamed.
     """
     keypoints = kind == "keypoints"
     tmp = root.with_name(f"{root.name}.tmp-{os.getpid()}")
@@ -344,7 +356,9 @@ def write_coco(root: Path, splits: dict[str, int], size: int = 128, seed: int = 
         images: list[dict[str, Any]] = []
         annotations: list[dict[str, Any]] = []
         for image_id in progress(range(1, count + 1), f"writing shapes COCO {kind} ({split})", total=count):
-            scene = generate_scene(rng, size)
+            # keypoint scenes hold upright triangles only: every object is a training signal, and
+            # which corner is which is as clear as a person's left and right when standing
+            scene = generate_scene(rng, size, categories=(3,) if keypoints else None, upright=keypoints)
             name = f"{image_id:06d}.jpg"
             Image.fromarray(scene.image).save(tmp / "images" / split / name, quality=95)
             images.append({"id": image_id, "file_name": name, "height": size, "width": size})
@@ -376,7 +390,9 @@ class _ShapesCOCO:
 
     def _shapes_paths(self, root: str | None, counts: dict[str, int], image_size: int, seed: int) -> dict[str, Any]:
         self.counts, self.image_size, self.seed = counts, image_size, seed
-        name = f"shapes-coco-{self.kind}-v{FORMAT_VERSION}-{image_size}px-{seed}-" + "-".join(map(str, counts.values()))
+        name = f"shapes-coco-{self.kind}-v{COCO_FORMAT_VERSION}-{image_size}px-{seed}-" + "-".join(
+            map(str, counts.values())
+        )
         self.data_dir = (Path(root) if root is not None else default_cache_dir()) / name
         prefix = "person_keypoints" if self.kind == "keypoints" else "instances"
         paths = {}
@@ -444,7 +460,7 @@ class ShapesInstanceDataModule(_ShapesCOCO, COCOInstanceDataModule):
 
 
 class ShapesKeypointDataModule(_ShapesCOCO, COCOKeypointDataModule):
-    """The shapes scenes as a COCO keypoint data set: triangles with apex, left and right base corner.
+    """Shapes scenes of triangles as a COCO keypoint data set: apex, left and right base corner.
 
     Flips swap ``left_base`` and ``right_base``. Arguments as :class:`ShapesInstanceDataModule`.
 

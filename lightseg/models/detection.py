@@ -19,7 +19,7 @@ from torchvision.models import detection as tvd
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import _mobilenet_extractor, _resnet_fpn_extractor
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
-from torchvision.models.detection.keypoint_rcnn import KeypointRCNNPredictor
+from torchvision.models.detection.keypoint_rcnn import KeypointRCNNHeads, KeypointRCNNPredictor
 from torchvision.models.detection.mask_rcnn import MaskRCNNPredictor
 from torchvision.ops import misc as misc_nn_ops
 
@@ -62,6 +62,7 @@ def build_rcnn(
     max_size: int = 1333,
     anchor_sizes: Sequence[int] | None = None,
     num_keypoints: int = 17,
+    keypoint_head: tuple[int, int] | None = None,
     **kwargs: Any,
 ) -> nn.Module:
     """A torchvision Mask R-CNN (``maskrcnn_*``) or Keypoint R-CNN (``keypointrcnn_*``).
@@ -85,6 +86,8 @@ def build_rcnn(
         anchor_sizes: anchor size of each FPN level (ResNet: 5 levels; MobileNet: all sizes on
             each of its 3 levels); ``None``: torchvision's (32, 64, 128, 256, 512).
         num_keypoints: keypoints per instance (Keypoint R-CNN).
+        keypoint_head: ``(layers, channels)`` of the keypoint head's convolution stack (torchvision:
+            8 x 512); a lighter one trains faster from scratch. Not with ``weights="coco"``.
         **kwargs: any other torchvision ``MaskRCNN`` / ``KeypointRCNN`` argument (e.g.
             ``rpn_batch_size_per_image``, ``box_batch_size_per_image``, ``box_detections_per_img``).
     """
@@ -97,6 +100,13 @@ def build_rcnn(
         options["rpn_anchor_generator"] = _anchors(anchor_sizes, mobilenet="mobilenet" in rest)
     if keypoints:
         options["num_keypoints"] = num_keypoints
+        if keypoint_head is not None:
+            if weights == "coco":
+                raise LightsegError("keypoint_head: COCO weights come with torchvision's 8 x 512 head; leave it null")
+            layers, channels = keypoint_head
+            options["keypoint_head"] = KeypointRCNNHeads(256, (channels,) * layers)
+            options["keypoint_predictor"] = KeypointRCNNPredictor(channels, num_keypoints)
+            options["num_keypoints"] = None  # torchvision takes the count from the predictor
     if weights == "coco" and arch not in COCO_WEIGHTS:
         raise LightsegError(
             f"torchvision has no COCO weights for {arch}; use one of {sorted(COCO_WEIGHTS)} or weights: null"

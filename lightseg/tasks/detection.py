@@ -6,10 +6,12 @@ from collections.abc import Sequence
 from typing import Any, ClassVar, Literal, cast
 
 import torch
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 from typing_extensions import override
 
+from lightseg.callbacks.dashboard import SegmentationDashboard
 from lightseg.errors import LightsegError
 from lightseg.metrics.coco import COCO_OKS_SIGMAS, STAT_NAMES, Backend, COCOEvaluator, IoUType
 from lightseg.models.detection import KeypointRCNNArch, MaskRCNNArch, build_rcnn
@@ -169,6 +171,10 @@ class DetectionTask(BaseTask):
         return self._epoch_results
 
     @override
+    def default_dashboard(self) -> Callback | None:
+        return SegmentationDashboard(warn_unsupported=False, worst_k=0, confusion_matrix=False)
+
+    @override
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
         predictions = self(batch["images"])
         return {
@@ -269,6 +275,8 @@ class KeypointDetectionTask(DetectionTask):
         flip_pairs: keypoint index pairs that swap under a horizontal flip (``None``: from the names).
         oks_sigmas: per-keypoint OKS constants for evaluation; ``None`` takes COCO's for 17
             keypoints and is an error for other skeletons.
+        keypoint_head: ``(layers, channels)`` of the keypoint head (``None``: torchvision's 8 x 512;
+            a lighter head trains faster from scratch).
         weights: ``coco`` or ``null`` (see :class:`InstanceSegmentationTask`).
         weights_backbone: ``imagenet`` or ``null``.
         trainable_backbone_layers: backbone stages that train (0-5).
@@ -296,6 +304,7 @@ class KeypointDetectionTask(DetectionTask):
         keypoint_names: list[str] | None = None,
         flip_pairs: list[tuple[int, int]] | None = None,
         oks_sigmas: list[float] | None = None,
+        keypoint_head: tuple[int, int] | None = None,
         weights: Literal["coco"] | None = None,
         weights_backbone: Literal["imagenet"] | None = "imagenet",
         trainable_backbone_layers: int | None = None,
@@ -325,7 +334,7 @@ class KeypointDetectionTask(DetectionTask):
 
     @override
     def model_options(self) -> dict[str, Any]:
-        return {"num_keypoints": self.hparams["num_keypoints"]}
+        return {"num_keypoints": self.hparams["num_keypoints"], "keypoint_head": self.hparams["keypoint_head"]}
 
     @override
     def evaluator_options(self) -> dict[str, Any]:

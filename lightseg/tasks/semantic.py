@@ -318,14 +318,8 @@ class SemanticSegmentationTask(BaseTask):
         self.print(format_class_table(results, self.class_names, title="Test, per class (%)"))
 
     @override
-    def configure_callbacks(self) -> Sequence[Callback] | Callback:
-        callbacks = list(cast(Sequence[Callback], super().configure_callbacks()))
-        # the dashboard by default, wherever a run has a logger (quietly for loggers without images)
-        if self.trainer.loggers and not any(
-            isinstance(cb, SegmentationDashboard) for cb in cast(Any, self.trainer).callbacks
-        ):
-            callbacks.append(SegmentationDashboard(warn_unsupported=False))
-        return callbacks
+    def default_dashboard(self) -> Callback | None:
+        return SegmentationDashboard(warn_unsupported=False)
 
     @override
     def setup(self, stage: str) -> None:
