@@ -225,20 +225,10 @@ class CityscapesInstanceDataModule(DetectionDataModule):
     def category_ids(self) -> list[int]:
         return [0, *(label for label, _ in CITYSCAPES_THINGS)]
 
-    def make_dataset(self, stage: str) -> COCODataset:
-        """The COCO-form dataset of the split used for ``stage``."""
-        split = self.splits[stage]
+    def make_dataset(self, split: str) -> COCODataset:
+        """The COCO-form dataset of the split configured for ``split`` (``train``, ``val``, ``test``)."""
+        stage, split = split, self.splits[split]
         annotations = COCOAnnotations(f"Cityscapes {split} ({self.root})", cityscapes_instances(self.root, split))
         train = stage == "train"
         transform = DetectionTransform(self.hflip) if train else None
         return COCODataset(annotations, self.root, "instances", transform, skip_empty=train and self.train_skip_empty)
-
-    def setup(self, stage: str) -> None:
-        if stage == "fit":
-            self.train_dataset = self.make_dataset("train")
-        if stage in ("fit", "validate"):
-            self.val_dataset = self.make_dataset("val")
-        if stage == "test":
-            self.test_dataset = self.make_dataset("test")
-        if stage == "predict":
-            self.setup_predict()

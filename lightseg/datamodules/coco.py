@@ -10,6 +10,7 @@ annotations count exactly as in the official numbers.
 from __future__ import annotations
 
 import json
+from abc import abstractmethod
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -348,6 +349,20 @@ class DetectionDataModule(BaseDataModule):
         """See :func:`detection_collate`."""
         return detection_collate(items)
 
+    @abstractmethod
+    def make_dataset(self, split: str) -> COCODataset:
+        """The dataset of ``split`` (``train``, ``val`` or ``test``)."""
+
+    def setup(self, stage: str) -> None:
+        if stage == "fit":
+            self.train_dataset = self.make_dataset("train")
+        if stage in ("fit", "validate"):
+            self.val_dataset = self.make_dataset("val")
+        if stage == "test":
+            self.test_dataset = self.make_dataset("test")
+        if stage == "predict":
+            self.setup_predict()
+
     def ground_truth(self, stage: str) -> COCOAnnotations:
         """The annotations that evaluation of ``stage`` (``val`` or ``test``) compares against."""
         dataset = self.val_dataset if stage == "val" else self.test_dataset
@@ -496,16 +511,6 @@ class COCODataModule(DetectionDataModule):
             rank_zero_warn(f"{annotations.source}: skipped {dataset.dropped.counts['unknown category']} "
                            "annotations of unlisted categories")  # fmt: skip
         return dataset
-
-    def setup(self, stage: str) -> None:
-        if stage == "fit":
-            self.train_dataset = self.make_dataset("train")
-        if stage in ("fit", "validate"):
-            self.val_dataset = self.make_dataset("val")
-        if stage == "test":
-            self.test_dataset = self.make_dataset("test")
-        if stage == "predict":
-            self.setup_predict()
 
 
 class COCOInstanceDataModule(COCODataModule):

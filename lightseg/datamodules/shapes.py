@@ -380,30 +380,63 @@ def write_coco(root: Path, splits: dict[str, int], size: int = 128, seed: int = 
 
 
 class _ShapesCOCO:
-    """What the two COCO-format shapes modules share: the cache folder, the writer, static categories."""
+    """What the two COCO-format shapes modules share: arguments, cache folder, writer, static categories."""
 
     kind: ClassVar[Kind]
+    categories: ClassVar[list[dict[str, Any]]]
     data_dir: Path
     counts: dict[str, int]
     image_size: int
     seed: int
 
-    def _shapes_paths(self, root: str | None, counts: dict[str, int], image_size: int, seed: int) -> dict[str, Any]:
-        self.counts, self.image_size, self.seed = counts, image_size, seed
-        name = f"shapes-coco-{self.kind}-v{COCO_FORMAT_VERSION}-{image_size}px-{seed}-" + "-".join(
-            map(str, counts.values())
-        )
+    def __init__(
+        self,
+        root: str | None = None,
+        num_train: int = 200,
+        num_val: int = 50,
+        num_test: int = 50,
+        image_size: int = 128,
+        seed: int = 0,
+        hflip: bool = True,
+        batch_size: int = 4,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        persistent_workers: bool = False,
+        predict_dir: str | None = None,
+    ) -> None:
+        self.counts = {"train": num_train, "val": num_val, "test": num_test}
+        self.image_size, self.seed = image_size, seed
+        name = f"shapes-coco-{self.kind}-v{COCO_FORMAT_VERSION}-{image_size}px-{seed}-"
+        name += "-".join(map(str, self.counts.values()))
         self.data_dir = (Path(root) if root is not None else default_cache_dir()) / name
         prefix = "person_keypoints" if self.kind == "keypoints" else "instances"
         paths = {}
         for split in ("train", "val", "test"):
             paths[f"{split}_images"] = f"images/{split}"
             paths[f"{split}_annotations"] = f"annotations/{prefix}_{split}.json"
-        return paths
+        options = {
+            "hflip": hflip,
+            "train_skip_empty": True,
+            "batch_size": batch_size,
+            "num_workers": num_workers,
+            "pin_memory": pin_memory,
+            "persistent_workers": persistent_workers,
+            "predict_dir": predict_dir,
+        }
+        super().__init__(str(self.data_dir), **paths, **options)  # type: ignore[call-arg]
+
+    @cached_property
+    def reference(self) -> COCOAnnotations:
+        """The categories, known before the files are written."""
+        return COCOAnnotations("shapes", {"images": [], "annotations": [], "categories": self.categories})
 
     def prepare_data(self) -> None:
         if not self.data_dir.is_dir():
             write_coco(self.data_dir, self.counts, self.image_size, self.seed, self.kind)
+
+    def setup(self, stage: str) -> None:
+        self.prepare_data()  # no-op when present; lets plain-Python users skip the trainer
+        super().setup(stage)  # type: ignore[misc]
 
 
 class ShapesInstanceDataModule(_ShapesCOCO, COCOInstanceDataModule):
@@ -428,35 +461,7 @@ class ShapesInstanceDataModule(_ShapesCOCO, COCOInstanceDataModule):
         predict_dir: folder of images for ``lightseg predict``.
     """
 
-    def __init__(
-        self,
-        root: str | None = None,
-        num_train: int = 200,
-        num_val: int = 50,
-        num_test: int = 50,
-        image_size: int = 128,
-        seed: int = 0,
-        hflip: bool = True,
-        batch_size: int = 4,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-        persistent_workers: bool = False,
-        predict_dir: str | None = None,
-    ) -> None:
-        counts = {"train": num_train, "val": num_val, "test": num_test}
-        paths = self._shapes_paths(root, counts, image_size, seed)
-        super().__init__(str(self.data_dir), **paths, hflip=hflip, train_skip_empty=True, batch_size=batch_size,
-                         num_workers=num_workers, pin_memory=pin_memory, persistent_workers=persistent_workers,
-                         predict_dir=predict_dir)  # fmt: skip
-
-    @cached_property
-    def reference(self) -> COCOAnnotations:
-        """The categories, known before the files are written."""
-        return COCOAnnotations("shapes", {"images": [], "annotations": [], "categories": SHAPES_COCO_CATEGORIES})
-
-    def setup(self, stage: str) -> None:
-        self.prepare_data()  # no-op when present; lets plain-Python users skip the trainer
-        super().setup(stage)
+    categories = SHAPES_COCO_CATEGORIES
 
 
 class ShapesKeypointDataModule(_ShapesCOCO, COCOKeypointDataModule):
@@ -479,32 +484,4 @@ class ShapesKeypointDataModule(_ShapesCOCO, COCOKeypointDataModule):
         predict_dir: folder of images for ``lightseg predict``.
     """
 
-    def __init__(
-        self,
-        root: str | None = None,
-        num_train: int = 300,
-        num_val: int = 50,
-        num_test: int = 50,
-        image_size: int = 128,
-        seed: int = 0,
-        hflip: bool = True,
-        batch_size: int = 4,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-        persistent_workers: bool = False,
-        predict_dir: str | None = None,
-    ) -> None:
-        counts = {"train": num_train, "val": num_val, "test": num_test}
-        paths = self._shapes_paths(root, counts, image_size, seed)
-        super().__init__(str(self.data_dir), **paths, hflip=hflip, train_skip_empty=True, batch_size=batch_size,
-                         num_workers=num_workers, pin_memory=pin_memory, persistent_workers=persistent_workers,
-                         predict_dir=predict_dir)  # fmt: skip
-
-    @cached_property
-    def reference(self) -> COCOAnnotations:
-        """The categories, known before the files are written."""
-        return COCOAnnotations("shapes", {"images": [], "annotations": [], "categories": SHAPES_KEYPOINT_CATEGORIES})
-
-    def setup(self, stage: str) -> None:
-        self.prepare_data()
-        super().setup(stage)
+    categories = SHAPES_KEYPOINT_CATEGORIES
