@@ -17,7 +17,8 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from lightseg.datamodules import COCOInstanceDataModule, COCOKeypointDataModule
-from lightseg.datamodules.coco import DetectionTransform, flip_keypoints, segmentation_mask
+from lightseg.datamodules.coco import segmentation_mask
+from lightseg.datamodules.transforms import DetectionTransform, flip_keypoints
 from lightseg.errors import LightsegError
 from lightseg.metrics import COCOEvaluator
 
@@ -59,6 +60,18 @@ def test_datumaro_instances_map_noncontiguous_ids_and_leave_crowd_and_empty_segm
     assert target["boxes"].tolist() == [[0.0, 0.0, 1.0, 2.0]]
     assert target["masks"].shape == (1, 10, 5) and target["masks"].dtype == torch.uint8
     assert target["masks"][0, :2, :1].all() and int(target["masks"].sum()) == 2
+
+
+def test_datumaro_keypoints_without_keypoint_names() -> None:
+    data = datumaro("keypoints")
+    assert data.num_classes == 3 and data.keypoint_names == () and data.reference.flip_pairs() == []
+    data.setup("fit")
+    train = data.train_dataset[0]["target"]
+    # three keypoints per annotation, taken from the annotation when the category names none
+    assert train["keypoints"].tolist() == [[[0.0, 0.0, 0.0], [0.0, 2.0, 1.0], [4.0, 1.0, 2.0]]]
+    assert train["labels"].tolist() == [2] and train["boxes"].tolist() == [[2.0, 2.0, 5.0, 3.0]]
+    val = data.val_dataset[0]["target"]
+    assert val["labels"].tolist() == [1] and val["keypoints"].shape == (1, 3, 3)  # the crowd is no target
 
 
 def test_uncompressed_crowd_rle_is_column_major() -> None:

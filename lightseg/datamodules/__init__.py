@@ -18,14 +18,8 @@ from lightseg.datamodules.coco import (
 )
 from lightseg.datamodules.files import Sample, SegmentationFiles
 from lightseg.datamodules.sbd import SBDDataModule, SBDSegmentationDataset, VOCAugDataModule
-from lightseg.datamodules.shapes import (
-    ShapesDataModule,
-    ShapesInstanceDataModule,
-    ShapesKeypointDataModule,
-    generate_scene,
-    write_coco,
-    write_voc,
-)
+from lightseg.datamodules.shapes import ShapesDataModule, generate_scene, write_voc
+from lightseg.datamodules.shapes_coco import ShapesInstanceDataModule, ShapesKeypointDataModule, write_coco
 from lightseg.datamodules.voc import VOC_CLASSES, VOCDataModule, VOCSegmentationDataset
 
 __all__ = [

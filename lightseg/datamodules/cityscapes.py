@@ -12,9 +12,10 @@ from torch.utils.data import Dataset
 from torchvision.datasets import Cityscapes
 
 from lightseg.datamodules.base import SplitDataModule
-from lightseg.datamodules.coco import COCOAnnotations, COCODataset, DetectionDataModule, DetectionTransform
+from lightseg.datamodules.coco import COCOAnnotations, COCODataset, DetectionDataModule
 from lightseg.datamodules.files import Sample, SegmentationFiles
 from lightseg.datamodules.io import progress, read_mask
+from lightseg.datamodules.transforms import DetectionTransform
 from lightseg.errors import LightsegError
 
 CITYSCAPES_LAYOUT = (
