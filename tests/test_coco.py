@@ -63,7 +63,7 @@ def test_datumaro_instances_map_noncontiguous_ids_and_leave_crowd_and_empty_segm
 
 
 def test_datumaro_keypoints_without_keypoint_names() -> None:
-    data = datumaro("keypoints")
+    data = datumaro("keypoints", hflip=False)
     assert data.num_classes == 3 and data.keypoint_names == () and data.reference.flip_pairs() == []
     data.setup("fit")
     train = data.train_dataset[0]["target"]
