@@ -202,6 +202,8 @@ class LightsegCLI(LightningCLI):
             return
         config = self.config[subcommand]
         alias = config.get("ckpt_path")
+        if subcommand == "fit" and alias and alias not in ALIASES and Path(alias).is_file():
+            continue_wandb_run(config, Path(alias))
         if alias not in ALIASES or (subcommand == "fit" and alias == "best"):
             return
         roots = checkpoint_roots(config)
@@ -226,7 +228,10 @@ def continue_wandb_run(config: Any, checkpoint: Path) -> None:
             continue
         if _field(init_args, "id") or _field(init_args, "version"):
             return
-        run_id = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True).get(WANDB_ID_KEY)
+        try:
+            run_id = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True).get(WANDB_ID_KEY)
+        except Exception:  # not a readable checkpoint: loading it reports that, with its own message
+            return
         if run_id:
             init_args.id = run_id
             print(f"lightseg: continuing W&B run {run_id}", file=sys.stderr)
