@@ -133,7 +133,8 @@ class SegmentationDashboard(Callback):
     @override
     def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._worst, self._seen = [], 0
-        cast(Any, pl_module).return_labels = self.worst_k > 0
+        if not self.detection:  # only semantic tasks hand out per-image labels
+            cast(Any, pl_module).return_labels = self.worst_k > 0
 
     @override
     def on_test_batch_end(
@@ -165,7 +166,8 @@ class SegmentationDashboard(Callback):
 
     @override
     def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        cast(Any, pl_module).return_labels = False
+        if not self.detection:
+            cast(Any, pl_module).return_labels = False
         self._log_results(trainer, pl_module, "test")
         if self.worst_k <= 0:
             return

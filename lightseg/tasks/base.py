@@ -53,6 +53,8 @@ class BaseTask(LightningModule, ABC):
         self.model = self.build_model()
         self.criterion = self.build_loss()
         self.metrics = nn.ModuleDict({f"{stage}_metrics": self.build_metrics() for stage in self.stages})
+        #: the last dataset-level results of each evaluated stage (what the dashboard draws)
+        self.epoch_results: dict[str, dict[str, torch.Tensor]] = {}
 
     @abstractmethod
     def build_model(self) -> nn.Module:
@@ -69,6 +71,13 @@ class BaseTask(LightningModule, ABC):
     @abstractmethod
     def step(self, batch: Any, stage: Stage) -> torch.Tensor:
         """Forward, loss, logging and metric update for one batch; returns the loss."""
+
+    @property
+    def class_names(self) -> Sequence[str] | None:
+        """Class names from the attached data module, if it has one of the right length."""
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        names = getattr(datamodule, "class_names", None)
+        return tuple(names) if names is not None and len(names) == self.hparams.get("num_classes") else None
 
     def stage_metrics(self, stage: str) -> Any:
         """The metric instance of ``stage``."""

@@ -125,13 +125,6 @@ class DetectionTask(BaseTask):
                 f"{self.hparams['num_classes']}; leave model num_classes to the CLI link or set it to match"
             )
 
-    @property
-    def class_names(self) -> Sequence[str] | None:
-        """Class names from the attached data module, if it has them."""
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        names = getattr(datamodule, "class_names", None)
-        return tuple(names) if names is not None and len(names) == self.hparams["num_classes"] else None
-
     def _end_epoch(self, stage: str) -> None:
         metric = cast(COCOEvaluator, self.stage_metrics(stage))
         if metric.ground_truth is None:  # no evaluation data attached (plain Trainer use without a data module)
@@ -148,7 +141,7 @@ class DetectionTask(BaseTask):
                 if ap == ap:
                     values[f"{stage}_{iou_type}_ap_{name.replace(' ', '_')}"] = torch.tensor(ap)
         monitored = f"{stage}_{self.iou_types[-1]}_map"
-        self.log(monitored, values.pop(monitored), prog_bar=True, sync_dist=False)
+        self.log(monitored, values.pop(monitored), prog_bar=True)
         self.log_dict(values)
         self.epoch_results[stage] = results
 
@@ -162,13 +155,6 @@ class DetectionTask(BaseTask):
         results = self.epoch_results.get("test")
         if results is not None:
             self.print(format_ap_table(results, self.iou_types, self.class_names))
-
-    @property
-    def epoch_results(self) -> dict[str, dict[str, torch.Tensor]]:
-        """The last COCO results of each stage."""
-        if not hasattr(self, "_epoch_results"):
-            self._epoch_results: dict[str, dict[str, torch.Tensor]] = {}
-        return self._epoch_results
 
     @override
     def default_dashboard(self) -> Callback | None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from typing import Any, ClassVar, Literal, cast
 
 import torch
@@ -103,8 +102,6 @@ class SemanticSegmentationTask(BaseTask):
         self.return_probs = False
         #: set by callbacks that need each image's predicted labels (the dashboard's worst images)
         self.return_labels = False
-        #: the last dataset-level results of each stage (metrics, per-class vectors, ``confmat``)
-        self.epoch_results: dict[str, dict[str, torch.Tensor]] = {}
         # images whose pixels are all void have no loss (NaN): left out of the mean
         self.loss_metrics = nn.ModuleDict({f"{s}_loss": MeanMetric(nan_strategy="ignore") for s in ("val", "test")})
 
@@ -279,13 +276,6 @@ class SemanticSegmentationTask(BaseTask):
         if self.return_probs:
             prediction["probs"] = probs.float().cpu()
         return prediction
-
-    @property
-    def class_names(self) -> Sequence[str] | None:
-        """Class names from the attached data module, if it has them."""
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        names = getattr(datamodule, "class_names", None)
-        return tuple(names) if names is not None and len(names) == self.hparams["num_classes"] else None
 
     def _end_epoch(self, stage: str) -> dict[str, torch.Tensor]:
         metric = self.stage_metrics(stage)
