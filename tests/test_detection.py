@@ -207,3 +207,34 @@ def test_mobilenet_fpn_has_three_levels_and_runs() -> None:
     assert set(out[0]) == {"boxes", "labels", "scores", "masks"}
     assert out[0]["masks"].shape[-2:] == (64, 80)
     assert len(task.model.rpn.anchor_generator.sizes) == 3
+
+
+@pytest.mark.parametrize("arch", ["maskrcnn_resnet50_fpn", "keypointrcnn_resnet50_fpn"])
+def test_resnet50_fpn_from_scratch_is_torchvisions_model_and_takes_frozen_norm(arch: str) -> None:
+    from torchvision.models import detection as tvd
+    from torchvision.ops.misc import FrozenBatchNorm2d
+
+    from lightseg.models.detection import build_rcnn
+
+    extra = {"num_keypoints": 3} if arch.startswith("keypoint") else {}
+    reference = getattr(tvd, arch)(weights=None, weights_backbone=None, num_classes=5, **extra)
+    ours = build_rcnn(arch, 5, weights_backbone=None, num_keypoints=3)
+    assert {k: v.shape for k, v in ours.state_dict().items()} == {k: v.shape for k, v in reference.state_dict().items()}
+    assert [type(m) for m in ours.modules()] == [type(m) for m in reference.modules()]
+    assert [p.requires_grad for p in ours.parameters()] == [p.requires_grad for p in reference.parameters()]
+    # the pretrained recipe's compute (frozen norm, stages 2-4 training) without downloading weights
+    frozen = build_rcnn(arch, 5, weights_backbone=None, trainable_norm=False, trainable_backbone_layers=3)
+    body = frozen.backbone.body
+    assert sum(isinstance(m, FrozenBatchNorm2d) for m in body.modules()) == 53
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in body.modules())
+    assert not body.conv1.weight.requires_grad and not body.layer1[0].conv1.weight.requires_grad
+    assert body.layer2[0].conv1.weight.requires_grad
+
+
+def test_torchvision_built_archs_refuse_a_norm_they_do_not_have() -> None:
+    with pytest.raises(LightsegError, match=r"maskrcnn_resnet50_fpn with COCO weights keeps torchvision's frozen"):
+        InstanceSegmentationTask(arch="maskrcnn_resnet50_fpn", weights="coco", trainable_norm=True, num_classes=4)
+    with pytest.raises(LightsegError, match=r"maskrcnn_resnet50_fpn_v2 keeps torchvision's trainable BatchNorm"):
+        InstanceSegmentationTask(
+            arch="maskrcnn_resnet50_fpn_v2", weights_backbone=None, trainable_norm=False, num_classes=4
+        )

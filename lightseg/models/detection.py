@@ -14,6 +14,7 @@ from torchvision.models import (
     mobilenet_v3_large,
     resnet18,
     resnet34,
+    resnet50,
 )
 from torchvision.models import detection as tvd
 from torchvision.models.detection.anchor_utils import AnchorGenerator
@@ -44,9 +45,10 @@ COCO_WEIGHTS: dict[str, Any] = {
     "maskrcnn_resnet50_fpn_v2": tvd.MaskRCNN_ResNet50_FPN_V2_Weights.COCO_V1,
     "keypointrcnn_resnet50_fpn": tvd.KeypointRCNN_ResNet50_FPN_Weights.COCO_V1,
 }
-LIGHT_BACKBONES: dict[str, tuple[Any, Any]] = {
+FPN_BACKBONES: dict[str, tuple[Any, Any]] = {
     "resnet18": (resnet18, ResNet18_Weights.IMAGENET1K_V1),
     "resnet34": (resnet34, ResNet34_Weights.IMAGENET1K_V1),
+    "resnet50": (resnet50, ResNet50_Weights.IMAGENET1K_V1),
     "mobilenet_v3_large": (mobilenet_v3_large, MobileNet_V3_Large_Weights.IMAGENET1K_V1),
 }
 
@@ -81,6 +83,7 @@ def build_rcnn(
             with pretrained weights, all without).
         trainable_norm: train BatchNorm (``None``: only when the backbone is not pretrained);
             frozen BatchNorm is torchvision's choice for pretrained backbones and small batches.
+            Fixed by torchvision for ``weights="coco"`` (frozen) and the v2 arch (trainable).
         min_size: shorter side the model resizes images to (a tuple: picked at random in training).
         max_size: cap on the longer side.
         anchor_sizes: anchor size of each FPN level (ResNet: 5 levels; MobileNet: all sizes on
@@ -111,11 +114,15 @@ def build_rcnn(
         raise LightsegError(
             f"torchvision has no COCO weights for {arch}; use one of {sorted(COCO_WEIGHTS)} or weights: null"
         )
-    if arch in COCO_WEIGHTS:
-        if trainable_norm and (weights or weights_backbone):
+    if weights == "coco" or arch.endswith("_v2"):
+        # torchvision's own builders: the v1 COCO models have frozen BatchNorm, v2's backbone
+        # always has plain BatchNorm (trained in the stages that train)
+        frozen = not arch.endswith("_v2")
+        if trainable_norm is not None and trainable_norm == frozen:
             raise LightsegError(
-                f"{arch} keeps torchvision's frozen BatchNorm with pretrained weights; trainable_norm needs "
-                "weights: null and weights_backbone: null, or a light arch (maskrcnn_resnet18_fpn, ...)"
+                f"{arch}{' with COCO weights' if frozen else ''} keeps torchvision's "
+                f"{'frozen' if frozen else 'trainable'} BatchNorm; set trainable_norm: null"
+                + (" or weights: null for your own choice" if frozen else "")
             )
         builder = getattr(tvd, arch)
         if weights == "coco":
@@ -134,10 +141,13 @@ def build_rcnn(
                 **options,
             )
         return model
+    # the v1 ResNet-50 archs are built as torchvision's builder does (resnet50 with the chosen
+    # norm, _resnet_fpn_extractor, MaskRCNN/KeypointRCNN), which lets trainable_norm and
+    # trainable_backbone_layers also apply without pretrained weights
     name = rest.removesuffix("_fpn")
-    if name not in LIGHT_BACKBONES:
+    if name not in FPN_BACKBONES:
         raise LightsegError(f"unknown detection arch {arch!r}")
-    factory, imagenet = LIGHT_BACKBONES[name]
+    factory, imagenet = FPN_BACKBONES[name]
     backbone_weights = imagenet if weights_backbone == "imagenet" else None
     train_norm = trainable_norm if trainable_norm is not None else backbone_weights is None
     norm = nn.BatchNorm2d if train_norm else misc_nn_ops.FrozenBatchNorm2d
