@@ -24,30 +24,15 @@ from pathlib import Path
 from typing import Any, cast
 
 import torch
-from lightning.pytorch import Callback, Trainer
 
 from lightseg.cli import build_cli
 from lightseg.losses import SegmentationLoss
 from lightseg.metrics import SegmentationMetrics
 from lightseg.models import build_semantic_model
 
-from report import ROOT, record
+from report import ROOT, StepClock, record
 
 WARMUP = 5
-
-
-class StepClock(Callback):
-    """Time from the end of training step ``WARMUP`` to the end of the last step."""
-
-    def __init__(self, steps: int) -> None:
-        self.steps = steps
-        self.start = self.end = 0.0
-
-    def on_train_batch_end(self, trainer: Trainer, *args: Any) -> None:
-        if trainer.global_step == WARMUP:
-            self.start = time.perf_counter()
-        elif trainer.global_step == self.steps:
-            self.end = time.perf_counter()
 
 
 def through_lightseg(steps: int, cache: Path) -> tuple[float, float]:
@@ -63,11 +48,11 @@ def through_lightseg(steps: int, cache: Path) -> tuple[float, float]:
         run=False,
     )  # fmt: skip
     cli.datamodule.prepare_data()
-    clock = StepClock(steps)
+    clock = StepClock(WARMUP)
     cast(Any, cli.trainer).callbacks.append(clock)
     start = time.perf_counter()
     cli.trainer.fit(cli.model, cli.datamodule)
-    return clock.end - clock.start, time.perf_counter() - start
+    return clock.elapsed("train")[1], time.perf_counter() - start
 
 
 def plain_loop(steps: int, cache: Path) -> float:
