@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import logging
 import re
 import sys
 import warnings
@@ -309,11 +310,23 @@ def _field(obj: Any, key: str) -> Any:
     return getattr(obj, key, None)
 
 
+class _DropLightningTips(logging.Filter):
+    """Drops Lightning's advertisements for its cloud services (``💡 Tip: ... litlogger``)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip")
+
+
 def build_cli(args: list[str] | None = None, run: bool = True) -> LightsegCLI:
     """Build (and with ``run=True`` execute) the CLI; tests and benchmarks use ``run=False``."""
+    rank_zero_log = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, _DropLightningTips) for f in rank_zero_log.filters):
+        rank_zero_log.addFilter(_DropLightningTips())
     with warnings.catch_warnings():
         # explicit args are this function's purpose; Lightning warns whenever sys.argv is also set
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+        # Lightning's own use of a torch API that torch deprecates: nothing a user can act on
+        warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
         return LightsegCLI(args=args, run=run)
 
 

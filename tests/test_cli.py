@@ -5,6 +5,7 @@ import json
 import logging
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -73,11 +74,33 @@ def write_coco_categories(folder: Path) -> None:
         (folder / f"{name}_val2017.json").write_text(json.dumps(content))
 
 
+class Records(logging.Handler):
+    """Keeps the messages of the records it handles."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
 def test_fit_test_predict_round_trip(
     shapes_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    main(["fit", *tiny(shapes_root)])
+    infos = Records()
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addHandler(infos)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            main(["fit", *tiny(shapes_root)])
+    finally:
+        logging.getLogger("lightning.pytorch.utilities.rank_zero").removeHandler(infos)
+    # Lightning's messages, less its cloud advertisements and its own deprecated torch calls
+    assert any(message.startswith("GPU available") for message in infos.messages)
+    assert not any("💡 Tip" in message for message in infos.messages)
+    assert not any("LeafSpec" in str(w.message) for w in caught)
     run = tmp_path / "runs" / "quickstart" / "unet_resnet18" / "version_0"
     checkpoints = sorted(p.name for p in (run / "checkpoints").iterdir())
     assert "last.ckpt" in checkpoints and any(name.startswith("epoch") for name in checkpoints)
