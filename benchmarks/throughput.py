@@ -65,7 +65,9 @@ def measure(
     recipe = RECIPES[name]
     size = max(32, round(recipe["size"] * args.size_scale))
     batch = args.batch or recipe["batch"]
-    images = max(batch * (args.warmup + 2), 16)
+    # enough training images for a few distinct batches (epochs repeat them), and every
+    # validation batch asked for
+    train_images, val_images = batch * max(args.warmup + 2, 8), batch * args.val_batches
     options = [f"--model.init_args.channels_last={channels_last}"] if recipe["channels_last"] else []
     if name.startswith("maskrcnn") and args.size_scale != 1:
         options += [f"--model.init_args.min_size={size}", f"--model.init_args.max_size={size}"]
@@ -74,7 +76,7 @@ def measure(
             "--config", str(ROOT / recipe["config"]),
             *recipe["model"], *options,
             "--data", recipe["data"], f"--data.root={cache}", f"--data.image_size={size}",
-            f"--data.num_train={images}", f"--data.num_val={images}", "--data.num_test=1",
+            f"--data.num_train={train_images}", f"--data.num_val={val_images}", "--data.num_test=1",
             f"--data.batch_size={batch}", f"--data.num_workers={args.workers}",
             f"--data.persistent_workers={args.workers > 0}", f"--data.pin_memory={torch.cuda.is_available()}",
             f"--trainer.precision={precision}", "--trainer.devices=1",
