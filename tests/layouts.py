@@ -28,15 +28,27 @@ def label_for(seed: int, num_classes: int = 21, size: tuple[int, int] = SIZE) ->
     return label
 
 
-def write_voc(root: Path, splits: dict[str, list[str]], extra_images: list[str] = ()) -> Path:  # type: ignore[assignment]
-    """``root/VOCdevkit/VOC2012`` with palette masks for every id in ``splits``."""
+MIXED_SIZES = ((12, 16), (15, 21), (20, 13), (17, 18), (9, 24))  # H, W: VOC's images differ in size too
+
+
+def write_voc(
+    root: Path,
+    splits: dict[str, list[str]],
+    extra_images: list[str] = (),  # type: ignore[assignment]
+    mixed_sizes: bool = False,
+) -> Path:
+    """``root/VOCdevkit/VOC2012`` with palette masks for every id in ``splits``.
+
+    With ``mixed_sizes`` the images take the sizes of :data:`MIXED_SIZES` in turn.
+    """
     voc = root / "VOCdevkit" / "VOC2012"
     ids = sorted({i for split in splits.values() for i in split})
+    sizes = {i: MIXED_SIZES[k % len(MIXED_SIZES)] if mixed_sizes else SIZE for k, i in enumerate(ids)}
     for image_id in [*ids, *extra_images]:
-        _image(voc / "JPEGImages" / f"{image_id}.jpg", _seed(image_id))
+        _image(voc / "JPEGImages" / f"{image_id}.jpg", _seed(image_id), sizes.get(image_id, SIZE))
     (voc / "SegmentationClass").mkdir(parents=True, exist_ok=True)
     for image_id in ids:
-        png = Image.fromarray(label_for(_seed(image_id)), mode="P")
+        png = Image.fromarray(label_for(_seed(image_id), size=sizes[image_id]), mode="P")
         png.putpalette(voc_colormap().ravel().tolist())
         png.save(voc / "SegmentationClass" / f"{image_id}.png")
     (voc / "ImageSets" / "Segmentation").mkdir(parents=True, exist_ok=True)

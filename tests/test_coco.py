@@ -22,18 +22,25 @@ from lightseg.datamodules.transforms import DetectionTransform, flip_keypoints
 from lightseg.errors import LightsegError
 from lightseg.metrics import COCOEvaluator
 
-from conftest import PEER
+# one image (id 40, b.jpg, 5 x 10) with one polygon of category 1 and ids 1, 2, 4: a ground truth of our own
+TINY_COCO: dict[str, Any] = {
+    "categories": [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}, {"id": 4, "name": "c"}],
+    "images": [{"id": 40, "width": 5, "height": 10, "file_name": "b.jpg"}],
+    "annotations": [
+        {
+            "id": 1, "image_id": 40, "category_id": 1, "segmentation": [[0.0, 0.0, 1.0, 0.0, 1.0, 2.0, 0.0, 2.0]],
+            "area": 2.0, "bbox": [0.0, 0.0, 1.0, 2.0], "iscrowd": 0,
+        }
+    ],
+}  # fmt: skip
 
-DATUMARO = PEER / "datumaro"
-MMPOSE = PEER / "mmpose" / "coco"
 
-
-def datumaro(kind: str = "instances", **kwargs: Any) -> COCOInstanceDataModule | COCOKeypointDataModule:
+def datumaro(peer: Path, kind: str = "instances", **kwargs: Any) -> COCOInstanceDataModule | COCOKeypointDataModule:
     folder = "coco_instances" if kind == "instances" else "coco_person_keypoints"
     prefix = "instances" if kind == "instances" else "person_keypoints"
     module = COCOInstanceDataModule if kind == "instances" else COCOKeypointDataModule
     return module(
-        str(DATUMARO / folder),
+        str(peer / "datumaro" / folder),
         train_images="images/train",
         train_annotations=f"annotations/{prefix}_train.json",
         val_images="images/val",
@@ -45,8 +52,8 @@ def datumaro(kind: str = "instances", **kwargs: Any) -> COCOInstanceDataModule |
     )
 
 
-def test_datumaro_instances_map_noncontiguous_ids_and_leave_crowd_and_empty_segmentation_out() -> None:
-    data = datumaro()
+def test_datumaro_instances_map_noncontiguous_ids_and_leave_crowd_and_empty_segmentation_out(peer: Path) -> None:
+    data = datumaro(peer)
     assert data.num_classes == 4 and data.class_names == ("background", "a", "b", "c")
     assert data.category_ids == [0, 1, 2, 4]  # label 3 is category 4
     data.setup("fit")
@@ -62,8 +69,8 @@ def test_datumaro_instances_map_noncontiguous_ids_and_leave_crowd_and_empty_segm
     assert target["masks"][0, :2, :1].all() and int(target["masks"].sum()) == 2
 
 
-def test_datumaro_keypoints_without_keypoint_names() -> None:
-    data = datumaro("keypoints", hflip=False)
+def test_datumaro_keypoints_without_keypoint_names(peer: Path) -> None:
+    data = datumaro(peer, "keypoints", hflip=False)
     assert data.num_classes == 3 and data.keypoint_names == () and data.reference.flip_pairs() == []
     data.setup("fit")
     train = data.train_dataset[0]["target"]
@@ -85,8 +92,8 @@ def test_uncompressed_crowd_rle_is_column_major() -> None:
     )
 
 
-def test_real_coco_person_keypoints_from_mmpose() -> None:
-    data = COCOKeypointDataModule(str(MMPOSE), num_workers=0)
+def test_real_coco_person_keypoints_from_mmpose(peer: Path) -> None:
+    data = COCOKeypointDataModule(str(peer / "mmpose" / "coco"), num_workers=0)
     assert data.keypoint_names[:3] == ("nose", "left_eye", "right_eye") and len(data.keypoint_names) == 17
     pairs = data.reference.flip_pairs()
     assert (1, 2) in pairs and (15, 16) in pairs and len(pairs) == 8
@@ -101,14 +108,14 @@ def test_real_coco_person_keypoints_from_mmpose() -> None:
     assert total == 181  # every labelled keypoint of the 14 annotations
 
 
-def test_mmdetection_edge_cases(tmp_path: Path) -> None:
+def test_mmdetection_edge_cases(tmp_path: Path, peer: Path) -> None:
     root = tmp_path / "coco"
     (root / "annotations").mkdir(parents=True)
     (root / "val2017").mkdir()
-    sample = json.loads((PEER / "mmdetection" / "coco_sample.json").read_text())
+    sample = json.loads((peer / "mmdetection" / "coco_sample.json").read_text())
     for image in sample["images"]:
         Image.new("RGB", (image["width"], image["height"])).save(root / "val2017" / image["file_name"])
-    shutil.copy(PEER / "mmdetection" / "coco_sample.json", root / "annotations" / "instances_val2017.json")
+    shutil.copy(peer / "mmdetection" / "coco_sample.json", root / "annotations" / "instances_val2017.json")
     data = COCOInstanceDataModule(
         str(root), train_images="val2017", train_annotations="annotations/instances_val2017.json", num_workers=0
     )
@@ -135,10 +142,7 @@ def test_missing_annotation_file_and_images_are_one_line(tmp_path: Path) -> None
     with pytest.raises(LightsegError, match=r"instances_val2017.json does not exist"):
         _ = data.num_classes
     (tmp_path / "annotations").mkdir()
-    shutil.copy(
-        DATUMARO / "coco_instances" / "annotations" / "instances_val.json",
-        tmp_path / "annotations" / "instances_val2017.json",
-    )
+    (tmp_path / "annotations" / "instances_val2017.json").write_text(json.dumps(TINY_COCO))
     (tmp_path / "val2017").mkdir()
     with pytest.raises(LightsegError, match=r"1 of 1 images are missing .*b\.jpg"):
         data.setup("validate")
@@ -249,12 +253,16 @@ def _detections(truth: dict[str, Any], rng: np.random.Generator) -> dict[int, di
     return out
 
 
-def _pycocotools(truth: dict[str, Any], results: list[dict[str, Any]], iou_type: str, sigmas: Any = None) -> np.ndarray:
+def _pycocotools(
+    truth: dict[str, Any], results: list[dict[str, Any]], iou_type: str, sigmas: Any = None, image_ids: Any = None
+) -> np.ndarray:
     with contextlib.redirect_stdout(io.StringIO()):
         gt = COCO()
         gt.dataset = copy.deepcopy(truth)
         gt.createIndex()
         evaluator = COCOeval(gt, gt.loadRes(copy.deepcopy(results)), iou_type)
+        if image_ids is not None:
+            evaluator.params.imgIds = image_ids
         if sigmas is not None:
             evaluator.params.kpt_oks_sigmas = np.array(sigmas)
         evaluator.evaluate()
@@ -307,8 +315,35 @@ def test_box_and_mask_ap_equal_pycocotools_on_the_annotation_file(backend: str, 
     assert ours["segm_map_per_class"].shape == (3,)
 
 
-def test_keypoint_ap_equals_pycocotools_on_real_coco_annotations() -> None:
-    truth = json.loads((MMPOSE / "annotations" / "person_keypoints_val2017.json").read_text())
+def _bbox_results(detections: dict[int, dict[str, torch.Tensor]], categories: list[int]) -> list[dict[str, Any]]:
+    results = []
+    for image_id, d in detections.items():
+        rows = zip(d["boxes"].tolist(), d["labels"].tolist(), d["scores"].tolist(), strict=True)
+        for (x1, y1, x2, y2), label, score in rows:
+            box = [x1, y1, x2 - x1, y2 - y1]
+            results.append({"image_id": image_id, "category_id": categories[label], "bbox": box, "score": score})
+    return results
+
+
+@pytest.mark.parametrize("backend", ["faster_coco_eval", "pycocotools"])
+def test_ap_counts_only_the_images_that_were_evaluated(backend: str) -> None:
+    # limit_val_batches, fast_dev_run, the sanity check: the images not seen are not misses
+    rng = np.random.default_rng(0)
+    truth = _ground_truth(rng)
+    detections = _detections(truth, rng)
+    metric = COCOEvaluator(["bbox"], backend=backend)  # type: ignore[arg-type]
+    metric.set_ground_truth(truth, [0, 3, 7, 12])
+    metric.update([detections[12], {k: v[:0] for k, v in detections[20].items()}], [12, 20])
+    assert metric.evaluated_image_ids() == [12, 20]  # 20 has no detection (and no object): still evaluated
+    ours = float(metric.compute()["bbox_map"])
+    seen = {12: detections[12]}
+    expected = _pycocotools(truth, _bbox_results(seen, [0, 3, 7, 12]), "bbox", image_ids=[12, 20])[0]
+    everything = _pycocotools(truth, _bbox_results(seen, [0, 3, 7, 12]), "bbox")[0]
+    assert ours == pytest.approx(expected, abs=1e-12) and expected > everything + 0.1
+
+
+def test_keypoint_ap_equals_pycocotools_on_real_coco_annotations(peer: Path) -> None:
+    truth = json.loads((peer / "mmpose" / "coco" / "annotations" / "person_keypoints_val2017.json").read_text())
     rng = np.random.default_rng(1)
     metric = COCOEvaluator(["keypoints"], num_keypoints=17)
     metric.set_ground_truth(truth, [0, 1])
@@ -347,9 +382,7 @@ def test_keypoint_ap_equals_pycocotools_on_real_coco_annotations() -> None:
 
 def test_evaluator_without_detections_is_zero_not_a_crash() -> None:
     metric = COCOEvaluator(["bbox"])
-    metric.set_ground_truth(
-        json.loads((DATUMARO / "coco_instances" / "annotations" / "instances_val.json").read_text()), [0, 1, 2, 4]
-    )
+    metric.set_ground_truth(copy.deepcopy(TINY_COCO), [0, 1, 2, 4])
     metric.update(
         [{"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64), "scores": torch.zeros(0)}], [40]
     )

@@ -13,11 +13,6 @@ from lightseg.datamodules.shapes import generate_scene
 from lightseg.datamodules.transforms import RandomScale, train_transforms
 from lightseg.errors import LightsegError
 
-from conftest import PEER
-
-DATUMARO_VOC = PEER / "datumaro" / "voc_dataset1"
-MMSEG = PEER / "mmsegmentation" / "pseudo_dataset"
-
 
 @pytest.fixture(scope="module")
 def shapes(tmp_path_factory: pytest.TempPathFactory) -> ShapesDataModule:
@@ -130,16 +125,16 @@ def test_random_scale_range() -> None:
     assert min(heights) >= 50 and max(heights) <= 200 and len(sizes) > 5
 
 
-def test_read_mask_maps_rgb_masks_through_the_voc_palette() -> None:
+def test_read_mask_maps_rgb_masks_through_the_voc_palette(peer: Path) -> None:
     # datumaro writes VOC masks as RGB; all (0,128,0) = class 2 (bicycle)
-    mask = read_mask(DATUMARO_VOC / "SegmentationClass" / "2007_000001.png", num_classes=21)
+    mask = read_mask(peer / "datumaro" / "voc_dataset1" / "SegmentationClass" / "2007_000001.png", num_classes=21)
     assert mask.shape == (10, 20) and set(np.unique(mask).tolist()) == {2}
 
 
-def test_palette_masks_are_read_as_indices_whatever_the_palette() -> None:
+def test_palette_masks_are_read_as_indices_whatever_the_palette(peer: Path) -> None:
     # mmsegmentation's pseudo masks use a different palette in every file
     for k in range(3):
-        mask = read_mask(MMSEG / "gts" / f"0000{k}_gt.png", num_classes=3)
+        mask = read_mask(peer / "mmsegmentation" / "pseudo_dataset" / "gts" / f"0000{k}_gt.png", num_classes=3)
         assert set(np.unique(mask).tolist()) <= {0, 1, 2}
 
 

@@ -23,12 +23,11 @@ from lightseg.datamodules.cityscapes import CITYSCAPES_COLORS, label_id_to_train
 from lightseg.datamodules.files import Sample, SegmentationFiles
 from lightseg.errors import LightsegError
 
-from conftest import PEER
 from layouts import SIZE, label_for, write_cityscapes, write_sbd, write_voc
 
-DATUMARO_VOC = PEER / "datumaro" / "voc_dataset1"
-PEER_SBD = PEER / "py-edge-eval" / "SBD_bench" / "datadir"
-DATUMARO_CITYSCAPES = PEER / "datumaro" / "cityscapes_dataset"
+DATUMARO_VOC = Path("datumaro", "voc_dataset1")
+PEER_SBD = Path("py-edge-eval", "SBD_bench", "datadir")
+DATUMARO_CITYSCAPES = Path("datumaro", "cityscapes_dataset")
 
 # id sets that overlap like the real ones: VOC val ids also appear in SBD train and val
 VOC_SPLITS = {"train": ["2007_a", "2008_b", "2008_c"], "val": ["2007_d", "2008_e", "2009_f"]}
@@ -103,18 +102,18 @@ def test_voc_missing_root_split_and_mask(tmp_path: Path) -> None:
         VOCSegmentationDataset(tmp_path / "nowhere", "train")
     with pytest.raises(LightsegError, match=r"holds no VOC 2012 data set"):
         VOCSegmentationDataset(tmp_path, "train")
+
+
+def test_peer_voc_rgb_masks_and_missing_mask(peer: Path) -> None:
     with pytest.raises(LightsegError, match=r"split file .*val.txt does not exist"):
-        VOCSegmentationDataset(DATUMARO_VOC, "val")  # datumaro's fixture has no val.txt
-
-
-def test_peer_voc_rgb_masks_and_missing_mask() -> None:
-    train = VOCSegmentationDataset(DATUMARO_VOC, "train")
+        VOCSegmentationDataset(peer / DATUMARO_VOC, "val")  # datumaro's fixture has no val.txt
+    train = VOCSegmentationDataset(peer / DATUMARO_VOC, "train")
     assert train.ids == ["2007_000001"] and (train[0]["mask"] == 2).all()  # RGB (0,128,0) = bicycle
     with pytest.raises(
         LightsegError, match=r"1 of 1 samples have missing files \(2007_000002: no mask .*2007_000002.png\)"
     ):
-        VOCSegmentationDataset(DATUMARO_VOC, "test")
-    skipped = VOCSegmentationDataset(DATUMARO_VOC, "test", on_missing="skip")
+        VOCSegmentationDataset(peer / DATUMARO_VOC, "test")
+    skipped = VOCSegmentationDataset(peer / DATUMARO_VOC, "test", on_missing="skip")
     assert len(skipped) == 0
 
 
@@ -150,21 +149,21 @@ def test_sbd_reads_class_labels_from_mat(sbd_root: Path) -> None:
     np.testing.assert_array_equal(item["mask"].numpy(), expected)
 
 
-def test_peer_sbd_release_files() -> None:
-    val = SBDSegmentationDataset(PEER_SBD, "val")
+def test_peer_sbd_release_files(peer: Path) -> None:
+    val = SBDSegmentationDataset(peer / PEER_SBD, "val")
     assert val.ids == ["2008_000051", "2008_000195"]
     item = val[0]
     assert item["image"].shape == (3, 371, 500) and item["mask"].shape == (371, 500)
     assert set(item["mask"].unique().tolist()) == {0, 5, 9, 15}
-    assert len(SBDSegmentationDataset(PEER_SBD, "train")) == 0  # the release's train.txt here is empty
-    dm = SBDDataModule(root=str(PEER_SBD), num_workers=0)
+    assert len(SBDSegmentationDataset(peer / PEER_SBD, "train")) == 0  # the release's train.txt here is empty
+    dm = SBDDataModule(root=str(peer / PEER_SBD), num_workers=0)
     dm.setup("validate")
     assert dm.val_dataset is not None and len(dm.val_dataset) == 2  # type: ignore[arg-type]
 
 
-def test_mat_without_gtcls_is_named() -> None:
-    inst = PEER_SBD / "inst" / "2008_000051.mat"  # GTinst, not GTcls
-    ds = SegmentationFiles([Sample("x", PEER_SBD / "img" / "2008_000051.jpg", inst)], num_classes=21)
+def test_mat_without_gtcls_is_named(peer: Path) -> None:
+    inst = peer / PEER_SBD / "inst" / "2008_000051.mat"  # GTinst, not GTcls
+    ds = SegmentationFiles([Sample("x", peer / PEER_SBD / "img" / "2008_000051.jpg", inst)], num_classes=21)
     with pytest.raises(LightsegError, match=r"2008_000051.mat has no GTcls.Segmentation \(keys: \['GTinst'\]\)"):
         ds[0]
 
@@ -204,8 +203,8 @@ def test_cityscapes_labels_map_to_train_ids(tmp_path: Path, kind: str) -> None:
     assert dm.train_dataset is not None and dm.train_dataset[0]["mask"].shape == (8, 8)
 
 
-def test_cityscapes_label_table_matches_the_official_one() -> None:
-    table = json.loads((PEER / "cityscapesScripts" / "labels_table.json").read_text())["labels"]
+def test_cityscapes_label_table_matches_the_official_one(peer: Path) -> None:
+    table = json.loads((peer / "cityscapesScripts" / "labels_table.json").read_text())["labels"]
     evaluated = sorted((row for row in table if 0 <= row["trainId"] < 255), key=lambda row: row["trainId"])
     assert tuple(row["name"] for row in evaluated) == CITYSCAPES_CLASSES
     assert tuple(tuple(row["color"]) for row in evaluated) == CITYSCAPES_COLORS
@@ -226,11 +225,11 @@ def test_cityscapes_errors(tmp_path: Path) -> None:
         CityscapesDataModule(root=str(tmp_path)).make_dataset("val", None)
 
 
-def test_peer_cityscapes_layouts() -> None:
-    only_instances = CityscapesDataModule(root=str(DATUMARO_CITYSCAPES / "dataset")).make_dataset("train", None)
+def test_peer_cityscapes_layouts(peer: Path) -> None:
+    only_instances = CityscapesDataModule(root=str(peer / DATUMARO_CITYSCAPES / "dataset")).make_dataset("train", None)
     mask = only_instances[0]["mask"]  # instanceIds 3 (out of roi) and 24 (person)
     assert mask.shape == (1, 5) and set(mask.unique().tolist()) == {11, 255}
     # datumaro writes 19 for void in labelTrainIds, which is no Cityscapes train id: named, not guessed
-    train_ids = CityscapesDataModule(root=str(DATUMARO_CITYSCAPES / "train_dataset")).make_dataset("train", None)
+    train_ids = CityscapesDataModule(root=str(peer / DATUMARO_CITYSCAPES / "train_dataset")).make_dataset("train", None)
     with pytest.raises(LightsegError, match=r"labelTrainIds.png holds label value\(s\) \[19\] but the data set has 19"):
         train_ids[0]

@@ -15,7 +15,7 @@ from lightseg.datamodules import CityscapesInstanceDataModule, ShapesInstanceDat
 from lightseg.errors import LightsegError
 from lightseg.tasks import InstanceSegmentationTask, KeypointDetectionTask
 
-from conftest import PEER, ROOT
+from conftest import ROOT
 from layouts import write_cityscapes
 
 MASKRCNN = str(ROOT / "configs" / "quickstart_maskrcnn.yaml")
@@ -87,9 +87,11 @@ def test_cityscapes_instances_from_instance_ids(tmp_path: Path) -> None:
     assert int(bicycle.sum()) == 4 and bool(bicycle[9:11, 1:3].all())
     assert len(data.train_dataset) == 1
 
-    peer = CityscapesInstanceDataModule(str(PEER / "datumaro" / "cityscapes_dataset" / "dataset"), num_workers=0)
-    peer.setup("validate")  # values 1 and 3 are no thing classes: no instances, the frame kept for evaluation
-    assert len(peer.val_dataset) == 1 and peer.ground_truth("val").data["annotations"] == []
+
+def test_peer_cityscapes_frame_without_things_is_kept_for_evaluation(peer: Path) -> None:
+    data = CityscapesInstanceDataModule(str(peer / "datumaro" / "cityscapes_dataset" / "dataset"), num_workers=0)
+    data.setup("validate")  # values 1 and 3 are no thing classes: no instances, the frame kept for evaluation
+    assert len(data.val_dataset) == 1 and data.ground_truth("val").data["annotations"] == []
 
 
 def test_maskrcnn_fit_test_predict_round_trip(

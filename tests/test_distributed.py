@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
+from layouts import write_voc
 
 QUICKSTART = str(ROOT / "configs" / "quickstart.yaml")
 
@@ -108,3 +109,50 @@ def test_coco_ap_is_identical_on_one_and_two_processes(tmp_path: Path) -> None:
     assert set(results[1]) == set(results[2]) and "val_segm_map" in results[1]
     assert results[1]["val_bbox_map_50"] > 0  # detections that match: a test that can fail
     assert results[1] == results[2]
+
+
+def _crf_search(cwd: Path, root: Path, devices: int) -> tuple[str, list[str]]:
+    out = cwd / f"crf{devices}.yaml"
+    args = [
+        "lightseg",
+        "validate",
+        "--seed_everything=3",
+        "--model=SemanticSegmentationTask",
+        "--model.init_args.arch=unet",
+        "--model.init_args.backbone=resnet18",
+        "--model.init_args.weights_backbone=null",
+        "--data=VOCDataModule",
+        f"--data.init_args.root={root}",
+        "--data.init_args.batch_size=2",
+        "--data.init_args.num_workers=0",
+        "--trainer.callbacks+=lightseg.callbacks.DenseCRFSearch",
+        "--trainer.callbacks.bilateral_weights=[3.0, 5.0]",
+        "--trainer.callbacks.bilateral_xy_stds=[2.0, 80.0]",
+        "--trainer.callbacks.bilateral_rgb_stds=[3.0]",
+        "--trainer.callbacks.iterations=3",
+        "--trainer.callbacks.max_images=6",
+        f"--trainer.callbacks.output={out}",
+        "--trainer.callbacks.workers=0",
+        "--trainer.accelerator=cpu",
+        f"--trainer.devices={devices}",
+        f"--trainer.strategy={'ddp' if devices > 1 else 'auto'}",
+        "--trainer.logger=false",
+        "--trainer.enable_progress_bar=false",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = (done.stdout + done.stderr).splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("Dense-CRF search on"))
+    return out.read_text(), lines[start : start + 6]
+
+
+def test_crf_search_on_mixed_sizes_chooses_the_same_on_one_and_two_processes(tmp_path: Path) -> None:
+    pytest.importorskip("pydensecrf")
+    # 7 validation images of 5 sizes: each process gets a mix, and the 7th is beyond max_images
+    root = write_voc(tmp_path / "voc", {"train": ["2007_a"], "val": [f"2008_{k}" for k in range(7)]}, mixed_sizes=True)
+    single, double = _crf_search(tmp_path, root, 1), _crf_search(tmp_path, root, 2)
+    assert single[1][0].startswith("Dense-CRF search on 6 validation images")
+    assert single == double
+    scores = [line.split()[0] for line in single[1][2:]]
+    assert len(scores) == 4 and len(set(scores)) > 1, single[1]  # the settings differ: a choice was made

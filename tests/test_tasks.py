@@ -188,3 +188,53 @@ def test_mixed_size_evaluation_does_not_depend_on_batching() -> None:
         prediction = task.predict_step({**together, "path": ["a", "b", "c"]}, 0)
     h, w = items[1]["mask"].shape
     assert torch.equal(prediction["mask"][1, :h, :w], scores[1, :, :h, :w].max(0).indices.to(torch.uint8))
+
+
+def test_parameter_groups_follow_the_recipe_and_the_schedule_scales_each(tmp_path: Path) -> None:
+    from lightseg.cli import build_cli
+
+    config = str(Path(__file__).parents[1] / "configs" / "semantic" / "voc_aug_deeplabv2_resnet101.yaml")
+    cli = build_cli(
+        ["--config", config, "--model.init_args.weights_backbone=null", "--model.init_args.backbone=resnet50"],
+        run=False,
+    )
+    task = cli.model
+    assert task.hparams["head_lr_mult"] == 10.0
+    task.lr_scheduler_factory = functools.partial(PolyLR, total_iters=10, power=0.9)  # the recipe's, for 10 steps
+    configured = task.configure_optimizers()
+    optimizer, poly = configured["optimizer"], configured["lr_scheduler"]["scheduler"]
+    groups = {g["name"]: g for g in optimizer.param_groups}
+    assert set(groups) == {"backbone", "head"}
+    assert groups["backbone"]["lr"] == pytest.approx(2.5e-4) and groups["head"]["lr"] == pytest.approx(2.5e-3)
+    assert groups["backbone"]["weight_decay"] == groups["head"]["weight_decay"] == 5e-4
+    head = {id(p) for p in groups["head"]["params"]}
+    assert head == {id(p) for p in task.model.net.aspp.parameters()}  # the classifier, nothing else
+    assert len(groups["backbone"]["params"]) + len(head) == sum(1 for p in task.parameters() if p.requires_grad)
+    for _ in range(5):
+        optimizer.step()
+        poly.step()
+    factor = (1 - 5 / 10) ** 0.9
+    assert groups["backbone"]["lr"] == pytest.approx(2.5e-4 * factor) and groups["head"]["lr"] == pytest.approx(
+        2.5e-3 * factor
+    )
+
+
+def test_no_weight_decay_on_norms_and_biases() -> None:
+    task = _task(no_weight_decay_on=["norm"], optimizer=functools.partial(torch.optim.SGD, lr=0.1, weight_decay=1e-4))
+    groups = {g["name"]: g for g in task.configure_optimizers().param_groups}
+    assert set(groups) == {"backbone", "backbone_no_decay", "head", "head_no_decay"}
+    norms = {id(p) for m in task.modules() if isinstance(m, torch.nn.BatchNorm2d) for p in m.parameters()}
+    undecayed = {id(p) for name in ("backbone_no_decay", "head_no_decay") for p in groups[name]["params"]}
+    assert undecayed == norms and groups["head_no_decay"]["weight_decay"] == 0.0
+    assert groups["head"]["weight_decay"] == 1e-4 and groups["head"]["lr"] == 0.1  # head_lr_mult 1: one rate
+    biases = _task(no_weight_decay_on=["bias"]).configure_optimizers().param_groups
+    no_decay = [p for g in biases if g["name"].endswith("no_decay") for p in g["params"]]
+    assert len(no_decay) == sum(1 for name, _ in task.named_parameters() if name.endswith("bias"))
+    with pytest.raises(LightsegError, match=r"head_lr_mult must be >= 0"):
+        _task(head_lr_mult=-1.0)
+
+
+def test_class_count_is_checked_against_the_data_at_setup(tiny_shapes: ShapesDataModule) -> None:
+    trainer = _trainer(max_epochs=1)
+    with pytest.raises(LightsegError, match=r"the model has num_classes=7 but ShapesDataModule has 4 classes"):
+        trainer.fit(_task(num_classes=7), datamodule=tiny_shapes)

@@ -16,15 +16,41 @@ import yaml
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter, Callback
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from torchmetrics import SumMetric
 from typing_extensions import override
 
-from lightseg.crf import CRFParams, dense_crf, import_densecrf, refine_labels_many, refine_many
+from lightseg.crf import (
+    CRFParams,
+    CRFPreset,
+    crf_params,
+    dense_crf,
+    import_densecrf,
+    refine_labels_many,
+    refine_many,
+)
 from lightseg.metrics import SegmentationMetrics
 from lightseg.metrics.segmentation import SCALAR_KEYS, format_comparison_table
 
 
 def _to_uint8_images(images: torch.Tensor) -> list[np.ndarray]:
     return list((images.detach().float().clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy())
+
+
+def native_items(batch: dict[str, Any], probs: torch.Tensor) -> list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
+    """Each image of a padded batch at its own size: ``(uint8 [h,w,3] image, float32 [C,h,w] probs, mask or None)``.
+
+    The CRF's kernels reach across the whole image it is given: refined on the padded batch,
+    an image's result would depend on the images it was batched with.
+    """
+    images = _to_uint8_images(batch["image"])
+    probs_np = probs.detach().float().cpu().numpy()
+    height, width = probs_np.shape[-2:]
+    sizes = batch.get("size") or [(height, width)] * len(images)
+    masks = batch["mask"].cpu().numpy() if "mask" in batch else [None] * len(images)
+    return [
+        (image[:h, :w], prob[:, :h, :w], None if mask is None else mask[:h, :w])
+        for image, prob, mask, (h, w) in zip(images, probs_np, masks, sizes, strict=True)
+    ]
 
 
 class CRFPool:
@@ -41,24 +67,27 @@ class CRFPool:
 
     def map(self, items: list[tuple[np.ndarray, np.ndarray]], params: CRFParams) -> list[np.ndarray]:
         """Refined probabilities for each ``(image, probs)`` pair, in order."""
-        return self._run(refine_many, items, params)
+        return self._run(refine_many, [(item, params) for item in items])
 
     def map_labels(self, items: list[tuple[np.ndarray, np.ndarray]], params: CRFParams) -> list[np.ndarray]:
         """Refined label maps (argmax of the refined probabilities) for each pair, in order."""
-        return self._run(refine_labels_many, items, params)
+        return self._run(refine_labels_many, [(item, params) for item in items])
+
+    def map_labels_each(self, jobs: list[tuple[tuple[np.ndarray, np.ndarray], CRFParams]]) -> list[np.ndarray]:
+        """Refined label maps of ``((image, probs), params)`` jobs, each with its own setting, in order."""
+        return self._run(refine_labels_many, jobs)
 
     def _run(
         self,
         work: Callable[[list[tuple[np.ndarray, np.ndarray]], CRFParams], list[np.ndarray]],
-        items: list[tuple[np.ndarray, np.ndarray]],
-        params: CRFParams,
+        jobs: list[tuple[tuple[np.ndarray, np.ndarray], CRFParams]],
     ) -> list[np.ndarray]:
-        if self.workers <= 1 or len(items) <= 1:
-            return work(items, params)
+        if self.workers <= 1 or len(jobs) <= 1:
+            return [work([item], params)[0] for item, params in jobs]
         if self._executor is None:
             self._executor = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
         # one image per task: the first worker starts after one image is sent, not after a whole chunk
-        futures = [self._executor.submit(work, [item], params) for item in items]
+        futures = [self._executor.submit(work, [item], params) for item, params in jobs]
         return [future.result()[0] for future in futures]
 
     def close(self) -> None:
@@ -95,10 +124,18 @@ class DenseCRF(_SemanticOnly):
     inference mode (sliding window, multi-scale + flip). The CRF runs on float32
     probabilities in a pool of ``workers`` processes.
 
-    Defaults are DeepLab v2's published VOC setting (see :class:`lightseg.crf.CRFParams`).
+    The setting starts from a published ``preset`` (:data:`lightseg.crf.CRF_PRESETS`); each
+    parameter given explicitly replaces the preset's value. The default preset is DeepLab
+    v2's ResNet-101 VOC setting, the one tuned for the ResNet-101 networks of lightseg's
+    DeepLab recipes; ``deeplab_v2_vgg16`` and ``deeplab_v1_largefov`` are the VGG-16 ones.
+    Each image is refined at its own size (never on a padded batch), so results do not
+    depend on batching.
 
     Args:
-        iterations: mean-field steps.
+        preset: ``deeplab_v2_resnet101`` (w1 4, theta_alpha 67, theta_beta 3, w2 3,
+            theta_gamma 1), ``deeplab_v2_vgg16`` (4, 65, 3, 2, 2) or ``deeplab_v1_largefov``
+            (4, 121, 5, 3, 3); 10 iterations each.
+        iterations: mean-field steps (``None``: the preset's).
         bilateral_weight: ``w1``, weight of the appearance (position + RGB) kernel.
         bilateral_xy_std: ``theta_alpha`` in pixels.
         bilateral_rgb_std: ``theta_beta`` on the 0-255 colour scale.
@@ -109,18 +146,25 @@ class DenseCRF(_SemanticOnly):
 
     def __init__(
         self,
-        iterations: int = 10,
-        bilateral_weight: float = 4.0,
-        bilateral_xy_std: float = 121.0,
-        bilateral_rgb_std: float = 5.0,
-        gaussian_weight: float = 3.0,
-        gaussian_xy_std: float = 3.0,
+        preset: CRFPreset = "deeplab_v2_resnet101",
+        iterations: int | None = None,
+        bilateral_weight: float | None = None,
+        bilateral_xy_std: float | None = None,
+        bilateral_rgb_std: float | None = None,
+        gaussian_weight: float | None = None,
+        gaussian_xy_std: float | None = None,
         workers: int | None = None,
     ) -> None:
         super().__init__()
         import_densecrf()  # fail at configuration time, not after an hour of inference
-        self.params = CRFParams(
-            iterations, bilateral_weight, bilateral_xy_std, bilateral_rgb_std, gaussian_weight, gaussian_xy_std
+        self.params = crf_params(
+            preset,
+            iterations=iterations,
+            bilateral_weight=bilateral_weight,
+            bilateral_xy_std=bilateral_xy_std,
+            bilateral_rgb_std=bilateral_rgb_std,
+            gaussian_weight=gaussian_weight,
+            gaussian_xy_std=gaussian_xy_std,
         )
         self.pool = CRFPool(os.cpu_count() or 1 if workers is None else workers)
         self.metric: SegmentationMetrics | None = None
@@ -154,10 +198,12 @@ class DenseCRF(_SemanticOnly):
     ) -> None:
         if not self.active or not outputs:
             return
-        probs = outputs["probs"].float().cpu().numpy()
-        labels = self.pool.map_labels(list(zip(_to_uint8_images(batch["image"]), probs, strict=True)), self.params)
+        items = native_items(batch, outputs["probs"])
+        labels = self.pool.map_labels([(image, prob) for image, prob, _ in items], self.params)
         assert self.metric is not None
-        self.metric.update(torch.from_numpy(np.stack(labels)).long().to(pl_module.device), batch["mask"])
+        for label, (*_, mask) in zip(labels, items, strict=True):
+            target = torch.from_numpy(mask)[None].to(pl_module.device)
+            self.metric.update(torch.from_numpy(label)[None].long().to(pl_module.device), target)
 
     @override
     def on_test_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -183,10 +229,9 @@ class DenseCRF(_SemanticOnly):
     ) -> None:
         if not self.active or "probs" not in outputs:
             return
-        probs = outputs.pop("probs").numpy()
-        images = _to_uint8_images(batch["image"])
-        items = [(img[:h, :w], p[:, :h, :w]) for img, p, (h, w) in zip(images, probs, outputs["size"], strict=True)]
-        for i, labels in enumerate(self.pool.map_labels(items, self.params)):
+        items = native_items({"image": batch["image"], "size": outputs["size"]}, outputs.pop("probs"))
+        refined = self.pool.map_labels([(image, prob) for image, prob, _ in items], self.params)
+        for i, labels in enumerate(refined):
             height, width = outputs["size"][i]
             outputs["mask"][i, :height, :width] = torch.from_numpy(labels).to(outputs["mask"].dtype)
 
@@ -200,16 +245,24 @@ class DenseCRF(_SemanticOnly):
 class DenseCRFSearch(_SemanticOnly):
     """Grid search of the CRF's appearance kernel on the validation split; writes the best as YAML.
 
-    Use with ``lightseg validate --ckpt_path best``: it collects the network's probabilities
-    for up to ``max_images`` validation images, refines them with every combination of the
-    grid, prints the mIoU of each, and writes the best setting to ``output`` as a config
-    fragment (``lightseg test --config run.yaml --config crf.yaml``). The smoothness kernel
-    stays at DeepLab's fixed ``w2 = 3, theta_gamma = 3`` as in the paper's search.
+    Use with ``lightseg validate --ckpt_path best``: every one of the first ``max_images``
+    validation images is refined at its own size with every combination of the grid as it
+    arrives, and one confusion matrix per setting is accumulated (no probabilities are
+    kept). At the end the matrices are summed across processes, the mIoU of each setting
+    is printed, and the best setting is written to ``output`` as a config fragment
+    (``lightseg test --config run.yaml --config crf.yaml``). The first ``max_images``
+    images are those of the split's order, whatever the number of processes (the
+    validation loaders of lightseg's data modules give process ``r`` of ``n`` the images
+    ``r, r + n, ...``), so 1 and N processes choose the same setting with the same scores.
+    The smoothness kernel stays fixed, at DeepLab's ``w2 = 3, theta_gamma = 3`` by default
+    as in the paper's search.
 
     Args:
         bilateral_weights: values of ``w1`` to try.
         bilateral_xy_stds: values of ``theta_alpha`` to try.
         bilateral_rgb_stds: values of ``theta_beta`` to try.
+        gaussian_weight: the fixed ``w2``.
+        gaussian_xy_std: the fixed ``theta_gamma``.
         iterations: mean-field steps.
         max_images: validation images used (the paper used 100).
         output: where to write the best setting.
@@ -219,8 +272,10 @@ class DenseCRFSearch(_SemanticOnly):
     def __init__(
         self,
         bilateral_weights: Sequence[float] = (3.0, 4.0, 5.0),
-        bilateral_xy_stds: Sequence[float] = (50.0, 80.0, 121.0),
+        bilateral_xy_stds: Sequence[float] = (50.0, 67.0, 80.0, 121.0),
         bilateral_rgb_stds: Sequence[float] = (3.0, 5.0, 10.0),
+        gaussian_weight: float = 3.0,
+        gaussian_xy_std: float = 3.0,
         iterations: int = 10,
         max_images: int = 100,
         output: str = "crf.yaml",
@@ -228,18 +283,37 @@ class DenseCRFSearch(_SemanticOnly):
     ) -> None:
         super().__init__()
         import_densecrf()
-        self.grid = list(itertools.product(bilateral_weights, bilateral_xy_stds, bilateral_rgb_stds))
-        self.iterations = iterations
+        self.grid = [
+            CRFParams(iterations, weight, xy_std, rgb_std, gaussian_weight, gaussian_xy_std)
+            for weight, xy_std, rgb_std in itertools.product(bilateral_weights, bilateral_xy_stds, bilateral_rgb_stds)
+        ]
         self.max_images = max_images
         self.output = Path(output)
         self.pool = CRFPool(os.cpu_count() or 1 if workers is None else workers)
-        self.items: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self.candidates: list[SegmentationMetrics] = []
+        self.network: SegmentationMetrics | None = None
+        self.images: SumMetric | None = None
+        self.seen = 0  # validation images this process has been given in the current epoch
         self.best: CRFParams | None = None
+        self.scores: list[tuple[float, CRFParams]] = []
 
     @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        if stage == "validate":
-            self._attach(pl_module)
+        if stage != "validate" or not self._attach(pl_module):
+            return
+        hp = pl_module.hparams
+        self.candidates = [
+            SegmentationMetrics(hp["num_classes"], hp["ignore_index"]).to(pl_module.device) for _ in self.grid
+        ]
+        self.network = SegmentationMetrics(hp["num_classes"], hp["ignore_index"]).to(pl_module.device)
+        self.images = SumMetric().to(pl_module.device)
+
+    @override
+    def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.seen = 0
+        for metric in [*self.candidates, self.network, self.images]:
+            if metric is not None:
+                metric.reset()
 
     @override
     def on_validation_batch_end(
@@ -251,49 +325,59 @@ class DenseCRFSearch(_SemanticOnly):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        if not self.active or not outputs or len(self.items) >= self.max_images:
+        if not self.active or not outputs or trainer.sanity_checking or self.network is None:
             return
-        probs = outputs["probs"].float().cpu().numpy()
-        masks = batch["mask"].cpu().numpy()
-        for image, prob, mask in zip(_to_uint8_images(batch["image"]), probs, masks, strict=True):
-            if len(self.items) < self.max_images:
-                self.items.append((image, prob, mask))
+        chosen = []
+        for item in native_items(batch, outputs["probs"]):
+            # the image's position in the split under the unpadded distributed sampler
+            if trainer.global_rank + self.seen * trainer.world_size < self.max_images:
+                chosen.append(item)
+            self.seen += 1
+        if not chosen:
+            return
+        device = pl_module.device
+        jobs = [((image, prob), params) for params in self.grid for image, prob, _ in chosen]
+        labels = iter(self.pool.map_labels_each(jobs))
+        for metric in self.candidates:
+            for *_, mask in chosen:
+                metric.update(torch.from_numpy(next(labels))[None].long().to(device), torch.from_numpy(mask)[None])
+        for _, prob, mask in chosen:
+            self.network.update(torch.from_numpy(prob.argmax(0))[None].to(device), torch.from_numpy(mask)[None])
+        assert self.images is not None
+        self.images.update(torch.tensor(float(len(chosen)), device=device))
 
     @override
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if not self.active or not self.items or trainer.sanity_checking:
+        if not self.active or trainer.sanity_checking or self.network is None or self.images is None:
             return
-        hp = pl_module.hparams
-        pairs = [(image, prob) for image, prob, _ in self.items]
-        masks = torch.from_numpy(np.stack([mask for *_, mask in self.items]))
-        rows = []
-        for weight, xy_std, rgb_std in self.grid:
-            params = CRFParams(self.iterations, weight, xy_std, rgb_std)
-            metric = SegmentationMetrics(hp["num_classes"], hp["ignore_index"])
-            metric.update(torch.from_numpy(np.stack(self.pool.map_labels(pairs, params))).long(), masks)
-            rows.append((float(metric.compute()["miou"]), params))
-        baseline = SegmentationMetrics(hp["num_classes"], hp["ignore_index"])
-        baseline.update(torch.from_numpy(np.stack([prob for _, prob, _ in self.items])), masks)
-        rows.sort(key=lambda row: -row[0])
-        network_miou = 100 * float(baseline.compute()["miou"])
-        lines = [f"Dense-CRF search on {len(self.items)} validation images (network mIoU {network_miou:.2f})"]
+        # every process computes the same sums (torchmetrics reduces the matrices across processes)
+        count = int(self.images.compute())
+        if count == 0:
+            rank_zero_warn("DenseCRFSearch saw no validation image: nothing searched, nothing written")
+            return
+        network_miou = 100 * float(self.network.compute()["miou"])
+        rows = [
+            (float(metric.compute()["miou"]), params) for metric, params in zip(self.candidates, self.grid, strict=True)
+        ]
+        # best first; ties keep the grid's order, the same on every process
+        self.scores = sorted(rows, key=lambda row: -row[0])
+        self.best = self.scores[0][1]
+        lines = [f"Dense-CRF search on {count} validation images (network mIoU {network_miou:.2f})"]
         lines += ["   mIoU     w1  theta_alpha  theta_beta"]
         lines += [
             f"  {100 * m:5.2f}  {p.bilateral_weight:5.1f}  {p.bilateral_xy_std:11.1f}  {p.bilateral_rgb_std:10.1f}"
-            for m, p in rows
+            for m, p in self.scores
         ]
-        self.best = rows[0][1]
         fragment = {
             "trainer": {"callbacks": [{"class_path": "lightseg.callbacks.DenseCRF", "init_args": self.best.as_dict()}]}
         }
         if trainer.is_global_zero:
             self.output.write_text(
-                f"# Dense-CRF setting chosen on {len(self.items)} validation images (mIoU {100 * rows[0][0]:.2f}).\n"
-                + yaml.safe_dump(fragment, sort_keys=False)
+                f"# Dense-CRF setting chosen on {count} validation images (mIoU {100 * self.scores[0][0]:.2f}; "
+                f"network without CRF {network_miou:.2f}).\n" + yaml.safe_dump(fragment, sort_keys=False)
             )
         lines.append(f"best setting written to {self.output}")
         rank_zero_info("\n".join(lines))
-        self.items.clear()
 
     @override
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:

@@ -60,6 +60,7 @@ class COCOEvaluator(Metric):
     rows: list[torch.Tensor]
     rle_bytes: list[torch.Tensor]
     rle_lengths: list[torch.Tensor]
+    image_ids: list[torch.Tensor]
 
     def __init__(
         self,
@@ -85,6 +86,8 @@ class COCOEvaluator(Metric):
         self.add_state("rows", default=[], dist_reduce_fx="cat")
         self.add_state("rle_bytes", default=[], dist_reduce_fx="cat")
         self.add_state("rle_lengths", default=[], dist_reduce_fx="cat")
+        # every image evaluated, with or without detections: AP is computed on these images only
+        self.add_state("image_ids", default=[], dist_reduce_fx="cat")
 
     def set_ground_truth(self, data: dict[str, Any], category_ids: Sequence[int]) -> None:
         """The COCO-format ground truth (annotation file content) and the label -> category id map."""
@@ -98,6 +101,8 @@ class COCOEvaluator(Metric):
         if self.category_ids is None:
             raise LightsegError("COCOEvaluator needs category_ids (set_ground_truth) before update")
         lookup = torch.tensor(self.category_ids, dtype=torch.int64)
+        if len(image_ids):
+            self.image_ids.append(torch.tensor([float(i) for i in image_ids], dtype=torch.float64, device=self.device))
         for prediction, image_id in zip(predictions, image_ids, strict=True):
             boxes = prediction["boxes"].detach().double().cpu()
             n = len(boxes)
@@ -147,16 +152,28 @@ class COCOEvaluator(Metric):
                 out["keypoints"].append({**base, "keypoints": [float(v) for v in row[7:]]})
         return out
 
+    def evaluated_image_ids(self) -> list[int]:
+        """The ids of the images given to :meth:`update` (in every process), sorted."""
+        return sorted({int(i) for i in _cat(self.image_ids).cpu().tolist()})
+
     def compute(self) -> dict[str, torch.Tensor]:
-        """Run COCO evaluation for each IoU type."""
+        """Run COCO evaluation for each IoU type, on the images given to :meth:`update` only.
+
+        A run that evaluates part of a split (``limit_val_batches``, ``fast_dev_run``, the
+        sanity check, a subset of images) is scored on the images it saw, not penalised for
+        the ones it did not.
+        """
         if self.ground_truth is None:
             raise LightsegError("COCOEvaluator has no ground truth: call set_ground_truth() before compute()")
         if self._gt_cache is None:
             self._gt_cache = load_ground_truth(self.ground_truth, self.backend)
         output: dict[str, torch.Tensor] = {}
         num_labels = len(self.category_ids or []) - 1
+        image_ids = self.evaluated_image_ids()
         for iou_type, results in self.results().items():
-            stats, per_category = evaluate(self._gt_cache, results, iou_type, self.backend, self.oks_sigmas)
+            stats, per_category = evaluate(
+                self._gt_cache, results, iou_type, self.backend, self.oks_sigmas, image_ids=image_ids
+            )
             for name, value in zip(STAT_NAMES[iou_type], stats, strict=False):
                 output[f"{iou_type}_{name}"] = torch.tensor(float(value), dtype=torch.float64)
             per_class = torch.full((num_labels,), float("nan"), dtype=torch.float64)
@@ -211,13 +228,16 @@ def evaluate(
     iou_type: IoUType,
     backend: Backend = "faster_coco_eval",
     oks_sigmas: Sequence[float] | None = None,
+    image_ids: Sequence[int] | None = None,
 ) -> tuple[np.ndarray, dict[int, float]]:
     """COCOeval of ``results`` against ``ground_truth``: the summary stats and the AP of each category.
 
-    Without any detection every AP is 0 (COCOeval cannot load an empty result list).
+    ``image_ids`` restricts the evaluation to those images (COCOeval's ``params.imgIds``);
+    ``None`` evaluates every image of the ground truth. Without any detection, or without
+    any image, every AP is 0 (COCOeval cannot load an empty result list).
     """
     count = len(STAT_NAMES[iou_type])
-    if not results:
+    if not results or (image_ids is not None and not image_ids):
         return np.zeros(count), {}
     with contextlib.redirect_stdout(io.StringIO()):
         if backend == "faster_coco_eval":
@@ -230,6 +250,8 @@ def evaluate(
 
             detections = ground_truth.loadRes(copy.deepcopy(results))
             evaluator = COCOeval(ground_truth, detections, iou_type)
+        if image_ids is not None:
+            evaluator.params.imgIds = list(image_ids)
         if iou_type == "keypoints":
             evaluator.params.kpt_oks_sigmas = np.array(oks_sigmas if oks_sigmas is not None else COCO_OKS_SIGMAS)
         evaluator.evaluate()

@@ -17,8 +17,10 @@ from torchvision import models as tvm
 from torchvision.models import WeightsEnum
 
 from lightseg.errors import LightsegError
+from lightseg.weights import check_weights_option, is_weights_file, load_weights_file
 
-WeightsName = Literal["imagenet"]
+#: ``"imagenet"`` (torchvision's / smp's pretrained weights) or the path of a local weights file
+WeightsName = str
 
 # The ImageNet weights torchvision's own segmentation builders use for their backbones.
 IMAGENET_WEIGHTS: dict[str, WeightsEnum] = {
@@ -30,12 +32,18 @@ ATROUS_RESNETS = ("resnet50", "resnet101")
 
 
 def torchvision_weights(backbone: str, weights: WeightsName | None) -> WeightsEnum | None:
-    """The torchvision weights enum for ``backbone`` (``None`` trains from scratch)."""
-    if weights is None:
+    """The torchvision weights enum for ``backbone``; ``None`` for from scratch or a local file (loaded after)."""
+    check_weights_option("weights_backbone", weights, ("imagenet",))
+    if weights is None or is_weights_file(weights):
         return None
-    if weights != "imagenet":
-        raise LightsegError(f"weights_backbone={weights!r} is not supported; use 'imagenet' or null")
     return IMAGENET_WEIGHTS[backbone]
+
+
+def load_backbone_file(module: nn.Module, weights: WeightsName | None, what: str) -> None:
+    """Load a local ``weights_backbone`` file into ``module`` (nothing for ``imagenet`` / ``None``)."""
+    if is_weights_file(weights):
+        assert weights is not None
+        load_weights_file(module, weights, f"weights_backbone ({what})")
 
 
 @contextmanager
@@ -69,7 +77,7 @@ def atrous_resnet(
     Args:
         name: ``resnet50`` or ``resnet101``.
         output_stride: 16 dilates ``layer4`` by 2; 8 dilates ``layer3`` by 2 and ``layer4`` by 4.
-        weights: ``"imagenet"`` or ``None``.
+        weights: ``"imagenet"``, a local weights file or ``None``.
         multi_grid: DeepLab v3's unit rates for the three blocks of ``layer4`` (Sec. 3.2):
             block ``i`` gets dilation ``base * multi_grid[i]``. ``None`` keeps torchvision's
             layout (first block at the previous dilation).
@@ -80,6 +88,7 @@ def atrous_resnet(
     dilate = [False, False, True] if output_stride == 16 else [False, True, True]
     with offline_hint(f"{name} (ImageNet)", enum):
         resnet = getattr(tvm, name)(weights=enum, replace_stride_with_dilation=dilate)
+    load_backbone_file(resnet, weights, name)
     if multi_grid is not None:
         base = 2 if output_stride == 16 else 4
         blocks = list(resnet.layer4)
@@ -99,5 +108,6 @@ def vgg16_layers(
     enum = torchvision_weights("vgg16", weights)
     with offline_hint("vgg16 (ImageNet)", enum):
         vgg = tvm.vgg16(weights=enum)
+    load_backbone_file(vgg, weights, "vgg16")
     f = vgg.features
     return f[:17], f[17:24], f[24:31], vgg.classifier

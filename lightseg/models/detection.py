@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal
 
+import torch
 from torch import nn
 from torchvision.models import (
     MobileNet_V3_Large_Weights,
@@ -25,7 +26,8 @@ from torchvision.models.detection.mask_rcnn import MaskRCNNPredictor
 from torchvision.ops import misc as misc_nn_ops
 
 from lightseg.errors import LightsegError
-from lightseg.models.backbones import offline_hint
+from lightseg.models.backbones import load_backbone_file, offline_hint
+from lightseg.weights import check_weights_option, is_weights_file, load_matching, read_state_dict
 
 MaskRCNNArch = Literal[
     "maskrcnn_resnet50_fpn",
@@ -56,8 +58,8 @@ FPN_BACKBONES: dict[str, tuple[Any, Any]] = {
 def build_rcnn(
     arch: str,
     num_classes: int,
-    weights: Literal["coco"] | None = None,
-    weights_backbone: Literal["imagenet"] | None = "imagenet",
+    weights: str | None = None,
+    weights_backbone: str | None = "imagenet",
     trainable_backbone_layers: int | None = None,
     trainable_norm: bool | None = None,
     min_size: int | Sequence[int] = 800,
@@ -69,16 +71,21 @@ def build_rcnn(
 ) -> nn.Module:
     """A torchvision Mask R-CNN (``maskrcnn_*``) or Keypoint R-CNN (``keypointrcnn_*``).
 
-    ``weights="coco"`` loads torchvision's COCO model (ResNet-50-FPN archs); with another
-    class or keypoint count its box, mask and keypoint predictors are replaced by fresh
-    ones of the right size. The light archs build an FPN on torchvision's ResNet-18/34
-    or MobileNetV3-Large (three feature maps, so a three-level anchor generator).
+    ``weights="coco"`` loads torchvision's COCO model (ResNet-50-FPN archs), and a file
+    path a whole model of this arch in torchvision's format (e.g. torchvision's COCO
+    checkpoint copied from another machine, or a state dict of your own). Their box and
+    mask predictors are kept as they are (91 COCO slots): :func:`fit_predictors` later
+    keeps the rows of the data set's classes, or replaces them. A keypoint predictor of
+    another keypoint count is replaced here. The light archs build an FPN on
+    torchvision's ResNet-18/34 or MobileNetV3-Large (three feature maps, so a three-level
+    anchor generator).
 
     Args:
         arch: see :data:`MaskRCNNArch` and :data:`KeypointRCNNArch`.
         num_classes: classes including background.
-        weights: ``coco`` or ``None``.
-        weights_backbone: ``imagenet`` or ``None`` (from scratch).
+        weights: ``coco``, the path of a weights file of the whole model, or ``None``.
+        weights_backbone: ``imagenet``, the path of a weights file of the backbone (a
+            torchvision ResNet / MobileNetV3 state dict), or ``None`` (from scratch).
         trainable_backbone_layers: backbone stages that train (0-5; torchvision's default 3
             with pretrained weights, all without).
         trainable_norm: train BatchNorm (``None``: only when the backbone is not pretrained);
@@ -98,6 +105,15 @@ def build_rcnn(
     keypoints = family == "keypointrcnn"
     if family not in ("maskrcnn", "keypointrcnn"):
         raise LightsegError(f"unknown detection arch {arch!r}")
+    check_weights_option("weights", weights, ("coco",))
+    check_weights_option("weights_backbone", weights_backbone, ("imagenet",))
+    file_state: dict[str, Any] | None = None
+    if is_weights_file(weights):
+        assert weights is not None
+        file_state = read_state_dict(weights)
+        # build the model the file holds, then fit its predictors to the data (as for COCO weights)
+        num_classes, file_keypoints = _predictor_sizes(file_state, weights, arch)
+        num_keypoints = file_keypoints or num_keypoints
     options: dict[str, Any] = {"min_size": min_size, "max_size": max_size, **kwargs}
     if anchor_sizes is not None:
         options["rpn_anchor_generator"] = _anchors(anchor_sizes, mobilenet="mobilenet" in rest)
@@ -112,7 +128,7 @@ def build_rcnn(
             options["num_keypoints"] = None  # torchvision takes the count from the predictor
     if weights == "coco" and arch not in COCO_WEIGHTS:
         raise LightsegError(
-            f"torchvision has no COCO weights for {arch}; use one of {sorted(COCO_WEIGHTS)} or weights: null"
+            f"torchvision has no COCO weights for {arch}; use one of {sorted(COCO_WEIGHTS)}, a weights file or null"
         )
     if weights == "coco" or arch.endswith("_v2"):
         # torchvision's own builders: the v1 COCO models have frozen BatchNorm, v2's backbone
@@ -130,17 +146,19 @@ def build_rcnn(
             coco_options = {k: v for k, v in options.items() if k != "num_keypoints"}
             with offline_hint(arch, coco):
                 model = builder(weights=coco, trainable_backbone_layers=trainable_backbone_layers, **coco_options)
-            return _resize_heads(model, num_classes, num_keypoints if keypoints else None)
+            return _refit_keypoints(model, num_keypoints if keypoints else None)
         backbone_weights = ResNet50_Weights.IMAGENET1K_V1 if weights_backbone == "imagenet" else None
+        pretrained = backbone_weights is not None or is_weights_file(weights_backbone) or file_state is not None
         with offline_hint(arch, backbone_weights):
             model = builder(
                 weights=None,
                 weights_backbone=backbone_weights,
                 num_classes=num_classes,
-                trainable_backbone_layers=trainable_backbone_layers if backbone_weights else None,
+                trainable_backbone_layers=trainable_backbone_layers if pretrained else None,
                 **options,
             )
-        return model
+        load_backbone_file(model.backbone.body, weights_backbone, "resnet50")
+        return _load_file(model, file_state, weights)
     # the v1 ResNet-50 archs are built as torchvision's builder does (resnet50 with the chosen
     # norm, _resnet_fpn_extractor, MaskRCNN/KeypointRCNN), which lets trainable_norm and
     # trainable_backbone_layers also apply without pretrained weights
@@ -149,11 +167,13 @@ def build_rcnn(
         raise LightsegError(f"unknown detection arch {arch!r}")
     factory, imagenet = FPN_BACKBONES[name]
     backbone_weights = imagenet if weights_backbone == "imagenet" else None
-    train_norm = trainable_norm if trainable_norm is not None else backbone_weights is None
+    pretrained = backbone_weights is not None or is_weights_file(weights_backbone) or file_state is not None
+    train_norm = trainable_norm if trainable_norm is not None else not pretrained
     norm = nn.BatchNorm2d if train_norm else misc_nn_ops.FrozenBatchNorm2d
     with offline_hint(arch, backbone_weights):
         trunk = factory(weights=backbone_weights, norm_layer=norm)
-    default_layers = 3 if backbone_weights is not None else (6 if "mobilenet" in name else 5)
+    load_backbone_file(trunk, weights_backbone, name)
+    default_layers = 3 if pretrained else (6 if "mobilenet" in name else 5)
     layers = trainable_backbone_layers if trainable_backbone_layers is not None else default_layers
     if "mobilenet" in name:
         backbone = _mobilenet_extractor(trunk, True, layers)
@@ -161,7 +181,68 @@ def build_rcnn(
     else:
         backbone = _resnet_fpn_extractor(trunk, layers)
     detector = tvd.KeypointRCNN if keypoints else tvd.MaskRCNN
-    return detector(backbone, num_classes=num_classes, **options)
+    return _load_file(detector(backbone, num_classes=num_classes, **options), file_state, weights)
+
+
+def _predictor_sizes(state: dict[str, Any], path: str, arch: str) -> tuple[int, int | None]:
+    """The class count (and keypoint count) of the predictors in a whole-model weights file."""
+    scores = [v for k, v in state.items() if k.endswith("roi_heads.box_predictor.cls_score.weight")]
+    if not scores:
+        raise LightsegError(
+            f"weights: {path} holds no R-CNN box predictor (no '...roi_heads.box_predictor.cls_score.weight'); "
+            f"give a whole {arch} model in torchvision's format, or use it as weights_backbone if it is a backbone"
+        )
+    keypoints = [v for k, v in state.items() if k.endswith("roi_heads.keypoint_predictor.kps_score_lowres.weight")]
+    return int(scores[0].shape[0]), int(keypoints[0].shape[1]) if keypoints else None
+
+
+def _load_file(model: nn.Module, state: dict[str, Any] | None, path: str | None) -> nn.Module:
+    if state is not None:
+        load_matching(model, state, "weights", str(path))
+    return model
+
+
+def coco_categories(arch: str) -> list[str]:
+    """The class names of torchvision's COCO weights for ``arch``'s family, by predictor slot."""
+    family = tvd.KeypointRCNN_ResNet50_FPN_Weights if arch.startswith("keypoint") else tvd.MaskRCNN_ResNet50_FPN_Weights
+    return list(family.COCO_V1.meta["categories"])
+
+
+def predictor_classes(model: nn.Module) -> int:
+    """Number of class slots of the box predictor (background included)."""
+    heads: Any = model.roi_heads
+    return int(heads.box_predictor.cls_score.out_features)
+
+
+def fit_predictors(model: nn.Module, slots: Sequence[int] | None, num_classes: int) -> None:
+    """Give the box (and mask) predictors ``num_classes`` outputs.
+
+    With ``slots`` (the pretrained predictor's slot of each class, background first) the
+    pretrained rows of those classes are kept, so a COCO model evaluates and fine-tunes on
+    COCO, or on any subset of its classes, as trained; without, fresh predictors.
+    """
+    heads: Any = model.roi_heads
+    box, mask = heads.box_predictor, getattr(heads, "mask_predictor", None)
+    fresh_box = FastRCNNPredictor(box.cls_score.in_features, num_classes).to(box.cls_score.weight.device)
+    fresh_mask = None
+    if mask is not None:
+        fresh_mask = MaskRCNNPredictor(mask.conv5_mask.in_channels, mask.conv5_mask.out_channels, num_classes)
+        fresh_mask = fresh_mask.to(mask.mask_fcn_logits.weight.device)
+    if slots is not None:
+        index = torch.as_tensor(list(slots), dtype=torch.long, device=box.cls_score.weight.device)
+        with torch.no_grad():
+            fresh_box.cls_score.weight.copy_(box.cls_score.weight[index])
+            fresh_box.cls_score.bias.copy_(box.cls_score.bias[index])
+            deltas = (index[:, None] * 4 + torch.arange(4, device=index.device)).flatten()
+            fresh_box.bbox_pred.weight.copy_(box.bbox_pred.weight[deltas])
+            fresh_box.bbox_pred.bias.copy_(box.bbox_pred.bias[deltas])
+            if mask is not None and fresh_mask is not None:
+                fresh_mask.conv5_mask.load_state_dict(mask.conv5_mask.state_dict())
+                fresh_mask.mask_fcn_logits.weight.copy_(mask.mask_fcn_logits.weight[index])
+                fresh_mask.mask_fcn_logits.bias.copy_(mask.mask_fcn_logits.bias[index])
+    heads.box_predictor = fresh_box
+    if fresh_mask is not None:
+        heads.mask_predictor = fresh_mask
 
 
 def _anchors(sizes: Sequence[int], mobilenet: bool) -> AnchorGenerator:
@@ -174,14 +255,9 @@ def _anchors(sizes: Sequence[int], mobilenet: bool) -> AnchorGenerator:
     return AnchorGenerator(levels, ((0.5, 1.0, 2.0),) * len(levels))
 
 
-def _resize_heads(model: nn.Module, num_classes: int, num_keypoints: int | None) -> nn.Module:
-    # COCO weights predict 91 classes (17 keypoints); other counts get fresh predictors
+def _refit_keypoints(model: nn.Module, num_keypoints: int | None) -> nn.Module:
+    # COCO weights predict 17 keypoints; another count gets a fresh keypoint predictor
     heads: Any = model.roi_heads
-    if heads.box_predictor.cls_score.out_features != num_classes:
-        heads.box_predictor = FastRCNNPredictor(heads.box_predictor.cls_score.in_features, num_classes)
-        if getattr(heads, "mask_predictor", None) is not None:
-            in_channels = heads.mask_predictor.conv5_mask.in_channels
-            heads.mask_predictor = MaskRCNNPredictor(in_channels, 256, num_classes)
     if num_keypoints is not None and heads.keypoint_predictor.kps_score_lowres.out_channels != num_keypoints:
         heads.keypoint_predictor = KeypointRCNNPredictor(heads.keypoint_predictor.kps_score_lowres.in_channels,
                                                          num_keypoints)  # fmt: skip

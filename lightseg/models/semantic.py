@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import segmentation_models_pytorch as smp
 import torch
@@ -18,9 +18,16 @@ from torch import nn
 from torchvision.models import segmentation as tvseg
 
 from lightseg.errors import LightsegError, closest_names
-from lightseg.models.backbones import ATROUS_RESNETS, WeightsName, offline_hint, torchvision_weights
+from lightseg.models.backbones import (
+    ATROUS_RESNETS,
+    WeightsName,
+    load_backbone_file,
+    offline_hint,
+    torchvision_weights,
+)
 from lightseg.models.deeplab import DeepLabV2, deeplabv3_resnet
 from lightseg.models.fcn_vgg import FCNVGG16
+from lightseg.weights import check_weights_option
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -101,13 +108,16 @@ def _fcn_resnet(spec: ModelSpec) -> SegmentationModel:
     enum = torchvision_weights(spec.backbone, spec.weights_backbone)
     with offline_hint(f"{spec.backbone} (ImageNet)", enum):
         net = builder(weights=None, weights_backbone=enum, num_classes=spec.num_classes, aux_loss=spec.aux)
+    load_backbone_file(cast(nn.Module, net.backbone), spec.weights_backbone, spec.backbone)
     return SegmentationModel(net)
 
 
 def _smp(model_class: Callable[..., nn.Module], spec: ModelSpec, **kwargs: Any) -> SegmentationModel:
-    weights = None if spec.weights_backbone is None else "imagenet"
+    check_weights_option("weights_backbone", spec.weights_backbone, ("imagenet",))
+    weights = "imagenet" if spec.weights_backbone == "imagenet" else None
     with offline_hint(f"smp encoder {spec.backbone}", weights):
         net = model_class(spec.backbone, encoder_weights=weights, classes=spec.num_classes, **kwargs)
+    load_backbone_file(cast(nn.Module, net.encoder), spec.weights_backbone, f"smp encoder {spec.backbone}")
     return SegmentationModel(net, size_divisor=32)
 
 
@@ -152,6 +162,8 @@ class Architecture:
     default_backbone: str
     backbones: Callable[[], tuple[str, ...]]
     has_aux: bool = False
+    #: also takes smp's ``tu-<name>`` encoders: any timm model with feature maps
+    timm_encoders: bool = False
 
 
 ARCHITECTURES: dict[str, Architecture] = {
@@ -159,10 +171,12 @@ ARCHITECTURES: dict[str, Architecture] = {
     "fcn16s": Architecture(_fcn_vgg("16s"), "vgg16", lambda: ("vgg16",)),
     "fcn8s": Architecture(_fcn_vgg("8s"), "vgg16", lambda: ("vgg16",)),
     "fcn": Architecture(_fcn_resnet, "resnet50", lambda: ATROUS_RESNETS, has_aux=True),
-    "unet": Architecture(_unet, "resnet34", smp_encoders),
+    "unet": Architecture(_unet, "resnet34", smp_encoders, timm_encoders=True),
     "deeplabv2": Architecture(_deeplabv2, "resnet101", lambda: ATROUS_RESNETS),
-    "deeplabv3": Architecture(_deeplabv3, "resnet101", lambda: ATROUS_RESNETS + smp_encoders(), has_aux=True),
-    "deeplabv3plus": Architecture(_deeplabv3plus, "resnet101", smp_encoders),
+    "deeplabv3": Architecture(
+        _deeplabv3, "resnet101", lambda: ATROUS_RESNETS + smp_encoders(), has_aux=True, timm_encoders=True
+    ),
+    "deeplabv3plus": Architecture(_deeplabv3plus, "resnet101", smp_encoders, timm_encoders=True),
 }
 
 
@@ -182,7 +196,8 @@ def build_semantic_model(
         arch: one of :data:`ARCHITECTURES`.
         num_classes: output classes, background included.
         backbone: encoder name; ``None`` takes the architecture's default.
-        weights_backbone: ``"imagenet"`` or ``None`` (from scratch).
+        weights_backbone: ``"imagenet"``, the path of a local weights file for the backbone /
+            encoder (see :mod:`lightseg.weights`), or ``None`` (from scratch).
         aux: build the auxiliary head where the architecture has one (``fcn``, ``deeplabv3``
             on torchvision ResNets).
         output_stride: 8 or 16, for ``deeplabv3`` / ``deeplabv3plus``.
@@ -194,9 +209,16 @@ def build_semantic_model(
     entry = ARCHITECTURES[arch]
     backbone = backbone or entry.default_backbone
     valid = entry.backbones()
-    if backbone not in valid:
+    if entry.timm_encoders and backbone.startswith("tu-"):
+        import timm
+
+        if not timm.is_model(backbone[3:]):
+            hint = closest_names(backbone[3:], timm.list_models(backbone[3:5] + "*") or timm.list_models()[:0])
+            raise LightsegError(f"backbone {backbone!r}: timm has no model {backbone[3:]!r};{hint}")
+    elif backbone not in valid:
+        timm_hint = " (or tu-<timm model>)" if entry.timm_encoders else ""
         raise LightsegError(
-            f"backbone {backbone!r} is not available for arch {arch!r};{closest_names(backbone, valid)}"
+            f"backbone {backbone!r} is not available for arch {arch!r}{timm_hint};{closest_names(backbone, valid)}"
         )
     if num_classes < 1:
         raise LightsegError(f"num_classes must be >= 1, got {num_classes}")

@@ -19,6 +19,10 @@ from typing_extensions import override
 from lightseg.errors import LightsegError
 from lightseg.optim import PolyLR, WarmupMultiStepLR
 from lightseg.types import Stage
+from lightseg.weights import LoadReport, check_weights_option, load_weights_file
+
+#: module names whose parameters count as backbone for ``head_lr_mult``
+BACKBONE_MODULES = frozenset({"encoder", "backbone", "to_pool3", "to_pool4", "to_pool5", "fc6", "fc7"})
 
 
 class BaseTask(LightningModule, ABC):
@@ -34,6 +38,17 @@ class BaseTask(LightningModule, ABC):
             :class:`lightseg.optim.PolyLR` steps per iteration; others per epoch unless
             ``lr_interval`` says otherwise.
         lr_interval: ``step`` or ``epoch``; ``None`` takes the scheduler's own preference.
+        head_lr_mult: learning-rate multiplier of everything but the backbone (the classifier,
+            decoder, ASPP, FPN and R-CNN heads): DeepLab v2's release trains its classifier at
+            10x the backbone's rate. Any schedule scales every group alike.
+        no_weight_decay_on: parameters without weight decay: ``norm`` (BatchNorm, GroupNorm,
+            LayerNorm weights and biases) and/or ``bias`` (every bias), as torchvision's
+            recipes do with ``--norm-weight-decay 0``.
+        init_from: a lightseg checkpoint (or a state dict of this task's model) to start from
+            for fine-tuning: every weight whose name and shape fit is copied when a run starts
+            without ``--ckpt_path``; heads of another class count keep their fresh
+            initialisation and are listed. Optimizer, schedule and epoch are not restored
+            (that is ``--ckpt_path``).
     """
 
     monitor: ClassVar[str] = "val_loss"
@@ -45,9 +60,15 @@ class BaseTask(LightningModule, ABC):
         optimizer: OptimizerCallable = torch.optim.AdamW,
         lr_scheduler: LRSchedulerCallable | None = None,
         lr_interval: Literal["step", "epoch"] | None = None,
+        head_lr_mult: float = 1.0,
+        no_weight_decay_on: Sequence[Literal["norm", "bias"]] = (),
+        init_from: str | None = None,
     ) -> None:
         super().__init__()
+        if head_lr_mult < 0:
+            raise LightsegError(f"head_lr_mult must be >= 0, got {head_lr_mult}")
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
+        self._initialised_from: str | None = None
         self.optimizer_factory = optimizer
         self.lr_scheduler_factory = lr_scheduler
         self.model = self.build_model()
@@ -72,6 +93,22 @@ class BaseTask(LightningModule, ABC):
     def step(self, batch: Any, stage: Stage) -> torch.Tensor:
         """Forward, loss, logging and metric update for one batch; returns the loss."""
 
+    def init_weights_from(self, path: str) -> LoadReport:
+        """Copy the weights of a lightseg checkpoint (or state dict) that fit this task (see ``init_from``)."""
+        check_weights_option("init_from", path, ())
+        report = load_weights_file(self.model, path, "init_from")  # the network; loss settings stay the config's
+        self._initialised_from = path
+        return report
+
+    @override
+    def setup(self, stage: str) -> None:
+        # init_from applies to a run that starts from the configured weights, never over a
+        # checkpoint that the run resumes or evaluates (Lightning restores it after setup)
+        path = self.hparams.get("init_from")
+        resuming = self._trainer is not None and self.trainer.ckpt_path is not None
+        if path and not resuming and self._initialised_from != path:
+            self.init_weights_from(path)
+
     @property
     def class_names(self) -> Sequence[str] | None:
         """Class names from the attached data module, if it has one of the right length."""
@@ -95,9 +132,59 @@ class BaseTask(LightningModule, ABC):
     def test_step(self, batch: Any, batch_idx: int) -> None:
         self.step(batch, "test")
 
+    def is_backbone_parameter(self, name: str) -> bool:
+        """Whether the parameter ``name`` belongs to the (pretrainable) backbone, for ``head_lr_mult``.
+
+        Backbones are the modules named ``encoder`` (smp), ``backbone`` (torchvision; for
+        detectors its ``body``, not the FPN) and VGG16's layers up to fc7 (FCN).
+        """
+        parts = name.split(".")
+        if "fpn" in parts:
+            return False
+        return any(part in BACKBONE_MODULES for part in parts)
+
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        """The trainable parameters in groups: backbone / head, with / without weight decay.
+
+        Each group is named (``backbone``, ``head``, ``backbone_no_decay``, ...) and carries
+        ``lr_mult``; groups without decay carry ``weight_decay: 0``.
+        """
+        hp = self.hparams
+        skip = set(hp.get("no_weight_decay_on") or ())
+        norms = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.LocalResponseNorm)
+        norm_params = {
+            id(p) for module in self.modules() if isinstance(module, norms) for p in module.parameters(recurse=False)
+        }
+        mult = float(hp.get("head_lr_mult", 1.0))
+        groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+        for name, param in self.named_parameters():
+            if not param.requires_grad:
+                continue
+            no_decay = ("norm" in skip and id(param) in norm_params) or ("bias" in skip and name.endswith("bias"))
+            backbone = self.is_backbone_parameter(name)
+            groups.setdefault((backbone, no_decay), []).append(param)
+        result = []
+        for (backbone, no_decay), params in sorted(groups.items(), key=lambda item: (not item[0][0], item[0][1])):
+            group: dict[str, Any] = {
+                "params": params,
+                "name": ("backbone" if backbone else "head") + ("_no_decay" if no_decay else ""),
+                "lr_mult": 1.0 if backbone else mult,
+            }
+            if no_decay:
+                group["weight_decay"] = 0.0
+            result.append(group)
+        if mult != 1.0 and not all(name in {g["name"].split("_")[0] for g in result} for name in ("backbone", "head")):
+            raise LightsegError(
+                f"head_lr_mult={mult}: {type(self).__name__}'s model does not have both trainable backbone and "
+                "head parameters (see is_backbone_parameter); leave it at 1"
+            )
+        return result
+
     @override
     def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer_factory(p for p in self.parameters() if p.requires_grad)
+        optimizer = self.optimizer_factory(self.parameter_groups())
+        for group in optimizer.param_groups:
+            group["lr"] = group["lr"] * group.get("lr_mult", 1.0)  # before any scheduler reads its base rate
         if self.lr_scheduler_factory is None:
             return optimizer
         scheduler = self.lr_scheduler_factory(optimizer)

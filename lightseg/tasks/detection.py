@@ -8,13 +8,21 @@ from typing import Any, ClassVar, Literal, cast
 import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 from typing_extensions import override
 
 from lightseg.callbacks.dashboard import SegmentationDashboard
 from lightseg.errors import LightsegError
 from lightseg.metrics.coco import COCO_OKS_SIGMAS, STAT_NAMES, Backend, COCOEvaluator, IoUType
-from lightseg.models.detection import KeypointRCNNArch, MaskRCNNArch, build_rcnn
+from lightseg.models.detection import (
+    KeypointRCNNArch,
+    MaskRCNNArch,
+    build_rcnn,
+    coco_categories,
+    fit_predictors,
+    predictor_classes,
+)
 from lightseg.tasks.base import BaseTask
 from lightseg.types import Stage
 
@@ -37,8 +45,8 @@ class DetectionTask(BaseTask):
         self,
         arch: str,
         num_classes: int = 91,
-        weights: Literal["coco"] | None = None,
-        weights_backbone: Literal["imagenet"] | None = "imagenet",
+        weights: str | None = None,
+        weights_backbone: str | None = "imagenet",
         trainable_backbone_layers: int | None = None,
         trainable_norm: bool | None = None,
         min_size: int | tuple[int, ...] = 800,
@@ -49,8 +57,18 @@ class DetectionTask(BaseTask):
         optimizer: OptimizerCallable = torch.optim.AdamW,
         lr_scheduler: LRSchedulerCallable | None = None,
         lr_interval: Literal["step", "epoch"] | None = None,
+        head_lr_mult: float = 1.0,
+        no_weight_decay_on: Sequence[Literal["norm", "bias"]] = (),
+        init_from: str | None = None,
     ) -> None:
-        super().__init__(optimizer=optimizer, lr_scheduler=lr_scheduler, lr_interval=lr_interval)
+        super().__init__(
+            optimizer=optimizer,
+            lr_scheduler=lr_scheduler,
+            lr_interval=lr_interval,
+            head_lr_mult=head_lr_mult,
+            no_weight_decay_on=no_weight_decay_on,
+            init_from=init_from,
+        )
 
     def model_options(self) -> dict[str, Any]:
         """Arguments for :func:`~lightseg.models.detection.build_rcnn` beyond the shared ones."""
@@ -61,7 +79,7 @@ class DetectionTask(BaseTask):
         hp = self.hparams
         if hp["num_classes"] < 2:
             raise LightsegError(f"num_classes counts the background too: it must be >= 2, got {hp['num_classes']}")
-        return build_rcnn(
+        model = build_rcnn(
             hp["arch"],
             hp["num_classes"],
             hp["weights"],
@@ -74,6 +92,48 @@ class DetectionTask(BaseTask):
             **self.model_options(),
             **(hp["detector_kwargs"] or {}),
         )
+        #: class names of the pretrained predictor's slots, while it is not fitted to the data yet
+        self.pretrained_classes: list[str] | None = None
+        if predictor_classes(model) != hp["num_classes"]:
+            self.pretrained_classes = coco_categories(hp["arch"])
+            if len(self.pretrained_classes) != predictor_classes(model):
+                self.pretrained_classes = [f"slot {i}" for i in range(predictor_classes(model))]
+        return model
+
+    def fit_predictors_to(self, class_names: Sequence[str] | None) -> None:
+        """Fit pretrained box/mask predictors (COCO's 91 slots) to the data's classes, once.
+
+        When every class of the data set (by name) is one of the weights' classes, the
+        predictors keep exactly those rows: torchvision's COCO model evaluates and
+        fine-tunes on COCO, or a subset of it, as trained. Otherwise they start fresh.
+        """
+        pretrained = self.pretrained_classes
+        if pretrained is None:
+            return
+        self.pretrained_classes = None
+        num_classes = self.hparams["num_classes"]
+        source = "COCO" if self.hparams["weights"] == "coco" else str(self.hparams["weights"])
+        names = list(class_names[1:]) if class_names is not None and len(class_names) == num_classes else None
+        missing = [n for n in names if n not in pretrained] if names is not None else None
+        if names is not None and not missing:
+            fit_predictors(self.model, [0] + [pretrained.index(n) for n in names], num_classes)
+            rank_zero_info(f"weights: kept the {source} predictors' rows of the data's {len(names)} classes")
+            return
+        fit_predictors(self.model, None, num_classes)
+        why = (
+            f"{', '.join(repr(n) for n in missing[:3])} not among its {len(pretrained) - 1} classes"
+            if missing
+            else "no class names to match them by"
+        )
+        rank_zero_info(f"weights: fresh box/mask predictors for {num_classes} classes ({source} predictor: {why})")
+
+    @override
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # a checkpoint holds predictors already fitted to its data
+        if self.pretrained_classes is not None:
+            self.pretrained_classes = None
+            fit_predictors(self.model, None, self.hparams["num_classes"])
+        super().on_load_checkpoint(checkpoint)
 
     @override
     def build_loss(self) -> nn.Module:
@@ -90,10 +150,12 @@ class DetectionTask(BaseTask):
     @override
     def forward(self, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
         """Detections for a list of ``[3,H,W]`` images in [0, 1] (the model normalises and resizes)."""
+        self.fit_predictors_to(self.class_names)
         return cast(list[dict[str, torch.Tensor]], self.model(images))
 
     @override
     def step(self, batch: dict[str, Any], stage: Stage) -> torch.Tensor:
+        self.fit_predictors_to(self.class_names)
         images, targets = batch["images"], batch["targets"]
         if stage == "train":
             model_targets = [{k: v for k, v in t.items() if k != "image_id"} for t in targets]
@@ -111,8 +173,12 @@ class DetectionTask(BaseTask):
     def setup(self, stage: str) -> None:
         datamodule: Any = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if datamodule is None or not hasattr(datamodule, "ground_truth"):
+            self.fit_predictors_to(getattr(datamodule, "class_names", None))
+            super().setup(stage)
             return
         self.check_data(datamodule)
+        self.fit_predictors_to(getattr(datamodule, "class_names", None))
+        super().setup(stage)
         for split in {"fit": ("val",), "validate": ("val",), "test": ("test",)}.get(stage, ()):
             truth = datamodule.ground_truth(split)
             cast(COCOEvaluator, self.stage_metrics(split)).set_ground_truth(truth.data, truth.category_ids)
@@ -196,9 +262,14 @@ class InstanceSegmentationTask(DetectionTask):
             available), or the light ``maskrcnn_resnet18_fpn``, ``maskrcnn_resnet34_fpn``,
             ``maskrcnn_mobilenet_v3_large_fpn`` for CPU work and quick experiments.
         num_classes: classes including background (the CLI links it from the data module).
-        weights: ``coco`` loads torchvision's COCO model (box and mask predictors replaced
-            when ``num_classes`` differs from 91); ``null`` starts from ``weights_backbone``.
-        weights_backbone: ``imagenet`` or ``null`` (from scratch).
+        weights: ``coco`` loads torchvision's COCO model, a file path a whole model of this
+            arch in torchvision's format (e.g. its COCO checkpoint, copied for an offline
+            machine). When every class of the data is one of COCO's (by name), the box and
+            mask predictors keep exactly those classes' pretrained rows (COCO itself: the
+            model as torchvision trained it); otherwise they start fresh. ``null`` starts
+            from ``weights_backbone``.
+        weights_backbone: ``imagenet``, a backbone weights file (torchvision ResNet /
+            MobileNetV3 state dict) or ``null`` (from scratch).
         trainable_backbone_layers: backbone stages that train (0-5).
         trainable_norm: train the backbone's BatchNorm (``None``: only without pretrained weights).
         min_size: shorter image side inside the model (a tuple: multi-scale training).
@@ -211,6 +282,9 @@ class InstanceSegmentationTask(DetectionTask):
         optimizer: see :class:`~lightseg.tasks.BaseTask`.
         lr_scheduler: see :class:`~lightseg.tasks.BaseTask`.
         lr_interval: see :class:`~lightseg.tasks.BaseTask`.
+        head_lr_mult: see :class:`~lightseg.tasks.BaseTask`.
+        no_weight_decay_on: see :class:`~lightseg.tasks.BaseTask`.
+        init_from: see :class:`~lightseg.tasks.BaseTask`.
     """
 
     monitor: ClassVar[str] = "val_segm_map"
@@ -221,8 +295,8 @@ class InstanceSegmentationTask(DetectionTask):
         self,
         arch: MaskRCNNArch = "maskrcnn_resnet50_fpn",
         num_classes: int = 91,
-        weights: Literal["coco"] | None = None,
-        weights_backbone: Literal["imagenet"] | None = "imagenet",
+        weights: str | None = None,
+        weights_backbone: str | None = "imagenet",
         trainable_backbone_layers: int | None = None,
         trainable_norm: bool | None = None,
         min_size: int | tuple[int, ...] = 800,
@@ -234,10 +308,14 @@ class InstanceSegmentationTask(DetectionTask):
         optimizer: OptimizerCallable = torch.optim.AdamW,
         lr_scheduler: LRSchedulerCallable | None = None,
         lr_interval: Literal["step", "epoch"] | None = None,
+        head_lr_mult: float = 1.0,
+        no_weight_decay_on: Sequence[Literal["norm", "bias"]] = (),
+        init_from: str | None = None,
     ) -> None:
         super().__init__(
             arch, num_classes, weights, weights_backbone, trainable_backbone_layers, trainable_norm, min_size,
             max_size, anchor_sizes, detector_kwargs, eval_backend, optimizer, lr_scheduler, lr_interval,
+            head_lr_mult, no_weight_decay_on, init_from,
         )  # fmt: skip
 
     @override
@@ -263,8 +341,8 @@ class KeypointDetectionTask(DetectionTask):
             keypoints and is an error for other skeletons.
         keypoint_head: ``(layers, channels)`` of the keypoint head (``None``: torchvision's 8 x 512;
             a lighter head trains faster from scratch).
-        weights: ``coco`` or ``null`` (see :class:`InstanceSegmentationTask`).
-        weights_backbone: ``imagenet`` or ``null``.
+        weights: ``coco``, a weights file or ``null`` (see :class:`InstanceSegmentationTask`).
+        weights_backbone: ``imagenet``, a backbone weights file or ``null``.
         trainable_backbone_layers: backbone stages that train (0-5).
         trainable_norm: train the backbone's BatchNorm (``None``: only without pretrained weights).
         min_size: shorter image side inside the model (a tuple: multi-scale training; torchvision's
@@ -276,6 +354,9 @@ class KeypointDetectionTask(DetectionTask):
         optimizer: see :class:`~lightseg.tasks.BaseTask`.
         lr_scheduler: see :class:`~lightseg.tasks.BaseTask`.
         lr_interval: see :class:`~lightseg.tasks.BaseTask`.
+        head_lr_mult: see :class:`~lightseg.tasks.BaseTask`.
+        no_weight_decay_on: see :class:`~lightseg.tasks.BaseTask`.
+        init_from: see :class:`~lightseg.tasks.BaseTask`.
     """
 
     monitor: ClassVar[str] = "val_keypoints_map"
@@ -291,8 +372,8 @@ class KeypointDetectionTask(DetectionTask):
         flip_pairs: list[tuple[int, int]] | None = None,
         oks_sigmas: list[float] | None = None,
         keypoint_head: tuple[int, int] | None = None,
-        weights: Literal["coco"] | None = None,
-        weights_backbone: Literal["imagenet"] | None = "imagenet",
+        weights: str | None = None,
+        weights_backbone: str | None = "imagenet",
         trainable_backbone_layers: int | None = None,
         trainable_norm: bool | None = None,
         min_size: int | tuple[int, ...] = (640, 672, 704, 736, 768, 800),
@@ -303,6 +384,9 @@ class KeypointDetectionTask(DetectionTask):
         optimizer: OptimizerCallable = torch.optim.AdamW,
         lr_scheduler: LRSchedulerCallable | None = None,
         lr_interval: Literal["step", "epoch"] | None = None,
+        head_lr_mult: float = 1.0,
+        no_weight_decay_on: Sequence[Literal["norm", "bias"]] = (),
+        init_from: str | None = None,
     ) -> None:
         if oks_sigmas is None and num_keypoints != len(COCO_OKS_SIGMAS):
             raise LightsegError(
@@ -316,6 +400,7 @@ class KeypointDetectionTask(DetectionTask):
         super().__init__(
             arch, num_classes, weights, weights_backbone, trainable_backbone_layers, trainable_norm, min_size,
             max_size, anchor_sizes, detector_kwargs, eval_backend, optimizer, lr_scheduler, lr_interval,
+            head_lr_mult, no_weight_decay_on, init_from,
         )  # fmt: skip
 
     @override

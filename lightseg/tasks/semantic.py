@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any, ClassVar, Literal, cast
 
 import torch
@@ -38,7 +39,9 @@ class SemanticSegmentationTask(BaseTask):
             encoder), ``deeplabv3plus`` (smp).
         backbone: encoder; ``None`` takes the architecture's default (vgg16, resnet50 for
             ``fcn``, resnet34 for ``unet``, resnet101 for the DeepLabs).
-        weights_backbone: ``imagenet`` or ``null`` (train from scratch; needed offline unless
+        weights_backbone: ``imagenet``, the path of a local weights file for the backbone or
+            encoder (a state dict or a torchvision/timm/smp checkpoint; what was loaded and
+            what not is printed in one line), or ``null`` (train from scratch; needed offline unless
             the weights are in the torch/Hugging Face cache).
         num_classes: classes including background; the CLI links it from the data module.
         ignore_index: label that never counts in loss or metrics.
@@ -65,6 +68,9 @@ class SemanticSegmentationTask(BaseTask):
         optimizer: see :class:`~lightseg.tasks.BaseTask`.
         lr_scheduler: see :class:`~lightseg.tasks.BaseTask`.
         lr_interval: see :class:`~lightseg.tasks.BaseTask`.
+        head_lr_mult: see :class:`~lightseg.tasks.BaseTask`.
+        no_weight_decay_on: see :class:`~lightseg.tasks.BaseTask`.
+        init_from: see :class:`~lightseg.tasks.BaseTask`.
     """
 
     monitor: ClassVar[str] = "val_miou"
@@ -74,7 +80,7 @@ class SemanticSegmentationTask(BaseTask):
         self,
         arch: ArchName = "unet",
         backbone: str | None = None,
-        weights_backbone: Literal["imagenet"] | None = "imagenet",
+        weights_backbone: str | None = "imagenet",
         num_classes: int = 21,
         ignore_index: int = 255,
         aux_weight: float = 0.5,
@@ -96,8 +102,18 @@ class SemanticSegmentationTask(BaseTask):
         optimizer: OptimizerCallable = torch.optim.AdamW,
         lr_scheduler: LRSchedulerCallable | None = None,
         lr_interval: Literal["step", "epoch"] | None = None,
+        head_lr_mult: float = 1.0,
+        no_weight_decay_on: Sequence[Literal["norm", "bias"]] = (),
+        init_from: str | None = None,
     ) -> None:
-        super().__init__(optimizer=optimizer, lr_scheduler=lr_scheduler, lr_interval=lr_interval)
+        super().__init__(
+            optimizer=optimizer,
+            lr_scheduler=lr_scheduler,
+            lr_interval=lr_interval,
+            head_lr_mult=head_lr_mult,
+            no_weight_decay_on=no_weight_decay_on,
+            init_from=init_from,
+        )
         #: set by callbacks that need probabilities (the dense CRF): evaluation steps then return them
         self.return_probs = False
         #: set by callbacks that need each image's predicted labels (the dashboard's worst images)
@@ -313,8 +329,16 @@ class SemanticSegmentationTask(BaseTask):
 
     @override
     def setup(self, stage: str) -> None:
+        datamodule: Any = getattr(self.trainer, "datamodule", None)
+        data_classes = getattr(datamodule, "num_classes", None)
+        if isinstance(data_classes, int) and data_classes != self.hparams["num_classes"]:
+            raise LightsegError(
+                f"the model has num_classes={self.hparams['num_classes']} but {type(datamodule).__name__} has "
+                f"{data_classes} classes; build the task with num_classes={data_classes} "
+                "(the CLI links it from the data)"
+            )
+        super().setup(stage)
         if stage == "fit" and self.hparams["class_weights"] == "median_frequency":
-            datamodule: Any = getattr(self.trainer, "datamodule", None)
             if not hasattr(datamodule, "class_pixel_statistics"):
                 raise LightsegError(
                     f"class_weights: median_frequency needs a data module with class_pixel_statistics(); "
