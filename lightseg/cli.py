@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import inspect
 import logging
@@ -13,6 +14,7 @@ from typing import Any, NoReturn, cast
 
 import torch
 import yaml
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
@@ -23,7 +25,7 @@ import lightseg.datamodules
 import lightseg.tasks  # noqa: F401  (registers the tasks' short names)
 from lightseg.callbacks import SegmentationWriter
 from lightseg.callbacks.dashboard import run_dir
-from lightseg.checkpoints import ALIASES, find_checkpoints, resolve_checkpoint
+from lightseg.checkpoints import ALIASES, BesideCheckpointIO, find_checkpoints, load_checkpoint, resolve_checkpoint
 from lightseg.errors import LightsegError, closest_names
 from lightseg.tasks import BaseTask
 
@@ -77,39 +79,58 @@ class LightsegArgumentParser(LightningArgumentParser):
         if not getattr(self, "exit_on_error", True):  # nested parsers report to their parent
             super().error(message, ex)
         prog = f"lightseg {self.prog.split()[-1]}" if " " in self.prog else "lightseg <subcommand>"
+        unrecognized = re.match(r"unrecognized arguments: (\S+)", message)
+        if unrecognized:  # argparse's own word for an unknown option: say which one was meant
+            option = unrecognized.group(1).split("=")[0]
+            known = [o for o in self._option_string_actions if o.startswith("--")]
+            close = difflib.get_close_matches(option, known, n=1)
+            message = f"unknown option {option!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
         sys.stderr.write(f"lightseg: error: {condense_parser_error(message)}\n")
         sys.stderr.write(f"`{prog} --help` lists every option\n")
         raise SystemExit(2)
 
 
 def condense_parser_error(message: str) -> str:
-    """The gist of a jsonargparse error: which key, which value, what would be valid."""
+    """The gist of a jsonargparse error: which key, which value, what would be valid.
+
+    jsonargparse reports a nested value (``model.init_args.optimizer.init_args.lr``) from the
+    outside in, each level with its ``Parser key``, and every type a union would have
+    taken; the innermost ``Given value`` is what the user typed.
+    """
     keys = list(dict.fromkeys(re.findall(r'Parser key "([^"]+)"', message)))
     where = f"{'.'.join(keys)}: " if keys else ""
-    choices = re.search(r"Expected a typing\.Literal\[(.*?)\]\. Got value: (.*)", message)
-    if choices:
-        valid = [c.strip().strip("'\"") for c in choices.group(1).split(",")]
-        value = choices.group(2).strip()
+    value = _given_value(message)
+    literals = re.findall(r"Expected a typing\.Literal\[(.*?)\]", message)
+    if literals and value is not None:
+        valid = list(dict.fromkeys(c.strip().strip("'\"") for group in literals for c in group.split(",")))
         return f"{where}{value!r} is not valid;{closest_names(value, valid)}"
+    types = [t for t in dict.fromkeys(re.findall(r"Expected a <class '(\w+)'>", message)) if t != "NoneType"]
+    if types and value is not None:
+        return f"{where}expected {' or '.join(types)}, got {value!r}"
     if "Expected a dot import path string" in message or "either not accessible or invalid" in message:
-        value = re.search(r"Given value: (.*)", message)
-        name = value.group(1).strip() if value else "?"
+        name = value if value is not None else "?"
         return (
             f"{where}{name!r} is not a known class; use a short name (SemanticSegmentationTask, "
             "ShapesDataModule) or an import path (mypkg.module.MyTask)"
         )
-    typed = re.search(r"Expected a <class '(\w+)'>\. Got value: (.*)", message)
-    if typed:
-        return f"{where}expected {typed.group(1)}, got {typed.group(2).strip()!r}"
     unknown = re.search(r"Option '([^']+)' is not accepted|NestedArg\(key='([^']+)'", message)
     if unknown:
         return f"{where}unknown option {unknown.group(1) or unknown.group(2)!r}"
-    expected = re.search(r"Expected a <class '(\w+)'>", message)
-    given = re.search(r"Given value: (.*)", message)
-    if expected and given:
-        return f"{where}expected {expected.group(1)}, got {given.group(1).strip()!r}"
     lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
     return " ".join(lines[:2]) if lines else message
+
+
+def _given_value(message: str) -> str | None:
+    # the innermost report of the value: "Expected a ... Got value: x", then a plain "Given
+    # value: x", then the value inside an outer level's NestedArg(key=..., val=...)
+    got = re.search(r"Expected a [^\n]*?\. Got value: (.*)$", message, flags=re.MULTILINE)
+    if got:
+        return got.group(1).strip()
+    for given in re.findall(r"Given value: (.*?)(?:\. Got value: .*)?$", message, flags=re.MULTILINE):
+        if not given.startswith("NestedArg("):
+            return str(given).strip()
+    nested = re.search(r"NestedArg\(key='[^']*', val=(.*)\)$", message, flags=re.MULTILINE)
+    return nested.group(1).strip().strip("'\"") if nested else None
 
 
 class LightsegCLI(LightningCLI):
@@ -130,6 +151,8 @@ class LightsegCLI(LightningCLI):
             save_config_kwargs={"overwrite": True},
             auto_configure_optimizers=False,
             parser_class=LightsegArgumentParser,
+            # an abbreviated option (--trainer.max_epoch) would silently set another one
+            parser_kwargs={"allow_abbrev": False},
             args=args,
             run=run,
             **kwargs,
@@ -170,6 +193,29 @@ class LightsegCLI(LightningCLI):
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         super().parse_arguments(parser, args)
         self._resolve_ckpt_alias()
+        # a num_classes the user set (command line or config), before a checkpoint fills in its own
+        subcommand = self.config.get("subcommand")
+        model = (self.config[subcommand] if subcommand else self.config).get("model")
+        given = _field(_field(model, "init_args"), "num_classes")
+        default = _init_defaults(str(_field(model, "class_path") or "")).get("num_classes")
+        self._given_num_classes: int | None = given if given is not None and given != default else None
+
+    @override
+    def instantiate_classes(self) -> None:
+        super().instantiate_classes()
+        strategy = self.trainer.strategy
+        if type(strategy.checkpoint_io) is TorchCheckpointIO:  # the user configured none of their own
+            strategy.checkpoint_io = BesideCheckpointIO()
+        data_classes = getattr(self.datamodule, "num_classes", None)
+        given = self._given_num_classes
+        if given is not None and isinstance(data_classes, int) and given != data_classes:
+            raise LightsegError(
+                f"model num_classes={given} disagrees with the data: {type(self.datamodule).__name__} has "
+                f"{data_classes} classes (background included), and the data decides; leave model num_classes out"
+            )
+        subcommand = self.config.get("subcommand")
+        if subcommand in ("validate", "test", "predict"):
+            _warn_if_untrained(self.config[subcommand], self.model)
 
     @override
     def _parse_ckpt_path(self) -> None:
@@ -182,17 +228,27 @@ class LightsegCLI(LightningCLI):
         before = cast(Any, model).clone() if hasattr(model, "clone") else None
         super()._parse_ckpt_path()
         after = self.config[subcommand].get("model") if subcommand else None
-        if before is None or after is None or _field(before, "class_path") != _field(after, "class_path"):
+        if before is None or after is None:
             return
+        if _field(before, "class_path") != _field(after, "class_path"):
+            # Lightning would silently run the checkpoint's task instead of the configured one
+            ours_class = _import_class(_field(before, "class_path"))
+            theirs_class = _import_class(_field(after, "class_path"))
+            if not (ours_class and theirs_class and _related(ours_class, theirs_class)):
+                raise LightsegError(
+                    f"--ckpt_path {self.config[subcommand].get('ckpt_path')} holds a "
+                    f"{str(_field(after, 'class_path')).rsplit('.', 1)[-1]}, but this run's model is a "
+                    f"{str(_field(before, 'class_path')).rsplit('.', 1)[-1]}; use a checkpoint of the same task "
+                    "(or the config it was trained with)"
+                )
+            if issubclass(ours_class, theirs_class):  # the user's own subclass of the checkpoint's task
+                after.class_path = _field(before, "class_path")
         ours, theirs = _field(before, "init_args"), _field(after, "init_args")
         if ours is None or theirs is None:
             return
-        try:
-            module, _, name = str(_field(before, "class_path")).rpartition(".")
-            signature = inspect.signature(getattr(importlib.import_module(module), name).__init__)
-        except (ImportError, AttributeError, ValueError):
+        defaults = _init_defaults(str(_field(before, "class_path")))
+        if not defaults:
             return
-        defaults = {k: p.default for k, p in signature.parameters.items() if p.default is not inspect.Parameter.empty}
         for key, value in vars(ours).items():
             if key in defaults and _plain(value) != _plain(defaults[key]):
                 setattr(theirs, key, value)
@@ -203,7 +259,9 @@ class LightsegCLI(LightningCLI):
             return
         config = self.config[subcommand]
         alias = config.get("ckpt_path")
-        if subcommand == "fit" and alias and alias not in ALIASES and Path(alias).is_file():
+        if alias and alias not in ALIASES:
+            load_checkpoint(alias)  # one line for a missing, unreadable or foreign file, before anything is written
+        if subcommand == "fit" and alias and alias not in ALIASES:
             continue_wandb_run(config, Path(alias))
         if alias not in ALIASES or (subcommand == "fit" and alias == "best"):
             return
@@ -219,6 +277,43 @@ class LightsegCLI(LightningCLI):
         config["ckpt_path"] = str(path)
         if subcommand == "fit":
             continue_wandb_run(config, path)
+
+
+def _import_class(class_path: Any) -> type | None:
+    try:
+        module, _, name = str(class_path).rpartition(".")
+        found = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError):
+        return None
+    return found if isinstance(found, type) else None
+
+
+def _related(a: type, b: type) -> bool:
+    return issubclass(a, b) or issubclass(b, a)
+
+
+def _init_defaults(class_path: str) -> dict[str, Any]:
+    """The default of each ``__init__`` argument of the class at ``class_path`` (empty if it cannot be found)."""
+    found = _import_class(class_path)
+    try:
+        signature = inspect.signature(found) if found is not None else None
+    except ValueError:
+        signature = None
+    if signature is None:
+        return {}
+    return {k: p.default for k, p in signature.parameters.items() if p.default is not inspect.Parameter.empty}
+
+
+def _warn_if_untrained(config: Any, model: Any) -> None:
+    # evaluating a model whose head nobody trained is almost always a forgotten --ckpt_path
+    hparams = getattr(model, "hparams", {})
+    if config.get("ckpt_path") or hparams.get("init_from") or hparams.get("weights"):
+        return
+    print(
+        "lightseg: warning: no --ckpt_path (nor init_from or whole-model weights): evaluating a model whose head "
+        "is untrained; pass --ckpt_path best|last|<file.ckpt>",
+        file=sys.stderr,
+    )
 
 
 def continue_wandb_run(config: Any, checkpoint: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -98,6 +99,39 @@ def write_cityscapes(root: Path, frames: dict[str, list[str]], kind: str = "labe
             out.parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(array, mode=mode if mode == "L" else None).save(out)
     return root
+
+
+# COCO's category ids and names (not contiguous); torchvision's COCO predictors use the ids as slots
+COCO_SUBSET = [{"id": 1, "name": "person"}, {"id": 18, "name": "dog"}, {"id": 3, "name": "car"}]
+
+
+def write_coco(root: Path, images: int = 4, size: int = 64) -> dict:
+    """``root/val2017`` + ``root/annotations/instances_val2017.json``: every image holds one dog filling it.
+
+    Returns the annotation file's content (image ids 100, 101, ...).
+    """
+    (root / "val2017").mkdir(parents=True)
+    (root / "annotations").mkdir()
+    entries, annotations = [], []
+    for k in range(images):
+        name = f"{k:06d}.jpg"
+        _image(root / "val2017" / name, k, (size, size))
+        entries.append({"id": 100 + k, "file_name": name, "height": size, "width": size})
+        polygon = [0.0, 0.0, float(size), 0.0, float(size), float(size), 0.0, float(size)]
+        annotations.append(
+            {
+                "id": k + 1,
+                "image_id": 100 + k,
+                "category_id": 18,
+                "bbox": [0.0, 0.0, float(size), float(size)],
+                "area": float(size * size),
+                "iscrowd": 0,
+                "segmentation": [polygon],
+            }
+        )
+    data = {"images": entries, "annotations": annotations, "categories": COCO_SUBSET}
+    (root / "annotations" / "instances_val2017.json").write_text(json.dumps(data))
+    return data
 
 
 def _seed(image_id: str) -> int:

@@ -207,6 +207,10 @@ def test_user_mistakes_exit_with_one_line(
         (["--model.init_args.foo", "1"], "model: unknown option 'foo'"),
         (["--data.init_args.batch_size", "x"], "data.batch_size: expected int, got 'x'"),
         (["--model", "NoSuchTask"], "model: 'NoSuchTask' is not a known class"),
+        (["--model.init_args.optimizer.init_args.lr", "fast"], "model.optimizer.lr: expected float, got 'fast'"),
+        (["--trainer.precision", "17"], "trainer.precision: '17' is not valid; valid choices: 16, 16-mixed"),
+        (["--seed_everything", "abc"], "seed_everything: expected bool or int, got 'abc'"),
+        (["--trainer.max_epoch", "3"], "unknown option '--trainer.max_epoch' (did you mean '--trainer.max_epochs'?)"),
     ],
 )
 def test_config_mistakes_are_one_line(override: list[str], expected: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -423,21 +427,76 @@ def test_gpu_asked_for_without_one_is_one_line(
     assert err.startswith("lightseg: error: the trainer asks for a GPU but torch sees none")
 
 
-def test_checkpoint_writes_are_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # Lightning saves through an fsspec transaction (temp file, renamed on commit): a write
-    # killed halfway leaves the previous last.ckpt intact. Guard that behaviour.
-    import fsspec.implementations.local as local
-    from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+def test_checkpoint_writes_are_atomic_and_their_temporary_file_stays_beside(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a write killed halfway leaves the previous last.ckpt intact, and nothing in the system temp folder
+    import os
+    import tempfile
 
-    path = tmp_path / "last.ckpt"
-    TorchCheckpointIO().save_checkpoint({"step": 1, "w": torch.ones(100)}, path)
-    write = local.LocalFileOpener.write
+    from lightseg.checkpoints import BesideCheckpointIO
 
-    def killed(self: object, data: bytes) -> None:
-        write(self, data[: len(data) // 2])  # type: ignore[arg-type]
+    path = tmp_path / "run" / "last.ckpt"
+    BesideCheckpointIO().save_checkpoint({"step": 1, "w": torch.ones(100)}, path)
+    (path.parent / "last.ckpt.tmp-999999").write_bytes(b"left by a killed run")
+    temp_before = set(os.listdir(tempfile.gettempdir()))
+    save = torch.save
+
+    def killed(obj: object, target: Path) -> None:
+        assert Path(target).parent == path.parent  # written beside the checkpoint
+        save(obj, target)
+        Path(target).write_bytes(Path(target).read_bytes()[:100])
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(local.LocalFileOpener, "write", killed)
+    monkeypatch.setattr(torch, "save", killed)
     with pytest.raises(KeyboardInterrupt):
-        TorchCheckpointIO().save_checkpoint({"step": 2, "w": torch.zeros(100)}, path)
-    assert torch.load(path, weights_only=True)["step"] == 1 and [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+        BesideCheckpointIO().save_checkpoint({"step": 2, "w": torch.zeros(100)}, path)
+    monkeypatch.setattr(torch, "save", save)
+    assert torch.load(path, weights_only=True)["step"] == 1
+    assert [p.name for p in path.parent.iterdir()] == ["last.ckpt"]  # no partial file, the stale one removed too
+    assert set(os.listdir(tempfile.gettempdir())) <= temp_before
+    BesideCheckpointIO().save_checkpoint({"step": 3}, path)
+    assert torch.load(path, weights_only=True)["step"] == 3
+    cli = build_cli(["--config", QUICKSTART, "--data.init_args.root", str(tmp_path / "data")], run=False)
+    assert isinstance(cli.trainer.strategy.checkpoint_io, BesideCheckpointIO)  # what every lightseg run uses
+
+
+def test_num_classes_that_disagrees_with_the_data_is_refused(
+    shapes_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as info:
+        main(["fit", *tiny(shapes_root), "--model.init_args.num_classes=7"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert info.value.code == 2 and len(err) == 1
+    assert err[0].startswith("lightseg: error: model num_classes=7 disagrees with the data: ShapesDataModule has 4")
+    assert not (tmp_path / "runs").exists()  # refused before anything was written
+    cli = build_cli([*tiny(shapes_root), "--model.init_args.num_classes=4"], run=False)  # agreeing is fine
+    assert cli.model.hparams["num_classes"] == 4
+
+
+def test_evaluating_an_untrained_model_warns(
+    shapes_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    main(["validate", *tiny(shapes_root), "--trainer.logger=false", "--trainer.limit_val_batches=1"])
+    assert "lightseg: warning: no --ckpt_path" in capsys.readouterr().err
+
+
+def test_binary_masks_stored_as_0_and_255_are_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from layouts import write_voc
+
+    monkeypatch.chdir(tmp_path)
+    voc = write_voc(tmp_path / "voc", {"train": ["a", "b"], "val": ["c", "d"]})
+    for png in (voc / "SegmentationClass").iterdir():  # the usual binary export: foreground 255
+        label = np.asarray(Image.open(png))
+        Image.fromarray(np.where(label > 0, 255, 0).astype(np.uint8), mode="L").save(png)
+    with pytest.raises(SystemExit) as info:
+        main(["validate", "--config", str(ROOT / "configs" / "semantic" / "voc_unet_resnet34.yaml"),
+              "--model.init_args.weights_backbone=null", "--model.init_args.backbone=resnet18",
+              "--data.init_args.root=voc", "--data.init_args.num_workers=0", "--trainer.logger=false"])  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert info.value.code == 2 and "Traceback" not in err
+    assert "masks checked" in err and "hold only 0 and 255" in err and "declare 2 classes" in err

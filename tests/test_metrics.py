@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from lightseg.errors import LightsegError
 from lightseg.metrics import SegmentationMetrics, format_class_table
 
 
@@ -51,6 +52,18 @@ def test_out_of_range_label_is_an_error() -> None:
     metric = SegmentationMetrics(num_classes=3)
     with pytest.raises(ValueError, match="label 7, outside"):
         metric.update(torch.tensor([[0, 1]]), torch.tensor([[0, 7]]))
+    with pytest.raises(LightsegError, match=r"target holds label -2, outside \[0, 3\)"):
+        metric.update(torch.tensor([[2, 0]]), torch.tensor([[0, -2]]))
+    with pytest.raises(LightsegError, match=r"preds hold label 3, outside \[0, 3\)"):
+        metric.update(torch.tensor([[0, 3]]), torch.tensor([[0, 1]]))
+    with pytest.raises(LightsegError, match=r"preds hold label -1, outside"):
+        metric.update(torch.tensor([[-1, 0]]), torch.tensor([[0, 1]]))
+    with pytest.raises(LightsegError, match=r"preds have 4 class scores, the metric 3 classes"):
+        metric.update(torch.zeros(1, 4, 1, 2), torch.tensor([[[0, 1]]]))
+    assert int(metric.confmat.sum()) == 0  # nothing half-counted
+    negative_ignore = SegmentationMetrics(3, ignore_index=-1)
+    negative_ignore.update(torch.tensor([[2, 0]]), torch.tensor([[-1, 0]]))
+    assert negative_ignore.confmat.tolist() == [[1, 0, 0], [0, 0, 0], [0, 0, 0]]
 
 
 def test_class_table_lists_every_class() -> None:

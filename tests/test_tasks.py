@@ -222,11 +222,13 @@ def test_parameter_groups_follow_the_recipe_and_the_schedule_scales_each(tmp_pat
 def test_no_weight_decay_on_norms_and_biases() -> None:
     task = _task(no_weight_decay_on=["norm"], optimizer=functools.partial(torch.optim.SGD, lr=0.1, weight_decay=1e-4))
     groups = {g["name"]: g for g in task.configure_optimizers().param_groups}
-    assert set(groups) == {"backbone", "backbone_no_decay", "head", "head_no_decay"}
+    assert set(groups) == {"all", "all_no_decay"}  # head_lr_mult 1: one rate, no need to split by backbone
     norms = {id(p) for m in task.modules() if isinstance(m, torch.nn.BatchNorm2d) for p in m.parameters()}
-    undecayed = {id(p) for name in ("backbone_no_decay", "head_no_decay") for p in groups[name]["params"]}
-    assert undecayed == norms and groups["head_no_decay"]["weight_decay"] == 0.0
-    assert groups["head"]["weight_decay"] == 1e-4 and groups["head"]["lr"] == 0.1  # head_lr_mult 1: one rate
+    assert {id(p) for p in groups["all_no_decay"]["params"]} == norms
+    assert groups["all_no_decay"]["weight_decay"] == 0.0 and groups["all"]["weight_decay"] == 1e-4
+    assert groups["all"]["lr"] == groups["all_no_decay"]["lr"] == 0.1
+    plain = _task().configure_optimizers().param_groups
+    assert len(plain) == 1 and "name" not in plain[0]  # logged as lr-AdamW, as without groups
     biases = _task(no_weight_decay_on=["bias"]).configure_optimizers().param_groups
     no_decay = [p for g in biases if g["name"].endswith("no_decay") for p in g["params"]]
     assert len(no_decay) == sum(1 for name, _ in task.named_parameters() if name.endswith("bias"))

@@ -17,6 +17,7 @@ from lightseg.tasks import SemanticSegmentationTask
 from lightseg.weights import load_weights_file, read_state_dict
 
 from conftest import ROOT, TINY_SHAPES
+from layouts import write_coco
 
 
 def _resnet18_file(path: Path, wrap: str | None = None, prefix: str = "") -> dict[str, torch.Tensor]:
@@ -134,42 +135,6 @@ def test_init_from_on_the_command_line_starts_from_the_checkpoint(
     assert _val_miou(tmp_path / "runs" / "quickstart" / "scratch") != resumed
 
 
-# COCO's category ids and names; torchvision's COCO predictors put each class in the slot of its id
-COCO_SUBSET = [{"id": 1, "name": "person"}, {"id": 18, "name": "dog"}, {"id": 3, "name": "car"}]
-
-
-def _coco_folder(root: Path, images: int = 4, size: int = 64) -> None:
-    """A COCO-format set with non-contiguous ids whose every image holds one dog filling it."""
-    import json
-
-    import numpy as np
-    from PIL import Image
-
-    (root / "val2017").mkdir(parents=True)
-    (root / "annotations").mkdir()
-    entries, annotations = [], []
-    for k in range(images):
-        name = f"{k:06d}.jpg"
-        Image.fromarray(np.random.default_rng(k).integers(0, 255, (size, size, 3), dtype=np.uint8)).save(
-            root / "val2017" / name
-        )
-        entries.append({"id": 100 + k, "file_name": name, "height": size, "width": size})
-        polygon = [0.0, 0.0, float(size), 0.0, float(size), float(size), 0.0, float(size)]
-        annotations.append(
-            {
-                "id": k + 1,
-                "image_id": 100 + k,
-                "category_id": 18,
-                "bbox": [0.0, 0.0, float(size), float(size)],
-                "area": float(size * size),
-                "iscrowd": 0,
-                "segmentation": [polygon],
-            }
-        )
-    data = {"images": entries, "annotations": annotations, "categories": COCO_SUBSET}
-    (root / "annotations" / "instances_val2017.json").write_text(json.dumps(data))
-
-
 def _dog_detector_file(path: Path) -> None:
     """A Mask R-CNN in torchvision's COCO format (91 slots) whose predictors say "dog, this whole box" for every RoI."""
     from lightseg.models.detection import build_rcnn
@@ -204,7 +169,7 @@ def test_coco_format_weights_keep_their_predictors_for_the_datas_categories(
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(RegionProposalNetwork, "forward", _whole_image_proposals)
-    _coco_folder(tmp_path / "coco")
+    write_coco(tmp_path / "coco")
     _dog_detector_file(tmp_path / "dogs.pth")
     args = [
         "--model=InstanceSegmentationTask",

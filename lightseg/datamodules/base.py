@@ -285,3 +285,7 @@ class SplitDataModule(SemanticDataModule):
             self.test_dataset = self.make_dataset(self.splits["test"], None)
         if stage == "predict":
             self.setup_predict()
+        for dataset in (self.train_dataset, self.val_dataset, self.test_dataset):
+            check = getattr(dataset, "check_masks_are_not_binary_255", None)
+            if check is not None:
+                check()

@@ -52,6 +52,11 @@ def load_json(path: Path) -> dict[str, Any]:
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise LightsegError(f"annotation file {path} is not valid JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise LightsegError(
+            f"annotation file {path} holds a JSON {type(data).__name__}, not a COCO object "
+            '{"images": [...], "annotations": [...], "categories": [...]}'
+        )
     missing = [key for key in ("images", "annotations", "categories") if not isinstance(data.get(key), list)]
     if missing:
         raise LightsegError(f"annotation file {path} is not a COCO file: it has no {', '.join(missing)} list")
@@ -79,6 +84,13 @@ class COCOAnnotations:
     skeleton: list[tuple[int, int]] = field(init=False)
 
     def __post_init__(self) -> None:
+        for kind, required in (
+            ("categories", ("id",)),
+            ("images", ("id", "file_name")),
+            ("annotations", ("image_id",)),
+        ):
+            for position, entry in enumerate(self.data[kind]):
+                self._require(kind, position, entry, required)
         categories = sorted(self.data["categories"], key=lambda c: int(c["id"]))
         if not categories:
             raise LightsegError(f"{self.source} lists no categories")
@@ -90,6 +102,10 @@ class COCOAnnotations:
         self.skeleton = [(int(a) - 1, int(b) - 1) for a, b in with_points[0].get("skeleton", [])] if with_points else []
         self.images = {int(image["id"]): image for image in self.data["images"]}
         self.by_image: dict[int, list[dict[str, Any]]] = {image_id: [] for image_id in self.images}
+        #: annotations left out of training *and* evaluation because their content is broken, by reason
+        self.invalid: Counter[str] = Counter()
+        points = {int(c["id"]): len(c.get("keypoints") or []) for c in categories}
+        kept = []
         for annotation in self.data["annotations"]:
             image_id = int(annotation["image_id"])
             if image_id not in self.by_image:
@@ -97,7 +113,49 @@ class COCOAnnotations:
                     f"{self.source}: annotation {annotation.get('id')} refers to image_id {image_id}, "
                     "which is not in the file's images"
                 )
+            problem = self._broken(annotation, self.images[image_id], points)
+            if problem:
+                if not self.invalid:
+                    first = f"annotation {annotation.get('id')} of image {image_id}: {problem}"
+                self.invalid[problem.split(" (")[0]] += 1
+                continue
+            kept.append(annotation)
             self.by_image[image_id].append(annotation)
+        if self.invalid:
+            self.data = {**self.data, "annotations": kept}  # evaluation sees what training sees
+            counts = ", ".join(f"{n} {reason}" for reason, n in sorted(self.invalid.items()))
+            rank_zero_warn(f"{self.source}: left out {counts} (first: {first})")
+
+    def _require(self, kind: str, position: int, entry: Any, fields: tuple[str, ...]) -> None:
+        what = f"{self.source}: {kind}[{position}]"
+        if not isinstance(entry, dict):
+            raise LightsegError(f"{what} is a {type(entry).__name__}, not an object")
+        named = f"{what} (id {entry.get('id')})" if "id" in entry else what
+        for key in fields:
+            if key not in entry:
+                raise LightsegError(f"{named} has no {key!r}; every entry of {kind} needs {', '.join(fields)}")
+            if key.endswith("id"):
+                try:
+                    int(entry[key])
+                except (TypeError, ValueError):
+                    raise LightsegError(f"{named} has {key} {entry[key]!r}, not a whole number") from None
+
+    @staticmethod
+    def _broken(annotation: dict[str, Any], image: dict[str, Any], points: dict[int, int]) -> str | None:
+        segmentation = annotation.get("segmentation")
+        size = [image.get("height"), image.get("width")]
+        if (
+            isinstance(segmentation, dict)
+            and "size" in segmentation
+            and None not in size
+            and [int(v) for v in segmentation["size"]] != [int(v or 0) for v in size]
+        ):
+            return f"RLE of another size (segmentation size {segmentation['size']}, image {size})"
+        expected = points.get(int(annotation.get("category_id", -1)), 0)
+        keypoints = annotation.get("keypoints")
+        if keypoints and expected and len(keypoints) != 3 * expected:
+            return f"keypoints of another count ({len(keypoints)} values, 3 x {expected} expected)"
+        return None
 
     @classmethod
     def from_file(cls, path: Path) -> COCOAnnotations:

@@ -88,6 +88,8 @@ class SegmentationFiles(Dataset[SemanticItem]):
         self.ignore_index = ignore_index
         self.label_map = label_map
         self.raw_classes: int = raw_classes if label_map is not None and raw_classes is not None else num_classes
+        self.name = name
+        self._masks_checked = False
         self.samples = self._check(list(samples), on_missing, name)
 
     @staticmethod
@@ -111,6 +113,30 @@ class SegmentationFiles(Dataset[SemanticItem]):
             f"{name}: {len(problems)} of {len(samples)} samples have missing files ({first}). "
             "Complete the data set, or set on_missing: skip to leave them out"
         )
+
+    def check_masks_are_not_binary_255(self, count: int = 16) -> None:
+        """Refuse 0/255 binary masks read as background + ignore, in one line.
+
+        0/255 is the most common way to store a binary mask, and 255 is the ignore label:
+        read as they are, every foreground pixel would silently drop out of the loss and the
+        metrics. Reads the first ``count`` masks; refuses when they hold ``ignore_index``
+        pixels but not one pixel of any class other than 0.
+        """
+        if self._masks_checked:
+            return
+        self._masks_checked = True
+        checked = [(sample.mask, self.read_mask(k)) for k, sample in enumerate(self.samples[:count])]
+        if not checked or self.num_classes < 2:
+            return
+        has_ignore = [path for path, mask in checked if (mask == self.ignore_index).any()]
+        has_class = any(((mask > 0) & (mask != self.ignore_index)).any() for _, mask in checked)
+        if has_ignore and not has_class:
+            raise LightsegError(
+                f"{self.name}: the {len(checked)} masks checked (e.g. {has_ignore[0]}) hold only 0 and "
+                f"{self.ignore_index}, and {self.ignore_index} is the ignore label: every foreground pixel would be "
+                "dropped from the loss and the metrics. For a binary data set store the foreground as 1 "
+                "(mask = (mask > 0).astype(np.uint8)) and declare 2 classes (background, foreground)"
+            )
 
     @property
     def ids(self) -> list[str]:

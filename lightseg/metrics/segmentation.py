@@ -7,6 +7,8 @@ from collections.abc import Sequence
 import torch
 from torchmetrics import Metric
 
+from lightseg.errors import LightsegError
+
 SCALAR_KEYS = ("pixel_acc", "macc", "miou", "fwiou", "mdice")
 PER_CLASS_KEYS = ("iou_per_class", "acc_per_class", "dice_per_class")
 
@@ -45,21 +47,35 @@ class SegmentationMetrics(Metric):
         self.add_state("confmat", torch.zeros(num_classes, num_classes, dtype=torch.long), dist_reduce_fx="sum")
 
     def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
-        """Add a batch: ``preds`` logits ``[B,C,H,W]`` or labels ``[B,H,W]``; ``target`` ``[B,H,W]``."""
+        """Add a batch: ``preds`` logits ``[B,C,H,W]`` or labels ``[B,H,W]``; ``target`` ``[B,H,W]``.
+
+        Raises:
+            LightsegError: a predicted label outside ``[0, num_classes)``, or a target label
+                outside it that is not ``ignore_index`` (naming the value).
+        """
+        n = self.num_classes
         if preds.ndim == target.ndim + 1:
+            if preds.shape[1] != n:
+                raise LightsegError(f"preds have {preds.shape[1]} class scores, the metric {n} classes")
             # max(dim).indices: same first-maximum rule as argmax, ~10x faster on CPU
             preds = preds.max(1).indices
+        elif preds.numel() and (int(preds.min()) < 0 or int(preds.max()) >= n):
+            bad = int(preds.min()) if int(preds.min()) < 0 else int(preds.max())
+            raise LightsegError(f"preds hold label {bad}, outside [0, {n})")
         if preds.shape != target.shape:
-            raise ValueError(f"preds {tuple(preds.shape)} and target {tuple(target.shape)} differ in shape")
-        n = self.num_classes
+            raise LightsegError(f"preds {tuple(preds.shape)} and target {tuple(target.shape)} differ in shape")
         target = target.long()
+        valid = target != self.ignore_index
+        if bool(((target < 0) & valid).any()):
+            bad = int(target[valid & (target < 0)][0])
+            raise LightsegError(f"target holds label {bad}, outside [0, {n}) and not ignore_index={self.ignore_index}")
         # bin 0 takes the ignored pixels, bins 1..n*n the confusion matrix; a label >= n lands
         # beyond them, which the length of the result reveals without another pass
-        index = torch.where(target == self.ignore_index, 0, target * n + preds.long() + 1)
+        index = torch.where(valid, target * n + preds.long() + 1, 0)
         counts = torch.bincount(index.flatten(), minlength=n * n + 1)
-        if counts.numel() > n * n + 1 or bool((target < 0).any()):
-            bad = target[((target >= n) | (target < 0)) & (target != self.ignore_index)][0].item()
-            raise ValueError(f"target holds label {bad}, outside [0, {n}) and not ignore_index={self.ignore_index}")
+        if counts.numel() > n * n + 1:
+            bad = int(target[valid & (target >= n)][0])
+            raise LightsegError(f"target holds label {bad}, outside [0, {n}) and not ignore_index={self.ignore_index}")
         self.confmat += counts[1:].view(n, n)
 
     def compute(self) -> dict[str, torch.Tensor]:

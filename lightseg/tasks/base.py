@@ -146,8 +146,9 @@ class BaseTask(LightningModule, ABC):
     def parameter_groups(self) -> list[dict[str, Any]]:
         """The trainable parameters in groups: backbone / head, with / without weight decay.
 
-        Each group is named (``backbone``, ``head``, ``backbone_no_decay``, ...) and carries
-        ``lr_mult``; groups without decay carry ``weight_decay: 0``.
+        With ``head_lr_mult`` the groups are named ``backbone`` / ``head`` (``..._no_decay``), else
+        ``all`` / ``all_no_decay``; a lone group has no name. Each carries ``lr_mult``; groups
+        without decay carry ``weight_decay: 0``.
         """
         hp = self.hparams
         skip = set(hp.get("no_weight_decay_on") or ())
@@ -161,18 +162,21 @@ class BaseTask(LightningModule, ABC):
             if not param.requires_grad:
                 continue
             no_decay = ("norm" in skip and id(param) in norm_params) or ("bias" in skip and name.endswith("bias"))
-            backbone = self.is_backbone_parameter(name)
+            backbone = mult == 1.0 or self.is_backbone_parameter(name)  # one rate: no need to tell them apart
             groups.setdefault((backbone, no_decay), []).append(param)
         result = []
         for (backbone, no_decay), params in sorted(groups.items(), key=lambda item: (not item[0][0], item[0][1])):
+            part = ("backbone" if backbone else "head") if mult != 1.0 else "all"
             group: dict[str, Any] = {
                 "params": params,
-                "name": ("backbone" if backbone else "head") + ("_no_decay" if no_decay else ""),
+                "name": part + ("_no_decay" if no_decay else ""),
                 "lr_mult": 1.0 if backbone else mult,
             }
             if no_decay:
                 group["weight_decay"] = 0.0
             result.append(group)
+        if len(result) == 1:
+            del result[0]["name"]  # a single group: the learning-rate monitor logs it as lr-<Optimizer>
         if mult != 1.0 and not all(name in {g["name"].split("_")[0] for g in result} for name in ("backbone", "head")):
             raise LightsegError(
                 f"head_lr_mult={mult}: {type(self).__name__}'s model does not have both trainable backbone and "
