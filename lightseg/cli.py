@@ -27,9 +27,12 @@ from lightseg.callbacks import SegmentationWriter
 from lightseg.callbacks.dashboard import run_dir
 from lightseg.checkpoints import ALIASES, BesideCheckpointIO, find_checkpoints, load_checkpoint, resolve_checkpoint
 from lightseg.errors import LightsegError, closest_names
+from lightseg.run_folder import RunFolderGuard
 from lightseg.tasks import BaseTask
 
 CSV_LOGGER = "lightning.pytorch.loggers.CSVLogger"
+#: the run-folder guards of the runs this process started (see :func:`main`)
+RUN_GUARDS: list[RunFolderGuard] = []
 WANDB_ID_KEY = "lightseg_wandb_run_id"
 # logger class -> the packages it can use (any one) and the lightseg extra that installs them
 LOGGER_PACKAGES = (
@@ -181,6 +184,7 @@ class LightsegCLI(LightningCLI):
                     )
             if class_path.endswith("WandbLogger"):
                 _fill_wandb_defaults(_field(logger, "init_args"), config)
+        check_values(config)
 
     @override
     def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs: Any) -> LightningArgumentParser:
@@ -206,6 +210,9 @@ class LightsegCLI(LightningCLI):
         strategy = self.trainer.strategy
         if type(strategy.checkpoint_io) is TorchCheckpointIO:  # the user configured none of their own
             strategy.checkpoint_io = BesideCheckpointIO()
+        guard = RunFolderGuard()  # notes the run folders before the run makes any of them
+        guard.watch(self.trainer)
+        RUN_GUARDS.append(guard)
         data_classes = getattr(self.datamodule, "num_classes", None)
         given = self._given_num_classes
         if given is not None and isinstance(data_classes, int) and given != data_classes:
@@ -277,6 +284,53 @@ class LightsegCLI(LightningCLI):
         config["ckpt_path"] = str(path)
         if subcommand == "fit":
             continue_wandb_run(config, path)
+
+
+def check_values(config: Any) -> None:
+    """Refuse, before any work, values that would fail (or silently misbehave) only once a run is under way."""
+    optimizer = _field(_field(config.get("model"), "init_args"), "optimizer")
+    for key in ("lr", "weight_decay", "momentum"):
+        value = _field(_field(optimizer, "init_args"), key)
+        if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
+            raise LightsegError(f"model.optimizer.{key} must be >= 0, got {value}")
+    for folder in checkpoint_roots(config):
+        if folder.exists() and not folder.is_dir():
+            raise LightsegError(
+                f"{folder} (default_root_dir, a logger's save_dir or a checkpoint dirpath) is a file, not a folder; "
+                "choose another folder for the run"
+            )
+
+
+def check_config_files(args: list[str]) -> None:
+    """Read every ``--config`` file the way the parser will, with one line naming the file for what is wrong."""
+    for position, arg in enumerate(args):
+        if arg == "--config" and position + 1 < len(args):
+            path = Path(args[position + 1])
+        elif arg.startswith("--config="):
+            path = Path(arg.split("=", 1)[1])
+        else:
+            continue
+        if not path.is_file():
+            raise LightsegError(
+                f"config {path} {'is a folder' if path.is_dir() else 'does not exist'}; give a YAML file"
+            )
+        try:
+            content = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as err:
+            raise LightsegError(
+                f"config {path} is not a UTF-8 text file (byte {err.start}); a config is YAML"
+            ) from None
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            problem = getattr(err, "problem", None) or str(err).strip().splitlines()[0]
+            raise LightsegError(f"config {path}: YAML syntax error{where}: {problem}") from None
+        if not isinstance(content, dict):
+            kind = "empty" if content is None else f"a YAML {type(content).__name__}"
+            raise LightsegError(
+                f"config {path} is {kind}; a config maps sections to their settings: `model:`, `data:`, `trainer:` "
+                "(see configs/quickstart.yaml)"
+            )
 
 
 def _import_class(class_path: Any) -> type | None:
@@ -427,13 +481,17 @@ def build_cli(args: list[str] | None = None, run: bool = True) -> LightsegCLI:
 
 def main(args: list[str] | None = None) -> None:
     """Entry point: ``lightseg <subcommand> ...``; a user mistake exits with status 2 and one line."""
+    RUN_GUARDS.clear()
     try:
+        check_config_files(list(sys.argv[1:] if args is None else args))
         cli = build_cli(args)
         finish_wandb(getattr(cli, "trainer", None))
     except Exception as err:
         user_error = find_user_error(err)
         if user_error is None:
             raise
+        for guard in RUN_GUARDS:  # a mistake before the first checkpoint leaves no run folder behind
+            guard.remove_unfinished()
         print(f"lightseg: error: {user_message(user_error)}", file=sys.stderr)
         raise SystemExit(2) from None
 

@@ -14,7 +14,7 @@ import pytest
 from lightseg.cli import main
 
 from conftest import ROOT, TINY_SHAPES
-from layouts import write_coco
+from layouts import write_coco, write_voc
 
 QUICKSTART = str(ROOT / "configs" / "quickstart.yaml")
 MASKRCNN = str(ROOT / "configs" / "quickstart_maskrcnn.yaml")
@@ -210,3 +210,107 @@ def test_broken_annotations_are_left_out_of_training_and_evaluation_and_counted(
         parsed = COCOAnnotations("file.json", data)
     assert [a["id"] for a in parsed.data["annotations"]] == [3]  # what COCO evaluation will see
     assert parsed.by_image[100] == [] and parsed.by_image[101] == [] and len(parsed.by_image[102]) == 1
+
+
+def _file(name: str, content: bytes = b"not a folder") -> Callable[[Path], str]:
+    def make(here: Path) -> str:
+        (here / name).write_bytes(content)
+        return str(here / name)
+
+    return make
+
+
+def _predict_into(output: Callable[[Path], str]) -> Callable[[Path, Path], list[str]]:
+    def make(here: Path, trained: Path) -> list[str]:
+        images = next((trained / "data").glob("shapes-*")) / "JPEGImages"
+        return ["predict", *_quickstart(trained), "--ckpt_path", str(_checkpoint(trained)),
+                f"--data.init_args.predict_dir={images}", f"--prediction.output_dir={output(here)}"]  # fmt: skip
+
+    return make
+
+
+VALUE_CASES: list[tuple[str, Callable[[Path, Path], list[str]], list[str]]] = [
+    ("config missing", lambda h, t: ["fit", "--config", str(h / "nope.yaml")], ["nope.yaml does not exist"]),
+    ("config syntax", lambda h, t: ["fit", "--config", _file("s.yaml", b"model:\n  a: [1\n b: 2\n")(h)],
+     ["s.yaml: YAML syntax error at line 3, column 3"]),
+    ("config list", lambda h, t: ["fit", "--config", _file("l.yaml", b"- model\n- data\n")(h)],
+     ["l.yaml is a YAML list; a config maps sections"]),
+    ("config empty", lambda h, t: ["fit", "--config", _file("e.yaml", b"")(h)], ["e.yaml is empty"]),
+    ("config binary", lambda h, t: ["fit", "--config", _file("b.yaml", b"\xff\xfe\x00\x01")(h)],
+     ["b.yaml is not a UTF-8 text file"]),
+    ("num_workers -1", lambda h, t: ["fit", *_quickstart(t), "--data.init_args.num_workers=-1"],
+     ["num_workers must be >= 0"]),
+    ("negative lr", lambda h, t: ["fit", *_quickstart(t), "--model.init_args.optimizer.init_args.lr=-0.1"],
+     ["model.optimizer.lr must be >= 0, got -0.1"]),
+    ("image_size 0", lambda h, t: ["fit", *_quickstart(t), "--data.init_args.image_size=0"],
+     ["image_size must be at least 16 pixels"]),
+    ("batch of one for image pooling",
+     lambda h, t: ["fit", *_quickstart(t), "--model.init_args.arch=deeplabv3plus", "--data.init_args.batch_size=1"],
+     ["batch_size 1: deeplabv3plus's ASPP image pooling", "batch_size >= 2"]),
+    ("default_root_dir a file", lambda h, t: ["fit", *_quickstart(t), f"--trainer.default_root_dir={_file('r')(h)}"],
+     ["is a file, not a folder"]),
+    ("save_dir a file", lambda h, t: ["fit", *_quickstart(t), f"--trainer.logger.init_args.save_dir={_file('s')(h)}"],
+     ["is a file, not a folder"]),
+    ("prediction output a file", _predict_into(_file("out.png")), ["out.png is a file, not a folder"]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("case", "make", "words"), VALUE_CASES, ids=[c[0] for c in VALUE_CASES])
+def test_bad_values_and_configs(
+    case: str,
+    make: Callable[[Path, Path], list[str]],
+    words: list[str],
+    trained: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    line = _run_bad(make(tmp_path, trained), tmp_path, capsys)
+    for word in words:
+        assert word in line, line
+
+
+def test_cache_folder_that_is_a_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("LIGHTSEG_CACHE", _file("cache")(tmp_path))
+    line = _run_bad(["fit", "--config", QUICKSTART, *TINY_SHAPES], tmp_path, capsys)
+    assert "the cache folder ($LIGHTSEG_CACHE or ~/.cache/lightseg)" in line and "is a file, not a folder" in line
+
+
+def _voc_args(root: Path, *extra: str) -> list[str]:
+    return ["--config", str(ROOT / "configs" / "semantic" / "voc_unet_resnet34.yaml"),
+            "--model.init_args.weights_backbone=null", "--model.init_args.backbone=resnet18",
+            f"--data.init_args.root={root}", "--data.init_args.num_workers=0", "--data.init_args.batch_size=2",
+            "--trainer.max_epochs=1", *extra]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [(b"", "the val split of VOCDataModule is empty"), (b"\xff\xfe2007\x00", "val.txt is not a UTF-8 text file")],
+    ids=["empty", "binary"],
+)
+def test_bad_split_files(
+    content: bytes, words: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    voc = write_voc(tmp_path / "voc", {"train": ["2007_a", "2007_b"], "val": ["2008_c"]})
+    (voc / "ImageSets" / "Segmentation" / "val.txt").write_bytes(content)
+    line = _run_bad(["fit", *_voc_args(tmp_path / "voc")], tmp_path, capsys)
+    assert words in line, line
+
+
+def test_a_training_set_whose_every_image_is_left_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    data = write_coco(tmp_path / "coco", images=2, size=16)
+    for annotation in data["annotations"]:
+        annotation["iscrowd"] = 1  # crowds are no training targets
+    (tmp_path / "coco" / "annotations" / "instances_val2017.json").write_text(json.dumps(data))
+    args = [*_coco_args(tmp_path / "coco")[1:], "--data.init_args.train_images=val2017",
+            "--data.init_args.train_annotations=annotations/instances_val2017.json"]  # fmt: skip
+    line = _run_bad(["fit", *args], tmp_path, capsys)
+    assert "the train split of COCOInstanceDataModule is empty" in line and "instances_val2017.json" in line

@@ -59,6 +59,10 @@ class SegmentationWriter(BasePredictionWriter):
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if stage != "predict":
             return
+        if self.output_dir.exists() and not self.output_dir.is_dir():
+            raise LightsegError(
+                f"--prediction.output_dir {self.output_dir} is a file, not a folder; choose a folder to write into"
+            )
         if self.output_dir.exists() and any(self.output_dir.iterdir()) and not self.overwrite:
             raise LightsegError(
                 f"output folder {self.output_dir} already exists and is not empty; choose another with "

@@ -121,6 +121,8 @@ class BaseDataModule(LightningDataModule):
         super().__init__()
         if batch_size < 1:
             raise LightsegError(f"batch_size must be >= 1, got {batch_size}")
+        if num_workers < 0:
+            raise LightsegError(f"num_workers must be >= 0 (0 loads in the main process), got {num_workers}")
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.pin_memory = pin_memory
@@ -145,6 +147,14 @@ class BaseDataModule(LightningDataModule):
         if dataset is None:
             raise LightsegError(f"{type(self).__name__} has no {name} split (setup() did not create it)")
         size = len(dataset)  # type: ignore[arg-type]
+        if size == 0:
+            source = getattr(dataset, "name", None) or getattr(getattr(dataset, "annotations", None), "source", None)
+            raise LightsegError(
+                f"the {name} split of {type(self).__name__} is empty"
+                + (f" ({source})" if source else "")
+                + ": no usable sample in it (an empty split file, or every sample left out); "
+                "check the split and its files"
+            )
         sampler = None if shuffle else _unpadded_distributed_sampler(dataset)
         return DataLoader(
             dataset,

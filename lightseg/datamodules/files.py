@@ -179,4 +179,11 @@ def read_split(path: Path, layout: str) -> list[str]:
     """Ids listed one per line in a split file (first token of each line)."""
     if not path.is_file():
         raise LightsegError(f"split file {path} does not exist; expected the layout {layout}")
-    return [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise LightsegError(
+            f"split file {path} is not a UTF-8 text file (byte {err.start}: {err.reason}); "
+            "it should list one sample id per line"
+        ) from None
+    return [line.split()[0] for line in text.splitlines() if line.strip()]

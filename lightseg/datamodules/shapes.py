@@ -24,6 +24,7 @@ from torch.utils.data import Dataset
 from lightseg.datamodules.base import SplitDataModule
 from lightseg.datamodules.io import progress, voc_colormap
 from lightseg.datamodules.voc import VOCSegmentationDataset
+from lightseg.errors import LightsegError
 
 SHAPES_CLASSES = ("background", "circle", "square", "triangle")
 FORMAT_VERSION = 1
@@ -206,6 +207,24 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "lightseg"
 
 
+#: the smallest scene side on which the shapes (with their void borders) are drawn
+MIN_IMAGE_SIZE = 16
+
+
+def shapes_folder(root: str | None, name: str, image_size: int) -> Path:
+    """``root / name`` (``root`` defaulting to the cache), refusing an image size or a root that cannot work."""
+    if image_size < MIN_IMAGE_SIZE:
+        raise LightsegError(f"image_size must be at least {MIN_IMAGE_SIZE} pixels for the shapes set, got {image_size}")
+    base = Path(root) if root is not None else default_cache_dir()
+    what = "root" if root is not None else "the cache folder ($LIGHTSEG_CACHE or ~/.cache/lightseg)"
+    for folder in (base, *base.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                raise LightsegError(f"{what} {base}: {folder} is a file, not a folder; choose another folder")
+            break
+    return base / name
+
+
 class ShapesDataModule(SplitDataModule):
     """Synthetic circles, squares and triangles in the VOC layout, written once on first use.
 
@@ -259,7 +278,7 @@ class ShapesDataModule(SplitDataModule):
         self.image_size = image_size
         self.seed = seed
         name = f"shapes-v{FORMAT_VERSION}-{image_size}px-{seed}-{num_train}-{num_val}-{num_test}"
-        self.data_dir = (Path(root) if root is not None else default_cache_dir()) / name
+        self.data_dir = shapes_folder(root, name, image_size)
 
     def prepare_data(self) -> None:
         if not self.data_dir.is_dir():

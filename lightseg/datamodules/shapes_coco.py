@@ -14,7 +14,7 @@ from PIL import Image
 
 from lightseg.datamodules.coco import COCOAnnotations, COCOInstanceDataModule, COCOKeypointDataModule, Kind
 from lightseg.datamodules.io import progress
-from lightseg.datamodules.shapes import Instance, default_cache_dir, generate_scene
+from lightseg.datamodules.shapes import Instance, generate_scene, shapes_folder
 
 COCO_FORMAT_VERSION = 3  # bumped whenever the COCO-form scenes change, so caches are rewritten
 
@@ -150,7 +150,7 @@ class _ShapesCOCO:
         self.image_size, self.seed = image_size, seed
         name = f"shapes-coco-{self.kind}-v{COCO_FORMAT_VERSION}-{image_size}px-{seed}-"
         name += "-".join(map(str, self.counts.values()))
-        self.data_dir = (Path(root) if root is not None else default_cache_dir()) / name
+        self.data_dir = shapes_folder(root, name, image_size)
         prefix = "person_keypoints" if self.kind == "keypoints" else "instances"
         paths = {}
         for split in ("train", "val", "test"):

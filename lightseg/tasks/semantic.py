@@ -337,6 +337,13 @@ class SemanticSegmentationTask(BaseTask):
                 f"{data_classes} classes; build the task with num_classes={data_classes} "
                 "(the CLI links it from the data)"
             )
+        batch_size = getattr(datamodule, "batch_size", None)
+        pooled = [m for m in self.model.modules() if type(m).__name__ == "ASPPPooling"]
+        if stage == "fit" and pooled and isinstance(batch_size, int) and batch_size < 2:
+            raise LightsegError(
+                f"batch_size {batch_size}: {self.hparams['arch']}'s ASPP image pooling normalises a 1x1 map with "
+                "BatchNorm, which needs at least 2 images per batch (per process) in training; use batch_size >= 2"
+            )
         super().setup(stage)
         if stage == "fit" and self.hparams["class_weights"] == "median_frequency":
             if not hasattr(datamodule, "class_pixel_statistics"):
