@@ -7,6 +7,7 @@ import importlib
 import inspect
 import logging
 import re
+import shlex
 import sys
 import warnings
 from pathlib import Path
@@ -17,6 +18,7 @@ import yaml
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
 from typing_extensions import override
@@ -25,7 +27,15 @@ import lightseg.datamodules
 import lightseg.tasks  # noqa: F401  (registers the tasks' short names)
 from lightseg.callbacks import SegmentationWriter
 from lightseg.callbacks.dashboard import run_dir
-from lightseg.checkpoints import ALIASES, BesideCheckpointIO, find_checkpoints, load_checkpoint, resolve_checkpoint
+from lightseg.checkpoints import (
+    ALIASES,
+    BesideCheckpointIO,
+    InterruptCheckpoint,
+    find_checkpoints,
+    load_checkpoint,
+    resolve_checkpoint,
+)
+from lightseg.checkpoints import ModelCheckpoint as RunCheckpoint
 from lightseg.errors import LightsegError, closest_names
 from lightseg.run_folder import RunFolderGuard
 from lightseg.tasks import BaseTask
@@ -145,6 +155,7 @@ class LightsegCLI(LightningCLI):
     """
 
     def __init__(self, args: list[str] | None = None, run: bool = True, **kwargs: Any) -> None:
+        self.args = list(sys.argv[1:] if args is None else args)
         super().__init__(
             model_class=BaseTask,
             datamodule_class=LightningDataModule,
@@ -207,9 +218,14 @@ class LightsegCLI(LightningCLI):
     @override
     def instantiate_classes(self) -> None:
         super().instantiate_classes()
+        for callback in cast(Any, self.trainer).callbacks:
+            if type(callback) is ModelCheckpoint:  # lightseg's: last.ckpt after every epoch, as promised
+                callback.__class__ = RunCheckpoint
         strategy = self.trainer.strategy
         if type(strategy.checkpoint_io) is TorchCheckpointIO:  # the user configured none of their own
             strategy.checkpoint_io = BesideCheckpointIO()
+        if self.config.get("subcommand") == "fit":
+            cast(Any, self.trainer).callbacks.append(InterruptCheckpoint(resume_command(self.args)))
         guard = RunFolderGuard()  # notes the run folders before the run makes any of them
         guard.watch(self.trainer)
         RUN_GUARDS.append(guard)
@@ -284,6 +300,20 @@ class LightsegCLI(LightningCLI):
         config["ckpt_path"] = str(path)
         if subcommand == "fit":
             continue_wandb_run(config, path)
+
+
+def resume_command(args: list[str]) -> str:
+    """``lightseg <args>`` without its ``--ckpt_path``, for the user to copy."""
+    kept: list[str] = []
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg == "--ckpt_path":
+            skip = True
+        elif not arg.startswith("--ckpt_path="):
+            kept.append(arg)
+    return shlex.join(["lightseg", *kept])
 
 
 def check_values(config: Any) -> None:

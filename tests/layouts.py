@@ -136,3 +136,34 @@ def write_coco(root: Path, images: int = 4, size: int = 64) -> dict:
 
 def _seed(image_id: str) -> int:
     return sum(ord(c) * (i + 1) for i, c in enumerate(image_id)) % 1000
+
+
+FOLDER_COLORS = [(0, 0, 0), (255, 0, 0), (0, 255, 0), (0, 0, 255)]
+
+
+def write_folder(root: Path, names: list[str], mask_format: str, mask_ext: str = ".png") -> Path:
+    """``root/images/<name>.jpg`` + ``root/masks/<name><mask_ext>`` in one of the own-data mask formats.
+
+    Labels are :func:`label_for` with 4 classes (``binary``: 0 / 255), void borders as 255 in
+    ``index``/``palette`` masks and as background where the format has no void (``rgb``, ``binary``).
+    """
+    for k, name in enumerate(names):
+        size = MIXED_SIZES[k % len(MIXED_SIZES)]
+        _image(root / "images" / f"{name}.jpg", k, size)
+        label = label_for(k, num_classes=4, size=size)
+        out = root / "masks" / f"{name}{mask_ext}"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if mask_format == "index":
+            Image.fromarray(label, mode="L").save(out)
+        elif mask_format == "index16":
+            Image.fromarray(label.astype(np.uint16)).save(out)  # a 16-bit PNG or TIFF
+        elif mask_format == "palette":
+            png = Image.fromarray(label, mode="P")
+            png.putpalette(list(np.random.default_rng(k).integers(0, 255, 768)))  # palettes differ per file
+            png.save(out)
+        elif mask_format == "rgb":
+            colors = np.array([*FOLDER_COLORS, *[(0, 0, 0)] * 252], dtype=np.uint8)
+            Image.fromarray(colors[np.where(label == 255, 0, label)]).save(out)
+        elif mask_format == "binary":
+            Image.fromarray(np.where((label > 0) & (label < 255), 255, 0).astype(np.uint8), mode="L").save(out)
+    return root

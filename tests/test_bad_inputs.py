@@ -14,7 +14,7 @@ import pytest
 from lightseg.cli import main
 
 from conftest import ROOT, TINY_SHAPES
-from layouts import write_coco, write_voc
+from layouts import write_cityscapes, write_coco, write_voc
 
 QUICKSTART = str(ROOT / "configs" / "quickstart.yaml")
 MASKRCNN = str(ROOT / "configs" / "quickstart_maskrcnn.yaml")
@@ -117,23 +117,6 @@ def _run_bad(args: list[str], here: Path, capsys: pytest.CaptureFixture[str]) ->
     assert _files(here) == before, sorted(map(str, _files(here) - before))  # nothing new on disk
     assert not (here / "pwned").exists()
     return errors[0]
-
-
-@pytest.mark.parametrize(("case", "make", "words"), CHECKPOINT_CASES, ids=[c[0] for c in CHECKPOINT_CASES])
-def test_bad_checkpoints(
-    case: str,
-    make: Callable[[Path, Path], list[str]],
-    words: list[str],
-    trained: Path,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    monkeypatch.chdir(tmp_path)
-    args = make(tmp_path, trained)
-    line = _run_bad(args, tmp_path, capsys)
-    for word in words:
-        assert word in line, line
 
 
 def test_truncated_last_checkpoint_names_an_older_one(
@@ -255,8 +238,11 @@ VALUE_CASES: list[tuple[str, Callable[[Path, Path], list[str]], list[str]]] = [
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize(("case", "make", "words"), VALUE_CASES, ids=[c[0] for c in VALUE_CASES])
-def test_bad_values_and_configs(
+CLI_CASES = CHECKPOINT_CASES + VALUE_CASES
+
+
+@pytest.mark.parametrize(("case", "make", "words"), CLI_CASES, ids=[c[0] for c in CLI_CASES])
+def test_bad_checkpoints_values_and_configs(
     case: str,
     make: Callable[[Path, Path], list[str]],
     words: list[str],
@@ -314,3 +300,46 @@ def test_a_training_set_whose_every_image_is_left_out(
             "--data.init_args.train_annotations=annotations/instances_val2017.json"]  # fmt: skip
     line = _run_bad(["fit", *args], tmp_path, capsys)
     assert "the train split of COCOInstanceDataModule is empty" in line and "instances_val2017.json" in line
+
+
+def test_predict_stopped_by_an_unreadable_image_leaves_no_output_folder(
+    trained: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    images = tmp_path / "images"
+    images.mkdir()
+    source = next((trained / "data").glob("shapes-*")) / "JPEGImages"
+    for name in sorted(p.name for p in source.iterdir())[:3]:
+        shutil.copy(source / name, images / name)
+    (images / "zz_broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")  # sorted last: after three good ones
+    args = ["predict", *_quickstart(trained, "--data.init_args.batch_size=1"), "--ckpt_path", str(_checkpoint(trained)),
+            f"--data.init_args.predict_dir={images}", f"--prediction.output_dir={tmp_path / 'out'}"]  # fmt: skip
+    line = _run_bad(args, tmp_path, capsys)
+    assert "zz_broken.jpg" in line
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob("out.partial-*"))  # the rerun is not refused
+    (images / "zz_broken.jpg").unlink()
+    main(args)
+    assert sorted(p.name for p in (tmp_path / "out" / "masks").iterdir()) == sorted(
+        p.with_suffix(".png").name for p in images.iterdir()
+    )
+    assert not list(tmp_path.glob("out.partial-*"))
+
+
+@pytest.mark.parametrize("check", ["full", "headers"])
+def test_a_bad_sample_in_a_dropped_last_batch_is_still_found(
+    check: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from PIL import Image
+
+    monkeypatch.chdir(tmp_path)
+    frames = ["aachen_000000_000019", "aachen_000001_000019", "bochum_000000_000019"]
+    root = write_cityscapes(tmp_path / "cs", {"train": frames, "val": ["bonn_000000_000019"]})
+    label = root / "gtFine" / "train" / "bochum" / "bochum_000000_000019_gtFine_labelIds.png"
+    Image.open(label).crop((0, 0, 10, 12)).save(label)  # 3 images, batch 2: one batch of two, one dropped
+    args = ["fit", "--model=SemanticSegmentationTask", "--model.init_args.arch=unet",
+            "--model.init_args.backbone=resnet18", "--model.init_args.weights_backbone=null",
+            "--data=CityscapesDataModule", f"--data.init_args.root={root}", "--data.init_args.crop_size=null",
+            "--data.init_args.scale_range=null", "--data.init_args.batch_size=2", "--data.init_args.num_workers=0",
+            f"--data.init_args.check_samples={check}", "--trainer.max_epochs=1"]  # fmt: skip
+    line = _run_bad(args, tmp_path, capsys)
+    assert "bochum_000000_000019_gtFine_labelIds.png is (12, 10)" in line and "(12, 16)" in line

@@ -500,3 +500,41 @@ def test_binary_masks_stored_as_0_and_255_are_refused(
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert info.value.code == 2 and "Traceback" not in err
     assert "masks checked" in err and "hold only 0 and 255" in err and "declare 2 classes" in err
+
+
+def test_ctrl_c_saves_a_checkpoint_and_says_how_to_go_on(
+    shapes_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import signal
+
+    monkeypatch.chdir(tmp_path)
+    handler = signal.getsignal(signal.SIGINT)
+    args = ["fit", *tiny(shapes_root, "--trainer.max_epochs=2")]
+    with pytest.raises(SystemExit) as info:
+        main([*args, "--trainer.callbacks+=user_task.InterruptAtStep", "--trainer.callbacks.step=3"])
+    signal.signal(signal.SIGINT, handler)  # Lightning ignores further Ctrl-C while it shuts down
+    assert info.value.code == 1
+    err = capsys.readouterr().err
+    saved = next((tmp_path / "runs").rglob("last-interrupted.ckpt"))
+    assert f"lightseg: interrupted in epoch 0, step 3; saved {saved.relative_to(tmp_path)}" in err
+    assert torch.load(saved, weights_only=True, map_location="cpu")["global_step"] == 3
+    command = next(line.strip() for line in err.splitlines() if line.strip().startswith("lightseg fit"))
+    assert command.endswith(f"--ckpt_path {saved.relative_to(tmp_path)}") and "InterruptAtStep" in command
+    main([*args, "--ckpt_path", "last"])  # `last` picks the interrupted checkpoint: the run ends its 2 epochs
+    final = torch.load(next((tmp_path / "runs").rglob("last.ckpt")), weights_only=True, map_location="cpu")
+    assert final["epoch"] == 1 and final["global_step"] == 8  # 4 steps per epoch (32 images, batch 8)
+
+
+def test_last_checkpoint_follows_every_epoch_even_when_the_metric_does_not_improve(
+    shapes_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Lightning 2.6 writes last.ckpt only with a new top-k checkpoint; lr 0: val_miou never improves
+    monkeypatch.chdir(tmp_path)
+    main(["fit", *tiny(shapes_root, "--model.init_args.optimizer.init_args.lr=0.0", "--trainer.max_epochs=3")])
+    checkpoints = tmp_path / "runs" / "quickstart" / "unet_resnet18" / "version_0" / "checkpoints"
+    last = torch.load(checkpoints / "last.ckpt", weights_only=True, map_location="cpu")
+    assert last["epoch"] == 2 and last["global_step"] == 12
+    assert [p.name for p in checkpoints.glob("epoch*")] == ["epoch000-val_miou" + p.name.split("val_miou")[1]
+                                                            for p in checkpoints.glob("epoch000*")]  # fmt: skip
+    states = [k for k in last["callbacks"] if k.startswith("ModelCheckpoint")]
+    assert len(states) == 1 and last["callbacks"][states[0]]["best_model_path"].endswith(".ckpt")

@@ -23,3 +23,14 @@ class StopAfterEpoch(Callback):
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.current_epoch == self.epoch:
             trainer.should_stop = True
+
+
+class InterruptAtStep(Callback):
+    """Raises KeyboardInterrupt (what Ctrl-C does) after optimizer step ``step``."""
+
+    def __init__(self, step: int = 3) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer: Trainer, *args: object) -> None:
+        if trainer.global_step == self.step:
+            raise KeyboardInterrupt

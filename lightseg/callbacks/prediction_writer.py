@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -34,7 +36,10 @@ class SegmentationWriter(BasePredictionWriter):
     Under DDP each process writes ``results.rank<N>.json``.
 
     Sub-folders of the input folder are mirrored. An existing, non-empty ``output_dir`` is
-    refused unless ``overwrite`` is set, before anything is predicted.
+    refused unless ``overwrite`` is set, before anything is predicted. Everything is
+    written into ``<output_dir>.partial-<pid>`` beside it and moved into ``output_dir``
+    only once every image is done: a run that stops half-way (an unreadable image, Ctrl-C)
+    leaves no output folder of partial results behind.
 
     Args:
         output_dir: where to write.
@@ -54,6 +59,7 @@ class SegmentationWriter(BasePredictionWriter):
         self.palette = voc_colormap()
         self._results: list[dict[str, Any]] = []
         self._detections_seen = False
+        self._work_dir = self.output_dir
 
     @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
@@ -70,7 +76,9 @@ class SegmentationWriter(BasePredictionWriter):
             )
         self._results = []
         self._detections_seen = False
-        (self.output_dir / "overlays").mkdir(parents=True, exist_ok=True)
+        self._work_dir = self.output_dir.with_name(f"{self.output_dir.name}.partial-{os.getpid()}")
+        shutil.rmtree(self._work_dir, ignore_errors=True)
+        (self._work_dir / "overlays").mkdir(parents=True)
 
     @override
     def write_on_batch_end(
@@ -91,8 +99,8 @@ class SegmentationWriter(BasePredictionWriter):
             mask = prediction["mask"][i, :height, :width].numpy()
             image = (images[i, :, :height, :width].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
             name = Path(relative).with_suffix(".png")
-            self._save_mask(mask, self.output_dir / "masks" / name)
-            self._save_overlay(image, mask, self.output_dir / "overlays" / name)
+            self._save_mask(mask, self._work_dir / "masks" / name)
+            self._save_overlay(image, mask, self._work_dir / "overlays" / name)
 
     def _write_detections(self, trainer: Trainer, pl_module: LightningModule, prediction: Any, batch: Any) -> None:
         self._detections_seen = True
@@ -126,16 +134,36 @@ class SegmentationWriter(BasePredictionWriter):
                 self._results.append(result)
             keep = detections["scores"] >= self.score_threshold
             drawn = draw_detections(image.detach().cpu(), detections, keep, masks, names, skeleton, self.alpha)
-            path = self.output_dir / "overlays" / Path(relative).with_suffix(".png")
+            path = self._work_dir / "overlays" / Path(relative).with_suffix(".png")
             path.parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(drawn).save(path)
 
     @override
     def on_predict_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if not self._detections_seen:
+        if self._detections_seen:
+            name = "results.json" if trainer.world_size == 1 else f"results.rank{trainer.global_rank}.json"
+            (self._work_dir / name).write_text(json.dumps(self._results))
+        self._publish(merge=trainer.world_size > 1 or self.output_dir.exists())
+
+    @override
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        if self._work_dir != self.output_dir:
+            shutil.rmtree(self._work_dir, ignore_errors=True)
+
+    def _publish(self, merge: bool) -> None:
+        # one rename where the target is new; else (overwrite, or several processes) file by file
+        work = self._work_dir
+        if work == self.output_dir:
             return
-        name = "results.json" if trainer.world_size == 1 else f"results.rank{trainer.global_rank}.json"
-        (self.output_dir / name).write_text(json.dumps(self._results))
+        if not merge:
+            work.rename(self.output_dir)
+        else:
+            for path in sorted(p for p in work.rglob("*") if p.is_file()):
+                target = self.output_dir / path.relative_to(work)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(path, target)
+            shutil.rmtree(work, ignore_errors=True)
+        self._work_dir = self.output_dir
 
     def _save_mask(self, mask: np.ndarray, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""Data modules: PASCAL VOC, SBD, VOC-aug, Cityscapes, COCO and the embedded shapes set."""
+"""Data modules: your own folders, PASCAL VOC, SBD, VOC-aug, Cityscapes, COCO and the embedded shapes set."""
 
 from lightseg.datamodules.base import (
     BaseDataModule,
@@ -17,6 +17,7 @@ from lightseg.datamodules.coco import (
     DetectionDataModule,
 )
 from lightseg.datamodules.files import Sample, SegmentationFiles
+from lightseg.datamodules.folder import SegmentationFolderDataModule
 from lightseg.datamodules.sbd import SBDDataModule, SBDSegmentationDataset, VOCAugDataModule
 from lightseg.datamodules.shapes import ShapesDataModule, generate_scene, write_voc
 from lightseg.datamodules.shapes_coco import ShapesInstanceDataModule, ShapesKeypointDataModule, write_coco
@@ -39,6 +40,7 @@ __all__ = [
     "SBDSegmentationDataset",
     "Sample",
     "SegmentationFiles",
+    "SegmentationFolderDataModule",
     "SemanticDataModule",
     "ShapesDataModule",
     "ShapesInstanceDataModule",

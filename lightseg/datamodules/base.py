@@ -15,7 +15,7 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch import distributed as dist
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from lightseg.datamodules.files import OnMissing
+from lightseg.datamodules.files import CheckSamples, OnMissing, SegmentationFiles
 from lightseg.datamodules.io import IMAGE_EXTENSIONS, read_image
 from lightseg.datamodules.transforms import train_transforms
 from lightseg.errors import LightsegError
@@ -253,11 +253,15 @@ class SplitDataModule(SemanticDataModule):
         vflip: random vertical flips in training.
         photometric: random brightness/contrast/saturation/hue in training.
         on_missing: ``error`` names samples whose files are missing; ``skip`` leaves them out.
+        check_samples: before a run, check the training and validation samples: ``headers``
+            (every image and mask readable and of the same size), ``full`` (also every mask's
+            labels), ``auto`` (full up to 1,000 samples, headers above) or ``none``.
         batch_size: samples per batch (per process).
         num_workers: data loader worker processes.
         pin_memory: pin batches in page-locked memory (faster host-to-GPU copies).
         persistent_workers: keep workers alive between epochs.
         predict_dir: folder of images for ``lightseg predict``.
+        ignore_index: mask value that never counts (void, padding).
     """
 
     def __init__(
@@ -271,15 +275,18 @@ class SplitDataModule(SemanticDataModule):
         vflip: bool = False,
         photometric: bool = False,
         on_missing: OnMissing = "error",
+        check_samples: CheckSamples = "auto",
         batch_size: int = 8,
         num_workers: int = 4,
         pin_memory: bool = True,
         persistent_workers: bool = True,
         predict_dir: str | None = None,
+        ignore_index: int = 255,
     ) -> None:
-        super().__init__(batch_size, num_workers, pin_memory, persistent_workers, predict_dir)
+        super().__init__(batch_size, num_workers, pin_memory, persistent_workers, predict_dir, ignore_index)
         self.splits = {"train": train_split, "val": val_split, "test": test_split}
         self.on_missing: OnMissing = on_missing
+        self.check_samples: CheckSamples = check_samples
         self.train_transform = train_transforms(crop_size, scale_range, hflip, vflip, photometric, self.ignore_index)
 
     @abstractmethod
@@ -296,6 +303,6 @@ class SplitDataModule(SemanticDataModule):
         if stage == "predict":
             self.setup_predict()
         for dataset in (self.train_dataset, self.val_dataset, self.test_dataset):
-            check = getattr(dataset, "check_masks_are_not_binary_255", None)
-            if check is not None:
-                check()
+            if isinstance(dataset, SegmentationFiles):
+                dataset.check_masks_are_not_binary_255()
+                dataset.check_samples(self.check_samples)

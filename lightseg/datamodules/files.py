@@ -14,11 +14,16 @@ from scipy import io as sio
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
-from lightseg.datamodules.io import progress, read_image, read_mask
+from lightseg.datamodules.io import image_header, progress, read_image, read_mask
 from lightseg.errors import LightsegError
 from lightseg.types import SemanticItem
 
 OnMissing = Literal["error", "skip"]
+#: ``headers``: every image's and mask's size and mode; ``full``: also every mask's labels; ``auto``:
+#: ``full`` up to :data:`FULL_CHECK_LIMIT` samples, ``headers`` above; ``none``: no check
+CheckSamples = Literal["auto", "headers", "full", "none"]
+FULL_CHECK_LIMIT = 1000
+MASK_MODES = ("P", "L", "I", "I;16", "RGB", "RGBA")
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,7 @@ class SegmentationFiles(Dataset[SemanticItem]):
         raw_classes: number of valid raw values when ``label_map`` is given.
         on_missing: ``error`` or ``skip`` for samples whose image or mask file is absent.
         name: how error messages call this data set.
+        colormap: ``[num_classes, 3]`` colours of RGB masks (``None``: the VOC palette).
     """
 
     def __init__(
@@ -82,6 +88,7 @@ class SegmentationFiles(Dataset[SemanticItem]):
         raw_classes: int | None = None,
         on_missing: OnMissing = "error",
         name: str = "data set",
+        colormap: np.ndarray | None = None,
     ) -> None:
         self.num_classes = num_classes
         self.transforms = transforms
@@ -89,7 +96,9 @@ class SegmentationFiles(Dataset[SemanticItem]):
         self.label_map = label_map
         self.raw_classes: int = raw_classes if label_map is not None and raw_classes is not None else num_classes
         self.name = name
+        self.colormap = colormap
         self._masks_checked = False
+        self._samples_checked = False
         self.samples = self._check(list(samples), on_missing, name)
 
     @staticmethod
@@ -138,6 +147,36 @@ class SegmentationFiles(Dataset[SemanticItem]):
                 "(mask = (mask > 0).astype(np.uint8)) and declare 2 classes (background, foreground)"
             )
 
+    def check_samples(self, mode: CheckSamples = "auto") -> None:
+        """Check every sample before training: image and mask readable and of one size, mask labels valid.
+
+        A bad sample otherwise surfaces only when a batch holds it, which may be hours into
+        a run, or never when it falls in a dropped last batch. Headers cost a file open
+        each; ``full`` decodes every mask (see ``benchmarks/sample_check.py``).
+        """
+        if mode == "none" or self._samples_checked:
+            return
+        self._samples_checked = True
+        full = mode == "full" or (mode == "auto" and len(self.samples) <= FULL_CHECK_LIMIT)
+        for sample in progress(self.samples, f"{self.name}: checking {'samples' if full else 'file headers'}"):
+            size, _ = image_header(sample.image)
+            assert sample.mask is not None
+            if full:
+                mask_size: tuple[int, ...] | None = self.decode_mask(sample.mask).shape
+            elif sample.mask.suffix == ".mat":
+                mask_size = None  # a MATLAB file has no header to read the size from cheaply
+            else:
+                mask_size, mode_name = image_header(sample.mask, "mask")
+                if mode_name not in MASK_MODES:
+                    raise LightsegError(
+                        f"mask {sample.mask} has image mode {mode_name!r}; expected a palette, grey or RGB PNG"
+                    )
+            if mask_size is not None and tuple(mask_size) != size:
+                raise LightsegError(
+                    f"image {sample.image} is {size} but its mask {sample.mask} is {tuple(mask_size)} (H, W); "
+                    "image and label of a sample must have the same size"
+                )
+
     @property
     def ids(self) -> list[str]:
         """The sample ids, in order."""
@@ -156,7 +195,7 @@ class SegmentationFiles(Dataset[SemanticItem]):
         """Class indices of the label file ``path``: SBD ``.mat`` or PNG (through ``label_map``)."""
         if path.suffix == ".mat":
             return read_sbd_mask(path, self.num_classes, self.ignore_index)
-        raw = read_mask(path, self.raw_classes, self.ignore_index)
+        raw = read_mask(path, self.raw_classes, self.ignore_index, self.colormap)
         return raw if self.label_map is None else self.label_map[raw]
 
     def __getitem__(self, index: int) -> SemanticItem:

@@ -94,8 +94,21 @@ def _colours_to_indices(
         colour = ((code >> 16) & 255, (code >> 8) & 255, code & 255)
         if colour not in lookup:
             raise LightsegError(
-                f"RGB mask {path} has colour {colour}, which is not a class colour of the palette; "
-                "save masks as palette PNGs of class indices, or fix the colour"
+                f"RGB mask {path} has colour {colour}, which is not a class colour "
+                f"({'the VOC palette' if colormap is None else 'colors'}); add it to the class colours, "
+                "fix the mask, or save masks as palette PNGs of class indices"
             )
         values[k] = lookup[colour]
     return values[inverse].reshape(rgb.shape[:2])
+
+
+def image_header(path: Path, what: str = "image") -> tuple[tuple[int, int], str]:
+    """``((H, W), mode)`` of an image file from its header, without decoding the pixels."""
+    try:
+        with Image.open(path) as img:
+            width, height = img.size
+            return (height, width), img.mode
+    except FileNotFoundError:
+        raise LightsegError(f"{what} {path} does not exist") from None
+    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+        raise LightsegError(f"cannot read {what} {path}: {err}. Is the file truncated or not an image?") from None

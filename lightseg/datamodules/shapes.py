@@ -271,7 +271,7 @@ class ShapesDataModule(SplitDataModule):
     ) -> None:
         crop = image_size if scale_range is not None else None
         super().__init__(
-            "train", "val", "test", crop, scale_range, hflip, vflip, False, "error",
+            "train", "val", "test", crop, scale_range, hflip, vflip, False, "error", "auto",
             batch_size, num_workers, pin_memory, persistent_workers, predict_dir,
         )  # fmt: skip
         self.counts = {"train": num_train, "val": num_val, "test": num_test}

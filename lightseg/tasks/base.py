@@ -16,6 +16,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 from typing_extensions import override
 
+from lightseg.checkpoints import ModelCheckpoint as RunCheckpoint
 from lightseg.errors import LightsegError
 from lightseg.optim import PolyLR, WarmupMultiStepLR
 from lightseg.types import Stage
@@ -258,7 +259,7 @@ class BaseTask(LightningModule, ABC):
         checkpoints = [cb for cb in self.trainer.checkpoint_callbacks if isinstance(cb, ModelCheckpoint)]
         if checkpoints and not any(cb.monitor for cb in checkpoints):
             callbacks.append(
-                ModelCheckpoint(
+                RunCheckpoint(
                     monitor=self.monitor,
                     mode=self.mode,
                     save_last=True,

@@ -1,0 +1,135 @@
+"""Your own data: folders of images and masks in every mask format, splits, and what is refused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lightseg.cli import main
+from lightseg.datamodules import SegmentationFolderDataModule
+from lightseg.datamodules.folder import hash_split
+from lightseg.errors import LightsegError
+
+from conftest import ROOT
+from layouts import FOLDER_COLORS, label_for, write_folder
+
+CLASSES = ["background", "circle", "square", "triangle"]
+NAMES = [f"img_{k:03d}" for k in range(10)]
+
+
+def _module(root: Path, **kwargs: object) -> SegmentationFolderDataModule:
+    options: dict[str, object] = {"class_names": CLASSES, "val_fraction": 0.3, "num_workers": 0, "batch_size": 2}
+    return SegmentationFolderDataModule(str(root), **{**options, **kwargs})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("mask_format", "ext", "declared"),
+    [("index", ".png", "auto"), ("index16", ".tif", "auto"), ("index16", ".png", "index"),
+     ("palette", ".png", "auto"), ("rgb", ".png", "rgb")],
+    ids=["8-bit png", "16-bit tiff", "16-bit png", "palette", "rgb"],
+)  # fmt: skip
+def test_every_mask_format_reads_the_labels(mask_format: str, ext: str, declared: str, tmp_path: Path) -> None:
+    root = write_folder(tmp_path / "set", NAMES, mask_format, ext)
+    data = _module(root, mask_format=declared, colors=FOLDER_COLORS if mask_format == "rgb" else None)
+    data.setup("fit")
+    assert data.num_classes == 4 and data.class_names == tuple(CLASSES)
+    train, val = data.train_dataset, data.val_dataset
+    assert len(train) + len(val) == 10 and len(val) > 0  # type: ignore[arg-type]
+    for dataset in (train, val):
+        for k, sample in enumerate(dataset.samples):  # type: ignore[union-attr]
+            expected = label_for(NAMES.index(sample.id), num_classes=4, size=dataset.read_mask(k).shape)
+            if mask_format == "rgb":  # no void colour in this table: the border is background
+                expected = np.where(expected == 255, 0, expected)
+            np.testing.assert_array_equal(dataset.read_mask(k), expected)
+
+
+def test_binary_masks_need_a_declared_format(tmp_path: Path) -> None:
+    root = write_folder(tmp_path / "set", NAMES, "binary")
+    with pytest.raises(LightsegError, match=r"holds only 0 and 255: set mask_format: binary .* or mask_format: index"):
+        _module(root, class_names=["background", "object"]).setup("fit")
+    data = _module(root, class_names=["background", "object"], mask_format="binary")
+    data.setup("fit")
+    mask = data.train_dataset.read_mask(0)  # type: ignore[union-attr]
+    assert set(np.unique(mask).tolist()) == {0, 1}
+
+
+def test_splits_from_subfolders_split_files_and_a_stable_hash(tmp_path: Path) -> None:
+    for split, names in (("train", NAMES[:6]), ("val", NAMES[6:])):
+        write_folder(tmp_path / "sub" / "tmp", names, "index")
+        for kind in ("images", "masks"):
+            (tmp_path / "sub" / kind).mkdir(parents=True, exist_ok=True)
+            (tmp_path / "sub" / "tmp" / kind).rename(tmp_path / "sub" / kind / split)
+    data = _module(tmp_path / "sub", val_fraction=0.0)
+    data.setup("fit")
+    assert [s.id for s in data.train_dataset.samples] == NAMES[:6]  # type: ignore[union-attr]
+    assert [s.id for s in data.val_dataset.samples] == NAMES[6:]  # type: ignore[union-attr]
+
+    listed = write_folder(tmp_path / "listed", NAMES, "index")
+    (listed / "splits").mkdir()
+    (listed / "splits" / "train.txt").write_text("img_000\nimg_004\n")
+    (listed / "splits" / "val.txt").write_text("img_009\n")
+    data = _module(listed)
+    data.setup("test")  # no test list: the test split is val
+    assert [s.id for s in data.test_dataset.samples] == ["img_009"]  # type: ignore[union-attr]
+
+    before = {n: hash_split(n, 0.3, 0.0, 0) for n in NAMES}
+    hashed = write_folder(tmp_path / "hashed", [*NAMES, "new_1", "new_2"], "index")
+    data = _module(hashed)
+    data.setup("fit")
+    val = {s.id for s in data.val_dataset.samples}  # type: ignore[union-attr]
+    assert {n for n, split in before.items() if split == "val"} == val - {"new_1", "new_2"}  # adding moved nothing
+
+
+def test_peer_mmsegmentation_folder_with_suffixes_and_split_files(peer: Path) -> None:
+    root = peer / "mmsegmentation" / "pseudo_dataset"
+    data = SegmentationFolderDataModule(
+        str(root),
+        ["a", "b", "c", "d"],
+        images="imgs",
+        masks="gts",
+        image_suffix="_img",
+        mask_suffix="_gt",
+        num_workers=0,
+    )
+    data.setup("fit")
+    assert [s.id for s in data.train_dataset.samples] == ["00000", "00001", "00002", "00003"]  # type: ignore[union-attr]
+    assert [s.id for s in data.val_dataset.samples] == ["00004"]  # type: ignore[union-attr]
+    item = data.val_dataset[0]
+    assert item["image"].shape[-2:] == item["mask"].shape and int(item["mask"].max()) <= 3
+
+
+def test_folder_mistakes_are_named(tmp_path: Path) -> None:
+    (tmp_path / "empty" / "images").mkdir(parents=True)
+    (tmp_path / "empty" / "masks").mkdir()
+    with pytest.raises(LightsegError, match=r"image folder .*images holds no image"):
+        _module(tmp_path / "empty").setup("fit")
+    with pytest.raises(LightsegError, match=r"mask folder .*nowhere/masks does not exist"):
+        (tmp_path / "nowhere" / "images").mkdir(parents=True)
+        _module(tmp_path / "nowhere").setup("fit")
+    root = write_folder(tmp_path / "rgb", NAMES, "rgb")
+    with pytest.raises(LightsegError, match=r"is an RGB image: colour-coded masks need the colour of each class"):
+        _module(root).setup("fit")
+    with pytest.raises(LightsegError, match=r"has colour \(0, 255, 0\), which is not a class colour \(colors\)"):
+        _module(root, colors=[(0, 0, 0), (255, 0, 0), (9, 9, 9), (0, 0, 255)]).setup("fit")
+    wide = write_folder(tmp_path / "wide", NAMES, "index16", ".tif")
+    from PIL import Image
+
+    Image.fromarray(np.full((12, 16), 300, dtype=np.uint16)).save(wide / "masks" / "img_003.tif")
+    with pytest.raises(LightsegError, match=r"img_003.tif holds label value\(s\) \[300\]"):
+        _module(wide, check_samples="full").setup("fit")
+
+
+def test_folder_config_trains_from_the_command_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    root = write_folder(tmp_path / "my_set", NAMES, "palette")
+    (root / "classes.yaml").write_text("- background\n- circle\n- square\n- triangle\n")
+    main(["fit", "--config", str(ROOT / "configs" / "semantic" / "folder_unet.yaml"),
+          f"--data.init_args.root={root}", f"--data.init_args.class_names={root / 'classes.yaml'}",
+          "--data.init_args.crop_size=16", "--data.init_args.batch_size=4", "--data.init_args.num_workers=0",
+          "--model.init_args.weights_backbone=null", "--model.init_args.backbone=resnet18",
+          "--trainer.max_epochs=1", "--trainer.enable_progress_bar=false"])  # fmt: skip
+    last = torch.load(next((tmp_path / "runs").rglob("last.ckpt")), weights_only=True, map_location="cpu")
+    assert last["hyper_parameters"]["num_classes"] == 4 and last["global_step"] > 0
