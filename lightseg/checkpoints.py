@@ -29,10 +29,11 @@ def find_checkpoints(roots: Iterable[Path]) -> list[Path]:
 
 
 def resolve_checkpoint(alias: str, roots: list[Path]) -> tuple[Path, str]:
-    """Resolve ``best`` or ``last`` to a file of the most recent run under ``roots``.
+    """Resolve ``best`` or ``last`` to a checkpoint file under ``roots``.
 
     ``last`` is the newest ``last*.ckpt`` (or newest checkpoint); ``best`` is the
-    ``best_model_path`` that the newest checkpoint's ``ModelCheckpoint`` state records.
+    best-scoring checkpoint among all runs under ``roots`` (each records its run's best
+    path and score), on the metric of the newest run.
 
     Returns:
         The path and a one-line description for the user.
@@ -56,20 +57,52 @@ def resolve_checkpoint(alias: str, roots: list[Path]) -> tuple[Path, str]:
                 + hint
             )
         return chosen, f"--ckpt_path last -> {chosen}"
-    state = _checkpoint_state(newest)
-    if state is None or not state.get("best_model_path"):
+    return _best_of_all_runs(checkpoints)
+
+
+def _best_of_all_runs(checkpoints: list[Path]) -> tuple[Path, str]:
+    # Every checkpoint records its run's best so far (path, score, metric, mode); a short
+    # trial run after a long one must not make `best` mean the trial's best.
+    candidates: dict[Path, tuple[float, str, str]] = {}
+    for path in checkpoints:
+        try:
+            found = _checkpoint_best(path)
+        except LightsegError:
+            continue  # unreadable (a truncated write): not a candidate
+        if found is None:
+            continue
+        best, score, monitor, mode = found
+        if not best.is_file():  # the run folder was moved: look beside this checkpoint
+            best = path.parent / best.name
+        if best.is_file():
+            candidates[best.resolve()] = (score, monitor, mode)
+    if not candidates:
         raise LightsegError(
-            f"--ckpt_path best: the newest checkpoint {newest} records no monitored best model; "
-            "use --ckpt_path last or a file"
+            f"--ckpt_path best: none of the {len(checkpoints)} checkpoints found records a monitored best model "
+            "that still exists; use --ckpt_path last or a file"
         )
-    best = Path(state["best_model_path"])
-    if not best.is_file():  # the run folder was moved: look beside the newest checkpoint
-        best = newest.parent / best.name
-    if not best.is_file():
-        raise LightsegError(f"--ckpt_path best: {state['best_model_path']} (recorded in {newest}) no longer exists")
-    score = state.get("best_model_score")
-    described = f" ({state.get('monitor')}={float(score):.4f})" if score is not None else ""
-    return best, f"--ckpt_path best -> {best}{described}"
+    newest_monitor = candidates[max(candidates, key=lambda p: p.stat().st_mtime)][1]
+    same = {p: v for p, v in candidates.items() if v[1] == newest_monitor}
+    sign = -1.0 if next(iter(same.values()))[2] == "min" else 1.0
+    best_path = max(same, key=lambda p: (sign * same[p][0], p.stat().st_mtime))
+    score, monitor, _ = same[best_path]
+    runs = len({p.parent for p in same})
+    return best_path, (
+        f"--ckpt_path best -> {best_path} ({monitor}={score:.4f}, the best of {len(same)} checkpoints in {runs} "
+        f"run folder{'s' if runs > 1 else ''})"
+    )
+
+
+def _checkpoint_best(path: Path) -> tuple[Path, float, str, str] | None:
+    """``(best path, its score, metric, mode)`` recorded by the monitored ``ModelCheckpoint`` state of ``path``."""
+    checkpoint = load_checkpoint(path)
+    for key, value in checkpoint.get("callbacks", {}).items():
+        if not (str(key).startswith("ModelCheckpoint") and isinstance(value, dict)):
+            continue
+        if value.get("best_model_path") and value.get("best_model_score") is not None and value.get("monitor"):
+            mode = "min" if "'mode': 'min'" in str(key) else "max"
+            return Path(value["best_model_path"]), float(value["best_model_score"]), str(value["monitor"]), mode
+    return None
 
 
 def load_checkpoint(path: str | Path, option: str = "--ckpt_path") -> dict[str, Any]:
@@ -112,14 +145,6 @@ def readable(path: Path) -> bool:
     except LightsegError:
         return False
     return True
-
-
-def _checkpoint_state(path: Path) -> dict[str, Any] | None:
-    checkpoint = load_checkpoint(path)
-    for key, value in checkpoint.get("callbacks", {}).items():
-        if str(key).startswith("ModelCheckpoint") and isinstance(value, dict):
-            return value
-    return None
 
 
 class BesideCheckpointIO(TorchCheckpointIO):

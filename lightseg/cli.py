@@ -27,6 +27,7 @@ import lightseg.datamodules
 import lightseg.tasks  # noqa: F401  (registers the tasks' short names)
 from lightseg.callbacks import SegmentationWriter
 from lightseg.callbacks.dashboard import run_dir
+from lightseg.callbacks.summary import RunSummary
 from lightseg.checkpoints import (
     ALIASES,
     BesideCheckpointIO,
@@ -150,8 +151,8 @@ class LightsegCLI(LightningCLI):
     """LightningCLI with lightseg's tasks and data modules, linked ``num_classes`` and checkpoint aliases.
 
     Tasks and data modules are chosen by short name (``SemanticSegmentationTask``) or by
-    import path (a user's subclass). ``--ckpt_path best|last`` finds the checkpoints of
-    the most recent run of the same config, also in a new process.
+    import path (a user's subclass). ``--ckpt_path best`` is the best-scoring checkpoint of
+    all runs of the same config, ``last`` the newest ``last*.ckpt``, also in a new process.
     """
 
     def __init__(self, args: list[str] | None = None, run: bool = True, **kwargs: Any) -> None:
@@ -226,6 +227,7 @@ class LightsegCLI(LightningCLI):
             strategy.checkpoint_io = BesideCheckpointIO()
         if self.config.get("subcommand") == "fit":
             cast(Any, self.trainer).callbacks.append(InterruptCheckpoint(resume_command(self.args)))
+        cast(Any, self.trainer).callbacks.append(RunSummary(self.args[1:]))
         guard = RunFolderGuard()  # notes the run folders before the run makes any of them
         guard.watch(self.trainer)
         RUN_GUARDS.append(guard)

@@ -319,6 +319,7 @@ def test_predict_stopped_by_an_unreadable_image_leaves_no_output_folder(
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob("out.partial-*"))  # the rerun is not refused
     (images / "zz_broken.jpg").unlink()
     main(args)
+    assert f"lightseg: predicted 3 images: masks/ and overlays/ in {tmp_path / 'out'}" in capsys.readouterr().err
     assert sorted(p.name for p in (tmp_path / "out" / "masks").iterdir()) == sorted(
         p.with_suffix(".png").name for p in images.iterdir()
     )

@@ -526,15 +526,42 @@ def test_ctrl_c_saves_a_checkpoint_and_says_how_to_go_on(
 
 
 def test_last_checkpoint_follows_every_epoch_even_when_the_metric_does_not_improve(
-    shapes_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    shapes_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # Lightning 2.6 writes last.ckpt only with a new top-k checkpoint; lr 0: val_miou never improves
     monkeypatch.chdir(tmp_path)
     main(["fit", *tiny(shapes_root, "--model.init_args.optimizer.init_args.lr=0.0", "--trainer.max_epochs=3")])
     checkpoints = tmp_path / "runs" / "quickstart" / "unet_resnet18" / "version_0" / "checkpoints"
+    err = capsys.readouterr().err  # the run says what it did and what comes next
+    summary = err[err.index("lightseg: training ended at epoch 3, step 12") :]
+    assert (
+        f"best checkpoint: {Path('runs/quickstart/unet_resnet18/version_0/checkpoints')}/epoch000-val_miou" in summary
+    )
+    assert "last checkpoint: runs/quickstart/unet_resnet18/version_0/checkpoints/last.ckpt" in summary
+    assert "run folder: runs/quickstart/unet_resnet18/version_0" in summary
+    assert "lightseg test --config" in summary and summary.count("--ckpt_path") == 3
     last = torch.load(checkpoints / "last.ckpt", weights_only=True, map_location="cpu")
     assert last["epoch"] == 2 and last["global_step"] == 12
     assert [p.name for p in checkpoints.glob("epoch*")] == ["epoch000-val_miou" + p.name.split("val_miou")[1]
                                                             for p in checkpoints.glob("epoch000*")]  # fmt: skip
     states = [k for k in last["callbacks"] if k.startswith("ModelCheckpoint")]
     assert len(states) == 1 and last["callbacks"][states[0]]["best_model_path"].endswith(".ckpt")
+
+
+def test_best_is_the_best_of_all_runs_not_of_the_newest(
+    shapes_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from lightseg.checkpoints import resolve_checkpoint
+
+    monkeypatch.chdir(tmp_path)
+    main(["fit", *tiny(shapes_root)])  # the real run
+    main(
+        ["fit", *tiny(shapes_root, "--model.init_args.optimizer.init_args.lr=0.0", "--trainer.max_epochs=1")]
+    )  # a trial
+    scores = {}
+    for path in (tmp_path / "runs").rglob("epoch*.ckpt"):
+        scores[path.resolve()] = float(path.stem.split("val_miou")[1])
+    assert len({p.parent for p in scores}) == 2
+    best, message = resolve_checkpoint("best", [tmp_path / "runs" / "quickstart", tmp_path / "runs"])
+    assert best == max(scores, key=lambda p: scores[p]) and "version_0" in str(best)
+    assert f"val_miou={max(scores.values()):.4f}" in message and "in 2 run folders" in message

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 from PIL import Image
@@ -59,6 +61,7 @@ class SegmentationWriter(BasePredictionWriter):
         self.palette = voc_colormap()
         self._results: list[dict[str, Any]] = []
         self._detections_seen = False
+        self._images = 0
         self._work_dir = self.output_dir
 
     @override
@@ -76,6 +79,7 @@ class SegmentationWriter(BasePredictionWriter):
             )
         self._results = []
         self._detections_seen = False
+        self._images = 0
         self._work_dir = self.output_dir.with_name(f"{self.output_dir.name}.partial-{os.getpid()}")
         shutil.rmtree(self._work_dir, ignore_errors=True)
         (self._work_dir / "overlays").mkdir(parents=True)
@@ -91,6 +95,7 @@ class SegmentationWriter(BasePredictionWriter):
         batch_idx: int,
         dataloader_idx: int,
     ) -> None:
+        self._images += len(prediction["path"])
         if "detections" in prediction:
             self._write_detections(trainer, pl_module, prediction, batch)
             return
@@ -144,6 +149,11 @@ class SegmentationWriter(BasePredictionWriter):
             name = "results.json" if trainer.world_size == 1 else f"results.rank{trainer.global_rank}.json"
             (self._work_dir / name).write_text(json.dumps(self._results))
         self._publish(merge=trainer.world_size > 1 or self.output_dir.exists())
+        count = torch.tensor(float(self._images), device=pl_module.device)
+        images = int(trainer.strategy.reduce(count, reduce_op="sum"))
+        if trainer.is_global_zero:
+            what = "results.json and overlays/" if self._detections_seen else "masks/ and overlays/"
+            print(f"lightseg: predicted {images} images: {what} in {self.output_dir}", file=sys.stderr)
 
     @override
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:

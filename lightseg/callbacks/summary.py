@@ -1,0 +1,72 @@
+"""What a run did and what to run next, printed when it ends."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from typing_extensions import override
+
+
+class RunSummary(Callback):
+    """Prints, at the end of ``fit``, the best and last checkpoints, the run folder and the commands to go on.
+
+    At the end of ``validate`` / ``test`` it says where the run's logs are. The CLI installs it.
+
+    Args:
+        args: the command line of the run, without ``lightseg`` and the subcommand.
+    """
+
+    def __init__(self, args: list[str] | None = None) -> None:
+        self.args = list(args or [])
+
+    def _command(self, subcommand: str, *extra: str) -> str:
+        kept, skip = [], False
+        for arg in self.args:
+            if skip:
+                skip = False
+            elif arg == "--ckpt_path":
+                skip = True
+            elif not arg.startswith("--ckpt_path="):
+                kept.append(arg)
+        return shlex.join(["lightseg", subcommand, *kept, *extra])
+
+    @override
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        lines = [f"lightseg: training ended after {trainer.current_epoch} epochs, {trainer.global_step} steps"]
+        checkpoint = trainer.checkpoint_callback
+        if isinstance(checkpoint, ModelCheckpoint) and checkpoint.best_model_path:
+            score = checkpoint.best_model_score
+            value = f" ({checkpoint.monitor}={float(score):.4f})" if score is not None else ""
+            lines.append(f"  best checkpoint: {checkpoint.best_model_path}{value}")
+        if isinstance(checkpoint, ModelCheckpoint) and checkpoint.last_model_path:
+            lines.append(f"  last checkpoint: {checkpoint.last_model_path}")
+        if trainer.log_dir and trainer.loggers:
+            lines.append(f"  run folder: {trainer.log_dir}")
+        lines += [
+            "  next:",
+            f"    {self._command('test', '--ckpt_path', 'best')}",
+            f"    {self._command('predict', '--ckpt_path', 'best', '--data.predict_dir', 'IMAGES/')}"
+            " --prediction.output_dir predictions/",
+            f"    {self._command('fit', '--ckpt_path', 'last')}   # trains on, e.g. with a larger --trainer.max_epochs",
+        ]
+        print("\n".join(lines), file=sys.stderr)
+
+    @override
+    def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._where(trainer, "test")
+
+    @override
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.state.fn == "validate" and not trainer.sanity_checking:
+            self._where(trainer, "validation")
+
+    @staticmethod
+    def _where(trainer: Trainer, what: str) -> None:
+        if trainer.is_global_zero and trainer.loggers and trainer.log_dir:
+            print(f"lightseg: {what} results logged in {Path(trainer.log_dir)}", file=sys.stderr)
