@@ -36,6 +36,7 @@ class RunSummary(Callback):
 
     @override
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        log_dir = trainer.log_dir if trainer.loggers else None  # on every process: it is a collective call
         if not trainer.is_global_zero:
             return
         lines = [f"lightseg: training ended after {trainer.current_epoch} epochs, {trainer.global_step} steps"]
@@ -46,8 +47,8 @@ class RunSummary(Callback):
             lines.append(f"  best checkpoint: {checkpoint.best_model_path}{value}")
         if isinstance(checkpoint, ModelCheckpoint) and checkpoint.last_model_path:
             lines.append(f"  last checkpoint: {checkpoint.last_model_path}")
-        if trainer.log_dir and trainer.loggers:
-            lines.append(f"  run folder: {trainer.log_dir}")
+        if log_dir:
+            lines.append(f"  run folder: {log_dir}")
         lines += [
             "  next:",
             f"    {self._command('test', '--ckpt_path', 'best')}",
@@ -68,5 +69,6 @@ class RunSummary(Callback):
 
     @staticmethod
     def _where(trainer: Trainer, what: str) -> None:
-        if trainer.is_global_zero and trainer.loggers and trainer.log_dir:
-            print(f"lightseg: {what} results logged in {Path(trainer.log_dir)}", file=sys.stderr)
+        log_dir = trainer.log_dir if trainer.loggers else None  # on every process: it is a collective call
+        if trainer.is_global_zero and log_dir:
+            print(f"lightseg: {what} results logged in {Path(log_dir)}", file=sys.stderr)
