@@ -88,8 +88,8 @@ def _best_of_all_runs(checkpoints: list[Path]) -> tuple[Path, str]:
     score, monitor, _ = same[best_path]
     runs = len({p.parent for p in same})
     return best_path, (
-        f"--ckpt_path best -> {best_path} ({monitor}={score:.4f}, the best of {len(same)} checkpoints in {runs} "
-        f"run folder{'s' if runs > 1 else ''})"
+        f"--ckpt_path best -> {best_path} ({monitor}={score:.4f}, the best of {len(same)} "
+        f"checkpoint{'s' * (len(same) != 1)} in {runs} run folder{'s' * (runs != 1)})"
     )
 
 

@@ -39,7 +39,8 @@ class RunSummary(Callback):
         log_dir = trainer.log_dir if trainer.loggers else None  # on every process: it is a collective call
         if not trainer.is_global_zero:
             return
-        lines = [f"lightseg: training ended after {trainer.current_epoch} epochs, {trainer.global_step} steps"]
+        epochs = trainer.current_epoch
+        lines = [f"lightseg: training ended after {epochs} epoch{'s' * (epochs != 1)}, {trainer.global_step} steps"]
         checkpoint = trainer.checkpoint_callback
         if isinstance(checkpoint, ModelCheckpoint) and checkpoint.best_model_path:
             score = checkpoint.best_model_score
