@@ -27,7 +27,7 @@ import lightseg.datamodules
 import lightseg.tasks  # noqa: F401  (registers the tasks' short names)
 from lightseg.callbacks import SegmentationWriter
 from lightseg.callbacks.dashboard import run_dir
-from lightseg.callbacks.summary import RunSummary
+from lightseg.callbacks.summary import RunSummary, without_ckpt_path
 from lightseg.checkpoints import (
     ALIASES,
     BesideCheckpointIO,
@@ -306,16 +306,7 @@ class LightsegCLI(LightningCLI):
 
 def resume_command(args: list[str]) -> str:
     """``lightseg <args>`` without its ``--ckpt_path``, for the user to copy."""
-    kept: list[str] = []
-    skip = False
-    for arg in args:
-        if skip:
-            skip = False
-        elif arg == "--ckpt_path":
-            skip = True
-        elif not arg.startswith("--ckpt_path="):
-            kept.append(arg)
-    return shlex.join(["lightseg", *kept])
+    return shlex.join(["lightseg", *without_ckpt_path(args)])
 
 
 def check_values(config: Any) -> None:

@@ -11,6 +11,19 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from typing_extensions import override
 
 
+def without_ckpt_path(args: list[str]) -> list[str]:
+    """A command line's arguments less its ``--ckpt_path`` (for a command that sets its own)."""
+    kept, skip = [], False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg == "--ckpt_path":
+            skip = True
+        elif not arg.startswith("--ckpt_path="):
+            kept.append(arg)
+    return kept
+
+
 class RunSummary(Callback):
     """Prints, at the end of ``fit``, the best and last checkpoints, the run folder and the commands to go on.
 
@@ -24,15 +37,7 @@ class RunSummary(Callback):
         self.args = list(args or [])
 
     def _command(self, subcommand: str, *extra: str) -> str:
-        kept, skip = [], False
-        for arg in self.args:
-            if skip:
-                skip = False
-            elif arg == "--ckpt_path":
-                skip = True
-            elif not arg.startswith("--ckpt_path="):
-                kept.append(arg)
-        return shlex.join(["lightseg", subcommand, *kept, *extra])
+        return shlex.join(["lightseg", subcommand, *without_ckpt_path(self.args), *extra])
 
     @override
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
