@@ -3,6 +3,7 @@ from __future__ import annotations
 import io
 import json
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -72,9 +73,18 @@ def wandb_records(path: Path) -> Iterator[Any]:
 
 
 def wandb_run(folder: Path) -> dict[str, Any]:
-    """Run id, group, tags, final summary, config and history of an offline W&B run folder."""
+    """Run id, group, tags, final summary, config and history of an offline W&B run folder.
+
+    W&B's service process writes the file on its own: read it once it holds the run's exit record.
+    """
+    path = next(folder.glob("run-*.wandb"))
+    for _ in range(100):
+        records = list(wandb_records(path))
+        if any(r.WhichOneof("record_type") == "exit" for r in records):
+            break
+        time.sleep(0.1)
     run: dict[str, Any] = {"summary": {}, "config": {}, "history": [], "artifacts": []}
-    for record in wandb_records(next(folder.glob("run-*.wandb"))):
+    for record in records:
         kind = record.WhichOneof("record_type")
         if kind == "run":
             run.update(id=record.run.run_id, group=record.run.run_group, tags=list(record.run.tags))
