@@ -37,7 +37,9 @@ from lightseg.checkpoints import (
     resolve_checkpoint,
 )
 from lightseg.checkpoints import ModelCheckpoint as RunCheckpoint
-from lightseg.errors import LightsegError, closest_names
+from lightseg.config_files import check_config_files
+from lightseg.errors import LightsegError
+from lightseg.parser_errors import condense_parser_error
 from lightseg.run_folder import RunFolderGuard
 from lightseg.tasks import BaseTask
 
@@ -102,49 +104,6 @@ class LightsegArgumentParser(LightningArgumentParser):
         sys.stderr.write(f"lightseg: error: {condense_parser_error(message)}\n")
         sys.stderr.write(f"`{prog} --help` lists every option\n")
         raise SystemExit(2)
-
-
-def condense_parser_error(message: str) -> str:
-    """The gist of a jsonargparse error: which key, which value, what would be valid.
-
-    jsonargparse reports a nested value (``model.init_args.optimizer.init_args.lr``) from the
-    outside in, each level with its ``Parser key``, and every type a union would have
-    taken; the innermost ``Given value`` is what the user typed.
-    """
-    keys = list(dict.fromkeys(re.findall(r'Parser key "([^"]+)"', message)))
-    where = f"{'.'.join(keys)}: " if keys else ""
-    value = _given_value(message)
-    literals = re.findall(r"Expected a typing\.Literal\[(.*?)\]", message)
-    if literals and value is not None:
-        valid = list(dict.fromkeys(c.strip().strip("'\"") for group in literals for c in group.split(",")))
-        return f"{where}{value!r} is not valid;{closest_names(value, valid)}"
-    types = [t for t in dict.fromkeys(re.findall(r"Expected a <class '(\w+)'>", message)) if t != "NoneType"]
-    if types and value is not None:
-        return f"{where}expected {' or '.join(types)}, got {value!r}"
-    if "Expected a dot import path string" in message or "either not accessible or invalid" in message:
-        name = value if value is not None else "?"
-        return (
-            f"{where}{name!r} is not a known class; use a short name (SemanticSegmentationTask, "
-            "ShapesDataModule) or an import path (mypkg.module.MyTask)"
-        )
-    unknown = re.search(r"Option '([^']+)' is not accepted|NestedArg\(key='([^']+)'", message)
-    if unknown:
-        return f"{where}unknown option {unknown.group(1) or unknown.group(2)!r}"
-    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
-    return " ".join(lines[:2]) if lines else message
-
-
-def _given_value(message: str) -> str | None:
-    # the innermost report of the value: "Expected a ... Got value: x", then a plain "Given
-    # value: x", then the value inside an outer level's NestedArg(key=..., val=...)
-    got = re.search(r"Expected a [^\n]*?\. Got value: (.*)$", message, flags=re.MULTILINE)
-    if got:
-        return got.group(1).strip()
-    for given in re.findall(r"Given value: (.*?)(?:\. Got value: .*)?$", message, flags=re.MULTILINE):
-        if not given.startswith("NestedArg("):
-            return str(given).strip()
-    nested = re.search(r"NestedArg\(key='[^']*', val=(.*)\)$", message, flags=re.MULTILINE)
-    return nested.group(1).strip().strip("'\"") if nested else None
 
 
 class LightsegCLI(LightningCLI):
@@ -321,38 +280,6 @@ def check_values(config: Any) -> None:
             raise LightsegError(
                 f"{folder} (default_root_dir, a logger's save_dir or a checkpoint dirpath) is a file, not a folder; "
                 "choose another folder for the run"
-            )
-
-
-def check_config_files(args: list[str]) -> None:
-    """Read every ``--config`` file the way the parser will, with one line naming the file for what is wrong."""
-    for position, arg in enumerate(args):
-        if arg == "--config" and position + 1 < len(args):
-            path = Path(args[position + 1])
-        elif arg.startswith("--config="):
-            path = Path(arg.split("=", 1)[1])
-        else:
-            continue
-        if not path.is_file():
-            raise LightsegError(
-                f"config {path} {'is a folder' if path.is_dir() else 'does not exist'}; give a YAML file"
-            )
-        try:
-            content = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except UnicodeDecodeError as err:
-            raise LightsegError(
-                f"config {path} is not a UTF-8 text file (byte {err.start}); a config is YAML"
-            ) from None
-        except yaml.YAMLError as err:
-            mark = getattr(err, "problem_mark", None)
-            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-            problem = getattr(err, "problem", None) or str(err).strip().splitlines()[0]
-            raise LightsegError(f"config {path}: YAML syntax error{where}: {problem}") from None
-        if not isinstance(content, dict):
-            kind = "empty" if content is None else f"a YAML {type(content).__name__}"
-            raise LightsegError(
-                f"config {path} is {kind}; a config maps sections to their settings: `model:`, `data:`, `trainer:` "
-                "(see configs/quickstart.yaml)"
             )
 
 

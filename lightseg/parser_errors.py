@@ -1,0 +1,50 @@
+"""jsonargparse's error messages, condensed to the key, the value given and what would be valid."""
+
+from __future__ import annotations
+
+import re
+
+from lightseg.errors import closest_names
+
+
+def condense_parser_error(message: str) -> str:
+    """The gist of a jsonargparse error: which key, which value, what would be valid.
+
+    jsonargparse reports a nested value (``model.init_args.optimizer.init_args.lr``) from the
+    outside in, each level with its ``Parser key``, and every type a union would have
+    taken; the innermost ``Given value`` is what the user typed.
+    """
+    keys = list(dict.fromkeys(re.findall(r'Parser key "([^"]+)"', message)))
+    where = f"{'.'.join(keys)}: " if keys else ""
+    value = _given_value(message)
+    literals = re.findall(r"Expected a typing\.Literal\[(.*?)\]", message)
+    if literals and value is not None:
+        valid = list(dict.fromkeys(c.strip().strip("'\"") for group in literals for c in group.split(",")))
+        return f"{where}{value!r} is not valid;{closest_names(value, valid)}"
+    types = [t for t in dict.fromkeys(re.findall(r"Expected a <class '(\w+)'>", message)) if t != "NoneType"]
+    if types and value is not None:
+        return f"{where}expected {' or '.join(types)}, got {value!r}"
+    if "Expected a dot import path string" in message or "either not accessible or invalid" in message:
+        name = value if value is not None else "?"
+        return (
+            f"{where}{name!r} is not a known class; use a short name (SemanticSegmentationTask, "
+            "ShapesDataModule) or an import path (mypkg.module.MyTask)"
+        )
+    unknown = re.search(r"Option '([^']+)' is not accepted|NestedArg\(key='([^']+)'", message)
+    if unknown:
+        return f"{where}unknown option {unknown.group(1) or unknown.group(2)!r}"
+    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
+    return " ".join(lines[:2]) if lines else message
+
+
+def _given_value(message: str) -> str | None:
+    # the innermost report of the value: "Expected a ... Got value: x", then a plain "Given
+    # value: x", then the value inside an outer level's NestedArg(key=..., val=...)
+    got = re.search(r"Expected a [^\n]*?\. Got value: (.*)$", message, flags=re.MULTILINE)
+    if got:
+        return got.group(1).strip()
+    for given in re.findall(r"Given value: (.*?)(?:\. Got value: .*)?$", message, flags=re.MULTILINE):
+        if not given.startswith("NestedArg("):
+            return str(given).strip()
+    nested = re.search(r"NestedArg\(key='[^']*', val=(.*)\)$", message, flags=re.MULTILINE)
+    return nested.group(1).strip().strip("'\"") if nested else None
