@@ -432,8 +432,14 @@ def build_cli(args: list[str] | None = None, run: bool = True) -> LightsegCLI:
 def main(args: list[str] | None = None) -> None:
     """Entry point: ``lightseg <subcommand> ...``; a user mistake exits with status 2 and one line."""
     RUN_GUARDS.clear()
+    arguments = list(sys.argv[1:] if args is None else args)
     try:
-        check_config_files(list(sys.argv[1:] if args is None else args))
+        if arguments[:1] == ["data"]:
+            from lightseg.data_check import data_main
+
+            data_main(arguments[1:])
+            return
+        check_config_files(arguments)
         cli = build_cli(args)
         finish_wandb(getattr(cli, "trainer", None))
     except Exception as err:

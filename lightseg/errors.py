@@ -11,6 +11,14 @@ class LightsegError(ValueError):
     """A user mistake: the message names the file or value at fault and the fix."""
 
 
+class MaskLabelError(LightsegError):
+    """A mask holds values (or colours) that are not classes; ``values`` lists them."""
+
+    def __init__(self, message: str, values: list[object]) -> None:
+        super().__init__(message)
+        self.values = values
+
+
 def closest_names(value: str, choices: list[str] | tuple[str, ...]) -> str:
     """Format ``choices`` for an error message, the likeliest match first."""
     import difflib

@@ -5,7 +5,7 @@ from __future__ import annotations
 from abc import abstractmethod
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -107,6 +107,8 @@ class BaseDataModule(LightningDataModule):
 
     num_classes: int
     class_names: tuple[str, ...]
+    #: images per split in the official release, by split name (``lightseg data check`` compares)
+    expected_counts: ClassVar[dict[str, int]] = {}
     #: drop the last incomplete training batch (a lone image breaks BatchNorm in pooled heads)
     drop_last_train: bool = True
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from PIL import Image
@@ -100,6 +100,7 @@ class CityscapesDataModule(SplitDataModule):
 
     num_classes = len(CITYSCAPES_CLASSES)
     class_names = CITYSCAPES_CLASSES
+    expected_counts: ClassVar[dict[str, int]] = {"train": 2975, "val": 500, "test": 1525}
     class_colors = CITYSCAPES_COLORS
 
     def __init__(

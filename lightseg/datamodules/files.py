@@ -15,7 +15,7 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
 from lightseg.datamodules.io import image_header, progress, read_image, read_mask
-from lightseg.errors import LightsegError
+from lightseg.errors import LightsegError, MaskLabelError
 from lightseg.types import SemanticItem
 
 OnMissing = Literal["error", "skip"]
@@ -24,6 +24,10 @@ OnMissing = Literal["error", "skip"]
 CheckSamples = Literal["auto", "headers", "full", "none"]
 FULL_CHECK_LIMIT = 1000
 MASK_MODES = ("P", "L", "I", "I;16", "RGB", "RGBA")
+
+
+class BinaryMaskError(LightsegError):
+    """Masks that hold only 0 and the ignore index: a binary data set read as background + void."""
 
 
 @dataclass(frozen=True)
@@ -51,9 +55,8 @@ def read_sbd_mask(path: Path, num_classes: int, ignore_index: int = 255) -> np.n
     labels = np.asarray(mat["GTcls"].Segmentation)
     bad = labels[(labels != ignore_index) & (labels >= num_classes)]
     if bad.size:
-        raise LightsegError(
-            f"{path} holds label value(s) {sorted(set(bad.tolist()))[:5]} but there are {num_classes} classes"
-        )
+        values = sorted(set(bad.tolist()))
+        raise MaskLabelError(f"{path} holds label value(s) {values[:5]} but there are {num_classes} classes", values)
     return labels.astype(np.uint8)
 
 
@@ -99,21 +102,23 @@ class SegmentationFiles(Dataset[SemanticItem]):
         self.colormap = colormap
         self._masks_checked = False
         self._samples_checked = False
+        #: the samples left out with ``on_missing="skip"``, and what each one lacks
+        self.missing: list[tuple[Sample, str]] = []
         self.samples = self._check(list(samples), on_missing, name)
 
-    @staticmethod
-    def _check(samples: list[Sample], on_missing: OnMissing, name: str) -> list[Sample]:
+    def _check(self, samples: list[Sample], on_missing: OnMissing, name: str) -> list[Sample]:
         def missing(sample: Sample) -> str | None:
             if not sample.image.is_file():
                 return f"image {sample.image}"
             if sample.mask is None or not sample.mask.is_file():
-                return f"mask {sample.mask}" if sample.mask is not None else "label file"
+                return f"mask {sample.mask}" if sample.mask is not None else "mask file"
             return None
 
         problems = [(s, what) for s in progress(samples, f"{name}: checking files") if (what := missing(s)) is not None]
         if not problems:
             return samples
         if on_missing == "skip":
+            self.missing = problems
             rank_zero_warn(f"{name}: skipped {len(problems)} of {len(samples)} samples whose files are missing")
             bad = {id(s) for s, _ in problems}
             return [s for s in samples if id(s) not in bad]
@@ -140,7 +145,7 @@ class SegmentationFiles(Dataset[SemanticItem]):
         has_ignore = [path for path, mask in checked if (mask == self.ignore_index).any()]
         has_class = any(((mask > 0) & (mask != self.ignore_index)).any() for _, mask in checked)
         if has_ignore and not has_class:
-            raise LightsegError(
+            raise BinaryMaskError(
                 f"{self.name}: the {len(checked)} masks checked (e.g. {has_ignore[0]}) hold only 0 and "
                 f"{self.ignore_index}, and {self.ignore_index} is the ignore label: every foreground pixel would be "
                 "dropped from the loss and the metrics. For a binary data set store the foreground as 1 "

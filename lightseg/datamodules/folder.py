@@ -141,6 +141,7 @@ class SegmentationFolderDataModule(SplitDataModule):
         self.class_names = names
         self.num_classes = len(names)
         self.colors = [tuple(c) for c in colors] if colors is not None else file_colors
+        self.class_colors = self.colors
         if self.colors is not None and len(self.colors) != self.num_classes:
             raise LightsegError(f"colors has {len(self.colors)} entries for {self.num_classes} classes")
         if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
@@ -154,6 +155,8 @@ class SegmentationFolderDataModule(SplitDataModule):
         self.fractions = (val_fraction, test_fraction)
         self.split_seed = split_seed
         self._samples: dict[str, list[Sample]] | None = None
+        #: masks without an image, by the folder they were found in (``all`` without split subfolders)
+        self.orphans: dict[str, list[Path]] = {}
 
     def samples(self) -> dict[str, list[Sample]]:
         """The samples of each split (scanned once)."""
@@ -202,6 +205,7 @@ class SegmentationFolderDataModule(SplitDataModule):
         if not images:
             raise LightsegError(f"image folder {image_dir} holds no image ({', '.join(IMAGE_EXTENSIONS)})")
         orphans = sorted(set(masks) - set(images))
+        self.orphans[split] = [masks[key] for key in orphans]
         if orphans:
             rank_zero_info(f"{mask_dir}: {len(orphans)} mask(s) without an image left out (e.g. {orphans[0]})")
         return [Sample(key, path, masks.get(key)) for key, path in images.items()]

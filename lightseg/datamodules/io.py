@@ -11,7 +11,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
-from lightseg.errors import LightsegError
+from lightseg.errors import LightsegError, MaskLabelError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
 T = TypeVar("T")
@@ -74,9 +74,10 @@ def read_mask(path: Path, num_classes: int, ignore_index: int = 255, colormap: n
     labels = array[array != ignore_index]
     if labels.size and int(labels.max()) >= num_classes:
         bad = sorted({int(v) for v in np.unique(labels) if v >= num_classes})
-        raise LightsegError(
+        raise MaskLabelError(
             f"mask {path} holds label value(s) {bad[:5]} but the data set has {num_classes} classes "
-            f"(valid: 0..{num_classes - 1} and {ignore_index} = ignore)"
+            f"(valid: 0..{num_classes - 1} and {ignore_index} = ignore)",
+            list(bad),
         )
     return array.astype(np.uint8)
 
@@ -89,16 +90,16 @@ def _colours_to_indices(
     lookup[tuple(int(v) for v in voc_colormap()[ignore_index])] = ignore_index
     codes = (rgb[..., 0].astype(np.int64) << 16) | (rgb[..., 1].astype(np.int64) << 8) | rgb[..., 2]
     uniques, inverse = np.unique(codes, return_inverse=True)
-    values = np.empty(len(uniques), dtype=np.uint8)
-    for k, code in enumerate(uniques.tolist()):
-        colour = ((code >> 16) & 255, (code >> 8) & 255, code & 255)
-        if colour not in lookup:
-            raise LightsegError(
-                f"RGB mask {path} has colour {colour}, which is not a class colour "
-                f"({'the VOC palette' if colormap is None else 'colors'}); add it to the class colours, "
-                "fix the mask, or save masks as palette PNGs of class indices"
-            )
-        values[k] = lookup[colour]
+    colours = [((code >> 16) & 255, (code >> 8) & 255, code & 255) for code in uniques.tolist()]
+    unknown = [colour for colour in colours if colour not in lookup]
+    if unknown:
+        raise MaskLabelError(
+            f"RGB mask {path} has colour {unknown[0]}, which is not a class colour "
+            f"({'the VOC palette' if colormap is None else 'colors'}); add it to the class colours, "
+            "fix the mask, or save masks as palette PNGs of class indices",
+            list(unknown),
+        )
+    values = np.array([lookup[colour] for colour in colours], dtype=np.uint8)
     return values[inverse].reshape(rgb.shape[:2])
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import Dataset
@@ -77,6 +77,7 @@ class SBDDataModule(SplitDataModule):
 
     num_classes = len(VOC_CLASSES)
     class_names = VOC_CLASSES
+    expected_counts: ClassVar[dict[str, int]] = {"train": 8498, "val": 2857}
 
     def __init__(
         self,
@@ -140,6 +141,7 @@ class VOCAugDataModule(SplitDataModule):
 
     num_classes = len(VOC_CLASSES)
     class_names = VOC_CLASSES
+    expected_counts: ClassVar[dict[str, int]] = {"trainaug": 10582, "val": 1449}
 
     def __init__(
         self,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import urllib.error
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from torch.utils.data import Dataset
 
@@ -92,6 +92,7 @@ class VOCDataModule(SplitDataModule):
 
     num_classes = len(VOC_CLASSES)
     class_names = VOC_CLASSES
+    expected_counts: ClassVar[dict[str, int]] = {"train": 1464, "val": 1449, "trainval": 2913}
 
     def __init__(
         self,

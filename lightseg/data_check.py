@@ -1,0 +1,594 @@
+"""``lightseg data check``: what a data set holds and what is wrong with it, before a run finds out.
+
+Reads every sample of every split of any lightseg data module the way training does
+(the same readers, the same label mapping) and reports, per split: the number of samples,
+image sizes, the mask formats found, each class's share of the labelled pixels and the
+number of images it occurs in; and every problem with the file it is in: missing images
+or masks, masks without an image, unreadable files, label values or colours that are not
+classes, image/mask size mismatches, identical images in two splits. Writes a JSON report
+and a picture of a few samples per split in the class colours; exits 1 when it found errors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import sys
+import warnings
+from collections import Counter
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
+
+from lightseg.datamodules.base import BaseDataModule, SplitDataModule
+from lightseg.datamodules.coco import COCODataset, DetectionDataModule
+from lightseg.datamodules.files import BinaryMaskError, Sample, SegmentationFiles
+from lightseg.datamodules.io import progress, voc_colormap
+from lightseg.errors import LightsegError, MaskLabelError
+
+#: what each kind of problem means, for the table
+KINDS = {
+    "missing_image": "samples whose image file is missing",
+    "missing_mask": "images without a mask",
+    "orphan_mask": "masks without an image",
+    "unreadable_image": "images that cannot be decoded",
+    "unreadable_mask": "masks that cannot be decoded",
+    "bad_labels": "masks with values or colours that are not classes",
+    "size_mismatch": "image and mask (or annotation) of different sizes",
+    "leakage": "identical images in two splits",
+    "split": "splits that cannot be read",
+    "invalid_annotation": "annotations left out (broken content)",
+    "count": "split sizes that differ from the official release",
+}
+MASK_KINDS = {"P": "palette PNG", "L": "8-bit index", "I;16": "16-bit index", "I": "32-bit index",
+              "RGB": "RGB colour-coded", "RGBA": "RGB colour-coded"}  # fmt: skip
+
+
+@dataclass
+class Finding:
+    """One problem: its kind (a key of :data:`KINDS`), where it is and what it is."""
+
+    kind: str
+    split: str
+    file: str
+    detail: str
+    severity: str = "error"
+
+
+@dataclass
+class SplitStats:
+    """What one split holds."""
+
+    name: str
+    num_classes: int
+    samples: int = 0
+    sizes: list[tuple[int, int]] = field(default_factory=list)
+    mask_kinds: Counter[str] = field(default_factory=Counter)
+    class_pixels: np.ndarray = field(init=False)
+    class_images: np.ndarray = field(init=False)
+    ignore_pixels: int = 0
+
+    def __post_init__(self) -> None:
+        self.class_pixels = np.zeros(self.num_classes, dtype=np.int64)
+        self.class_images = np.zeros(self.num_classes, dtype=np.int64)
+
+    def summary(self, class_names: Sequence[str], instances: bool) -> dict[str, Any]:
+        """The split's JSON entry."""
+        sizes = np.array(self.sizes or [(0, 0)])
+        labelled = int(self.class_pixels.sum())
+        classes = {}
+        for k, name in enumerate(class_names):
+            entry: dict[str, Any] = {"images": int(self.class_images[k])}
+            if instances:
+                entry["instances"] = int(self.class_pixels[k])
+            else:
+                entry["pixels"] = int(self.class_pixels[k])
+                entry["pixel_share"] = round(float(self.class_pixels[k]) / labelled, 6) if labelled else 0.0
+            classes[name] = entry
+        return {
+            "samples": self.samples,
+            "image_size": {
+                "min": [int(sizes[:, 0].min()), int(sizes[:, 1].min())],
+                "median": [int(np.median(sizes[:, 0])), int(np.median(sizes[:, 1]))],
+                "max": [int(sizes[:, 0].max()), int(sizes[:, 1].max())],
+            },
+            "mask_formats": dict(sorted(self.mask_kinds.items())),
+            "ignore_pixels": self.ignore_pixels,
+            "classes": classes,
+            "absent_classes": [n for k, n in enumerate(class_names) if k > 0 and self.class_images[k] == 0],
+        }
+
+
+@dataclass
+class _Inspected:
+    """What reading one sample found."""
+
+    size: tuple[int, int] | None = None
+    digest: str | None = None
+    mask_kind: str | None = None
+    counts: np.ndarray | None = None
+    ignore_pixels: int = 0
+    findings: list[Finding] = field(default_factory=list)
+
+
+@dataclass
+class DataReport:
+    """The result of :func:`check_data`."""
+
+    data: str
+    class_names: tuple[str, ...]
+    colors: np.ndarray
+    instances: bool
+    splits: dict[str, SplitStats] = field(default_factory=dict)
+    findings: list[Finding] = field(default_factory=list)
+    pictures: dict[str, list[tuple[np.ndarray, np.ndarray | None]]] = field(default_factory=dict)
+
+    @property
+    def errors(self) -> list[Finding]:
+        """The problems that stop a run."""
+        return [f for f in self.findings if f.severity == "error"]
+
+    def to_json(self) -> dict[str, Any]:
+        """The report as written to ``report.json``."""
+        absent = [
+            name for k, name in enumerate(self.class_names)
+            if k > 0 and all(s.class_images[k] == 0 for s in self.splits.values())
+        ]  # fmt: skip
+        return {
+            "data": self.data,
+            "classes": list(self.class_names),
+            "splits": {name: s.summary(self.class_names, self.instances) for name, s in self.splits.items()},
+            "absent_classes": absent,
+            "error_counts": dict(sorted(Counter(f.kind for f in self.errors).items())),
+            "warning_counts": dict(sorted(Counter(f.kind for f in self.findings if f.severity != "error").items())),
+            "findings": [vars(f) for f in self.findings],
+        }
+
+
+def file_digest(data: bytes) -> str:
+    """The content hash that finds identical files."""
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def _read_image(path: Path, split: str) -> tuple[tuple[int, int] | None, str | None, list[Finding]]:
+    """The image's ``(H, W)`` and content hash, decoding it whole (a truncated file fails here, not in epoch 12)."""
+    try:
+        data = path.read_bytes()
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()
+            return (img.height, img.width), file_digest(data), []
+    except FileNotFoundError:
+        return None, None, [Finding("missing_image", split, str(path), "image file is missing")]
+    except UnidentifiedImageError:
+        return None, None, [Finding("unreadable_image", split, str(path), "not an image file")]
+    except (OSError, SyntaxError, ValueError) as err:
+        return None, None, [Finding("unreadable_image", split, str(path), f"cannot decode: {err}")]
+
+
+def _mask_kind(path: Path) -> str:
+    if path.suffix == ".mat":
+        return "SBD .mat"
+    with Image.open(path) as img:
+        return MASK_KINDS.get(img.mode, img.mode)
+
+
+def _inspect_semantic(dataset: SegmentationFiles, sample: Sample, split: str) -> _Inspected:
+    result = _Inspected()
+    result.size, result.digest, result.findings = _read_image(sample.image, split)
+    if sample.mask is None:
+        return result
+    try:
+        result.mask_kind = _mask_kind(sample.mask)
+        labels = dataset.decode_mask(sample.mask)
+    except MaskLabelError as err:
+        what = "colours" if err.values and isinstance(err.values[0], tuple) else "values"
+        detail = f"{what} {', '.join(map(str, err.values[:8]))} are not classes"
+        if what == "values":
+            detail += f" (0..{dataset.num_classes - 1}, {dataset.ignore_index} = ignore)"
+        result.findings.append(Finding("bad_labels", split, str(sample.mask), detail))
+        return result
+    except (LightsegError, UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        result.findings.append(Finding("unreadable_mask", split, str(sample.mask), str(err)))
+        return result
+    if result.size is not None and labels.shape != result.size:
+        result.findings.append(
+            Finding("size_mismatch", split, str(sample.mask), f"image is {result.size}, mask is {labels.shape} (H, W)")
+        )
+    ignored = labels == dataset.ignore_index
+    result.ignore_pixels = int(ignored.sum())
+    result.counts = np.bincount(labels[~ignored].ravel(), minlength=dataset.num_classes)[: dataset.num_classes]
+    return result
+
+
+def _split_names(datamodule: BaseDataModule) -> list[str]:
+    samples = getattr(datamodule, "samples", None)
+    if callable(samples):  # a folder data set: the splits it found
+        return [name for name, found in samples().items() if found]
+    splits = getattr(datamodule, "splits", None)
+    if isinstance(splits, dict):
+        return list(dict.fromkeys(splits.values()))
+    return ["train", "val", "test"]
+
+
+class _Checker:
+    def __init__(self, datamodule: BaseDataModule, workers: int, limit: int, pictures: int) -> None:
+        self.datamodule = datamodule
+        self.workers = max(1, workers)
+        self.limit = limit
+        self.pictures = pictures
+        instances = isinstance(datamodule, DetectionDataModule)
+        colours = getattr(datamodule, "class_colors", None)
+        palette = voc_colormap(256)
+        if colours is not None:
+            palette[: len(colours)] = np.array(colours, dtype=np.uint8)
+        self.report = DataReport(type(datamodule).__name__, tuple(datamodule.class_names), palette, instances)
+        self.seen: dict[str, tuple[str, str]] = {}  # image digest -> (split, file)
+
+    def note_digest(self, digest: str | None, split: str, path: str) -> None:
+        if digest is None:
+            return
+        first = self.seen.setdefault(digest, (split, path))
+        if first[0] != split:
+            self.report.findings.append(Finding("leakage", split, path, f"identical to {first[1]} in split {first[0]}"))
+
+    def check_count(self, split: str, found: int) -> None:
+        expected = type(self.datamodule).expected_counts.get(split)
+        if expected is not None and found != expected:
+            self.report.findings.append(
+                Finding(
+                    "count", split, "", f"{found} samples; the official release has {expected:,}", severity="warning"
+                )
+            )
+
+    def run(self) -> DataReport:
+        names = _split_names(self.datamodule)
+        if isinstance(self.datamodule, SplitDataModule):
+            self.check_semantic(self.datamodule, names)
+        elif isinstance(self.datamodule, DetectionDataModule):
+            self.check_detection(self.datamodule)
+        else:
+            raise LightsegError(
+                f"lightseg data check reads semantic (SplitDataModule) and COCO-style detection data modules; "
+                f"{type(self.datamodule).__name__} is neither"
+            )
+        return self.report
+
+    def _limited(self, items: list[Any]) -> list[Any]:
+        return items[: self.limit] if self.limit > 0 else items
+
+    def check_semantic(self, datamodule: SplitDataModule, names: list[str]) -> None:
+        on_missing = datamodule.on_missing
+        datamodule.on_missing = "skip"  # list what is missing instead of stopping at it
+        try:
+            for orphan_split, orphans in getattr(datamodule, "orphans", {}).items():
+                for path in orphans:
+                    self.report.findings.append(Finding("orphan_mask", orphan_split, str(path), "no image"))
+            for split in names:
+                try:
+                    with warnings.catch_warnings():  # what is skipped is listed in the report
+                        warnings.filterwarnings("ignore", message=".*samples whose files are missing")
+                        dataset = datamodule.make_dataset(split, None)
+                except LightsegError as err:
+                    self.report.findings.append(Finding("split", split, "", str(err)))
+                    continue
+                if not isinstance(dataset, SegmentationFiles):
+                    kind = type(datamodule).__name__
+                    raise LightsegError(f"lightseg data check cannot read the {split} split of {kind}")
+                try:
+                    dataset.check_masks_are_not_binary_255()
+                except BinaryMaskError as err:
+                    self.report.findings.append(Finding("split", split, "", str(err)))
+                except LightsegError:
+                    pass  # a mask that cannot be read: reported with its file below
+                self.check_semantic_split(dataset, split)
+        finally:
+            datamodule.on_missing = on_missing
+
+    def check_semantic_split(self, dataset: SegmentationFiles, split: str) -> None:
+        stats = SplitStats(split, dataset.num_classes)
+        self.report.splits[split] = stats
+        for sample, what in dataset.missing:
+            if what.startswith("image"):
+                self.report.findings.append(Finding("missing_image", split, str(sample.image), "image file is missing"))
+            else:
+                detail = f"{what} is missing" if sample.mask is not None else "no mask of this name"
+                self.report.findings.append(Finding("missing_mask", split, str(sample.image), detail))
+        samples = self._limited(dataset.samples)
+        stats.samples = len(samples)
+        self.check_count(split, len(dataset.samples) + len(dataset.missing))
+        with ThreadPoolExecutor(self.workers) as pool:
+            results = pool.map(lambda s: _inspect_semantic(dataset, s, split), samples)
+            for sample, result in progress(zip(samples, results, strict=True), f"checking {split}", len(samples)):
+                self.report.findings += result.findings
+                self.note_digest(result.digest, split, str(sample.image))
+                if result.size is not None:
+                    stats.sizes.append(result.size)
+                if result.mask_kind is not None:
+                    stats.mask_kinds[result.mask_kind] += 1
+                if result.counts is not None:
+                    stats.class_pixels += result.counts
+                    stats.class_images += result.counts > 0
+                    stats.ignore_pixels += result.ignore_pixels
+        self.report.pictures[split] = [
+            (np.asarray(Image.open(s.image).convert("RGB")), dataset.decode_mask(s.mask))
+            for s in _spread(samples, self.pictures)
+            if not any(f.file in (str(s.image), str(s.mask)) for f in self.report.errors)
+        ]
+
+    def check_detection(self, datamodule: DetectionDataModule) -> None:
+        done: set[tuple[str, str]] = set()
+        for stage in ("train", "val", "test"):
+            try:
+                dataset = datamodule.make_dataset(stage)
+            except LightsegError as err:
+                self.report.findings.append(Finding("split", stage, "", str(err)))
+                continue
+            key = (dataset.annotations.source, str(dataset.images_dir))
+            if key in done:
+                continue
+            done.add(key)
+            self.check_detection_split(dataset, stage)
+
+    def check_detection_split(self, dataset: COCODataset, split: str) -> None:
+        annotations = dataset.annotations
+        stats = SplitStats(split, annotations.num_classes)
+        self.report.splits[split] = stats
+        for reason, count in sorted(annotations.invalid.items()):
+            self.report.findings.append(
+                Finding("invalid_annotation", split, annotations.source, f"{count} {reason}", severity="warning")
+            )
+        image_ids = self._limited(sorted(annotations.images))
+        stats.samples = len(image_ids)
+        stats.mask_kinds["COCO annotations"] = len(image_ids)
+
+        def inspect(image_id: int) -> _Inspected:
+            info = annotations.images[image_id]
+            result = _Inspected()
+            path = dataset.images_dir / info["file_name"]
+            result.size, result.digest, result.findings = _read_image(path, split)
+            listed = (info.get("height"), info.get("width"))
+            if result.size is not None and None not in listed and tuple(int(v) for v in listed) != result.size:
+                detail = f"image is {result.size}, the annotation file says {listed} (H, W)"
+                result.findings.append(Finding("size_mismatch", split, str(path), detail))
+            return result
+
+        with ThreadPoolExecutor(self.workers) as pool:
+            for image_id, result in progress(
+                zip(image_ids, pool.map(inspect, image_ids), strict=True), f"checking {split}", len(image_ids)
+            ):
+                self.report.findings += result.findings
+                self.note_digest(result.digest, split, annotations.images[image_id]["file_name"])
+                if result.size is not None:
+                    stats.sizes.append(result.size)
+                usable = dataset.usable.get(image_id, [])
+                labels = [annotations.label_of.get(int(a.get("category_id", -1)), -1) for a in usable]
+                counts = np.bincount([label for label in labels if label >= 0], minlength=stats.num_classes)
+                stats.class_pixels += counts[: stats.num_classes]
+                stats.class_images += counts[: stats.num_classes] > 0
+        transform, dataset.transform = dataset.transform, None  # the pictures show the files as they are
+        try:
+            chosen = [dataset.image_ids.index(i) for i in _spread(image_ids, self.pictures) if i in dataset.image_ids]
+            self.report.pictures[split] = [_detection_picture(dataset, k) for k in chosen]
+        finally:
+            dataset.transform = transform
+
+
+def _detection_picture(dataset: COCODataset, index: int) -> tuple[np.ndarray, np.ndarray | None]:
+    from lightseg.visualize import draw_detections
+
+    item = dataset[index]
+    target = item["target"]
+    detections = {"boxes": target["boxes"], "labels": target["labels"], "scores": target["labels"].float()}
+    if "keypoints" in target:
+        detections["keypoints"] = target["keypoints"]
+    keep = target["labels"] >= 0
+    names, skeleton = dataset.annotations.class_names, dataset.annotations.skeleton
+    drawn = draw_detections(item["image"], detections, keep, target.get("masks"), names, skeleton, show_scores=False)
+    image = (item["image"].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    return np.concatenate([image, np.full((image.shape[0], 4, 3), 255, np.uint8), drawn], axis=1), None
+
+
+def _spread(items: Sequence[Any], count: int) -> list[Any]:
+    """``count`` items spread evenly over ``items`` (the first and the last included)."""
+    if count <= 0 or not items:
+        return []
+    if len(items) <= count:
+        return list(items)
+    return [items[round(k * (len(items) - 1) / max(count - 1, 1))] for k in range(count)]
+
+
+def samples_picture(report: DataReport, height: int = 160) -> Image.Image:
+    """Rows of ``image | mask`` per split in the class colours, the split's name at the left, a legend below."""
+    font = ImageFont.load_default()
+    rows = []
+    for split, pairs in report.pictures.items():
+        tiles = []
+        for image, mask in pairs:
+            scale = height / image.shape[0]
+            size = (max(1, round(image.shape[1] * scale)), height)
+            tile = [Image.fromarray(image).resize(size, Image.Resampling.BILINEAR)]
+            if mask is not None:
+                tile.append(Image.fromarray(report.colors[mask]).resize(size, Image.Resampling.NEAREST))
+            tiles += [*tile, None]  # None: a wider gap between samples
+        if not tiles:
+            continue
+        width = 70 + sum(t.width + 2 if t is not None else 10 for t in tiles)
+        row = Image.new("RGB", (width, height), "white")
+        ImageDraw.Draw(row).text((4, height // 2 - 6), split, fill="black", font=font)
+        x = 70
+        for t in tiles:
+            if t is None:
+                x += 10
+                continue
+            row.paste(t, (x, 0))
+            x += t.width + 2
+        rows.append(row)
+    legend = _legend(report, font)
+    width = max([r.width for r in rows] + [legend.width])
+    canvas = Image.new("RGB", (width, sum(r.height + 6 for r in rows) + legend.height + 6), "white")
+    y = 0
+    for row in rows:
+        canvas.paste(row, (0, y))
+        y += row.height + 6
+    canvas.paste(legend, (0, y + 6))
+    return canvas
+
+
+def _legend(report: DataReport, font: ImageFont.ImageFont | ImageFont.FreeTypeFont, columns: int = 6) -> Image.Image:
+    entries = list(enumerate(report.class_names))
+    if not report.instances:
+        entries.append((255, "ignore"))
+    cell = 150
+    rows = (len(entries) + columns - 1) // columns
+    legend = Image.new("RGB", (columns * cell + 70, rows * 18 + 4), "white")
+    draw = ImageDraw.Draw(legend)
+    for position, (label, name) in enumerate(entries):
+        x, y = 70 + (position % columns) * cell, 2 + (position // columns) * 18
+        colour = tuple(int(c) for c in report.colors[label])
+        draw.rectangle([x, y, x + 14, y + 14], fill=colour, outline=(90, 90, 90))
+        draw.text((x + 20, y + 2), name[:22], fill="black", font=font)
+    return legend
+
+
+def check_data(datamodule: BaseDataModule, workers: int | None = None, limit: int = 0, pictures: int = 4) -> DataReport:
+    """Read every sample of every split of ``datamodule`` and report what it holds and what is wrong.
+
+    Args:
+        datamodule: any lightseg semantic (``SplitDataModule``) or COCO-style detection data module.
+        workers: reading threads (default: up to 8, the CPU count).
+        limit: read only the first ``limit`` samples of each split (0: all).
+        pictures: samples per split drawn in the picture.
+    """
+    return _Checker(datamodule, workers or min(8, os.cpu_count() or 1), limit, pictures).run()
+
+
+def format_report(report: DataReport) -> str:
+    """The report as the tables ``lightseg data check`` prints."""
+    summary = report.to_json()
+    lines = [f"{report.data}: {len(report.class_names)} classes"]
+    header = f"{'split':<12}{'samples':>9}  {'image size min / median / max (H x W)':<42}mask format"
+    lines += ["", header, "-" * len(header)]
+    for name, split in summary["splits"].items():
+        sizes = " / ".join(f"{h}x{w}" for h, w in split["image_size"].values())
+        formats = ", ".join(f"{k} ({v})" for k, v in split["mask_formats"].items()) or "-"
+        lines.append(f"{name:<12}{split['samples']:>9}  {sizes:<42}{formats}")
+    splits = list(summary["splits"])
+    if splits:
+        what = "instances" if report.instances else "pixels %"
+        header = f"{'class':<20}" + "".join(f"{s + ' ' + what:>22}{s + ' images':>14}" for s in splits)
+        lines += ["", header, "-" * len(header)]
+        for name in report.class_names:
+            cells = ""
+            for s in splits:
+                entry = summary["splits"][s]["classes"][name]
+                amount = f"{entry['instances']}" if report.instances else f"{100 * entry['pixel_share']:.2f}"
+                cells += f"{amount:>22}{entry['images']:>14}"
+            lines.append(f"{name[:19]:<20}{cells}")
+    if summary["absent_classes"]:
+        lines += ["", f"classes that never occur: {', '.join(summary['absent_classes'])}"]
+    for severity in ("error", "warning"):
+        found = [f for f in report.findings if f.severity == severity]
+        if not found:
+            continue
+        lines += ["", f"{len(found)} {severity}{'s' if len(found) > 1 else ''}:"]
+        for kind, count in sorted(Counter(f.kind for f in found).items()):
+            examples = [f for f in found if f.kind == kind][:3]
+            lines.append(f"  {count} {KINDS[kind]}:")
+            lines += [f"    [{f.split}] {f.file + ': ' if f.file else ''}{f.detail}" for f in examples]
+            if count > len(examples):
+                lines.append(f"    ... and {count - len(examples)} more (report.json lists them all)")
+    if not report.findings:
+        lines += ["", "no problem found"]
+    return "\n".join(lines)
+
+
+def write_report(report: DataReport, out: Path) -> tuple[Path, Path]:
+    """``report.json`` and ``samples.png`` in ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    json_path, png_path = out / "report.json", out / "samples.png"
+    json_path.write_text(json.dumps(report.to_json(), indent=2) + "\n")
+    samples_picture(report).save(png_path)
+    return json_path, png_path
+
+
+USAGE = """usage: lightseg data check --config CONFIG.yaml [--data.init_args.KEY VALUE ...] [--out FOLDER]
+                           [--workers N] [--limit N] [--pictures N]
+
+Reads every sample of every split of the config's data module (the rest of the config is ignored)
+and prints what it holds and what is wrong with it; writes FOLDER/report.json and FOLDER/samples.png.
+Exit status: 0 no error found, 1 errors found, 2 a usage error.
+
+  --config FILE        a lightseg config (or several, as for fit); only its data section is read
+  --data.*             the data module and its arguments, as for fit
+  --out FOLDER         where report.json and samples.png go (default: runs/data_check)
+  --workers N          reading threads (default: the CPU count, at most 8)
+  --limit N            read only the first N samples of each split (default 0: all)
+  --pictures N         samples per split in samples.png (default 4)
+"""
+
+
+def data_main(args: list[str]) -> None:
+    """``lightseg data <command>``: exits 0 (clean), 1 (errors found) or 2 (usage error)."""
+    if not args or args[0] in ("-h", "--help"):
+        print(USAGE)
+        raise SystemExit(0 if args else 2)
+    if args[0] != "check":
+        raise LightsegError(f"unknown command `lightseg data {args[0]}`; the data command is `lightseg data check`")
+    if any(a in ("-h", "--help") for a in args[1:]):
+        print(USAGE)
+        raise SystemExit(0)
+    datamodule, options = _parse(args[1:])
+    report = check_data(datamodule, options["workers"], options["limit"], options["pictures"])
+    print(format_report(report))
+    json_path, png_path = write_report(report, Path(options["out"]))
+    errors = len(report.errors)
+    print(f"\nreport: {json_path}\npictures: {png_path}")
+    if errors:
+        print(f"lightseg data check: {errors} error{'s' if errors > 1 else ''} found", file=sys.stderr)
+        raise SystemExit(1)
+
+
+def _parse(args: list[str]) -> tuple[BaseDataModule, dict[str, Any]]:
+    from lightning.pytorch import LightningDataModule
+
+    from lightseg.cli import LightsegArgumentParser
+    from lightseg.config_files import check_config_files
+
+    check_config_files(args)
+    rest: list[str] = []
+    position = 0
+    while position < len(args):
+        arg = args[position]
+        if arg == "--config" or arg.startswith("--config="):
+            path = arg.split("=", 1)[1] if "=" in arg else (args[position + 1] if position + 1 < len(args) else "")
+            position += 1 if "=" in arg else 2
+            section = (yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}).get("data")
+            if section is not None:  # the config's data section; its other sections are not for this command
+                rest += ["--data", json.dumps(section)]
+            continue
+        rest.append(arg)
+        position += 1
+    parser = LightsegArgumentParser(prog="lightseg data check", allow_abbrev=False)
+    parser.add_subclass_arguments(LightningDataModule, "data", required=True)
+    parser.add_argument("--out", type=str, default="runs/data_check")
+    parser.add_argument("--workers", type=int, default=0)
+    parser.add_argument("--limit", type=int, default=0)
+    parser.add_argument("--pictures", type=int, default=4)
+    if not any(a == "--data" or a.startswith("--data") for a in rest):
+        raise LightsegError("lightseg data check needs a data module: --config <file with a data: section>")
+    config = parser.parse_args(rest)
+    for key in ("workers", "limit", "pictures"):
+        if config[key] < 0:
+            raise LightsegError(f"--{key} must be >= 0, got {config[key]}")
+    datamodule = parser.instantiate(config)["data"]
+    if not isinstance(datamodule, BaseDataModule):
+        raise LightsegError(f"lightseg data check reads lightseg data modules, not {type(datamodule).__name__}")
+    return datamodule, {k: config[k] for k in ("out", "workers", "limit", "pictures")}
