@@ -30,7 +30,7 @@ from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
 
 from lightseg.datamodules.base import BaseDataModule, SplitDataModule
 from lightseg.datamodules.coco import COCODataset, DetectionDataModule
-from lightseg.datamodules.files import BinaryMaskError, Sample, SegmentationFiles
+from lightseg.datamodules.files import BinaryMaskError, SegmentationFiles
 from lightseg.datamodules.io import progress, voc_colormap
 from lightseg.errors import LightsegError, MaskLabelError
 
@@ -48,8 +48,6 @@ KINDS = {
     "invalid_annotation": "annotations left out (broken content)",
     "count": "split sizes that differ from the official release",
 }
-MASK_KINDS = {"P": "palette PNG", "L": "8-bit index", "I;16": "16-bit index", "I": "32-bit index",
-              "RGB": "RGB colour-coded", "RGBA": "RGB colour-coded"}  # fmt: skip
 
 
 @dataclass
@@ -173,21 +171,15 @@ def _read_image(path: Path, split: str) -> tuple[tuple[int, int] | None, str | N
         return None, None, [Finding("unreadable_image", split, str(path), f"cannot decode: {err}")]
 
 
-def _mask_kind(path: Path) -> str:
-    if path.suffix == ".mat":
-        return "SBD .mat"
-    with Image.open(path) as img:
-        return MASK_KINDS.get(img.mode, img.mode)
-
-
-def _inspect_semantic(dataset: SegmentationFiles, sample: Sample, split: str) -> _Inspected:
+def _inspect_semantic(dataset: SegmentationFiles, index: int, split: str) -> _Inspected:
+    sample = dataset.samples[index]
     result = _Inspected()
     result.size, result.digest, result.findings = _read_image(sample.image, split)
     if sample.mask is None:
         return result
     try:
-        result.mask_kind = _mask_kind(sample.mask)
-        labels = dataset.decode_mask(sample.mask)
+        result.mask_kind = dataset.mask_kind(index)
+        labels = dataset.read_mask(index)
     except MaskLabelError as err:
         what = "colours" if err.values and isinstance(err.values[0], tuple) else "values"
         detail = f"{what} {', '.join(map(str, err.values[:8]))} are not classes"
@@ -301,12 +293,13 @@ class _Checker:
             else:
                 detail = f"{what} is missing" if sample.mask is not None else "no mask of this name"
                 self.report.findings.append(Finding("missing_mask", split, str(sample.image), detail))
-        samples = self._limited(dataset.samples)
-        stats.samples = len(samples)
+        indices = self._limited(list(range(len(dataset))))
+        stats.samples = len(indices)
         self.check_count(split, len(dataset.samples) + len(dataset.missing))
         with ThreadPoolExecutor(self.workers) as pool:
-            results = pool.map(lambda s: _inspect_semantic(dataset, s, split), samples)
-            for sample, result in progress(zip(samples, results, strict=True), f"checking {split}", len(samples)):
+            results = pool.map(lambda k: _inspect_semantic(dataset, k, split), indices)
+            for k, result in progress(zip(indices, results, strict=True), f"checking {split}", len(indices)):
+                sample = dataset.samples[k]
                 self.report.findings += result.findings
                 self.note_digest(result.digest, split, str(sample.image))
                 if result.size is not None:
@@ -317,10 +310,11 @@ class _Checker:
                     stats.class_pixels += result.counts
                     stats.class_images += result.counts > 0
                     stats.ignore_pixels += result.ignore_pixels
+        failed = {f.file for f in self.report.errors if f.kind != "leakage"}  # files that cannot be drawn
         self.report.pictures[split] = [
-            (np.asarray(Image.open(s.image).convert("RGB")), dataset.decode_mask(s.mask))
-            for s in _spread(samples, self.pictures)
-            if not any(f.file in (str(s.image), str(s.mask)) for f in self.report.errors)
+            (np.asarray(Image.open(dataset.samples[k].image).convert("RGB")), dataset.read_mask(k))
+            for k in _spread(indices, self.pictures)
+            if str(dataset.samples[k].image) not in failed and str(dataset.samples[k].mask) not in failed
         ]
 
     def check_detection(self, datamodule: DetectionDataModule) -> None:

@@ -1,4 +1,4 @@
-"""Data modules: your own folders, PASCAL VOC, SBD, VOC-aug, Cityscapes, COCO and the embedded shapes set."""
+"""Data modules: your own folders, VOC, SBD, VOC-aug, Cityscapes, COCO (instances, keypoints, semantic), shapes."""
 
 from lightseg.datamodules.base import (
     BaseDataModule,
@@ -16,6 +16,7 @@ from lightseg.datamodules.coco import (
     COCOKeypointDataModule,
     DetectionDataModule,
 )
+from lightseg.datamodules.coco_semantic import COCOSemanticDataModule, COCOSemanticDataset
 from lightseg.datamodules.files import Sample, SegmentationFiles
 from lightseg.datamodules.folder import SegmentationFolderDataModule
 from lightseg.datamodules.sbd import SBDDataModule, SBDSegmentationDataset, VOCAugDataModule
@@ -32,6 +33,8 @@ __all__ = [
     "COCODataset",
     "COCOInstanceDataModule",
     "COCOKeypointDataModule",
+    "COCOSemanticDataModule",
+    "COCOSemanticDataset",
     "CityscapesDataModule",
     "CityscapesInstanceDataModule",
     "DetectionDataModule",

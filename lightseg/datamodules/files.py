@@ -24,6 +24,9 @@ OnMissing = Literal["error", "skip"]
 CheckSamples = Literal["auto", "headers", "full", "none"]
 FULL_CHECK_LIMIT = 1000
 MASK_MODES = ("P", "L", "I", "I;16", "RGB", "RGBA")
+#: how each mask image mode is called in reports
+MASK_KINDS = {"P": "palette PNG", "L": "8-bit index", "I;16": "16-bit index", "I": "32-bit index",
+              "RGB": "RGB colour-coded", "RGBA": "RGB colour-coded"}  # fmt: skip
 
 
 class BinaryMaskError(LightsegError):
@@ -195,6 +198,15 @@ class SegmentationFiles(Dataset[SemanticItem]):
         path = self.samples[index].mask
         assert path is not None
         return self.decode_mask(path)
+
+    def mask_kind(self, index: int) -> str:
+        """How sample ``index``'s mask is stored (``palette PNG``, ``16-bit index``, ...), from its header."""
+        path = self.samples[index].mask
+        assert path is not None
+        if path.suffix == ".mat":
+            return "SBD .mat"
+        _, mode = image_header(path, "mask")
+        return MASK_KINDS.get(mode, mode)
 
     def decode_mask(self, path: Path) -> np.ndarray:
         """Class indices of the label file ``path``: SBD ``.mat`` or PNG (through ``label_map``)."""
