@@ -241,9 +241,13 @@ class _Checker:
             )
 
     def run(self) -> DataReport:
-        names = _split_names(self.datamodule)
         if isinstance(self.datamodule, SplitDataModule):
-            self.check_semantic(self.datamodule, names)
+            on_missing = self.datamodule.on_missing
+            self.datamodule.on_missing = "skip"  # list what is missing instead of stopping at it
+            try:
+                self.check_semantic(self.datamodule, _split_names(self.datamodule))
+            finally:
+                self.datamodule.on_missing = on_missing
         elif isinstance(self.datamodule, DetectionDataModule):
             self.check_detection(self.datamodule)
         else:
@@ -257,32 +261,27 @@ class _Checker:
         return items[: self.limit] if self.limit > 0 else items
 
     def check_semantic(self, datamodule: SplitDataModule, names: list[str]) -> None:
-        on_missing = datamodule.on_missing
-        datamodule.on_missing = "skip"  # list what is missing instead of stopping at it
-        try:
-            for orphan_split, orphans in getattr(datamodule, "orphans", {}).items():
-                for path in orphans:
-                    self.report.findings.append(Finding("orphan_mask", orphan_split, str(path), "no image"))
-            for split in names:
-                try:
-                    with warnings.catch_warnings():  # what is skipped is listed in the report
-                        warnings.filterwarnings("ignore", message=".*samples whose files are missing")
-                        dataset = datamodule.make_dataset(split, None)
-                except LightsegError as err:
-                    self.report.findings.append(Finding("split", split, "", str(err)))
-                    continue
-                if not isinstance(dataset, SegmentationFiles):
-                    kind = type(datamodule).__name__
-                    raise LightsegError(f"lightseg data check cannot read the {split} split of {kind}")
-                try:
-                    dataset.check_masks_are_not_binary_255()
-                except BinaryMaskError as err:
-                    self.report.findings.append(Finding("split", split, "", str(err)))
-                except LightsegError:
-                    pass  # a mask that cannot be read: reported with its file below
-                self.check_semantic_split(dataset, split)
-        finally:
-            datamodule.on_missing = on_missing
+        for orphan_split, orphans in getattr(datamodule, "orphans", {}).items():
+            for path in orphans:
+                self.report.findings.append(Finding("orphan_mask", orphan_split, str(path), "no image"))
+        for split in names:
+            try:
+                with warnings.catch_warnings():  # what is skipped is listed in the report
+                    warnings.filterwarnings("ignore", message=".*samples whose files are missing")
+                    dataset = datamodule.make_dataset(split, None)
+            except LightsegError as err:
+                self.report.findings.append(Finding("split", split, "", str(err)))
+                continue
+            if not isinstance(dataset, SegmentationFiles):
+                kind = type(datamodule).__name__
+                raise LightsegError(f"lightseg data check cannot read the {split} split of {kind}")
+            try:
+                dataset.check_masks_are_not_binary_255()
+            except BinaryMaskError as err:
+                self.report.findings.append(Finding("split", split, "", str(err)))
+            except LightsegError:
+                pass  # a mask that cannot be read: reported with its file below
+            self.check_semantic_split(dataset, split)
 
     def check_semantic_split(self, dataset: SegmentationFiles, split: str) -> None:
         stats = SplitStats(split, dataset.num_classes)
@@ -486,8 +485,12 @@ def format_report(report: DataReport) -> str:
                 amount = f"{entry['instances']}" if report.instances else f"{100 * entry['pixel_share']:.2f}"
                 cells += f"{amount:>22}{entry['images']:>14}"
             lines.append(f"{name[:19]:<20}{cells}")
-    if summary["absent_classes"]:
-        lines += ["", f"classes that never occur: {', '.join(summary['absent_classes'])}"]
+    absent = [f"classes that never occur: {', '.join(summary['absent_classes'])}"] if summary["absent_classes"] else []
+    for name, split in summary["splits"].items():
+        missing = [c for c in split["absent_classes"] if c not in summary["absent_classes"]]
+        if missing:
+            absent.append(f"classes absent from {name}: {', '.join(missing)}")
+    lines += ["", *absent] if absent else []
     for severity in ("error", "warning"):
         found = [f for f in report.findings if f.severity == severity]
         if not found:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from lightseg.data_check import check_data
 from lightseg.datamodules import SegmentationFolderDataModule, ShapesInstanceDataModule, VOCDataModule
 from lightseg.datamodules.io import voc_colormap
 
+from conftest import ROOT
 from layouts import FOLDER_COLORS, MIXED_SIZES, label_for, write_folder, write_voc
 
 CLASSES = ["background", "circle", "square", "triangle"]
@@ -100,7 +102,8 @@ def test_every_problem_is_named_with_its_file(tmp_path: Path, capsys: pytest.Cap
                  "--data.init_args.num_workers", "0", "--model.init_args.arch", "unet",
                  "--model.init_args.backbone", "resnet18", "--model.init_args.weights_backbone", "null",
                  "--trainer.default_root_dir", str(tmp_path / "runs")]) == 2  # fmt: skip
-    assert "img_005" in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert "mask(s) without an image of the same name (e.g. " in error and "stray.png" in error
 
 
 def test_colours_not_in_the_table_and_the_ambiguous_binary_case(tmp_path: Path) -> None:
@@ -149,3 +152,20 @@ def test_usage_mistakes_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str
     config = _config(tmp_path / "run.yaml", tmp_path / "missing")
     assert _run(["data", "check", "--config", str(config)]) == 2
     assert "root" in capsys.readouterr().err
+
+
+def test_the_readme_check_runs_as_written_and_prints_what_it_shows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    section = (ROOT / "README.md").read_text().split("## Train on your own data")[1].split("\n## ")[0]
+    command = next(line for line in section.splitlines() if line.startswith("lightseg data check"))
+    shown = section.split("On a set with two mistakes:")[1].split("```")[1].strip("\n")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "configs").symlink_to(ROOT / "configs")
+    root = write_folder(Path("my_set"), NAMES, "palette")  # the README's set: palette masks, a class file
+    (root / "classes.yaml").write_text("- background\n- circle\n- square\n- triangle\n")
+    Image.fromarray(np.full((15, 21), 7, np.uint8), mode="L").save(root / "masks" / "img_006.png")
+    Image.fromarray(np.zeros((12, 16), np.uint8)).save(root / "masks" / "img_011.png")
+    assert _run(shlex.split(command)[1:]) == 1
+    assert shown in capsys.readouterr().out
+    assert (tmp_path / "runs" / "data_check" / "report.json").is_file()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -23,17 +24,27 @@ SPLITS = ("train", "val", "test")
 
 
 def _scan(folder: Path, suffix: str, what: str) -> dict[str, Path]:
-    """Files under ``folder`` (recursively) by key: the path relative to it, without extension and ``suffix``."""
+    """Files under ``folder`` (recursively) by key: the path relative to it, without extension and ``suffix``.
+
+    ``os.walk`` tells files from folders by the directory entry, without a ``stat`` per file:
+    100,000 files scan in well under a second (``benchmarks/data_check.py``).
+    """
     found: dict[str, Path] = {}
-    for path in progress(sorted(folder.rglob("*")), f"scanning {folder}"):
-        if not path.is_file() or path.suffix.lower() not in IMAGE_EXTENSIONS:
-            continue
-        key = str(path.relative_to(folder).with_suffix(""))
-        if suffix and key.endswith(suffix):
-            key = key[: -len(suffix)]
-        if key in found:
-            raise LightsegError(f"{what} {found[key]} and {path} have the same name; keep one of them")
-        found[key] = path
+    for directory, subfolders, files in progress(os.walk(folder), f"scanning {folder}"):
+        subfolders.sort()
+        relative = os.path.relpath(directory, folder)
+        prefix = "" if relative == "." else relative + os.sep
+        for name in sorted(files):
+            stem, ext = os.path.splitext(name)
+            if ext.lower() not in IMAGE_EXTENSIONS:
+                continue
+            key = prefix + stem
+            if suffix and key.endswith(suffix):
+                key = key[: -len(suffix)]
+            path = Path(directory, name)
+            if key in found:
+                raise LightsegError(f"{what} {found[key]} and {path} have the same name; keep one of them")
+            found[key] = path
     return found
 
 
@@ -206,6 +217,12 @@ class SegmentationFolderDataModule(SplitDataModule):
             raise LightsegError(f"image folder {image_dir} holds no image ({', '.join(IMAGE_EXTENSIONS)})")
         orphans = sorted(set(masks) - set(images))
         self.orphans[split] = [masks[key] for key in orphans]
+        if orphans and self.on_missing == "error":
+            raise LightsegError(
+                f"{mask_dir}: {len(orphans)} mask(s) without an image of the same name (e.g. {masks[orphans[0]]}); "
+                "name them as their images (image_suffix / mask_suffix remove suffixes), or set on_missing: skip "
+                "to leave them out"
+            )
         if orphans:
             rank_zero_info(f"{mask_dir}: {len(orphans)} mask(s) without an image left out (e.g. {orphans[0]})")
         return [Sample(key, path, masks.get(key)) for key, path in images.items()]
