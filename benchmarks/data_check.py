@@ -20,11 +20,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from sample_check import CITYSCAPES_FRAMES, write_frames
+
 from lightseg.data_check import check_data
 from lightseg.datamodules import CityscapesDataModule, SegmentationFolderDataModule
 
 from report import record
-from sample_check import CITYSCAPES_FRAMES, write_frames
 
 
 def time_scan(root: Path, pairs: int) -> tuple[float, float]:
