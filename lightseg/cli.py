@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import inspect
+import json
 import logging
 import re
 import shlex
@@ -39,6 +40,7 @@ from lightseg.checkpoints import (
 from lightseg.checkpoints import ModelCheckpoint as RunCheckpoint
 from lightseg.config_files import check_config_files
 from lightseg.errors import LightsegError
+from lightseg.export import ExportSettings, LightsegTrainer
 from lightseg.parser_errors import condense_parser_error
 from lightseg.run_folder import RunFolderGuard
 from lightseg.tasks import BaseTask
@@ -127,10 +129,16 @@ class LightsegCLI(LightningCLI):
             parser_class=LightsegArgumentParser,
             # an abbreviated option (--trainer.max_epoch) would silently set another one
             parser_kwargs={"allow_abbrev": False},
+            trainer_class=LightsegTrainer,
             args=args,
             run=run,
             **kwargs,
         )
+
+    @staticmethod
+    @override
+    def subcommands() -> dict[str, set[str]]:
+        return {**LightningCLI.subcommands(), "export": {"model", "datamodule"}}
 
     @override
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
@@ -162,7 +170,18 @@ class LightsegCLI(LightningCLI):
         parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
         if subcommand == "predict":  # output options only where they mean something
             parser.add_lightning_class_args(SegmentationWriter, "prediction")
+        if subcommand == "export":
+            parser.add_class_arguments(ExportSettings, "export", as_group=False)  # the method took the group name
         return parser
+
+    def before_export(self) -> None:
+        """Hand ``--export.*`` and the resolved config to the trainer's :meth:`~LightsegTrainer.export`."""
+        trainer = cast(LightsegTrainer, self.trainer)
+        settings = self.config_init["export"]["export"]  # not instantiated: a class outside a group
+        trainer.export_settings = settings if isinstance(settings, ExportSettings) else ExportSettings(**vars(settings))
+        config = self.config["export"].clone()
+        del config["export"]
+        trainer.export_config = json.loads(json.dumps(config.as_dict(), default=str))
 
     @override
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
@@ -198,7 +217,7 @@ class LightsegCLI(LightningCLI):
                 f"{data_classes} classes (background included), and the data decides; leave model num_classes out"
             )
         subcommand = self.config.get("subcommand")
-        if subcommand in ("validate", "test", "predict"):
+        if subcommand in ("validate", "test", "predict", "export"):
             _warn_if_untrained(self.config[subcommand], self.model)
 
     @override

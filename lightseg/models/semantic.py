@@ -79,20 +79,20 @@ class SegmentationModel(nn.Module):
         height, width = image.shape[-2:]
         x = (image - self.mean) / self.std
         d = self.size_divisor
-        pad_h, pad_w = (-height) % d, (-width) % d
-        if pad_h or pad_w:
-            # zero after normalisation = the mean colour, the least surprising filler
-            x = F.pad(x, (0, pad_w, 0, pad_h))
+        # zero after normalisation = the mean colour, the least surprising filler; padded by zero
+        # pixels where nothing is needed, as a branch on the size would freeze an exported graph to one case
+        x = F.pad(x, (0, (-width) % d, 0, (-height) % d))
         raw = self.net(x)
         outputs = {"out": raw} if isinstance(raw, torch.Tensor) else {k: raw[k] for k in ("out", "aux") if k in raw}
-        return {key: self._to_input_size(logits, height, width) for key, logits in outputs.items()}
+        padded = (x.shape[-2], x.shape[-1])
+        return {key: self._crop(logits, padded, height, width) for key, logits in outputs.items()}
 
     @staticmethod
-    def _to_input_size(logits: torch.Tensor, height: int, width: int) -> torch.Tensor:
-        logits = logits[..., : max(height, 1), : max(width, 1)]
-        if logits.shape[-2:] != (height, width):
-            logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
-        return logits
+    def _crop(logits: torch.Tensor, padded: tuple[int, int], height: int, width: int) -> torch.Tensor:
+        """Logits at the padded input's size (upsampled if coarser), the padding cropped away."""
+        if (logits.shape[-2], logits.shape[-1]) != padded:
+            logits = F.interpolate(logits, size=padded, mode="bilinear", align_corners=False)
+        return logits[..., :height, :width]
 
 
 def _fcn_vgg(variant: Literal["32s", "16s", "8s"]) -> Callable[[ModelSpec], SegmentationModel]:

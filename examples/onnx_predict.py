@@ -1,0 +1,47 @@
+"""Segment images with a model from `lightseg export` (ONNX): numpy, onnxruntime and Pillow only, no torch.
+
+    python examples/onnx_predict.py model.onnx image.jpg [more.jpg ...] [--out masks/]
+
+Writes <out>/<image name>.png: a palette PNG of class indices, as `lightseg predict` writes
+into its masks/ folder. The model's metadata (class names, palette, input convention) is
+read from the ONNX file itself.
+"""
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import onnxruntime
+from PIL import Image
+
+
+def main() -> None:
+    """Write one palette PNG per image."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model")
+    parser.add_argument("images", nargs="+")
+    parser.add_argument("--out", default="masks")
+    args = parser.parse_args()
+    session = onnxruntime.InferenceSession(args.model, providers=["CPUExecutionProvider"])
+    meta = json.loads(session.get_modelmeta().custom_metadata_map["lightseg"])
+    if meta["task"] != "SemanticSegmentationTask":
+        raise SystemExit(f"{args.model} is a {meta['task']}; this example writes semantic masks")
+    output = meta["outputs"][0]  # labels, probs or logits
+    palette = np.array(meta["palette"], dtype=np.uint8).ravel().tolist()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in args.images:
+        rgb = np.asarray(Image.open(name).convert("RGB"), dtype=np.float32) / 255  # RGB in [0, 1]
+        image = rgb.transpose(2, 0, 1)[None]  # [1, 3, H, W]; the model normalises it itself
+        result = session.run(None, {"image": image})[0][0]
+        labels = result if output == "labels" else result.argmax(0)
+        mask = Image.fromarray(labels.astype(np.uint8), mode="P")
+        mask.putpalette(palette)
+        mask.save(out / f"{Path(name).stem}.png")
+        found = [meta["class_names"][k] for k in np.unique(labels) if k < len(meta["class_names"])]
+        print(f"{name}: {', '.join(found)} -> {out / (Path(name).stem + '.png')}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,438 @@
+"""``lightseg export``: a trained model as ONNX, TorchScript or torch.export, verified against PyTorch.
+
+The exported graph holds the model's input normalisation and its post-processing: it takes
+RGB images in [0, 1] of any size (semantic: ``[B,3,H,W]`` float32, dynamic batch, height
+and width; R-CNN: one ``[3,H,W]`` image) and returns what was asked for (semantic:
+``logits``, ``probs`` or ``labels``; R-CNN: boxes, the data set's category ids, scores,
+masks / keypoints). Sliding windows, test-time augmentation and the dense CRF run outside
+the graph and are refused at export time (they would silently be missing otherwise).
+
+Every export is loaded back by its own runtime and run on images of two sizes (and, for
+the R-CNN tasks, an empty image); the outputs are compared with PyTorch's, and a mismatch
+fails the command with the numbers. The file is written under a temporary name and renamed
+only once verified, with ``<output>.json`` beside it (class names and colours, input
+convention, what is outside the graph, the config and checkpoint, the verification).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from lightning.pytorch import LightningDataModule, LightningModule, Trainer
+from torch import nn
+
+import lightseg
+from lightseg.checkpoints import load_checkpoint
+from lightseg.datamodules.io import voc_colormap
+from lightseg.errors import LightsegError
+
+Format = Literal["onnx", "torchscript", "pt2"]
+SemanticOutput = Literal["logits", "probs", "labels"]
+SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt", "pt2": ".pt2"}
+#: opset 17 for semantic models; R-CNN needs 16+ for RoiAlign's ``output_half_pixel`` mode, which is
+#: torchvision's ``aligned=False`` exactly
+ONNX_OPSET = 17
+#: tolerances of the comparison with PyTorch
+RTOL, ATOL, LABEL_AGREEMENT, MASK_IOU = 1e-3, 1e-4, 0.999, 0.99
+
+
+class ExportSettings:
+    """What ``lightseg export`` writes (``--export.*``).
+
+    Args:
+        format: ``onnx``, ``torchscript`` (``torch.jit``) or ``pt2`` (``torch.export``).
+        output: the file to write; default ``model.onnx`` / ``model.pt`` / ``model.pt2``.
+        semantic_output: what a semantic graph returns: ``logits`` ``[B,C,H,W]``, ``probs``
+            (softmax) or ``labels`` ``[B,H,W]`` (uint8 for up to 256 classes, int64 above).
+        mask_threshold: R-CNN masks as uint8 0/1 above this probability; ``null`` keeps the
+            ``[N,1,H,W]`` probabilities.
+        opset: ONNX opset (default 17 for semantic models; at least 16 for R-CNN, whose
+            RoiAlign then matches torchvision exactly).
+        overwrite: replace an existing output file.
+        verify_sizes: the ``(H, W)`` of the images the export is verified on (at least two).
+    """
+
+    def __init__(
+        self,
+        format: Format = "onnx",
+        output: str | None = None,
+        semantic_output: SemanticOutput = "labels",
+        mask_threshold: float | None = 0.5,
+        opset: int | None = None,
+        overwrite: bool = False,
+        verify_sizes: list[tuple[int, int]] | None = None,
+    ) -> None:
+        self.format: Format = format
+        self.output = Path(output if output is not None else f"model{SUFFIXES[format]}")
+        self.semantic_output: SemanticOutput = semantic_output
+        self.mask_threshold = mask_threshold
+        self.opset = opset
+        self.overwrite = overwrite
+        self.verify_sizes = [tuple(s) for s in (verify_sizes or [(320, 480), (257, 353)])]
+        if len(self.verify_sizes) < 2 or any(len(s) != 2 or min(s) < 16 for s in self.verify_sizes):
+            raise LightsegError(f"--export.verify_sizes needs two or more (H, W) of at least 16, got {verify_sizes}")
+
+
+@dataclass
+class ExportResult:
+    """What was written and how it compared with PyTorch."""
+
+    path: Path
+    metadata_path: Path
+    verification: list[dict[str, Any]] = field(default_factory=list)
+
+
+class SemanticGraph(nn.Module):
+    """A semantic model as exported: ``[B,3,H,W]`` RGB in [0, 1] -> logits, probabilities or labels."""
+
+    def __init__(self, model: nn.Module, output: SemanticOutput, num_classes: int) -> None:
+        super().__init__()
+        self.model = copy.deepcopy(model)
+        net = getattr(self.model, "net", None)
+        if getattr(net, "aux_classifier", None) is not None:  # the training-only auxiliary head stays out
+            net.aux_classifier = None  # type: ignore[union-attr]
+        self.output = output
+        self.label_dtype = torch.uint8 if num_classes <= 256 else torch.int64
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        logits = self.model(image)["out"]
+        if self.output == "logits":
+            return logits
+        if self.output == "probs":
+            return logits.softmax(1)
+        return logits.argmax(1).to(self.label_dtype)
+
+
+class DetectionGraph(nn.Module):
+    """An R-CNN as exported: one ``[3,H,W]`` RGB image in [0, 1] -> boxes, category ids, scores, masks/keypoints."""
+
+    # (no class-level annotation of the category_ids buffer: TorchScript cannot read it as a string)
+
+    def __init__(self, model: nn.Module, category_ids: Sequence[int], mask_threshold: float | None) -> None:
+        super().__init__()
+        self.model = copy.deepcopy(model)
+        self.register_buffer("category_ids", torch.tensor(list(category_ids), dtype=torch.int64))
+        self.threshold = -1.0 if mask_threshold is None else float(mask_threshold)
+
+    def forward(self, image: torch.Tensor) -> list[torch.Tensor]:
+        # scripted R-CNNs return (losses, detections)
+        detections = self.model([image])[1][0] if torch.jit.is_scripting() else self.model([image])[0]
+        outputs = [detections["boxes"], self.category_ids[detections["labels"]], detections["scores"]]  # type: ignore[index]
+        if "masks" in detections:
+            masks = detections["masks"]
+            outputs.append((masks > self.threshold).to(torch.uint8) if self.threshold >= 0 else masks)
+        if "keypoints" in detections:
+            outputs += [detections["keypoints"], detections["keypoints_scores"]]
+        return outputs
+
+
+def _is_detection(task: LightningModule) -> bool:
+    from lightseg.tasks.detection import DetectionTask
+
+    return isinstance(task, DetectionTask)
+
+
+def _check_exportable(task: LightningModule, settings: ExportSettings) -> None:
+    hp = task.hparams
+    if not _is_detection(task):
+        outside = []
+        if hp.get("inference") == "slide":
+            outside.append("--model.init_args.inference whole")
+        if tuple(hp.get("tta_scales", (1.0,))) != (1.0,) or hp.get("tta_flip"):
+            outside.append("--model.init_args.tta_scales [1.0] --model.init_args.tta_flip false")
+        if outside:
+            raise LightsegError(
+                "the exported graph runs each image whole, once; sliding windows and test-time augmentation run "
+                f"outside it (see the export docs): export with {' '.join(outside)}"
+            )
+        return
+    if settings.format == "pt2":
+        raise LightsegError(
+            "torch.export cannot hold the R-CNN's data-dependent post-processing (a different number of boxes per "
+            "image); export R-CNN models with --export.format onnx or torchscript"
+        )
+    if settings.format == "onnx" and settings.opset is not None and settings.opset < 16:
+        raise LightsegError(
+            f"--export.opset {settings.opset}: R-CNN models need opset 16 or later, whose RoiAlign computes exactly "
+            "what torchvision's does (coordinate_transformation_mode output_half_pixel)"
+        )
+
+
+def _output_names(task: LightningModule, settings: ExportSettings) -> list[str]:
+    if not _is_detection(task):
+        return [settings.semantic_output]
+    names = ["boxes", "labels", "scores"]
+    if "segm" in task.iou_types:  # type: ignore[operator]
+        names.append("masks")
+    if "keypoints" in task.iou_types:  # type: ignore[operator]
+        names += ["keypoints", "keypoint_scores"]
+    return names
+
+
+def _samples(task: LightningModule, sizes: Sequence[tuple[int, ...]]) -> list[torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    if _is_detection(task):
+        images = [torch.rand(3, *size, generator=generator) for size in sizes]
+        return [*images, torch.zeros(3, *sizes[0])]  # a blank image: the no-detection case
+    return [torch.rand(2 if k == 0 else 1, 3, *size, generator=generator) for k, size in enumerate(sizes)]
+
+
+def _write(graph: nn.Module, task: LightningModule, settings: ExportSettings, path: Path) -> None:
+    example = _samples(task, settings.verify_sizes[:1])[0]
+    names = _output_names(task, settings)
+    detection = _is_detection(task)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer warnings about Python values: the verification decides
+        if settings.format == "onnx":
+            if detection:
+                axes = {"image": {1: "height", 2: "width"}, **{name: {0: "detections"} for name in names}}
+            else:
+                spatial = (1, 2) if names[0] == "labels" else (2, 3)
+                axes = {"image": {0: "batch", 2: "height", 3: "width"},
+                        names[0]: {0: "batch", spatial[0]: "height", spatial[1]: "width"}}  # fmt: skip
+            torch.onnx.export(
+                graph,
+                (example,),
+                str(path),
+                input_names=["image"],
+                output_names=names,
+                dynamic_axes=axes,
+                opset_version=settings.opset or (16 if detection else ONNX_OPSET),
+                dynamo=False,
+            )
+        elif settings.format == "torchscript":
+            scripted = torch.jit.script(graph) if detection else torch.jit.trace(graph, example)
+            torch.jit.save(scripted, str(path))
+        else:
+            dim = torch.export.Dim.DYNAMIC
+            program = torch.export.export(graph, (example,), dynamic_shapes={"image": {0: dim, 2: dim, 3: dim}})
+            torch.export.save(program, str(path))
+
+
+def _runner(settings: ExportSettings, path: Path) -> Any:
+    """A function image -> tuple of numpy outputs, running the file with its own runtime."""
+    if settings.format == "onnx":
+        try:
+            import onnxruntime
+        except ImportError:
+            raise LightsegError('verifying an ONNX export needs onnxruntime: pip install "lightseg[export]"') from None
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return lambda image: tuple(session.run(None, {"image": image.numpy()}))
+    module = torch.jit.load(str(path)) if settings.format == "torchscript" else torch.export.load(str(path)).module()
+
+    def run(image: torch.Tensor) -> tuple[np.ndarray, ...]:
+        with torch.no_grad():
+            out = module(image)
+        return tuple(o.numpy() for o in (out if isinstance(out, tuple | list) else (out,)))
+
+    return run
+
+
+def _compare_semantic(ours: np.ndarray, theirs: np.ndarray, output: SemanticOutput) -> dict[str, Any]:
+    if ours.shape != theirs.shape:
+        return {"ok": False, "problem": f"output shape {theirs.shape}, PyTorch's {ours.shape}"}
+    if output == "labels":
+        agreement = float((ours == theirs).mean())
+        return {"ok": agreement >= LABEL_AGREEMENT, "label_agreement": agreement}
+    delta = float(np.abs(ours - theirs).max())
+    agreement = float((ours.argmax(1) == theirs.argmax(1)).mean())
+    # tolerance relative to the output's scale: float32 noise of ~1e-4 on a logit near 0 is not a difference
+    close = delta <= ATOL + RTOL * float(np.abs(ours).max())
+    return {"ok": close and agreement >= LABEL_AGREEMENT, "max_abs_diff": delta, "label_agreement": agreement}
+
+
+def _compare_detections(ours: Sequence[np.ndarray], theirs: Sequence[np.ndarray], names: list[str]) -> dict[str, Any]:
+    count = len(ours[0])
+    if len(theirs[0]) != count:
+        return {"ok": False, "detections": count, "problem": f"{len(theirs[0])} detections, PyTorch {count}"}
+    result: dict[str, Any] = {"detections": count, "ok": True}
+    if count == 0:
+        return result
+    scale = max(1.0, float(np.abs(ours[0]).max()))
+    result["max_box_diff"] = float(np.abs(ours[0] - theirs[0]).max())
+    result["ok"] = result["max_box_diff"] <= RTOL * scale and bool((ours[1] == theirs[1]).all())
+    if "masks" in names:
+        k = names.index("masks")
+        a, b = ours[k] > 0.5 if ours[k].dtype != np.uint8 else ours[k] > 0, theirs[k]
+        b = b > 0.5 if b.dtype != np.uint8 else b > 0
+        union = (a | b).reshape(count, -1).sum(1)
+        iou = np.where(union > 0, (a & b).reshape(count, -1).sum(1) / np.maximum(union, 1), 1.0)
+        result["min_mask_iou"] = float(iou.min())
+        result["ok"] = result["ok"] and result["min_mask_iou"] >= MASK_IOU
+    if "keypoints" in names:
+        k = names.index("keypoints")
+        result["max_keypoint_diff"] = float(np.abs(ours[k][..., :2] - theirs[k][..., :2]).max())
+        result["ok"] = result["ok"] and result["max_keypoint_diff"] <= RTOL * scale
+    return result
+
+
+def verify(graph: nn.Module, task: LightningModule, settings: ExportSettings, path: Path) -> list[dict[str, Any]]:
+    """Run the exported file and the PyTorch graph on the sample images; one entry per image."""
+    run = _runner(settings, path)
+    names = _output_names(task, settings)
+    figures = []
+    for image in _samples(task, settings.verify_sizes):
+        with torch.no_grad():
+            reference = graph(image)
+        ours = tuple(r.numpy() for r in (reference if isinstance(reference, tuple | list) else (reference,)))
+        try:
+            theirs = run(image)
+        except Exception as err:  # e.g. a torch.export graph specialised to the example's shape
+            problem = f"{type(err).__name__}: {str(err).strip().splitlines()[0][:300]}"
+            figures.append({"size": list(image.shape[-2:]), "ok": False, "problem": problem})
+            continue
+        if _is_detection(task):
+            entry = _compare_detections(ours, theirs, names)
+        else:
+            entry = _compare_semantic(ours[0], theirs[0], settings.semantic_output)
+        figures.append({"size": list(image.shape[-2:]), **entry})
+    return figures
+
+
+def metadata(
+    task: LightningModule, datamodule: LightningDataModule | None, settings: ExportSettings, ckpt_path: str | None
+) -> dict[str, Any]:
+    """What travels with the exported model."""
+    detection = _is_detection(task)
+    names = list(getattr(datamodule, "class_names", None) or getattr(task, "class_names", None) or [])
+    palette = voc_colormap(256)  # what lightseg predict writes into its mask PNGs
+    colours = getattr(datamodule, "class_colors", None)
+    class_colours = [list(c) for c in colours] if colours is not None else palette[: len(names)].tolist()
+    hp = dict(task.hparams)
+    info: dict[str, Any] = {
+        "lightseg_version": lightseg.__version__,
+        "task": type(task).__name__,
+        "architecture": hp.get("arch"),
+        "backbone": hp.get("backbone"),
+        "format": settings.format,
+        "num_classes": hp.get("num_classes"),
+        "class_names": names,
+        "class_colors": class_colours,
+        "palette": palette.tolist(),
+        "input": {
+            "name": "image",
+            "layout": "[3,H,W], one image" if detection else "[B,3,H,W]",
+            "dtype": "float32",
+            "range": [0.0, 1.0],
+            "colour": "RGB",
+            "normalisation": "inside the graph",
+        },
+        "outputs": _output_names(task, settings),
+        "checkpoint": str(ckpt_path) if ckpt_path else None,
+    }
+    if detection:
+        ids = getattr(datamodule, "category_ids", None) or list(range(int(hp.get("num_classes", 0))))
+        info["category_ids"] = list(ids)
+        info["mask_threshold"] = settings.mask_threshold
+        info["not_in_graph"] = []
+    else:
+        info["ignore_index"] = hp.get("ignore_index")
+        info["not_in_graph"] = ["sliding-window inference", "multi-scale / flip test-time augmentation", "dense CRF"]
+    return info
+
+
+def export_task(
+    task: LightningModule,
+    datamodule: LightningDataModule | None,
+    settings: ExportSettings,
+    ckpt_path: str | None = None,
+    config: dict[str, Any] | None = None,
+) -> ExportResult:
+    """Export ``task`` (with the weights of ``ckpt_path``, if given) as ``settings`` say; verify; write metadata.
+
+    Raises :class:`~lightseg.errors.LightsegError` for an unsupported combination, an existing
+    output without ``overwrite``, or a failed verification (no file is left then).
+    """
+    _check_exportable(task, settings)
+    path = settings.output
+    if path.exists() and not settings.overwrite:
+        raise LightsegError(f"{path} exists; choose another --export.output or pass --export.overwrite true")
+    if path.parent and not path.parent.exists():
+        path.parent.mkdir(parents=True)
+    if ckpt_path:
+        checkpoint = load_checkpoint(ckpt_path)
+        task.on_load_checkpoint(checkpoint)
+        task.load_state_dict(checkpoint["state_dict"])
+    elif _is_detection(task):
+        task.fit_predictors_to(getattr(datamodule, "class_names", None))  # type: ignore[operator]
+    task = task.cpu().eval()
+    if _is_detection(task):
+        ids = getattr(datamodule, "category_ids", None) or list(range(int(task.hparams["num_classes"])))
+        graph: nn.Module = DetectionGraph(task.model, ids, settings.mask_threshold)  # type: ignore[arg-type]
+    else:
+        graph = SemanticGraph(task.model, settings.semantic_output, int(task.hparams["num_classes"]))  # type: ignore[arg-type]
+    graph.eval()
+    partial = path.with_name(f"{path.name}.partial-{os.getpid()}")
+    try:
+        _write(graph, task, settings, partial)
+        figures = verify(graph, task, settings, partial)
+        failed = [f for f in figures if not f["ok"]]
+        if failed:
+            raise LightsegError(
+                f"the {settings.format} export differs from PyTorch on {len(failed)} of {len(figures)} sample images "
+                f"(first: {json.dumps(failed[0])}); nothing was written"
+            )
+        info = metadata(task, datamodule, settings, ckpt_path)
+        info["verification"] = figures
+        if config is not None:
+            info["config"] = config
+        if settings.format == "onnx":
+            _embed_onnx_metadata(partial, info)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+    metadata_path = path.with_name(path.name + ".json")
+    metadata_path.write_text(json.dumps(info, indent=2) + "\n")
+    return ExportResult(path, metadata_path, figures)
+
+
+def _embed_onnx_metadata(path: Path, info: dict[str, Any]) -> None:
+    import onnx
+
+    model = onnx.load(str(path))
+    entry = model.metadata_props.add()
+    entry.key, entry.value = "lightseg", json.dumps(info)
+    onnx.save(model, str(path))
+
+
+def describe(result: ExportResult) -> str:
+    """The lines ``lightseg export`` prints."""
+    lines = [f"wrote {result.path} and {result.metadata_path}", "verified against PyTorch:"]
+    for figure in result.verification:
+        shown = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in figure.items()
+                          if k not in ("ok", "size"))  # fmt: skip
+        lines.append(f"  {figure['size'][0]}x{figure['size'][1]}: {shown}")
+    return "\n".join(lines)
+
+
+class LightsegTrainer(Trainer):
+    """Lightning's Trainer with :meth:`export`, so that ``lightseg export`` is a subcommand like ``test``."""
+
+    #: set by the CLI from ``--export.*``
+    export_settings: ExportSettings | None = None
+    #: the resolved config, recorded in the export's metadata
+    export_config: dict[str, Any] | None = None
+
+    def export(
+        self, model: LightningModule, datamodule: LightningDataModule | None = None, ckpt_path: str | None = None
+    ) -> ExportResult:
+        """Export the model with the weights of ``ckpt_path`` (``best``, ``last`` or a file), verified against PyTorch.
+
+        Args:
+            model: the task.
+            datamodule: the data module (class names, colours and category ids for the metadata).
+            ckpt_path: the checkpoint whose weights are exported: ``best`` (the best-scoring
+                checkpoint of all runs of the config), ``last`` or a ``.ckpt`` file.
+        """
+        result = export_task(model, datamodule, self.export_settings or ExportSettings(), ckpt_path, self.export_config)
+        print(describe(result))
+        return result

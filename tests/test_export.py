@@ -1,0 +1,184 @@
+"""``lightseg export``: every architecture exported and verified against PyTorch; metadata; the example script."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from lightseg.cli import main
+from lightseg.datamodules import generate_scene
+from lightseg.errors import LightsegError
+from lightseg.export import ExportSettings, export_task
+from lightseg.tasks import InstanceSegmentationTask, KeypointDetectionTask, SemanticSegmentationTask
+
+from conftest import ROOT, TINY_SHAPES
+
+SIZES = [(70, 90), (45, 61)]  # neither divisible by 32: the padding inside the graph is exercised
+# FCN-VGG16 graphs are 0.5 GB (fc6 as a 7x7 convolution): 30 s each here, so `-m slow` runs them
+SLOW_VGG = pytest.mark.slow
+SEMANTIC = [
+    pytest.param("fcn32s", None, marks=SLOW_VGG), pytest.param("fcn16s", None, marks=SLOW_VGG),
+    pytest.param("fcn8s", None, marks=SLOW_VGG), ("fcn", "resnet50"), ("unet", "resnet18"), ("deeplabv2", "resnet50"),
+    ("deeplabv3", "resnet50"), ("deeplabv3plus", "resnet18"),
+]  # fmt: skip
+
+
+def _perturb(model: torch.nn.Module) -> None:
+    # FCN-VGG's score layers start at zero (as in the paper): give every model non-trivial logits
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(torch.randn(parameter.shape, generator=generator) * 0.01)
+
+
+@pytest.mark.parametrize(("arch", "backbone"), SEMANTIC)
+def test_every_semantic_architecture_exports_to_onnx_and_matches_pytorch(
+    arch: str, backbone: str | None, tmp_path: Path
+) -> None:
+    task = SemanticSegmentationTask(arch=arch, backbone=backbone, weights_backbone=None, num_classes=5)
+    _perturb(task.model)
+    settings = ExportSettings(output=str(tmp_path / "m.onnx"), semantic_output="logits", verify_sizes=SIZES)
+    result = export_task(task, None, settings)
+    assert [f["size"] for f in result.verification] == [list(s) for s in SIZES]
+    for figure in result.verification:
+        assert figure["ok"] and figure["max_abs_diff"] < 1e-3 and figure["label_agreement"] >= 0.999
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
+    image = torch.rand(1, 3, 53, 77)  # a size the verification did not use
+    with torch.no_grad():
+        expected = task.eval()(image)["out"].numpy()
+    (got,) = session.run(None, {"image": image.numpy()})
+    assert got.shape == (1, 5, 53, 77)
+    assert np.abs(got - expected).max() <= 1e-4 + 1e-3 * np.abs(expected).max()
+    names = [o.name for o in session.get_outputs()]
+    assert names == ["logits"]  # the auxiliary head is not in the graph
+
+
+def test_torchscript_and_torch_export_of_a_semantic_model(tmp_path: Path) -> None:
+    task = SemanticSegmentationTask(arch="deeplabv3plus", backbone="resnet18", weights_backbone=None, num_classes=3)
+    for fmt, output in (("torchscript", "probs"), ("pt2", "labels")):
+        settings = ExportSettings(fmt, str(tmp_path / f"m.{fmt}"), output, verify_sizes=SIZES)  # type: ignore[arg-type]
+        result = export_task(task, None, settings)
+        assert all(f["ok"] for f in result.verification)
+    loaded = torch.jit.load(str(tmp_path / "m.torchscript"))
+    image = torch.rand(1, 3, 41, 59)
+    with torch.no_grad():
+        probs = loaded(image)
+        expected = task.eval()(image)["out"].softmax(1)
+    torch.testing.assert_close(probs, expected, rtol=1e-3, atol=1e-4)
+    labels = torch.export.load(str(tmp_path / "m.pt2")).module()(image)
+    assert labels.dtype == torch.uint8 and labels.shape == (1, 41, 59)
+    assert (labels == expected.argmax(1)).float().mean() >= 0.999
+
+
+FAST = {"rpn_pre_nms_top_n_test": 300, "rpn_post_nms_top_n_test": 100, "box_detections_per_img": 20}
+
+
+def _rcnn(kind: str, **kwargs: Any) -> Any:
+    options = {"arch": f"{kind}rcnn_resnet18_fpn", "weights": None, "weights_backbone": None, "num_classes": 3,
+               "min_size": 64, "max_size": 96, "anchor_sizes": [16, 32, 64, 128, 256],
+               "detector_kwargs": FAST}  # fmt: skip
+    options.update(kwargs)
+    if kind == "keypoint":
+        return KeypointDetectionTask(num_keypoints=3, oks_sigmas=[0.05] * 3, **options)
+    task = InstanceSegmentationTask(**options)
+    with (
+        torch.no_grad()
+    ):  # confident masks, as a trained model's: untrained ones hover at 0.5, where noise flips pixels
+        task.model.roi_heads.mask_predictor.mask_fcn_logits.bias.add_(3.0)
+    return task
+
+
+def test_mask_rcnn_exports_with_its_masks_and_without_detections(tmp_path: Path) -> None:
+    task = _rcnn("mask")
+
+    class Data:
+        class_names = ("background", "circle", "square")
+        category_ids = [0, 7, 9]
+
+    settings = ExportSettings(output=str(tmp_path / "mrcnn.onnx"), verify_sizes=[(64, 80), (48, 72)])
+    result = export_task(task, Data(), settings)  # type: ignore[arg-type]
+    assert len(result.verification) == 3  # two sizes and a blank image
+    assert all(f["ok"] and f["detections"] > 0 and f["min_mask_iou"] >= 0.99 for f in result.verification)
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
+    _, labels, _, masks = session.run(None, {"image": torch.rand(3, 56, 70).numpy()})
+    assert set(labels.tolist()) <= {7, 9} and masks.dtype == np.uint8 and masks.shape[-2:] == (56, 70)
+    meta = json.loads(result.metadata_path.read_text())
+    assert meta["category_ids"] == [0, 7, 9] and meta["outputs"] == ["boxes", "labels", "scores", "masks"]
+
+    empty = _rcnn("mask", detector_kwargs={**FAST, "box_score_thresh": 0.99})
+    settings = ExportSettings(output=str(tmp_path / "empty.onnx"), verify_sizes=[(64, 80), (48, 72)])
+    result = export_task(empty, Data(), settings)  # type: ignore[arg-type]
+    assert [f["detections"] for f in result.verification] == [0, 0, 0]  # no crash on an image without detections
+
+    scripted = export_task(task, Data(), ExportSettings("torchscript", str(tmp_path / "m.pt"), verify_sizes=SIZES))  # type: ignore[arg-type]
+    assert all(f["ok"] for f in scripted.verification)
+
+
+def test_keypoint_rcnn_exports_its_keypoints(tmp_path: Path) -> None:
+    task = _rcnn("keypoint")
+    result = export_task(task, None, ExportSettings(output=str(tmp_path / "k.onnx"), verify_sizes=[(64, 80), (48, 72)]))
+    assert all(f["ok"] and "max_keypoint_diff" in f for f in result.verification if f["detections"])
+    meta = json.loads(result.metadata_path.read_text())
+    assert meta["outputs"] == ["boxes", "labels", "scores", "keypoints", "keypoint_scores"]
+
+
+def test_refusals_leave_nothing_behind(tmp_path: Path) -> None:
+    slide = SemanticSegmentationTask(arch="unet", backbone="resnet18", weights_backbone=None, inference="slide")
+    with pytest.raises(LightsegError, match=r"export with --model.init_args.inference whole"):
+        export_task(slide, None, ExportSettings(output=str(tmp_path / "a.onnx")))
+    with pytest.raises(LightsegError, match=r"torch.export cannot hold the R-CNN's"):
+        export_task(_rcnn("mask"), None, ExportSettings("pt2", str(tmp_path / "b.pt2")))
+    task = SemanticSegmentationTask(arch="unet", backbone="resnet18", weights_backbone=None, num_classes=3)
+    # torch.export specialises U-Net's padding to the example's size: the verification finds it and says so
+    with pytest.raises(LightsegError, match=r"the pt2 export differs from PyTorch on 1 of 2 sample images"):
+        export_task(task, None, ExportSettings("pt2", str(tmp_path / "u.pt2"), verify_sizes=[(64, 96), (45, 70)]))
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no file that looks valid, no temporary file
+
+
+def test_cli_export_of_the_best_checkpoint_and_the_example_script(
+    tmp_path: Path, shapes_root: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    base = ["--config", str(ROOT / "configs" / "quickstart.yaml"), *TINY_SHAPES, f"--data.init_args.root={shapes_root}"]
+    main(["fit", *base, "--trainer.max_epochs=1", "--trainer.enable_progress_bar=false"])
+    capsys.readouterr()
+    export = ["export", *base, "--ckpt_path", "best", "--export.verify_sizes", "[[48, 64], [33, 47]]"]
+    main(export)
+    printed = capsys.readouterr().out
+    assert "wrote model.onnx and model.onnx.json" in printed and "33x47: label_agreement 1" in printed
+    meta = json.loads((tmp_path / "model.onnx.json").read_text())
+    assert meta["class_names"] == ["background", "circle", "square", "triangle"]
+    assert meta["checkpoint"].endswith(".ckpt") and "val_miou" in meta["checkpoint"]
+    assert meta["config"]["model"]["init_args"]["arch"] == "unet" and meta["input"]["range"] == [0.0, 1.0]
+    before = (tmp_path / "model.onnx").stat().st_mtime_ns
+    with pytest.raises(SystemExit) as stop:
+        main(export)
+    assert stop.value.code == 2 and "model.onnx exists" in capsys.readouterr().err
+    assert (tmp_path / "model.onnx").stat().st_mtime_ns == before
+
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(1)
+    for k in range(2):  # scenes like the training ones, of another size
+        Image.fromarray(generate_scene(rng, size=48).image).save(images / f"{k}.png")
+    main(["predict", *base, "--ckpt_path", "best", f"--data.predict_dir={images}", "--prediction.output_dir=preds"])
+    script = ROOT / "examples" / "onnx_predict.py"
+    done = subprocess.run([sys.executable, str(script), "model.onnx", *map(str, sorted(images.iterdir())),
+                           "--out", "onnx_masks"], capture_output=True, text=True, check=True)  # fmt: skip
+    assert "0.png:" in done.stdout
+    for name in ("0.png", "1.png"):
+        theirs, ours = Image.open(tmp_path / "onnx_masks" / name), Image.open(tmp_path / "preds" / "masks" / name)
+        assert theirs.mode == ours.mode == "P" and theirs.getpalette() == ours.getpalette()
+        assert (np.asarray(theirs) == np.asarray(ours)).mean() >= 0.999
