@@ -250,6 +250,29 @@ def _compare_semantic(ours: np.ndarray, theirs: np.ndarray, output: SemanticOutp
     return {"ok": close and agreement >= LABEL_AGREEMENT, "max_abs_diff": delta, "label_agreement": agreement}
 
 
+def _match(boxes: np.ndarray, labels: np.ndarray, other_boxes: np.ndarray, other_labels: np.ndarray) -> np.ndarray:
+    """For each detection, the index of the other's same detection (-1: none).
+
+    The same position where label and box agree; otherwise the unpaired detection of the same
+    label that overlaps it most (detections of nearly equal score may come out in another order).
+    """
+    from torchvision.ops import box_iou
+
+    scale = max(1.0, float(np.abs(boxes).max()))
+    same = (labels == other_labels) & (np.abs(boxes - other_boxes).max(axis=1) <= RTOL * scale)
+    order = np.where(same, np.arange(len(boxes)), -1)
+    free = np.ones(len(other_boxes), dtype=bool)
+    free[same] = False
+    iou = np.nan_to_num(box_iou(torch.from_numpy(boxes).float(), torch.from_numpy(other_boxes).float()).numpy(), nan=-1)
+    iou[labels[:, None] != other_labels[None, :]] = -1.0
+    for i in np.flatnonzero(~same):
+        candidates = np.where(free, iou[i], -1.0)
+        j = int(candidates.argmax())
+        if candidates[j] >= 0.5:
+            order[i], free[j] = j, False
+    return order
+
+
 def _compare_detections(ours: Sequence[np.ndarray], theirs: Sequence[np.ndarray], names: list[str]) -> dict[str, Any]:
     count = len(ours[0])
     if len(theirs[0]) != count:
@@ -257,6 +280,11 @@ def _compare_detections(ours: Sequence[np.ndarray], theirs: Sequence[np.ndarray]
     result: dict[str, Any] = {"detections": count, "ok": True}
     if count == 0:
         return result
+    # detections of (nearly) equal score may come out in another order: pair each with its best match
+    order = _match(ours[0], ours[1], theirs[0], theirs[1])
+    if (order < 0).any():
+        return {**result, "ok": False, "problem": f"{int((order < 0).sum())} detections without a counterpart"}
+    theirs = [t[order] for t in theirs]
     scale = max(1.0, float(np.abs(ours[0]).max()))
     result["max_box_diff"] = float(np.abs(ours[0] - theirs[0]).max())
     result["ok"] = result["max_box_diff"] <= RTOL * scale and bool((ours[1] == theirs[1]).all())

@@ -7,11 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from lightning.pytorch import Trainer
 
 from lightseg.cli import main
 from lightseg.datamodules import SegmentationFolderDataModule
 from lightseg.datamodules.folder import hash_split
+from lightseg.datamodules.transforms import train_transforms
 from lightseg.errors import LightsegError
+from lightseg.tasks import SemanticSegmentationTask
 
 from conftest import ROOT
 from layouts import FOLDER_COLORS, label_for, write_folder
@@ -44,6 +47,19 @@ def test_every_mask_format_reads_the_labels(mask_format: str, ext: str, declared
             if mask_format == "rgb":  # no void colour in this table: the border is background
                 expected = np.where(expected == 255, 0, expected)
             np.testing.assert_array_equal(dataset.read_mask(k), expected)
+    _train_two_steps(data)
+
+
+def _train_two_steps(data: SegmentationFolderDataModule) -> None:
+    """Two training steps and a validation pass on ``data``: the loss is finite and the weights move."""
+    data.train_transform = train_transforms(crop_size=16, ignore_index=data.ignore_index)
+    task = SemanticSegmentationTask(arch="unet", backbone="resnet18", weights_backbone=None, num_classes=data.num_classes)
+    before = [p.detach().clone() for p in task.parameters()]
+    trainer = Trainer(max_steps=2, limit_val_batches=1, logger=False, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
+    trainer.fit(task, datamodule=data)
+    assert trainer.global_step == 2 and torch.isfinite(trainer.callback_metrics["train_loss"])
+    assert any(not torch.equal(a, b) for a, b in zip(before, task.parameters(), strict=True))
 
 
 def test_binary_masks_need_a_declared_format(tmp_path: Path) -> None:
@@ -54,6 +70,7 @@ def test_binary_masks_need_a_declared_format(tmp_path: Path) -> None:
     data.setup("fit")
     mask = data.train_dataset.read_mask(0)  # type: ignore[union-attr]
     assert set(np.unique(mask).tolist()) == {0, 1}
+    _train_two_steps(data)
 
 
 def test_splits_from_subfolders_split_files_and_a_stable_hash(tmp_path: Path) -> None:
