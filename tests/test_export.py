@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -13,8 +14,9 @@ import pytest
 import torch
 from PIL import Image
 
+from lightseg.callbacks import SegmentationWriter
 from lightseg.cli import main
-from lightseg.datamodules import generate_scene
+from lightseg.datamodules import CityscapesDataModule, generate_scene
 from lightseg.errors import LightsegError
 from lightseg.export import ExportSettings, export_task
 from lightseg.tasks import InstanceSegmentationTask, KeypointDetectionTask, SemanticSegmentationTask
@@ -182,3 +184,36 @@ def test_cli_export_of_the_best_checkpoint_and_the_example_script(
         theirs, ours = Image.open(tmp_path / "onnx_masks" / name), Image.open(tmp_path / "preds" / "masks" / name)
         assert theirs.mode == ours.mode == "P" and theirs.getpalette() == ours.getpalette()
         assert (np.asarray(theirs) == np.asarray(ours)).mean() >= 0.999
+
+
+def _write_one(writer: SegmentationWriter, mask: torch.Tensor, path: str, num_classes: int, datamodule: Any) -> None:
+    trainer = SimpleNamespace(datamodule=datamodule, world_size=1, global_rank=0, is_global_zero=True,
+                              strategy=SimpleNamespace(reduce=lambda value, reduce_op: value))  # fmt: skip
+    module = SimpleNamespace(hparams={"num_classes": num_classes}, device="cpu")
+    writer.setup(trainer, module, "predict")  # type: ignore[arg-type]
+    batch = {"image": torch.rand(1, 3, *mask.shape)}
+    prediction = {"mask": mask[None], "path": [path], "size": [tuple(mask.shape)]}
+    writer.write_on_batch_end(trainer, module, prediction, None, batch, 0, 0)  # type: ignore[arg-type]
+    writer.on_predict_end(trainer, module)  # type: ignore[arg-type]
+
+
+def test_submission_formats_cityscapes_label_ids_and_the_voc_layout(tmp_path: Path, peer: Path) -> None:
+    table = json.loads((peer / "cityscapesScripts" / "labels_table.json").read_text())["labels"]
+    label_of_train_id = {row["trainId"]: row["id"] for row in table if 0 <= row["trainId"] < 255}
+    train_ids = torch.arange(19, dtype=torch.uint8).repeat_interleave(3).reshape(3, 19)  # every class, as predict gives
+    writer = SegmentationWriter(str(tmp_path / "city"), format="cityscapes")
+    _write_one(writer, train_ids, "frankfurt/frankfurt_000000_000294_leftImg8bit.png", 19,
+               SimpleNamespace(label_ids=CityscapesDataModule.label_ids))  # fmt: skip
+    written = Image.open(tmp_path / "city" / "labelIds" / "frankfurt" / "frankfurt_000000_000294_leftImg8bit.png")
+    assert written.mode == "L"
+    expected = np.vectorize(label_of_train_id.get)(train_ids.numpy())
+    np.testing.assert_array_equal(np.asarray(written), expected)  # the official table, through our mapping
+    with pytest.raises(LightsegError, match=r"format cityscapes writes Cityscapes label ids, which needs"):
+        _write_one(SegmentationWriter(str(tmp_path / "x"), format="cityscapes"), train_ids, "a.png", 19, None)
+
+    labels = torch.arange(21, dtype=torch.uint8).repeat(2, 1)
+    _write_one(SegmentationWriter(str(tmp_path / "voc"), format="voc"), labels, "sub/2008_000001.jpg", 21, None)
+    png = Image.open(tmp_path / "voc" / "results" / "VOC2012" / "Segmentation" / "comp6_test_cls" / "2008_000001.png")
+    assert png.mode == "P" and np.array_equal(np.asarray(png), labels.numpy())
+    with pytest.raises(LightsegError, match=r"format voc writes the 21 PASCAL VOC classes; this model has 4"):
+        _write_one(SegmentationWriter(str(tmp_path / "y"), format="voc"), labels, "a.png", 4, None)

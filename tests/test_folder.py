@@ -53,7 +53,9 @@ def test_every_mask_format_reads_the_labels(mask_format: str, ext: str, declared
 def _train_two_steps(data: SegmentationFolderDataModule) -> None:
     """Two training steps and a validation pass on ``data``: the loss is finite and the weights move."""
     data.train_transform = train_transforms(crop_size=16, ignore_index=data.ignore_index)
-    task = SemanticSegmentationTask(arch="unet", backbone="resnet18", weights_backbone=None, num_classes=data.num_classes)
+    task = SemanticSegmentationTask(
+        arch="unet", backbone="resnet18", weights_backbone=None, num_classes=data.num_classes
+    )
     before = [p.detach().clone() for p in task.parameters()]
     trainer = Trainer(max_steps=2, limit_val_batches=1, logger=False, enable_checkpointing=False,
                       enable_progress_bar=False, enable_model_summary=False)  # fmt: skip

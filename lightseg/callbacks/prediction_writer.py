@@ -8,7 +8,7 @@ import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -22,13 +22,26 @@ from lightseg.errors import LightsegError
 from lightseg.metrics.coco import encode_masks
 from lightseg.visualize import draw_detections, overlay
 
+#: ``lightseg predict --prediction.format``: what the semantic masks are written as
+Format = Literal["palette", "cityscapes", "voc"]
+#: where the VOC evaluation server expects the segmentation results (competition 6: any training data)
+VOC_RESULTS = Path("results") / "VOC2012" / "Segmentation" / "comp6_test_cls"
+FOLDERS = {"palette": Path("masks"), "cityscapes": Path("labelIds"), "voc": VOC_RESULTS}
+
 
 class SegmentationWriter(BasePredictionWriter):
     """Writes what ``lightseg predict`` finds, for every task, into ``output_dir``.
 
-    Semantic tasks: for each input image, ``masks/<name>.png`` (a palette PNG of class
-    indices, VOC palette, of the input's size) and ``overlays/<name>.png`` (class colours
-    blended over the image, background left as is).
+    Semantic tasks: for each input image, a mask of the input's size and
+    ``overlays/<name>.png`` (class colours blended over the image, background left as is).
+    The mask, by ``format``:
+
+    - ``palette``: ``masks/<name>.png``, a palette PNG of class indices (VOC palette);
+    - ``cityscapes``: ``labelIds/<name>.png``, 8-bit label ids (the 19 train ids mapped back
+      through the official label table), named as the input: what the Cityscapes server and
+      ``cityscapesscripts``' evaluation read;
+    - ``voc``: ``results/VOC2012/Segmentation/comp6_test_cls/<id>.png``, palette PNGs of the
+      21 class indices: the layout the PASCAL VOC server takes (as a tar of ``results/``).
 
     Instance and keypoint tasks: ``results.json`` in COCO's results format (``image_id`` =
     position of the image in the sorted input folder, from 1, plus its ``file_name``;
@@ -48,12 +61,21 @@ class SegmentationWriter(BasePredictionWriter):
         overwrite: allow writing into an existing, non-empty folder.
         alpha: opacity of the class colours in the overlay.
         score_threshold: lowest score of a detection drawn in the overlays (all go to the JSON).
+        format: semantic masks as ``palette`` PNGs, ``cityscapes`` label ids or the ``voc``
+            server layout.
     """
 
     def __init__(
-        self, output_dir: str = "predictions", overwrite: bool = False, alpha: float = 0.5, score_threshold: float = 0.5
+        self,
+        output_dir: str = "predictions",
+        overwrite: bool = False,
+        alpha: float = 0.5,
+        score_threshold: float = 0.5,
+        format: Format = "palette",
     ) -> None:
         super().__init__(write_interval="batch")
+        self.format: Format = format
+        self._label_ids: np.ndarray | None = None
         self.output_dir = Path(output_dir)
         self.overwrite = overwrite
         self.alpha = alpha
@@ -77,6 +99,7 @@ class SegmentationWriter(BasePredictionWriter):
                 f"output folder {self.output_dir} already exists and is not empty; choose another with "
                 "--prediction.output_dir or pass --prediction.overwrite true"
             )
+        self._check_format(trainer, pl_module)
         self._results = []
         self._detections_seen = False
         self._images = 0
@@ -104,7 +127,15 @@ class SegmentationWriter(BasePredictionWriter):
             mask = prediction["mask"][i, :height, :width].numpy()
             image = (images[i, :, :height, :width].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
             name = Path(relative).with_suffix(".png")
-            self._save_mask(mask, self._work_dir / "masks" / name)
+            if self.format == "cityscapes":
+                assert self._label_ids is not None
+                path = self._work_dir / FOLDERS["cityscapes"] / name
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(self._label_ids[mask], mode="L").save(path)
+            else:
+                self._save_mask(
+                    mask, self._work_dir / FOLDERS[self.format] / (name.name if self.format == "voc" else name)
+                )
             self._save_overlay(image, mask, self._work_dir / "overlays" / name)
 
     def _write_detections(self, trainer: Trainer, pl_module: LightningModule, prediction: Any, batch: Any) -> None:
@@ -152,8 +183,23 @@ class SegmentationWriter(BasePredictionWriter):
         count = torch.tensor(float(self._images), device=pl_module.device)
         images = int(trainer.strategy.reduce(count, reduce_op="sum"))
         if trainer.is_global_zero:
-            what = "results.json and overlays/" if self._detections_seen else "masks/ and overlays/"
+            what = "results.json and overlays/" if self._detections_seen else f"{FOLDERS[self.format]}/ and overlays/"
             print(f"lightseg: predicted {images} images: {what} in {self.output_dir}", file=sys.stderr)
+
+    def _check_format(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.format == "cityscapes":
+            label_ids = getattr(getattr(trainer, "datamodule", None), "label_ids", None)
+            if label_ids is None:
+                raise LightsegError(
+                    "--prediction.format cityscapes writes Cityscapes label ids, which needs the Cityscapes data "
+                    "module (CityscapesDataModule: its 19 train ids map back to label ids); use palette for other data"
+                )
+            self._label_ids = np.array(label_ids, dtype=np.uint8)
+        elif self.format == "voc" and int(pl_module.hparams.get("num_classes", 0)) != 21:
+            raise LightsegError(
+                f"--prediction.format voc writes the 21 PASCAL VOC classes; this model has "
+                f"{pl_module.hparams.get('num_classes')} classes; use palette"
+            )
 
     @override
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:

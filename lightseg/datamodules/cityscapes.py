@@ -102,6 +102,8 @@ class CityscapesDataModule(SplitDataModule):
     class_names = CITYSCAPES_CLASSES
     expected_counts: ClassVar[dict[str, int]] = {"train": 2975, "val": 500, "test": 1525}
     class_colors = CITYSCAPES_COLORS
+    #: the official label id of each train id: predictions are submitted as label ids
+    label_ids: ClassVar[tuple[int, ...]] = tuple(c.id for c in TRAIN_LABELS)
 
     def __init__(
         self,
