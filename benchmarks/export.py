@@ -1,10 +1,11 @@
 """Per-image latency of exported models: onnxruntime (CPU provider) vs PyTorch eager vs TorchScript.
 
-U-Net/ResNet-18 at 512x512, DeepLabV3/ResNet-50 at 513x513 (batch 1) and Mask R-CNN
-ResNet-50-FPN on an 800x800 image, untrained (``weights=None``: the latency does not depend
-on the weights). Each model is exported with :func:`lightseg.export.export_task` (so every
-file is verified), then timed: median of ``--repeats`` runs after one warm-up. On a GPU the
-PyTorch rows run there; onnxruntime uses its CPU provider unless the CUDA one is installed.
+U-Net/ResNet-18 at 512x512 and DeepLabV3/ResNet-50 at 513x513 (batch 1), untrained
+(``weights=None``: the latency does not depend on the weights). Each model is exported with
+:func:`lightseg.export.export_task` (so every file is verified), then timed: median of
+``--repeats`` runs after one warm-up. ``--maskrcnn`` adds Mask R-CNN R50-FPN at 800x800;
+untrained, it finds hundreds of degenerate boxes whose sub-pixel masks the ONNX graph pastes
+differently from eager torchvision, so its export fails verification (as it should).
 Prints a table and appends it to docs/benchmarks.md.
 
     python benchmarks/export.py [--repeats 5]
@@ -41,6 +42,7 @@ def median_ms(run: Callable[[], Any], repeats: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--maskrcnn", action="store_true", help="also Mask R-CNN R50-FPN at 800 px (needs weights)")
     args = parser.parse_args()
     import onnxruntime
 
@@ -58,10 +60,20 @@ def main() -> None:
         ),
         (
             "Mask R-CNN R50-FPN",
-            InstanceSegmentationTask(arch="maskrcnn_resnet50_fpn", weights=None, weights_backbone=None, num_classes=91),
+            InstanceSegmentationTask(
+                arch="maskrcnn_resnet50_fpn",
+                weights=None,
+                weights_backbone=None,
+                num_classes=91,
+                # untrained scores crowd together: no top-100 cut through near-equal scores, whose order is noise
+                detector_kwargs={"box_score_thresh": 0.3, "box_detections_per_img": 1000},
+            ),
             (800, 800),
         ),
     ]
+    if not args.maskrcnn:
+        # untrained, it finds hundreds of degenerate boxes whose tiny masks ONNX pastes differently: verification fails
+        models = models[:2]
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         for name, task, size in models:
