@@ -114,8 +114,8 @@ def main() -> None:
     )
     note = (
         f"\n\nMedian of {args.repeats} runs after a warm-up, batch 1, untrained weights; in brackets the speed-up over "
-        "eager PyTorch. Semantic graphs return labels (argmax inside the graph); Mask R-CNN returns boxes, "
-        "category ids, scores and 0/1 masks pasted at image size."
+        "eager PyTorch. Semantic graphs return labels (argmax inside the graph); Mask R-CNN (`--maskrcnn`) returns "
+        "boxes, category ids, scores and 0/1 masks pasted at image size."
     )
     record("Export latency", table + note)
 
