@@ -49,6 +49,11 @@ CSV_LOGGER = "lightning.pytorch.loggers.CSVLogger"
 #: the run-folder guards of the runs this process started (see :func:`main`)
 RUN_GUARDS: list[RunFolderGuard] = []
 WANDB_ID_KEY = "lightseg_wandb_run_id"
+EPILOG = (
+    "lightseg data check --config CONFIG.yaml reads every sample of the config's data set and reports what is "
+    "wrong with it (lightseg data --help); lightseg export writes the trained model as ONNX, TorchScript or "
+    "torch.export, verified against PyTorch (lightseg export --help)."
+)
 # logger class -> the packages it can use (any one) and the lightseg extra that installs them
 LOGGER_PACKAGES = (
     ("WandbLogger", ("wandb",), "wandb"),
@@ -128,7 +133,7 @@ class LightsegCLI(LightningCLI):
             auto_configure_optimizers=False,
             parser_class=LightsegArgumentParser,
             # an abbreviated option (--trainer.max_epoch) would silently set another one
-            parser_kwargs={"allow_abbrev": False},
+            parser_kwargs={"allow_abbrev": False, "epilog": EPILOG},
             trainer_class=LightsegTrainer,
             args=args,
             run=run,
@@ -328,9 +333,10 @@ def _init_defaults(class_path: str) -> dict[str, Any]:
 
 
 def _warn_if_untrained(config: Any, model: Any) -> None:
-    # evaluating a model whose head nobody trained is almost always a forgotten --ckpt_path
+    # evaluating a model whose head nobody trained is almost always a forgotten --ckpt_path (an exported
+    # model's path says where its weights are)
     hparams = getattr(model, "hparams", {})
-    if config.get("ckpt_path") or hparams.get("init_from") or hparams.get("weights"):
+    if config.get("ckpt_path") or hparams.get("init_from") or hparams.get("weights") or hparams.get("path"):
         return
     print(
         "lightseg: warning: no --ckpt_path (nor init_from or whole-model weights): evaluating a model whose head "

@@ -19,7 +19,12 @@ from lightseg.cli import main
 from lightseg.datamodules import CityscapesDataModule, generate_scene
 from lightseg.errors import LightsegError
 from lightseg.export import ExportSettings, export_task
-from lightseg.tasks import InstanceSegmentationTask, KeypointDetectionTask, SemanticSegmentationTask
+from lightseg.tasks import (
+    InstanceSegmentationTask,
+    KeypointDetectionTask,
+    ONNXSegmentationTask,
+    SemanticSegmentationTask,
+)
 
 from conftest import ROOT, TINY_SHAPES
 
@@ -180,10 +185,17 @@ def test_cli_export_of_the_best_checkpoint_and_the_example_script(
     done = subprocess.run([sys.executable, str(script), "model.onnx", *map(str, sorted(images.iterdir())),
                            "--out", "onnx_masks"], capture_output=True, text=True, check=True)  # fmt: skip
     assert "0.png:" in done.stdout
+    # lightseg predict runs the exported model itself, with the same writer
+    main(["predict", *base, "--model", "ONNXSegmentationTask", "--model.init_args.path", "model.onnx",
+          f"--data.predict_dir={images}", "--prediction.output_dir=onnx_preds"])  # fmt: skip
     for name in ("0.png", "1.png"):
-        theirs, ours = Image.open(tmp_path / "onnx_masks" / name), Image.open(tmp_path / "preds" / "masks" / name)
-        assert theirs.mode == ours.mode == "P" and theirs.getpalette() == ours.getpalette()
-        assert (np.asarray(theirs) == np.asarray(ours)).mean() >= 0.999
+        ours = Image.open(tmp_path / "preds" / "masks" / name)
+        for folder in ("onnx_masks", "onnx_preds/masks"):
+            theirs = Image.open(tmp_path / folder / name)
+            assert theirs.mode == ours.mode == "P" and theirs.getpalette() == ours.getpalette()
+            assert (np.asarray(theirs) == np.asarray(ours)).mean() >= 0.999
+    with pytest.raises(LightsegError, match=r"model.onnx.json is not an ONNX model onnxruntime can load"):
+        ONNXSegmentationTask(str(tmp_path / "model.onnx.json"))
 
 
 def _write_one(writer: SegmentationWriter, mask: torch.Tensor, path: str, num_classes: int, datamodule: Any) -> None:

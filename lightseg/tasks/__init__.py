@@ -2,6 +2,14 @@
 
 from lightseg.tasks.base import BaseTask
 from lightseg.tasks.detection import DetectionTask, InstanceSegmentationTask, KeypointDetectionTask
+from lightseg.tasks.onnx import ONNXSegmentationTask
 from lightseg.tasks.semantic import SemanticSegmentationTask
 
-__all__ = ["BaseTask", "DetectionTask", "InstanceSegmentationTask", "KeypointDetectionTask", "SemanticSegmentationTask"]
+__all__ = [
+    "BaseTask",
+    "DetectionTask",
+    "InstanceSegmentationTask",
+    "KeypointDetectionTask",
+    "ONNXSegmentationTask",
+    "SemanticSegmentationTask",
+]

@@ -1,0 +1,91 @@
+"""An exported semantic ONNX model behind the task interface, so that ``lightseg predict`` can run it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from typing_extensions import override
+
+from lightseg.errors import LightsegError
+from lightseg.tasks.base import BaseTask
+from lightseg.types import Stage
+
+
+class ONNXSegmentationTask(BaseTask):
+    """Runs a semantic model written by ``lightseg export`` (ONNX) with onnxruntime, for ``lightseg predict``.
+
+    Checks the exported model on the user's own folder with the same writer, options and
+    output as the PyTorch model: ``lightseg predict --config run.yaml --model
+    ONNXSegmentationTask --model.init_args.path model.onnx --data.predict_dir images/``.
+    Predicting only: there is nothing to train or evaluate.
+
+    Args:
+        path: the ``.onnx`` file of a semantic task.
+        num_classes: classes of the data (linked by the CLI); must be the model's.
+    """
+
+    def __init__(self, path: str, num_classes: int | None = None) -> None:
+        session, metadata = _load(Path(path))
+        exported = int(metadata["num_classes"])
+        if num_classes is not None and num_classes != exported:
+            raise LightsegError(f"{path} predicts {exported} classes but the data has {num_classes}")
+        super().__init__()
+        self.hparams["num_classes"] = exported
+        self.session = session
+        self.metadata = metadata
+        self.output = str(metadata["outputs"][0])
+
+    @override
+    def build_model(self) -> nn.Module:
+        return nn.Identity()  # the network is the ONNX session
+
+    @override
+    def build_loss(self) -> nn.Module:
+        return nn.Identity()
+
+    @override
+    def build_metrics(self) -> nn.Module:
+        return nn.Identity()
+
+    @override
+    def step(self, batch: Any, stage: Stage) -> torch.Tensor:
+        raise LightsegError("an ONNX model only predicts: use it with lightseg predict")
+
+    @override
+    def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
+        masks = []
+        for image, (height, width) in zip(batch["image"], batch["size"], strict=True):  # each at its own size
+            array = image[None, :, :height, :width].float().cpu().numpy()
+            (result,) = self.session.run(None, {"image": array})
+            labels = result[0] if self.output == "labels" else result[0].argmax(0)
+            mask = np.zeros(image.shape[-2:], dtype=np.uint8)
+            mask[:height, :width] = labels
+            masks.append(torch.from_numpy(mask))
+        return {"mask": torch.stack(masks), "path": batch["path"], "size": batch["size"]}
+
+
+def _load(path: Path) -> tuple[Any, dict[str, Any]]:
+    """An onnxruntime session of ``path`` and the lightseg metadata inside it; one line for what is wrong."""
+    try:
+        import onnxruntime
+    except ImportError:
+        raise LightsegError('running an ONNX model needs onnxruntime: pip install "lightseg[export]"') from None
+    if not path.is_file():
+        raise LightsegError(f"model.init_args.path {path} does not exist; give a file written by lightseg export")
+    try:
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as err:
+        raise LightsegError(f"{path} is not an ONNX model onnxruntime can load: {str(err).splitlines()[0]}") from None
+    meta = session.get_modelmeta().custom_metadata_map.get("lightseg")
+    metadata: dict[str, Any] = json.loads(meta) if meta else {}
+    if metadata.get("task") != "SemanticSegmentationTask":
+        raise LightsegError(
+            f"{path} is not a semantic model from lightseg export ({metadata.get('task', 'no lightseg metadata')}); "
+            "lightseg predict runs exported semantic models"
+        )
+    return session, metadata
