@@ -338,6 +338,31 @@ def segmentation_mask(segmentation: Any, height: int, width: int) -> np.ndarray:
     return np.ascontiguousarray(mask_api.decode(rle), dtype=np.uint8)
 
 
+class AnnotationFiles:
+    """A COCO data module's annotation files: each parsed once, the validation one defining the categories.
+
+    Subclasses set ``paths``: split -> (image folder, annotation file).
+    """
+
+    paths: dict[str, tuple[Path, Path]]
+
+    def annotations(self, split: str) -> COCOAnnotations:
+        """The parsed annotation file of ``split`` (read once)."""
+        if split not in self.paths:
+            raise LightsegError(f"{type(self).__name__} has the splits {', '.join(self.paths)}, not {split!r}")
+        path = self.paths[split][1]
+        parsed: dict[Path, COCOAnnotations] = self.__dict__.setdefault("_parsed_annotations", {})
+        if path not in parsed:
+            parsed[path] = COCOAnnotations.from_file(path)
+        return parsed[path]
+
+    @cached_property
+    def reference(self) -> COCOAnnotations:
+        """The annotations that define the categories: validation's, or training's if there is no validation file."""
+        val = self.paths["val"][1]
+        return self.annotations("val" if val.is_file() or not self.paths["train"][1].is_file() else "train")
+
+
 class DetectionDataModule(BaseDataModule):
     """Base of the instance and keypoint data modules: list batches, the evaluation ground truth.
 
@@ -389,7 +414,7 @@ class DetectionDataModule(BaseDataModule):
         return []
 
 
-class COCODataModule(DetectionDataModule):
+class COCODataModule(DetectionDataModule, AnnotationFiles):
     """A COCO-format data set: image folders plus annotation files, paths relative to ``root``.
 
     Categories (and so ``num_classes`` = categories + background, and the class names) come
@@ -451,20 +476,6 @@ class COCODataModule(DetectionDataModule):
         self.hflip = hflip
         self.train_skip_empty = train_skip_empty
         self.unknown_categories: UnknownCategories = unknown_categories
-        self._parsed: dict[Path, COCOAnnotations] = {}
-
-    def annotations(self, split: str) -> COCOAnnotations:
-        """The parsed annotation file of ``split`` (read once)."""
-        path = self.paths[split][1]
-        if path not in self._parsed:
-            self._parsed[path] = COCOAnnotations.from_file(path)
-        return self._parsed[path]
-
-    @cached_property
-    def reference(self) -> COCOAnnotations:
-        """The annotations that define the categories: validation's, or training's if there is no validation file."""
-        val = self.paths["val"][1]
-        return self.annotations("val" if val.is_file() or not self.paths["train"][1].is_file() else "train")
 
     @property
     def num_classes(self) -> int:  # type: ignore[override]

@@ -11,7 +11,6 @@ image, resized so that its shorter side is 520 pixels (``eval_size``).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,7 +20,7 @@ from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 from lightseg.datamodules.base import SplitDataModule
-from lightseg.datamodules.coco import COCOAnnotations, segmentation_mask
+from lightseg.datamodules.coco import AnnotationFiles, COCOAnnotations, segmentation_mask
 from lightseg.datamodules.files import CheckSamples, OnMissing, Sample, SegmentationFiles
 from lightseg.datamodules.io import image_header, progress
 from lightseg.datamodules.voc import VOC_CLASSES
@@ -130,7 +129,7 @@ class COCOSemanticDataset(SegmentationFiles):
                 )
 
 
-class COCOSemanticDataModule(SplitDataModule):
+class COCOSemanticDataModule(SplitDataModule, AnnotationFiles):
     """COCO 2017 for semantic segmentation, read from the official instance annotations.
 
     ``categories: voc`` is torchvision's protocol for its published COCO numbers (e.g.
@@ -188,38 +187,24 @@ class COCOSemanticDataModule(SplitDataModule):
         }
         self.train_skip_empty = train_skip_empty
         self.eval_size = eval_size
-        self._parsed: dict[str, COCOAnnotations] = {}
-
-    def annotations(self, split: str) -> COCOAnnotations:
-        """The parsed annotation file of ``split`` (``train`` or ``val``), read once."""
-        if split not in self.paths:
-            raise LightsegError(f"COCO has the splits train and val (test annotations are not public), not {split!r}")
-        if split not in self._parsed:
-            self._parsed[split] = COCOAnnotations.from_file(self.paths[split][1])
-        return self._parsed[split]
-
-    @cached_property
-    def _reference(self) -> COCOAnnotations:
-        val = self.paths["val"][1]
-        return self.annotations("val" if val.is_file() or not self.paths["train"][1].is_file() else "train")
 
     @property
     def num_classes(self) -> int:  # type: ignore[override]
         """21 for ``voc``; the categories + background for ``all``."""
-        return len(VOC_CLASSES) if self.categories == "voc" else self._reference.num_classes
+        return len(VOC_CLASSES) if self.categories == "voc" else self.reference.num_classes
 
     @property
     def class_names(self) -> tuple[str, ...]:  # type: ignore[override]
         """VOC's class names for ``voc``; ``background`` and the category names for ``all``."""
-        return VOC_CLASSES if self.categories == "voc" else self._reference.class_names
+        return VOC_CLASSES if self.categories == "voc" else self.reference.class_names
 
     def category_labels(self, annotations: COCOAnnotations) -> dict[int, int]:
         """Category id -> label for ``annotations``; refuses a file whose VOC ids name other things."""
         if self.categories == "all":
-            if annotations.category_ids != self._reference.category_ids:
+            if annotations.category_ids != self.reference.category_ids:
                 raise LightsegError(
-                    f"{annotations.source} has categories {annotations.category_ids[1:]} but {self._reference.source} "
-                    f"has {self._reference.category_ids[1:]}; the splits must share their categories"
+                    f"{annotations.source} has categories {annotations.category_ids[1:]} but {self.reference.source} "
+                    f"has {self.reference.category_ids[1:]}; the splits must share their categories"
                 )
             return dict(annotations.label_of)
         names = dict(zip(annotations.category_ids[1:], annotations.class_names[1:], strict=True))
@@ -236,7 +221,7 @@ class COCOSemanticDataModule(SplitDataModule):
         return {cid: label for label, cid in enumerate(VOC_CATEGORY_IDS, start=1)}
 
     def make_dataset(self, split: str, transforms: Callable[..., Any] | None) -> Dataset[Any]:
-        split = "val" if split == "test" else split
+        split = "val" if split == "test" else split  # COCO's test annotations are not public
         annotations = self.annotations(split)
         if transforms is None and self.eval_size is not None:
             transforms = v2.Resize(self.eval_size, antialias=True)  # shorter side; masks nearest
