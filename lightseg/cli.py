@@ -460,7 +460,7 @@ def main(args: list[str] | None = None) -> None:
     arguments = list(sys.argv[1:] if args is None else args)
     try:
         if arguments[:1] == ["data"]:
-            from lightseg.data_check import data_main
+            from lightseg.data_command import data_main
 
             data_main(arguments[1:])
             return

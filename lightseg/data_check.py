@@ -6,7 +6,7 @@ image sizes, the mask formats found, each class's share of the labelled pixels a
 number of images it occurs in; and every problem with the file it is in: missing images
 or masks, masks without an image, unreadable files, label values or colours that are not
 classes, image/mask size mismatches, identical images in two splits. Writes a JSON report
-and a picture of a few samples per split in the class colours; exits 1 when it found errors.
+and a picture of a few samples per split in the class colours (the command: :mod:`lightseg.data_command`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import hashlib
 import io
 import json
 import os
-import sys
 import warnings
 from collections import Counter
 from collections.abc import Sequence
@@ -25,14 +24,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
-from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from lightseg.datamodules.base import BaseDataModule, SplitDataModule
 from lightseg.datamodules.coco import COCODataset, DetectionDataModule
 from lightseg.datamodules.files import BinaryMaskError, SegmentationFiles
 from lightseg.datamodules.io import progress, voc_colormap
 from lightseg.errors import LightsegError, MaskLabelError
+from lightseg.visualize import labelled_rows
 
 #: what each kind of problem means, for the table
 KINDS = {
@@ -398,57 +397,10 @@ def _spread(items: Sequence[Any], count: int) -> list[Any]:
     return [items[round(k * (len(items) - 1) / max(count - 1, 1))] for k in range(count)]
 
 
-def samples_picture(report: DataReport, height: int = 160) -> Image.Image:
-    """Rows of ``image | mask`` per split in the class colours, the split's name at the left, a legend below."""
-    font = ImageFont.load_default()
-    rows = []
-    for split, pairs in report.pictures.items():
-        tiles = []
-        for image, mask in pairs:
-            scale = height / image.shape[0]
-            size = (max(1, round(image.shape[1] * scale)), height)
-            tile = [Image.fromarray(image).resize(size, Image.Resampling.BILINEAR)]
-            if mask is not None:
-                tile.append(Image.fromarray(report.colors[mask]).resize(size, Image.Resampling.NEAREST))
-            tiles += [*tile, None]  # None: a wider gap between samples
-        if not tiles:
-            continue
-        width = 70 + sum(t.width + 2 if t is not None else 10 for t in tiles)
-        row = Image.new("RGB", (width, height), "white")
-        ImageDraw.Draw(row).text((4, height // 2 - 6), split, fill="black", font=font)
-        x = 70
-        for t in tiles:
-            if t is None:
-                x += 10
-                continue
-            row.paste(t, (x, 0))
-            x += t.width + 2
-        rows.append(row)
-    legend = _legend(report, font)
-    width = max([r.width for r in rows] + [legend.width])
-    canvas = Image.new("RGB", (width, sum(r.height + 6 for r in rows) + legend.height + 6), "white")
-    y = 0
-    for row in rows:
-        canvas.paste(row, (0, y))
-        y += row.height + 6
-    canvas.paste(legend, (0, y + 6))
-    return canvas
-
-
-def _legend(report: DataReport, font: ImageFont.ImageFont | ImageFont.FreeTypeFont, columns: int = 6) -> Image.Image:
-    entries = list(enumerate(report.class_names))
-    if not report.instances:
-        entries.append((255, "ignore"))
-    cell = 150
-    rows = (len(entries) + columns - 1) // columns
-    legend = Image.new("RGB", (columns * cell + 70, rows * 18 + 4), "white")
-    draw = ImageDraw.Draw(legend)
-    for position, (label, name) in enumerate(entries):
-        x, y = 70 + (position % columns) * cell, 2 + (position // columns) * 18
-        colour = tuple(int(c) for c in report.colors[label])
-        draw.rectangle([x, y, x + 14, y + 14], fill=colour, outline=(90, 90, 90))
-        draw.text((x + 20, y + 2), name[:22], fill="black", font=font)
-    return legend
+def samples_picture(report: DataReport) -> Image.Image:
+    """The report's samples: ``image | mask`` rows per split in the class colours, a legend below."""
+    legend = [*enumerate(report.class_names), *([] if report.instances else [(255, "ignore")])]
+    return labelled_rows(report.pictures, report.colors, legend)
 
 
 def check_data(datamodule: BaseDataModule, workers: int | None = None, limit: int = 0, pictures: int = 4) -> DataReport:
@@ -514,78 +466,3 @@ def write_report(report: DataReport, out: Path) -> tuple[Path, Path]:
     json_path.write_text(json.dumps(report.to_json(), indent=2) + "\n")
     samples_picture(report).save(png_path)
     return json_path, png_path
-
-
-USAGE = """usage: lightseg data check --config CONFIG.yaml [--data.init_args.KEY VALUE ...] [--out FOLDER]
-                           [--workers N] [--limit N] [--pictures N]
-
-Reads every sample of every split of the config's data module (the rest of the config is ignored)
-and prints what it holds and what is wrong with it; writes FOLDER/report.json and FOLDER/samples.png.
-Exit status: 0 no error found, 1 errors found, 2 a usage error.
-
-  --config FILE        a lightseg config (or several, as for fit); only its data section is read
-  --data.*             the data module and its arguments, as for fit
-  --out FOLDER         where report.json and samples.png go (default: runs/data_check)
-  --workers N          reading threads (default: the CPU count, at most 8)
-  --limit N            read only the first N samples of each split (default 0: all)
-  --pictures N         samples per split in samples.png (default 4)
-"""
-
-
-def data_main(args: list[str]) -> None:
-    """``lightseg data <command>``: exits 0 (clean), 1 (errors found) or 2 (usage error)."""
-    if not args or args[0] in ("-h", "--help"):
-        print(USAGE)
-        raise SystemExit(0 if args else 2)
-    if args[0] != "check":
-        raise LightsegError(f"unknown command `lightseg data {args[0]}`; the data command is `lightseg data check`")
-    if any(a in ("-h", "--help") for a in args[1:]):
-        print(USAGE)
-        raise SystemExit(0)
-    datamodule, options = _parse(args[1:])
-    report = check_data(datamodule, options["workers"], options["limit"], options["pictures"])
-    print(format_report(report))
-    json_path, png_path = write_report(report, Path(options["out"]))
-    errors = len(report.errors)
-    print(f"\nreport: {json_path}\npictures: {png_path}")
-    if errors:
-        print(f"lightseg data check: {errors} error{'s' if errors > 1 else ''} found", file=sys.stderr)
-        raise SystemExit(1)
-
-
-def _parse(args: list[str]) -> tuple[BaseDataModule, dict[str, Any]]:
-    from lightning.pytorch import LightningDataModule
-
-    from lightseg.cli import LightsegArgumentParser
-    from lightseg.config_files import check_config_files
-
-    check_config_files(args)
-    rest: list[str] = []
-    position = 0
-    while position < len(args):
-        arg = args[position]
-        if arg == "--config" or arg.startswith("--config="):
-            path = arg.split("=", 1)[1] if "=" in arg else (args[position + 1] if position + 1 < len(args) else "")
-            position += 1 if "=" in arg else 2
-            section = (yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}).get("data")
-            if section is not None:  # the config's data section; its other sections are not for this command
-                rest += ["--data", json.dumps(section)]
-            continue
-        rest.append(arg)
-        position += 1
-    parser = LightsegArgumentParser(prog="lightseg data check", allow_abbrev=False)
-    parser.add_subclass_arguments(LightningDataModule, "data", required=True)
-    parser.add_argument("--out", type=str, default="runs/data_check")
-    parser.add_argument("--workers", type=int, default=0)
-    parser.add_argument("--limit", type=int, default=0)
-    parser.add_argument("--pictures", type=int, default=4)
-    if not any(a == "--data" or a.startswith("--data") for a in rest):
-        raise LightsegError("lightseg data check needs a data module: --config <file with a data: section>")
-    config = parser.parse_args(rest)
-    for key in ("workers", "limit", "pictures"):
-        if config[key] < 0:
-            raise LightsegError(f"--{key} must be >= 0, got {config[key]}")
-    datamodule = parser.instantiate(config)["data"]
-    if not isinstance(datamodule, BaseDataModule):
-        raise LightsegError(f"lightseg data check reads lightseg data modules, not {type(datamodule).__name__}")
-    return datamodule, {k: config[k] for k in ("out", "workers", "limit", "pictures")}

@@ -17,6 +17,7 @@ convention, what is outside the graph, the config and checkpoint, the verificati
 from __future__ import annotations
 
 import copy
+import importlib
 import json
 import os
 import warnings
@@ -135,6 +136,20 @@ class DetectionGraph(nn.Module):
         return outputs
 
 
+def _require(module: str) -> Any:
+    """``module``, or one line naming the extra that installs it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise LightsegError(f'ONNX export needs {module}: pip install "lightseg[export]"') from None
+
+
+def category_ids(task: LightningModule, datamodule: LightningDataModule | None) -> list[int]:
+    """The data set's category id of each label (the labels themselves without a data module that has them)."""
+    ids = getattr(datamodule, "category_ids", None)
+    return list(ids) if ids else list(range(int(task.hparams["num_classes"])))
+
+
 def _is_detection(task: LightningModule) -> bool:
     from lightseg.tasks.detection import DetectionTask
 
@@ -143,6 +158,9 @@ def _is_detection(task: LightningModule) -> bool:
 
 def _check_exportable(task: LightningModule, settings: ExportSettings) -> None:
     hp = task.hparams
+    if settings.format == "onnx":  # before any work: writing and verifying need both
+        _require("onnx")
+        _require("onnxruntime")
     if not _is_detection(task):
         outside = []
         if hp.get("inference") == "slide":
@@ -221,10 +239,7 @@ def _write(graph: nn.Module, task: LightningModule, settings: ExportSettings, pa
 def _runner(settings: ExportSettings, path: Path) -> Any:
     """A function image -> tuple of numpy outputs, running the file with its own runtime."""
     if settings.format == "onnx":
-        try:
-            import onnxruntime
-        except ImportError:
-            raise LightsegError('verifying an ONNX export needs onnxruntime: pip install "lightseg[export]"') from None
+        onnxruntime = _require("onnxruntime")
         session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         return lambda image: tuple(session.run(None, {"image": image.numpy()}))
     module = torch.jit.load(str(path)) if settings.format == "torchscript" else torch.export.load(str(path)).module()
@@ -358,8 +373,7 @@ def metadata(
         "checkpoint": str(ckpt_path) if ckpt_path else None,
     }
     if detection:
-        ids = getattr(datamodule, "category_ids", None) or list(range(int(hp.get("num_classes", 0))))
-        info["category_ids"] = list(ids)
+        info["category_ids"] = category_ids(task, datamodule)
         info["mask_threshold"] = settings.mask_threshold
         info["not_in_graph"] = []
     else:
@@ -384,8 +398,7 @@ def export_task(
     path = settings.output
     if path.exists() and not settings.overwrite:
         raise LightsegError(f"{path} exists; choose another --export.output or pass --export.overwrite true")
-    if path.parent and not path.parent.exists():
-        path.parent.mkdir(parents=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
     if ckpt_path:
         checkpoint = load_checkpoint(ckpt_path)
         task.on_load_checkpoint(checkpoint)
@@ -394,8 +407,7 @@ def export_task(
         task.fit_predictors_to(getattr(datamodule, "class_names", None))  # type: ignore[operator]
     task = task.cpu().eval()
     if _is_detection(task):
-        ids = getattr(datamodule, "category_ids", None) or list(range(int(task.hparams["num_classes"])))
-        graph: nn.Module = DetectionGraph(task.model, ids, settings.mask_threshold)  # type: ignore[arg-type]
+        graph: nn.Module = DetectionGraph(task.model, category_ids(task, datamodule), settings.mask_threshold)  # type: ignore[arg-type]
     else:
         graph = SemanticGraph(task.model, settings.semantic_output, int(task.hparams["num_classes"]))  # type: ignore[arg-type]
     graph.eval()
@@ -424,7 +436,7 @@ def export_task(
 
 
 def _embed_onnx_metadata(path: Path, info: dict[str, Any]) -> None:
-    import onnx
+    onnx = _require("onnx")
 
     model = onnx.load(str(path))
     entry = model.metadata_props.add()

@@ -37,6 +37,64 @@ def sample_panel(image: np.ndarray, target: np.ndarray, prediction: np.ndarray) 
     return np.concatenate([image, gap, overlay(image, target), gap, overlay(image, prediction)], axis=1)
 
 
+def labelled_rows(
+    rows: dict[str, list[tuple[np.ndarray, np.ndarray | None]]],
+    colours: np.ndarray,
+    legend: Sequence[tuple[int, str]],
+    height: int = 160,
+) -> Image.Image:
+    """A grid of ``image | mask`` pairs (masks in ``colours``, ``[256, 3]``), a row per named group, a legend below.
+
+    Each row starts with its name; ``legend`` lists the ``(label, name)`` entries to explain.
+    """
+    font = ImageFont.load_default()
+    drawn = []
+    for name, pairs in rows.items():
+        tiles: list[Image.Image | None] = []
+        for image, mask in pairs:
+            size = (max(1, round(image.shape[1] * height / image.shape[0])), height)
+            tiles.append(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR))
+            if mask is not None:
+                tiles.append(Image.fromarray(colours[mask]).resize(size, Image.Resampling.NEAREST))
+            tiles.append(None)  # a wider gap between samples
+        if not tiles:
+            continue
+        row = Image.new("RGB", (70 + sum(t.width + 2 if t is not None else 10 for t in tiles), height), "white")
+        ImageDraw.Draw(row).text((4, height // 2 - 6), name, fill="black", font=font)
+        x = 70
+        for tile in tiles:
+            if tile is not None:
+                row.paste(tile, (x, 0))
+            x += tile.width + 2 if tile is not None else 10
+        drawn.append(row)
+    key = _legend(legend, colours, font)
+    canvas = Image.new(
+        "RGB", (max([r.width for r in drawn] + [key.width]), sum(r.height + 6 for r in drawn) + key.height + 6), "white"
+    )
+    y = 0
+    for row in drawn:
+        canvas.paste(row, (0, y))
+        y += row.height + 6
+    canvas.paste(key, (0, y + 6))
+    return canvas
+
+
+def _legend(
+    entries: Sequence[tuple[int, str]],
+    colours: np.ndarray,
+    font: ImageFont.ImageFont | ImageFont.FreeTypeFont,
+    columns: int = 6,
+) -> Image.Image:
+    cell = 150
+    legend = Image.new("RGB", (columns * cell + 70, (len(entries) + columns - 1) // columns * 18 + 4), "white")
+    draw = ImageDraw.Draw(legend)
+    for position, (label, name) in enumerate(entries):
+        x, y = 70 + (position % columns) * cell, 2 + (position // columns) * 18
+        draw.rectangle([x, y, x + 14, y + 14], fill=tuple(int(c) for c in colours[label]), outline=(90, 90, 90))
+        draw.text((x + 20, y + 2), name[:22], fill="black", font=font)
+    return legend
+
+
 def confusion_matrix_image(confmat: torch.Tensor, class_names: Sequence[str], title: str = "") -> np.ndarray:
     """A row-normalised confusion-matrix heatmap (rows: ground truth, columns: prediction), ``[H,W,3]`` uint8.
 

@@ -152,6 +152,11 @@ def test_usage_mistakes_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str
     config = _config(tmp_path / "run.yaml", tmp_path / "missing")
     assert _run(["data", "check", "--config", str(config)]) == 2
     assert "root" in capsys.readouterr().err
+    root = write_folder(tmp_path / "set", NAMES[:3], "index")
+    (tmp_path / "taken").write_text("a file")
+    config = _config(tmp_path / "ok.yaml", root)
+    assert _run(["data", "check", "--config", str(config), "--out", str(tmp_path / "taken")]) == 2
+    assert "is a file; give a folder" in capsys.readouterr().err
 
 
 def test_the_readme_check_runs_as_written_and_prints_what_it_shows(

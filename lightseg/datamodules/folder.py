@@ -152,7 +152,6 @@ class SegmentationFolderDataModule(SplitDataModule):
         self.class_names = names
         self.num_classes = len(names)
         self.colors = [tuple(c) for c in colors] if colors is not None else file_colors
-        self.class_colors = self.colors
         if self.colors is not None and len(self.colors) != self.num_classes:
             raise LightsegError(f"colors has {len(self.colors)} entries for {self.num_classes} classes")
         if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
@@ -168,6 +167,11 @@ class SegmentationFolderDataModule(SplitDataModule):
         self._samples: dict[str, list[Sample]] | None = None
         #: masks without an image, by the folder they were found in (``all`` without split subfolders)
         self.orphans: dict[str, list[Path]] = {}
+
+    @property
+    def class_colors(self) -> Sequence[tuple[int, ...]] | None:
+        """The class colours (for pictures), if given."""
+        return self.colors
 
     def samples(self) -> dict[str, list[Sample]]:
         """The samples of each split (scanned once)."""

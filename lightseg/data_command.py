@@ -1,0 +1,90 @@
+"""``lightseg data check``: build the config's data module, run :func:`~lightseg.data_check.check_data`, exit."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lightseg.data_check import check_data, format_report, write_report
+from lightseg.datamodules.base import BaseDataModule
+from lightseg.errors import LightsegError
+
+USAGE = """usage: lightseg data check --config CONFIG.yaml [--data.init_args.KEY VALUE ...] [--out FOLDER]
+                           [--workers N] [--limit N] [--pictures N]
+
+Reads every sample of every split of the config's data module (the rest of the config is ignored)
+and prints what it holds and what is wrong with it; writes FOLDER/report.json and FOLDER/samples.png.
+Exit status: 0 no error found, 1 errors found, 2 a usage error.
+
+  --config FILE        a lightseg config (or several, as for fit); only its data section is read
+  --data.*             the data module and its arguments, as for fit
+  --out FOLDER         where report.json and samples.png go (default: runs/data_check)
+  --workers N          reading threads (default: the CPU count, at most 8)
+  --limit N            read only the first N samples of each split (default 0: all)
+  --pictures N         samples per split in samples.png (default 4)
+"""
+
+
+def data_main(args: list[str]) -> None:
+    """``lightseg data <command>``: exits 0 (clean), 1 (errors found) or 2 (usage error)."""
+    if not args or args[0] in ("-h", "--help"):
+        print(USAGE)
+        raise SystemExit(0 if args else 2)
+    if args[0] != "check":
+        raise LightsegError(f"unknown command `lightseg data {args[0]}`; the data command is `lightseg data check`")
+    if any(a in ("-h", "--help") for a in args[1:]):
+        print(USAGE)
+        raise SystemExit(0)
+    datamodule, options = _parse(args[1:])
+    if Path(options["out"]).exists() and not Path(options["out"]).is_dir():
+        raise LightsegError(f"--out {options['out']} is a file; give a folder for report.json and samples.png")
+    report = check_data(datamodule, options["workers"], options["limit"], options["pictures"])
+    print(format_report(report))
+    json_path, png_path = write_report(report, Path(options["out"]))
+    errors = len(report.errors)
+    print(f"\nreport: {json_path}\npictures: {png_path}")
+    if errors:
+        print(f"lightseg data check: {errors} error{'s' if errors > 1 else ''} found", file=sys.stderr)
+        raise SystemExit(1)
+
+
+def _parse(args: list[str]) -> tuple[BaseDataModule, dict[str, Any]]:
+    from lightning.pytorch import LightningDataModule
+
+    from lightseg.cli import LightsegArgumentParser
+    from lightseg.config_files import check_config_files
+
+    check_config_files(args)
+    rest: list[str] = []
+    position = 0
+    while position < len(args):
+        arg = args[position]
+        if arg == "--config" or arg.startswith("--config="):
+            path = arg.split("=", 1)[1] if "=" in arg else (args[position + 1] if position + 1 < len(args) else "")
+            position += 1 if "=" in arg else 2
+            section = (yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}).get("data")
+            if section is not None:  # the config's data section; its other sections are not for this command
+                rest += ["--data", json.dumps(section)]
+            continue
+        rest.append(arg)
+        position += 1
+    parser = LightsegArgumentParser(prog="lightseg data check", allow_abbrev=False)
+    parser.add_subclass_arguments(LightningDataModule, "data", required=True)
+    parser.add_argument("--out", type=str, default="runs/data_check")
+    parser.add_argument("--workers", type=int, default=0)
+    parser.add_argument("--limit", type=int, default=0)
+    parser.add_argument("--pictures", type=int, default=4)
+    if not any(a == "--data" or a.startswith("--data") for a in rest):
+        raise LightsegError("lightseg data check needs a data module: --config <file with a data: section>")
+    config = parser.parse_args(rest)
+    for key in ("workers", "limit", "pictures"):
+        if config[key] < 0:
+            raise LightsegError(f"--{key} must be >= 0, got {config[key]}")
+    datamodule = parser.instantiate(config)["data"]
+    if not isinstance(datamodule, BaseDataModule):
+        raise LightsegError(f"lightseg data check reads lightseg data modules, not {type(datamodule).__name__}")
+    return datamodule, {k: config[k] for k in ("out", "workers", "limit", "pictures")}
