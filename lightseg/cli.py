@@ -27,7 +27,6 @@ from typing_extensions import override
 import lightseg.datamodules
 import lightseg.tasks  # noqa: F401  (registers the tasks' short names)
 from lightseg.callbacks import SegmentationWriter
-from lightseg.callbacks.dashboard import run_dir
 from lightseg.callbacks.summary import RunSummary, without_ckpt_path
 from lightseg.checkpoints import (
     ALIASES,
@@ -42,7 +41,7 @@ from lightseg.config_files import check_config_files
 from lightseg.errors import LightsegError
 from lightseg.export import ExportSettings, LightsegTrainer
 from lightseg.parser_errors import condense_parser_error
-from lightseg.run_folder import RunFolderGuard
+from lightseg.run_folder import RunFolderGuard, run_dir
 from lightseg.tasks import BaseTask
 
 CSV_LOGGER = "lightning.pytorch.loggers.CSVLogger"

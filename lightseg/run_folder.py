@@ -7,6 +7,15 @@ from pathlib import Path
 
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import WandbLogger
+
+
+def run_dir(trainer: Trainer) -> Path:
+    """The run's own folder: the logger's version folder (where checkpoints go too)."""
+    logger = trainer.logger
+    if isinstance(logger, WandbLogger):
+        return Path(logger.save_dir or trainer.default_root_dir) / str(logger.name) / str(logger.version)
+    return Path(trainer.log_dir or trainer.default_root_dir)
 
 
 class RunFolderGuard:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import csv
 import io
 import json
 import sys
@@ -150,10 +151,11 @@ def test_wandb_offline_run_has_summary_masks_tables_and_resumes_the_same_run(
 
     # the per-class table holds the logged per-class IoUs
     table = json.loads((files / run["summary"]["val_per_class"]["path"]).read_text())
-    assert table["columns"] == ["class", "IoU", "accuracy", "Dice"]
+    assert table["columns"] == ["class", "IoU", "accuracy", "Dice", "Boundary IoU"]
     assert [row[0] for row in table["data"]] == list(CLASSES)
-    for name, iou, *_ in table["data"]:
+    for name, iou, _, _, biou in table["data"]:
         assert iou == pytest.approx(run["summary"][f"val_iou_{name}"], abs=1e-6)
+        assert biou == pytest.approx(run["summary"][f"val_biou_{name}"], abs=1e-6)
 
     # checkpoints as artifacts, with their metric; the run folder holds config, checkpoints, confusion PNGs
     models = [a for a in run["artifacts"] if a.type == "model"]
@@ -196,11 +198,16 @@ def test_tensorboard_gets_the_same_pictures(shapes_root: Path, tmp_path: Path, m
     assert "val_per_class" in " ".join(fit.Tags()["tensors"])
     assert (versions[0] / "confusion_matrix" / "val_epoch000.png").is_file()
 
-    test = EventAccumulator(str(versions[1]), size_guidance={"images": 0, "tensors": 0})
+    test = EventAccumulator(str(versions[1]), size_guidance={"images": 0, "tensors": 0, "histograms": 0})
     test.Reload()
     worst = [t for t in test.Tags()["images"] if t.startswith("test_worst/")]
     assert len(worst) == 8  # k = 8 of the 8 test images
     assert (versions[1] / "confusion_matrix" / "test.png").is_file()
+    # the distribution of per-image mIoU is the per-image CSV's
+    rows = list(csv.DictReader((versions[1] / "per_image_test.csv").open()))
+    histogram = test.Histograms("test_image_miou")[-1].histogram_value
+    assert histogram.num == len(rows) == 8
+    assert histogram.sum == pytest.approx(sum(float(r["miou"]) for r in rows), abs=1e-5)
 
 
 def test_csv_logger_writes_the_confusion_matrix_and_warns_once_about_images(

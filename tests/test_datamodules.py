@@ -65,7 +65,7 @@ def test_data_contract(shapes: ShapesDataModule) -> None:
     shapes.setup("fit")
     assert shapes.train_dataset is not None and shapes.val_dataset is not None
     item = shapes.val_dataset[0]
-    assert set(item) == {"image", "mask"}
+    assert set(item) == {"image", "mask", "id"} and item["id"] == shapes.val_dataset.ids[0]
     assert item["image"].dtype == torch.float32 and item["image"].shape == (3, 40, 40)
     assert item["image"].min() >= 0.0 and item["image"].max() <= 1.0
     assert item["mask"].dtype == torch.int64 and item["mask"].shape == (40, 40)

@@ -109,9 +109,12 @@ def test_maskrcnn_fit_test_predict_round_trip(
     assert len(train) == 1 and float(train[0]["train_loss_epoch"]) > float(train[0]["train_loss_mask_epoch"]) > 0
 
     capsys.readouterr()
-    main(["test", *args, "--ckpt_path", "last", "--trainer.logger=false"])
+    main(["test", *args, "--ckpt_path", "last", "--trainer.logger=false", "--model.init_args.boundary_ap=true"])
     out = capsys.readouterr().out
     assert "COCO AP per class" in out and "triangle" in out and "segm" in out
+    header = next(line for line in out.splitlines() if line.startswith("class"))
+    assert header.split() == ["class", "bbox", "segm", "boundary"]  # Boundary AP beside mask AP
+    assert "test_boundary_map" in out and "test_boundary_ap_triangle" in out
 
     images = tmp_path / "images"
     images.mkdir()

@@ -13,11 +13,12 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import Logger, TensorBoardLogger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
 from PIL import Image
-from torch import distributed as dist
 from typing_extensions import override
 
+from lightseg.callbacks.per_image import gather_lists
 from lightseg.errors import LightsegError
-from lightseg.metrics.segmentation import PER_CLASS_KEYS
+from lightseg.metrics.segmentation import PER_CLASS_KEYS, ImageCounts, image_confusion, image_scores
+from lightseg.run_folder import run_dir
 from lightseg.visualize import confusion_matrix_image, draw_detections, sample_panel, to_uint8_image
 
 
@@ -75,6 +76,7 @@ class SegmentationDashboard(Callback):
         self.warn_unsupported = warn_unsupported
         self._told = False
         self._worst: list[tuple[float, int, dict[str, Any]]] = []
+        self._image_mious: list[float] = []
         self._seen = 0
 
     @override
@@ -132,7 +134,7 @@ class SegmentationDashboard(Callback):
 
     @override
     def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._worst, self._seen = [], 0
+        self._worst, self._seen, self._image_mious = [], 0, []
         if not self.detection:  # only semantic tasks hand out per-image labels
             cast(Any, pl_module).return_labels = self.worst_k > 0
 
@@ -146,6 +148,8 @@ class SegmentationDashboard(Callback):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
+        if isinstance(outputs, dict) and "image_scores" in outputs:
+            self._image_mious += [v for v in outputs["image_scores"]["miou"].tolist() if v == v]
         if self.worst_k <= 0 or not isinstance(outputs, dict) or "labels" not in outputs:
             return
         task = cast(Any, pl_module)
@@ -153,7 +157,10 @@ class SegmentationDashboard(Callback):
         for i, (height, width) in enumerate(sizes):
             target = batch["mask"][i, :height, :width]
             labels = outputs["labels"][i, :height, :width]
-            score = image_iou(labels, target, task.hparams["num_classes"], task.hparams["ignore_index"])
+            if "image_scores" in outputs:  # the task's own per-image scores
+                score = float(outputs["image_scores"]["miou"][i])
+            else:
+                score = image_iou(labels, target, task.hparams["num_classes"], task.hparams["ignore_index"])
             key = (-score, self._seen)  # a max-heap on IoU keeps the k lowest
             self._seen += 1
             if len(self._worst) < self.worst_k or key > (self._worst[0][0], self._worst[0][1]):
@@ -169,13 +176,10 @@ class SegmentationDashboard(Callback):
         if not self.detection:
             cast(Any, pl_module).return_labels = False
         self._log_results(trainer, pl_module, "test")
+        self._log_distribution(trainer, "test_image_miou", gather_lists(self._image_mious))
         if self.worst_k <= 0:
             return
-        entries = [entry[2] for entry in self._worst]
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            gathered: list[list[dict[str, Any]] | None] = [None] * dist.get_world_size()
-            dist.all_gather_object(gathered, entries)
-            entries = [entry for part in gathered for entry in part or []]
+        entries = gather_lists([entry[2] for entry in self._worst])
         worst = sorted(entries, key=lambda s: s["iou"])[: self.worst_k]
         if trainer.is_global_zero and worst and self._can_show(trainer):
             self._log_samples(trainer, pl_module, "test_worst", worst)
@@ -277,6 +281,19 @@ class SegmentationDashboard(Callback):
                     f"{key}/captions", " | ".join(s["caption"] for s in samples), trainer.global_step
                 )
 
+    def _log_distribution(self, trainer: Trainer, key: str, values: list[float]) -> None:
+        """A histogram of per-image scores (e.g. each test image's mIoU)."""
+        if not values or not trainer.is_global_zero or not self._can_show(trainer):
+            return
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                import wandb
+
+                _wandb_log(logger, trainer, {key: wandb.Histogram(values, num_bins=20)})
+            elif isinstance(logger, TensorBoardLogger):
+                bins = np.linspace(0, 1, 21)
+                logger.experiment.add_histogram(key, np.asarray(values), trainer.global_step, bins=bins)
+
     def _log_results(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         results = cast(Any, pl_module).epoch_results.get(stage)
         if results is None:
@@ -298,8 +315,10 @@ class SegmentationDashboard(Callback):
             per_class = [results[f"{t}_map_per_class"].reshape(-1) for t in types]
             rows = [[name, *(_number(values[i]) for values in per_class)] for i, name in enumerate(names[1:])]
         else:
-            columns = ["class", "IoU", "accuracy", "Dice"]
-            rows = [[name, *(_number(results[k][i]) for k in PER_CLASS_KEYS)] for i, name in enumerate(names)]
+            keys = [*PER_CLASS_KEYS, *(k for k in ("biou_per_class", "iiou_per_class") if k in results)]
+            titles = {"biou_per_class": "Boundary IoU", "iiou_per_class": "iIoU"}
+            columns = ["class", "IoU", "accuracy", "Dice", *(titles[k] for k in keys[len(PER_CLASS_KEYS) :])]
+            rows = [[name, *(_number(results[k][i]) for k in keys)] for i, name in enumerate(names)]
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 import wandb
@@ -322,33 +341,17 @@ class SegmentationDashboard(Callback):
 def image_iou(prediction: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int) -> float:
     """Mean IoU of one image over the classes in its ground truth or prediction (ignored pixels left out).
 
-    NaN when every pixel is ignored.
+    NaN when every pixel is ignored (the ``miou`` of :func:`~lightseg.metrics.image_scores`).
     """
     valid = target != ignore_index
-    pred, true = prediction[valid].long(), target[valid].long()
-    if true.numel() == 0:
-        return float("nan")
-    confmat = torch.bincount(true * num_classes + pred, minlength=num_classes * num_classes).view(
-        num_classes, num_classes
-    )
-    diag = confmat.diag().double()
-    union = confmat.sum(0).double() + confmat.sum(1).double() - diag
-    present = union > 0
-    return float((diag[present] / union[present]).mean())
+    confusion = image_confusion(prediction[None], target[None], num_classes, valid[None])
+    return float(image_scores(ImageCounts(confusion))["miou"][0])
 
 
 def class_names(pl_module: LightningModule) -> list[str]:
     """The task's class names (from the data module), or the class indices as text."""
     names = getattr(pl_module, "class_names", None)
     return list(names) if names else [str(i) for i in range(int(cast(Any, pl_module).hparams["num_classes"]))]
-
-
-def run_dir(trainer: Trainer) -> Path:
-    """The run's own folder: the logger's version folder (where checkpoints go too)."""
-    logger = trainer.logger
-    if isinstance(logger, WandbLogger):
-        return Path(logger.save_dir or trainer.default_root_dir) / str(logger.name) / str(logger.version)
-    return Path(trainer.log_dir or trainer.default_root_dir)
 
 
 def markdown_table(columns: list[str], rows: list[list[Any]]) -> str:

@@ -19,6 +19,7 @@ from lightseg.datamodules.files import CheckSamples, OnMissing, SegmentationFile
 from lightseg.datamodules.io import IMAGE_EXTENSIONS, read_image
 from lightseg.datamodules.transforms import train_transforms
 from lightseg.errors import LightsegError
+from lightseg.metrics.segmentation import EvaluationProtocol
 from lightseg.types import PredictItem
 
 
@@ -26,8 +27,8 @@ def pad_collate(items: Sequence[dict[str, Any]], ignore_index: int = 255) -> dic
     """Stack items, padding images with 0 and masks with ``ignore_index`` at the bottom/right.
 
     Val/test images keep their native size; padded pixels never reach a metric or a loss.
-    Non-tensor fields (paths, sizes) become lists; ``size`` holds every image's ``(H, W)``
-    before padding.
+    Instance ids are padded with 0 (no instance). Non-tensor fields (ids, paths, sizes)
+    become lists; ``size`` holds every image's ``(H, W)`` before padding.
     """
     height = max(item["image"].shape[-2] for item in items)
     width = max(item["image"].shape[-1] for item in items)
@@ -40,6 +41,8 @@ def pad_collate(items: Sequence[dict[str, Any]], ignore_index: int = 255) -> dic
             batch[key] = torch.stack([_pad(v, height, width, 0) for v in values])
         elif key == "mask":
             batch[key] = torch.stack([_pad(v, height, width, ignore_index) for v in values])
+        elif key == "instances":
+            batch[key] = torch.stack([_pad(v, height, width, 0) for v in values])
         else:
             batch[key] = values
     return batch
@@ -201,6 +204,9 @@ class SemanticDataModule(BaseDataModule):
         predict_dir: folder of images for ``lightseg predict``.
         ignore_index: mask value that never counts (void, padding).
     """
+
+    #: what evaluation reports besides the confusion-matrix metrics (Boundary IoU at 0.02 of the diagonal)
+    evaluation_protocol: ClassVar[EvaluationProtocol] = EvaluationProtocol()
 
     def __init__(
         self,

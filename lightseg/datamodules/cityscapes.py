@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.datasets import Cityscapes
@@ -17,6 +19,8 @@ from lightseg.datamodules.files import Sample, SegmentationFiles
 from lightseg.datamodules.io import progress, read_mask
 from lightseg.datamodules.transforms import DetectionTransform
 from lightseg.errors import LightsegError
+from lightseg.metrics.segmentation import EvaluationProtocol
+from lightseg.types import SemanticItem
 
 CITYSCAPES_LAYOUT = (
     "{leftImg8bit/<split>/<city>/<frame>_leftImg8bit.png, gtFine/<split>/<city>/<frame>_gtFine_labelIds.png}"
@@ -37,24 +41,74 @@ def label_id_to_train_id() -> np.ndarray:
     return lut
 
 
+#: cityscapesScripts' average instance size in pixels per class (``evalPixelLevelSemanticLabeling``'s
+#: ``avgClassSize``, over the training set): the weights of instance-level IoU (iIoU)
+CITYSCAPES_AVERAGE_INSTANCE_SIZE = {
+    "bicycle": 4672.3249222261, "caravan": 36771.8241758242, "motorcycle": 6298.7200839748,
+    "rider": 3930.4788056518, "bus": 35732.1511111111, "train": 67583.7075812274, "car": 12794.0202738185,
+    "person": 3462.4756337644, "truck": 27855.1264367816, "trailer": 16926.9763313609,
+}  # fmt: skip
+
+
+def cityscapes_protocol() -> EvaluationProtocol:
+    """What the Cityscapes benchmark reports: categories, iIoU of the 8 thing classes, Boundary IoU at 0.005.
+
+    Categories and instance classes come from the official label table; a category is
+    evaluated with iIoU when all its labels have instances (human, vehicle), as in
+    cityscapesScripts.
+    """
+    categories: dict[str, tuple[int, ...]] = {}
+    for c in TRAIN_LABELS:
+        categories[c.category] = (*categories.get(c.category, ()), c.train_id)
+    sizes = {c.train_id: CITYSCAPES_AVERAGE_INSTANCE_SIZE[c.name] for c in TRAIN_LABELS if c.has_instances}
+    labelled = [c for c in Cityscapes.classes if c.id >= 0]
+    with_instances = tuple(name for name in categories if all(c.has_instances for c in labelled if c.category == name))
+    return EvaluationProtocol(0.005, categories, sizes, with_instances)
+
+
+def instance_ids_file(mask: Path) -> Path:
+    """The ``*_gtFine_instanceIds.png`` beside a frame's label file."""
+    frame = mask.name[: mask.name.index("_gtFine_")]
+    return mask.with_name(f"{frame}_gtFine_instanceIds.png")
+
+
 class CityscapesLabels(SegmentationFiles):
     """Cityscapes frames with the best label file each has.
 
     ``*_labelIds.png`` are mapped to train ids, ``*_labelTrainIds.png`` read as they are,
     and ``*_instanceIds.png`` decoded (label id = value // 1000 for instances, the value
-    itself otherwise) and mapped.
+    itself otherwise) and mapped. With ``instances``, items also carry ``instances``: the
+    frame's ``*_instanceIds.png`` values above 1000 (label id * 1000 + instance number; 0
+    elsewhere), for iIoU.
     """
+
+    def __init__(self, *args: Any, instances: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.instances = instances
+
+    def __getitem__(self, index: int) -> SemanticItem:
+        item = super().__getitem__(index)
+        if self.instances:
+            mask = self.samples[index].mask
+            assert mask is not None
+            raw = self._read_instance_ids(instance_ids_file(mask))
+            item["instances"] = torch.from_numpy(np.where(raw > 1000, raw, 0).astype(np.int32))
+        return item
+
+    @staticmethod
+    def _read_instance_ids(path: Path) -> np.ndarray:
+        try:
+            with Image.open(path) as img:
+                return np.asarray(img).astype(np.int64)
+        except OSError as err:
+            raise LightsegError(f"cannot read label file {path}: {err}") from None
 
     def decode_mask(self, path: Path) -> np.ndarray:
         if path.name.endswith("_labelTrainIds.png"):
             return read_mask(path, self.num_classes, self.ignore_index)
         if not path.name.endswith("_instanceIds.png"):
             return super().decode_mask(path)
-        try:
-            with Image.open(path) as img:
-                raw = np.asarray(img).astype(np.int64)
-        except OSError as err:
-            raise LightsegError(f"cannot read label file {path}: {err}") from None
+        raw = self._read_instance_ids(path)
         ids = np.where(raw >= 1000, raw // 1000, raw)
         if ids.size and (ids.max() >= NUM_LABEL_IDS or ids.min() < 0):
             raise LightsegError(f"{path} holds label ids outside 0..{NUM_LABEL_IDS - 1}")
@@ -104,6 +158,8 @@ class CityscapesDataModule(SplitDataModule):
     class_colors = CITYSCAPES_COLORS
     #: the official label id of each train id: predictions are submitted as label ids
     label_ids: ClassVar[tuple[int, ...]] = tuple(c.id for c in TRAIN_LABELS)
+    #: class IoU, iIoU, category IoU/iIoU and Boundary IoU (band 0.005 of the diagonal), as the benchmark
+    evaluation_protocol = cityscapes_protocol()
 
     def __init__(
         self,
@@ -117,15 +173,28 @@ class CityscapesDataModule(SplitDataModule):
         self.root = root
 
     def make_dataset(self, split: str, transforms: Callable[..., Any] | None) -> Dataset[Any]:
+        samples = cityscapes_samples(Path(self.root), split)
+        name = f"Cityscapes {split} ({self.root})"
+        # evaluation reads the instance ids for iIoU, when every frame has them
+        instances = transforms is None
+        if instances:
+            lacking = [s.id for s in samples if s.mask is not None and not instance_ids_file(s.mask).is_file()]
+            if lacking:
+                instances = False
+                rank_zero_warn(
+                    f"{name}: {len(lacking)} of {len(samples)} frames have no *_gtFine_instanceIds.png "
+                    f"(e.g. {lacking[0]}): iIoU and category iIoU are not reported"
+                )
         return CityscapesLabels(
-            cityscapes_samples(Path(self.root), split),
+            samples,
             self.num_classes,
             transforms,
             self.ignore_index,
             label_map=label_id_to_train_id(),
             raw_classes=NUM_LABEL_IDS,
             on_missing=self.on_missing,
-            name=f"Cityscapes {split} ({self.root})",
+            name=name,
+            instances=instances,
         )
 
 
@@ -204,6 +273,8 @@ class CityscapesInstanceDataModule(DetectionDataModule):
 
     num_classes = len(CITYSCAPES_THINGS) + 1
     class_names = ("background", *(name for _, name in CITYSCAPES_THINGS))
+    #: Boundary AP's band on Cityscapes (the official Boundary IoU API's 0.005 of the diagonal)
+    evaluation_protocol = EvaluationProtocol(boundary_ratio=0.005)
 
     def __init__(
         self,

@@ -228,7 +228,7 @@ class SegmentationFiles(Dataset[SemanticItem]):
         msk = tv_tensors.Mask(torch.from_numpy(mask).long())
         if self.transforms is not None:
             img, msk = self.transforms(img, msk)
-        return {"image": img.as_subclass(torch.Tensor), "mask": msk.as_subclass(torch.Tensor)}
+        return {"image": img.as_subclass(torch.Tensor), "mask": msk.as_subclass(torch.Tensor), "id": sample.id}
 
 
 def read_split(path: Path, layout: str) -> list[str]:

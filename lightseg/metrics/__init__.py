@@ -1,6 +1,21 @@
-"""Metrics: dataset-level confusion-matrix metrics for semantic segmentation, COCO AP for detection."""
+"""Metrics: dataset-level confusion-matrix metrics, Boundary IoU and iIoU for semantic segmentation, COCO AP."""
 
 from lightseg.metrics.coco import COCOEvaluator
-from lightseg.metrics.segmentation import SegmentationMetrics, confusion_metrics, format_class_table
+from lightseg.metrics.segmentation import (
+    EvaluationProtocol,
+    ImageCounts,
+    SegmentationMetrics,
+    confusion_metrics,
+    format_class_table,
+    image_scores,
+)
 
-__all__ = ["COCOEvaluator", "SegmentationMetrics", "confusion_metrics", "format_class_table"]
+__all__ = [
+    "COCOEvaluator",
+    "EvaluationProtocol",
+    "ImageCounts",
+    "SegmentationMetrics",
+    "confusion_metrics",
+    "format_class_table",
+    "image_scores",
+]

@@ -15,11 +15,12 @@ from torchmetrics import Metric
 
 from lightseg.errors import LightsegError
 
-IoUType = Literal["bbox", "segm", "keypoints"]
+IoUType = Literal["bbox", "segm", "keypoints", "boundary"]
 Backend = Literal["faster_coco_eval", "pycocotools"]
 STAT_NAMES: dict[str, tuple[str, ...]] = {
     "bbox": ("map", "map_50", "map_75", "map_small", "map_medium", "map_large"),
     "segm": ("map", "map_50", "map_75", "map_small", "map_medium", "map_large"),
+    "boundary": ("map", "map_50", "map_75", "map_small", "map_medium", "map_large"),
     "keypoints": ("map", "map_50", "map_75", "map_medium", "map_large"),
 }
 #: COCO's per-keypoint OKS constants for its 17 person keypoints
@@ -45,6 +46,11 @@ class COCOEvaluator(Metric):
     ``{iou_type}_map_per_class`` (AP per contiguous label 1..K; NaN where a class has no
     ground truth).
 
+    With ``boundary_ratio``, mask results are also scored with **Boundary AP** (Cheng et
+    al., CVPR 2021: a detection's IoU is the smaller of its mask IoU and its Boundary IoU,
+    the masks' contour bands of width ``round(boundary_ratio * image diagonal)``), through
+    faster-coco-eval's ``boundary`` IoU type: ``boundary_map``, ... .
+
     Args:
         iou_types: what to evaluate: ``bbox``, ``segm``, ``keypoints``.
         category_ids: original category id of each contiguous label (index 0: background).
@@ -52,6 +58,9 @@ class COCOEvaluator(Metric):
         oks_sigmas: per-keypoint OKS constants (``None``: COCO's 17).
         num_keypoints: keypoints per detection (keypoint evaluation).
         backend: ``faster_coco_eval`` or ``pycocotools``.
+        boundary_ratio: also compute Boundary AP with this band width (a fraction of the image
+            diagonal; 0.02 in the official API for COCO); ``None``: no Boundary AP. Needs
+            ``segm`` and the faster-coco-eval backend.
     """
 
     full_state_update = False
@@ -70,9 +79,18 @@ class COCOEvaluator(Metric):
         oks_sigmas: Sequence[float] | None = None,
         num_keypoints: int = 0,
         backend: Backend = "faster_coco_eval",
+        boundary_ratio: float | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if boundary_ratio is not None and ("segm" not in iou_types or backend != "faster_coco_eval"):
+            raise LightsegError(
+                "Boundary AP scores instance masks (iou_types with segm) and needs the faster_coco_eval backend "
+                f"(pycocotools has no boundary IoU); got iou_types {list(iou_types)}, backend {backend}"
+            )
+        if boundary_ratio is not None and boundary_ratio <= 0:
+            raise LightsegError(f"boundary_ratio must be > 0 (a fraction of the image diagonal), got {boundary_ratio}")
+        self.boundary_ratio = boundary_ratio
         self.iou_types = tuple(iou_types)
         self.category_ids = list(category_ids) if category_ids is not None else None
         self.mask_threshold = mask_threshold
@@ -130,10 +148,15 @@ class COCOEvaluator(Metric):
                 joined = np.frombuffer(b"".join(encoded), dtype=np.uint8).copy()
                 self.rle_bytes.append(torch.from_numpy(joined).to(self.device))
 
+    @property
+    def evaluated_types(self) -> tuple[IoUType, ...]:
+        """The IoU types :meth:`compute` scores: ``iou_types``, and ``boundary`` with ``boundary_ratio``."""
+        return (*self.iou_types, "boundary") if self.boundary_ratio is not None else self.iou_types
+
     def results(self) -> dict[IoUType, list[dict[str, Any]]]:
         """The collected detections in COCO's results format, one list per IoU type."""
         rows = _cat(self.rows).cpu().double().reshape(-1, self.row_width)
-        out: dict[IoUType, list[dict[str, Any]]] = {t: [] for t in self.iou_types}
+        out: dict[IoUType, list[dict[str, Any]]] = {t: [] for t in self.evaluated_types}
         if not len(rows):
             return out
         rles: list[str] = []
@@ -148,6 +171,8 @@ class COCOEvaluator(Metric):
             if "segm" in out and rles:
                 height, width, counts = rles[i].split(" ", 2)
                 out["segm"].append({**base, "segmentation": {"size": [int(height), int(width)], "counts": counts}})
+                if "boundary" in out:
+                    out["boundary"].append(out["segm"][-1])
             if "keypoints" in out:
                 out["keypoints"].append({**base, "keypoints": [float(v) for v in row[7:]]})
         return out
@@ -172,7 +197,7 @@ class COCOEvaluator(Metric):
         image_ids = self.evaluated_image_ids()
         for iou_type, results in self.results().items():
             stats, per_category = evaluate(
-                self._gt_cache, results, iou_type, self.backend, self.oks_sigmas, image_ids=image_ids
+                self._gt_cache, results, iou_type, self.backend, self.oks_sigmas, image_ids, self.boundary_ratio
             )
             for name, value in zip(STAT_NAMES[iou_type], stats, strict=False):
                 output[f"{iou_type}_{name}"] = torch.tensor(float(value), dtype=torch.float64)
@@ -229,8 +254,12 @@ def evaluate(
     backend: Backend = "faster_coco_eval",
     oks_sigmas: Sequence[float] | None = None,
     image_ids: Sequence[int] | None = None,
+    boundary_ratio: float | None = None,
 ) -> tuple[np.ndarray, dict[int, float]]:
     """COCOeval of ``results`` against ``ground_truth``: the summary stats and the AP of each category.
+
+    ``iou_type="boundary"`` (faster-coco-eval only) scores mask results with Boundary AP at
+    ``boundary_ratio`` (default 0.02).
 
     ``image_ids`` restricts the evaluation to those images (COCOeval's ``params.imgIds``);
     ``None`` evaluates every image of the ground truth. Without any detection, or without
@@ -244,8 +273,13 @@ def evaluate(
             from faster_coco_eval import COCOeval_faster
 
             detections = ground_truth.loadRes(copy.deepcopy(results))
-            evaluator = COCOeval_faster(ground_truth, detections, iou_type, print_function=lambda *a, **k: None)
+            options = {"boundary_dilation_ratio": boundary_ratio or 0.02} if iou_type == "boundary" else {}
+            evaluator = COCOeval_faster(
+                ground_truth, detections, iou_type, print_function=lambda *a, **k: None, **options
+            )
         else:
+            if iou_type == "boundary":
+                raise LightsegError("Boundary AP needs the faster_coco_eval backend (pycocotools has no boundary IoU)")
             from pycocotools.cocoeval import COCOeval
 
             detections = ground_truth.loadRes(copy.deepcopy(results))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from typing import Any, ClassVar, Literal, cast
@@ -15,11 +16,12 @@ from torchmetrics import MeanMetric
 from typing_extensions import override
 
 from lightseg.callbacks.dashboard import SegmentationDashboard
+from lightseg.callbacks.per_image import PerImageScores
 from lightseg.errors import LightsegError
 from lightseg.inference import slide_logits, tta_probs
 from lightseg.losses import LossName, SegmentationLoss, median_frequency_weights
-from lightseg.metrics import SegmentationMetrics, format_class_table
-from lightseg.metrics.segmentation import SCALAR_KEYS
+from lightseg.metrics import EvaluationProtocol, SegmentationMetrics, format_class_table, image_scores
+from lightseg.metrics.segmentation import PROTOCOL_SCALAR_KEYS, SCALAR_KEYS
 from lightseg.models.semantic import ArchName, build_semantic_model
 from lightseg.tasks.base import BaseTask
 from lightseg.types import SemanticBatch, Stage
@@ -31,7 +33,13 @@ class SemanticSegmentationTask(BaseTask):
     Images arrive in [0, 1] (the model normalises them); the model returns
     ``{"out": logits[, "aux": logits]}`` at input resolution. Logs ``{stage}_loss`` and the
     dataset-level ``{stage}_miou``, ``_pixel_acc``, ``_macc``, ``_fwiou``, ``_mdice`` and
-    ``{stage}_iou_<class>``; prints a per-class table at the end of ``validate``/``test``.
+    ``{stage}_iou_<class>``; in validation and test also Boundary IoU (``{stage}_biou``,
+    ``{stage}_biou_<class>``) and what the data set's :class:`~lightseg.metrics.EvaluationProtocol`
+    adds (Cityscapes: ``{stage}_iiou``, ``{stage}_category_iou``, ``{stage}_category_iiou``
+    and their per-class/per-category values); prints a per-class table at the end of
+    ``validate``/``test``. Evaluation steps return each image's scores (see
+    :func:`~lightseg.metrics.image_scores`) for callbacks such as
+    :class:`~lightseg.callbacks.PerImageScores`.
 
     Args:
         arch: ``fcn32s``/``fcn16s``/``fcn8s`` (VGG16 FCN), ``fcn`` (torchvision FCN-ResNet),
@@ -62,6 +70,9 @@ class SemanticSegmentationTask(BaseTask):
         window_batch_size: windows per forward pass (bounds memory).
         tta_scales: test-time scales; softmax averaged over them (``[1.0]``: none).
         tta_flip: also average over horizontally flipped inputs.
+        boundary_ratio: Boundary IoU's band width as a fraction of each image's diagonal in
+            validation and test; ``None`` takes the data set's protocol (0.005 for Cityscapes,
+            0.02 otherwise, as the official Boundary IoU API); 0 turns Boundary IoU off.
         channels_last: run the model in channels-last memory format (faster convolutions on
             tensor-core GPUs, especially with 16-bit precision).
         compile: compile the model with ``torch.compile`` (in place: checkpoints keep their keys).
@@ -97,6 +108,7 @@ class SemanticSegmentationTask(BaseTask):
         window_batch_size: int = 4,
         tta_scales: tuple[float, ...] = (1.0,),
         tta_flip: bool = False,
+        boundary_ratio: float | None = None,
         channels_last: bool = False,
         compile: bool = False,
         optimizer: OptimizerCallable = torch.optim.AdamW,
@@ -118,6 +130,8 @@ class SemanticSegmentationTask(BaseTask):
         self.return_probs = False
         #: set by callbacks that need each image's predicted labels (the dashboard's worst images)
         self.return_labels = False
+        #: what validation and test report (set from the data module at setup)
+        self.protocol: EvaluationProtocol | None = None
         # images whose pixels are all void have no loss (NaN): left out of the mean
         self.loss_metrics = nn.ModuleDict({f"{s}_loss": MeanMetric(nan_strategy="ignore") for s in ("val", "test")})
 
@@ -151,6 +165,21 @@ class SemanticSegmentationTask(BaseTask):
     @override
     def build_metrics(self) -> nn.Module:
         return SegmentationMetrics(self.hparams["num_classes"], self.hparams["ignore_index"])
+
+    def _configure_evaluation(self, datamodule: Any) -> None:
+        # validation and test score with the data set's protocol (training keeps the confusion matrix only)
+        protocol = getattr(datamodule, "evaluation_protocol", None) or EvaluationProtocol()
+        ratio = self.hparams.get("boundary_ratio")
+        if ratio is not None:
+            if ratio < 0:
+                raise LightsegError(f"boundary_ratio must be >= 0 (0 turns Boundary IoU off), got {ratio}")
+            protocol = dataclasses.replace(protocol, boundary_ratio=ratio)
+        if protocol == self.protocol:
+            return
+        self.protocol = protocol
+        for stage in ("val", "test"):
+            metric = SegmentationMetrics(self.hparams["num_classes"], self.hparams["ignore_index"], protocol)
+            self.metrics[f"{stage}_metrics"] = metric.to(self.device)
 
     @override
     def configure_model(self) -> None:
@@ -252,14 +281,21 @@ class SemanticSegmentationTask(BaseTask):
             mean.update(loss.detach())
             self.log(f"{stage}_loss", mean, on_step=False, on_epoch=True, prog_bar=True, batch_size=batch_size)
             loss = loss.nanmean()
-        self.stage_metrics(stage).update(scores.detach(), batch["mask"])
+        if stage == "train":
+            self.stage_metrics(stage).update(scores.detach(), batch["mask"])
+        else:
+            instances = batch.get("instances")
+            self.stage_metrics(stage).update(scores.detach(), batch["mask"], batch.get("size"), instances)
         return loss, scores
 
-    def _eval_outputs(self, batch: SemanticBatch, stage: Stage) -> dict[str, torch.Tensor] | None:
+    def _eval_outputs(self, batch: SemanticBatch, stage: Stage) -> dict[str, Any]:
         loss, scores = self._step(batch, stage)
-        if not (self.return_probs or self.return_labels):
-            return None
-        outputs = {"loss": loss}
+        counts = cast(SegmentationMetrics, self.stage_metrics(stage)).last_counts
+        outputs: dict[str, Any] = {"loss": loss}
+        if counts is not None:
+            # each image's scores (small: [B, C]); callbacks read them in on_*_batch_end
+            outputs["image_scores"] = {k: v.cpu() for k, v in image_scores(counts).items()}
+            outputs["ids"] = batch.get("id") or [None] * len(batch["mask"])
         if self.return_probs:
             outputs["probs"] = (scores if not self.plain_inference else scores.float().softmax(1)).detach()
         if self.return_labels:
@@ -267,11 +303,11 @@ class SemanticSegmentationTask(BaseTask):
         return outputs
 
     @override
-    def validation_step(self, batch: SemanticBatch, batch_idx: int) -> dict[str, torch.Tensor] | None:  # type: ignore[override]
+    def validation_step(self, batch: SemanticBatch, batch_idx: int) -> dict[str, Any]:  # type: ignore[override]
         return self._eval_outputs(batch, "val")
 
     @override
-    def test_step(self, batch: SemanticBatch, batch_idx: int) -> dict[str, torch.Tensor] | None:  # type: ignore[override]
+    def test_step(self, batch: SemanticBatch, batch_idx: int) -> dict[str, Any]:  # type: ignore[override]
         return self._eval_outputs(batch, "test")
 
     @override
@@ -300,9 +336,15 @@ class SemanticSegmentationTask(BaseTask):
         self.epoch_results[stage] = results
         names = self.class_names or [str(i) for i in range(self.hparams["num_classes"])]
         values = {f"{stage}_{key}": results[key].float() for key in SCALAR_KEYS}
-        for name, iou in zip(names, results["iou_per_class"].tolist(), strict=True):
-            if not math.isnan(iou):
-                values[f"{stage}_iou_{name.replace(' ', '_')}"] = torch.tensor(iou)
+        values.update({f"{stage}_{key}": results[key].float() for key in PROTOCOL_SCALAR_KEYS if key in results})
+        categories = list(cast(SegmentationMetrics, metric).category_names)
+        per_item = (("iou", "iou_per_class", names), ("biou", "biou_per_class", names),
+                    ("iiou", "iiou_per_class", names), ("category_iou", "category_iou_per_category", categories),
+                    ("category_iiou", "category_iiou_per_category", categories))  # fmt: skip
+        for prefix, key, item_names in per_item:
+            for name, value in zip(item_names, results[key].tolist() if key in results else [], strict=False):
+                if not math.isnan(value):
+                    values[f"{stage}_{prefix}_{name.replace(' ', '_')}"] = torch.tensor(value)
         miou = values.pop(f"{stage}_miou")
         self.log(f"{stage}_miou", miou, prog_bar=True)
         self.log_dict(values)
@@ -316,16 +358,29 @@ class SemanticSegmentationTask(BaseTask):
     def on_validation_epoch_end(self) -> None:
         results = self._end_epoch("val")
         if self.trainer.state.fn == "validate" and not self.trainer.sanity_checking:
-            self.print(format_class_table(results, self.class_names, title="Validation, per class (%)"))
+            self.print(self._table(results, "Validation, per class (%)"))
 
     @override
     def on_test_epoch_end(self) -> None:
         results = self._end_epoch("test")
-        self.print(format_class_table(results, self.class_names, title="Test, per class (%)"))
+        self.print(self._table(results, "Test, per class (%)"))
+
+    def _table(self, results: dict[str, torch.Tensor], title: str) -> str:
+        categories = self.protocol.categories if self.protocol is not None else {}
+        return format_class_table(results, self.class_names, title=title, category_names=list(categories))
 
     @override
     def default_dashboard(self) -> Callback | None:
         return SegmentationDashboard(warn_unsupported=False)
+
+    @override
+    def configure_callbacks(self) -> Sequence[Callback] | Callback:
+        callbacks = list(cast(Sequence[Callback], super().configure_callbacks()))
+        # a test run writes every image's scores, unless the user configured where
+        configured = any(isinstance(cb, PerImageScores) for cb in cast(Any, self.trainer).callbacks)
+        if self.trainer.state.fn == "test" and not configured:
+            callbacks.append(PerImageScores())
+        return callbacks
 
     @override
     def setup(self, stage: str) -> None:
@@ -345,6 +400,7 @@ class SemanticSegmentationTask(BaseTask):
                 "BatchNorm, which needs at least 2 images per batch (per process) in training; use batch_size >= 2"
             )
         super().setup(stage)
+        self._configure_evaluation(datamodule)
         if stage == "fit" and self.hparams["class_weights"] == "median_frequency":
             if not hasattr(datamodule, "class_pixel_statistics"):
                 raise LightsegError(
