@@ -49,8 +49,8 @@ def clock(run: Callable[[], object], repeats: int, device: torch.device) -> floa
 def scene(classes: int, batch: int, height: int, width: int, device: torch.device) -> tuple[torch.Tensor, ...]:
     """Piecewise-constant targets with void borders and ~30 rectangular instances per image, and noisy logits."""
     generator = torch.Generator().manual_seed(0)
-    target = torch.randint(0, classes, (batch, height // 32, width // 32), generator=generator)
-    target = target.repeat_interleave(32, 1).repeat_interleave(32, 2)
+    target = torch.randint(0, classes, (batch, height // 32 + 1, width // 32 + 1), generator=generator)
+    target = target.repeat_interleave(32, 1).repeat_interleave(32, 2)[:, :height, :width].contiguous()
     target[:, :, :8] = 255
     instances = torch.zeros_like(target)
     for k in range(30):

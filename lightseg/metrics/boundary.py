@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -20,18 +21,31 @@ def boundary_band(labels: torch.Tensor, width: int) -> torch.Tensor:
     ``mask_to_boundary`` of the binary mask ``labels == c`` restricted to that class's
     pixels: the mask minus its erosion by a 3x3 kernel ``width`` times, with zero padding
     (so the image border counts as contour). A pixel belongs to that set exactly when its
-    ``(2 width + 1)``-square window holds another value or leaves the image, which two
-    separable max-pools (of the labels and of their negation, padded with -1) find.
+    ``(2 width + 1)``-square window holds another value or leaves the image: where the
+    window's maximum and minimum differ, with the image padded by -1.
 
     Returns:
         bool ``[H,W]``.
     """
-    x = labels.to(torch.float32)[None, None]
-    x = F.pad(x, (width, width, width, width), value=-1.0)
+    x = F.pad(labels.to(torch.int32)[None], (width, width, width, width), value=-1)[0]
     size = 2 * width + 1
+    high = _window(_window(x, size, 0, torch.maximum), size, 1, torch.maximum)
+    low = _window(_window(x, size, 0, torch.minimum), size, 1, torch.minimum)
+    return high != low
 
-    def window_max(t: torch.Tensor) -> torch.Tensor:
-        return F.max_pool2d(F.max_pool2d(t, (size, 1), stride=1), (1, size), stride=1)
 
-    low = -window_max(-x)
-    return (window_max(x) != low)[0, 0]
+def _window(
+    t: torch.Tensor, size: int, dim: int, pick: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+) -> torch.Tensor:
+    # sliding max/min of ``size`` along ``dim`` (length n - size + 1) by doubling windows: log2(size)
+    # elementwise passes, ~20x faster than max_pool2d's wide kernels on a CPU
+    covered = 1
+    while covered * 2 <= size:
+        n = t.shape[dim] - covered
+        t = pick(t.narrow(dim, 0, n), t.narrow(dim, covered, n))
+        covered *= 2
+    if covered < size:
+        rest = size - covered
+        n = t.shape[dim] - rest
+        t = pick(t.narrow(dim, 0, n), t.narrow(dim, rest, n))
+    return t
