@@ -3,6 +3,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import re
 import subprocess
 import sys
 import warnings
@@ -345,6 +346,8 @@ def test_dense_crf_under_test_and_predict_from_yaml(
     test_run = max((tmp_path / "runs" / "quickstart" / "unet_resnet18").iterdir(), key=lambda p: p.stat().st_mtime)
     row = next(csv.DictReader((test_run / "metrics.csv").open()))
     assert 0.0 <= float(row["test_crf_miou"]) <= 1.0 and 0.0 <= float(row["test_miou"]) <= 1.0
+    assert 0.0 <= float(row["test_crf_biou"]) <= 1.0  # Boundary IoU of the refined masks: what the CRF buys
+    assert re.search(r"^BIoU +[\d.]+ +[\d.]+ +[+-][\d.]+$", caplog.text, re.MULTILINE)
 
     images = tmp_path / "images"
     images.mkdir()

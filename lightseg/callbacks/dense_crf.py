@@ -29,7 +29,7 @@ from lightseg.crf import (
     refine_many,
 )
 from lightseg.metrics import SegmentationMetrics
-from lightseg.metrics.segmentation import SCALAR_KEYS, format_comparison_table
+from lightseg.metrics.segmentation import PROTOCOL_SCALAR_KEYS, SCALAR_KEYS, format_comparison_table
 
 
 def _to_uint8_images(images: torch.Tensor) -> list[np.ndarray]:
@@ -119,7 +119,8 @@ class DenseCRF(_SemanticOnly):
     """Refine semantic predictions with a fully connected CRF at test and predict time.
 
     ``lightseg test`` reports both the network's metrics (``test_miou``, ...) and the CRF's
-    (``test_crf_miou``, ...) and prints the per-class change; ``lightseg predict`` writes the
+    (``test_crf_miou``, ``test_crf_biou``, ...) and prints the per-class change and the Boundary IoU
+    change; ``lightseg predict`` writes the
     refined masks. Works with any semantic task, a user's subclass included, and with any
     inference mode (sliding window, multi-scale + flip). The CRF runs on float32
     probabilities in a pool of ``workers`` processes.
@@ -187,6 +188,13 @@ class DenseCRF(_SemanticOnly):
         self.metric = SegmentationMetrics(hp["num_classes"], hp["ignore_index"]).to(pl_module.device)
 
     @override
+    def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # the task's protocol is known once it is set up: the CRF's masks get the same Boundary IoU
+        hp = pl_module.hparams
+        protocol = getattr(pl_module, "protocol", None)
+        self.metric = SegmentationMetrics(hp["num_classes"], hp["ignore_index"], protocol).to(pl_module.device)
+
+    @override
     def on_test_batch_end(
         self,
         trainer: Trainer,
@@ -211,7 +219,7 @@ class DenseCRF(_SemanticOnly):
             return
         crf = self.metric.compute()
         network = pl_module.stage_metrics("test").compute()  # type: ignore[operator]
-        for key in SCALAR_KEYS:
+        for key in (*SCALAR_KEYS, *(k for k in PROTOCOL_SCALAR_KEYS if k in crf)):
             pl_module.log(f"test_crf_{key}", crf[key].float())
         names = getattr(pl_module, "class_names", None)
         rank_zero_info(format_comparison_table(network, crf, names, title="Test, network vs dense CRF, per class (%)"))

@@ -436,4 +436,7 @@ def format_comparison_table(
     lines.append("-" * (width + 24))
     m0, m1 = float(before["miou"]), float(after["miou"])
     lines.append(f"{'mIoU':<{width}}   {pct(m0)}  {pct(m1)}  {delta(m0, m1)}")
+    if "biou" in before and "biou" in after:  # what a refinement buys at the edges
+        b0, b1 = float(before["biou"]), float(after["biou"])
+        lines.append(f"{'BIoU':<{width}}   {pct(b0)}  {pct(b1)}  {delta(b0, b1)}")
     return "\n".join(lines)
