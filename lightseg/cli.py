@@ -69,6 +69,8 @@ class LoggerSaveConfigCallback(SaveConfigCallback):
 
     @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if stage == "predict":  # a prediction has no run folder (its files go to the writer's output_dir)
+            return
         if self.already_saved or not isinstance(trainer.logger, WandbLogger):
             super().setup(trainer, pl_module, stage)
             return
@@ -167,6 +169,11 @@ class LightsegCLI(LightningCLI):
                     )
             if class_path.endswith("WandbLogger"):
                 _fill_wandb_defaults(_field(logger, "init_args"), config)
+        if subcommand == "predict":
+            # a prediction logs nothing: no run folder, its files go to --prediction.output_dir
+            config.trainer.logger = False
+        elif subcommand in ("validate", "test"):
+            results_beside_checkpoint(config, subcommand)
         check_values(config)
 
     @override
@@ -284,6 +291,28 @@ class LightsegCLI(LightningCLI):
         config["ckpt_path"] = str(path)
         if subcommand == "fit":
             continue_wandb_run(config, path)
+
+
+def results_beside_checkpoint(config: Any, subcommand: str) -> None:
+    """Point a CSV / TensorBoard logger of an evaluation at ``<run>/<subcommand>-<checkpoint>/``.
+
+    An evaluation of ``<run>/checkpoints/<name>.ckpt`` is not a new run: its metrics, tables
+    and pictures go into the training run's own folder, one folder per evaluated checkpoint
+    (evaluating it again replaces them). A logger with an explicit ``version``, W&B, and
+    checkpoints outside a run's ``checkpoints/`` folder keep the logger's own layout.
+    """
+    checkpoint = Path(str(config.get("ckpt_path") or ""))
+    if checkpoint.suffix != ".ckpt" or checkpoint.parent.name != "checkpoints":
+        return
+    run = checkpoint.parent.parent
+    for logger in _as_list((config.get("trainer") or {}).get("logger")):
+        init_args = _field(logger, "init_args")
+        if not str(_field(logger, "class_path")).endswith(("CSVLogger", "TensorBoardLogger")) or init_args is None:
+            continue
+        if _field(init_args, "version") is not None:
+            continue
+        init_args.save_dir, init_args.name = str(run.parent), ""
+        init_args.version = f"{run.name}/{subcommand}-{checkpoint.stem}"
 
 
 def resume_command(args: list[str]) -> str:
@@ -450,6 +479,9 @@ def build_cli(args: list[str] | None = None, run: bool = True) -> LightsegCLI:
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
         # Lightning's own use of a torch API that torch deprecates: nothing a user can act on
         warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+        if args and args[0] in ("validate", "test"):
+            # an evaluation writes beside the checkpoint's run: its checkpoint state is not resumed anyway
+            warnings.filterwarnings("ignore", message="The dirpath has changed from")
         return LightsegCLI(args=args, run=run)
 
 

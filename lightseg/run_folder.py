@@ -18,6 +18,14 @@ def run_dir(trainer: Trainer) -> Path:
     return Path(trainer.log_dir or trainer.default_root_dir)
 
 
+def display_path(path: str | Path) -> Path:
+    """``path`` relative to the working folder when it lies inside it (what a user typed), else as it is."""
+    try:
+        return Path(path).resolve().relative_to(Path.cwd().resolve())
+    except ValueError:
+        return Path(path)
+
+
 class RunFolderGuard:
     """Remembers the run folders a run creates, so that :meth:`remove_unfinished` can take them back.
 

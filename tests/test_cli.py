@@ -128,6 +128,13 @@ def test_fit_test_predict_round_trip(
     for name in ("background", "circle", "square", "triangle", "mean"):
         assert name in table
 
+    # the evaluation went beside the checkpoint it evaluated: one training run, no new version folder
+    best = captured.err.split("--ckpt_path best -> ")[1].split()[0]
+    assert [p.name for p in (tmp_path / "runs" / "quickstart" / "unet_resnet18").iterdir()] == ["version_0"]
+    results = run / f"test-{Path(best).stem}"
+    assert {"metrics.csv", "per_image_test.csv", "config.yaml"} <= {p.name for p in results.iterdir()}
+    assert "test_miou" in (results / "metrics.csv").read_text()
+
     images = tmp_path / "my_images"
     images.mkdir()
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (37, 53, 3), dtype=np.uint8)).save(images / "a.jpg")
@@ -141,6 +148,9 @@ def test_fit_test_predict_round_trip(
     assert Image.open(out / "masks" / "b.png").size == (30, 20)
     overlay = Image.open(out / "overlays" / "a.png")
     assert overlay.mode == "RGB" and overlay.size == (53, 37)
+    # a prediction makes no run folder
+    assert [p.name for p in (tmp_path / "runs" / "quickstart" / "unet_resnet18").iterdir()] == ["version_0"]
+    assert sorted(p.name for p in run.iterdir() if p.is_dir()) == ["checkpoints", "confusion_matrix", results.name]
 
     # an existing output folder is refused before anything is predicted, and nothing is lost
     before = (out / "masks" / "a.png").read_bytes()
@@ -343,7 +353,7 @@ def test_dense_crf_under_test_and_predict_from_yaml(
     main(["test", *tiny(shapes_root), *crf, "--ckpt_path", "last"])
     assert "Test, network vs dense CRF, per class (%)" in caplog.text
     assert "circle" in caplog.text[caplog.text.index("network vs dense CRF") :]
-    test_run = max((tmp_path / "runs" / "quickstart" / "unet_resnet18").iterdir(), key=lambda p: p.stat().st_mtime)
+    test_run = tmp_path / "runs" / "quickstart" / "unet_resnet18" / "version_0" / "test-last"
     row = next(csv.DictReader((test_run / "metrics.csv").open()))
     assert 0.0 <= float(row["test_crf_miou"]) <= 1.0 and 0.0 <= float(row["test_miou"]) <= 1.0
     assert 0.0 <= float(row["test_crf_biou"]) <= 1.0  # Boundary IoU of the refined masks: what the CRF buys

@@ -286,7 +286,7 @@ def test_lightseg_test_on_the_cityscapes_recipe_reports_the_official_scores(
     assert re.search(r"^category +IoU +iIoU$", table, re.MULTILINE)
     for name in ("road", "bicycle", "flat", "vehicle", "human"):
         assert name in table
-    run = sorted((tmp_path / "runs" / "semantic" / "cityscapes_deeplabv3plus_resnet101").iterdir())[-1]
+    run = tmp_path / "runs" / "semantic" / "cityscapes_deeplabv3plus_resnet101" / "version_0" / "test-last"
     logged = {k: float(v) for row in csv.DictReader((run / "metrics.csv").open()) for k, v in row.items() if v}
     assert {"test_miou", "test_iiou", "test_category_iou", "test_category_iiou", "test_biou"} <= set(logged)
 

@@ -13,7 +13,7 @@ from lightning.pytorch.callbacks import Callback
 from torch import distributed as dist
 from typing_extensions import override
 
-from lightseg.run_folder import run_dir
+from lightseg.run_folder import display_path, run_dir
 
 #: the per-image scalars, in column order, and the per-class scores (``<score>_<class>`` columns)
 SCALARS = ("miou", "pixel_acc", "mbiou")
@@ -84,7 +84,7 @@ class PerImageScores(Callback):
         self.written = path
         worst = rows[0]
         print(
-            f"lightseg: per-image scores of {len(rows)} test images in {path} "
+            f"lightseg: per-image scores of {len(rows)} test images in {display_path(path)} "
             f"(lowest mIoU: {worst['id']}, {_cell(worst['miou'])})",
             file=sys.stderr,
         )

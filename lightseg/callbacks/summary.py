@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import shlex
 import sys
-from pathlib import Path
 
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from typing_extensions import override
+
+from lightseg.run_folder import display_path
 
 
 def without_ckpt_path(args: list[str]) -> list[str]:
@@ -77,4 +78,4 @@ class RunSummary(Callback):
     def _where(trainer: Trainer, what: str) -> None:
         log_dir = trainer.log_dir if trainer.loggers else None  # on every process: it is a collective call
         if trainer.is_global_zero and log_dir:
-            print(f"lightseg: {what} results logged in {Path(log_dir)}", file=sys.stderr)
+            print(f"lightseg: {what} results logged in {display_path(log_dir)}", file=sys.stderr)
