@@ -222,7 +222,27 @@ class ModelCheckpoint(LightningModelCheckpoint):
     it. Here ``last.ckpt`` always holds the latest state, as ``save_last`` promises. Same name,
     same state key, same arguments as Lightning's; the CLI gives every Lightning
     ``ModelCheckpoint`` of a run this behaviour.
+
+    With ``save_last``, the monitored (top-k) copies hold the weights only (:attr:`weights_only_best`):
+    they are what ``test``, ``predict`` and ``export`` read, and without the optimizer's state a
+    quickstart checkpoint is a third of the size; ``last.ckpt`` keeps the full state to resume from.
     """
+
+    #: save the monitored copies without optimizer, scheduler and callback states when ``last.ckpt`` has them
+    weights_only_best: bool = True
+
+    @override
+    def _save_checkpoint(self, trainer: Trainer, filepath: str) -> None:
+        last = Path(filepath).name.startswith(self.CHECKPOINT_NAME_LAST or "last")
+        if not (self.weights_only_best and self.save_last and self.monitor and not last):
+            super()._save_checkpoint(trainer, filepath)
+            return
+        full = self.save_weights_only
+        self.save_weights_only = True
+        try:
+            super()._save_checkpoint(trainer, filepath)
+        finally:
+            self.save_weights_only = full
 
     @override
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:

@@ -274,7 +274,15 @@ class LightsegCLI(LightningCLI):
         config = self.config[subcommand]
         alias = config.get("ckpt_path")
         if alias and alias not in ALIASES:
-            load_checkpoint(alias)  # one line for a missing, unreadable or foreign file, before anything is written
+            content = load_checkpoint(alias)  # one line for a missing, unreadable or foreign file, before any work
+            if subcommand == "fit" and "optimizer_states" not in content:
+                last = Path(alias).parent / "last.ckpt"
+                raise LightsegError(
+                    f"--ckpt_path {alias} holds the weights only (lightseg keeps the monitored checkpoints that way), "
+                    "so training cannot resume from it: resume from the full state"
+                    + (f" in {last}" if last.is_file() else " of the run's last.ckpt")
+                    + f", or start a new run from these weights with --model.init_args.init_from {alias}"
+                )
         if subcommand == "fit" and alias and alias not in ALIASES:
             continue_wandb_run(config, Path(alias))
         if alias not in ALIASES or (subcommand == "fit" and alias == "best"):

@@ -105,6 +105,18 @@ def test_fit_test_predict_round_trip(
     run = tmp_path / "runs" / "quickstart" / "unet_resnet18" / "version_0"
     checkpoints = sorted(p.name for p in (run / "checkpoints").iterdir())
     assert "last.ckpt" in checkpoints and any(name.startswith("epoch") for name in checkpoints)
+    # the monitored copy holds the weights, last.ckpt the full state to resume from
+    best_file = run / "checkpoints" / next(name for name in checkpoints if name.startswith("epoch"))
+    last_file = run / "checkpoints" / "last.ckpt"
+    best_content = torch.load(best_file, map_location="cpu", weights_only=True)
+    assert "state_dict" in best_content and "optimizer_states" not in best_content
+    assert "optimizer_states" in torch.load(last_file, map_location="cpu", weights_only=True)
+    assert best_file.stat().st_size < 0.6 * last_file.stat().st_size  # AdamW's two moments left out
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", *tiny(shapes_root), "--ckpt_path", str(best_file)])
+    assert exit_info.value.code == 2
+    assert "holds the weights only" in capsys.readouterr().err
     rows = list(csv.DictReader((run / "metrics.csv").open()))
     mious = [float(r["val_miou"]) for r in rows if r.get("val_miou")]
     assert len(mious) == 2 and all(0.0 <= v <= 1.0 for v in mious)
