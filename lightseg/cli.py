@@ -39,15 +39,21 @@ from lightseg.checkpoints import (
 from lightseg.checkpoints import ModelCheckpoint as RunCheckpoint
 from lightseg.config_files import check_config_files
 from lightseg.errors import LightsegError
-from lightseg.export import ExportSettings, LightsegTrainer
+from lightseg.export import ExportSettings
 from lightseg.parser_errors import condense_parser_error
 from lightseg.run_folder import RunFolderGuard, run_dir
 from lightseg.tasks import BaseTask
+from lightseg.trainer import LightsegTrainer
 
 CSV_LOGGER = "lightning.pytorch.loggers.CSVLogger"
 #: the run-folder guards of the runs this process started (see :func:`main`)
 RUN_GUARDS: list[RunFolderGuard] = []
 WANDB_ID_KEY = "lightseg_wandb_run_id"
+DESCRIPTION = (
+    "lightseg: semantic, instance and keypoint segmentation on PyTorch Lightning, driven by YAML configs. "
+    "Train with `lightseg fit --config CONFIG.yaml`, then test, predict with or export its checkpoints "
+    "(--ckpt_path best | last | FILE)."
+)
 EPILOG = (
     "lightseg data check --config CONFIG.yaml reads every sample of the config's data set and reports what is "
     "wrong with it (lightseg data --help); lightseg export writes the trained model as ONNX, TorchScript or "
@@ -134,12 +140,19 @@ class LightsegCLI(LightningCLI):
             auto_configure_optimizers=False,
             parser_class=LightsegArgumentParser,
             # an abbreviated option (--trainer.max_epoch) would silently set another one
-            parser_kwargs={"allow_abbrev": False, "epilog": EPILOG},
+            parser_kwargs={"allow_abbrev": False, "epilog": EPILOG, "description": DESCRIPTION},
             trainer_class=LightsegTrainer,
             args=args,
             run=run,
             **kwargs,
         )
+
+    @override
+    def setup_parser(
+        self, add_subcommands: bool, main_kwargs: dict[str, Any], subparser_kwargs: dict[str, Any]
+    ) -> None:
+        super().setup_parser(add_subcommands, main_kwargs, subparser_kwargs)
+        self.parser.add_argument("--version", action="version", version=version_line(), help="Print versions and exit.")
 
     @staticmethod
     @override
@@ -321,6 +334,19 @@ def results_beside_checkpoint(config: Any, subcommand: str) -> None:
             continue
         init_args.save_dir, init_args.name = str(run.parent), ""
         init_args.version = f"{run.name}/{subcommand}-{checkpoint.stem}"
+
+
+def version_line() -> str:
+    """``lightseg X (torch Y, torchvision Z, lightning W)``: what a bug report needs."""
+    import torchvision
+    from lightning import __version__ as lightning_version
+
+    from lightseg import __version__
+
+    return (
+        f"lightseg {__version__} (torch {torch.__version__}, torchvision {torchvision.__version__}, "
+        f"lightning {lightning_version})"
+    )
 
 
 def resume_command(args: list[str]) -> str:

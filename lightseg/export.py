@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from lightning.pytorch import LightningDataModule, LightningModule, Trainer
+from lightning.pytorch import LightningDataModule, LightningModule
 from torch import nn
 
 import lightseg
@@ -452,27 +452,3 @@ def describe(result: ExportResult) -> str:
                           if k not in ("ok", "size"))  # fmt: skip
         lines.append(f"  {figure['size'][0]}x{figure['size'][1]}: {shown}")
     return "\n".join(lines)
-
-
-class LightsegTrainer(Trainer):
-    """Lightning's Trainer with :meth:`export`, so that ``lightseg export`` is a subcommand like ``test``."""
-
-    #: set by the CLI from ``--export.*``
-    export_settings: ExportSettings | None = None
-    #: the resolved config, recorded in the export's metadata
-    export_config: dict[str, Any] | None = None
-
-    def export(
-        self, model: LightningModule, datamodule: LightningDataModule | None = None, ckpt_path: str | None = None
-    ) -> ExportResult:
-        """Export the model with the weights of ``ckpt_path`` (``best``, ``last`` or a file), verified against PyTorch.
-
-        Args:
-            model: the task.
-            datamodule: the data module (class names, colours and category ids for the metadata).
-            ckpt_path: the checkpoint whose weights are exported: ``best`` (the best-scoring
-                checkpoint of all runs of the config), ``last`` or a ``.ckpt`` file.
-        """
-        result = export_task(model, datamodule, self.export_settings or ExportSettings(), ckpt_path, self.export_config)
-        print(describe(result))
-        return result

@@ -281,6 +281,33 @@ def test_console_script_and_module_entry_point(tmp_path: Path) -> None:
     assert "Traceback" not in error.stderr
 
 
+def test_help_describes_lightseg_and_version_names_the_stack(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert re.fullmatch(
+        r"lightseg \d+\.\d+\.\d+ \(torch \S+, torchvision \S+, lightning \S+\)\n", capsys.readouterr().out
+    )
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    top = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    assert "lightseg: semantic, instance and keypoint segmentation" in top and "Lightning Trainer" not in top
+    for sentence in (
+        "fit Train the model on the data's train split, validating on its val split; checkpoints go into the run "
+        "folder.",
+        "test Score a checkpoint on the test split: per-class table, per-image scores, metrics beside the checkpoint.",
+        "predict Segment your images (--data.predict_dir) with a checkpoint: masks and overlays in "
+        "--prediction.output_dir.",
+    ):
+        assert sentence in top  # whole sentences, not Lightning's cut docstrings
+    with pytest.raises(SystemExit):
+        main(["test", "--help"])
+    test_help = " ".join(capsys.readouterr().out.split())
+    assert (
+        "--ckpt_path CKPT_PATH The checkpoint to score: ``best`` (the best-scoring checkpoint of all runs" in test_help
+    )
+
+
 def test_deeplabv3_recipe_runs_on_voc_and_sbd_layouts(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

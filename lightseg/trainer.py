@@ -1,0 +1,130 @@
+"""Lightning's Trainer as lightseg's subcommands describe it: fit, validate, test, predict, export."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch import LightningDataModule, LightningModule, Trainer
+
+from lightseg.export import ExportResult, ExportSettings, describe, export_task
+
+
+class LightsegTrainer(Trainer):
+    """Lightning's Trainer, with :meth:`export` and its subcommands described in lightseg's terms.
+
+    The methods are Lightning's own; each docstring's first line is what ``lightseg --help``
+    says of the subcommand, and its ``ckpt_path`` text is the ``--ckpt_path`` help.
+    """
+
+    #: set by the CLI from ``--export.*``
+    export_settings: ExportSettings | None = None
+    #: the resolved config, recorded in the export's metadata
+    export_config: dict[str, Any] | None = None
+
+    def fit(
+        self,
+        model: LightningModule,
+        train_dataloaders: Any = None,
+        val_dataloaders: Any = None,
+        datamodule: LightningDataModule | None = None,
+        ckpt_path: str | Path | None = None,
+        weights_only: bool | None = None,
+    ) -> None:
+        """Train the model on the data's train split, validating on its val split; checkpoints go into the run folder.
+
+        Args:
+            model: the task.
+            train_dataloaders: training loaders (the CLI uses the data module's).
+            val_dataloaders: validation loaders (the CLI uses the data module's).
+            datamodule: the data.
+            ckpt_path: resume a run: ``last`` (the newest ``last.ckpt`` of this config's runs; a first
+                run starts from scratch) or a ``last.ckpt`` file; to start from other weights use
+                ``--model.init_args.init_from``.
+            weights_only: load the checkpoint with ``torch.load(weights_only=True)`` (``None``: Lightning's choice).
+        """
+        super().fit(model, train_dataloaders, val_dataloaders, datamodule, ckpt_path, weights_only)
+
+    def validate(
+        self,
+        model: LightningModule | None = None,
+        dataloaders: Any = None,
+        ckpt_path: str | Path | None = None,
+        verbose: bool = True,
+        datamodule: LightningDataModule | None = None,
+        weights_only: bool | None = None,
+    ) -> list[Mapping[str, float]]:
+        """Score a checkpoint on the validation split: per-class table, metrics beside the checkpoint.
+
+        Args:
+            model: the task.
+            dataloaders: validation loaders (the CLI uses the data module's).
+            ckpt_path: The checkpoint to score: ``best`` (the best-scoring checkpoint of all runs of
+                this config, printed with its run and score), ``last`` (the newest ``last.ckpt``)
+                or a ``.ckpt`` file.
+            verbose: print Lightning's metric table too.
+            datamodule: the data.
+            weights_only: load the checkpoint with ``torch.load(weights_only=True)`` (``None``: Lightning's choice).
+        """
+        return super().validate(model, dataloaders, ckpt_path, verbose, datamodule, weights_only)
+
+    def test(
+        self,
+        model: LightningModule | None = None,
+        dataloaders: Any = None,
+        ckpt_path: str | Path | None = None,
+        verbose: bool = True,
+        datamodule: LightningDataModule | None = None,
+        weights_only: bool | None = None,
+    ) -> list[Mapping[str, float]]:
+        """Score a checkpoint on the test split: per-class table, per-image scores, metrics beside the checkpoint.
+
+        Args:
+            model: the task.
+            dataloaders: test loaders (the CLI uses the data module's).
+            ckpt_path: The checkpoint to score: ``best`` (the best-scoring checkpoint of all runs of
+                this config, printed with its run and score), ``last`` (the newest ``last.ckpt``)
+                or a ``.ckpt`` file.
+            verbose: print Lightning's metric table too.
+            datamodule: the data.
+            weights_only: load the checkpoint with ``torch.load(weights_only=True)`` (``None``: Lightning's choice).
+        """
+        return super().test(model, dataloaders, ckpt_path, verbose, datamodule, weights_only)
+
+    def predict(
+        self,
+        model: LightningModule | None = None,
+        dataloaders: Any = None,
+        datamodule: LightningDataModule | None = None,
+        return_predictions: bool | None = None,
+        ckpt_path: str | Path | None = None,
+        weights_only: bool | None = None,
+    ) -> Any:
+        """Segment your images (--data.predict_dir) with a checkpoint: masks and overlays in --prediction.output_dir.
+
+        Args:
+            model: the task.
+            dataloaders: prediction loaders (the CLI uses the data module's ``predict_dir``).
+            datamodule: the data.
+            return_predictions: keep every prediction in memory (the writer needs none).
+            ckpt_path: The checkpoint to predict with: ``best`` (the best-scoring checkpoint of all
+                runs of this config), ``last`` (the newest ``last.ckpt``) or a ``.ckpt`` file.
+            weights_only: load the checkpoint with ``torch.load(weights_only=True)`` (``None``: Lightning's choice).
+        """
+        return super().predict(model, dataloaders, datamodule, return_predictions, ckpt_path, weights_only)
+
+    def export(
+        self, model: LightningModule, datamodule: LightningDataModule | None = None, ckpt_path: str | None = None
+    ) -> ExportResult:
+        """Export a checkpoint as ONNX, TorchScript or torch.export (--export.*), verified against PyTorch.
+
+        Args:
+            model: the task.
+            datamodule: the data module (class names, colours and category ids for the metadata).
+            ckpt_path: The checkpoint whose weights are exported: ``best`` (the best-scoring
+                checkpoint of all runs of the config), ``last`` or a ``.ckpt`` file.
+        """
+        result = export_task(model, datamodule, self.export_settings or ExportSettings(), ckpt_path, self.export_config)
+        print(describe(result))
+        return result
