@@ -317,9 +317,11 @@ class LightsegCLI(LightningCLI):
 def results_beside_checkpoint(config: Any, subcommand: str) -> None:
     """Point a CSV / TensorBoard logger of an evaluation at ``<run>/<subcommand>-<checkpoint>/``.
 
-    An evaluation of ``<run>/checkpoints/<name>.ckpt`` is not a new run: its metrics, tables
-    and pictures go into the training run's own folder, one folder per evaluated checkpoint
-    (evaluating it again replaces them). A logger with an explicit ``version``, W&B, and
+    An evaluation of ``<run>/checkpoints/<name>.ckpt`` of one of the config's own runs (the
+    logger's ``save_dir/name`` holds ``<run>``) is not a new run: its metrics, tables and
+    pictures go into the training run's folder, one folder per evaluated checkpoint
+    (evaluating it again replaces them). A logger pointed elsewhere (another ``name`` or
+    ``save_dir``: the one place the user names), with an explicit ``version``, W&B, and
     checkpoints outside a run's ``checkpoints/`` folder keep the logger's own layout.
     """
     checkpoint = Path(str(config.get("ckpt_path") or ""))
@@ -332,8 +334,9 @@ def results_beside_checkpoint(config: Any, subcommand: str) -> None:
             continue
         if _field(init_args, "version") is not None:
             continue
-        init_args.save_dir, init_args.name = str(run.parent), ""
-        init_args.version = f"{run.name}/{subcommand}-{checkpoint.stem}"
+        root = Path(str(_field(init_args, "save_dir") or ".")) / str(_field(init_args, "name") or "")
+        if root.resolve() == run.parent.resolve():
+            init_args.version = f"{run.name}/{subcommand}-{checkpoint.stem}"
 
 
 def version_line() -> str:
