@@ -12,8 +12,9 @@ from lightseg.export import ExportResult, ExportSettings, describe, export_task
 
 
 class LightsegTrainer(Trainer):
-    """Lightning's Trainer, with :meth:`export` and its subcommands described in lightseg's terms.
+    """Training loop: devices, precision, epochs and steps, logger, callbacks (Lightning's Trainer options).
 
+    Lightning's Trainer, with :meth:`export` and its subcommands described in lightseg's terms.
     The methods are Lightning's own; each docstring's first line is what ``lightseg --help``
     says of the subcommand, and its ``ckpt_path`` text is the ``--ckpt_path`` help.
     """

@@ -303,6 +303,10 @@ def test_help_describes_lightseg_and_version_names_the_stack(capsys: pytest.Capt
     with pytest.raises(SystemExit):
         main(["test", "--help"])
     test_help = " ".join(capsys.readouterr().out.split())
+    # what a user configures first, the Trainer's options after, each group titled in user terms
+    model, data, trainer = (test_help.index(k) for k in ("--model.help", "--data.help", "--trainer.accelerator.help"))
+    assert model < data < trainer
+    assert "The task: model, loss, metrics and optimiser" in test_help and "build_*" not in test_help
     assert (
         "--ckpt_path CKPT_PATH The checkpoint to score: ``best`` (the best-scoring checkpoint of all runs" in test_help
     )

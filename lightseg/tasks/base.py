@@ -27,8 +27,9 @@ BACKBONE_MODULES = frozenset({"encoder", "backbone", "to_pool3", "to_pool4", "to
 
 
 class BaseTask(LightningModule, ABC):
-    """Base of every lightseg task. Subclasses implement the ``build_*`` seams and :meth:`step`.
+    """The task: model, loss, metrics and optimiser (--model NAME; its options: --model.help NAME).
 
+    Base of every lightseg task: subclasses implement the ``build_*`` seams and :meth:`step`.
     The ``__init__`` signature of a task is its YAML schema: every argument is saved as a
     hyperparameter (``self.hparams``), and a user's subclass changes one seam in a few
     lines and is named in the config by its import path.
