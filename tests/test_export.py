@@ -230,3 +230,15 @@ def test_submission_formats_cityscapes_label_ids_and_the_voc_layout(tmp_path: Pa
     assert png.mode == "P" and np.array_equal(np.asarray(png), labels.numpy())
     with pytest.raises(LightsegError, match=r"format voc writes the 21 PASCAL VOC classes; this model has 4"):
         _write_one(SegmentationWriter(str(tmp_path / "y"), format="voc"), labels, "a.png", 4, None)
+
+
+def test_palette_masks_carry_the_data_sets_own_colours(tmp_path: Path) -> None:
+    train_ids = torch.arange(19, dtype=torch.uint8).repeat(2, 1)
+    _write_one(SegmentationWriter(str(tmp_path / "city")), train_ids, "a.png", 19, CityscapesDataModule)
+    png = Image.open(tmp_path / "city" / "masks" / "a.png")
+    assert png.mode == "P" and np.array_equal(np.asarray(png), train_ids.numpy())  # indices unchanged
+    palette = np.array(png.getpalette()[: 3 * 19]).reshape(19, 3)
+    np.testing.assert_array_equal(palette, np.array(CityscapesDataModule.class_colors))  # road purple, sky blue
+    _write_one(SegmentationWriter(str(tmp_path / "plain")), train_ids[:, :4], "a.png", 4, None)
+    plain = Image.open(tmp_path / "plain" / "masks" / "a.png").getpalette()[:12]
+    assert plain == [0, 0, 0, 128, 0, 0, 0, 128, 0, 128, 128, 0]  # the VOC palette without a data set's colours

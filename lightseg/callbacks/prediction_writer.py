@@ -36,7 +36,8 @@ class SegmentationWriter(BasePredictionWriter):
     ``overlays/<name>.png`` (class colours blended over the image, background left as is).
     The mask, by ``format``:
 
-    - ``palette``: ``masks/<name>.png``, a palette PNG of class indices (VOC palette);
+    - ``palette``: ``masks/<name>.png``, a palette PNG of class indices, in the data set's own
+      class colours (Cityscapes', a folder's ``class_colors``; the VOC palette otherwise);
     - ``cityscapes``: ``labelIds/<name>.png``, 8-bit label ids (the 19 train ids mapped back
       through the official label table), named as the input: what the Cityscapes server and
       ``cityscapesscripts``' evaluation read;
@@ -100,6 +101,7 @@ class SegmentationWriter(BasePredictionWriter):
                 "--prediction.output_dir or pass --prediction.overwrite true"
             )
         self._check_format(trainer, pl_module)
+        self.palette = mask_palette(getattr(trainer, "datamodule", None))
         self._results = []
         self._detections_seen = False
         self._images = 0
@@ -233,3 +235,12 @@ class SegmentationWriter(BasePredictionWriter):
     def _save_overlay(self, image: np.ndarray, mask: np.ndarray, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(overlay(image, mask, self.alpha)).save(path)
+
+
+def mask_palette(datamodule: Any) -> np.ndarray:
+    """The ``[256, 3]`` palette of mask PNGs: the data module's ``class_colors`` first, the VOC palette after."""
+    palette = voc_colormap()
+    colours = getattr(datamodule, "class_colors", None)
+    if colours is not None and 0 < len(colours) <= 256:
+        palette[: len(colours)] = np.asarray(colours, dtype=np.uint8).reshape(len(colours), 3)
+    return palette
