@@ -29,7 +29,8 @@ from lightseg.crf import (
     refine_many,
 )
 from lightseg.metrics import SegmentationMetrics
-from lightseg.metrics.segmentation import PROTOCOL_SCALAR_KEYS, SCALAR_KEYS, format_comparison_table
+from lightseg.metrics.segmentation import PROTOCOL_SCALAR_KEYS, SCALAR_KEYS
+from lightseg.metrics.tables import format_comparison_table
 
 
 def _to_uint8_images(images: torch.Tensor) -> list[np.ndarray]:

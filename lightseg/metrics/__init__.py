@@ -6,9 +6,9 @@ from lightseg.metrics.segmentation import (
     ImageCounts,
     SegmentationMetrics,
     confusion_metrics,
-    format_class_table,
     image_scores,
 )
+from lightseg.metrics.tables import format_class_table, format_comparison_table
 
 __all__ = [
     "COCOEvaluator",
@@ -17,5 +17,6 @@ __all__ = [
     "SegmentationMetrics",
     "confusion_metrics",
     "format_class_table",
+    "format_comparison_table",
     "image_scores",
 ]

@@ -175,7 +175,8 @@ class SegmentationMetrics(Metric):
         preds, target = preds.long(), target.long()
         valid = target != self.ignore_index
         if valid.any():
-            low, high = int(torch.where(valid, target, 0).min()), int(torch.where(valid, target, 0).max())
+            labelled = torch.where(valid, target, 0)
+            low, high = int(labelled.min()), int(labelled.max())
             if low < 0 or high >= n:
                 raise LightsegError(
                     f"target holds label {low if low < 0 else high}, outside [0, {n}) and not "
@@ -259,18 +260,10 @@ class SegmentationMetrics(Metric):
             inter, union = self.boundary_intersection.double(), self.boundary_union.double()
             results["biou_per_class"] = torch.where(union > 0, inter / union.clamp(min=1), nan)
             results["biou"] = results["biou_per_class"].nanmean()
-        categories = list(self.protocol.categories.values())
-        if categories:
-            n = self.confmat.double()
-            scores = []
-            for classes in categories:
-                inside = torch.zeros(self.num_classes, dtype=torch.bool, device=n.device)
-                inside[list(classes)] = True
-                tp = n[inside][:, inside].sum()
-                fn = n[inside].sum() - tp
-                fp = n[~inside][:, inside].sum()
-                scores.append(tp / (tp + fn + fp) if tp + fn + fp > 0 else nan)
-            results["category_iou_per_category"] = torch.stack(scores)
+        if self._category_names:
+            tp, fn, fp = self._category_counts()
+            total = tp + fn + fp
+            results["category_iou_per_category"] = torch.where(total > 0, tp / total.clamp(min=1), nan)
             results["category_iou"] = results["category_iou_per_category"].nanmean()
         if self.protocol.instance_sizes and int(self.images) > 0 and int(self.instance_images) == int(self.images):
             results.update(self._instance_scores(nan))
@@ -282,21 +275,26 @@ class SegmentationMetrics(Metric):
         tp, fn = self.instance_tp, self.instance_fn
         evaluated = ~self.average_instance_size[: self.num_classes].isnan()
         denominator = tp + fn + fp
-        iiou = torch.where(evaluated & (denominator > 0), tp / denominator.clamp(min=1e-300), nan)
+        iiou = torch.where(evaluated & (denominator > 0), tp / denominator, nan)
         results = {"iiou_per_class": iiou, "iiou": iiou.nanmean()}
         if self._category_names:
-            scores = []
-            for k, name in enumerate(self._category_names):
-                inside = torch.zeros(self.num_classes, dtype=torch.bool, device=n.device)
-                inside[list(self.protocol.categories[name])] = True
-                category_fp = n[~inside][:, inside].sum()
-                ctp, cfn = self.category_instance_tp[k], self.category_instance_fn[k]
-                total = ctp + cfn + category_fp
-                evaluated_category = name in self.protocol.instance_categories
-                scores.append(ctp / total if evaluated_category and total > 0 else nan)
-            results["category_iiou_per_category"] = torch.stack(scores)
+            _, _, category_fp = self._category_counts()
+            ctp, cfn = self.category_instance_tp, self.category_instance_fn
+            total = ctp + cfn + category_fp
+            names = self.protocol.instance_categories
+            reported = torch.tensor([n in names for n in self._category_names], device=total.device)
+            results["category_iiou_per_category"] = torch.where(reported & (total > 0), ctp / total, nan)
             results["category_iiou"] = results["category_iiou_per_category"].nanmean()
         return results
+
+    def _category_counts(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        # per category k: pixels of its classes predicted as any of them (tp), missed (fn), and
+        # pixels of any other class predicted as one of them (fp), as cityscapesScripts counts them
+        n = self.confmat.double()
+        k = len(self._category_names)
+        member = (self.category_of[: self.num_classes][None] == torch.arange(k, device=n.device)[:, None]).double()
+        tp = (member @ n @ member.T).diag()
+        return tp, member @ n.sum(1) - tp, member @ n.sum(0) - tp
 
     @property
     def category_names(self) -> list[str]:
@@ -365,78 +363,3 @@ def confusion_metrics(confmat: torch.Tensor) -> dict[str, torch.Tensor]:
         "acc_per_class": acc,
         "dice_per_class": dice,
     }
-
-
-def _pct(v: float) -> str:
-    return "    -" if v != v else f"{100 * v:5.1f}"
-
-
-def format_class_table(
-    results: Mapping[str, torch.Tensor],
-    class_names: Sequence[str] | None = None,
-    title: str = "",
-    category_names: Sequence[str] | None = None,
-) -> str:
-    """A plain-text per-class table (IoU, accuracy, Dice, and BIoU / iIoU when computed, in %) with the means.
-
-    When the results hold category scores, a category table (IoU, iIoU) follows.
-    """
-    columns = [("IoU", "iou_per_class", "miou"), ("Acc", "acc_per_class", "macc"), ("Dice", "dice_per_class", "mdice")]
-    columns += [(h, k, m) for h, k, m in (("BIoU", "biou_per_class", "biou"), ("iIoU", "iiou_per_class", "iiou"))
-                if k in results]  # fmt: skip
-    values = [results[k].tolist() for _, k, _ in columns]
-    names = list(class_names) if class_names is not None else [str(i) for i in range(len(values[0]))]
-    width = max(len("class"), *(len(n) for n in names))
-    rule = "-" * (width + 2 + 7 * len(columns))
-    lines = [title] if title else []
-    lines.append(f"{'class':<{width}}  " + "  ".join(f"{h:>5}" for h, _, _ in columns))
-    lines.append(rule)
-    for i, name in enumerate(names):
-        lines.append(f"{name:<{width}}  " + "  ".join(_pct(v[i]) for v in values))
-    lines.append(rule)
-    lines.append(f"{'mean':<{width}}  " + "  ".join(_pct(float(results[m])) for _, _, m in columns))
-    pixel_acc, fwiou = (_pct(float(results[k])).strip() for k in ("pixel_acc", "fwiou"))
-    lines.append(f"pixel acc {pixel_acc}  fwIoU {fwiou}")
-    if "category_iou_per_category" in results:
-        categories = [str(c) for c in category_names or range(len(results["category_iou_per_category"]))]
-        iou = results["category_iou_per_category"].tolist()
-        iiou = results["category_iiou_per_category"].tolist() if "category_iiou_per_category" in results else None
-        cwidth = max(len("category"), *(len(str(c)) for c in categories))
-        lines.append("")
-        lines.append(f"{'category':<{cwidth}}    IoU" + ("   iIoU" if iiou else ""))
-        lines.append("-" * (cwidth + (14 if iiou else 7)))
-        for k, name in enumerate(categories):
-            lines.append(f"{name:<{cwidth}}  {_pct(iou[k])}" + (f"  {_pct(iiou[k])}" if iiou else ""))
-        lines.append("-" * (cwidth + (14 if iiou else 7)))
-        means = f"{'mean':<{cwidth}}  {_pct(float(results['category_iou']))}"
-        lines.append(means + (f"  {_pct(float(results['category_iiou']))}" if iiou else ""))
-    return "\n".join(lines)
-
-
-def format_comparison_table(
-    before: dict[str, torch.Tensor],
-    after: dict[str, torch.Tensor],
-    class_names: Sequence[str] | None = None,
-    title: str = "",
-) -> str:
-    """Per-class IoU (%) of two results side by side with the change, e.g. network vs CRF."""
-    first, second = before["iou_per_class"].tolist(), after["iou_per_class"].tolist()
-    names = list(class_names) if class_names is not None else [str(i) for i in range(len(first))]
-    width = max(len("class"), *(len(n) for n in names))
-    pct = _pct
-
-    def delta(a: float, b: float) -> str:
-        return "     -" if a != a or b != b else f"{100 * (b - a):+6.1f}"
-
-    lines = [title] if title else []
-    lines.append(f"{'class':<{width}}  before  after  change")
-    lines.append("-" * (width + 24))
-    for name, a, b in zip(names, first, second, strict=False):
-        lines.append(f"{name:<{width}}   {pct(a)}  {pct(b)}  {delta(a, b)}")
-    lines.append("-" * (width + 24))
-    m0, m1 = float(before["miou"]), float(after["miou"])
-    lines.append(f"{'mIoU':<{width}}   {pct(m0)}  {pct(m1)}  {delta(m0, m1)}")
-    if "biou" in before and "biou" in after:  # what a refinement buys at the edges
-        b0, b1 = float(before["biou"]), float(after["biou"])
-        lines.append(f"{'BIoU':<{width}}   {pct(b0)}  {pct(b1)}  {delta(b0, b1)}")
-    return "\n".join(lines)

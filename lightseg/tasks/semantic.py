@@ -37,7 +37,7 @@ class SemanticSegmentationTask(BaseTask):
     ``{stage}_biou_<class>``) and what the data set's :class:`~lightseg.metrics.EvaluationProtocol`
     adds (Cityscapes: ``{stage}_iiou``, ``{stage}_category_iou``, ``{stage}_category_iiou``
     and their per-class/per-category values); prints a per-class table at the end of
-    ``validate``/``test``. Evaluation steps return each image's scores (see
+    ``validate``/``test``. Test steps return each image's scores (see
     :func:`~lightseg.metrics.image_scores`) for callbacks such as
     :class:`~lightseg.callbacks.PerImageScores`.
 
@@ -292,8 +292,9 @@ class SemanticSegmentationTask(BaseTask):
         loss, scores = self._step(batch, stage)
         counts = cast(SegmentationMetrics, self.stage_metrics(stage)).last_counts
         outputs: dict[str, Any] = {"loss": loss}
-        if counts is not None:
-            # each image's scores (small: [B, C]); callbacks read them in on_*_batch_end
+        if counts is not None and stage == "test":
+            # each image's scores (small: [B, C]) for the test callbacks (per-image CSV, worst images);
+            # validation inside fit has no reader for them
             outputs["image_scores"] = {k: v.cpu() for k, v in image_scores(counts).items()}
             outputs["ids"] = batch.get("id") or [None] * len(batch["mask"])
         if self.return_probs:

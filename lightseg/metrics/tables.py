@@ -1,0 +1,82 @@
+"""Plain-text tables of semantic results: per class (and per category), and a before/after comparison."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+
+
+def _pct(v: float) -> str:
+    return "    -" if v != v else f"{100 * v:5.1f}"
+
+
+def format_class_table(
+    results: Mapping[str, torch.Tensor],
+    class_names: Sequence[str] | None = None,
+    title: str = "",
+    category_names: Sequence[str] | None = None,
+) -> str:
+    """A plain-text per-class table (IoU, accuracy, Dice, and BIoU / iIoU when computed, in %) with the means.
+
+    When the results hold category scores, a category table (IoU, iIoU) follows.
+    """
+    columns = [("IoU", "iou_per_class", "miou"), ("Acc", "acc_per_class", "macc"), ("Dice", "dice_per_class", "mdice")]
+    columns += [(h, k, m) for h, k, m in (("BIoU", "biou_per_class", "biou"), ("iIoU", "iiou_per_class", "iiou"))
+                if k in results]  # fmt: skip
+    values = [results[k].tolist() for _, k, _ in columns]
+    names = list(class_names) if class_names is not None else [str(i) for i in range(len(values[0]))]
+    width = max(len("class"), *(len(n) for n in names))
+    rule = "-" * (width + 2 + 7 * len(columns))
+    lines = [title] if title else []
+    lines.append(f"{'class':<{width}}  " + "  ".join(f"{h:>5}" for h, _, _ in columns))
+    lines.append(rule)
+    for i, name in enumerate(names):
+        lines.append(f"{name:<{width}}  " + "  ".join(_pct(v[i]) for v in values))
+    lines.append(rule)
+    lines.append(f"{'mean':<{width}}  " + "  ".join(_pct(float(results[m])) for _, _, m in columns))
+    pixel_acc, fwiou = (_pct(float(results[k])).strip() for k in ("pixel_acc", "fwiou"))
+    lines.append(f"pixel acc {pixel_acc}  fwIoU {fwiou}")
+    if "category_iou_per_category" in results:
+        categories = [str(c) for c in category_names or range(len(results["category_iou_per_category"]))]
+        iou = results["category_iou_per_category"].tolist()
+        iiou = results["category_iiou_per_category"].tolist() if "category_iiou_per_category" in results else None
+        cwidth = max(len("category"), *(len(str(c)) for c in categories))
+        lines.append("")
+        lines.append(f"{'category':<{cwidth}}    IoU" + ("   iIoU" if iiou else ""))
+        lines.append("-" * (cwidth + (14 if iiou else 7)))
+        for k, name in enumerate(categories):
+            lines.append(f"{name:<{cwidth}}  {_pct(iou[k])}" + (f"  {_pct(iiou[k])}" if iiou else ""))
+        lines.append("-" * (cwidth + (14 if iiou else 7)))
+        means = f"{'mean':<{cwidth}}  {_pct(float(results['category_iou']))}"
+        lines.append(means + (f"  {_pct(float(results['category_iiou']))}" if iiou else ""))
+    return "\n".join(lines)
+
+
+def format_comparison_table(
+    before: dict[str, torch.Tensor],
+    after: dict[str, torch.Tensor],
+    class_names: Sequence[str] | None = None,
+    title: str = "",
+) -> str:
+    """Per-class IoU (%) of two results side by side with the change, e.g. network vs CRF."""
+    first, second = before["iou_per_class"].tolist(), after["iou_per_class"].tolist()
+    names = list(class_names) if class_names is not None else [str(i) for i in range(len(first))]
+    width = max(len("class"), *(len(n) for n in names))
+    pct = _pct
+
+    def delta(a: float, b: float) -> str:
+        return "     -" if a != a or b != b else f"{100 * (b - a):+6.1f}"
+
+    lines = [title] if title else []
+    lines.append(f"{'class':<{width}}  before  after  change")
+    lines.append("-" * (width + 24))
+    for name, a, b in zip(names, first, second, strict=False):
+        lines.append(f"{name:<{width}}   {pct(a)}  {pct(b)}  {delta(a, b)}")
+    lines.append("-" * (width + 24))
+    m0, m1 = float(before["miou"]), float(after["miou"])
+    lines.append(f"{'mIoU':<{width}}   {pct(m0)}  {pct(m1)}  {delta(m0, m1)}")
+    if "biou" in before and "biou" in after:  # what a refinement buys at the edges
+        b0, b1 = float(before["biou"]), float(after["biou"])
+        lines.append(f"{'BIoU':<{width}}   {pct(b0)}  {pct(b1)}  {delta(b0, b1)}")
+    return "\n".join(lines)
