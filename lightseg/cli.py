@@ -524,7 +524,7 @@ def build_cli(args: list[str] | None = None, run: bool = True) -> LightsegCLI:
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
         # Lightning's own use of a torch API that torch deprecates: nothing a user can act on
         warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
-        if args and args[0] in ("validate", "test"):
+        if (sys.argv[1:] if args is None else args)[:1] in (["validate"], ["test"]):
             # an evaluation writes beside the checkpoint's run: its checkpoint state is not resumed anyway
             warnings.filterwarnings("ignore", message="The dirpath has changed from")
         return LightsegCLI(args=args, run=run)
