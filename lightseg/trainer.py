@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 
+from lightseg.callbacks.defaults import add_missing, default_callbacks
 from lightseg.export import ExportResult, ExportSettings, describe, export_task
 
 
@@ -16,7 +17,10 @@ class LightsegTrainer(Trainer):
 
     Lightning's Trainer, with :meth:`export` and its subcommands described in lightseg's terms.
     The methods are Lightning's own; each docstring's first line is what ``lightseg --help``
-    says of the subcommand, and its ``ckpt_path`` text is the ``--ckpt_path`` help.
+    says of the subcommand, and its ``ckpt_path`` text is the ``--ckpt_path`` help. Each
+    run first adds the callbacks of :func:`~lightseg.callbacks.defaults.default_callbacks`
+    that the user did not configure (the dashboard where a logger can show it, per-image
+    test scores).
     """
 
     #: set by the CLI from ``--export.*``
@@ -45,6 +49,7 @@ class LightsegTrainer(Trainer):
                 ``--model.init_args.init_from``.
             weights_only: load the checkpoint with ``torch.load(weights_only=True)`` (``None``: Lightning's choice).
         """
+        self.add_default_callbacks(model, "fit")
         super().fit(model, train_dataloaders, val_dataloaders, datamodule, ckpt_path, weights_only)
 
     def validate(
@@ -68,6 +73,7 @@ class LightsegTrainer(Trainer):
             datamodule: the data.
             weights_only: load the checkpoint with ``torch.load(weights_only=True)`` (``None``: Lightning's choice).
         """
+        self.add_default_callbacks(model, "validate")
         return super().validate(model, dataloaders, ckpt_path, verbose, datamodule, weights_only)
 
     def test(
@@ -91,6 +97,7 @@ class LightsegTrainer(Trainer):
             datamodule: the data.
             weights_only: load the checkpoint with ``torch.load(weights_only=True)`` (``None``: Lightning's choice).
         """
+        self.add_default_callbacks(model, "test")
         return super().test(model, dataloaders, ckpt_path, verbose, datamodule, weights_only)
 
     def predict(
@@ -113,7 +120,13 @@ class LightsegTrainer(Trainer):
                 runs of this config), ``last`` (the newest ``last.ckpt``) or a ``.ckpt`` file.
             weights_only: load the checkpoint with ``torch.load(weights_only=True)`` (``None``: Lightning's choice).
         """
+        self.add_default_callbacks(model, "predict")
         return super().predict(model, dataloaders, datamodule, return_predictions, ckpt_path, weights_only)
+
+    def add_default_callbacks(self, model: LightningModule | None, fn: str) -> None:
+        """Add the default callbacks of a ``fn`` run of ``model`` that are not configured."""
+        task = model if model is not None else self.strategy.lightning_module
+        add_missing(cast(Any, self).callbacks, default_callbacks(task, fn, logging=bool(self.loggers)))
 
     def export(
         self, model: LightningModule, datamodule: LightningDataModule | None = None, ckpt_path: str | None = None

@@ -1,7 +1,14 @@
-"""Shared type aliases and the batch contracts every task and data module keeps."""
+"""Shared type aliases, the batch contracts every task and data module keeps, and what steps return.
+
+Tasks and callbacks talk through Lightning's own channel: a step returns one of the outputs
+below, and callbacks read it in ``on_validation_batch_end`` / ``on_test_batch_end`` /
+``on_predict_batch_end``. Nothing is switched on by setting flags on a task.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from functools import cached_property
 from typing import Literal, NotRequired, TypedDict
 
 import torch
@@ -42,3 +49,55 @@ class PredictItem(TypedDict):
     image: torch.Tensor
     path: str
     size: tuple[int, int]
+
+
+@dataclass(eq=False)
+class SemanticEvalOutput:
+    """What a semantic task's validation and test steps return to callbacks, for one batch.
+
+    ``probs`` and ``labels`` are computed when a callback first reads them and cached for
+    the batch; Lightning keeps no evaluation output after its batch, so neither outlives it.
+
+    Attributes:
+        scores: ``[B,C,H,W]`` per-pixel scores of the padded batch: logits in plain
+            inference, averaged probabilities with a sliding window or test-time augmentation.
+        scores_are_probs: whether ``scores`` are probabilities already.
+        sizes: each image's ``(H, W)`` before padding (``None``: the batch's own size).
+        loss: the batch's mean loss.
+        image_scores: each image's scores (test only; see :func:`~lightseg.metrics.image_scores`).
+        ids: each image's sample id (``None`` where the data set gives none; test only).
+    """
+
+    scores: torch.Tensor
+    scores_are_probs: bool = False
+    sizes: list[tuple[int, int]] | None = None
+    loss: torch.Tensor | None = None
+    image_scores: dict[str, torch.Tensor] | None = None
+    ids: list[str | None] | None = None
+
+    @cached_property
+    def probs(self) -> torch.Tensor:
+        """float32 class probabilities ``[B,C,H,W]`` (what the dense CRF refines)."""
+        scores = self.scores.detach().float()
+        return scores if self.scores_are_probs else scores.softmax(1)
+
+    @cached_property
+    def labels(self) -> torch.Tensor:
+        """Predicted labels ``[B,H,W]`` (int64)."""
+        return self.scores.detach().argmax(1)
+
+
+class SemanticPrediction(TypedDict):
+    """What a semantic task's predict step returns, per batch.
+
+    ``mask`` (uint8, or int32 beyond 256 classes, on the CPU) holds the predicted labels of
+    the padded batch, ``size`` each image's ``(H, W)``. ``probs`` (float32 ``[B,C,H,W]``, on
+    the model's device) is there for the callbacks of the batch (the dense CRF refines it and
+    writes the refined labels into ``mask``); the task drops it in its own
+    ``on_predict_batch_end``, after the callbacks, so that kept predictions stay small.
+    """
+
+    mask: torch.Tensor
+    path: list[str]
+    size: list[tuple[int, int]]
+    probs: NotRequired[torch.Tensor]

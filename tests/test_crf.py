@@ -16,6 +16,7 @@ from lightseg.crf import CRF_PRESETS, CRFParams, dense_crf
 from lightseg.datamodules import pad_collate
 from lightseg.errors import LightsegError
 from lightseg.metrics import SegmentationMetrics
+from lightseg.types import SemanticEvalOutput
 
 from conftest import ROOT
 
@@ -131,7 +132,7 @@ def test_test_time_crf_refines_each_image_at_its_size_whatever_the_batch() -> No
         callback.setup(trainer, task, "test")
         for group in groups:
             batch, probs = _padded_batch([scenes[i] for i in group])
-            callback.on_test_batch_end(trainer, task, {"probs": probs}, batch, 0)
+            callback.on_test_batch_end(trainer, task, SemanticEvalOutput(probs, True, batch["size"]), batch, 0)
         assert callback.metric is not None
         results.append(callback.metric.compute()["confmat"])
     expected = SegmentationMetrics(3)
@@ -164,7 +165,7 @@ def test_search_on_mixed_sizes_scores_every_setting_on_the_first_images(tmp_path
     search.on_validation_epoch_start(trainer, task)
     for group in ([0, 1], [2, 3]):  # mixed sizes in one padded batch; the 4th image is beyond max_images
         batch, probs = _padded_batch([scenes[i] for i in group])
-        search.on_validation_batch_end(trainer, task, {"probs": probs}, batch, 0)
+        search.on_validation_batch_end(trainer, task, SemanticEvalOutput(probs, True, batch["size"]), batch, 0)
     search.on_validation_epoch_end(trainer, task)
     written = (tmp_path / "crf.yaml").read_text()
     assert written.startswith("# Dense-CRF setting chosen on 3 validation images")

@@ -13,12 +13,14 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from lightseg.callbacks import SegmentationDashboard
 from lightseg.callbacks.dashboard import image_iou
 from lightseg.cli import main
 from lightseg.datamodules import ShapesDataModule
+from lightseg.types import SemanticEvalOutput
 from lightseg.visualize import confusion_matrix_image, overlay, sample_panel, to_uint8_image
 
 from conftest import ROOT, TINY_SHAPES
@@ -248,9 +250,8 @@ def test_image_iou_averages_the_classes_present_in_truth_or_prediction() -> None
 
 def test_worst_images_are_the_lowest_iou_ones_across_batches() -> None:
     dashboard = SegmentationDashboard(worst_k=2)
-    task = SimpleNamespace(hparams={"num_classes": 2, "ignore_index": 255}, return_labels=False)
+    task = SimpleNamespace(hparams={"num_classes": 2, "ignore_index": 255})
     dashboard.on_test_start(None, task)  # type: ignore[arg-type]
-    assert task.return_labels
     target = torch.zeros(2, 4, 4, dtype=torch.long)
     target[:, :, 2:] = 1
     scores = {}
@@ -260,7 +261,9 @@ def test_worst_images_are_the_lowest_iou_ones_across_batches() -> None:
             labels[image, :, :columns] = 1 - labels[image, :, :columns]  # the first `columns` columns wrong
             scores[(batch_idx, image)] = image_iou(labels[image], target[image], 2, 255)
         batch = {"image": torch.rand(2, 3, 4, 4), "mask": target, "size": [(4, 4), (4, 4)]}
-        dashboard.on_test_batch_end(None, task, {"labels": labels}, batch, batch_idx)  # type: ignore[arg-type]
+        logits = F.one_hot(labels, 2).permute(0, 3, 1, 2).float()  # the step's scores; labels are their argmax
+        outputs = SemanticEvalOutput(logits, sizes=batch["size"])
+        dashboard.on_test_batch_end(None, task, outputs, batch, batch_idx)  # type: ignore[arg-type]
     kept = sorted(entry[2]["iou"] for entry in dashboard._worst)
     assert kept == pytest.approx(sorted(scores.values())[:2])
     assert kept[0] == pytest.approx((0 + 4 / 16) / 2)  # three of four columns wrong

@@ -11,7 +11,12 @@ from PIL import Image
 from pycocotools import mask as mask_api
 
 from lightseg.cli import main
-from lightseg.datamodules import CityscapesInstanceDataModule, ShapesInstanceDataModule, ShapesKeypointDataModule
+from lightseg.datamodules import (
+    CityscapesInstanceDataModule,
+    COCOKeypointDataModule,
+    ShapesInstanceDataModule,
+    ShapesKeypointDataModule,
+)
 from lightseg.errors import LightsegError
 from lightseg.tasks import InstanceSegmentationTask, KeypointDetectionTask
 
@@ -65,6 +70,23 @@ def test_shapes_coco_files_hold_polygons_rles_and_ordered_triangle_keypoints(tmp
             assert cross > 0
         assert a["num_keypoints"] == sum(v > 0 for v in (av, lv, rv))
     assert keypoints.reference.flip_pairs() == [(1, 2)]
+
+
+def test_keypoint_flip_pairs_are_the_data_modules_and_checked(tmp_path: Path) -> None:
+    shapes = ShapesKeypointDataModule(root=str(tmp_path), num_train=4, num_val=2, num_test=2, image_size=32)
+    shapes.prepare_data()
+    files = {f"{split}_images": f"images/{split}" for split in ("train", "val")}
+    files |= {f"{split}_annotations": f"annotations/person_keypoints_{split}.json" for split in ("train", "val")}
+
+    def train_flip_pairs(**kwargs: object) -> list[tuple[int, int]]:
+        data = COCOKeypointDataModule(str(shapes.data_dir), **files, num_workers=0, **kwargs)  # type: ignore[arg-type]
+        data.setup("fit")
+        return data.train_dataset.transform.flip_pairs  # type: ignore[union-attr]
+
+    assert train_flip_pairs() == [(1, 2)]  # left_base <-> right_base, from the names
+    assert train_flip_pairs(flip_pairs=[[1, 2], [0, 0]]) == [(1, 2), (0, 0)]
+    with pytest.raises(LightsegError, match=r"flip_pairs \[\(1, 3\)\] name keypoints outside 0\.\.2"):
+        train_flip_pairs(flip_pairs=[(1, 3)])
 
 
 def test_cityscapes_instances_from_instance_ids(tmp_path: Path) -> None:

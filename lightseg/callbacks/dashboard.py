@@ -19,6 +19,9 @@ from lightseg.callbacks.per_image import gather_lists
 from lightseg.errors import LightsegError
 from lightseg.metrics.segmentation import PER_CLASS_KEYS, ImageCounts, image_confusion, image_scores
 from lightseg.run_folder import run_dir
+from lightseg.tasks.detection import DetectionTask
+from lightseg.tasks.semantic import SemanticSegmentationTask
+from lightseg.types import SemanticEvalOutput
 from lightseg.visualize import confusion_matrix_image, draw_detections, sample_panel, to_uint8_image
 
 
@@ -81,9 +84,8 @@ class SegmentationDashboard(Callback):
 
     @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        self.detection = hasattr(pl_module, "iou_types")
-        semantic = all(hasattr(pl_module, a) for a in ("epoch_results", "predict_probs", "return_labels"))
-        if not (semantic or self.detection):
+        self.detection = isinstance(pl_module, DetectionTask)
+        if not isinstance(pl_module, SemanticSegmentationTask | DetectionTask):
             raise LightsegError(
                 f"SegmentationDashboard draws lightseg's semantic, instance and keypoint results; "
                 f"{type(pl_module).__name__} is none of those tasks: remove the callback from trainer.callbacks"
@@ -135,8 +137,6 @@ class SegmentationDashboard(Callback):
     @override
     def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._worst, self._seen, self._image_mious = [], 0, []
-        if not self.detection:  # only semantic tasks hand out per-image labels
-            cast(Any, pl_module).return_labels = self.worst_k > 0
 
     @override
     def on_test_batch_end(
@@ -148,22 +148,25 @@ class SegmentationDashboard(Callback):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        if isinstance(outputs, dict) and "image_scores" in outputs:
-            self._image_mious += [v for v in outputs["image_scores"]["miou"].tolist() if v == v]
-        if self.worst_k <= 0 or not isinstance(outputs, dict) or "labels" not in outputs:
+        if not isinstance(outputs, SemanticEvalOutput):
+            return
+        if outputs.image_scores is not None:
+            self._image_mious += [v for v in outputs.image_scores["miou"].tolist() if v == v]
+        if self.worst_k <= 0:
             return
         task = cast(Any, pl_module)
         sizes = batch.get("size") or [tuple(batch["image"].shape[-2:])] * len(batch["image"])
         for i, (height, width) in enumerate(sizes):
             target = batch["mask"][i, :height, :width]
-            labels = outputs["labels"][i, :height, :width]
-            if "image_scores" in outputs:  # the task's own per-image scores
-                score = float(outputs["image_scores"]["miou"][i])
+            if outputs.image_scores is not None:  # the task's own per-image scores: labels only when kept
+                score = float(outputs.image_scores["miou"][i])
             else:
-                score = image_iou(labels, target, task.hparams["num_classes"], task.hparams["ignore_index"])
+                score = image_iou(outputs.labels[i, :height, :width], target, task.hparams["num_classes"],
+                                  task.hparams["ignore_index"])  # fmt: skip
             key = (-score, self._seen)  # a max-heap on IoU keeps the k lowest
             self._seen += 1
             if len(self._worst) < self.worst_k or key > (self._worst[0][0], self._worst[0][1]):
+                labels = outputs.labels[i, :height, :width]
                 image = batch["image"][i, :, :height, :width]
                 entry = (key[0], key[1], self._sample(task, None, image, target, labels, score))
                 if len(self._worst) < self.worst_k:
@@ -173,8 +176,6 @@ class SegmentationDashboard(Callback):
 
     @override
     def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if not self.detection:
-            cast(Any, pl_module).return_labels = False
         self._log_results(trainer, pl_module, "test")
         self._log_distribution(trainer, "test_image_miou", gather_lists(self._image_mious))
         if self.worst_k <= 0:

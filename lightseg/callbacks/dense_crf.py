@@ -31,6 +31,8 @@ from lightseg.crf import (
 from lightseg.metrics import SegmentationMetrics
 from lightseg.metrics.segmentation import PROTOCOL_SCALAR_KEYS, SCALAR_KEYS
 from lightseg.metrics.tables import format_comparison_table
+from lightseg.tasks.semantic import SemanticSegmentationTask
+from lightseg.types import SemanticEvalOutput
 
 
 def _to_uint8_images(images: torch.Tensor) -> list[np.ndarray]:
@@ -99,21 +101,18 @@ class CRFPool:
 
 
 class _SemanticOnly(Callback):
-    """Shared checks: semantic tasks only (others get one warning), probabilities requested."""
+    """Shared check: semantic tasks only (others get one warning and nothing is done)."""
 
     active = False
 
     def _attach(self, pl_module: LightningModule) -> bool:
-        if not hasattr(pl_module, "return_probs") or not hasattr(pl_module, "predict_probs"):
+        self.active = isinstance(pl_module, SemanticSegmentationTask)
+        if not self.active:
             rank_zero_warn(
                 f"{type(self).__name__} refines semantic segmentation probabilities; "
                 f"{type(pl_module).__name__} is not a semantic task, so it does nothing"
             )
-            self.active = False
-            return False
-        cast(Any, pl_module).return_probs = True
-        self.active = True
-        return True
+        return self.active
 
 
 class DenseCRF(_SemanticOnly):
@@ -192,7 +191,7 @@ class DenseCRF(_SemanticOnly):
     def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         # the task's protocol is known once it is set up: the CRF's masks get the same Boundary IoU
         hp = pl_module.hparams
-        protocol = getattr(pl_module, "protocol", None)
+        protocol = cast(SemanticSegmentationTask, pl_module).protocol
         self.metric = SegmentationMetrics(hp["num_classes"], hp["ignore_index"], protocol).to(pl_module.device)
 
     @override
@@ -205,9 +204,9 @@ class DenseCRF(_SemanticOnly):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        if not self.active or not outputs:
+        if not self.active or not isinstance(outputs, SemanticEvalOutput):
             return
-        items = native_items(batch, outputs["probs"])
+        items = native_items(batch, outputs.probs)
         labels = self.pool.map_labels([(image, prob) for image, prob, _ in items], self.params)
         assert self.metric is not None
         for label, (*_, mask) in zip(labels, items, strict=True):
@@ -238,7 +237,7 @@ class DenseCRF(_SemanticOnly):
     ) -> None:
         if not self.active or "probs" not in outputs:
             return
-        items = native_items({"image": batch["image"], "size": outputs["size"]}, outputs.pop("probs"))
+        items = native_items({"image": batch["image"], "size": outputs["size"]}, outputs["probs"])
         refined = self.pool.map_labels([(image, prob) for image, prob, _ in items], self.params)
         for i, labels in enumerate(refined):
             height, width = outputs["size"][i]
@@ -247,8 +246,6 @@ class DenseCRF(_SemanticOnly):
     @override
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         self.pool.close()
-        if self.active:
-            cast(Any, pl_module).return_probs = False
 
 
 class DenseCRFSearch(_SemanticOnly):
@@ -334,10 +331,12 @@ class DenseCRFSearch(_SemanticOnly):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        if not self.active or not outputs or trainer.sanity_checking or self.network is None:
+        if not self.active or not isinstance(outputs, SemanticEvalOutput):
+            return
+        if trainer.sanity_checking or self.network is None:
             return
         chosen = []
-        for item in native_items(batch, outputs["probs"]):
+        for item in native_items(batch, outputs.probs):
             # the image's position in the split under the unpadded distributed sampler
             if trainer.global_rank + self.seen * trainer.world_size < self.max_images:
                 chosen.append(item)
@@ -391,5 +390,3 @@ class DenseCRFSearch(_SemanticOnly):
     @override
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         self.pool.close()
-        if self.active:
-            cast(Any, pl_module).return_probs = False

@@ -14,6 +14,7 @@ from torch import distributed as dist
 from typing_extensions import override
 
 from lightseg.run_folder import display_path, run_dir
+from lightseg.types import SemanticEvalOutput
 
 #: the per-image scalars, in column order, and the per-class scores (``<score>_<class>`` columns)
 SCALARS = ("miou", "pixel_acc", "mbiou")
@@ -56,11 +57,11 @@ class PerImageScores(Callback):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        if not isinstance(outputs, dict) or "image_scores" not in outputs:
+        if not isinstance(outputs, SemanticEvalOutput) or outputs.image_scores is None:
             return
-        scores = outputs["image_scores"]
+        scores = outputs.image_scores
         names = _class_names(pl_module)
-        for i, image_id in enumerate(outputs["ids"]):
+        for i, image_id in enumerate(outputs.ids or [None] * len(outputs.scores)):
             row: dict[str, Any] = {"id": image_id if image_id is not None else f"#{len(self._rows)}"}
             row.update({key: float(scores[key][i]) for key in SCALARS if key in scores})
             for key in PER_CLASS:

@@ -431,6 +431,8 @@ class COCODataModule(DetectionDataModule, AnnotationFiles):
         test_images: test image folder.
         test_annotations: test annotation file.
         hflip: random horizontal flips in training (keypoints swap left/right).
+        flip_pairs: keypoint index pairs that swap under a horizontal flip (``None``: the names
+            that differ by ``left``/``right``).
         train_skip_empty: leave images without usable annotations out of training (they always
             stay in evaluation).
         unknown_categories: ``error`` or ``skip`` for annotations of unlisted categories.
@@ -453,6 +455,7 @@ class COCODataModule(DetectionDataModule, AnnotationFiles):
         test_images: str = "val2017",
         test_annotations: str | None = None,
         hflip: bool = True,
+        flip_pairs: list[tuple[int, int]] | None = None,
         train_skip_empty: bool = True,
         unknown_categories: UnknownCategories = "error",
         batch_size: int = 2,
@@ -474,6 +477,7 @@ class COCODataModule(DetectionDataModule, AnnotationFiles):
             "test": (self.root / test_images, resolve(test_annotations, f"annotations/{prefix}_val2017.json")),
         }
         self.hflip = hflip
+        self.flip_pairs = [(int(a), int(b)) for a, b in flip_pairs] if flip_pairs is not None else None
         self.train_skip_empty = train_skip_empty
         self.unknown_categories: UnknownCategories = unknown_categories
 
@@ -499,6 +503,18 @@ class COCODataModule(DetectionDataModule, AnnotationFiles):
     def skeleton(self) -> list[tuple[int, int]]:
         return self.reference.skeleton
 
+    def keypoint_flip_pairs(self) -> list[tuple[int, int]]:
+        """The keypoint pairs a training flip swaps: ``flip_pairs``, or those the names give."""
+        if self.flip_pairs is None:
+            return self.reference.flip_pairs()
+        count = len(self.keypoint_names)
+        bad = [p for p in self.flip_pairs if not all(0 <= i < count for i in p)] if count else []
+        if bad:
+            raise LightsegError(
+                f"flip_pairs {bad} name keypoints outside 0..{count - 1} ({self.reference.source} has {count})"
+            )
+        return self.flip_pairs
+
     def make_dataset(self, split: str) -> COCODataset:
         """The dataset of ``split``; training gets the flip and (optionally) leaves out empty images."""
         annotations = self.annotations(split)
@@ -508,7 +524,7 @@ class COCODataModule(DetectionDataModule, AnnotationFiles):
                 f"{self.reference.source} has {self.category_ids[1:]}; the splits must share their categories"
             )
         train = split == "train"
-        transform = DetectionTransform(self.hflip, self.reference.flip_pairs()) if train else None
+        transform = DetectionTransform(self.hflip, self.keypoint_flip_pairs()) if train else None
         dataset = COCODataset(
             annotations,
             self.paths[split][0],

@@ -255,7 +255,8 @@ class BaseTask(LightningModule, ABC):
     @override
     def configure_callbacks(self) -> Sequence[Callback] | Callback:
         # Replace Lightning's default (unmonitored) checkpoint with one on the task's metric,
-        # unless checkpointing is off or the user configured a monitored checkpoint.
+        # unless checkpointing is off or the user configured a monitored checkpoint. (The
+        # run's other default callbacks are the trainer's: lightseg.callbacks.defaults.)
         callbacks: list[Callback] = []
         checkpoints = [cb for cb in self.trainer.checkpoint_callbacks if isinstance(cb, ModelCheckpoint)]
         if checkpoints and not any(cb.monitor for cb in checkpoints):
@@ -268,15 +269,7 @@ class BaseTask(LightningModule, ABC):
                     auto_insert_metric_name=False,
                 )
             )
-        # the task's dashboard wherever a run has a logger, unless the user configured one
-        dashboard = self.default_dashboard() if self.trainer.loggers else None
-        if dashboard is not None and not any(type(cb) is type(dashboard) for cb in cast(Any, self.trainer).callbacks):
-            callbacks.append(dashboard)
         return callbacks
-
-    def default_dashboard(self) -> Callback | None:
-        """The picture-logging callback a run of this task gets by default (``None``: none)."""
-        return None
 
 
 def capture_rng() -> dict[str, Any]:

@@ -6,13 +6,11 @@ from collections.abc import Sequence
 from typing import Any, ClassVar, Literal, cast
 
 import torch
-from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 from typing_extensions import override
 
-from lightseg.callbacks.dashboard import SegmentationDashboard
 from lightseg.errors import LightsegError
 from lightseg.metrics.coco import COCO_OKS_SIGMAS, STAT_NAMES, Backend, COCOEvaluator, IoUType
 from lightseg.models.detection import (
@@ -228,10 +226,6 @@ class DetectionTask(BaseTask):
             self.print(format_ap_table(results, evaluated, self.class_names))
 
     @override
-    def default_dashboard(self) -> Callback | None:
-        return SegmentationDashboard(warn_unsupported=False, worst_k=0, confusion_matrix=False)
-
-    @override
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
         predictions = self(batch["images"])
         return {
@@ -339,8 +333,8 @@ class KeypointDetectionTask(DetectionTask):
     """Keypoint R-CNN (torchvision): person (or any object) boxes and their keypoints.
 
     Keypoints are predicted as 56x56 one-hot heatmaps with a softmax over each map.
-    Horizontal flips in training swap the ``flip_pairs`` (from the data set's keypoint
-    names, ``left_*`` <-> ``right_*``, unless given here).
+    Horizontal flips in training swap left and right keypoints: that is the data module's
+    (:class:`~lightseg.datamodules.COCODataModule`'s ``flip_pairs``).
 
     Args:
         arch: ``keypointrcnn_resnet50_fpn`` (COCO weights available), or the light
@@ -348,7 +342,6 @@ class KeypointDetectionTask(DetectionTask):
         num_classes: classes including background (2 for people).
         num_keypoints: keypoints per instance (17 for COCO people).
         keypoint_names: names of the keypoints (``None``: the data set's).
-        flip_pairs: keypoint index pairs that swap under a horizontal flip (``None``: from the names).
         oks_sigmas: per-keypoint OKS constants for evaluation; ``None`` takes COCO's for 17
             keypoints and is an error for other skeletons.
         keypoint_head: ``(layers, channels)`` of the keypoint head (``None``: torchvision's 8 x 512;
@@ -381,7 +374,6 @@ class KeypointDetectionTask(DetectionTask):
         num_classes: int = 2,
         num_keypoints: int = 17,
         keypoint_names: list[str] | None = None,
-        flip_pairs: list[tuple[int, int]] | None = None,
         oks_sigmas: list[float] | None = None,
         keypoint_head: tuple[int, int] | None = None,
         weights: str | None = None,
@@ -440,11 +432,3 @@ class KeypointDetectionTask(DetectionTask):
         own = self.hparams["keypoint_names"]
         if own is not None and names and tuple(own) != names:
             raise LightsegError(f"keypoint_names {own} differ from the data set's {list(names)}")
-        pairs = self.hparams["flip_pairs"]
-        train = getattr(datamodule, "train_dataset", None)
-        transform = getattr(train, "transform", None)
-        if pairs is not None and transform is not None and hasattr(transform, "flip_pairs"):
-            bad = [p for p in pairs if not (0 <= p[0] < k and 0 <= p[1] < k)]
-            if bad:
-                raise LightsegError(f"flip_pairs {bad} name keypoints outside 0..{k - 1}")
-            transform.flip_pairs = [tuple(p) for p in pairs]

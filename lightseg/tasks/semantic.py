@@ -9,14 +9,11 @@ from typing import Any, ClassVar, Literal, cast
 
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 from torchmetrics import MeanMetric
 from typing_extensions import override
 
-from lightseg.callbacks.dashboard import SegmentationDashboard
-from lightseg.callbacks.per_image import PerImageScores
 from lightseg.errors import LightsegError
 from lightseg.inference import slide_logits, tta_probs
 from lightseg.losses import LossName, SegmentationLoss, median_frequency_weights
@@ -24,7 +21,7 @@ from lightseg.metrics import EvaluationProtocol, SegmentationMetrics, format_cla
 from lightseg.metrics.segmentation import PROTOCOL_SCALAR_KEYS, SCALAR_KEYS
 from lightseg.models.semantic import ArchName, build_semantic_model
 from lightseg.tasks.base import BaseTask
-from lightseg.types import SemanticBatch, Stage
+from lightseg.types import SemanticBatch, SemanticEvalOutput, SemanticPrediction, Stage
 
 
 class SemanticSegmentationTask(BaseTask):
@@ -37,9 +34,11 @@ class SemanticSegmentationTask(BaseTask):
     ``{stage}_biou_<class>``) and what the data set's :class:`~lightseg.metrics.EvaluationProtocol`
     adds (Cityscapes: ``{stage}_iiou``, ``{stage}_category_iou``, ``{stage}_category_iiou``
     and their per-class/per-category values); prints a per-class table at the end of
-    ``validate``/``test``. Test steps return each image's scores (see
-    :func:`~lightseg.metrics.image_scores`) for callbacks such as
-    :class:`~lightseg.callbacks.PerImageScores`.
+    ``validate``/``test``. Validation and test steps return a
+    :class:`~lightseg.types.SemanticEvalOutput` (probabilities, labels and, in test, each
+    image's scores) and predict steps a :class:`~lightseg.types.SemanticPrediction`, which
+    callbacks such as :class:`~lightseg.callbacks.PerImageScores`,
+    :class:`~lightseg.callbacks.DenseCRF` and the dashboard read in their ``on_*_batch_end``.
 
     Args:
         arch: ``fcn32s``/``fcn16s``/``fcn8s`` (VGG16 FCN), ``fcn`` (torchvision FCN-ResNet),
@@ -126,10 +125,6 @@ class SemanticSegmentationTask(BaseTask):
             no_weight_decay_on=no_weight_decay_on,
             init_from=init_from,
         )
-        #: set by callbacks that need probabilities (the dense CRF): evaluation steps then return them
-        self.return_probs = False
-        #: set by callbacks that need each image's predicted labels (the dashboard's worst images)
-        self.return_labels = False
         #: what validation and test report (set from the data module at setup)
         self.protocol: EvaluationProtocol | None = None
         # images whose pixels are all void have no loss (NaN): left out of the mean
@@ -288,31 +283,28 @@ class SemanticSegmentationTask(BaseTask):
             self.stage_metrics(stage).update(scores.detach(), batch["mask"], batch.get("size"), instances)
         return loss, scores
 
-    def _eval_outputs(self, batch: SemanticBatch, stage: Stage) -> dict[str, Any]:
+    def _eval_outputs(self, batch: SemanticBatch, stage: Stage) -> SemanticEvalOutput:
         loss, scores = self._step(batch, stage)
+        output = SemanticEvalOutput(scores, not self.plain_inference, batch.get("size"), loss)
         counts = cast(SegmentationMetrics, self.stage_metrics(stage)).last_counts
-        outputs: dict[str, Any] = {"loss": loss}
         if counts is not None and stage == "test":
             # each image's scores (small: [B, C]) for the test callbacks (per-image CSV, worst images);
             # validation inside fit has no reader for them
-            outputs["image_scores"] = {k: v.cpu() for k, v in image_scores(counts).items()}
-            outputs["ids"] = batch.get("id") or [None] * len(batch["mask"])
-        if self.return_probs:
-            outputs["probs"] = (scores if not self.plain_inference else scores.float().softmax(1)).detach()
-        if self.return_labels:
-            outputs["labels"] = scores.detach().max(1).indices
-        return outputs
+            output.image_scores = {k: v.cpu() for k, v in image_scores(counts).items()}
+            ids: list[str | None] = list(batch.get("id") or [])
+            output.ids = ids or [None] * len(batch["mask"])
+        return output
 
     @override
-    def validation_step(self, batch: SemanticBatch, batch_idx: int) -> dict[str, Any]:  # type: ignore[override]
+    def validation_step(self, batch: SemanticBatch, batch_idx: int) -> SemanticEvalOutput:  # type: ignore[override]
         return self._eval_outputs(batch, "val")
 
     @override
-    def test_step(self, batch: SemanticBatch, batch_idx: int) -> dict[str, Any]:  # type: ignore[override]
+    def test_step(self, batch: SemanticBatch, batch_idx: int) -> SemanticEvalOutput:  # type: ignore[override]
         return self._eval_outputs(batch, "test")
 
     @override
-    def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
+    def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> SemanticPrediction:
         sizes = batch["size"]
         if len(set(sizes)) > 1:  # as in evaluation: each image at its own size
             height, width = batch["image"].shape[-2:]
@@ -325,10 +317,13 @@ class SemanticSegmentationTask(BaseTask):
         else:
             probs = self.predict_probs(batch["image"])
         labels = probs.max(1).indices.to(torch.uint8 if self.hparams["num_classes"] <= 256 else torch.int32)
-        prediction = {"mask": labels.cpu(), "path": batch["path"], "size": batch["size"]}
-        if self.return_probs:
-            prediction["probs"] = probs.float().cpu()
-        return prediction
+        return {"mask": labels.cpu(), "path": batch["path"], "size": batch["size"], "probs": probs.float()}
+
+    @override
+    def on_predict_batch_end(self, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        # called after the callbacks' hook: the probabilities were theirs for the batch only
+        if isinstance(outputs, dict):
+            outputs.pop("probs", None)
 
     def _end_epoch(self, stage: str) -> dict[str, torch.Tensor]:
         metric = self.stage_metrics(stage)
@@ -369,19 +364,6 @@ class SemanticSegmentationTask(BaseTask):
     def _table(self, results: dict[str, torch.Tensor], title: str) -> str:
         categories = self.protocol.categories if self.protocol is not None else {}
         return format_class_table(results, self.class_names, title=title, category_names=list(categories))
-
-    @override
-    def default_dashboard(self) -> Callback | None:
-        return SegmentationDashboard(warn_unsupported=False)
-
-    @override
-    def configure_callbacks(self) -> Sequence[Callback] | Callback:
-        callbacks = list(cast(Sequence[Callback], super().configure_callbacks()))
-        # a test run writes every image's scores, unless the user configured where
-        configured = any(isinstance(cb, PerImageScores) for cb in cast(Any, self.trainer).callbacks)
-        if self.trainer.state.fn == "test" and not configured:
-            callbacks.append(PerImageScores())
-        return callbacks
 
     @override
     def setup(self, stage: str) -> None:
