@@ -23,8 +23,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from lightseg.colors import voc_colormap
 from lightseg.datamodules import VOCDataModule
-from lightseg.datamodules.io import voc_colormap
 from lightseg.models import build_semantic_model
 
 from report import record

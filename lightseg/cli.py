@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import inspect
 import json
 import logging
-import re
 import shlex
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, NoReturn, cast
+from typing import Any, cast
 
 import torch
 import yaml
@@ -40,7 +38,7 @@ from lightseg.checkpoints import ModelCheckpoint as RunCheckpoint
 from lightseg.config_files import check_config_files
 from lightseg.errors import LightsegError
 from lightseg.export import ExportSettings
-from lightseg.parser_errors import condense_parser_error
+from lightseg.parser_errors import LightsegArgumentParser
 from lightseg.run_folder import RunFolderGuard, run_dir
 from lightseg.tasks import BaseTask
 from lightseg.trainer import LightsegTrainer
@@ -99,25 +97,6 @@ class LoggerSaveConfigCallback(SaveConfigCallback):
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 checkpoint[WANDB_ID_KEY] = str(logger.version)
-
-
-class LightsegArgumentParser(LightningArgumentParser):
-    """jsonargparse's parser, but a wrong value is one line, not the usage of 150 options."""
-
-    @override
-    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
-        if not getattr(self, "exit_on_error", True):  # nested parsers report to their parent
-            super().error(message, ex)
-        prog = f"lightseg {self.prog.split()[-1]}" if " " in self.prog else "lightseg <subcommand>"
-        unrecognized = re.match(r"unrecognized arguments: (\S+)", message)
-        if unrecognized:  # argparse's own word for an unknown option: say which one was meant
-            option = unrecognized.group(1).split("=")[0]
-            known = [o for o in self._option_string_actions if o.startswith("--")]
-            close = difflib.get_close_matches(option, known, n=1)
-            message = f"unknown option {option!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
-        sys.stderr.write(f"lightseg: error: {condense_parser_error(message)}\n")
-        sys.stderr.write(f"`{prog} --help` lists every option\n")
-        raise SystemExit(2)
 
 
 class LightsegCLI(LightningCLI):

@@ -26,12 +26,14 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from lightseg.colors import voc_colormap
 from lightseg.datamodules.base import BaseDataModule, SplitDataModule
-from lightseg.datamodules.coco import COCODataset, DetectionDataModule
+from lightseg.datamodules.coco_format import COCODataset
+from lightseg.datamodules.detection import DetectionDataModule
 from lightseg.datamodules.files import BinaryMaskError, SegmentationFiles
-from lightseg.datamodules.io import progress, voc_colormap
+from lightseg.datamodules.io import progress
 from lightseg.errors import LightsegError, MaskLabelError
-from lightseg.visualize import labelled_rows
+from lightseg.visualize import labelled_rows, to_uint8_image
 
 #: what each kind of problem means, for the table
 KINDS = {
@@ -384,7 +386,7 @@ def _detection_picture(dataset: COCODataset, index: int) -> tuple[np.ndarray, np
     keep = target["labels"] >= 0
     names, skeleton = dataset.annotations.class_names, dataset.annotations.skeleton
     drawn = draw_detections(item["image"], detections, keep, target.get("masks"), names, skeleton, show_scores=False)
-    image = (item["image"].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    image = to_uint8_image(item["image"])
     return np.concatenate([image, np.full((image.shape[0], 4, 3), 255, np.uint8), drawn], axis=1), None
 
 

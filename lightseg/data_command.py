@@ -55,8 +55,8 @@ def data_main(args: list[str]) -> None:
 def _parse(args: list[str]) -> tuple[BaseDataModule, dict[str, Any]]:
     from lightning.pytorch import LightningDataModule
 
-    from lightseg.cli import LightsegArgumentParser
     from lightseg.config_files import check_config_files
+    from lightseg.parser_errors import LightsegArgumentParser
 
     check_config_files(args)
     rest: list[str] = []

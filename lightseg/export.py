@@ -33,7 +33,7 @@ from torch import nn
 
 import lightseg
 from lightseg.checkpoints import load_checkpoint
-from lightseg.datamodules.io import voc_colormap
+from lightseg.colors import mask_palette
 from lightseg.errors import LightsegError
 
 Format = Literal["onnx", "torchscript", "pt2"]
@@ -347,9 +347,8 @@ def metadata(
     """What travels with the exported model."""
     detection = _is_detection(task)
     names = list(getattr(datamodule, "class_names", None) or getattr(task, "class_names", None) or [])
-    palette = voc_colormap(256)  # what lightseg predict writes into its mask PNGs
-    colours = getattr(datamodule, "class_colors", None)
-    class_colours = [list(c) for c in colours] if colours is not None else palette[: len(names)].tolist()
+    palette = mask_palette(datamodule)  # what lightseg predict writes into its mask PNGs
+    class_colours = palette[: len(names)].tolist()
     hp = dict(task.hparams)
     info: dict[str, Any] = {
         "lightseg_version": lightseg.__version__,

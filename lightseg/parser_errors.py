@@ -2,9 +2,34 @@
 
 from __future__ import annotations
 
+import difflib
 import re
+import sys
+from typing import NoReturn
+
+from lightning.pytorch.cli import LightningArgumentParser
+from typing_extensions import override
 
 from lightseg.errors import closest_names
+
+
+class LightsegArgumentParser(LightningArgumentParser):
+    """jsonargparse's parser, but a wrong value is one line, not the usage of 150 options."""
+
+    @override
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        if not getattr(self, "exit_on_error", True):  # nested parsers report to their parent
+            super().error(message, ex)
+        prog = f"lightseg {self.prog.split()[-1]}" if " " in self.prog else "lightseg <subcommand>"
+        unrecognized = re.match(r"unrecognized arguments: (\S+)", message)
+        if unrecognized:  # argparse's own word for an unknown option: say which one was meant
+            option = unrecognized.group(1).split("=")[0]
+            known = [o for o in self._option_string_actions if o.startswith("--")]
+            close = difflib.get_close_matches(option, known, n=1)
+            message = f"unknown option {option!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+        sys.stderr.write(f"lightseg: error: {condense_parser_error(message)}\n")
+        sys.stderr.write(f"`{prog} --help` lists every option\n")
+        raise SystemExit(2)
 
 
 def condense_parser_error(message: str) -> str:

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from lightseg.datamodules.io import voc_colormap
+from lightseg.colors import voc_colormap
 
 PALETTE = voc_colormap(256).astype(np.float32)
 
@@ -164,7 +164,7 @@ def draw_detections(
     """
     from torchvision.utils import draw_bounding_boxes, draw_keypoints, draw_segmentation_masks
 
-    canvas = (image.float().clamp(0, 1) * 255).round().to(torch.uint8)
+    canvas = torch.from_numpy(to_uint8_image(image)).permute(2, 0, 1).contiguous()
     labels = detections["labels"][keep].tolist()
     colours = [tuple(int(c) for c in PALETTE[label % 256]) for label in labels]
     if masks is not None and keep.any():

@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image
 from scipy import io as sio
 
-from lightseg.datamodules.io import voc_colormap
+from lightseg.colors import voc_colormap
 
 SIZE = (12, 16)  # H, W
 

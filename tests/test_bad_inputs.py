@@ -182,7 +182,7 @@ def test_bad_coco_files(
 
 
 def test_broken_annotations_are_left_out_of_training_and_evaluation_and_counted(tmp_path: Path) -> None:
-    from lightseg.datamodules.coco import COCOAnnotations
+    from lightseg.datamodules.coco_format import COCOAnnotations
 
     data = write_coco(tmp_path / "coco", images=3, size=16)
     data["annotations"][0]["segmentation"] = {"size": [8, 8], "counts": "04"}  # RLE of another image size

@@ -16,8 +16,8 @@ from pycocotools import mask as mask_api
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from lightseg.coco_masks import segmentation_mask
 from lightseg.datamodules import COCOInstanceDataModule, COCOKeypointDataModule
-from lightseg.datamodules.coco import segmentation_mask
 from lightseg.datamodules.transforms import DetectionTransform, flip_keypoints
 from lightseg.errors import LightsegError
 from lightseg.metrics import COCOEvaluator

@@ -11,9 +11,9 @@ import pytest
 from PIL import Image
 
 from lightseg.cli import main
+from lightseg.colors import voc_colormap
 from lightseg.data_check import check_data
 from lightseg.datamodules import SegmentationFolderDataModule, ShapesInstanceDataModule, VOCDataModule
-from lightseg.datamodules.io import voc_colormap
 
 from conftest import ROOT
 from layouts import FOLDER_COLORS, MIXED_SIZES, label_for, write_folder, write_voc

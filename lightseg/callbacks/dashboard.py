@@ -19,6 +19,7 @@ from lightseg.callbacks.per_image import gather_lists
 from lightseg.errors import LightsegError
 from lightseg.metrics.segmentation import PER_CLASS_KEYS, ImageCounts, image_confusion, image_scores
 from lightseg.run_folder import run_dir
+from lightseg.tasks.base import BaseTask
 from lightseg.tasks.detection import DetectionTask
 from lightseg.tasks.semantic import SemanticSegmentationTask
 from lightseg.types import SemanticEvalOutput
@@ -211,7 +212,7 @@ class SegmentationDashboard(Callback):
     def _detection_sample(
         self, task: Any, index: int, image: torch.Tensor, target: dict[str, Any], detections: dict[str, torch.Tensor]
     ) -> dict[str, Any]:
-        names = class_names(task)
+        names = task.class_names_or_indices
         skeleton = list(getattr(getattr(task.trainer, "datamodule", None), "skeleton", []) or [])
         threshold = float(task.hparams.get("mask_threshold", 0.5))
         truth = {k: v for k, v in target.items() if isinstance(v, torch.Tensor)}
@@ -254,7 +255,7 @@ class SegmentationDashboard(Callback):
                     for i, s in enumerate(samples):
                         logger.experiment.add_image(f"{key}/{i}", s["panel"], trainer.global_step, dataformats="HWC")
             return
-        names = class_names(pl_module)
+        names = cast(BaseTask, pl_module).class_names_or_indices
         ignore_index = int(cast(Any, pl_module).hparams["ignore_index"])
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
@@ -302,7 +303,7 @@ class SegmentationDashboard(Callback):
         folder = run_dir(trainer)  # on every process: finding it may broadcast
         if not trainer.is_global_zero:
             return
-        names = class_names(pl_module)
+        names = cast(BaseTask, pl_module).class_names_or_indices
         heatmap = None
         if self.confusion_matrix and "confmat" in results:
             epoch = f"_epoch{trainer.current_epoch:03d}" if trainer.state.fn == "fit" else ""
@@ -347,12 +348,6 @@ def image_iou(prediction: torch.Tensor, target: torch.Tensor, num_classes: int, 
     valid = target != ignore_index
     confusion = image_confusion(prediction[None], target[None], num_classes, valid[None])
     return float(image_scores(ImageCounts(confusion))["miou"][0])
-
-
-def class_names(pl_module: LightningModule) -> list[str]:
-    """The task's class names (from the data module), or the class indices as text."""
-    names = getattr(pl_module, "class_names", None)
-    return list(names) if names else [str(i) for i in range(int(cast(Any, pl_module).hparams["num_classes"]))]
 
 
 def markdown_table(columns: list[str], rows: list[list[Any]]) -> str:

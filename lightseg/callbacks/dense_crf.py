@@ -33,10 +33,7 @@ from lightseg.metrics.segmentation import PROTOCOL_SCALAR_KEYS, SCALAR_KEYS
 from lightseg.metrics.tables import format_comparison_table
 from lightseg.tasks.semantic import SemanticSegmentationTask
 from lightseg.types import SemanticEvalOutput
-
-
-def _to_uint8_images(images: torch.Tensor) -> list[np.ndarray]:
-    return list((images.detach().float().clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy())
+from lightseg.visualize import to_uint8_image
 
 
 def native_items(batch: dict[str, Any], probs: torch.Tensor) -> list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
@@ -45,7 +42,7 @@ def native_items(batch: dict[str, Any], probs: torch.Tensor) -> list[tuple[np.nd
     The CRF's kernels reach across the whole image it is given: refined on the padded batch,
     an image's result would depend on the images it was batched with.
     """
-    images = _to_uint8_images(batch["image"])
+    images = [to_uint8_image(image) for image in batch["image"]]
     probs_np = probs.detach().float().cpu().numpy()
     height, width = probs_np.shape[-2:]
     sizes = batch.get("size") or [(height, width)] * len(images)

@@ -6,7 +6,7 @@ import csv
 import math
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import Callback
@@ -14,6 +14,7 @@ from torch import distributed as dist
 from typing_extensions import override
 
 from lightseg.run_folder import display_path, run_dir
+from lightseg.tasks.base import BaseTask
 from lightseg.types import SemanticEvalOutput
 
 #: the per-image scalars, in column order, and the per-class scores (``<score>_<class>`` columns)
@@ -60,7 +61,7 @@ class PerImageScores(Callback):
         if not isinstance(outputs, SemanticEvalOutput) or outputs.image_scores is None:
             return
         scores = outputs.image_scores
-        names = _class_names(pl_module)
+        names = [n.replace(" ", "_") for n in cast(BaseTask, pl_module).class_names_or_indices]
         for i, image_id in enumerate(outputs.ids or [None] * len(outputs.scores)):
             row: dict[str, Any] = {"id": image_id if image_id is not None else f"#{len(self._rows)}"}
             row.update({key: float(scores[key][i]) for key in SCALARS if key in scores})
@@ -95,12 +96,6 @@ def _cell(value: Any) -> str:
     if isinstance(value, float):
         return "" if math.isnan(value) else f"{value:.6f}"
     return str(value)
-
-
-def _class_names(pl_module: LightningModule) -> list[str]:
-    names = getattr(pl_module, "class_names", None)
-    count = int(pl_module.hparams["num_classes"])
-    return [n.replace(" ", "_") for n in names] if names else [str(i) for i in range(count)]
 
 
 def gather_lists(items: list[Any]) -> list[Any]:

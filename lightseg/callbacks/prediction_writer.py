@@ -17,10 +17,10 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from PIL import Image
 from typing_extensions import override
 
-from lightseg.datamodules.io import voc_colormap
+from lightseg.coco_masks import encode_masks
+from lightseg.colors import mask_palette, voc_colormap
 from lightseg.errors import LightsegError
-from lightseg.metrics.coco import encode_masks
-from lightseg.visualize import draw_detections, overlay
+from lightseg.visualize import draw_detections, overlay, to_uint8_image
 
 #: ``lightseg predict --prediction.format``: what the semantic masks are written as
 Format = Literal["palette", "cityscapes", "voc"]
@@ -127,7 +127,7 @@ class SegmentationWriter(BasePredictionWriter):
         images = batch["image"].detach().cpu()
         for i, (relative, (height, width)) in enumerate(zip(prediction["path"], prediction["size"], strict=True)):
             mask = prediction["mask"][i, :height, :width].numpy()
-            image = (images[i, :, :height, :width].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+            image = to_uint8_image(images[i, :, :height, :width])
             name = Path(relative).with_suffix(".png")
             if self.format == "cityscapes":
                 assert self._label_ids is not None
@@ -235,12 +235,3 @@ class SegmentationWriter(BasePredictionWriter):
     def _save_overlay(self, image: np.ndarray, mask: np.ndarray, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(overlay(image, mask, self.alpha)).save(path)
-
-
-def mask_palette(datamodule: Any) -> np.ndarray:
-    """The ``[256, 3]`` palette of mask PNGs: the data module's ``class_colors`` first, the VOC palette after."""
-    palette = voc_colormap()
-    colours = getattr(datamodule, "class_colors", None)
-    if colours is not None and 0 < len(colours) <= 256:
-        palette[: len(colours)] = np.asarray(colours, dtype=np.uint8).reshape(len(colours), 3)
-    return palette

@@ -8,15 +8,10 @@ from lightseg.datamodules.base import (
     pad_collate,
 )
 from lightseg.datamodules.cityscapes import CITYSCAPES_CLASSES, CityscapesDataModule, CityscapesInstanceDataModule
-from lightseg.datamodules.coco import (
-    COCOAnnotations,
-    COCODataModule,
-    COCODataset,
-    COCOInstanceDataModule,
-    COCOKeypointDataModule,
-    DetectionDataModule,
-)
+from lightseg.datamodules.coco import COCODataModule, COCOInstanceDataModule, COCOKeypointDataModule
+from lightseg.datamodules.coco_format import COCOAnnotations, COCODataset
 from lightseg.datamodules.coco_semantic import COCOSemanticDataModule, COCOSemanticDataset
+from lightseg.datamodules.detection import DetectionDataModule
 from lightseg.datamodules.files import Sample, SegmentationFiles
 from lightseg.datamodules.folder import SegmentationFolderDataModule
 from lightseg.datamodules.sbd import SBDDataModule, SBDSegmentationDataset, VOCAugDataModule

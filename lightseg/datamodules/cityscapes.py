@@ -14,7 +14,8 @@ from torch.utils.data import Dataset
 from torchvision.datasets import Cityscapes
 
 from lightseg.datamodules.base import SplitDataModule
-from lightseg.datamodules.coco import COCOAnnotations, COCODataset, DetectionDataModule
+from lightseg.datamodules.coco_format import COCOAnnotations, COCODataset
+from lightseg.datamodules.detection import DetectionDataModule
 from lightseg.datamodules.files import Sample, SegmentationFiles
 from lightseg.datamodules.io import progress, read_mask
 from lightseg.datamodules.transforms import DetectionTransform

@@ -19,8 +19,9 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
+from lightseg.coco_masks import segmentation_mask
 from lightseg.datamodules.base import SplitDataModule
-from lightseg.datamodules.coco import AnnotationFiles, COCOAnnotations, segmentation_mask
+from lightseg.datamodules.coco_format import AnnotationFiles, COCOAnnotations
 from lightseg.datamodules.files import CheckSamples, OnMissing, Sample, SegmentationFiles
 from lightseg.datamodules.io import image_header, progress
 from lightseg.datamodules.voc import VOC_CLASSES

@@ -11,6 +11,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
+from lightseg.colors import voc_colormap
 from lightseg.errors import LightsegError, MaskLabelError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
@@ -24,20 +25,6 @@ def progress(items: Iterable[T], description: str, total: int | None = None) -> 
     logs stay quiet.
     """
     yield from tqdm(items, desc=description, total=total, delay=1.0, leave=False, disable=None, dynamic_ncols=True)
-
-
-def voc_colormap(n: int = 256) -> np.ndarray:
-    """The PASCAL VOC palette: ``[n, 3]`` uint8, class ``i`` -> RGB (255 is the void colour)."""
-    cmap = np.zeros((n, 3), dtype=np.uint8)
-    for i in range(n):
-        c, r, g, b = i, 0, 0, 0
-        for j in range(8):
-            r |= ((c >> 0) & 1) << (7 - j)
-            g |= ((c >> 1) & 1) << (7 - j)
-            b |= ((c >> 2) & 1) << (7 - j)
-            c >>= 3
-        cmap[i] = (r, g, b)
-    return cmap
 
 
 def read_image(path: Path) -> torch.Tensor:

@@ -21,8 +21,9 @@ from PIL import Image, ImageDraw
 from scipy import ndimage
 from torch.utils.data import Dataset
 
+from lightseg.colors import voc_colormap
 from lightseg.datamodules.base import SplitDataModule
-from lightseg.datamodules.io import progress, voc_colormap
+from lightseg.datamodules.io import progress
 from lightseg.datamodules.voc import VOCSegmentationDataset
 from lightseg.errors import LightsegError
 

@@ -12,7 +12,8 @@ from typing import Any, ClassVar
 import numpy as np
 from PIL import Image
 
-from lightseg.datamodules.coco import COCOAnnotations, COCOInstanceDataModule, COCOKeypointDataModule, Kind
+from lightseg.datamodules.coco import COCOInstanceDataModule, COCOKeypointDataModule
+from lightseg.datamodules.coco_format import COCOAnnotations, Kind
 from lightseg.datamodules.io import progress
 from lightseg.datamodules.shapes import Instance, generate_scene, shapes_folder
 

@@ -8,7 +8,7 @@ from lightseg.metrics.segmentation import (
     confusion_metrics,
     image_scores,
 )
-from lightseg.metrics.tables import format_class_table, format_comparison_table
+from lightseg.metrics.tables import format_ap_table, format_class_table, format_comparison_table
 
 __all__ = [
     "COCOEvaluator",
@@ -16,6 +16,7 @@ __all__ = [
     "ImageCounts",
     "SegmentationMetrics",
     "confusion_metrics",
+    "format_ap_table",
     "format_class_table",
     "format_comparison_table",
     "image_scores",

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torchmetrics import Metric
 
+from lightseg.coco_masks import encode_masks
 from lightseg.errors import LightsegError
 
 IoUType = Literal["bbox", "segm", "keypoints", "boundary"]
@@ -215,16 +216,6 @@ def _cat(parts: list[torch.Tensor] | torch.Tensor) -> torch.Tensor:
     if not parts:
         return torch.zeros(0, dtype=torch.float64)
     return torch.cat([p.flatten() for p in parts])
-
-
-def encode_masks(masks: torch.Tensor) -> list[bytes]:
-    """Binary masks ``[N,1,H,W]`` or ``[N,H,W]`` as ``b"H W <compressed RLE counts>"`` each."""
-    from pycocotools import mask as mask_api
-
-    array = masks.reshape(-1, *masks.shape[-2:]).to(torch.uint8).cpu().numpy()
-    height, width = array.shape[-2:]
-    rles = mask_api.encode(np.asfortranarray(array.transpose(1, 2, 0)))
-    return [f"{height} {width} ".encode() + rle["counts"] for rle in rles]
 
 
 def load_ground_truth(data: dict[str, Any], backend: Backend) -> Any:

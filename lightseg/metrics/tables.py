@@ -1,4 +1,4 @@
-"""Plain-text tables of semantic results: per class (and per category), and a before/after comparison."""
+"""Plain-text tables of results: semantic per class (and per category), a before/after comparison, COCO AP per class."""
 
 from __future__ import annotations
 
@@ -79,4 +79,22 @@ def format_comparison_table(
     if "biou" in before and "biou" in after:  # what a refinement buys at the edges
         b0, b1 = float(before["biou"]), float(after["biou"])
         lines.append(f"{'BIoU':<{width}}   {pct(b0)}  {pct(b1)}  {delta(b0, b1)}")
+    return "\n".join(lines)
+
+
+def format_ap_table(
+    results: dict[str, torch.Tensor], iou_types: Sequence[str], class_names: Sequence[str] | None
+) -> str:
+    """COCO AP (%) per class and IoU type, with the summary row."""
+    per_class = [results[f"{t}_map_per_class"].reshape(-1).tolist() for t in iou_types]
+    names = list(class_names[1:]) if class_names else [str(i + 1) for i in range(len(per_class[0]))]
+    width = max(len("class"), *(len(n) for n in names))
+    header = f"{'class':<{width}}" + "".join(f"  {t:>9}" for t in iou_types)
+    lines = ["Test, COCO AP per class (%)", header, "-" * len(header)]
+    for i, name in enumerate(names):
+        cells = "".join("          -" if v[i] != v[i] else f"  {100 * v[i]:9.1f}" for v in per_class)
+        lines.append(f"{name:<{width}}{cells}")
+    lines.append("-" * len(header))
+    lines.append(f"{'AP':<{width}}" + "".join(f"  {100 * float(results[f'{t}_map']):9.1f}" for t in iou_types))
+    lines.append(f"{'AP50':<{width}}" + "".join(f"  {100 * float(results[f'{t}_map_50']):9.1f}" for t in iou_types))
     return "\n".join(lines)

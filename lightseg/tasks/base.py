@@ -118,6 +118,11 @@ class BaseTask(LightningModule, ABC):
         names = getattr(datamodule, "class_names", None)
         return tuple(names) if names is not None and len(names) == self.hparams.get("num_classes") else None
 
+    @property
+    def class_names_or_indices(self) -> list[str]:
+        """:attr:`class_names`, or the class indices as text where the data names none (tables, logs)."""
+        return list(self.class_names or [str(i) for i in range(int(self.hparams["num_classes"]))])
+
     def stage_metrics(self, stage: str) -> Any:
         """The metric instance of ``stage``."""
         return self.metrics[f"{stage}_metrics"]

@@ -13,6 +13,7 @@ from typing_extensions import override
 
 from lightseg.errors import LightsegError
 from lightseg.metrics.coco import COCO_OKS_SIGMAS, STAT_NAMES, Backend, COCOEvaluator, IoUType
+from lightseg.metrics.tables import format_ap_table
 from lightseg.models.detection import (
     KeypointRCNNArch,
     MaskRCNNArch,
@@ -200,7 +201,7 @@ class DetectionTask(BaseTask):
             return
         results = metric.compute()
         metric.reset()
-        names = self.class_names or [str(i) for i in range(self.hparams["num_classes"])]
+        names = self.class_names_or_indices
         values: dict[str, torch.Tensor] = {}
         for iou_type in metric.evaluated_types:
             for stat in STAT_NAMES[iou_type]:
@@ -233,24 +234,6 @@ class DetectionTask(BaseTask):
             "path": batch.get("path"),
             "size": batch["size"],
         }
-
-
-def format_ap_table(
-    results: dict[str, torch.Tensor], iou_types: Sequence[str], class_names: Sequence[str] | None
-) -> str:
-    """COCO AP (%) per class and IoU type, with the summary row."""
-    per_class = [results[f"{t}_map_per_class"].reshape(-1).tolist() for t in iou_types]
-    names = list(class_names[1:]) if class_names else [str(i + 1) for i in range(len(per_class[0]))]
-    width = max(len("class"), *(len(n) for n in names))
-    header = f"{'class':<{width}}" + "".join(f"  {t:>9}" for t in iou_types)
-    lines = ["Test, COCO AP per class (%)", header, "-" * len(header)]
-    for i, name in enumerate(names):
-        cells = "".join("          -" if v[i] != v[i] else f"  {100 * v[i]:9.1f}" for v in per_class)
-        lines.append(f"{name:<{width}}{cells}")
-    lines.append("-" * len(header))
-    lines.append(f"{'AP':<{width}}" + "".join(f"  {100 * float(results[f'{t}_map']):9.1f}" for t in iou_types))
-    lines.append(f"{'AP50':<{width}}" + "".join(f"  {100 * float(results[f'{t}_map_50']):9.1f}" for t in iou_types))
-    return "\n".join(lines)
 
 
 class InstanceSegmentationTask(DetectionTask):

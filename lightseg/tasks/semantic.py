@@ -330,7 +330,7 @@ class SemanticSegmentationTask(BaseTask):
         results: dict[str, torch.Tensor] = metric.compute()
         metric.reset()
         self.epoch_results[stage] = results
-        names = self.class_names or [str(i) for i in range(self.hparams["num_classes"])]
+        names = self.class_names_or_indices
         values = {f"{stage}_{key}": results[key].float() for key in SCALAR_KEYS}
         values.update({f"{stage}_{key}": results[key].float() for key in PROTOCOL_SCALAR_KEYS if key in results})
         categories = list(cast(SegmentationMetrics, metric).category_names)

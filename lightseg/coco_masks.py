@@ -1,0 +1,47 @@
+"""COCO's mask encodings both ways: annotations (polygons, RLE) to masks, predicted masks to RLE."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from lightseg.errors import LightsegError
+
+
+def require_pycocotools() -> Any:
+    """``pycocotools.mask``, or one line naming the extra to install."""
+    try:
+        from pycocotools import mask
+    except ImportError:
+        raise LightsegError(
+            'COCO data needs pycocotools: pip install "lightseg[coco]" (in a checkout: -e ".[coco]")'
+        ) from None
+    return mask
+
+
+def segmentation_mask(segmentation: Any, height: int, width: int) -> np.ndarray:
+    """A COCO segmentation (polygons, compressed or uncompressed RLE) as a ``[H,W]`` uint8 mask."""
+    mask_api = require_pycocotools()
+    if isinstance(segmentation, list):
+        polygons = [p for p in segmentation if isinstance(p, list) and len(p) >= 6]
+        if not polygons:
+            return np.zeros((height, width), dtype=np.uint8)
+        rle = mask_api.merge(mask_api.frPyObjects(polygons, height, width))
+    elif isinstance(segmentation.get("counts"), list):  # uncompressed RLE (crowd regions)
+        rle = mask_api.frPyObjects(segmentation, *segmentation["size"])
+    else:
+        counts = segmentation["counts"]
+        rle = {"size": segmentation["size"], "counts": counts.encode() if isinstance(counts, str) else counts}
+    return np.ascontiguousarray(mask_api.decode(rle), dtype=np.uint8)
+
+
+def encode_masks(masks: torch.Tensor) -> list[bytes]:
+    """Binary masks ``[N,1,H,W]`` or ``[N,H,W]`` as ``b"H W <compressed RLE counts>"`` each."""
+    from pycocotools import mask as mask_api
+
+    array = masks.reshape(-1, *masks.shape[-2:]).to(torch.uint8).cpu().numpy()
+    height, width = array.shape[-2:]
+    rles = mask_api.encode(np.asfortranarray(array.transpose(1, 2, 0)))
+    return [f"{height} {width} ".encode() + rle["counts"] for rle in rles]
