@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import heapq
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -10,11 +11,11 @@ import numpy as np
 import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.loggers import Logger, TensorBoardLogger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
 from PIL import Image
 from typing_extensions import override
 
+from lightseg.callbacks.boards import Histogram, MaskedPicture, Payload, Picture, Table, boards
 from lightseg.callbacks.per_image import gather_lists
 from lightseg.errors import LightsegError
 from lightseg.metrics.segmentation import PER_CLASS_KEYS, ImageCounts, image_confusion, image_scores
@@ -23,7 +24,7 @@ from lightseg.tasks.base import BaseTask
 from lightseg.tasks.detection import DetectionTask
 from lightseg.tasks.semantic import SemanticSegmentationTask
 from lightseg.types import SemanticEvalOutput
-from lightseg.visualize import confusion_matrix_image, draw_detections, sample_panel, to_uint8_image
+from lightseg.visualize import confusion_matrix_image, draw_detections, to_uint8_image
 
 
 class SegmentationDashboard(Callback):
@@ -108,14 +109,14 @@ class SegmentationDashboard(Callback):
         generator = torch.Generator().manual_seed(self.seed)
         return sorted(torch.randperm(dataset_size, generator=generator)[: self.num_samples].tolist())
 
-    def _fixed_samples(self, trainer: Trainer, pl_module: LightningModule) -> list[dict[str, Any]]:
+    def _fixed_samples(self, trainer: Trainer, pl_module: LightningModule) -> list[Picture | MaskedPicture]:
         loaders = trainer.val_dataloaders
         loader = loaders[0] if isinstance(loaders, list | tuple) else loaders
         dataset = getattr(loader, "dataset", None)
         if dataset is None or not hasattr(dataset, "__len__"):
             return []
         task = cast(Any, pl_module)
-        samples = []
+        samples: list[Picture | MaskedPicture] = []
         was_training = pl_module.training
         pl_module.eval()
         try:
@@ -128,7 +129,7 @@ class SegmentationDashboard(Callback):
                         samples.append(self._detection_sample(task, index, item["image"], item["target"], detections))
                         continue
                     labels = task.predict_probs(image[None]).max(1).indices[0]
-                    samples.append(self._sample(task, index, item["image"], item["mask"], labels))
+                    samples.append(self._sample(task, index, item["image"], item["mask"], labels)["picture"])
         finally:
             pl_module.train(was_training)
         return samples
@@ -182,7 +183,7 @@ class SegmentationDashboard(Callback):
         if self.worst_k <= 0:
             return
         entries = gather_lists([entry[2] for entry in self._worst])
-        worst = sorted(entries, key=lambda s: s["iou"])[: self.worst_k]
+        worst = [s["picture"] for s in sorted(entries, key=lambda s: s["iou"])[: self.worst_k]]
         if trainer.is_global_zero and worst and self._can_show(trainer):
             self._log_samples(trainer, pl_module, "test_worst", worst)
 
@@ -201,17 +202,18 @@ class SegmentationDashboard(Callback):
         if score is None:
             score = image_iou(labels, target.to(labels.device), hp["num_classes"], hp["ignore_index"])
         caption = f"IoU {100 * score:.1f}" if score == score else "IoU -"
-        return {
-            "image": to_uint8_image(image),
-            "target": target.cpu().numpy().astype(np.uint8 if hp["num_classes"] <= 255 else np.int32),
-            "prediction": labels.cpu().numpy().astype(np.uint8 if hp["num_classes"] <= 255 else np.int32),
-            "iou": score,
-            "caption": caption if index is None else f"#{index} {caption}",
-        }
+        dtype = np.uint8 if hp["num_classes"] <= 255 else np.int32
+        picture = MaskedPicture(
+            to_uint8_image(image),
+            target.cpu().numpy().astype(dtype),
+            labels.cpu().numpy().astype(dtype),
+            caption if index is None else f"#{index} {caption}",
+        )
+        return {"iou": score, "picture": picture}
 
     def _detection_sample(
         self, task: Any, index: int, image: torch.Tensor, target: dict[str, Any], detections: dict[str, torch.Tensor]
-    ) -> dict[str, Any]:
+    ) -> Picture:
         names = task.class_names_or_indices
         skeleton = list(getattr(getattr(task.trainer, "datamodule", None), "skeleton", []) or [])
         threshold = float(task.hparams.get("mask_threshold", 0.5))
@@ -223,13 +225,11 @@ class SegmentationDashboard(Callback):
         masks = detections["masks"][:, 0] > threshold if "masks" in detections else None
         drawn = draw_detections(image, detections, keep, masks, names, skeleton)
         gap = np.full((drawn.shape[0], 2, 3), 255, dtype=np.uint8)
-        return {
-            "panel": np.concatenate([drawn_truth, gap, drawn], axis=1),
-            "caption": f"#{index}: {len(truth['labels'])} true | {int(keep.sum())} predicted >= {self.score_threshold}",
-        }
+        caption = f"#{index}: {len(truth['labels'])} true | {int(keep.sum())} predicted >= {self.score_threshold}"
+        return Picture(np.concatenate([drawn_truth, gap, drawn], axis=1), caption)
 
     def _can_show(self, trainer: Trainer) -> bool:
-        if any(isinstance(lg, WandbLogger | TensorBoardLogger) for lg in trainer.loggers):
+        if boards(trainer):
             return True
         if not self._told:
             self._told = True
@@ -241,103 +241,63 @@ class SegmentationDashboard(Callback):
             (rank_zero_warn if self.warn_unsupported else rank_zero_info)(message)
         return False
 
+    def _log(self, trainer: Trainer, payload: Payload) -> None:
+        for board in boards(trainer):
+            board.log(payload, trainer.global_step)
+
     def _log_samples(
-        self, trainer: Trainer, pl_module: LightningModule, key: str, samples: list[dict[str, Any]]
+        self, trainer: Trainer, pl_module: LightningModule, key: str, samples: list[Picture | MaskedPicture]
     ) -> None:
-        if samples and "panel" in samples[0]:  # detection: truth | prediction drawings
-            for logger in trainer.loggers:
-                if isinstance(logger, WandbLogger):
-                    import wandb
-
-                    images = [wandb.Image(s["panel"], caption=s["caption"]) for s in samples]
-                    _wandb_log(logger, trainer, {key: images})
-                elif isinstance(logger, TensorBoardLogger):
-                    for i, s in enumerate(samples):
-                        logger.experiment.add_image(f"{key}/{i}", s["panel"], trainer.global_step, dataformats="HWC")
-            return
         names = cast(BaseTask, pl_module).class_names_or_indices
-        ignore_index = int(cast(Any, pl_module).hparams["ignore_index"])
-        for logger in trainer.loggers:
-            if isinstance(logger, WandbLogger):
-                import wandb
-
-                labels = {i: name for i, name in enumerate(names)}
-                labels.setdefault(ignore_index, "ignore")
-                images = [
-                    wandb.Image(
-                        s["image"],
-                        masks={
-                            "ground_truth": {"mask_data": s["target"], "class_labels": labels},
-                            "predictions": {"mask_data": s["prediction"], "class_labels": labels},
-                        },
-                        caption=s["caption"],
-                    )
-                    for s in samples
-                ]
-                _wandb_log(logger, trainer, {key: images})
-            elif isinstance(logger, TensorBoardLogger):
-                for i, s in enumerate(samples):
-                    panel = sample_panel(s["image"], s["target"], s["prediction"])
-                    logger.experiment.add_image(f"{key}/{i}", panel, trainer.global_step, dataformats="HWC")
-                logger.experiment.add_text(
-                    f"{key}/captions", " | ".join(s["caption"] for s in samples), trainer.global_step
-                )
+        labels = dict(enumerate(names))
+        labels.setdefault(int(pl_module.hparams.get("ignore_index", 255)), "ignore")
+        for sample in samples:
+            if isinstance(sample, MaskedPicture):
+                sample.class_labels = labels
+        self._log(trainer, {key: samples})  # type: ignore[dict-item]
 
     def _log_distribution(self, trainer: Trainer, key: str, values: list[float]) -> None:
         """A histogram of per-image scores (e.g. each test image's mIoU)."""
-        if not values or not trainer.is_global_zero or not self._can_show(trainer):
-            return
-        for logger in trainer.loggers:
-            if isinstance(logger, WandbLogger):
-                import wandb
-
-                _wandb_log(logger, trainer, {key: wandb.Histogram(values, num_bins=20)})
-            elif isinstance(logger, TensorBoardLogger):
-                bins = np.linspace(0, 1, 21)
-                logger.experiment.add_histogram(key, np.asarray(values), trainer.global_step, bins=bins)
+        if values and trainer.is_global_zero and self._can_show(trainer):
+            self._log(trainer, {key: Histogram(values)})
 
     def _log_results(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        results = cast(Any, pl_module).epoch_results.get(stage)
+        results = cast(BaseTask, pl_module).epoch_results.get(stage)
         if results is None:
             return
         folder = run_dir(trainer)  # on every process: finding it may broadcast
         if not trainer.is_global_zero:
             return
         names = cast(BaseTask, pl_module).class_names_or_indices
-        heatmap = None
+        payload: Payload = {}
         if self.confusion_matrix and "confmat" in results:
             epoch = f"_epoch{trainer.current_epoch:03d}" if trainer.state.fn == "fit" else ""
             heatmap = confusion_matrix_image(results["confmat"], names, title=f"{stage}{epoch}: row-normalised (%)")
             write_png(heatmap, folder / "confusion_matrix" / f"{stage}{epoch}.png")
-        if not self._can_show(trainer):
-            return
-        if self.detection:  # AP per class and IoU type
-            types = list(cast(Any, pl_module).iou_types)
-            columns = ["class", *(f"{t} AP" for t in types)]
-            per_class = [results[f"{t}_map_per_class"].reshape(-1) for t in types]
-            rows = [[name, *(_number(values[i]) for values in per_class)] for i, name in enumerate(names[1:])]
-        else:
-            keys = [*PER_CLASS_KEYS, *(k for k in ("biou_per_class", "iiou_per_class") if k in results)]
-            titles = {"biou_per_class": "Boundary IoU", "iiou_per_class": "iIoU"}
-            columns = ["class", "IoU", "accuracy", "Dice", *(titles[k] for k in keys[len(PER_CLASS_KEYS) :])]
-            rows = [[name, *(_number(results[k][i]) for k in keys)] for i, name in enumerate(names)]
-        for logger in trainer.loggers:
-            if isinstance(logger, WandbLogger):
-                import wandb
+            payload[f"{stage}_confusion_matrix"] = Picture(heatmap)
+        if self.class_table:
+            if self.detection:
+                table = ap_table(results, cast(DetectionTask, pl_module).iou_types, names)
+            else:
+                table = class_table(results, names)
+            payload[f"{stage}_per_class"] = table
+        if payload and self._can_show(trainer):
+            self._log(trainer, payload)
 
-                payload: dict[str, Any] = {}
-                if self.class_table:
-                    payload[f"{stage}_per_class"] = wandb.Table(columns=list[str | int](columns), data=rows)
-                if heatmap is not None:
-                    payload[f"{stage}_confusion_matrix"] = wandb.Image(heatmap)
-                _wandb_log(logger, trainer, payload)
-            elif isinstance(logger, TensorBoardLogger):
-                if self.class_table:
-                    logger.experiment.add_text(f"{stage}_per_class", markdown_table(columns, rows), trainer.global_step)
-                if heatmap is not None:
-                    logger.experiment.add_image(
-                        f"{stage}_confusion_matrix", heatmap, trainer.global_step, dataformats="HWC"
-                    )
+
+def class_table(results: dict[str, torch.Tensor], names: list[str]) -> Table:
+    """A semantic task's per-class IoU, accuracy, Dice (and Boundary IoU / iIoU where computed)."""
+    keys = [*PER_CLASS_KEYS, *(k for k in ("biou_per_class", "iiou_per_class") if k in results)]
+    titles = {"biou_per_class": "Boundary IoU", "iiou_per_class": "iIoU"}
+    columns = ["class", "IoU", "accuracy", "Dice", *(titles[k] for k in keys[len(PER_CLASS_KEYS) :])]
+    return Table(columns, [[name, *(_number(results[k][i]) for k in keys)] for i, name in enumerate(names)])
+
+
+def ap_table(results: dict[str, torch.Tensor], iou_types: Sequence[str], names: list[str]) -> Table:
+    """A detection task's AP per class (background left out) and IoU type."""
+    per_class = [results[f"{t}_map_per_class"].reshape(-1) for t in iou_types]
+    rows = [[name, *(_number(values[i]) for values in per_class)] for i, name in enumerate(names[1:])]
+    return Table(["class", *(f"{t} AP" for t in iou_types)], rows)
 
 
 def image_iou(prediction: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int) -> float:
@@ -350,15 +310,6 @@ def image_iou(prediction: torch.Tensor, target: torch.Tensor, num_classes: int, 
     return float(image_scores(ImageCounts(confusion))["miou"][0])
 
 
-def markdown_table(columns: list[str], rows: list[list[Any]]) -> str:
-    """Per-class rows ``[name, value, ...]`` (fractions) as a Markdown table in %."""
-    lines = [f"| {' | '.join(columns)} |", "|---|" + "---:|" * (len(columns) - 1)]
-    for name, *values in rows:
-        cells = ["-" if v is None else f"{100 * v:.1f}" for v in values]
-        lines.append(f"| {name} | {' | '.join(cells)} |")
-    return "\n".join(lines)
-
-
 @rank_zero_only
 def write_png(image: np.ndarray, path: Path) -> None:
     """Write ``image`` ``[H,W,3]`` uint8 as a PNG, creating the folder."""
@@ -369,8 +320,3 @@ def write_png(image: np.ndarray, path: Path) -> None:
 def _number(value: torch.Tensor) -> float | None:
     number = float(value)
     return None if number != number else number
-
-
-def _wandb_log(logger: Logger, trainer: Trainer, payload: dict[str, Any]) -> None:
-    # the step axis Lightning's WandbLogger defines for every metric
-    cast(WandbLogger, logger).experiment.log({**payload, "trainer/global_step": trainer.global_step})

@@ -118,56 +118,111 @@ def build_rcnn(
     if anchor_sizes is not None:
         options["rpn_anchor_generator"] = _anchors(anchor_sizes, mobilenet="mobilenet" in rest)
     if keypoints:
-        options["num_keypoints"] = num_keypoints
-        if keypoint_head is not None:
-            if weights == "coco":
-                raise LightsegError("keypoint_head: COCO weights come with torchvision's 8 x 512 head; leave it null")
-            layers, channels = keypoint_head
-            options["keypoint_head"] = KeypointRCNNHeads(256, (channels,) * layers)
-            options["keypoint_predictor"] = KeypointRCNNPredictor(channels, num_keypoints)
-            options["num_keypoints"] = None  # torchvision takes the count from the predictor
-    if weights == "coco" and arch not in COCO_WEIGHTS:
+        options.update(_keypoint_options(num_keypoints, keypoint_head, coco=weights == "coco"))
+    if weights == "coco":
+        counted = num_keypoints if keypoints else None
+        return _coco_model(arch, options, trainable_backbone_layers, trainable_norm, counted)
+    # a weights file of the whole model counts as pretrained (the backbone's stages freeze as with ImageNet)
+    backbone = (weights_backbone, trainable_backbone_layers, trainable_norm, file_state is not None)
+    if arch.endswith("_v2"):
+        model = _torchvision_v2_model(arch, num_classes, options, *backbone)
+    else:
+        model = _fpn_model(arch, num_classes, options, *backbone)
+    return _load_file(model, file_state, weights)
+
+
+def _keypoint_options(num_keypoints: int, keypoint_head: tuple[int, int] | None, coco: bool) -> dict[str, Any]:
+    if keypoint_head is None:
+        return {"num_keypoints": num_keypoints}
+    if coco:
+        raise LightsegError("keypoint_head: COCO weights come with torchvision's 8 x 512 head; leave it null")
+    layers, channels = keypoint_head
+    return {
+        "keypoint_head": KeypointRCNNHeads(256, (channels,) * layers),
+        "keypoint_predictor": KeypointRCNNPredictor(channels, num_keypoints),
+        "num_keypoints": None,  # torchvision takes the count from the predictor
+    }
+
+
+def _check_torchvision_norm(arch: str, trainable_norm: bool | None, coco: bool) -> None:
+    # torchvision's own builders: the v1 COCO models have frozen BatchNorm, v2's backbone
+    # always has plain BatchNorm (trained in the stages that train)
+    frozen = not arch.endswith("_v2")
+    if trainable_norm is not None and trainable_norm == frozen:
+        raise LightsegError(
+            f"{arch}{' with COCO weights' if coco and frozen else ''} keeps torchvision's "
+            f"{'frozen' if frozen else 'trainable'} BatchNorm; set trainable_norm: null"
+            + (" or weights: null for your own choice" if frozen else "")
+        )
+
+
+def _coco_model(
+    arch: str,
+    options: dict[str, Any],
+    trainable_backbone_layers: int | None,
+    trainable_norm: bool | None,
+    num_keypoints: int | None,
+) -> nn.Module:
+    """Torchvision's COCO model of ``arch`` (predictors as trained; a keypoint predictor refitted to the count)."""
+    if arch not in COCO_WEIGHTS:
         raise LightsegError(
             f"torchvision has no COCO weights for {arch}; use one of {sorted(COCO_WEIGHTS)}, a weights file or null"
         )
-    if weights == "coco" or arch.endswith("_v2"):
-        # torchvision's own builders: the v1 COCO models have frozen BatchNorm, v2's backbone
-        # always has plain BatchNorm (trained in the stages that train)
-        frozen = not arch.endswith("_v2")
-        if trainable_norm is not None and trainable_norm == frozen:
-            raise LightsegError(
-                f"{arch}{' with COCO weights' if frozen else ''} keeps torchvision's "
-                f"{'frozen' if frozen else 'trainable'} BatchNorm; set trainable_norm: null"
-                + (" or weights: null for your own choice" if frozen else "")
-            )
-        builder = getattr(tvd, arch)
-        if weights == "coco":
-            coco = COCO_WEIGHTS[arch]
-            coco_options = {k: v for k, v in options.items() if k != "num_keypoints"}
-            with offline_hint(arch, coco):
-                model = builder(weights=coco, trainable_backbone_layers=trainable_backbone_layers, **coco_options)
-            return _refit_keypoints(model, num_keypoints if keypoints else None)
-        backbone_weights = ResNet50_Weights.IMAGENET1K_V1 if weights_backbone == "imagenet" else None
-        pretrained = backbone_weights is not None or is_weights_file(weights_backbone) or file_state is not None
-        with offline_hint(arch, backbone_weights):
-            model = builder(
-                weights=None,
-                weights_backbone=backbone_weights,
-                num_classes=num_classes,
-                trainable_backbone_layers=trainable_backbone_layers if pretrained else None,
-                **options,
-            )
-        load_backbone_file(model.backbone.body, weights_backbone, "resnet50")
-        return _load_file(model, file_state, weights)
-    # the v1 ResNet-50 archs are built as torchvision's builder does (resnet50 with the chosen
-    # norm, _resnet_fpn_extractor, MaskRCNN/KeypointRCNN), which lets trainable_norm and
-    # trainable_backbone_layers also apply without pretrained weights
+    _check_torchvision_norm(arch, trainable_norm, coco=True)
+    coco = COCO_WEIGHTS[arch]
+    coco_options = {k: v for k, v in options.items() if k != "num_keypoints"}
+    with offline_hint(arch, coco):
+        model = getattr(tvd, arch)(weights=coco, trainable_backbone_layers=trainable_backbone_layers, **coco_options)
+    return _refit_keypoints(model, num_keypoints)
+
+
+def _torchvision_v2_model(
+    arch: str,
+    num_classes: int,
+    options: dict[str, Any],
+    weights_backbone: str | None,
+    trainable_backbone_layers: int | None,
+    trainable_norm: bool | None,
+    pretrained_file: bool,
+) -> nn.Module:
+    """Torchvision's v2 builder (its backbone always has plain BatchNorm), ImageNet or file backbone weights."""
+    _check_torchvision_norm(arch, trainable_norm, coco=False)
+    backbone_weights = ResNet50_Weights.IMAGENET1K_V1 if weights_backbone == "imagenet" else None
+    pretrained = backbone_weights is not None or is_weights_file(weights_backbone) or pretrained_file
+    with offline_hint(arch, backbone_weights):
+        model = getattr(tvd, arch)(
+            weights=None,
+            weights_backbone=backbone_weights,
+            num_classes=num_classes,
+            trainable_backbone_layers=trainable_backbone_layers if pretrained else None,
+            **options,
+        )
+    load_backbone_file(model.backbone.body, weights_backbone, "resnet50")
+    return model
+
+
+def _fpn_model(
+    arch: str,
+    num_classes: int,
+    options: dict[str, Any],
+    weights_backbone: str | None,
+    trainable_backbone_layers: int | None,
+    trainable_norm: bool | None,
+    pretrained_file: bool,
+) -> nn.Module:
+    """An FPN R-CNN built as torchvision's builder does, on any of :data:`FPN_BACKBONES`.
+
+    The v1 ResNet-50 archs are built this way too (resnet50 with the chosen norm,
+    ``_resnet_fpn_extractor``, MaskRCNN/KeypointRCNN), which lets ``trainable_norm`` and
+    ``trainable_backbone_layers`` also apply without pretrained weights.
+    """
+    family, _, rest = arch.partition("_")
     name = rest.removesuffix("_fpn")
     if name not in FPN_BACKBONES:
         raise LightsegError(f"unknown detection arch {arch!r}")
     factory, imagenet = FPN_BACKBONES[name]
     backbone_weights = imagenet if weights_backbone == "imagenet" else None
-    pretrained = backbone_weights is not None or is_weights_file(weights_backbone) or file_state is not None
+    pretrained = backbone_weights is not None or is_weights_file(weights_backbone) or pretrained_file
     train_norm = trainable_norm if trainable_norm is not None else not pretrained
     norm = nn.BatchNorm2d if train_norm else misc_nn_ops.FrozenBatchNorm2d
     with offline_hint(arch, backbone_weights):
@@ -180,8 +235,8 @@ def build_rcnn(
         options.setdefault("rpn_anchor_generator", _anchors((32, 64, 128, 256, 512), mobilenet=True))
     else:
         backbone = _resnet_fpn_extractor(trunk, layers)
-    detector = tvd.KeypointRCNN if keypoints else tvd.MaskRCNN
-    return _load_file(detector(backbone, num_classes=num_classes, **options), file_state, weights)
+    detector = tvd.KeypointRCNN if family == "keypointrcnn" else tvd.MaskRCNN
+    return detector(backbone, num_classes=num_classes, **options)
 
 
 def _predictor_sizes(state: dict[str, Any], path: str, arch: str) -> tuple[int, int | None]:
