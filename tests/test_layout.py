@@ -19,8 +19,8 @@ LAYERS = {
     # data and tasks are peers: neither imports the other
     "datamodules": 3, "tasks": 3,
     "callbacks": 4, "data_check": 4, "export": 4,
-    "parser_errors": 5, "trainer": 5,
-    "data_command": 6,
+    "cli_adapter": 5, "parser_errors": 5, "trainer": 5,
+    "cli_config": 6, "data_command": 6,
     "cli": 7,
     "__main__": 8,
 }  # fmt: skip

@@ -1,0 +1,122 @@
+"""The one place lightseg relies on LightningCLI's private methods, turned into two public seams.
+
+LightningCLI offers no public hook to add options to one subcommand only, nor to see the
+model config before and after it applies a checkpoint's hyperparameters. This adapter
+overrides the two private methods that do those things and calls the public methods
+below; ``tests/test_cli_adapter.py`` pins what it assumes of Lightning (names, signatures,
+call sites), so that a Lightning upgrade that changes them fails a test, not a user.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from typing import Any, cast
+
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from typing_extensions import override
+
+from lightseg.errors import LightsegError
+
+
+class AdaptedLightningCLI(LightningCLI):
+    """LightningCLI with :meth:`add_subcommand_arguments` and a checkpoint that fills in only defaults."""
+
+    def add_subcommand_arguments(self, parser: LightningArgumentParser, subcommand: str) -> None:
+        """Add options to the parser of ``subcommand`` only (after its trainer method's own)."""
+
+    @override
+    def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs: Any) -> LightningArgumentParser:
+        parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
+        self.add_subcommand_arguments(parser, subcommand)
+        return parser
+
+    @override
+    def _parse_ckpt_path(self) -> None:
+        # Lightning applies the checkpoint's hyperparameters over the parsed config, so that a
+        # checkpoint alone rebuilds its model; but they would also override what the user's
+        # config files and command line set for this run (test-time augmentation, detection
+        # thresholds, ...). Here the checkpoint only fills in the arguments left at their defaults.
+        subcommand = self.config.get("subcommand")
+        model = self.config[subcommand].get("model") if subcommand else None
+        before = cast(Any, model).clone() if hasattr(model, "clone") else None
+        super()._parse_ckpt_path()
+        after = self.config[subcommand].get("model") if subcommand else None
+        if before is not None and after is not None:
+            keep_configured_model(before, after, self.config[subcommand].get("ckpt_path"))
+
+
+def keep_configured_model(before: Any, after: Any, ckpt_path: Any) -> None:
+    """Undo, in ``after`` (the model config with a checkpoint's hyperparameters applied), what overrode the user.
+
+    The configured task class stays (a user's subclass of the checkpoint's task, or an error
+    for an unrelated one), and every argument the user set away from its default keeps the
+    user's value.
+    """
+    if field(before, "class_path") != field(after, "class_path"):
+        # Lightning would silently run the checkpoint's task instead of the configured one
+        ours_class = import_class(field(before, "class_path"))
+        theirs_class = import_class(field(after, "class_path"))
+        if not (ours_class and theirs_class and (issubclass(ours_class, theirs_class) or
+                                                  issubclass(theirs_class, ours_class))):  # fmt: skip
+            raise LightsegError(
+                f"--ckpt_path {ckpt_path} holds a {str(field(after, 'class_path')).rsplit('.', 1)[-1]}, but this "
+                f"run's model is a {str(field(before, 'class_path')).rsplit('.', 1)[-1]}; use a checkpoint of the "
+                "same task (or the config it was trained with)"
+            )
+        if issubclass(ours_class, theirs_class):  # the user's own subclass of the checkpoint's task
+            after.class_path = field(before, "class_path")
+    ours, theirs = field(before, "init_args"), field(after, "init_args")
+    if ours is None or theirs is None:
+        return
+    defaults = init_defaults(str(field(before, "class_path")))
+    for key, value in vars(ours).items():
+        if key in defaults and plain(value) != plain(defaults[key]):
+            setattr(theirs, key, value)
+
+
+def import_class(class_path: Any) -> type | None:
+    """The class at ``class_path`` (``None`` if it cannot be imported)."""
+    try:
+        module, _, name = str(class_path).rpartition(".")
+        found = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError):
+        return None
+    return found if isinstance(found, type) else None
+
+
+def init_defaults(class_path: str) -> dict[str, Any]:
+    """The default of each ``__init__`` argument of the class at ``class_path`` (empty if it cannot be found)."""
+    found = import_class(class_path)
+    try:
+        signature = inspect.signature(found) if found is not None else None
+    except ValueError:
+        signature = None
+    if signature is None:
+        return {}
+    return {k: p.default for k, p in signature.parameters.items() if p.default is not inspect.Parameter.empty}
+
+
+def plain(value: Any) -> Any:
+    """Tuples as lists, recursively, so that a parsed value compares equal to its Python default."""
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    return value
+
+
+def field(obj: Any, key: str) -> Any:
+    """``obj[key]`` of a parsed config node (a Namespace or a dict), ``None`` where absent."""
+    if obj is None:
+        return None
+    if isinstance(obj, dict):
+        return obj.get(key)
+    return getattr(obj, key, None)
+
+
+def as_list(value: Any) -> list[Any]:
+    """A config value that may be one item, a list or nothing (``False``: switched off) as a list."""
+    if value is None or isinstance(value, bool):
+        return []
+    return list(value) if isinstance(value, list) else [value]

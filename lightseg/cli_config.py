@@ -1,0 +1,190 @@
+"""What the CLI reads and adjusts in a parsed config before any class is built.
+
+The loggers (their packages, W&B defaults, resuming the W&B run), where an evaluation's
+results go, where the run keeps checkpoints (``--ckpt_path best``/``last``), and values that
+would only fail once a run is under way.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lightseg.checkpoints import ALIASES, find_checkpoints, load_checkpoint, resolve_checkpoint
+from lightseg.cli_adapter import as_list, field
+from lightseg.errors import LightsegError
+
+WANDB_ID_KEY = "lightseg_wandb_run_id"
+# logger class -> the packages it can use (any one) and the lightseg extra that installs them
+LOGGER_PACKAGES = (
+    ("WandbLogger", ("wandb",), "wandb"),
+    ("TensorBoardLogger", ("tensorboard", "tensorboardX"), "tensorboard"),
+)
+
+
+def prepare_loggers(config: Any) -> None:
+    """Refuse a logger whose package is missing (one line naming the extra); fill in W&B's group and tags."""
+    for logger in as_list(config.get("trainer", {}).get("logger")):
+        class_path = str(field(logger, "class_path"))
+        for suffix, module, extra in LOGGER_PACKAGES:
+            if class_path.endswith(suffix) and not any(importable(m) for m in module):
+                raise LightsegError(
+                    f"trainer.logger {suffix} needs the {module[0]} package, which is not installed: "
+                    f'pip install "lightseg[{extra}]" (or -c constraints.txt -e ".[{extra}]" in a checkout), '
+                    "or choose another logger"
+                )
+        if class_path.endswith("WandbLogger"):
+            fill_wandb_defaults(field(logger, "init_args"), config)
+
+
+def resolve_ckpt_option(config: Any, subcommand: str) -> None:
+    """Check ``--ckpt_path`` and turn ``best``/``last`` into a file (printed with its run and score).
+
+    A missing or unreadable file is one line before any work; ``fit`` from a weights-only
+    checkpoint says how to resume instead; ``fit --ckpt_path last`` without a checkpoint yet
+    starts from scratch, as Lightning does.
+    """
+    alias = config.get("ckpt_path")
+    if alias and alias not in ALIASES:
+        content = load_checkpoint(alias)  # one line for a missing, unreadable or foreign file, before any work
+        if subcommand == "fit" and "optimizer_states" not in content:
+            last = Path(alias).parent / "last.ckpt"
+            raise LightsegError(
+                f"--ckpt_path {alias} holds the weights only (lightseg keeps the monitored checkpoints that way), "
+                "so training cannot resume from it: resume from the full state"
+                + (f" in {last}" if last.is_file() else " of the run's last.ckpt")
+                + f", or start a new run from these weights with --model.init_args.init_from {alias}"
+            )
+    if subcommand == "fit" and alias and alias not in ALIASES:
+        continue_wandb_run(config, Path(alias))
+    if alias not in ALIASES or (subcommand == "fit" and alias == "best"):
+        return
+    roots = checkpoint_roots(config)
+    if subcommand == "fit" and not find_checkpoints(roots):
+        # as Lightning does: a job that always passes --ckpt_path last starts fresh the first time
+        print(f"lightseg: --ckpt_path last: no checkpoint yet under {', '.join(map(str, roots))}; "
+              "starting from scratch", file=sys.stderr)  # fmt: skip
+        config["ckpt_path"] = None
+        return
+    path, message = resolve_checkpoint(alias, roots)
+    print(f"lightseg: {message}", file=sys.stderr)
+    config["ckpt_path"] = str(path)
+    if subcommand == "fit":
+        continue_wandb_run(config, path)
+
+
+def results_beside_checkpoint(config: Any, subcommand: str) -> None:
+    """Point a CSV / TensorBoard logger of an evaluation at ``<run>/<subcommand>-<checkpoint>/``.
+
+    An evaluation of ``<run>/checkpoints/<name>.ckpt`` of one of the config's own runs (the
+    logger's ``save_dir/name`` holds ``<run>``) is not a new run: its metrics, tables and
+    pictures go into the training run's folder, one folder per evaluated checkpoint
+    (evaluating it again replaces them). A logger pointed elsewhere (another ``name`` or
+    ``save_dir``: the one place the user names), with an explicit ``version``, W&B, and
+    checkpoints outside a run's ``checkpoints/`` folder keep the logger's own layout.
+    """
+    checkpoint = Path(str(config.get("ckpt_path") or ""))
+    if checkpoint.suffix != ".ckpt" or checkpoint.parent.name != "checkpoints":
+        return
+    run = checkpoint.parent.parent
+    for logger in as_list((config.get("trainer") or {}).get("logger")):
+        init_args = field(logger, "init_args")
+        if not str(field(logger, "class_path")).endswith(("CSVLogger", "TensorBoardLogger")) or init_args is None:
+            continue
+        if field(init_args, "version") is not None:
+            continue
+        root = Path(str(field(init_args, "save_dir") or ".")) / str(field(init_args, "name") or "")
+        if root.resolve() == run.parent.resolve():
+            init_args.version = f"{run.name}/{subcommand}-{checkpoint.stem}"
+
+
+def check_values(config: Any) -> None:
+    """Refuse, before any work, values that would fail (or silently misbehave) only once a run is under way."""
+    optimizer = field(field(config.get("model"), "init_args"), "optimizer")
+    for key in ("lr", "weight_decay", "momentum"):
+        value = field(field(optimizer, "init_args"), key)
+        if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
+            raise LightsegError(f"model.optimizer.{key} must be >= 0, got {value}")
+    for folder in checkpoint_roots(config):
+        if folder.exists() and not folder.is_dir():
+            raise LightsegError(
+                f"{folder} (default_root_dir, a logger's save_dir or a checkpoint dirpath) is a file, not a folder; "
+                "choose another folder for the run"
+            )
+
+
+def warn_if_untrained(config: Any, model: Any) -> None:
+    """Warn when an evaluation has no trained weights: almost always a forgotten ``--ckpt_path``."""
+    # an exported model's path says where its weights are
+    hparams = getattr(model, "hparams", {})
+    if config.get("ckpt_path") or hparams.get("init_from") or hparams.get("weights") or hparams.get("path"):
+        return
+    print(
+        "lightseg: warning: no --ckpt_path (nor init_from or whole-model weights): evaluating a model whose head "
+        "is untrained; pass --ckpt_path best|last|<file.ckpt>",
+        file=sys.stderr,
+    )
+
+
+def continue_wandb_run(config: Any, checkpoint: Path) -> None:
+    """Resume the W&B run recorded in ``checkpoint`` when a W&B logger has no run id of its own."""
+    for logger in as_list((config.get("trainer") or {}).get("logger")):
+        init_args = field(logger, "init_args")
+        if not str(field(logger, "class_path")).endswith("WandbLogger") or init_args is None:
+            continue
+        if field(init_args, "id") or field(init_args, "version"):
+            return
+        try:
+            run_id = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True).get(WANDB_ID_KEY)
+        except Exception:  # not a readable checkpoint: loading it reports that, with its own message
+            return
+        if run_id:
+            init_args.id = run_id
+            print(f"lightseg: continuing W&B run {run_id}", file=sys.stderr)
+
+
+def fill_wandb_defaults(init_args: Any, config: Any) -> None:
+    """A W&B run is found by its group and tags: by default the run's name and what it trains."""
+    if init_args is None:
+        return
+    model = field(config.get("model"), "init_args")
+    if field(init_args, "group") is None and field(init_args, "name"):
+        init_args.group = field(init_args, "name")
+    if field(init_args, "tags") is None:
+        task = str(field(config.get("model"), "class_path") or "").rsplit(".", 1)[-1]
+        data = str(field(config.get("data"), "class_path") or "").rsplit(".", 1)[-1]
+        tags = [task, str(field(model, "arch") or ""), str(field(model, "backbone") or ""), data]
+        init_args.tags = [t for t in tags if t and t != "None"]
+
+
+def importable(module: str) -> bool:
+    """Whether ``module`` can be imported."""
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        return False
+    return True
+
+
+def checkpoint_roots(config: Any) -> list[Path]:
+    """Folders where the configured run writes checkpoints.
+
+    These are the ModelCheckpoint dirpaths, the loggers' save dirs and the trainer's ``default_root_dir``.
+    """
+    trainer = config.get("trainer") or {}
+    roots: list[Path] = []
+    for callback in as_list(trainer.get("callbacks")):
+        if "ModelCheckpoint" in str(field(callback, "class_path")):
+            dirpath = field(field(callback, "init_args"), "dirpath")
+            if dirpath:
+                roots.append(Path(dirpath))
+    for logger in as_list(trainer.get("logger")):
+        save_dir = field(field(logger, "init_args"), "save_dir")
+        if save_dir:
+            roots.append(Path(save_dir))
+    roots.append(Path(trainer.get("default_root_dir") or "."))
+    return list(dict.fromkeys(roots))
