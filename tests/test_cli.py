@@ -369,13 +369,13 @@ def test_checkpoint_fills_in_but_never_overrides_the_users_arguments(
     shapes_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    main(["fit", *tiny(shapes_root), "--trainer.max_epochs=1", "--model.init_args.aux_weight=0.25"])
+    main(["fit", *tiny(shapes_root), "--trainer.max_epochs=1", "--model.init_args.boundary_ratio=0.03"])
     monkeypatch.setattr(LightsegCLI, "_run_subcommand", lambda self, subcommand: None)
     # an evaluation preset given with the checkpoint wins over the checkpoint's hyperparameters
     preset = ["--config", str(ROOT / "configs" / "eval" / "ms_flip.yaml")]
     cli = build_cli(["test", *tiny(shapes_root), *preset, "--ckpt_path", "last", "--trainer.logger=false"])
     assert cli.model.hparams["tta_flip"] and min(cli.model.hparams["tta_scales"]) == 0.5
-    assert cli.model.hparams["aux_weight"] == 0.25  # what the user left at its default comes from the checkpoint
+    assert cli.model.hparams["boundary_ratio"] == 0.03  # what the user left at its default comes from the checkpoint
     # a checkpoint alone rebuilds its model
     checkpoint = next((tmp_path / "runs").rglob("last.ckpt"))
     alone = ["--model=SemanticSegmentationTask", "--data=ShapesDataModule", f"--data.init_args.root={shapes_root}"]

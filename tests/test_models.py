@@ -84,6 +84,30 @@ def test_deeplabv3_output_stride_and_multi_grid() -> None:
     assert feats["out"].shape[-2:] == (8, 8)
 
 
+def test_options_an_architecture_would_ignore_are_refused_in_one_line() -> None:
+    from lightseg.tasks import SemanticSegmentationTask
+
+    cases = [
+        ("deeplabv3", "resnet18", {"multi_grid": (1, 1, 1)}, r"multi_grid=\[1, 1, 1\] does not apply to arch "
+         r"'deeplabv3' with backbone 'resnet18', which would ignore it \(read by deeplabv3\); remove it"),
+        ("unet", None, {"output_stride": 8}, r"output_stride=8 does not apply to arch 'unet' with backbone 'resnet34'"
+         r".* \(read by deeplabv3, deeplabv3plus\)"),
+        ("deeplabv2", None, {"learnable_upsampling": True}, r"learnable_upsampling=True .* \(read by fcn32s, fcn16s"),
+    ]  # fmt: skip
+    for arch, backbone, options, message in cases:
+        with pytest.raises(LightsegError, match=message):
+            build_semantic_model(arch, 3, backbone, **options)  # type: ignore[arg-type]
+    with pytest.raises(LightsegError, match=r"aux_weight=0.4 does not apply to arch 'unet' .* no auxiliary head"):
+        SemanticSegmentationTask(arch="unet", backbone="resnet18", weights_backbone=None, num_classes=3, aux_weight=0.4)
+    # where they apply, and at their defaults, they build
+    assert build_semantic_model("deeplabv3", 3, "resnet18", output_stride=8).size_divisor == 32  # smp's DeepLabV3
+    task = SemanticSegmentationTask(
+        arch="unet", backbone="resnet18", weights_backbone=None, num_classes=3, aux_weight=0
+    )
+    with torch.no_grad():
+        assert task.hparams["output_stride"] == 16 and "aux" not in task.eval()(torch.rand(1, 3, 32, 32))
+
+
 def test_deeplabv2_sums_four_aspp_branches() -> None:
     aspp = ASPPv2(8, 3)
     x = torch.rand(1, 8, 9, 9)

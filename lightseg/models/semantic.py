@@ -154,6 +154,11 @@ def smp_encoders() -> tuple[str, ...]:
     return tuple(smp.encoders.get_encoder_names())
 
 
+FCN_VGG_OPTIONS = frozenset({"learnable_upsampling"})
+AUX_ONLY = frozenset({"aux"})
+STRIDE_ONLY = frozenset({"output_stride"})
+
+
 @dataclass(frozen=True)
 class Architecture:
     """A registered architecture: its builder, default backbone and valid backbones."""
@@ -164,20 +169,75 @@ class Architecture:
     has_aux: bool = False
     #: also takes smp's ``tu-<name>`` encoders: any timm model with feature maps
     timm_encoders: bool = False
+    #: the options of :class:`ModelSpec` beyond class count and backbone that it reads, by backbone
+    options: Callable[[str], frozenset[str]] = lambda backbone: frozenset()
+
+
+def _deeplabv3_options(backbone: str) -> frozenset[str]:
+    # the atrous ResNets are lightseg's own (multi-grid, auxiliary head); smp's DeepLabV3 has neither
+    if backbone in ATROUS_RESNETS:
+        return frozenset({"aux", "output_stride", "multi_grid"})
+    return STRIDE_ONLY
 
 
 ARCHITECTURES: dict[str, Architecture] = {
-    "fcn32s": Architecture(_fcn_vgg("32s"), "vgg16", lambda: ("vgg16",)),
-    "fcn16s": Architecture(_fcn_vgg("16s"), "vgg16", lambda: ("vgg16",)),
-    "fcn8s": Architecture(_fcn_vgg("8s"), "vgg16", lambda: ("vgg16",)),
-    "fcn": Architecture(_fcn_resnet, "resnet50", lambda: ATROUS_RESNETS, has_aux=True),
+    "fcn32s": Architecture(_fcn_vgg("32s"), "vgg16", lambda: ("vgg16",), options=lambda b: FCN_VGG_OPTIONS),
+    "fcn16s": Architecture(_fcn_vgg("16s"), "vgg16", lambda: ("vgg16",), options=lambda b: FCN_VGG_OPTIONS),
+    "fcn8s": Architecture(_fcn_vgg("8s"), "vgg16", lambda: ("vgg16",), options=lambda b: FCN_VGG_OPTIONS),
+    "fcn": Architecture(_fcn_resnet, "resnet50", lambda: ATROUS_RESNETS, has_aux=True, options=lambda b: AUX_ONLY),
     "unet": Architecture(_unet, "resnet34", smp_encoders, timm_encoders=True),
     "deeplabv2": Architecture(_deeplabv2, "resnet101", lambda: ATROUS_RESNETS),
     "deeplabv3": Architecture(
-        _deeplabv3, "resnet101", lambda: ATROUS_RESNETS + smp_encoders(), has_aux=True, timm_encoders=True
+        _deeplabv3,
+        "resnet101",
+        lambda: ATROUS_RESNETS + smp_encoders(),
+        has_aux=True,
+        timm_encoders=True,
+        options=_deeplabv3_options,
     ),
-    "deeplabv3plus": Architecture(_deeplabv3plus, "resnet101", smp_encoders, timm_encoders=True),
+    "deeplabv3plus": Architecture(
+        _deeplabv3plus, "resnet101", smp_encoders, timm_encoders=True, options=lambda b: STRIDE_ONLY
+    ),
 }
+#: the settings a user may give each architecture beyond its backbone (what the task checks)
+OPTION_DEFAULTS: dict[str, Any] = {"output_stride": 16, "multi_grid": (1, 2, 4), "learnable_upsampling": False}
+
+
+def applicable_options(arch: str, backbone: str | None) -> frozenset[str]:
+    """The :class:`ModelSpec` options (``aux``, ``output_stride``, ...) ``arch`` reads on ``backbone``."""
+    entry = ARCHITECTURES[arch]
+    return entry.options(backbone or entry.default_backbone)
+
+
+def check_applicable(arch: str, backbone: str | None, given: dict[str, Any]) -> None:
+    """Refuse, in one line, settings away from their default that ``arch`` on ``backbone`` would ignore.
+
+    ``given`` maps option names (``output_stride``, ``multi_grid``, ``learnable_upsampling``,
+    ``aux``) to the values set; options at their default (:data:`OPTION_DEFAULTS`; ``aux``:
+    ``False``) are never refused.
+    """
+    if arch not in ARCHITECTURES:
+        return  # build_semantic_model names the valid ones
+    entry = ARCHITECTURES[arch]
+    backbone = backbone or entry.default_backbone
+    applies = entry.options(backbone)
+    ignored = {
+        name: value
+        for name, value in given.items()
+        if name not in applies and _plain(value) != _plain(OPTION_DEFAULTS.get(name, False))
+    }
+    if ignored:
+        where = [a for a, e in ARCHITECTURES.items() if set(ignored) <= e.options(e.default_backbone)]
+        settings = ", ".join(f"{k}={_plain(v)}" for k, v in ignored.items())
+        raise LightsegError(
+            f"{settings} does not apply to arch {arch!r} with backbone {backbone!r}, which would ignore it"
+            + (f" (read by {', '.join(where)})" if where else "")
+            + "; remove it"
+        )
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, list | tuple) else value
 
 
 def build_semantic_model(
@@ -222,6 +282,11 @@ def build_semantic_model(
         )
     if num_classes < 1:
         raise LightsegError(f"num_classes must be >= 1, got {num_classes}")
+    check_applicable(
+        arch,
+        backbone,
+        {"output_stride": output_stride, "multi_grid": multi_grid, "learnable_upsampling": learnable_upsampling},
+    )
     spec = ModelSpec(
         num_classes=num_classes,
         backbone=backbone,

@@ -19,7 +19,7 @@ from lightseg.inference import slide_logits, tta_probs
 from lightseg.losses import LossName, SegmentationLoss, median_frequency_weights
 from lightseg.metrics import EvaluationProtocol, SegmentationMetrics, format_class_table, image_scores
 from lightseg.metrics.segmentation import PROTOCOL_SCALAR_KEYS, SCALAR_KEYS
-from lightseg.models.semantic import ArchName, build_semantic_model
+from lightseg.models.semantic import ARCHITECTURES, ArchName, applicable_options, build_semantic_model
 from lightseg.tasks.base import BaseTask
 from lightseg.types import SemanticBatch, SemanticEvalOutput, SemanticPrediction, Stage
 
@@ -133,6 +133,13 @@ class SemanticSegmentationTask(BaseTask):
     @override
     def build_model(self) -> nn.Module:
         hp = self.hparams
+        custom_aux = hp["aux_weight"] not in (0, 0.5) and hp["arch"] in ARCHITECTURES
+        if custom_aux and "aux" not in applicable_options(hp["arch"], hp["backbone"]):
+            raise LightsegError(
+                f"aux_weight={hp['aux_weight']} does not apply to arch {hp['arch']!r} with backbone "
+                f"{hp['backbone'] or ARCHITECTURES[hp['arch']].default_backbone!r}, which has no auxiliary "
+                "head (fcn and deeplabv3 on ResNet-50/101 have one); remove it"
+            )
         return build_semantic_model(
             hp["arch"],
             hp["num_classes"],
