@@ -86,15 +86,22 @@ def import_class(class_path: Any) -> type | None:
 
 
 def init_defaults(class_path: str) -> dict[str, Any]:
-    """The default of each ``__init__`` argument of the class at ``class_path`` (empty if it cannot be found)."""
+    """The default of each ``__init__`` argument of the class at ``class_path`` (empty if it cannot be found).
+
+    Arguments a class passes on as ``**kwargs`` take their parents' defaults (the nearest wins),
+    as jsonargparse resolves them.
+    """
     found = import_class(class_path)
-    try:
-        signature = inspect.signature(found) if found is not None else None
-    except ValueError:
-        signature = None
-    if signature is None:
-        return {}
-    return {k: p.default for k, p in signature.parameters.items() if p.default is not inspect.Parameter.empty}
+    defaults: dict[str, Any] = {}
+    for klass in reversed(found.__mro__ if found is not None else ()):
+        if "__init__" not in vars(klass) or klass is object:
+            continue
+        try:
+            parameters = inspect.signature(vars(klass)["__init__"]).parameters
+        except (TypeError, ValueError):
+            continue
+        defaults.update({k: p.default for k, p in parameters.items() if p.default is not inspect.Parameter.empty})
+    return defaults
 
 
 def plain(value: Any) -> Any:

@@ -8,7 +8,7 @@ import pytest
 from jsonargparse import Namespace
 from lightning.pytorch.cli import LightningCLI
 
-from lightseg.cli_adapter import AdaptedLightningCLI, keep_configured_model
+from lightseg.cli_adapter import AdaptedLightningCLI, init_defaults, keep_configured_model
 from lightseg.errors import LightsegError
 from lightseg.tasks import SemanticSegmentationTask
 
@@ -56,3 +56,11 @@ def test_a_users_subclass_stays_and_an_unrelated_task_is_refused() -> None:
     assert after.class_path == f"{__name__}.MyTask"
     with pytest.raises(LightsegError, match=r"x\.ckpt holds a InstanceSegmentationTask, but this run's model"):
         keep_configured_model(_model(SEMANTIC), _model("lightseg.tasks.InstanceSegmentationTask"), "x.ckpt")
+
+
+def test_defaults_of_arguments_passed_on_as_kwargs_are_the_parents() -> None:
+    defaults = init_defaults("lightseg.tasks.KeypointDetectionTask")
+    assert defaults["min_size"] == (640, 672, 704, 736, 768, 800)  # its own, over DetectionTask's 800
+    assert (defaults["max_size"], defaults["weights_backbone"], defaults["head_lr_mult"]) == (1333, "imagenet", 1.0)
+    assert init_defaults("lightseg.tasks.InstanceSegmentationTask")["min_size"] == 800
+    assert init_defaults("no.such.Task") == {}

@@ -35,6 +35,35 @@ class DetectionTask(BaseTask):
     and test collect every detection and run COCO's evaluation once per epoch over the
     whole split and all processes: ``{stage}_{bbox|segm|keypoints}_map``, ``_map_50``,
     ``_map_75``, ``_map_small``, ``_map_medium``, ``_map_large`` and ``{stage}_{type}_ap_<class>``.
+
+    The arguments below are those of every detection task (its subclasses take them as ``**kwargs``).
+
+    Args:
+        arch: the torchvision architecture (see the subclasses).
+        num_classes: classes including background (the CLI links it from the data module).
+        weights: ``coco`` loads torchvision's COCO model, a file path a whole model of this
+            arch in torchvision's format (e.g. its COCO checkpoint, copied for an offline
+            machine). When every class of the data is one of COCO's (by name), the box and
+            mask predictors keep exactly those classes' pretrained rows (COCO itself: the
+            model as torchvision trained it); otherwise they start fresh. ``null`` starts
+            from ``weights_backbone``.
+        weights_backbone: ``imagenet``, a backbone weights file (torchvision ResNet /
+            MobileNetV3 state dict) or ``null`` (from scratch).
+        trainable_backbone_layers: backbone stages that train (0-5).
+        trainable_norm: train the backbone's BatchNorm (``None``: only without pretrained weights).
+        min_size: shorter image side inside the model (a tuple: multi-scale training).
+        max_size: cap on the longer side.
+        anchor_sizes: RPN anchor size per FPN level (``None``: 32..512).
+        detector_kwargs: other torchvision ``MaskRCNN`` / ``KeypointRCNN`` arguments
+            (``rpn_batch_size_per_image``, ``box_batch_size_per_image``, ``rpn_post_nms_top_n_train``,
+            ``box_detections_per_img``, ...).
+        eval_backend: ``faster_coco_eval`` or ``pycocotools``.
+        optimizer: see :class:`~lightseg.tasks.BaseTask`.
+        lr_scheduler: see :class:`~lightseg.tasks.BaseTask`.
+        lr_interval: see :class:`~lightseg.tasks.BaseTask`.
+        head_lr_mult: see :class:`~lightseg.tasks.BaseTask`.
+        no_weight_decay_on: see :class:`~lightseg.tasks.BaseTask`.
+        init_from: see :class:`~lightseg.tasks.BaseTask`.
     """
 
     iou_types: ClassVar[tuple[IoUType, ...]] = ("bbox",)
@@ -244,32 +273,12 @@ class InstanceSegmentationTask(DetectionTask):
             available), or the light ``maskrcnn_resnet18_fpn``, ``maskrcnn_resnet34_fpn``,
             ``maskrcnn_mobilenet_v3_large_fpn`` for CPU work and quick experiments.
         num_classes: classes including background (the CLI links it from the data module).
-        weights: ``coco`` loads torchvision's COCO model, a file path a whole model of this
-            arch in torchvision's format (e.g. its COCO checkpoint, copied for an offline
-            machine). When every class of the data is one of COCO's (by name), the box and
-            mask predictors keep exactly those classes' pretrained rows (COCO itself: the
-            model as torchvision trained it); otherwise they start fresh. ``null`` starts
-            from ``weights_backbone``.
-        weights_backbone: ``imagenet``, a backbone weights file (torchvision ResNet /
-            MobileNetV3 state dict) or ``null`` (from scratch).
-        trainable_backbone_layers: backbone stages that train (0-5).
-        trainable_norm: train the backbone's BatchNorm (``None``: only without pretrained weights).
-        min_size: shorter image side inside the model (a tuple: multi-scale training).
-        max_size: cap on the longer side.
-        anchor_sizes: RPN anchor size per FPN level (``None``: 32..512).
-        detector_kwargs: other torchvision ``MaskRCNN`` arguments (``rpn_batch_size_per_image``,
-            ``box_batch_size_per_image``, ``rpn_post_nms_top_n_train``, ``box_detections_per_img``, ...).
         mask_threshold: mask probability that counts as foreground in evaluation and prediction.
         boundary_ap: also score masks with Boundary AP (``{stage}_boundary_map``, ...; Cheng et al.
             2021: IoU = min(mask IoU, Boundary IoU)), band 0.02 of the image diagonal (0.005 on
             Cityscapes); needs the faster_coco_eval backend.
-        eval_backend: ``faster_coco_eval`` or ``pycocotools``.
-        optimizer: see :class:`~lightseg.tasks.BaseTask`.
-        lr_scheduler: see :class:`~lightseg.tasks.BaseTask`.
-        lr_interval: see :class:`~lightseg.tasks.BaseTask`.
-        head_lr_mult: see :class:`~lightseg.tasks.BaseTask`.
-        no_weight_decay_on: see :class:`~lightseg.tasks.BaseTask`.
-        init_from: see :class:`~lightseg.tasks.BaseTask`.
+        **kwargs: the settings every detection task shares (weights, sizes, anchors, optimiser):
+            see :class:`DetectionTask`.
     """
 
     monitor: ClassVar[str] = "val_segm_map"
@@ -280,29 +289,11 @@ class InstanceSegmentationTask(DetectionTask):
         self,
         arch: MaskRCNNArch = "maskrcnn_resnet50_fpn",
         num_classes: int = 91,
-        weights: str | None = None,
-        weights_backbone: str | None = "imagenet",
-        trainable_backbone_layers: int | None = None,
-        trainable_norm: bool | None = None,
-        min_size: int | tuple[int, ...] = 800,
-        max_size: int = 1333,
-        anchor_sizes: tuple[int, ...] | None = None,
-        detector_kwargs: dict[str, Any] | None = None,
         mask_threshold: float = 0.5,
         boundary_ap: bool = False,
-        eval_backend: Backend = "faster_coco_eval",
-        optimizer: OptimizerCallable = torch.optim.AdamW,
-        lr_scheduler: LRSchedulerCallable | None = None,
-        lr_interval: Literal["step", "epoch"] | None = None,
-        head_lr_mult: float = 1.0,
-        no_weight_decay_on: Sequence[Literal["norm", "bias"]] = (),
-        init_from: str | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            arch, num_classes, weights, weights_backbone, trainable_backbone_layers, trainable_norm, min_size,
-            max_size, anchor_sizes, detector_kwargs, eval_backend, optimizer, lr_scheduler, lr_interval,
-            head_lr_mult, no_weight_decay_on, init_from,
-        )  # fmt: skip
+        super().__init__(arch, num_classes, **kwargs)
 
     @override
     def evaluator_options(self) -> dict[str, Any]:
@@ -329,22 +320,10 @@ class KeypointDetectionTask(DetectionTask):
             keypoints and is an error for other skeletons.
         keypoint_head: ``(layers, channels)`` of the keypoint head (``None``: torchvision's 8 x 512;
             a lighter head trains faster from scratch).
-        weights: ``coco``, a weights file or ``null`` (see :class:`InstanceSegmentationTask`).
-        weights_backbone: ``imagenet``, a backbone weights file or ``null``.
-        trainable_backbone_layers: backbone stages that train (0-5).
-        trainable_norm: train the backbone's BatchNorm (``None``: only without pretrained weights).
-        min_size: shorter image side inside the model (a tuple: multi-scale training; torchvision's
-            recipe uses 640..800).
-        max_size: cap on the longer side.
-        anchor_sizes: RPN anchor size per FPN level.
-        detector_kwargs: other torchvision ``KeypointRCNN`` arguments.
-        eval_backend: ``faster_coco_eval`` or ``pycocotools``.
-        optimizer: see :class:`~lightseg.tasks.BaseTask`.
-        lr_scheduler: see :class:`~lightseg.tasks.BaseTask`.
-        lr_interval: see :class:`~lightseg.tasks.BaseTask`.
-        head_lr_mult: see :class:`~lightseg.tasks.BaseTask`.
-        no_weight_decay_on: see :class:`~lightseg.tasks.BaseTask`.
-        init_from: see :class:`~lightseg.tasks.BaseTask`.
+        min_size: shorter image side inside the model (a tuple, as torchvision's recipe: multi-scale
+            training over 640..800).
+        **kwargs: the settings every detection task shares (weights, sizes, anchors, optimiser):
+            see :class:`DetectionTask`.
     """
 
     monitor: ClassVar[str] = "val_keypoints_map"
@@ -359,21 +338,8 @@ class KeypointDetectionTask(DetectionTask):
         keypoint_names: list[str] | None = None,
         oks_sigmas: list[float] | None = None,
         keypoint_head: tuple[int, int] | None = None,
-        weights: str | None = None,
-        weights_backbone: str | None = "imagenet",
-        trainable_backbone_layers: int | None = None,
-        trainable_norm: bool | None = None,
         min_size: int | tuple[int, ...] = (640, 672, 704, 736, 768, 800),
-        max_size: int = 1333,
-        anchor_sizes: tuple[int, ...] | None = None,
-        detector_kwargs: dict[str, Any] | None = None,
-        eval_backend: Backend = "faster_coco_eval",
-        optimizer: OptimizerCallable = torch.optim.AdamW,
-        lr_scheduler: LRSchedulerCallable | None = None,
-        lr_interval: Literal["step", "epoch"] | None = None,
-        head_lr_mult: float = 1.0,
-        no_weight_decay_on: Sequence[Literal["norm", "bias"]] = (),
-        init_from: str | None = None,
+        **kwargs: Any,
     ) -> None:
         if oks_sigmas is None and num_keypoints != len(COCO_OKS_SIGMAS):
             raise LightsegError(
@@ -384,11 +350,7 @@ class KeypointDetectionTask(DetectionTask):
             raise LightsegError(f"oks_sigmas has {len(oks_sigmas)} values for {num_keypoints} keypoints")
         if keypoint_names is not None and len(keypoint_names) != num_keypoints:
             raise LightsegError(f"keypoint_names has {len(keypoint_names)} names for {num_keypoints} keypoints")
-        super().__init__(
-            arch, num_classes, weights, weights_backbone, trainable_backbone_layers, trainable_norm, min_size,
-            max_size, anchor_sizes, detector_kwargs, eval_backend, optimizer, lr_scheduler, lr_interval,
-            head_lr_mult, no_weight_decay_on, init_from,
-        )  # fmt: skip
+        super().__init__(arch, num_classes, min_size=min_size, **kwargs)
 
     @override
     def model_options(self) -> dict[str, Any]:
