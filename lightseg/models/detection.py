@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
@@ -123,11 +124,9 @@ def build_rcnn(
         counted = num_keypoints if keypoints else None
         return _coco_model(arch, options, trainable_backbone_layers, trainable_norm, counted)
     # a weights file of the whole model counts as pretrained (the backbone's stages freeze as with ImageNet)
-    backbone = (weights_backbone, trainable_backbone_layers, trainable_norm, file_state is not None)
-    if arch.endswith("_v2"):
-        model = _torchvision_v2_model(arch, num_classes, options, *backbone)
-    else:
-        model = _fpn_model(arch, num_classes, options, *backbone)
+    backbone = _Backbone(weights_backbone, trainable_backbone_layers, trainable_norm, file_state is not None)
+    build = _torchvision_v2_model if arch.endswith("_v2") else _fpn_model
+    model = build(arch, num_classes, options, backbone)
     return _load_file(model, file_state, weights)
 
 
@@ -176,40 +175,38 @@ def _coco_model(
     return _refit_keypoints(model, num_keypoints)
 
 
-def _torchvision_v2_model(
-    arch: str,
-    num_classes: int,
-    options: dict[str, Any],
-    weights_backbone: str | None,
-    trainable_backbone_layers: int | None,
-    trainable_norm: bool | None,
-    pretrained_file: bool,
-) -> nn.Module:
+@dataclass(frozen=True)
+class _Backbone:
+    """The backbone settings of a build without COCO weights."""
+
+    weights: str | None
+    trainable_layers: int | None
+    trainable_norm: bool | None
+    #: a whole-model weights file will be loaded (it counts as pretrained)
+    pretrained_file: bool
+
+    def pretrained(self, imagenet: Any) -> bool:
+        """Whether the backbone starts from weights (``imagenet``: the ImageNet enum chosen, or ``None``)."""
+        return imagenet is not None or is_weights_file(self.weights) or self.pretrained_file
+
+
+def _torchvision_v2_model(arch: str, num_classes: int, options: dict[str, Any], backbone: _Backbone) -> nn.Module:
     """Torchvision's v2 builder (its backbone always has plain BatchNorm), ImageNet or file backbone weights."""
-    _check_torchvision_norm(arch, trainable_norm, coco=False)
-    backbone_weights = ResNet50_Weights.IMAGENET1K_V1 if weights_backbone == "imagenet" else None
-    pretrained = backbone_weights is not None or is_weights_file(weights_backbone) or pretrained_file
-    with offline_hint(arch, backbone_weights):
+    _check_torchvision_norm(arch, backbone.trainable_norm, coco=False)
+    imagenet = ResNet50_Weights.IMAGENET1K_V1 if backbone.weights == "imagenet" else None
+    with offline_hint(arch, imagenet):
         model = getattr(tvd, arch)(
             weights=None,
-            weights_backbone=backbone_weights,
+            weights_backbone=imagenet,
             num_classes=num_classes,
-            trainable_backbone_layers=trainable_backbone_layers if pretrained else None,
+            trainable_backbone_layers=backbone.trainable_layers if backbone.pretrained(imagenet) else None,
             **options,
         )
-    load_backbone_file(model.backbone.body, weights_backbone, "resnet50")
+    load_backbone_file(model.backbone.body, backbone.weights, "resnet50")
     return model
 
 
-def _fpn_model(
-    arch: str,
-    num_classes: int,
-    options: dict[str, Any],
-    weights_backbone: str | None,
-    trainable_backbone_layers: int | None,
-    trainable_norm: bool | None,
-    pretrained_file: bool,
-) -> nn.Module:
+def _fpn_model(arch: str, num_classes: int, options: dict[str, Any], backbone: _Backbone) -> nn.Module:
     """An FPN R-CNN built as torchvision's builder does, on any of :data:`FPN_BACKBONES`.
 
     The v1 ResNet-50 archs are built this way too (resnet50 with the chosen norm,
@@ -220,23 +217,23 @@ def _fpn_model(
     name = rest.removesuffix("_fpn")
     if name not in FPN_BACKBONES:
         raise LightsegError(f"unknown detection arch {arch!r}")
-    factory, imagenet = FPN_BACKBONES[name]
-    backbone_weights = imagenet if weights_backbone == "imagenet" else None
-    pretrained = backbone_weights is not None or is_weights_file(weights_backbone) or pretrained_file
-    train_norm = trainable_norm if trainable_norm is not None else not pretrained
+    factory, enum = FPN_BACKBONES[name]
+    imagenet = enum if backbone.weights == "imagenet" else None
+    pretrained = backbone.pretrained(imagenet)
+    train_norm = backbone.trainable_norm if backbone.trainable_norm is not None else not pretrained
     norm = nn.BatchNorm2d if train_norm else misc_nn_ops.FrozenBatchNorm2d
-    with offline_hint(arch, backbone_weights):
-        trunk = factory(weights=backbone_weights, norm_layer=norm)
-    load_backbone_file(trunk, weights_backbone, name)
+    with offline_hint(arch, imagenet):
+        trunk = factory(weights=imagenet, norm_layer=norm)
+    load_backbone_file(trunk, backbone.weights, name)
     default_layers = 3 if pretrained else (6 if "mobilenet" in name else 5)
-    layers = trainable_backbone_layers if trainable_backbone_layers is not None else default_layers
+    layers = backbone.trainable_layers if backbone.trainable_layers is not None else default_layers
     if "mobilenet" in name:
-        backbone = _mobilenet_extractor(trunk, True, layers)
+        features = _mobilenet_extractor(trunk, True, layers)
         options.setdefault("rpn_anchor_generator", _anchors((32, 64, 128, 256, 512), mobilenet=True))
     else:
-        backbone = _resnet_fpn_extractor(trunk, layers)
+        features = _resnet_fpn_extractor(trunk, layers)
     detector = tvd.KeypointRCNN if family == "keypointrcnn" else tvd.MaskRCNN
-    return detector(backbone, num_classes=num_classes, **options)
+    return detector(features, num_classes=num_classes, **options)
 
 
 def _predictor_sizes(state: dict[str, Any], path: str, arch: str) -> tuple[int, int | None]:
