@@ -48,6 +48,10 @@ from lightseg.trainer import LightsegTrainer
 CSV_LOGGER = "lightning.pytorch.loggers.CSVLogger"
 #: the run-folder guards of the runs this process started (see :func:`main`)
 RUN_GUARDS: list[RunFolderGuard] = []
+DATA_GROUP_TITLE = (
+    "The data: data set, splits, augmentation, batches (--data NAME, e.g. ShapesDataModule, "
+    "SegmentationFolderDataModule, VOCDataModule; its options: --data.help NAME)"
+)
 DESCRIPTION = (
     "lightseg: semantic, instance and keypoint segmentation on PyTorch Lightning, driven by YAML configs. "
     "Train with `lightseg fit --config CONFIG.yaml`, then test, predict with or export its checkpoints "
@@ -139,6 +143,9 @@ class LightsegCLI(AdaptedLightningCLI):
         # model and data first: `lightseg fit --help` shows what a user configures before the Trainer's options
         parser.add_lightning_class_args(self._model_class, "model", subclass_mode=self.subclass_mode_model)
         parser.add_lightning_class_args(self._datamodule_class, "data", subclass_mode=self.subclass_mode_data)
+        groups = parser.groups or {}
+        if "data" in groups:  # Lightning's base class describes itself to developers
+            groups["data"].title = DATA_GROUP_TITLE
         parser.add_lightning_class_args(self.trainer_class, "trainer")
         parser.set_defaults({"trainer." + k: v for k, v in self.trainer_defaults.items() if k != "callbacks"})
 

@@ -307,6 +307,8 @@ def test_help_describes_lightseg_and_version_names_the_stack(capsys: pytest.Capt
     model, data, trainer = (test_help.index(k) for k in ("--model.help", "--data.help", "--trainer.accelerator.help"))
     assert model < data < trainer
     assert "The task: model, loss, metrics and optimiser" in test_help and "build_*" not in test_help
+    assert "The data: data set, splits, augmentation, batches" in test_help
+    assert "A DataModule standardizes" not in test_help  # Lightning's developer docstring
     assert (
         "--ckpt_path CKPT_PATH The checkpoint to score: ``best`` (the best-scoring checkpoint of all runs" in test_help
     )
