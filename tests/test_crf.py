@@ -88,7 +88,9 @@ def test_callback_is_a_noop_with_a_warning_for_other_tasks() -> None:
     with pytest.warns(UserWarning, match="Detector is not a semantic task, so it does nothing"):
         callback.setup(trainer, Detector(), "test")
     assert not callback.active
+    callback.on_test_start(trainer, Detector())
     callback.on_test_batch_end(trainer, Detector(), None, {}, 0)  # nothing happens
+    assert callback.metric is None
 
 
 def test_presets_are_the_published_settings_and_values_override_them() -> None:

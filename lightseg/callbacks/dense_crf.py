@@ -186,6 +186,8 @@ class DenseCRF(_SemanticOnly):
 
     @override
     def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not self.active:
+            return
         # the task's protocol is known once it is set up: the CRF's masks get the same Boundary IoU
         hp = pl_module.hparams
         protocol = cast(SemanticSegmentationTask, pl_module).protocol
