@@ -1,22 +1,30 @@
-"""The one place lightseg relies on LightningCLI's private methods, turned into two public seams.
+"""The one place lightseg relies on LightningCLI's private methods, turned into public seams.
 
-LightningCLI offers no public hook to add options to one subcommand only, nor to see the
-model config before and after it applies a checkpoint's hyperparameters. This adapter
-overrides the two private methods that do those things and calls the public methods
-below; ``tests/test_cli_adapter.py`` pins what it assumes of Lightning (names, signatures,
-call sites), so that a Lightning upgrade that changes them fails a test, not a user.
+LightningCLI offers no public hook to add options to one subcommand only, nor to shape how
+a checkpoint's hyperparameters enter the config. This adapter overrides the two private
+methods that do those things (the second replaced whole: it is where Lightning reads the
+checkpoint) and calls the public functions below; ``tests/test_cli_adapter.py`` pins what it
+assumes of Lightning (names, signatures, call sites, checkpoint keys), so that a Lightning
+upgrade that changes them fails a test, not a user.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import inspect
+import sys
+from pathlib import Path
 from typing import Any, cast
 
+from jsonargparse import Namespace
+from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from typing_extensions import override
 
+from lightseg.checkpoints import load_checkpoint
 from lightseg.errors import LightsegError
+from lightseg.tasks.base import BaseTask
 
 
 class AdaptedLightningCLI(LightningCLI):
@@ -33,17 +41,36 @@ class AdaptedLightningCLI(LightningCLI):
 
     @override
     def _parse_ckpt_path(self) -> None:
-        # Lightning applies the checkpoint's hyperparameters over the parsed config, so that a
-        # checkpoint alone rebuilds its model; but they would also override what the user's
-        # config files and command line set for this run (test-time augmentation, detection
-        # thresholds, ...). Here the checkpoint only fills in the arguments left at their defaults.
+        # Lightning's own version applies the checkpoint's hyperparameters over the parsed config,
+        # so that a checkpoint alone rebuilds its model. Two things differ here: the task first
+        # brings an older checkpoint's hyperparameters to today's form (migrate_hparams), and the
+        # checkpoint only fills in the arguments left at their defaults, never overriding what the
+        # user's config files and command line set for this run (test-time augmentation,
+        # detection thresholds, ...).
         subcommand = self.config.get("subcommand")
-        model = self.config[subcommand].get("model") if subcommand else None
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if not ckpt_path or not Path(ckpt_path).is_file():
+            return
+        hparams = dict(load_checkpoint(ckpt_path).get(LightningModule.CHECKPOINT_HYPER_PARAMS_KEY) or {})
+        hparams.pop("_instantiator", None)
+        if not hparams:
+            return
+        model = self.config[subcommand].get("model")
         before = cast(Any, model).clone() if hasattr(model, "clone") else None
-        super()._parse_ckpt_path()
-        after = self.config[subcommand].get("model") if subcommand else None
+        if "_class_path" in hparams:
+            class_path = hparams.pop("_class_path")
+            task = import_class(class_path)
+            if task is not None and issubclass(task, BaseTask):
+                hparams = task.migrate_hparams(hparams)
+            hparams = {"class_path": class_path, "dict_kwargs": hparams}
+        try:
+            self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
+        except SystemExit:
+            sys.stderr.write(f"The hyperparameters saved in {ckpt_path} do not fit this version's task.\n")
+            raise
+        after = self.config[subcommand].get("model")
         if before is not None and after is not None:
-            keep_configured_model(before, after, self.config[subcommand].get("ckpt_path"))
+            keep_configured_model(before, after, ckpt_path)
 
 
 def keep_configured_model(before: Any, after: Any, ckpt_path: Any) -> None:
@@ -71,7 +98,14 @@ def keep_configured_model(before: Any, after: Any, ckpt_path: Any) -> None:
         return
     defaults = init_defaults(str(field(before, "class_path")))
     for key, value in vars(ours).items():
-        if key in defaults and plain(value) != plain(defaults[key]):
+        default = defaults.get(key, inspect.Parameter.empty)
+        if dataclasses.is_dataclass(default) and isinstance(value, Namespace):
+            # a group of settings (e.g. inference): setting by setting
+            group = field(theirs, key)
+            for name in vars(value):
+                if isinstance(group, Namespace) and plain(value[name]) != plain(getattr(default, name, None)):
+                    group[name] = value[name]
+        elif key in defaults and plain(value) != plain(default):
             setattr(theirs, key, value)
 
 

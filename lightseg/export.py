@@ -23,7 +23,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import torch
 from lightning.pytorch import LightningDataModule, LightningModule
@@ -34,6 +34,9 @@ from lightseg.checkpoints import load_checkpoint
 from lightseg.colors import mask_palette
 from lightseg.errors import LightsegError
 from lightseg.export_verify import compare_with_pytorch, require, run_exported
+
+if TYPE_CHECKING:
+    from lightseg.tasks.semantic import SemanticSegmentationTask
 
 Format = Literal["onnx", "torchscript", "pt2"]
 SemanticOutput = Literal["logits", "probs", "labels"]
@@ -146,16 +149,11 @@ def _is_detection(task: LightningModule) -> bool:
 
 
 def _check_exportable(task: LightningModule, settings: ExportSettings) -> None:
-    hp = task.hparams
     if settings.format == "onnx":  # before any work: writing and verifying need both
         require("onnx")
         require("onnxruntime")
     if not _is_detection(task):
-        outside = []
-        if hp.get("inference") == "slide":
-            outside.append("--model.init_args.inference whole")
-        if tuple(hp.get("tta_scales", (1.0,))) != (1.0,) or hp.get("tta_flip"):
-            outside.append("--model.init_args.tta_scales [1.0] --model.init_args.tta_flip false")
+        outside = cast("SemanticSegmentationTask", task).inference.changes_for_one_pass()
         if outside:
             raise LightsegError(
                 "the exported graph runs each image whole, once; sliding windows and test-time augmentation run "

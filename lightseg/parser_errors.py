@@ -55,6 +55,13 @@ def condense_parser_error(message: str) -> str:
             f"{where}{name!r} is not a known class; use a short name (SemanticSegmentationTask, "
             "ShapesDataModule) or an import path (mypkg.module.MyTask)"
         )
+    group = re.search(r"Unable to load config [\"']([^\"']*)[\"']", message)
+    if group and len(keys) > 1:  # one value given for a group of settings (a dataclass)
+        option = ".init_args.".join(keys)
+        return (
+            f"{where}{group.group(1)!r} is not valid: {keys[-1]} is a group of settings; set each by name "
+            f"(--{option}.<setting>, listed by --help) or in YAML as {keys[-1]}: {{<setting>: <value>}}"
+        )
     unknown = re.search(r"Option '([^']+)' is not accepted|NestedArg\(key='([^']+)'", message)
     if unknown:
         return f"{where}unknown option {unknown.group(1) or unknown.group(2)!r}"

@@ -16,6 +16,7 @@ import yaml
 from PIL import Image
 
 from lightseg.cli import LightsegCLI, build_cli, main
+from lightseg.inference import InferenceSettings
 from lightseg.tasks import DetectionTask, SemanticSegmentationTask
 
 from conftest import ROOT, TINY_SHAPES
@@ -228,6 +229,12 @@ def test_user_mistakes_exit_with_one_line(
         ),
         (["--model.loss", "dicee"], "model.loss: 'dicee' is not valid; (did you mean 'dice'?)"),
         (["--model.init_args.foo", "1"], "model: unknown option 'foo'"),
+        (
+            ["--model.init_args.inference", "slide"],
+            "model.inference: 'slide' is not valid: inference is a group of settings; set each by name "
+            "(--model.init_args.inference.<setting>, listed by --help)",
+        ),
+        (["--model.init_args.inference.mode", "slid"], "model.inference.mode: 'slid' is not valid; (did you mean"),
         (["--data.init_args.batch_size", "x"], "data.batch_size: expected int, got 'x'"),
         (["--model", "NoSuchTask"], "model: 'NoSuchTask' is not a known class"),
         (["--model.init_args.optimizer.init_args.lr", "fast"], "model.optimizer.lr: expected float, got 'fast'"),
@@ -363,7 +370,8 @@ def test_eval_preset_composes_with_a_run_config(tmp_path: Path, monkeypatch: pyt
     cli = build_cli(
         [*args, "--model.init_args.weights_backbone=null", "--model.init_args.backbone=resnet50"], run=False
     )
-    assert tuple(cli.model.hparams["tta_scales"]) == (0.5, 0.75, 1.0, 1.25, 1.5, 1.75) and cli.model.hparams["tta_flip"]
+    inference = cli.model.hparams["inference"]
+    assert tuple(inference["tta_scales"]) == (0.5, 0.75, 1.0, 1.25, 1.5, 1.75) and inference["tta_flip"]
     assert cli.model.hparams["arch"] == "deeplabv3" and cli.model.hparams["output_stride"] == 16
 
 
@@ -376,14 +384,23 @@ def test_checkpoint_fills_in_but_never_overrides_the_users_arguments(
     # an evaluation preset given with the checkpoint wins over the checkpoint's hyperparameters
     preset = ["--config", str(ROOT / "configs" / "eval" / "ms_flip.yaml")]
     cli = build_cli(["test", *tiny(shapes_root), *preset, "--ckpt_path", "last", "--trainer.logger=false"])
-    assert cli.model.hparams["tta_flip"] and min(cli.model.hparams["tta_scales"]) == 0.5
+    assert cli.model.inference.tta_flip and min(cli.model.inference.tta_scales) == 0.5
     assert cli.model.hparams["boundary_ratio"] == 0.03  # what the user left at its default comes from the checkpoint
     # a checkpoint alone rebuilds its model
     checkpoint = next((tmp_path / "runs").rglob("last.ckpt"))
     alone = ["--model=SemanticSegmentationTask", "--data=ShapesDataModule", f"--data.init_args.root={shapes_root}"]
     cli = build_cli(["test", *alone, *TINY_SHAPES, f"--ckpt_path={checkpoint}", "--trainer.logger=false"])
     assert (cli.model.hparams["backbone"], cli.model.hparams["weights_backbone"]) == ("resnet18", None)
-    assert cli.model.hparams["loss"] == "ce+dice" and not cli.model.hparams["tta_flip"]
+    assert cli.model.hparams["loss"] == "ce+dice" and not cli.model.inference.tta_flip
+    # a checkpoint written before the inference settings were grouped keeps them flat: migrated
+    saved = torch.load(checkpoint, weights_only=True)
+    assert saved["hyper_parameters"]["inference"]["mode"] == "whole"  # plain values, loadable without pickle
+    flat = {k: v for k, v in saved["hyper_parameters"].items() if k != "inference"}
+    saved["hyper_parameters"] = {**flat, "inference": "slide", "window_size": 32, "tta_flip": True}
+    torch.save(saved, tmp_path / "old.ckpt")
+    cli = build_cli(["test", *alone, *TINY_SHAPES, f"--ckpt_path={tmp_path / 'old.ckpt'}", "--trainer.logger=false"])
+    assert cli.model.inference == InferenceSettings(mode="slide", window_size=32, tta_flip=True)
+    assert cli.model.hparams["loss"] == "ce+dice"
 
 
 def test_dense_crf_under_test_and_predict_from_yaml(

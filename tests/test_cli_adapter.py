@@ -6,6 +6,7 @@ import inspect
 
 import pytest
 from jsonargparse import Namespace
+from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LightningCLI
 
 from lightseg.cli_adapter import AdaptedLightningCLI, init_defaults, keep_configured_model
@@ -27,12 +28,16 @@ def test_lightning_cli_still_has_the_private_methods_the_adapter_overrides() -> 
     )
     # returns the subcommand's parser, which the adapter extends
     assert "return parser" in inspect.getsource(LightningCLI._prepare_subcommand_parser)
+    # _parse_ckpt_path is replaced whole: it must still be called after parsing, before instantiation
     assert list(inspect.signature(LightningCLI._parse_ckpt_path).parameters) == ["self"]
-    assert "self._parse_ckpt_path()" in inspect.getsource(LightningCLI.__init__)
-    # the checkpoint's hyperparameters replace self.config, in the subcommand's model, which the adapter compares
+    init = inspect.getsource(LightningCLI.__init__)
+    assert init.index("self.parse_arguments(") < init.index("self._parse_ckpt_path()")
+    assert init.index("self._parse_ckpt_path()") < init.index("self.before_instantiate_classes()")
+    # and the checkpoint keeps the hyperparameters where the replacement reads them
     source = inspect.getsource(LightningCLI._parse_ckpt_path)
-    assert '{self.config.subcommand: {"model": hparams}}' in source
-    assert "self.config = self.parser.parse_object(hparams, self.config)" in source
+    for key in ('ckpt.get("hyper_parameters"', '"_class_path"', '"_instantiator"', '"dict_kwargs"'):
+        assert key in source
+    assert LightningModule.CHECKPOINT_HYPER_PARAMS_KEY == "hyper_parameters"
     for name in ("_prepare_subcommand_parser", "_parse_ckpt_path"):
         assert name in AdaptedLightningCLI.__dict__
 
@@ -42,11 +47,15 @@ def _model(class_path: str, **init_args: object) -> Namespace:
 
 
 def test_a_checkpoint_fills_in_only_what_the_user_left_at_its_default() -> None:
-    before = _model(SEMANTIC, arch="unet", tta_flip=True, num_classes=21)
-    after = _model(SEMANTIC, arch="deeplabv3", tta_flip=False, num_classes=5)
+    before = _model(SEMANTIC, arch="unet", compile=True, num_classes=21,
+                    inference=Namespace(mode="whole", window_size=512, tta_flip=True))  # fmt: skip
+    after = _model(SEMANTIC, arch="deeplabv3", compile=False, num_classes=5,
+                   inference=Namespace(mode="slide", window_size=[64, 128], tta_flip=False))  # fmt: skip
     keep_configured_model(before, after, "x.ckpt")
-    # tta_flip was set by the user; arch and num_classes were the defaults: the checkpoint's stay
-    assert (after.init_args.tta_flip, after.init_args.arch, after.init_args.num_classes) == (True, "deeplabv3", 5)
+    # compile was set by the user; arch and num_classes were the defaults: the checkpoint's stay
+    assert (after.init_args.compile, after.init_args.arch, after.init_args.num_classes) == (True, "deeplabv3", 5)
+    # a group of settings merges setting by setting: the user's flip, the checkpoint's sliding window
+    assert after.init_args.inference == Namespace(mode="slide", window_size=[64, 128], tta_flip=True)
 
 
 def test_a_users_subclass_stays_and_an_unrelated_task_is_refused() -> None:

@@ -272,7 +272,7 @@ def test_lightseg_test_on_the_cityscapes_recipe_reports_the_official_scores(
     args = [
         "--config", CITYSCAPES_RECIPE, f"--data.init_args.root={root}",
         "--model.init_args.backbone=resnet18", "--model.init_args.weights_backbone=null",
-        "--model.init_args.window_size=[32,64]", "--model.init_args.window_stride=[24,48]",
+        "--model.init_args.inference.window_size=[32,64]", "--model.init_args.inference.window_stride=[24,48]",
         "--data.init_args.crop_size=[32,64]", "--data.init_args.batch_size=2", "--data.init_args.num_workers=0",
         "--trainer.max_steps=2", "--trainer.check_val_every_n_epoch=1", "--trainer.accelerator=cpu",
         "--trainer.devices=1", "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",

@@ -19,6 +19,7 @@ from lightseg.cli import main
 from lightseg.datamodules import CityscapesDataModule, generate_scene
 from lightseg.errors import LightsegError
 from lightseg.export import ExportSettings, export_task
+from lightseg.inference import InferenceSettings
 from lightseg.tasks import (
     InstanceSegmentationTask,
     KeypointDetectionTask,
@@ -143,8 +144,10 @@ def test_keypoint_rcnn_exports_its_keypoints(tmp_path: Path) -> None:
 
 
 def test_refusals_leave_nothing_behind(tmp_path: Path) -> None:
-    slide = SemanticSegmentationTask(arch="unet", backbone="resnet18", weights_backbone=None, inference="slide")
-    with pytest.raises(LightsegError, match=r"export with --model.init_args.inference whole"):
+    slide = SemanticSegmentationTask(
+        arch="unet", backbone="resnet18", weights_backbone=None, inference=InferenceSettings(mode="slide")
+    )
+    with pytest.raises(LightsegError, match=r"export with --model.init_args.inference.mode whole"):
         export_task(slide, None, ExportSettings(output=str(tmp_path / "a.onnx")))
     with pytest.raises(LightsegError, match=r"torch.export cannot hold the R-CNN's"):
         export_task(_rcnn("mask"), None, ExportSettings("pt2", str(tmp_path / "b.pt2")))

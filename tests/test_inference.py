@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from lightseg.inference import slide_logits, tta_probs, window_starts
+from lightseg.inference import InferenceSettings, slide_logits, tta_probs, window_starts
 from lightseg.models.semantic import SegmentationModel
 from lightseg.tasks import SemanticSegmentationTask
 
@@ -65,19 +65,19 @@ def test_slide_equals_whole_for_a_local_model() -> None:
 
 
 def test_flip_tta_on_a_flip_equivariant_model_equals_single_pass() -> None:
-    task = SymmetricConv(num_classes=4, weights_backbone=None, tta_flip=True).eval()
+    task = SymmetricConv(num_classes=4, weights_backbone=None, inference=InferenceSettings(tta_flip=True)).eval()
     image = torch.rand(2, 3, 17, 23)
     with torch.no_grad():
         single = task(image)["out"].softmax(1)
         torch.testing.assert_close(task.predict_probs(image), single)
     # and it really is averaging over a flip: a non-equivariant model changes
-    unet = _unet_task(tta_flip=True)
+    unet = _unet_task(inference=InferenceSettings(tta_flip=True))
     with torch.no_grad():
         assert not torch.allclose(unet.predict_probs(image), unet(image)["out"].softmax(1))
 
 
 def test_one_scale_of_one_equals_whole_and_scales_are_averaged() -> None:
-    task = _unet_task(tta_scales=(1.0,))
+    task = _unet_task(inference=InferenceSettings(tta_scales=(1.0,)))
     image = torch.rand(1, 3, 40, 56)
     with torch.no_grad():
         torch.testing.assert_close(task.predict_probs(image), task(image)["out"].softmax(1))
@@ -87,8 +87,8 @@ def test_one_scale_of_one_equals_whole_and_scales_are_averaged() -> None:
 
 
 def test_evaluation_uses_the_configured_inference(monkeypatch: pytest.MonkeyPatch) -> None:
-    task = _unet_task(inference="slide", window_size=32, window_stride=16)
-    assert not task.plain_inference
+    task = _unet_task(inference=InferenceSettings(mode="slide", window_size=32, window_stride=16))
+    assert not task.inference.plain
     batch = {"image": torch.rand(2, 3, 48, 48), "mask": torch.randint(0, 3, (2, 48, 48))}
     with torch.no_grad():
         loss, scores = task.evaluate(batch, "val")  # type: ignore[arg-type]

@@ -79,6 +79,15 @@ class BaseTask(LightningModule, ABC):
         #: the last dataset-level results of each evaluated stage (what the dashboard draws)
         self.epoch_results: dict[str, dict[str, torch.Tensor]] = {}
 
+    @classmethod
+    def migrate_hparams(cls, hparams: dict[str, Any]) -> dict[str, Any]:
+        """A checkpoint's saved hyperparameters in the form this version's ``__init__`` takes.
+
+        Called before a checkpoint's hyperparameters rebuild the task (``--ckpt_path``); a task
+        whose arguments changed form moves the old ones here, so that its checkpoints keep working.
+        """
+        return hparams
+
     @abstractmethod
     def build_model(self) -> nn.Module:
         """Build the network from ``self.hparams``."""

@@ -6,7 +6,6 @@ from collections.abc import Sequence
 from typing import Any, ClassVar, Literal, cast
 
 import torch
-from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 from typing_extensions import override
@@ -58,12 +57,9 @@ class DetectionTask(BaseTask):
             (``rpn_batch_size_per_image``, ``box_batch_size_per_image``, ``rpn_post_nms_top_n_train``,
             ``box_detections_per_img``, ...).
         eval_backend: ``faster_coco_eval`` or ``pycocotools``.
-        optimizer: see :class:`~lightseg.tasks.BaseTask`.
-        lr_scheduler: see :class:`~lightseg.tasks.BaseTask`.
-        lr_interval: see :class:`~lightseg.tasks.BaseTask`.
-        head_lr_mult: see :class:`~lightseg.tasks.BaseTask`.
-        no_weight_decay_on: see :class:`~lightseg.tasks.BaseTask`.
-        init_from: see :class:`~lightseg.tasks.BaseTask`.
+        kwargs: the optimiser settings of :class:`~lightseg.tasks.BaseTask` (``optimizer``,
+            ``lr_scheduler``, ``lr_interval``, ``head_lr_mult``, ``no_weight_decay_on``,
+            ``init_from``).
     """
 
     iou_types: ClassVar[tuple[IoUType, ...]] = ("bbox",)
@@ -82,21 +78,9 @@ class DetectionTask(BaseTask):
         anchor_sizes: tuple[int, ...] | None = None,
         detector_kwargs: dict[str, Any] | None = None,
         eval_backend: Backend = "faster_coco_eval",
-        optimizer: OptimizerCallable = torch.optim.AdamW,
-        lr_scheduler: LRSchedulerCallable | None = None,
-        lr_interval: Literal["step", "epoch"] | None = None,
-        head_lr_mult: float = 1.0,
-        no_weight_decay_on: Sequence[Literal["norm", "bias"]] = (),
-        init_from: str | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            optimizer=optimizer,
-            lr_scheduler=lr_scheduler,
-            lr_interval=lr_interval,
-            head_lr_mult=head_lr_mult,
-            no_weight_decay_on=no_weight_decay_on,
-            init_from=init_from,
-        )
+        super().__init__(**kwargs)
 
     def model_options(self) -> dict[str, Any]:
         """Arguments for :func:`~lightseg.models.detection.build_rcnn` beyond the shared ones."""

@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
 from typing import Any, ClassVar, Literal, cast
 
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 from torchmetrics import MeanMetric
 from typing_extensions import override
 
 from lightseg.errors import LightsegError
-from lightseg.inference import slide_logits, tta_probs
+from lightseg.inference import InferenceSettings, migrate_flat_settings
 from lightseg.losses import LossName, SegmentationLoss, median_frequency_weights
 from lightseg.metrics import EvaluationProtocol, SegmentationMetrics, format_class_table, image_scores
 from lightseg.metrics.segmentation import PROTOCOL_SCALAR_KEYS, SCALAR_KEYS
@@ -62,25 +60,19 @@ class SemanticSegmentationTask(BaseTask):
             from the training masks before training.
         boundary_w0: U-Net border weight ``w0`` (10 in the paper); 0 disables the weight map.
         boundary_sigma: U-Net border width ``sigma`` in pixels (5 in the paper).
-        inference: how validate/test/predict run the model: ``whole`` image, or ``slide``
-            (overlapping windows, logits averaged).
-        window_size: sliding-window size ``int`` or ``(H, W)``; smaller images run whole.
-        window_stride: sliding-window stride.
-        window_batch_size: windows per forward pass (bounds memory).
-        tta_scales: test-time scales; softmax averaged over them (``[1.0]``: none).
-        tta_flip: also average over horizontally flipped inputs.
+        inference: how validate, test, predict and the dashboard run the model (whole image or
+            sliding window, multi-scale / flip test-time augmentation): an
+            :class:`~lightseg.inference.InferenceSettings`, e.g. ``inference: {mode: slide,
+            window_size: [512, 1024]}``.
         boundary_ratio: Boundary IoU's band width as a fraction of each image's diagonal in
             validation and test; ``None`` takes the data set's protocol (0.005 for Cityscapes,
             0.02 otherwise, as the official Boundary IoU API); 0 turns Boundary IoU off.
         channels_last: run the model in channels-last memory format (faster convolutions on
             tensor-core GPUs, especially with 16-bit precision).
         compile: compile the model with ``torch.compile`` (in place: checkpoints keep their keys).
-        optimizer: see :class:`~lightseg.tasks.BaseTask`.
-        lr_scheduler: see :class:`~lightseg.tasks.BaseTask`.
-        lr_interval: see :class:`~lightseg.tasks.BaseTask`.
-        head_lr_mult: see :class:`~lightseg.tasks.BaseTask`.
-        no_weight_decay_on: see :class:`~lightseg.tasks.BaseTask`.
-        init_from: see :class:`~lightseg.tasks.BaseTask`.
+        kwargs: the optimiser settings of :class:`~lightseg.tasks.BaseTask` (``optimizer``,
+            ``lr_scheduler``, ``lr_interval``, ``head_lr_mult``, ``no_weight_decay_on``,
+            ``init_from``).
     """
 
     monitor: ClassVar[str] = "val_miou"
@@ -101,30 +93,19 @@ class SemanticSegmentationTask(BaseTask):
         class_weights: list[float] | Literal["median_frequency"] | None = None,
         boundary_w0: float = 0.0,
         boundary_sigma: float = 5.0,
-        inference: Literal["whole", "slide"] = "whole",
-        window_size: int | tuple[int, int] = 512,
-        window_stride: int | tuple[int, int] = 341,
-        window_batch_size: int = 4,
-        tta_scales: tuple[float, ...] = (1.0,),
-        tta_flip: bool = False,
+        inference: InferenceSettings = InferenceSettings(),  # noqa: B008 (frozen: one shared default is safe)
         boundary_ratio: float | None = None,
         channels_last: bool = False,
         compile: bool = False,
-        optimizer: OptimizerCallable = torch.optim.AdamW,
-        lr_scheduler: LRSchedulerCallable | None = None,
-        lr_interval: Literal["step", "epoch"] | None = None,
-        head_lr_mult: float = 1.0,
-        no_weight_decay_on: Sequence[Literal["norm", "bias"]] = (),
-        init_from: str | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            optimizer=optimizer,
-            lr_scheduler=lr_scheduler,
-            lr_interval=lr_interval,
-            head_lr_mult=head_lr_mult,
-            no_weight_decay_on=no_weight_decay_on,
-            init_from=init_from,
-        )
+        settings = InferenceSettings.of(inference)
+        # hyperparameters (read from this frame by save_hyperparameters) keep plain values, so
+        # that checkpoints load with weights_only and hparams.yaml is readable
+        inference = settings.as_dict()  # type: ignore[assignment]
+        super().__init__(**kwargs)
+        #: how the model runs outside training (see ``inference``)
+        self.inference = settings
         #: what validation and test report (set from the data module at setup)
         self.protocol: EvaluationProtocol | None = None
         # images whose pixels are all void have no loss (NaN): left out of the mean
@@ -206,23 +187,14 @@ class SemanticSegmentationTask(BaseTask):
             loss = loss + self.hparams["aux_weight"] * self.criterion(outputs["aux"], mask)
         return loss
 
-    @property
-    def plain_inference(self) -> bool:
-        """Whether evaluation is one whole-image pass (no sliding window, no test-time augmentation)."""
-        hp = self.hparams
-        return hp["inference"] == "whole" and tuple(hp["tta_scales"]) == (1.0,) and not hp["tta_flip"]
+    @classmethod
+    @override
+    def migrate_hparams(cls, hparams: dict[str, Any]) -> dict[str, Any]:
+        return migrate_flat_settings(hparams)
 
     def predict_probs(self, image: torch.Tensor) -> torch.Tensor:
-        """Class probabilities ``[B,C,H,W]`` with the configured inference mode and test-time augmentation."""
-        hp = self.hparams
-
-        def logits(x: torch.Tensor) -> torch.Tensor:
-            if hp["inference"] == "slide":
-                forward = lambda t: self(t)["out"]  # noqa: E731
-                return slide_logits(forward, x, hp["window_size"], hp["window_stride"], hp["window_batch_size"])
-            return self(x)["out"]
-
-        return tta_probs(logits, image, hp["tta_scales"], hp["tta_flip"])
+        """Class probabilities ``[B,C,H,W]`` of images in [0, 1], run as :attr:`inference` says."""
+        return self.inference.probs(lambda x: self(x)["out"], image)
 
     def evaluate(self, batch: SemanticBatch, stage: Stage) -> tuple[torch.Tensor, torch.Tensor]:
         """Loss and per-pixel scores (logits, or probabilities when inference is not plain) of a batch.
@@ -236,8 +208,13 @@ class SemanticSegmentationTask(BaseTask):
         mask = batch["mask"]
         sizes = batch.get("size")
         if stage != "train" and sizes is not None and len(set(sizes)) > 1:
-            return self._evaluate_each(batch, stage, sizes)
-        if stage == "train" or self.plain_inference:
+            # Images of different sizes share a padded batch, and the padding would reach the
+            # border logits: each is evaluated at its own size, so that results do not depend
+            # on batching (batch size, process count).
+            images, masks = crops(batch["image"], sizes), crops(mask, sizes)
+            each = [self.evaluate({"image": i, "mask": m}, stage) for i, m in zip(images, masks, strict=True)]
+            return torch.cat([loss for loss, _ in each]), padded([score for _, score in each], mask.shape[-2:])
+        if stage == "train" or self.inference.plain:
             outputs = self(batch["image"])
             if stage == "train":
                 return self.compute_loss(outputs, mask), outputs["out"]
@@ -249,24 +226,6 @@ class SemanticSegmentationTask(BaseTask):
         probs = self.predict_probs(batch["image"])
         log_probs = probs.clamp_min(1e-8).log()
         return torch.stack([self.criterion(log_probs[i : i + 1], mask[i : i + 1]) for i in range(len(mask))]), probs
-
-    def _evaluate_each(
-        self, batch: SemanticBatch, stage: Stage, sizes: list[tuple[int, int]]
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        # Images of different sizes share a padded batch; the padding would reach the border
-        # logits. Evaluating each at its own size makes the result independent of batching
-        # (and so of batch size and process count).
-        losses, scores = [], []
-        height, width = batch["image"].shape[-2:]
-        for i, (h, w) in enumerate(sizes):
-            single: SemanticBatch = {
-                "image": batch["image"][i : i + 1, :, :h, :w],
-                "mask": batch["mask"][i : i + 1, :h, :w],
-            }
-            loss, score = self.evaluate(single, stage)
-            losses.append(loss)
-            scores.append(F.pad(score, (0, width - w, 0, height - h)))
-        return torch.cat(losses), torch.cat(scores)
 
     @override
     def step(self, batch: SemanticBatch, stage: Stage) -> torch.Tensor:
@@ -292,7 +251,7 @@ class SemanticSegmentationTask(BaseTask):
 
     def _eval_outputs(self, batch: SemanticBatch, stage: Stage) -> SemanticEvalOutput:
         loss, scores = self._step(batch, stage)
-        output = SemanticEvalOutput(scores, not self.plain_inference, batch.get("size"), loss)
+        output = SemanticEvalOutput(scores, not self.inference.plain, batch.get("size"), loss)
         counts = cast(SegmentationMetrics, self.stage_metrics(stage)).last_counts
         if counts is not None and stage == "test":
             # each image's scores (small: [B, C]) for the test callbacks (per-image CSV, worst images);
@@ -312,17 +271,11 @@ class SemanticSegmentationTask(BaseTask):
 
     @override
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> SemanticPrediction:
-        sizes = batch["size"]
+        sizes, image = batch["size"], batch["image"]
         if len(set(sizes)) > 1:  # as in evaluation: each image at its own size
-            height, width = batch["image"].shape[-2:]
-            probs = torch.cat(
-                [
-                    F.pad(self.predict_probs(batch["image"][i : i + 1, :, :h, :w]), (0, width - w, 0, height - h))
-                    for i, (h, w) in enumerate(sizes)
-                ]
-            )
+            probs = padded([self.predict_probs(crop) for crop in crops(image, sizes)], image.shape[-2:])
         else:
-            probs = self.predict_probs(batch["image"])
+            probs = self.predict_probs(image)
         labels = probs.max(1).indices.to(torch.uint8 if self.hparams["num_classes"] <= 256 else torch.int32)
         return {"mask": labels.cpu(), "path": batch["path"], "size": batch["size"], "probs": probs.float()}
 
@@ -400,3 +353,14 @@ class SemanticSegmentationTask(BaseTask):
             weights = median_frequency_weights(*datamodule.class_pixel_statistics())
             cast(SegmentationLoss, self.criterion).set_class_weights(torch.from_numpy(weights))
             self.print(f"median-frequency class weights: {[round(float(w), 3) for w in weights]}")
+
+
+def crops(batch: torch.Tensor, sizes: list[tuple[int, int]]) -> list[torch.Tensor]:
+    """Each item of a padded batch ``[B,...,H,W]`` at its own size, as a batch of one."""
+    return [batch[i : i + 1, ..., :h, :w] for i, (h, w) in enumerate(sizes)]
+
+
+def padded(items: list[torch.Tensor], size: tuple[int, int] | torch.Size) -> torch.Tensor:
+    """Batches of one of different sizes, zero-padded at the bottom/right to ``size`` and concatenated."""
+    height, width = size
+    return torch.cat([F.pad(t, (0, width - t.shape[-1], 0, height - t.shape[-2])) for t in items])
