@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
-import shlex
 import sys
 import warnings
 from typing import Any, cast
 
 import torch
 import yaml
-from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
-from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
 from typing_extensions import override
@@ -22,19 +19,16 @@ from typing_extensions import override
 import lightseg.datamodules
 import lightseg.tasks  # noqa: F401  (registers the tasks' short names)
 from lightseg.callbacks import SegmentationWriter
-from lightseg.callbacks.summary import RunSummary, without_ckpt_path
-from lightseg.checkpoints import (
-    BesideCheckpointIO,
-    InterruptCheckpoint,
-)
-from lightseg.checkpoints import ModelCheckpoint as RunCheckpoint
-from lightseg.cli_adapter import AdaptedLightningCLI, field, init_defaults
+from lightseg.cli_adapter import AdaptedLightningCLI
 from lightseg.cli_config import (
     WANDB_ID_KEY,
+    check_num_classes,
     check_values,
+    equip_run,
     prepare_loggers,
     resolve_ckpt_option,
     results_beside_checkpoint,
+    user_num_classes,
     warn_if_untrained,
 )
 from lightseg.config_files import check_config_files
@@ -191,35 +185,17 @@ class LightsegCLI(AdaptedLightningCLI):
         subcommand = self.config.get("subcommand")
         if subcommand:
             resolve_ckpt_option(self.config[subcommand], subcommand)
-        # a num_classes the user set (command line or config), before a checkpoint fills in its own
-        model = (self.config[subcommand] if subcommand else self.config).get("model")
-        given = field(field(model, "init_args"), "num_classes")
-        default = init_defaults(str(field(model, "class_path") or "")).get("num_classes")
-        self._given_num_classes: int | None = given if given is not None and given != default else None
+        # before a checkpoint fills in its own
+        self._given_num_classes = user_num_classes(
+            (self.config[subcommand] if subcommand else self.config).get("model")
+        )
 
     @override
     def instantiate_classes(self) -> None:
         super().instantiate_classes()
-        for callback in cast(Any, self.trainer).callbacks:
-            if type(callback) is ModelCheckpoint:  # lightseg's: last.ckpt after every epoch, as promised
-                callback.__class__ = RunCheckpoint
-        strategy = self.trainer.strategy
-        if type(strategy.checkpoint_io) is TorchCheckpointIO:  # the user configured none of their own
-            strategy.checkpoint_io = BesideCheckpointIO()
-        if self.config.get("subcommand") == "fit":
-            cast(Any, self.trainer).callbacks.append(InterruptCheckpoint(resume_command(self.args)))
-        cast(Any, self.trainer).callbacks.append(RunSummary(self.args[1:]))
-        guard = RunFolderGuard()  # notes the run folders before the run makes any of them
-        guard.watch(self.trainer)
-        RUN_GUARDS.append(guard)
-        data_classes = getattr(self.datamodule, "num_classes", None)
-        given = self._given_num_classes
-        if given is not None and isinstance(data_classes, int) and given != data_classes:
-            raise LightsegError(
-                f"model num_classes={given} disagrees with the data: {type(self.datamodule).__name__} has "
-                f"{data_classes} classes (background included), and the data decides; leave model num_classes out"
-            )
         subcommand = self.config.get("subcommand")
+        RUN_GUARDS.append(equip_run(self.trainer, self.args))
+        check_num_classes(self._given_num_classes, self.datamodule)
         if subcommand in ("validate", "test", "predict", "export"):
             warn_if_untrained(self.config[subcommand], self.model)
 
@@ -235,11 +211,6 @@ def version_line() -> str:
         f"lightseg {__version__} (torch {torch.__version__}, torchvision {torchvision.__version__}, "
         f"lightning {lightning_version})"
     )
-
-
-def resume_command(args: list[str]) -> str:
-    """``lightseg <args>`` without its ``--ckpt_path``, for the user to copy."""
-    return shlex.join(["lightseg", *without_ckpt_path(args)])
 
 
 def finish_wandb(trainer: Trainer | None) -> None:

@@ -1,22 +1,38 @@
-"""What the CLI reads and adjusts in a parsed config before any class is built.
+"""What the CLI reads and adjusts in a parsed config before any class is built, and adds to the built run.
 
-The loggers (their packages, W&B defaults, resuming the W&B run), where an evaluation's
-results go, where the run keeps checkpoints (``--ckpt_path best``/``last``), and values that
-would only fail once a run is under way.
+Before: the loggers (their packages, W&B defaults, resuming the W&B run), where an
+evaluation's results go, where the run keeps checkpoints (``--ckpt_path best``/``last``),
+and values that would only fail once a run is under way. After: the run's checkpoint files,
+its summary, its resume command on Ctrl-C, the guard on its folders, and the class count
+the data decides.
 """
 
 from __future__ import annotations
 
 import importlib
+import shlex
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.pytorch import Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
 
-from lightseg.checkpoints import ALIASES, find_checkpoints, load_checkpoint, resolve_checkpoint
-from lightseg.cli_adapter import as_list, field
+from lightseg.callbacks.summary import RunSummary, without_ckpt_path
+from lightseg.checkpoints import (
+    ALIASES,
+    BesideCheckpointIO,
+    InterruptCheckpoint,
+    find_checkpoints,
+    load_checkpoint,
+    resolve_checkpoint,
+)
+from lightseg.checkpoints import ModelCheckpoint as RunCheckpoint
+from lightseg.cli_adapter import as_list, field, init_defaults
 from lightseg.errors import LightsegError
+from lightseg.run_folder import RunFolderGuard
 
 WANDB_ID_KEY = "lightseg_wandb_run_id"
 # logger class -> the packages it can use (any one) and the lightseg extra that installs them
@@ -188,3 +204,47 @@ def checkpoint_roots(config: Any) -> list[Path]:
             roots.append(Path(save_dir))
     roots.append(Path(trainer.get("default_root_dir") or "."))
     return list(dict.fromkeys(roots))
+
+
+def user_num_classes(model: Any) -> int | None:
+    """The model's ``num_classes`` where the user set it (command line or config), else ``None``."""
+    given = field(field(model, "init_args"), "num_classes")
+    default = init_defaults(str(field(model, "class_path") or "")).get("num_classes")
+    return given if given is not None and given != default else None
+
+
+def check_num_classes(given: int | None, datamodule: Any) -> None:
+    """Refuse a ``num_classes`` the user set that the data disagrees with (the data decides)."""
+    data_classes = getattr(datamodule, "num_classes", None)
+    if given is not None and isinstance(data_classes, int) and given != data_classes:
+        raise LightsegError(
+            f"model num_classes={given} disagrees with the data: {type(datamodule).__name__} has "
+            f"{data_classes} classes (background included), and the data decides; leave model num_classes out"
+        )
+
+
+def equip_run(trainer: Trainer, args: list[str]) -> RunFolderGuard:
+    """What a command-line run adds to its trainer; returns the guard on the run's folders.
+
+    Lightning's plain ``ModelCheckpoint`` becomes lightseg's (``last.ckpt`` after every epoch);
+    checkpoints are written beside a temporary name and renamed (unless the user configured a
+    checkpoint IO); ``fit`` saves and prints the resume command on Ctrl-C; every run prints its
+    summary; the guard notes the run folders before the run makes any.
+    """
+    callbacks = cast(Any, trainer).callbacks
+    for callback in callbacks:
+        if type(callback) is ModelCheckpoint:
+            callback.__class__ = RunCheckpoint
+    if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
+        trainer.strategy.checkpoint_io = BesideCheckpointIO()
+    if args[:1] == ["fit"]:
+        callbacks.append(InterruptCheckpoint(resume_command(args)))
+    callbacks.append(RunSummary(args[1:]))
+    guard = RunFolderGuard()
+    guard.watch(trainer)
+    return guard
+
+
+def resume_command(args: list[str]) -> str:
+    """``lightseg <args>`` without its ``--ckpt_path``, for the user to copy."""
+    return shlex.join(["lightseg", *without_ckpt_path(args)])
