@@ -32,6 +32,7 @@ from lightseg.checkpoints import (
 from lightseg.checkpoints import ModelCheckpoint as RunCheckpoint
 from lightseg.cli_adapter import as_list, field, init_defaults
 from lightseg.errors import LightsegError
+from lightseg.loggers import LIGHTNING_WANDB, WandbLogger
 from lightseg.run_folder import RunFolderGuard
 
 WANDB_ID_KEY = "lightseg_wandb_run_id"
@@ -43,7 +44,12 @@ LOGGER_PACKAGES = (
 
 
 def prepare_loggers(config: Any) -> None:
-    """Refuse a logger whose package is missing (one line naming the extra); fill in W&B's group and tags."""
+    """Refuse a logger whose package is missing (one line naming the extra); lightseg's W&B logger, its group and tags.
+
+    Lightning's ``WandbLogger`` becomes :class:`lightseg.loggers.WandbLogger` (the run folder
+    in the same place as the other loggers'); W&B's group defaults to the run's name and its
+    tags to what it trains.
+    """
     for logger in as_list(config.get("trainer", {}).get("logger")):
         class_path = str(field(logger, "class_path"))
         for suffix, module, extra in LOGGER_PACKAGES:
@@ -53,6 +59,8 @@ def prepare_loggers(config: Any) -> None:
                     f'pip install "lightseg[{extra}]" (or -c constraints.txt -e ".[{extra}]" in a checkout), '
                     "or choose another logger"
                 )
+        if class_path == LIGHTNING_WANDB:  # the same logger, with the run folder where the others put theirs
+            logger.class_path = f"{WandbLogger.__module__}.{WandbLogger.__name__}"
         if class_path.endswith("WandbLogger"):
             fill_wandb_defaults(field(logger, "init_args"), config)
 

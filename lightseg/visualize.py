@@ -1,4 +1,9 @@
-"""Pictures for dashboards and run folders: masks over images, confusion-matrix heatmaps."""
+"""Pictures for dashboards and run folders: masks over images, detections, legends, confusion-matrix heatmaps.
+
+Pictures meant for a person (prediction overlays, dashboard samples) are drawn at a size one
+can see (small images enlarged by a whole factor), in :func:`~lightseg.colors.overlay_colours`
+with each region outlined, and carry a legend of the classes they show.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +13,13 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from lightseg.colors import voc_colormap
+from lightseg.colors import overlay_colours
 
-PALETTE = voc_colormap(256).astype(np.float32)
+PALETTE = overlay_colours(256)
+#: pictures for people are enlarged until their shorter side is at least this many pixels
+DISPLAY_SIDE = 256
+#: the same for dashboard samples, which show two or three pictures side by side
+SAMPLE_SIDE = 192
 
 
 def to_uint8_image(image: torch.Tensor) -> np.ndarray:
@@ -18,23 +27,124 @@ def to_uint8_image(image: torch.Tensor) -> np.ndarray:
     return (image.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
 
 
-def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-    """``image`` ``[H,W,3]`` uint8 with ``mask`` ``[H,W]`` painted in the VOC palette.
+def display_scale(height: int, width: int, side: int = DISPLAY_SIDE) -> int:
+    """The whole factor (1-8) that brings the shorter side of a ``height`` x ``width`` picture to ``side``."""
+    return int(min(8, max(1, -(-side // max(1, min(height, width))))))
 
-    Background (0) stays unpainted; 255 (ignore) takes VOC's void colour; labels beyond
-    255 reuse the palette cyclically.
+
+def enlarge(image: np.ndarray, mask: np.ndarray | None, factor: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """``image`` (bilinear) and ``mask`` (nearest: labels stay labels) ``factor`` times larger."""
+    if factor == 1:
+        return image, mask
+    height, width = image.shape[:2]
+    size = (width * factor, height * factor)
+    big = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR))
+    return big, None if mask is None else mask.repeat(factor, 0).repeat(factor, 1)
+
+
+def overlay(
+    image: np.ndarray, mask: np.ndarray, alpha: float = 0.5, outline: int = 1, ignore_index: int = 255
+) -> np.ndarray:
+    """``image`` ``[H,W,3]`` uint8 with ``mask`` ``[H,W]`` painted in :data:`PALETTE`, at the same size.
+
+    Background (0) stays unpainted; ``ignore_index`` is washed white; other labels are blended
+    with ``alpha``, and the ``outline`` pixels (0: none) along each region's border are drawn
+    opaque, so that a region stays visible over any colour. Labels beyond 255 reuse the palette cyclically.
     """
-    colours = PALETTE[mask.astype(np.int64) % 256]
-    painted = mask != 0
+    labels = mask.astype(np.int64)
+    colours = PALETTE[np.where(labels == ignore_index, 255, labels % 256)].astype(np.float32)
+    painted = labels != 0
     out = image.astype(np.float32)
     out[painted] = (1 - alpha) * out[painted] + alpha * colours[painted]
+    if outline > 0:
+        edge = np.zeros_like(painted)
+        for _ in range(outline):  # each pass takes the next ring of pixels inwards
+            inside = ~edge
+            edge[:, :-1] |= (labels[:, :-1] != labels[:, 1:]) | ~inside[:, 1:]
+            edge[:, 1:] |= (labels[:, 1:] != labels[:, :-1]) | ~inside[:, :-1]
+            edge[:-1] |= (labels[:-1] != labels[1:]) | ~inside[1:]
+            edge[1:] |= (labels[1:] != labels[:-1]) | ~inside[:-1]
+        edge &= painted & (labels != ignore_index)
+        out[edge] = colours[edge]
     return out.round().clip(0, 255).astype(np.uint8)
 
 
-def sample_panel(image: np.ndarray, target: np.ndarray, prediction: np.ndarray) -> np.ndarray:
-    """Image | ground truth over image | prediction over image, side by side, ``[H, 3W + 4, 3]``."""
-    gap = np.full((image.shape[0], 2, 3), 255, dtype=np.uint8)
-    return np.concatenate([image, gap, overlay(image, target), gap, overlay(image, prediction)], axis=1)
+def legend(entries: Sequence[tuple[int, str]], width: int, colours: np.ndarray = PALETTE) -> np.ndarray:
+    """A white strip ``[h, width, 3]`` of colour swatches (``colours[label]``) and names, wrapped to ``width``."""
+    font = ImageFont.load_default()
+    if not entries:
+        return np.full((0, width, 3), 255, dtype=np.uint8)
+    cells = [22 + _text_width(font, name[:24]) + 12 for _, name in entries]
+    rows: list[list[int]] = [[]]
+    used = 4
+    for k, cell in enumerate(cells):
+        if rows[-1] and used + cell > width:
+            rows.append([])
+            used = 4
+        rows[-1].append(k)
+        used += cell
+    strip = Image.new("RGB", (width, 18 * len(rows) + 4), "white")
+    draw = ImageDraw.Draw(strip)
+    for r, row in enumerate(rows):
+        x, y = 4, 3 + 18 * r
+        for k in row:
+            label, name = entries[k]
+            colour = tuple(int(c) for c in colours[label % len(colours)])
+            draw.rectangle([x, y, x + 14, y + 14], fill=colour, outline=(60, 60, 60))
+            draw.text((x + 20, y + 2), name[:24], fill="black", font=font)
+            x += cells[k]
+    return np.asarray(strip)
+
+
+def with_legend(
+    picture: np.ndarray, labels: Sequence[int], names: Sequence[str], ignore_index: int = 255
+) -> np.ndarray:
+    """``picture`` with the :func:`legend` of ``labels`` below it ("ignore" for ``ignore_index``)."""
+    entries = [
+        (255 if label == ignore_index else label,
+         "ignore" if label == ignore_index else names[label] if 0 <= label < len(names) else str(label))
+        for label in labels
+    ]  # fmt: skip
+    key = legend(entries, picture.shape[1])
+    return np.concatenate([picture, key], axis=0) if len(key) else picture
+
+
+def shown_labels(*masks: np.ndarray, ignore_index: int = 255) -> list[int]:
+    """The painted labels of ``masks`` (not background), ignore last."""
+    present = sorted(set().union(*(np.unique(m).tolist() for m in masks)) - {0})
+    return [label for label in present if label != ignore_index] + [ignore_index] * (ignore_index in present)
+
+
+def annotated_overlay(
+    image: np.ndarray, mask: np.ndarray, names: Sequence[str], alpha: float = 0.5, ignore_index: int = 255
+) -> np.ndarray:
+    """What ``lightseg predict`` writes to ``overlays/``: :func:`overlay` at a size one can see, with a legend."""
+    factor = display_scale(mask.shape[0], mask.shape[1])
+    big, big_mask = enlarge(image, mask, factor)
+    assert big_mask is not None
+    painted = overlay(big, big_mask, alpha, outline=max(1, factor // 2), ignore_index=ignore_index)
+    return with_legend(painted, shown_labels(mask, ignore_index=ignore_index), names, ignore_index)
+
+
+def sample_panel(
+    image: np.ndarray,
+    target: np.ndarray,
+    prediction: np.ndarray,
+    names: Sequence[str] = (),
+    ignore_index: int = 255,
+    side: int = SAMPLE_SIDE,
+) -> np.ndarray:
+    """Image | ground truth over image | prediction over image, enlarged to ``side``, with a legend below."""
+    factor = display_scale(image.shape[0], image.shape[1], side)
+    big, big_target = enlarge(image, target, factor)
+    _, big_prediction = enlarge(image, prediction, factor)
+    assert big_target is not None and big_prediction is not None
+    gap = np.full((big.shape[0], 4, 3), 255, dtype=np.uint8)
+    panel = np.concatenate(
+        [big, gap, overlay(big, big_target, outline=max(1, factor // 2), ignore_index=ignore_index), gap,
+         overlay(big, big_prediction, outline=max(1, factor // 2), ignore_index=ignore_index)], axis=1,
+    )  # fmt: skip
+    return with_legend(panel, shown_labels(target, prediction, ignore_index=ignore_index), names, ignore_index)
 
 
 def labelled_rows(
@@ -67,7 +177,7 @@ def labelled_rows(
                 row.paste(tile, (x, 0))
             x += tile.width + 2 if tile is not None else 10
         drawn.append(row)
-    key = _legend(legend, colours, font)
+    key = Image.fromarray(_indented_legend(legend, colours, max([r.width for r in drawn] + [300])))
     canvas = Image.new(
         "RGB", (max([r.width for r in drawn] + [key.width]), sum(r.height + 6 for r in drawn) + key.height + 6), "white"
     )
@@ -79,20 +189,10 @@ def labelled_rows(
     return canvas
 
 
-def _legend(
-    entries: Sequence[tuple[int, str]],
-    colours: np.ndarray,
-    font: ImageFont.ImageFont | ImageFont.FreeTypeFont,
-    columns: int = 6,
-) -> Image.Image:
-    cell = 150
-    legend = Image.new("RGB", (columns * cell + 70, (len(entries) + columns - 1) // columns * 18 + 4), "white")
-    draw = ImageDraw.Draw(legend)
-    for position, (label, name) in enumerate(entries):
-        x, y = 70 + (position % columns) * cell, 2 + (position // columns) * 18
-        draw.rectangle([x, y, x + 14, y + 14], fill=tuple(int(c) for c in colours[label]), outline=(90, 90, 90))
-        draw.text((x + 20, y + 2), name[:22], fill="black", font=font)
-    return legend
+def _indented_legend(entries: Sequence[tuple[int, str]], colours: np.ndarray, width: int) -> np.ndarray:
+    """:func:`legend`, indented under the row names of :func:`labelled_rows`."""
+    key = legend(entries, width - 70, colours)
+    return np.concatenate([np.full((len(key), 70, 3), 255, dtype=np.uint8), key], axis=1)
 
 
 def confusion_matrix_image(confmat: torch.Tensor, class_names: Sequence[str], title: str = "") -> np.ndarray:
@@ -157,29 +257,68 @@ def draw_detections(
     skeleton: Sequence[tuple[int, int]] = (),
     alpha: float = 0.5,
     show_scores: bool = True,
+    side: int = 0,
 ) -> np.ndarray:
-    """Boxes with class name and score, masks and keypoint skeletons over ``image`` (``[3,H,W]`` in [0, 1]).
+    """Boxes, masks and keypoint skeletons over ``image`` (``[3,H,W]`` in [0, 1]), captioned; ``[H',W',3]`` uint8.
 
-    Each detection takes the palette colour of its class; returns ``[H,W,3]`` uint8.
+    Each detection takes its class's colour; its caption (class name and score) sits on a
+    box of that colour above the detection, moved down where it would cover an earlier
+    (higher-scoring) caption. With ``side``, a small image is first enlarged by a whole factor
+    until its shorter side reaches ``side`` pixels (the drawing scaled with it).
     """
     from torchvision.utils import draw_bounding_boxes, draw_keypoints, draw_segmentation_masks
 
-    canvas = torch.from_numpy(to_uint8_image(image)).permute(2, 0, 1).contiguous()
-    labels = detections["labels"][keep].tolist()
+    factor = display_scale(image.shape[-2], image.shape[-1], side) if side else 1
+    picture, _ = enlarge(to_uint8_image(image), None, factor)
+    canvas = torch.from_numpy(picture.copy()).permute(2, 0, 1).contiguous()
+    order = torch.argsort(detections["scores"], descending=True)
+    order = order[keep[order]]
+    labels = detections["labels"][order].tolist()
     colours = [tuple(int(c) for c in PALETTE[label % 256]) for label in labels]
-    if masks is not None and keep.any():
-        canvas = draw_segmentation_masks(canvas, masks[keep].bool(), alpha=alpha, colors=colours)
-    if keep.any():
-        captions = [
-            f"{class_names[label] if label < len(class_names) else label}" + (f" {score:.2f}" if show_scores else "")
-            for label, score in zip(labels, detections["scores"][keep].tolist(), strict=True)
-        ]
-        canvas = draw_bounding_boxes(canvas, detections["boxes"][keep], captions, colors=colours, width=1)
-    if "keypoints" in detections and keep.any():
-        points = detections["keypoints"][keep]
+    boxes = detections["boxes"][order].float() * factor
+    if masks is not None and len(order):
+        chosen = masks[order].bool()
+        if factor > 1:
+            chosen = chosen.repeat_interleave(factor, -2).repeat_interleave(factor, -1)
+        canvas = draw_segmentation_masks(canvas, chosen, alpha=alpha, colors=colours)
+    if len(order):
+        canvas = draw_bounding_boxes(canvas, boxes, colors=colours, width=max(1, factor // 2))
+    if "keypoints" in detections and len(order):
+        points = detections["keypoints"][order]
         visible = points[..., 2] > 0 if points.shape[-1] == 3 else None
         canvas = draw_keypoints(
-            canvas, points[..., :2], connectivity=list(skeleton) or None, colors="yellow", radius=2, width=1,
-            visibility=visible,
+            canvas, points[..., :2] * factor, connectivity=list(skeleton) or None, colors="yellow",
+            radius=max(2, factor), width=max(1, factor // 2), visibility=visible,
         )  # fmt: skip
-    return canvas.permute(1, 2, 0).numpy()
+    drawn = Image.fromarray(canvas.permute(1, 2, 0).numpy())
+    scores = detections["scores"][order].tolist()
+    captions = [
+        f"{class_names[label] if label < len(class_names) else label}" + (f" {score:.2f}" if show_scores else "")
+        for label, score in zip(labels, scores, strict=True)
+    ]
+    _draw_captions(drawn, boxes.tolist(), captions, colours)
+    return np.asarray(drawn)
+
+
+def _draw_captions(
+    picture: Image.Image, boxes: list[list[float]], captions: list[str], colours: list[tuple[int, ...]]
+) -> list[tuple[float, float, float, float]]:
+    """Draw each caption on a box of its colour, highest score first; returns where each went."""
+    font = ImageFont.load_default()
+    draw = ImageDraw.Draw(picture)
+    placed: list[tuple[float, float, float, float]] = []
+    for (x1, y1, _, _), caption, colour in zip(boxes, captions, colours, strict=True):
+        width, height = _text_width(font, caption) + 6, 14
+        x = min(max(0.0, x1), max(0.0, picture.width - width))
+        y = y1 - height if y1 >= height else y1
+        for _ in range(20):  # step down past earlier captions it would cover
+            clash = [p for p in placed if x < p[2] and p[0] < x + width and y < p[3] and p[1] < y + height]
+            if not clash:
+                break
+            y = max(p[3] for p in clash)
+        y = min(y, max(0.0, picture.height - height))
+        placed.append((x, y, x + width, y + height))
+        draw.rectangle([x, y, x + width - 1, y + height - 1], fill=colour)
+        text = "black" if sum(c * w for c, w in zip(colour, (0.299, 0.587, 0.114), strict=True)) > 140 else "white"
+        draw.text((x + 3, y + 2), caption, fill=text, font=font)
+    return placed

@@ -37,9 +37,11 @@ def peer() -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+def _isolated_cache(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     # never write into the user's ~/.cache from a test
     monkeypatch.setenv("LIGHTSEG_CACHE", str(tmp_path_factory.getbasetemp() / "lightseg-cache"))
+    # nor into the clone: a run's default folders (runs/, predictions/) land in the test's own folder
+    monkeypatch.chdir(tmp_path)
 
 
 @pytest.fixture(scope="session")

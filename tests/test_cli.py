@@ -160,7 +160,8 @@ def test_fit_test_predict_round_trip(
     assert set(np.unique(np.asarray(mask_a)).tolist()) <= {0, 1, 2, 3}
     assert Image.open(out / "masks" / "b.png").size == (30, 20)
     overlay = Image.open(out / "overlays" / "a.png")
-    assert overlay.mode == "RGB" and overlay.size == (53, 37)
+    # enlarged 7x to be seen (shorter side >= 256 pixels), with a legend below
+    assert overlay.mode == "RGB" and overlay.size[0] == 53 * 7 and overlay.size[1] > 37 * 7
     # a prediction makes no run folder
     assert [p.name for p in (tmp_path / "runs" / "quickstart" / "unet_resnet18").iterdir()] == ["version_0"]
     assert sorted(p.name for p in run.iterdir() if p.is_dir()) == ["checkpoints", "confusion_matrix", results.name]

@@ -21,7 +21,7 @@ from lightseg.callbacks.dashboard import image_iou
 from lightseg.cli import main
 from lightseg.datamodules import ShapesDataModule
 from lightseg.types import SemanticEvalOutput
-from lightseg.visualize import confusion_matrix_image, overlay, sample_panel, to_uint8_image
+from lightseg.visualize import PALETTE, confusion_matrix_image, enlarge, overlay, sample_panel, to_uint8_image
 
 from conftest import ROOT, TINY_SHAPES
 
@@ -163,7 +163,7 @@ def test_wandb_offline_run_has_summary_masks_tables_and_resumes_the_same_run(
     models = [a for a in run["artifacts"] if a.type == "model"]
     assert models and json.loads(models[-1].metadata)["ModelCheckpoint"]["monitor"] == "val_miou"
     assert "score" in json.loads(models[-1].metadata)
-    own = tmp_path / "runs" / "quickstart" / "lightseg" / run["id"]
+    own = tmp_path / "runs" / "quickstart" / "unet_resnet18" / run["id"]  # as CSV's <name>/version_N
     assert (own / "config.yaml").is_file() and (own / "checkpoints" / "last.ckpt").is_file()
     assert sorted(p.name for p in (own / "confusion_matrix").iterdir()) == ["val_epoch000.png", "val_epoch001.png"]
 
@@ -194,10 +194,12 @@ def test_tensorboard_gets_the_same_pictures(shapes_root: Path, tmp_path: Path, m
     items = val_items(shapes_root)
     for i in (0, 5):
         panel = np.asarray(Image.open(io.BytesIO(fit.Images(f"val_samples/{i}")[-1].encoded_image_string)))
-        assert panel.shape == (32, 3 * 32 + 4, 3)
-        image = to_uint8_image(items[i]["image"])
-        np.testing.assert_array_equal(panel[:, :32], image)
-        np.testing.assert_array_equal(panel[:, 34:66], overlay(image, items[i]["mask"].numpy()))
+        # enlarged 6x to 192 pixels, a legend below
+        assert panel.shape[1] == 3 * 192 + 8 and panel.shape[0] > 192
+        image, mask = enlarge(to_uint8_image(items[i]["image"]), items[i]["mask"].numpy(), 6)
+        np.testing.assert_array_equal(panel[:192, :192], image)
+        np.testing.assert_array_equal(panel[:192, 196:388], overlay(image, mask, outline=3))
+        assert (panel[192:] != 255).any()  # the legend's swatches and names
     assert "val_per_class" in " ".join(fit.Tags()["tensors"])
     assert (versions[0] / "confusion_matrix" / "val_epoch000.png").is_file()
 
@@ -277,8 +279,13 @@ def test_confusion_matrix_image_shades_row_shares_and_greys_absent_classes() -> 
     assert (200, 200, 200) in colours  # class "ccc" is absent from the ground truth
     half = tuple(int(c) for c in np.array([247, 251, 255.0]) + 0.5 * (np.array([8, 48, 107.0]) - [247, 251, 255]))
     assert half in colours  # 50 %
-    panel = sample_panel(np.zeros((5, 6, 3), np.uint8), np.ones((5, 6), np.uint8), np.zeros((5, 6), np.uint8))
-    assert panel.shape == (5, 22, 3) and panel[:, 8:14].any() and not panel[:, 16:].any()
+    blank, ones = np.zeros((5, 6, 3), np.uint8), np.ones((5, 6), np.uint8)
+    panel = sample_panel(blank, ones, np.zeros((5, 6), np.uint8), ["bg", "cat"])
+    # 8x (the most a small picture is enlarged): 40 x 48 tiles, 4-pixel gaps, a legend of class 1 below
+    assert panel.shape[1] == 3 * 48 + 8 and panel.shape[0] > 40
+    assert panel[:40, 52:100].any() and not panel[:40, 104:].any()
+    legend_colours = {tuple(c) for c in panel[40:].reshape(-1, 3).tolist()}
+    assert tuple(int(c) for c in PALETTE[1]) in legend_colours
 
 
 def test_instance_task_draws_truth_and_prediction_and_logs_ap_per_class(
@@ -311,15 +318,43 @@ def test_instance_task_draws_truth_and_prediction_and_logs_ap_per_class(
     events.Reload()
     assert {f"val_samples/{i}" for i in range(3)} <= set(events.Tags()["images"])
     panel = np.asarray(Image.open(io.BytesIO(events.Images("val_samples/0")[-1].encoded_image_string)))
-    assert panel.shape == (48, 2 * 48 + 2, 3)
+    assert panel.shape == (192, 2 * 192 + 2, 3)  # enlarged 4x to be seen
     # the left half is the ground truth drawn over the image: the true masks change the picture
     from lightseg.datamodules import ShapesInstanceDataModule
 
     data = ShapesInstanceDataModule(root=str(tmp_path / "data"), num_train=8, num_val=3, num_test=2, image_size=48)
     data.setup("validate")
     item = data.val_dataset[0]
-    plain = to_uint8_image(item["image"])
-    changed = (panel[:, :48] != plain).any(-1)
-    assert changed[item["target"]["masks"].sum(0).numpy() > 0].mean() > 0.5
+    plain, masks = enlarge(to_uint8_image(item["image"]), item["target"]["masks"].sum(0).numpy(), 4)
+    changed = (panel[:, :192] != plain).any(-1)
+    assert masks is not None and changed[masks > 0].mean() > 0.5
     table = events.Tensors("val_per_class/text_summary")[-1].tensor_proto.string_val[0].decode()
     assert "| class | bbox AP | segm AP |" in table and "triangle" in table and "background" not in table
+
+
+def test_overlays_are_legible_outlined_and_captions_never_cover_each_other() -> None:
+    from lightseg.colors import overlay_colours
+    from lightseg.visualize import _draw_captions, annotated_overlay, display_scale
+
+    # Kelly's colours: the first 17 classes all distinct, none dark (the VOC palette's 128,0,0 is)
+    colours = overlay_colours(256)[1:18].astype(int)
+    assert len({tuple(c) for c in colours}) == 17 and colours.max(1).min() >= 130
+    mask = np.zeros((6, 6), np.uint8)
+    mask[1:5, 1:5] = 1
+    painted = overlay(np.zeros((6, 6, 3), np.uint8), mask)
+    np.testing.assert_array_equal(painted[1, 1], overlay_colours()[1])  # border: opaque
+    np.testing.assert_array_equal(painted[2, 2], np.round(overlay_colours()[1] * 0.5))  # inside: blended
+    assert not painted[0].any()  # background untouched
+    # a 37 x 53 image is enlarged 7x (shorter side >= 256), a legend below
+    assert display_scale(37, 53) == 7 and display_scale(600, 800) == 1
+    picture = annotated_overlay(np.zeros((37, 53, 3), np.uint8), np.ones((37, 53), np.uint8), ["bg", "cat"])
+    assert picture.shape[1] == 53 * 7 and picture.shape[0] > 37 * 7
+    # overlapping boxes: the lower-scoring caption moves below the other, inside the picture
+    canvas = Image.new("RGB", (100, 60))
+    placed = _draw_captions(canvas, [[10, 20, 50, 50], [12, 22, 60, 55], [80, 0, 99, 10]],
+                            ["cat 0.9", "dog 0.8", "cow 0.7"], [(255, 0, 0)] * 3)  # fmt: skip
+    for a in range(3):
+        assert placed[a][0] >= 0 and placed[a][2] <= 100 and placed[a][1] >= 0 and placed[a][3] <= 60
+        for b in range(a):
+            (ax1, ay1, ax2, ay2), (bx1, by1, bx2, by2) = placed[a], placed[b]
+            assert ax2 <= bx1 or bx2 <= ax1 or ay2 <= by1 or by2 <= ay1, (placed[a], placed[b])

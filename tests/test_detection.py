@@ -168,7 +168,7 @@ def test_maskrcnn_fit_test_predict_round_trip(
         assert decoded.shape == tuple(size)
     assert {r["image_id"] for r in results if r["file_name"] == "a.png"} <= {3}  # position in the sorted folder
     overlay = Image.open(tmp_path / "out" / "overlays" / "a.png")
-    assert overlay.size == (80, 48)
+    assert overlay.size == (80 * 6, 48 * 6)  # enlarged to a shorter side >= 256 pixels
 
 
 def test_keypoint_fit_and_predict(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -135,6 +135,45 @@ def test_mask_rcnn_exports_with_its_masks_and_without_detections(tmp_path: Path)
     assert all(f["ok"] for f in scripted.verification)
 
 
+def test_lightseg_predict_runs_an_exported_mask_rcnn(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lightseg.datamodules import ShapesInstanceDataModule
+
+    task = _rcnn("mask", num_classes=4)
+    data = ShapesInstanceDataModule(root=str(tmp_path / "d"), num_train=2, num_val=1, num_test=1, image_size=64)
+    settings = ExportSettings(output=str(tmp_path / "m.onnx"), verify_sizes=[(64, 80), (48, 72)])
+    export_task(task, data, settings)
+    onnx_task = ONNXSegmentationTask(str(tmp_path / "m.onnx"))
+    assert onnx_task.detects and onnx_task.hparams["num_classes"] == 4
+    # the same detections as the PyTorch model, labels back in the data's label space
+    image = torch.rand(3, 60, 76, generator=torch.Generator().manual_seed(3))
+    batch = {"images": [image], "path": ["a.png"], "size": [(60, 76)]}
+    with torch.no_grad():
+        expected = task.eval().predict_step(batch, 0)["detections"][0]
+    found = onnx_task.predict_step(batch, 0)["detections"][0]
+    assert len(expected["boxes"]) > 0 and torch.equal(found["labels"], expected["labels"])
+    torch.testing.assert_close(found["boxes"], expected["boxes"], rtol=1e-3, atol=1e-2)
+    torch.testing.assert_close(found["masks"], (expected["masks"] > 0.5).float(), atol=0, rtol=0)
+
+    # through the CLI: results.json with the data's category ids, and overlays
+    monkeypatch.chdir(tmp_path)
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.fromarray((image.permute(1, 2, 0).numpy() * 255).astype(np.uint8)).save(images / "a.png")
+    config = str(ROOT / "configs" / "quickstart_maskrcnn.yaml")
+    main(["predict", "--config", config, f"--data.init_args.root={tmp_path / 'd'}", "--data.init_args.num_train=2",
+          "--data.init_args.num_val=1", "--data.init_args.num_test=1", "--data.init_args.image_size=64",
+          "--model=ONNXSegmentationTask", f"--model.init_args.path={tmp_path / 'm.onnx'}",
+          f"--data.init_args.predict_dir={images}", f"--prediction.output_dir={tmp_path / 'out'}",
+          "--prediction.score_threshold=0.0", "--trainer.enable_progress_bar=false"])  # fmt: skip
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    saved = torch.from_numpy(np.asarray(Image.open(images / "a.png"))).permute(2, 0, 1).float() / 255
+    found = onnx_task.predict_step({"images": [saved], "path": ["a.png"], "size": [(60, 76)]}, 0)["detections"][0]
+    assert len(results) == len(found["boxes"]) > 0 and {r["file_name"] for r in results} == {"a.png"}
+    assert [r["category_id"] for r in results] == [data.category_ids[int(k)] for k in found["labels"]]
+    assert results[0]["bbox"][:2] == pytest.approx(found["boxes"][0, :2].tolist(), abs=0.01)
+    assert (tmp_path / "out" / "overlays" / "a.png").is_file()
+
+
 def test_keypoint_rcnn_exports_its_keypoints(tmp_path: Path) -> None:
     task = _rcnn("keypoint")
     result = export_task(task, None, ExportSettings(output=str(tmp_path / "k.onnx"), verify_sizes=[(64, 80), (48, 72)]))
@@ -205,7 +244,8 @@ def test_cli_export_of_the_best_checkpoint_and_the_example_script(
 def _write_one(writer: SegmentationWriter, mask: torch.Tensor, path: str, num_classes: int, datamodule: Any) -> None:
     trainer = SimpleNamespace(datamodule=datamodule, world_size=1, global_rank=0, is_global_zero=True,
                               strategy=SimpleNamespace(reduce=lambda value, reduce_op: value))  # fmt: skip
-    module = SimpleNamespace(hparams={"num_classes": num_classes}, device="cpu")
+    module = SimpleNamespace(hparams={"num_classes": num_classes}, device="cpu",
+                             class_names_or_indices=[str(i) for i in range(num_classes)])  # fmt: skip
     writer.setup(trainer, module, "predict")  # type: ignore[arg-type]
     batch = {"image": torch.rand(1, 3, *mask.shape)}
     prediction = {"mask": mask[None], "path": [path], "size": [tuple(mask.shape)]}

@@ -132,5 +132,6 @@ def markdown_table(columns: list[str], rows: list[list[Any]]) -> str:
 
 def _panel(item: Picture | MaskedPicture) -> np.ndarray:
     if isinstance(item, MaskedPicture):
-        return sample_panel(item.image, item.target, item.prediction)
+        names = [item.class_labels.get(label, str(label)) for label in range(max(item.class_labels, default=-1) + 1)]
+        return sample_panel(item.image, item.target, item.prediction, names)
     return item.image

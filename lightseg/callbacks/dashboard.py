@@ -24,7 +24,7 @@ from lightseg.tasks.base import BaseTask
 from lightseg.tasks.detection import DetectionTask
 from lightseg.tasks.semantic import SemanticSegmentationTask
 from lightseg.types import SemanticEvalOutput
-from lightseg.visualize import confusion_matrix_image, draw_detections, to_uint8_image
+from lightseg.visualize import SAMPLE_SIDE, confusion_matrix_image, draw_detections, to_uint8_image
 
 
 class SegmentationDashboard(Callback):
@@ -220,10 +220,10 @@ class SegmentationDashboard(Callback):
         truth = {k: v for k, v in target.items() if isinstance(v, torch.Tensor)}
         truth["scores"] = torch.ones(len(truth["labels"]))
         drawn_truth = draw_detections(image, truth, truth["scores"] > 0, truth.get("masks"), names, skeleton,
-                                      show_scores=False)  # fmt: skip
+                                      show_scores=False, side=SAMPLE_SIDE)  # fmt: skip
         keep = detections["scores"] >= self.score_threshold
         masks = detections["masks"][:, 0] > threshold if "masks" in detections else None
-        drawn = draw_detections(image, detections, keep, masks, names, skeleton)
+        drawn = draw_detections(image, detections, keep, masks, names, skeleton, side=SAMPLE_SIDE)
         gap = np.full((drawn.shape[0], 2, 3), 255, dtype=np.uint8)
         caption = f"#{index}: {len(truth['labels'])} true | {int(keep.sum())} predicted >= {self.score_threshold}"
         return Picture(np.concatenate([drawn_truth, gap, drawn], axis=1), caption)

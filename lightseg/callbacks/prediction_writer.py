@@ -8,7 +8,7 @@ import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import torch
@@ -20,7 +20,8 @@ from typing_extensions import override
 from lightseg.coco_masks import encode_masks
 from lightseg.colors import mask_palette, voc_colormap
 from lightseg.errors import LightsegError
-from lightseg.visualize import draw_detections, overlay, to_uint8_image
+from lightseg.tasks.base import BaseTask
+from lightseg.visualize import DISPLAY_SIDE, annotated_overlay, draw_detections, to_uint8_image
 
 #: ``lightseg predict --prediction.format``: what the semantic masks are written as
 Format = Literal["palette", "cityscapes", "voc"]
@@ -33,7 +34,9 @@ class SegmentationWriter(BasePredictionWriter):
     """Writes what ``lightseg predict`` finds, for every task, into ``output_dir``.
 
     Semantic tasks: for each input image, a mask of the input's size and
-    ``overlays/<name>.png`` (class colours blended over the image, background left as is).
+    ``overlays/<name>.png``, a picture for people: each class in a colour told apart on any
+    image (Kelly's colours, region borders opaque; background left as is), small images
+    enlarged by a whole factor to 256 pixels or more, and a legend of the classes shown.
     The mask, by ``format``:
 
     - ``palette``: ``masks/<name>.png``, a palette PNG of class indices, in the data set's own
@@ -47,8 +50,9 @@ class SegmentationWriter(BasePredictionWriter):
     Instance and keypoint tasks: ``results.json`` in COCO's results format (``image_id`` =
     position of the image in the sorted input folder, from 1, plus its ``file_name``;
     original ``category_id``; ``bbox`` ``[x, y, w, h]``; ``score``; ``segmentation`` as
-    compressed RLE; ``keypoints``), and ``overlays/<name>.png`` with boxes, class names and
-    scores, masks and skeletons of the detections scoring at least ``score_threshold``.
+    compressed RLE; ``keypoints``), and ``overlays/<name>.png`` with boxes, masks and
+    skeletons of the detections scoring at least ``score_threshold``, each captioned with its
+    class and score on a backing box (captions never cover each other; small images enlarged).
     Under DDP each process writes ``results.rank<N>.json``.
 
     Sub-folders of the input folder are mirrored. An existing, non-empty ``output_dir`` is
@@ -125,6 +129,8 @@ class SegmentationWriter(BasePredictionWriter):
             self._write_detections(trainer, pl_module, prediction, batch)
             return
         images = batch["image"].detach().cpu()
+        names = cast(BaseTask, pl_module).class_names_or_indices
+        ignore_index = int(pl_module.hparams.get("ignore_index", 255))
         for i, (relative, (height, width)) in enumerate(zip(prediction["path"], prediction["size"], strict=True)):
             mask = prediction["mask"][i, :height, :width].numpy()
             image = to_uint8_image(images[i, :, :height, :width])
@@ -138,7 +144,9 @@ class SegmentationWriter(BasePredictionWriter):
                 self._save_mask(
                     mask, self._work_dir / FOLDERS[self.format] / (name.name if self.format == "voc" else name)
                 )
-            self._save_overlay(image, mask, self._work_dir / "overlays" / name)
+            path = self._work_dir / "overlays" / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(annotated_overlay(image, mask, names, self.alpha, ignore_index)).save(path)
 
     def _write_detections(self, trainer: Trainer, pl_module: LightningModule, prediction: Any, batch: Any) -> None:
         self._detections_seen = True
@@ -171,7 +179,9 @@ class SegmentationWriter(BasePredictionWriter):
                     result["keypoints"] = [round(float(v), 2) for v in detections["keypoints"][k].flatten()]
                 self._results.append(result)
             keep = detections["scores"] >= self.score_threshold
-            drawn = draw_detections(image.detach().cpu(), detections, keep, masks, names, skeleton, self.alpha)
+            drawn = draw_detections(
+                image.detach().cpu(), detections, keep, masks, names, skeleton, self.alpha, side=DISPLAY_SIDE
+            )
             path = self._work_dir / "overlays" / Path(relative).with_suffix(".png")
             path.parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(drawn).save(path)
@@ -231,7 +241,3 @@ class SegmentationWriter(BasePredictionWriter):
         png = Image.fromarray(mask, mode="P")
         png.putpalette(self.palette.ravel().tolist())
         png.save(path)
-
-    def _save_overlay(self, image: np.ndarray, mask: np.ndarray, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(overlay(image, mask, self.alpha)).save(path)

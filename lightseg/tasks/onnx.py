@@ -1,4 +1,4 @@
-"""An exported semantic ONNX model behind the task interface, so that ``lightseg predict`` can run it."""
+"""An exported ONNX model behind the task interface, so that ``lightseg predict`` can run it."""
 
 from __future__ import annotations
 
@@ -17,15 +17,17 @@ from lightseg.types import Stage
 
 
 class ONNXSegmentationTask(BaseTask):
-    """Runs a semantic model written by ``lightseg export`` (ONNX) with onnxruntime, for ``lightseg predict``.
+    """Runs a model written by ``lightseg export`` (ONNX) with onnxruntime, for ``lightseg predict``.
 
     Checks the exported model on the user's own folder with the same writer, options and
     output as the PyTorch model: ``lightseg predict --config run.yaml --model
     ONNXSegmentationTask --model.init_args.path model.onnx --data.predict_dir images/``.
-    Predicting only: there is nothing to train or evaluate.
+    Semantic models write masks and overlays; Mask R-CNN and Keypoint R-CNN models write
+    ``results.json`` and overlays (the exported category ids mapped back to the data's labels
+    through the metadata). Predicting only: there is nothing to train or evaluate.
 
     Args:
-        path: the ``.onnx`` file of a semantic task.
+        path: the ``.onnx`` file of a lightseg task.
         num_classes: classes of the data (linked by the CLI); must be the model's.
     """
 
@@ -38,7 +40,12 @@ class ONNXSegmentationTask(BaseTask):
         self.hparams["num_classes"] = exported
         self.session = session
         self.metadata = metadata
-        self.output = str(metadata["outputs"][0])
+        self.outputs = [str(name) for name in metadata["outputs"]]
+        self.output = self.outputs[0]
+        #: whether the model is an R-CNN (one image in, detections out)
+        self.detects = "boxes" in self.outputs
+        # exported labels are the data set's category ids; the writer maps labels to ids itself
+        self.label_of = {int(category): label for label, category in enumerate(metadata.get("category_ids") or [])}
 
     @override
     def build_model(self) -> nn.Module:
@@ -58,6 +65,9 @@ class ONNXSegmentationTask(BaseTask):
 
     @override
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
+        if self.detects:
+            detections = [self._detect(image) for image in batch["images"]]
+            return {"detections": detections, "path": batch.get("path"), "size": batch["size"]}
         masks = []
         for image, (height, width) in zip(batch["image"], batch["size"], strict=True):  # each at its own size
             array = image[None, :, :height, :width].float().cpu().numpy()
@@ -67,6 +77,20 @@ class ONNXSegmentationTask(BaseTask):
             mask[:height, :width] = labels
             masks.append(torch.from_numpy(mask))
         return {"mask": torch.stack(masks), "path": batch["path"], "size": batch["size"]}
+
+    def _detect(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The exported R-CNN's detections of one ``[3,H,W]`` image, as the PyTorch task returns them."""
+        results = self.session.run(None, {"image": image.float().cpu().numpy()})
+        found = {name: torch.from_numpy(np.asarray(value)) for name, value in zip(self.outputs, results, strict=True)}
+        labels = [self.label_of.get(int(c), 0) for c in found["labels"].tolist()]
+        detections = {"boxes": found["boxes"].float(), "labels": torch.tensor(labels, dtype=torch.int64),
+                      "scores": found["scores"].float()}  # fmt: skip
+        if "masks" in found:
+            detections["masks"] = found["masks"].float()
+        if "keypoints" in found:
+            detections["keypoints"] = found["keypoints"].float()
+            detections["keypoints_scores"] = found["keypoint_scores"].float()
+        return detections
 
 
 def _load(path: Path) -> tuple[Any, dict[str, Any]]:
@@ -83,9 +107,9 @@ def _load(path: Path) -> tuple[Any, dict[str, Any]]:
         raise LightsegError(f"{path} is not an ONNX model onnxruntime can load: {str(err).splitlines()[0]}") from None
     meta = session.get_modelmeta().custom_metadata_map.get("lightseg")
     metadata: dict[str, Any] = json.loads(meta) if meta else {}
-    if metadata.get("task") != "SemanticSegmentationTask":
+    if not metadata.get("task") or not metadata.get("outputs"):
         raise LightsegError(
-            f"{path} is not a semantic model from lightseg export ({metadata.get('task', 'no lightseg metadata')}); "
-            "lightseg predict runs exported semantic models"
+            f"{path} is not a model from lightseg export ({metadata.get('task', 'no lightseg metadata')}); "
+            "lightseg predict runs the ONNX files lightseg export writes"
         )
     return session, metadata
