@@ -159,10 +159,10 @@ def test_usage_mistakes_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert "is a file; give a folder" in capsys.readouterr().err
 
 
-def test_the_readme_check_runs_as_written_and_prints_what_it_shows(
+def test_the_documented_check_runs_as_written_and_prints_what_it_shows(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    section = (ROOT / "README.md").read_text().split("## Train on your own data")[1].split("\n## ")[0]
+    section = (ROOT / "docs" / "datasets.md").read_text().split("## Your own data")[1].split("\n## ")[0]
     command = next(line for line in section.splitlines() if line.startswith("lightseg data check"))
     shown = section.split("On a set with two mistakes:")[1].split("```")[1].strip("\n")
     monkeypatch.chdir(tmp_path)
