@@ -196,7 +196,9 @@ class SegmentationWriter(BasePredictionWriter):
         images = int(trainer.strategy.reduce(count, reduce_op="sum"))
         if trainer.is_global_zero:
             what = "results.json and overlays/" if self._detections_seen else f"{FOLDERS[self.format]}/ and overlays/"
-            print(f"lightseg: predicted {images} images: {what} in {self.output_dir}", file=sys.stderr)
+            # the progress bar's line is still open here (its callback closes it after this one)
+            lead = "\n" if getattr(trainer, "progress_bar_callback", None) is not None else ""
+            print(f"{lead}lightseg: predicted {images} images: {what} in {self.output_dir}", file=sys.stderr)
 
     def _check_format(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self.format == "cityscapes":
