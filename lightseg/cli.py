@@ -194,7 +194,7 @@ class LightsegCLI(AdaptedLightningCLI):
     def instantiate_classes(self) -> None:
         super().instantiate_classes()
         subcommand = self.config.get("subcommand")
-        RUN_GUARDS.append(equip_run(self.trainer, self.args))
+        RUN_GUARDS.append(equip_run(self.trainer, self.args, subcommand))
         check_num_classes(self._given_num_classes, self.datamodule)
         if subcommand in ("validate", "test", "predict", "export"):
             warn_if_untrained(self.config[subcommand], self.model)

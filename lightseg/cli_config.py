@@ -231,7 +231,7 @@ def check_num_classes(given: int | None, datamodule: Any) -> None:
         )
 
 
-def equip_run(trainer: Trainer, args: list[str]) -> RunFolderGuard:
+def equip_run(trainer: Trainer, args: list[str], subcommand: str | None) -> RunFolderGuard:
     """What a command-line run adds to its trainer; returns the guard on the run's folders.
 
     Lightning's plain ``ModelCheckpoint`` becomes lightseg's (``last.ckpt`` after every epoch);
@@ -245,7 +245,7 @@ def equip_run(trainer: Trainer, args: list[str]) -> RunFolderGuard:
             callback.__class__ = RunCheckpoint
     if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
         trainer.strategy.checkpoint_io = BesideCheckpointIO()
-    if args[:1] == ["fit"]:
+    if subcommand == "fit":
         callbacks.append(InterruptCheckpoint(resume_command(args)))
     callbacks.append(RunSummary(args[1:]))
     guard = RunFolderGuard()

@@ -9,7 +9,8 @@ from typing import Any
 
 import yaml
 
-from lightseg.data_check import check_data, format_report, write_report
+from lightseg.data_check import check_data
+from lightseg.data_report import format_report, write_report
 from lightseg.datamodules.base import BaseDataModule
 from lightseg.errors import LightsegError
 

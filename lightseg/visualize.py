@@ -137,8 +137,8 @@ def sample_panel(
     """Image | ground truth over image | prediction over image, enlarged to ``side``, with a legend below."""
     factor = display_scale(image.shape[0], image.shape[1], side)
     big, big_target = enlarge(image, target, factor)
-    _, big_prediction = enlarge(image, prediction, factor)
-    assert big_target is not None and big_prediction is not None
+    big_prediction = prediction.repeat(factor, 0).repeat(factor, 1)  # the image is enlarged once
+    assert big_target is not None
     gap = np.full((big.shape[0], 4, 3), 255, dtype=np.uint8)
     panel = np.concatenate(
         [big, gap, overlay(big, big_target, outline=max(1, factor // 2), ignore_index=ignore_index), gap,

@@ -20,6 +20,7 @@ LAYERS = {
     "metrics": 2, "models": 2,
     # data and tasks are peers: neither imports the other
     "datamodules": 3, "tasks": 3,
+    "data_report": 2,
     "callbacks": 4, "data_check": 4, "export": 4,
     "cli_adapter": 5, "parser_errors": 5, "trainer": 5,
     "cli_config": 6, "data_command": 6,
