@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 import torch
+import torch.nn.functional as F
 from lightning.pytorch import LightningDataModule, LightningModule
 from torch import nn
 
@@ -34,6 +35,7 @@ from lightseg.checkpoints import load_checkpoint
 from lightseg.colors import mask_palette
 from lightseg.errors import LightsegError
 from lightseg.export_verify import compare_with_pytorch, require, run_exported
+from lightseg.models.semantic import SegmentationModel
 
 if TYPE_CHECKING:
     from lightseg.tasks.semantic import SemanticSegmentationTask
@@ -90,14 +92,17 @@ class ExportResult:
     path: Path
     metadata_path: Path
     verification: list[dict[str, Any]] = field(default_factory=list)
+    verified_on: str = "random images"
 
 
 class SemanticGraph(nn.Module):
     """A semantic model as exported: ``[B,3,H,W]`` RGB in [0, 1] -> logits, probabilities or labels."""
 
-    def __init__(self, model: nn.Module, output: SemanticOutput, num_classes: int) -> None:
+    def __init__(self, model: nn.Module, output: SemanticOutput, num_classes: int, crop_by_index: bool = False) -> None:
         super().__init__()
         self.model = copy.deepcopy(model)
+        if isinstance(self.model, SegmentationModel):
+            self.model.crop_by_index = crop_by_index  # for torch.export: see SegmentationModel
         net = getattr(self.model, "net", None)
         if getattr(net, "aux_classifier", None) is not None:  # the training-only auxiliary head stays out
             net.aux_classifier = None  # type: ignore[union-attr]
@@ -183,12 +188,38 @@ def _output_names(task: LightningModule, settings: ExportSettings) -> list[str]:
     return names
 
 
-def _samples(task: LightningModule, sizes: Sequence[tuple[int, ...]]) -> list[torch.Tensor]:
+def data_images(datamodule: LightningDataModule | None, count: int = 2) -> list[torch.Tensor]:
+    """The first ``count`` validation images of ``datamodule`` (``[3,H,W]`` in [0, 1]); none where it has no data here.
+
+    Exports are often made where the data is not (a deployment machine): the verification then
+    falls back to random images, and the metadata says which it used.
+    """
+    if datamodule is None:
+        return []
+    try:
+        datamodule.setup("validate")
+        dataset = cast(Any, datamodule).val_dataset
+        return [dataset[k]["image"].float() for k in range(min(count, len(dataset)))]
+    except Exception:  # no data on this machine, or a data module without a validation set
+        return []
+
+
+def _samples(
+    task: LightningModule, sizes: Sequence[tuple[int, ...]], images: Sequence[torch.Tensor] = ()
+) -> list[torch.Tensor]:
+    """Verification inputs: ``images`` (else random ones) resized to each of ``sizes``; the first a batch of two."""
     generator = torch.Generator().manual_seed(0)
+
+    def image(k: int, size: tuple[int, ...]) -> torch.Tensor:
+        if not images:
+            return torch.rand(3, *size, generator=generator)
+        resized = F.interpolate(images[k % len(images)][None], size=size, mode="bilinear", antialias=True)
+        return resized[0].clamp(0, 1)
+
     if _is_detection(task):
-        images = [torch.rand(3, *size, generator=generator) for size in sizes]
-        return [*images, torch.zeros(3, *sizes[0])]  # a blank image: the no-detection case
-    return [torch.rand(2 if k == 0 else 1, 3, *size, generator=generator) for k, size in enumerate(sizes)]
+        return [*(image(k, size) for k, size in enumerate(sizes)), torch.zeros(3, *sizes[0])]  # blank: no detections
+    first = torch.stack([image(0, sizes[0]), image(1, sizes[0])])
+    return [first, *(image(k, size)[None] for k, size in enumerate(sizes[1:], start=1))]
 
 
 def _write(graph: nn.Module, task: LightningModule, settings: ExportSettings, path: Path) -> None:
@@ -223,12 +254,18 @@ def _write(graph: nn.Module, task: LightningModule, settings: ExportSettings, pa
             torch.export.save(program, str(path))
 
 
-def verify(graph: nn.Module, task: LightningModule, settings: ExportSettings, path: Path) -> list[dict[str, Any]]:
-    """Run the exported file and the PyTorch graph on the sample images; one entry per image."""
+def verify(
+    graph: nn.Module,
+    task: LightningModule,
+    settings: ExportSettings,
+    path: Path,
+    images: Sequence[torch.Tensor] = (),
+) -> list[dict[str, Any]]:
+    """Run the exported file and the PyTorch graph on the sample images (``images``, else random); one entry each."""
     return compare_with_pytorch(
         graph,
         run_exported(settings.format, path),
-        _samples(task, settings.verify_sizes),
+        _samples(task, settings.verify_sizes, images),
         _output_names(task, settings),
         settings.semantic_output,
     )
@@ -301,12 +338,15 @@ def export_task(
     if _is_detection(task):
         graph: nn.Module = DetectionGraph(task.model, category_ids(task, datamodule), settings.mask_threshold)  # type: ignore[arg-type]
     else:
-        graph = SemanticGraph(task.model, settings.semantic_output, int(task.hparams["num_classes"]))  # type: ignore[arg-type]
+        num_classes = int(task.hparams["num_classes"])
+        graph = SemanticGraph(task.model, settings.semantic_output, num_classes, settings.format == "pt2")  # type: ignore[arg-type]
     graph.eval()
-    partial = path.with_name(f"{path.name}.partial-{os.getpid()}")
+    # the format's suffix stays last: torch.export.load warns about any other name
+    partial = path.with_name(f"{path.stem}.partial-{os.getpid()}{path.suffix}")
     try:
         _write(graph, task, settings, partial)
-        figures = verify(graph, task, settings, partial)
+        images = data_images(datamodule)
+        figures = verify(graph, task, settings, partial, images)
         failed = [f for f in figures if not f["ok"]]
         if failed:
             raise LightsegError(
@@ -315,6 +355,7 @@ def export_task(
             )
         info = metadata(task, datamodule, settings, ckpt_path)
         info["verification"] = figures
+        info["verified_on"] = "validation images, resized" if images else "random images"
         if config is not None:
             info["config"] = config
         if settings.format == "onnx":
@@ -324,7 +365,7 @@ def export_task(
         partial.unlink(missing_ok=True)
     metadata_path = path.with_name(path.name + ".json")
     metadata_path.write_text(json.dumps(info, indent=2) + "\n")
-    return ExportResult(path, metadata_path, figures)
+    return ExportResult(path, metadata_path, figures, info["verified_on"])
 
 
 def _embed_onnx_metadata(path: Path, info: dict[str, Any]) -> None:
@@ -338,7 +379,7 @@ def _embed_onnx_metadata(path: Path, info: dict[str, Any]) -> None:
 
 def describe(result: ExportResult) -> str:
     """The lines ``lightseg export`` prints."""
-    lines = [f"wrote {result.path} and {result.metadata_path}", "verified against PyTorch:"]
+    lines = [f"wrote {result.path} and {result.metadata_path}", f"verified against PyTorch on {result.verified_on}:"]
     for figure in result.verification:
         shown = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in figure.items()
                           if k not in ("ok", "size"))  # fmt: skip

@@ -14,11 +14,12 @@ import pytest
 import torch
 from PIL import Image
 
+import lightseg.export
 from lightseg.callbacks import SegmentationWriter
 from lightseg.cli import main
-from lightseg.datamodules import CityscapesDataModule, generate_scene
+from lightseg.datamodules import CityscapesDataModule, ShapesDataModule, VOCDataModule, generate_scene
 from lightseg.errors import LightsegError
-from lightseg.export import ExportSettings, export_task
+from lightseg.export import ExportSettings, _samples, data_images, export_task
 from lightseg.inference import InferenceSettings
 from lightseg.tasks import (
     InstanceSegmentationTask,
@@ -73,19 +74,30 @@ def test_every_semantic_architecture_exports_to_onnx_and_matches_pytorch(
 
 def test_torchscript_and_torch_export_of_a_semantic_model(tmp_path: Path) -> None:
     task = SemanticSegmentationTask(arch="deeplabv3plus", backbone="resnet18", weights_backbone=None, num_classes=3)
-    for fmt, output in (("torchscript", "probs"), ("pt2", "labels")):
-        settings = ExportSettings(fmt, str(tmp_path / f"m.{fmt}"), output, verify_sizes=SIZES)  # type: ignore[arg-type]
-        result = export_task(task, None, settings)
-        assert all(f["ok"] for f in result.verification)
-    loaded = torch.jit.load(str(tmp_path / "m.torchscript"))
+    settings = ExportSettings("torchscript", str(tmp_path / "m.pt"), "probs", verify_sizes=SIZES)
+    assert all(f["ok"] for f in export_task(task, None, settings).verification)
+    loaded = torch.jit.load(str(tmp_path / "m.pt"))
     image = torch.rand(1, 3, 41, 59)
     with torch.no_grad():
         probs = loaded(image)
         expected = task.eval()(image)["out"].softmax(1)
     torch.testing.assert_close(probs, expected, rtol=1e-3, atol=1e-4)
-    labels = torch.export.load(str(tmp_path / "m.pt2")).module()(image)
-    assert labels.dtype == torch.uint8 and labels.shape == (1, 41, 59)
-    assert (labels == expected.argmax(1)).float().mean() >= 0.999
+
+
+@pytest.mark.parametrize(("arch", "backbone"), [("unet", "resnet18"), ("deeplabv3plus", "resnet18")])
+def test_torch_export_takes_sizes_with_and_without_padding(arch: str, backbone: str, tmp_path: Path) -> None:
+    # the example (64x96) needs no padding to 32, the second size does: one program must run both kinds
+    task = SemanticSegmentationTask(arch=arch, backbone=backbone, weights_backbone=None, num_classes=3).eval()
+    settings = ExportSettings("pt2", str(tmp_path / "m.pt2"), "labels", verify_sizes=[(64, 96), (45, 70)])
+    assert all(f["ok"] for f in export_task(task, None, settings).verification)
+    program = torch.export.load(str(tmp_path / "m.pt2")).module()
+    for size in ((128, 160), (41, 59), (96, 33)):  # sizes the verification did not use, both kinds
+        image = torch.rand(2, 3, *size)
+        with torch.no_grad():
+            expected = task(image)["out"].argmax(1)
+        labels = program(image)
+        assert labels.dtype == torch.uint8 and labels.shape == (2, *size)
+        assert (labels == expected).float().mean() >= 0.999
 
 
 FAST = {"rpn_pre_nms_top_n_test": 300, "rpn_post_nms_top_n_test": 100, "box_detections_per_img": 20}
@@ -182,7 +194,7 @@ def test_keypoint_rcnn_exports_its_keypoints(tmp_path: Path) -> None:
     assert meta["outputs"] == ["boxes", "labels", "scores", "keypoints", "keypoint_scores"]
 
 
-def test_refusals_leave_nothing_behind(tmp_path: Path) -> None:
+def test_refusals_leave_nothing_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     slide = SemanticSegmentationTask(
         arch="unet", backbone="resnet18", weights_backbone=None, inference=InferenceSettings(mode="slide")
     )
@@ -191,10 +203,35 @@ def test_refusals_leave_nothing_behind(tmp_path: Path) -> None:
     with pytest.raises(LightsegError, match=r"torch.export cannot hold the R-CNN's"):
         export_task(_rcnn("mask"), None, ExportSettings("pt2", str(tmp_path / "b.pt2")))
     task = SemanticSegmentationTask(arch="unet", backbone="resnet18", weights_backbone=None, num_classes=3)
-    # torch.export specialises U-Net's padding to the example's size: the verification finds it and says so
+    real = lightseg.export.run_exported
+
+    def wrong_on_the_second_size(fmt: str, path: Path) -> Any:
+        run = real(fmt, path)
+        return lambda image: tuple((out + (image.shape[-2] == 45)) % 3 for out in run(image))
+
+    monkeypatch.setattr(lightseg.export, "run_exported", wrong_on_the_second_size)
     with pytest.raises(LightsegError, match=r"the pt2 export differs from PyTorch on 1 of 2 sample images"):
         export_task(task, None, ExportSettings("pt2", str(tmp_path / "u.pt2"), verify_sizes=[(64, 96), (45, 70)]))
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # no file that looks valid, no temporary file
+
+
+def test_verification_runs_on_the_validation_images_where_they_are(tmp_path: Path, shapes_root: Path) -> None:
+    shapes = ShapesDataModule(root=str(shapes_root), num_train=4, num_val=3, num_test=2, image_size=32)
+    shapes.prepare_data()
+    images = data_images(shapes)
+    assert len(images) == 2 and images[0].shape == (3, 32, 32)
+    torch.testing.assert_close(images[1], shapes.val_dataset[1]["image"])  # type: ignore[index]
+    # a data set that is not on this machine (exports are often made on another): random images, no error
+    assert data_images(VOCDataModule(root=str(tmp_path / "none"))) == []
+    assert data_images(None) == []
+    task = SemanticSegmentationTask(arch="unet", backbone="resnet18", weights_backbone=None, num_classes=4)
+    first, second = _samples(task, [(48, 64), (33, 47)], images)
+    assert first.shape == (2, 3, 48, 64) and second.shape == (1, 3, 33, 47)
+    expected = torch.nn.functional.interpolate(images[1][None], size=(33, 47), mode="bilinear", antialias=True)
+    torch.testing.assert_close(second, expected.clamp(0, 1))
+    assert float(first.min()) >= 0 and float(first.max()) <= 1
+    blank = _samples(_rcnn("mask"), [(48, 64), (33, 47)], images)[-1]
+    assert blank.shape == (3, 48, 64) and not blank.any()
 
 
 def test_cli_export_of_the_best_checkpoint_and_the_example_script(
@@ -208,7 +245,9 @@ def test_cli_export_of_the_best_checkpoint_and_the_example_script(
     main(export)
     printed = capsys.readouterr().out
     assert "wrote model.onnx and model.onnx.json" in printed and "33x47: label_agreement 1" in printed
+    assert "verified against PyTorch on validation images, resized:" in printed
     meta = json.loads((tmp_path / "model.onnx.json").read_text())
+    assert meta["verified_on"] == "validation images, resized"
     assert meta["class_names"] == ["background", "circle", "square", "triangle"]
     assert meta["checkpoint"].endswith(".ckpt") and "val_miou" in meta["checkpoint"]
     assert meta["config"]["model"]["init_args"]["arch"] == "unet" and meta["input"]["range"] == [0.0, 1.0]

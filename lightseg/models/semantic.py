@@ -56,6 +56,12 @@ class SegmentationModel(nn.Module):
         size_divisor: the input height and width ``net`` needs to be divisible by.
         mean: per-channel mean for normalisation (ImageNet's by default).
         std: per-channel standard deviation.
+
+    Attributes:
+        crop_by_index: crop the padding away by gathering rows and columns instead of slicing.
+            ``torch.export`` guards a sliced view on whether the padding was zero, which freezes the
+            exported program to inputs that are (or are not) multiples of ``size_divisor``; a gather
+            has no such guard but costs a copy of the logits, so only the ``pt2`` export turns it on.
     """
 
     mean: torch.Tensor
@@ -71,6 +77,7 @@ class SegmentationModel(nn.Module):
         super().__init__()
         self.net = net
         self.size_divisor = size_divisor
+        self.crop_by_index = False
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
 
@@ -87,11 +94,13 @@ class SegmentationModel(nn.Module):
         padded = (x.shape[-2], x.shape[-1])
         return {key: self._crop(logits, padded, height, width) for key, logits in outputs.items()}
 
-    @staticmethod
-    def _crop(logits: torch.Tensor, padded: tuple[int, int], height: int, width: int) -> torch.Tensor:
+    def _crop(self, logits: torch.Tensor, padded: tuple[int, int], height: int, width: int) -> torch.Tensor:
         """Logits at the padded input's size (upsampled if coarser), the padding cropped away."""
         if (logits.shape[-2], logits.shape[-1]) != padded:
             logits = F.interpolate(logits, size=padded, mode="bilinear", align_corners=False)
+        if self.crop_by_index:
+            rows = torch.arange(height, device=logits.device)
+            return logits.index_select(-2, rows).index_select(-1, torch.arange(width, device=logits.device))
         return logits[..., :height, :width]
 
 
