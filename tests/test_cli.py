@@ -402,6 +402,10 @@ def test_checkpoint_fills_in_but_never_overrides_the_users_arguments(
     cli = build_cli(["test", *alone, *TINY_SHAPES, f"--ckpt_path={tmp_path / 'old.ckpt'}", "--trainer.logger=false"])
     assert cli.model.inference == InferenceSettings(mode="slide", window_size=32, tta_flip=True)
     assert cli.model.hparams["loss"] == "ce+dice"
+    # and from Python, as Lightning rebuilds a task
+    task = SemanticSegmentationTask.load_from_checkpoint(tmp_path / "old.ckpt", weights_only=True)
+    assert task.inference == InferenceSettings(mode="slide", window_size=32, tta_flip=True)
+    assert task.hparams["inference"] == task.inference.as_dict() and "window_size" not in task.hparams
 
 
 def test_dense_crf_under_test_and_predict_from_yaml(

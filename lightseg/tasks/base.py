@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import math
 import random
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, ClassVar, Literal, cast
 
 import numpy as np
@@ -17,6 +19,7 @@ from torch import nn
 from typing_extensions import override
 
 from lightseg.checkpoints import ModelCheckpoint as RunCheckpoint
+from lightseg.checkpoints import load_checkpoint
 from lightseg.errors import LightsegError
 from lightseg.optim import PolyLR, WarmupMultiStepLR
 from lightseg.types import Stage
@@ -87,6 +90,27 @@ class BaseTask(LightningModule, ABC):
         whose arguments changed form moves the old ones here, so that its checkpoints keep working.
         """
         return hparams
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> Any:
+        """Lightning's ``load_from_checkpoint``, the saved hyperparameters migrated first (:meth:`migrate_hparams`).
+
+        Lightning rebuilds the task from the checkpoint's hyperparameters, so a checkpoint whose
+        arguments changed form is rewritten (in memory) before it does.
+        """
+        if isinstance(checkpoint_path, str | Path) and Path(checkpoint_path).is_file():
+            try:
+                checkpoint = load_checkpoint(checkpoint_path, "checkpoint")
+            except LightsegError:
+                checkpoint = {}  # Lightning's own loader says what is wrong with it
+            saved = checkpoint.get("hyper_parameters")
+            if saved and cls.migrate_hparams(dict(saved)) != saved:
+                checkpoint["hyper_parameters"] = cls.migrate_hparams(dict(saved))
+                buffer = io.BytesIO()
+                torch.save(checkpoint, buffer)
+                buffer.seek(0)
+                checkpoint_path = buffer
+        return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
 
     @abstractmethod
     def build_model(self) -> nn.Module:
