@@ -1,4 +1,7 @@
-"""What lightseg.cli_adapter assumes of LightningCLI's private methods, pinned: an upgrade that breaks it fails here."""
+"""What lightseg assumes of Lightning's private methods (the CLI adapter, the checkpoint callback), pinned.
+
+An upgrade of Lightning or jsonargparse that breaks an assumption fails here, not in a user's run.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ import inspect
 import pytest
 from jsonargparse import Namespace
 from lightning.pytorch import LightningModule
+from lightning.pytorch.callbacks import ModelCheckpoint as LightningModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
 from lightseg.cli_adapter import AdaptedLightningCLI, init_defaults, keep_configured_model
@@ -18,6 +22,24 @@ SEMANTIC = "lightseg.tasks.SemanticSegmentationTask"
 
 class MyTask(SemanticSegmentationTask):
     """A user's subclass."""
+
+
+def test_model_checkpoint_still_has_the_private_methods_lightsegs_overrides_and_calls() -> None:
+    # lightseg.checkpoints.ModelCheckpoint saves weights-only top-k copies by toggling save_weights_only
+    # around _save_checkpoint, and moves last.ckpt on with the helpers below
+    assert "self.save_weights_only" in inspect.getsource(LightningModelCheckpoint._save_checkpoint)
+    for helper, parameters in (
+        ("_save_checkpoint", ["self", "trainer", "filepath"]),
+        ("_should_save_on_train_epoch_end", ["self", "trainer"]),
+        ("_should_skip_saving_checkpoint", ["self", "trainer"]),
+        ("_monitor_candidates", ["self", "trainer"]),
+        ("_save_last_checkpoint", ["self", "trainer", "monitor_candidates"]),
+    ):
+        assert list(inspect.signature(getattr(LightningModelCheckpoint, helper)).parameters) == parameters, helper
+    assert LightningModelCheckpoint.CHECKPOINT_NAME_LAST == "last"
+    # top-k and last copies go through _save_checkpoint, the only place the toggle acts
+    for caller in ("_update_best_and_save", "_save_last_checkpoint"):
+        assert "self._save_checkpoint(" in inspect.getsource(getattr(LightningModelCheckpoint, caller)), caller
 
 
 def test_lightning_cli_still_has_the_private_methods_the_adapter_overrides() -> None:
