@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+import lightseg.models.backbones as backbones
 import lightseg.models.semantic as semantic_models
 from lightseg.datamodules import ShapesDataModule
 from lightseg.errors import LightsegError
@@ -109,12 +110,32 @@ def test_task_logs_dataset_level_metrics(tiny_shapes: ShapesDataModule) -> None:
 
 
 def test_smp_offline_weights_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from huggingface_hub import constants
+
+    real_probe = backbones.hub_unreachable
+    seen = []
+
     def offline(*args: object, **kwargs: object) -> None:
+        seen.append(constants.is_offline_mode())
         raise OSError("We couldn't connect to the Hub")
 
     monkeypatch.setattr(semantic_models.smp, "Unet", offline)
-    with pytest.raises(LightsegError, match=r"smp encoder resnet18.*HF_HUB_OFFLINE=1.*weights_backbone: null"):
+    # the hub unreachable: its client reads the cache only (instead of retrying for ~25 s), then says so
+    monkeypatch.setattr(backbones, "hub_unreachable", lambda: "huggingface.co cannot be reached")
+    with pytest.raises(LightsegError, match=r"smp encoder resnet18.*Hugging Face cache.*weights_backbone: null"):
         _task(weights_backbone="imagenet")
+    assert seen == [True] and not constants.is_offline_mode()  # restored
+    # reachable (or behind a proxy): the client's own way
+    monkeypatch.setattr(backbones, "hub_unreachable", lambda: None)
+    with pytest.raises(LightsegError, match=r"smp encoder resnet18"):
+        _task(weights_backbone="imagenet")
+    assert seen == [True, False]
+    for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "https://hub.invalid")  # a name that never resolves
+    assert "hub.invalid cannot be reached" in str(real_probe(timeout=1.0))
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
+    assert real_probe(timeout=1.0) is None  # only the proxy knows
 
 
 def test_fcn8s_from_python(tmp_path: Path) -> None:

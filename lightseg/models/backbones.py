@@ -6,10 +6,13 @@ one clear message instead of a socket traceback.
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlparse
 
 import torch
 from torch import nn
@@ -46,6 +49,38 @@ def load_backbone_file(module: nn.Module, weights: WeightsName | None, what: str
         load_weights_file(module, weights, f"weights_backbone ({what})")
 
 
+def hub_unreachable(timeout: float = 3.0) -> str | None:
+    """Why the Hugging Face hub cannot be reached from here (``None``: it can, or a proxy decides)."""
+    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return None  # only the proxy knows: let the download try
+    host = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co").hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+    except OSError as err:
+        return f"{host} cannot be reached: {err}"
+    return None
+
+
+@contextmanager
+def hub_cache_only_when_unreachable() -> Iterator[None]:
+    """Hugging Face downloads read the local cache only while the hub cannot be reached.
+
+    Offline, the hub client otherwise retries for ~25 s before it gives up (seen with smp's
+    encoders); in offline mode it answers from the cache at once, or fails at once.
+    """
+    if hub_unreachable() is None:
+        yield
+        return
+    from huggingface_hub import constants
+
+    before = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True  # read at each call by huggingface_hub's is_offline_mode()
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = before
+
+
 @contextmanager
 def offline_hint(what: str, weights: WeightsEnum | str | None) -> Iterator[None]:
     """Turn a failed weight download into a message that says how to fix it."""
@@ -56,10 +91,7 @@ def offline_hint(what: str, weights: WeightsEnum | str | None) -> Iterator[None]
             where = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
             how = f"download {weights.url} on a machine with internet and copy it to {where}"
         else:
-            how = (
-                "populate the Hugging Face cache ($HF_HOME) on a machine with internet and copy it here "
-                "(HF_HUB_OFFLINE=1 skips the network retries)"
-            )
+            how = "populate the Hugging Face cache ($HF_HOME) on a machine with internet and copy it here"
         raise LightsegError(
             f"could not load the pretrained weights for {what} ({type(err).__name__}: {err}). "
             f"To use them offline, {how}; or set `weights_backbone: null` to train from scratch."

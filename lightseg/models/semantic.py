@@ -8,6 +8,7 @@ crops back), and returns ``{"out": logits[, "aux": logits]}`` at the input resol
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
@@ -21,6 +22,7 @@ from lightseg.errors import LightsegError, closest_names
 from lightseg.models.backbones import (
     ATROUS_RESNETS,
     WeightsName,
+    hub_cache_only_when_unreachable,
     load_backbone_file,
     offline_hint,
     torchvision_weights,
@@ -124,7 +126,8 @@ def _fcn_resnet(spec: ModelSpec) -> SegmentationModel:
 def _smp(model_class: Callable[..., nn.Module], spec: ModelSpec, **kwargs: Any) -> SegmentationModel:
     check_weights_option("weights_backbone", spec.weights_backbone, ("imagenet",))
     weights = "imagenet" if spec.weights_backbone == "imagenet" else None
-    with offline_hint(f"smp encoder {spec.backbone}", weights):
+    downloads: AbstractContextManager[None] = hub_cache_only_when_unreachable() if weights else nullcontext()
+    with offline_hint(f"smp encoder {spec.backbone}", weights), downloads:
         net = model_class(spec.backbone, encoder_weights=weights, classes=spec.num_classes, **kwargs)
     load_backbone_file(cast(nn.Module, net.encoder), spec.weights_backbone, f"smp encoder {spec.backbone}")
     return SegmentationModel(net, size_divisor=32)
