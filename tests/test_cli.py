@@ -618,6 +618,11 @@ def test_last_checkpoint_follows_every_epoch_even_when_the_metric_does_not_impro
     assert "last checkpoint: runs/quickstart/unet_resnet18/version_0/checkpoints/last.ckpt" in summary
     assert "run folder: runs/quickstart/unet_resnet18/version_0" in summary
     assert "lightseg test --config" in summary and summary.count("--ckpt_path") == 3
+    commands = {line.split()[1]: line for line in summary.splitlines() if line.strip().startswith("lightseg ")}
+    assert set(commands) == {"test", "predict", "fit"}
+    # the training-only options stay with the fit command; the model's go everywhere
+    assert "--trainer.max_epochs=3" in commands["fit"] and "max_epochs" not in commands["test"] + commands["predict"]
+    assert all("--model.init_args.optimizer.init_args.lr=0.0" in line for line in commands.values())
     last = torch.load(checkpoints / "last.ckpt", weights_only=True, map_location="cpu")
     assert last["epoch"] == 2 and last["global_step"] == 12
     assert [p.name for p in checkpoints.glob("epoch*")] == ["epoch000-val_miou" + p.name.split("val_miou")[1]

@@ -11,18 +11,31 @@ from typing_extensions import override
 
 from lightseg.run_folder import display_path
 
+#: options that only shape training: left out of the test and predict commands a fit suggests
+TRAINING_ONLY = (
+    "--trainer.max_epochs", "--trainer.min_epochs", "--trainer.max_steps", "--trainer.min_steps",
+    "--trainer.max_time", "--trainer.limit_train_batches", "--trainer.accumulate_grad_batches",
+    "--trainer.gradient_clip_val", "--trainer.gradient_clip_algorithm", "--trainer.check_val_every_n_epoch",
+    "--trainer.val_check_interval", "--trainer.num_sanity_val_steps",
+)  # fmt: skip
 
-def without_ckpt_path(args: list[str]) -> list[str]:
-    """A command line's arguments less its ``--ckpt_path`` (for a command that sets its own)."""
+
+def without_options(args: list[str], names: tuple[str, ...]) -> list[str]:
+    """A command line's arguments less the options ``names`` (each ``--name value`` or ``--name=value``)."""
     kept, skip = [], False
     for arg in args:
         if skip:
             skip = False
-        elif arg == "--ckpt_path":
+        elif arg in names:
             skip = True
-        elif not arg.startswith("--ckpt_path="):
+        elif arg.split("=", 1)[0] not in names:
             kept.append(arg)
     return kept
+
+
+def without_ckpt_path(args: list[str]) -> list[str]:
+    """A command line's arguments less its ``--ckpt_path`` (for a command that sets its own)."""
+    return without_options(args, ("--ckpt_path",))
 
 
 class RunSummary(Callback):
@@ -38,7 +51,8 @@ class RunSummary(Callback):
         self.args = list(args or [])
 
     def _command(self, subcommand: str, *extra: str) -> str:
-        return shlex.join(["lightseg", subcommand, *without_ckpt_path(self.args), *extra])
+        dropped = ("--ckpt_path",) if subcommand == "fit" else ("--ckpt_path", *TRAINING_ONLY)
+        return shlex.join(["lightseg", subcommand, *without_options(self.args, dropped), *extra])
 
     @override
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
