@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningDataModule, LightningModule
 from torch import nn
+from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
 import lightseg
 from lightseg.checkpoints import load_checkpoint
@@ -118,14 +119,58 @@ class SemanticGraph(nn.Module):
         return logits.argmax(1).to(self.label_dtype)
 
 
+class ExactSizeResize(GeneralizedRCNNTransform):
+    """torchvision's R-CNN input transform, its inference resize computing the output size explicitly.
+
+    torchvision resizes with ``scale_factor`` and ``recompute_scale_factor``; traced to ONNX or
+    scripted, that computes the size in float32, so an image may come out a pixel short
+    (769x783 to 799x814, not 800x814 as in eager PyTorch), which moves detections. Here the
+    scale and ``floor(side * scale)`` are float64, as eager torchvision computes them, and the
+    resize samples by that size.
+    """
+
+    def resize(
+        self, image: torch.Tensor, target: dict[str, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor] | None]:
+        """Scale the shorter side to ``min_size`` (the longer at most ``max_size``), as torchvision does."""
+        if torch.jit.is_scripting():  # TorchScript compiles only this branch (the export graph's, inference)
+            sides = torch.tensor(image.shape[-2:]).to(torch.float64)
+            size = self._size(sides)
+            resized = F.interpolate(
+                image[None], size=[int(size[0]), int(size[1])], mode="bilinear", align_corners=False
+            )
+            return resized[0], target
+        if self.training or self.fixed_size is not None or target is not None:
+            return super().resize(image, target)
+        sides = torch._shape_as_tensor(image)[-2:] if torch.jit.is_tracing() else torch.tensor(image.shape[-2:])
+        size = self._size(sides.to(torch.float64))
+        resized = F.interpolate(image[None], size=(size[0], size[1]), mode="bilinear", align_corners=False)  # type: ignore[arg-type]
+        return resized[0], target
+
+    def _size(self, sides: torch.Tensor) -> torch.Tensor:
+        # 1-d float64 tensors: the ONNX exporter casts a 0-d one (or a Python number) to float32
+        limits = torch.tensor([float(self.min_size[-1]), float(self.max_size)], dtype=torch.float64)
+        scale = (limits / torch.stack([sides.min(), sides.max()])).min()
+        return torch.floor(sides * scale).to(torch.int64)
+
+
 class DetectionGraph(nn.Module):
     """An R-CNN as exported: one ``[3,H,W]`` RGB image in [0, 1] -> boxes, category ids, scores, masks/keypoints."""
 
     # (no class-level annotation of the category_ids buffer: TorchScript cannot read it as a string)
 
-    def __init__(self, model: nn.Module, category_ids: Sequence[int], mask_threshold: float | None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        category_ids: Sequence[int],
+        mask_threshold: float | None,
+        exact_resize: bool = False,
+    ) -> None:
         super().__init__()
         self.model = copy.deepcopy(model)
+        transform = getattr(self.model, "transform", None)
+        if exact_resize and type(transform) is GeneralizedRCNNTransform:
+            transform.__class__ = ExactSizeResize  # for ONNX and TorchScript: see ExactSizeResize
         self.register_buffer("category_ids", torch.tensor(list(category_ids), dtype=torch.int64))
         self.threshold = -1.0 if mask_threshold is None else float(mask_threshold)
 
@@ -336,7 +381,8 @@ def export_task(
         task.fit_predictors_to(getattr(datamodule, "class_names", None))  # type: ignore[operator]
     task = task.cpu().eval()
     if _is_detection(task):
-        graph: nn.Module = DetectionGraph(task.model, category_ids(task, datamodule), settings.mask_threshold)  # type: ignore[arg-type]
+        ids = category_ids(task, datamodule)
+        graph: nn.Module = DetectionGraph(task.model, ids, settings.mask_threshold, exact_resize=True)  # type: ignore[arg-type]
     else:
         num_classes = int(task.hparams["num_classes"])
         graph = SemanticGraph(task.model, settings.semantic_output, num_classes, settings.format == "pt2")  # type: ignore[arg-type]

@@ -2,7 +2,10 @@
 
 Semantic outputs agree within a tolerance relative to their scale and in at least
 ``LABEL_AGREEMENT`` of the labels; R-CNN detections are paired (equal-score detections may
-come out in another order) and their boxes, labels, masks and keypoints compared.
+come out in another order) and their boxes, labels, masks and keypoints compared. Detections
+within ``SCORE_MARGIN`` of the score threshold or of the top-k cut are borderline: a float
+difference may put them on one side only, so they are counted, not compared. An image on which
+PyTorch itself is unstable (see :func:`_unstable`) is run but not compared.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from lightseg.errors import LightsegError
 
 #: tolerances of the comparison with PyTorch
 RTOL, ATOL, LABEL_AGREEMENT, MASK_IOU = 1e-3, 1e-4, 0.999, 0.99
+#: detections scoring less than this above the score threshold (or the top-k cut) are borderline
+SCORE_MARGIN = 0.01
 
 
 def require(module: str) -> Any:
@@ -67,33 +72,64 @@ def _match(boxes: np.ndarray, labels: np.ndarray, other_boxes: np.ndarray, other
     """
     from torchvision.ops import box_iou
 
-    scale = max(1.0, float(np.abs(boxes).max()))
-    same = (labels == other_labels) & (np.abs(boxes - other_boxes).max(axis=1) <= RTOL * scale)
+    scale = max(1.0, float(np.abs(boxes).max(initial=0.0)))
+    n = min(len(boxes), len(other_boxes))
+    same = np.zeros(len(boxes), dtype=bool)
+    same[:n] = (labels[:n] == other_labels[:n]) & (np.abs(boxes[:n] - other_boxes[:n]).max(axis=1) <= RTOL * scale)
     order = np.where(same, np.arange(len(boxes)), -1)
     free = np.ones(len(other_boxes), dtype=bool)
-    free[same] = False
+    free[np.flatnonzero(same)] = False
     iou = np.nan_to_num(box_iou(torch.from_numpy(boxes).float(), torch.from_numpy(other_boxes).float()).numpy(), nan=-1)
     iou[labels[:, None] != other_labels[None, :]] = -1.0
     for i in np.flatnonzero(~same):
         candidates = np.where(free, iou[i], -1.0)
+        if not len(candidates):
+            break
         j = int(candidates.argmax())
         if candidates[j] >= 0.5:
             order[i], free[j] = j, False
     return order
 
 
-def _compare_detections(ours: Sequence[np.ndarray], theirs: Sequence[np.ndarray], names: list[str]) -> dict[str, Any]:
+def score_floor(scores: np.ndarray, score_thresh: float, cap: int) -> float:
+    """The score below which a detection is borderline: near the score threshold, or near the top-``cap`` cut.
+
+    A borderline detection may exist on one side only: a float difference of 1e-6 moves it
+    across the threshold or the cut, or reorders near-tied proposals before NMS.
+    """
+    floor = score_thresh + SCORE_MARGIN
+    if cap and len(scores) >= cap:
+        floor = max(floor, float(scores.min()) + SCORE_MARGIN)
+    return floor
+
+
+def _compare_detections(
+    ours: Sequence[np.ndarray], theirs: Sequence[np.ndarray], names: list[str], floor: float
+) -> dict[str, Any]:
     count = len(ours[0])
-    if len(theirs[0]) != count:
-        return {"ok": False, "detections": count, "problem": f"{len(theirs[0])} detections, PyTorch {count}"}
     result: dict[str, Any] = {"detections": count, "ok": True}
-    if count == 0:
+    if count == 0 and len(theirs[0]) == 0:
         return result
-    # detections of (nearly) equal score may come out in another order: pair each with its best match
     order = _match(ours[0], ours[1], theirs[0], theirs[1])
-    if (order < 0).any():
-        return {**result, "ok": False, "problem": f"{int((order < 0).sum())} detections without a counterpart"}
-    theirs = [t[order] for t in theirs]
+    paired = set(order[order >= 0].tolist())
+    lone = [i for i in range(count) if order[i] < 0 and ours[2][i] >= floor]
+    lone_theirs = [j for j in range(len(theirs[0])) if j not in paired and theirs[2][j] >= floor]
+    if lone or lone_theirs:
+        problem = (
+            f"{len(lone) + len(lone_theirs)} detections scoring {floor:.2f} or more without a counterpart "
+            f"({len(theirs[0])} detections, PyTorch {count})"
+        )
+        return {**result, "ok": False, "problem": problem}
+    # borderline detections (below the floor) are not compared: they may pair with a neighbour
+    keep = np.flatnonzero((order >= 0) & (ours[2] >= floor))
+    borderline = count - len(keep)
+    if borderline:
+        result["borderline"] = borderline
+    if not len(keep):
+        return result
+    ours = [o[keep] for o in ours]
+    theirs = [t[order[keep]] for t in theirs]
+    count = len(keep)
     scale = max(1.0, float(np.abs(ours[0]).max()))
     result["max_box_diff"] = float(np.abs(ours[0] - theirs[0]).max())
     result["ok"] = result["max_box_diff"] <= RTOL * scale and bool((ours[1] == theirs[1]).all())
@@ -112,6 +148,24 @@ def _compare_detections(ours: Sequence[np.ndarray], theirs: Sequence[np.ndarray]
     return result
 
 
+UNSTABLE = "PyTorch's own detections change under a 1e-5 jitter of the image (tied scores): not compared"
+
+
+def _unstable(
+    graph: nn.Module, image: torch.Tensor, ours: Sequence[np.ndarray], names: list[str], floor: float
+) -> bool:
+    """Whether PyTorch itself gives other confident detections for ``image`` jittered by 1e-5.
+
+    On an image of exactly tied proposal scores (a blank one, for a model that finds things
+    there) the order of ties decides what is detected; no runtime reproduces it, PyTorch
+    included, so a difference there says nothing about the export.
+    """
+    jitter = torch.rand(image.shape, generator=torch.Generator().manual_seed(1)) * 1e-5
+    with torch.no_grad():
+        again = tuple(r.numpy() for r in graph((image + jitter).clamp(0, 1)))
+    return not _compare_detections(ours, again, names, floor)["ok"]
+
+
 def compare_with_pytorch(
     graph: nn.Module,
     run: Callable[[torch.Tensor], tuple[np.ndarray, ...]],
@@ -124,6 +178,9 @@ def compare_with_pytorch(
     ``names`` are the graph's output names: ``boxes`` first for an R-CNN, else the one semantic output.
     """
     detection = names[0] == "boxes"
+    heads = getattr(getattr(graph, "model", None), "roi_heads", None)
+    score_thresh = float(getattr(heads, "score_thresh", 0.0))
+    cap = int(getattr(heads, "detections_per_img", 0) or 0)
     figures = []
     for image in samples:
         with torch.no_grad():
@@ -136,7 +193,10 @@ def compare_with_pytorch(
             figures.append({"size": list(image.shape[-2:]), "ok": False, "problem": problem})
             continue
         if detection:
-            entry = _compare_detections(ours, theirs, names)
+            floor = score_floor(ours[2], score_thresh, cap)
+            entry = _compare_detections(ours, theirs, names, floor)
+            if not entry["ok"] and _unstable(graph, image, ours, names, floor):
+                entry = {"detections": len(ours[0]), "ok": True, "unstable": UNSTABLE}
         else:
             entry = _compare_semantic(ours[0], theirs[0], semantic_output)
         figures.append({"size": list(image.shape[-2:]), **entry})

@@ -19,7 +19,8 @@ from lightseg.callbacks import SegmentationWriter
 from lightseg.cli import main
 from lightseg.datamodules import CityscapesDataModule, ShapesDataModule, VOCDataModule, generate_scene
 from lightseg.errors import LightsegError
-from lightseg.export import ExportSettings, _samples, data_images, export_task
+from lightseg.export import ExactSizeResize, ExportSettings, _samples, data_images, export_task
+from lightseg.export_verify import _compare_detections, compare_with_pytorch, score_floor
 from lightseg.inference import InferenceSettings
 from lightseg.tasks import (
     InstanceSegmentationTask,
@@ -145,6 +146,75 @@ def test_mask_rcnn_exports_with_its_masks_and_without_detections(tmp_path: Path)
 
     scripted = export_task(task, Data(), ExportSettings("torchscript", str(tmp_path / "m.pt"), verify_sizes=SIZES))  # type: ignore[arg-type]
     assert all(f["ok"] for f in scripted.verification)
+
+
+def test_borderline_detections_are_counted_confident_ones_compared() -> None:
+    def detections(*rows: tuple[float, int, float]) -> list[np.ndarray]:  # (x, label, score) -> boxes, labels, scores
+        boxes = np.array([[x, 10.0, x + 20.0, 30.0] for x, _, _ in rows], dtype=np.float32).reshape(-1, 4)
+        labels = np.array([label for _, label, _ in rows], dtype=np.int64)
+        return [boxes, labels, np.array([score for _, _, score in rows], dtype=np.float32)]
+
+    names = ["boxes", "labels", "scores"]
+    floor = score_floor(np.array([0.9, 0.055]), score_thresh=0.05, cap=100)
+    assert floor == pytest.approx(0.06)
+    assert score_floor(np.array([0.9, 0.3]), 0.05, cap=2) == pytest.approx(0.31)  # the top-2 cut at 0.3
+    ours = detections((0, 1, 0.9), (50, 2, 0.8), (100, 1, 0.055))
+    # the same confident detections in another order, a borderline one missing and another added: same model
+    theirs = detections((50, 2, 0.8), (0, 1, 0.9), (140, 2, 0.058))
+    result = _compare_detections(ours, theirs, names, floor)
+    assert result["ok"] and result["borderline"] == 1 and result["max_box_diff"] == 0
+    # a confident detection missing, or moved: a different model
+    missing = _compare_detections(ours, detections((0, 1, 0.9), (100, 1, 0.055)), names, floor)
+    assert not missing["ok"] and missing["problem"].startswith("1 detections scoring 0.06 or more without")
+    moved = _compare_detections(ours, detections((0, 1, 0.9), (55, 2, 0.8), (100, 1, 0.055)), names, floor)
+    assert not moved["ok"] and moved["max_box_diff"] == 5
+    relabelled = _compare_detections(ours, detections((0, 1, 0.9), (50, 1, 0.8)), names, floor)
+    assert not relabelled["ok"]
+    assert _compare_detections(detections(), detections((5, 1, 0.058)), names, floor)["ok"]
+
+    # an image on which PyTorch itself is unstable (exactly tied scores: a blank one) is run, not compared
+    class TieBroken(torch.nn.Module):
+        def forward(self, image: torch.Tensor) -> list[torch.Tensor]:
+            x = 0.0 if bool((image == 0).all()) else 60.0  # the order of tied proposals decides
+            return [torch.from_numpy(a) for a in detections((x, 1, 0.9))]
+
+    other = lambda image: tuple(detections((120, 1, 0.9)))  # noqa: E731
+    blank, noise = torch.zeros(3, 8, 8), torch.rand(3, 8, 8)
+    unstable, wrong = compare_with_pytorch(TieBroken(), other, [blank, noise], names, "labels")
+    assert unstable["ok"] and "jitter" in unstable["unstable"]
+    assert not wrong["ok"] and "without a counterpart" in wrong["problem"]  # stable in PyTorch: a real difference
+
+
+def test_r_cnn_input_resize_in_onnx_and_torchscript_is_pytorchs_at_any_size(tmp_path: Path) -> None:
+    import onnxruntime
+    from torchvision.models.detection.transform import GeneralizedRCNNTransform
+
+    class Resize(torch.nn.Module):
+        def __init__(self, exact: bool) -> None:
+            super().__init__()
+            self.transform = GeneralizedRCNNTransform(800, 1333, [0.0] * 3, [1.0] * 3).eval()
+            if exact:
+                self.transform.__class__ = ExactSizeResize
+
+        def forward(self, image: torch.Tensor) -> torch.Tensor:
+            return self.transform.resize(image)[0]
+
+    image = torch.rand(3, 769, 783)  # 769 * 800/769 is 800 in float64, 799.99997 in float32
+    eager = Resize(exact=False)(image)
+    assert eager.shape == (3, 800, 814)
+    assert torch.equal(Resize(exact=True)(image), eager)  # the same computation in PyTorch
+    errors = {}
+    for exact in (False, True):
+        path = tmp_path / f"resize-{exact}.onnx"
+        torch.onnx.export(Resize(exact), (torch.rand(3, 800, 800),), str(path), input_names=["image"],
+                          dynamic_axes={"image": {1: "h", 2: "w"}}, opset_version=16, dynamo=False)  # fmt: skip
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        (got,) = session.run(None, {"image": image.numpy()})
+        errors[exact] = float(np.abs(got - eager.numpy()).max()) if got.shape == eager.shape else float("inf")
+    # torchvision's own resize, traced or scripted, computes the size in float32: a row short
+    assert errors[False] == float("inf") and errors[True] <= 1e-3
+    assert torch.jit.script(Resize(exact=False))(image).shape == (3, 799, 814)
+    assert torch.equal(torch.jit.script(Resize(exact=True))(image), eager)
 
 
 def test_lightseg_predict_runs_an_exported_mask_rcnn(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
