@@ -5,6 +5,9 @@ U-Net/ResNet-18 at 512x512 and DeepLabV3/ResNet-50 at 513x513 (batch 1), untrain
 exported with :func:`lightseg.export.export_task` (so every file is verified), then timed:
 median of ``--repeats`` runs after one warm-up. Prints a table and appends it to docs/benchmarks.md.
 
+On a GPU, eager PyTorch on it and (with the ``onnxruntime-gpu`` package) onnxruntime's CUDA
+provider get columns too; the eager GPU times wait for the GPU to finish.
+
 ``--maskrcnn CKPT`` adds Mask R-CNN R50-FPN at 800x800. An R-CNN's latency depends on what it
 finds (the mask head runs once per detection) and an untrained one finds hundreds of degenerate
 boxes (whose export also fails verification, as it should), so the row needs a trained model:
@@ -23,6 +26,7 @@ an 800x800 mosaic of 36 unseen shapes scenes; its exports are verified on two su
 from __future__ import annotations
 
 import argparse
+import copy
 import shutil
 import statistics
 import tempfile
@@ -38,6 +42,13 @@ from lightseg.export import DetectionGraph, ExportSettings, SemanticGraph, categ
 from lightseg.tasks import InstanceSegmentationTask, SemanticSegmentationTask
 
 from report import record
+
+
+def synced(graph: torch.nn.Module, image: torch.Tensor) -> Any:
+    """``graph(image)`` once the GPU has finished it."""
+    out = graph(image)
+    torch.cuda.synchronize()
+    return out
 
 
 def median_ms(run: Callable[[], Any], repeats: int) -> float:
@@ -115,6 +126,11 @@ def main() -> None:
         images = mosaics(folder)
         data = Mosaics(images)
         models.append(("Mask R-CNN R50-FPN", trained_maskrcnn(args.maskrcnn), images[0]))
+    # on a GPU, eager PyTorch on it and onnxruntime's CUDA provider (the onnxruntime-gpu package) too
+    cuda = torch.cuda.is_available()
+    ort_cuda = cuda and "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+    columns = ["PyTorch eager", "TorchScript", "onnxruntime CPU"]
+    columns += ["PyTorch eager CUDA"] * cuda + ["onnxruntime CUDA"] * ort_cuda
     rows = []
     detected = 0
     for name, task, image in models:
@@ -130,6 +146,9 @@ def main() -> None:
         if detection:
             detected = len(graph(image)[0])
         times = {"PyTorch eager": median_ms(lambda g=graph, x=image: g(x), args.repeats)}
+        if cuda:
+            on_gpu, image_gpu = copy.deepcopy(graph).cuda(), image.cuda()
+            times["PyTorch eager CUDA"] = median_ms(lambda g=on_gpu, x=image_gpu: synced(g, x), args.repeats)
         for fmt in ("onnx", "torchscript"):
             path = folder / f"{name.replace(' ', '_')}.{fmt}"
             sizes = [size, (size[0] - 31, size[1] - 17)]
@@ -140,22 +159,20 @@ def main() -> None:
                 session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
                 feed = {"image": image.numpy()}
                 times["onnxruntime CPU"] = median_ms(lambda s=session, f=feed: s.run(None, f), args.repeats)
+                if ort_cuda:
+                    gpu = onnxruntime.InferenceSession(str(path), providers=["CUDAExecutionProvider"])
+                    times["onnxruntime CUDA"] = median_ms(lambda s=gpu, f=feed: s.run(None, f), args.repeats)
             else:
                 loaded = torch.jit.load(str(path))
                 times["TorchScript"] = median_ms(lambda m=loaded, x=image: m(x), args.repeats)
         eager = times["PyTorch eager"]
         rows.append(
             f"| {name} | {size[0]}x{size[1]} | "
-            + " | ".join(
-                f"{times[k]:.0f} ms ({eager / times[k]:.2f}x)"
-                for k in ("PyTorch eager", "TorchScript", "onnxruntime CPU")
-            )
+            + " | ".join(f"{times[k]:.0f} ms ({eager / times[k]:.2f}x)" for k in columns)
             + " |"
         )
     shutil.rmtree(folder)
-    table = "\n".join(
-        ["| model | input | PyTorch eager | TorchScript | onnxruntime CPU |", "|---|---|---|---|---|", *rows]
-    )
+    table = "\n".join(["| model | input | " + " | ".join(columns) + " |", "|---|---|" + "---|" * len(columns), *rows])
     note = (
         f"\n\nMedian of {args.repeats} runs after a warm-up, batch 1; in brackets the speed-up over eager PyTorch. "
         "Semantic models untrained, their graphs return labels (argmax inside the graph)."
@@ -169,7 +186,7 @@ def main() -> None:
         )
     else:
         note += " No Mask R-CNN row: `--maskrcnn CKPT` with a trained model adds it."
-    record("Export latency", table + note)
+    record("Export latency", table + note, torch.cuda.get_device_name() if cuda else "cpu")
 
 
 if __name__ == "__main__":
