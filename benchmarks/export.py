@@ -38,7 +38,8 @@ from typing import Any
 import torch
 from lightning.pytorch import LightningModule
 
-from lightseg.export import DetectionGraph, ExportSettings, SemanticGraph, category_ids, describe, export_task
+from lightseg.export import ExportSettings, category_ids, describe, export_task
+from lightseg.export_graphs import DetectionGraph, SemanticGraph
 from lightseg.tasks import InstanceSegmentationTask, SemanticSegmentationTask
 
 from report import record

@@ -16,7 +16,6 @@ convention, what is outside the graph, the config and checkpoint, the verificati
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import warnings
@@ -29,20 +28,18 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningDataModule, LightningModule
 from torch import nn
-from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
 import lightseg
 from lightseg.checkpoints import load_checkpoint
 from lightseg.colors import mask_palette
 from lightseg.errors import LightsegError
+from lightseg.export_graphs import DetectionGraph, SemanticGraph, SemanticOutput
 from lightseg.export_verify import compare_with_pytorch, require, run_exported
-from lightseg.models.semantic import SegmentationModel
 
 if TYPE_CHECKING:
     from lightseg.tasks.semantic import SemanticSegmentationTask
 
 Format = Literal["onnx", "torchscript", "pt2"]
-SemanticOutput = Literal["logits", "probs", "labels"]
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt", "pt2": ".pt2"}
 #: opset 17 for semantic models; R-CNN needs 16+ for RoiAlign's ``output_half_pixel`` mode, which is
 #: torchvision's ``aligned=False`` exactly
@@ -94,96 +91,6 @@ class ExportResult:
     metadata_path: Path
     verification: list[dict[str, Any]] = field(default_factory=list)
     verified_on: str = "random images"
-
-
-class SemanticGraph(nn.Module):
-    """A semantic model as exported: ``[B,3,H,W]`` RGB in [0, 1] -> logits, probabilities or labels."""
-
-    def __init__(self, model: nn.Module, output: SemanticOutput, num_classes: int, crop_by_index: bool = False) -> None:
-        super().__init__()
-        self.model = copy.deepcopy(model)
-        if isinstance(self.model, SegmentationModel):
-            self.model.crop_by_index = crop_by_index  # for torch.export: see SegmentationModel
-        net = getattr(self.model, "net", None)
-        if getattr(net, "aux_classifier", None) is not None:  # the training-only auxiliary head stays out
-            net.aux_classifier = None  # type: ignore[union-attr]
-        self.output = output
-        self.label_dtype = torch.uint8 if num_classes <= 256 else torch.int64
-
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        logits = self.model(image)["out"]
-        if self.output == "logits":
-            return logits
-        if self.output == "probs":
-            return logits.softmax(1)
-        return logits.argmax(1).to(self.label_dtype)
-
-
-class ExactSizeResize(GeneralizedRCNNTransform):
-    """torchvision's R-CNN input transform, its inference resize computing the output size explicitly.
-
-    torchvision resizes with ``scale_factor`` and ``recompute_scale_factor``; traced to ONNX or
-    scripted, that computes the size in float32, so an image may come out a pixel short
-    (769x783 to 799x814, not 800x814 as in eager PyTorch), which moves detections. Here the
-    scale and ``floor(side * scale)`` are float64, as eager torchvision computes them, and the
-    resize samples by that size.
-    """
-
-    def resize(
-        self, image: torch.Tensor, target: dict[str, torch.Tensor] | None = None
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor] | None]:
-        """Scale the shorter side to ``min_size`` (the longer at most ``max_size``), as torchvision does."""
-        if torch.jit.is_scripting():  # TorchScript compiles only this branch (the export graph's, inference)
-            sides = torch.tensor(image.shape[-2:]).to(torch.float64)
-            size = self._size(sides)
-            resized = F.interpolate(
-                image[None], size=[int(size[0]), int(size[1])], mode="bilinear", align_corners=False
-            )
-            return resized[0], target
-        if self.training or self.fixed_size is not None or target is not None:
-            return super().resize(image, target)
-        sides = torch._shape_as_tensor(image)[-2:] if torch.jit.is_tracing() else torch.tensor(image.shape[-2:])
-        size = self._size(sides.to(torch.float64))
-        resized = F.interpolate(image[None], size=(size[0], size[1]), mode="bilinear", align_corners=False)  # type: ignore[arg-type]
-        return resized[0], target
-
-    def _size(self, sides: torch.Tensor) -> torch.Tensor:
-        # 1-d float64 tensors: the ONNX exporter casts a 0-d one (or a Python number) to float32
-        limits = torch.tensor([float(self.min_size[-1]), float(self.max_size)], dtype=torch.float64)
-        scale = (limits / torch.stack([sides.min(), sides.max()])).min()
-        return torch.floor(sides * scale).to(torch.int64)
-
-
-class DetectionGraph(nn.Module):
-    """An R-CNN as exported: one ``[3,H,W]`` RGB image in [0, 1] -> boxes, category ids, scores, masks/keypoints."""
-
-    # (no class-level annotation of the category_ids buffer: TorchScript cannot read it as a string)
-
-    def __init__(
-        self,
-        model: nn.Module,
-        category_ids: Sequence[int],
-        mask_threshold: float | None,
-        exact_resize: bool = False,
-    ) -> None:
-        super().__init__()
-        self.model = copy.deepcopy(model)
-        transform = getattr(self.model, "transform", None)
-        if exact_resize and type(transform) is GeneralizedRCNNTransform:
-            transform.__class__ = ExactSizeResize  # for ONNX and TorchScript: see ExactSizeResize
-        self.register_buffer("category_ids", torch.tensor(list(category_ids), dtype=torch.int64))
-        self.threshold = -1.0 if mask_threshold is None else float(mask_threshold)
-
-    def forward(self, image: torch.Tensor) -> list[torch.Tensor]:
-        # scripted R-CNNs return (losses, detections)
-        detections = self.model([image])[1][0] if torch.jit.is_scripting() else self.model([image])[0]
-        outputs = [detections["boxes"], self.category_ids[detections["labels"]], detections["scores"]]  # type: ignore[index]
-        if "masks" in detections:
-            masks = detections["masks"]
-            outputs.append((masks > self.threshold).to(torch.uint8) if self.threshold >= 0 else masks)
-        if "keypoints" in detections:
-            outputs += [detections["keypoints"], detections["keypoints_scores"]]
-        return outputs
 
 
 def category_ids(task: LightningModule, datamodule: LightningDataModule | None) -> list[int]:
@@ -382,7 +289,7 @@ def export_task(
     task = task.cpu().eval()
     if _is_detection(task):
         ids = category_ids(task, datamodule)
-        graph: nn.Module = DetectionGraph(task.model, ids, settings.mask_threshold, exact_resize=True)  # type: ignore[arg-type]
+        graph: nn.Module = DetectionGraph(task.model, ids, settings.mask_threshold)  # type: ignore[arg-type]
     else:
         num_classes = int(task.hparams["num_classes"])
         graph = SemanticGraph(task.model, settings.semantic_output, num_classes, settings.format == "pt2")  # type: ignore[arg-type]

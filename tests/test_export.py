@@ -19,7 +19,8 @@ from lightseg.callbacks import SegmentationWriter
 from lightseg.cli import main
 from lightseg.datamodules import CityscapesDataModule, ShapesDataModule, VOCDataModule, generate_scene
 from lightseg.errors import LightsegError
-from lightseg.export import ExactSizeResize, ExportSettings, _samples, data_images, export_task
+from lightseg.export import ExportSettings, _samples, data_images, export_task
+from lightseg.export_graphs import ExactSizeResize
 from lightseg.export_verify import _compare_detections, compare_with_pytorch, score_floor
 from lightseg.inference import InferenceSettings
 from lightseg.tasks import (

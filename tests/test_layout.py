@@ -19,7 +19,7 @@ LAYERS = {
     "visualize": 1,
     "metrics": 2, "models": 2,
     # data and tasks are peers: neither imports the other
-    "datamodules": 3, "tasks": 3,
+    "datamodules": 3, "tasks": 3, "export_graphs": 3,
     "data_report": 2,
     "callbacks": 4, "data_check": 4, "export": 4,
     "cli_adapter": 5, "parser_errors": 5, "trainer": 5,

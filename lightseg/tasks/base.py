@@ -104,8 +104,9 @@ class BaseTask(LightningModule, ABC):
             except LightsegError:
                 checkpoint = {}  # Lightning's own loader says what is wrong with it
             saved = checkpoint.get("hyper_parameters")
-            if saved and cls.migrate_hparams(dict(saved)) != saved:
-                checkpoint["hyper_parameters"] = cls.migrate_hparams(dict(saved))
+            migrated = cls.migrate_hparams(dict(saved)) if saved else saved
+            if migrated != saved:
+                checkpoint["hyper_parameters"] = migrated
                 buffer = io.BytesIO()
                 torch.save(checkpoint, buffer)
                 buffer.seek(0)

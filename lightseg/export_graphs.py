@@ -1,0 +1,106 @@
+"""The modules ``lightseg export`` writes: a model wrapped with its input convention and the output asked for.
+
+:class:`SemanticGraph` takes ``[B,3,H,W]`` RGB in [0, 1] and returns logits, probabilities or
+labels; :class:`DetectionGraph` takes one ``[3,H,W]`` image and returns boxes, the data set's
+category ids, scores and masks / keypoints, resizing as eager PyTorch does
+(:class:`ExactSizeResize`) whether traced, scripted or run.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.models.detection.transform import GeneralizedRCNNTransform
+
+from lightseg.models.semantic import SegmentationModel
+
+SemanticOutput = Literal["logits", "probs", "labels"]
+
+
+class SemanticGraph(nn.Module):
+    """A semantic model as exported: ``[B,3,H,W]`` RGB in [0, 1] -> logits, probabilities or labels."""
+
+    def __init__(self, model: nn.Module, output: SemanticOutput, num_classes: int, crop_by_index: bool = False) -> None:
+        super().__init__()
+        self.model = copy.deepcopy(model)
+        if isinstance(self.model, SegmentationModel):
+            self.model.crop_by_index = crop_by_index  # for torch.export: see SegmentationModel
+        net = getattr(self.model, "net", None)
+        if getattr(net, "aux_classifier", None) is not None:  # the training-only auxiliary head stays out
+            net.aux_classifier = None  # type: ignore[union-attr]
+        self.output = output
+        self.label_dtype = torch.uint8 if num_classes <= 256 else torch.int64
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        logits = self.model(image)["out"]
+        if self.output == "logits":
+            return logits
+        if self.output == "probs":
+            return logits.softmax(1)
+        return logits.argmax(1).to(self.label_dtype)
+
+
+class ExactSizeResize(GeneralizedRCNNTransform):
+    """torchvision's R-CNN input transform, its inference resize computing the output size explicitly.
+
+    torchvision resizes with ``scale_factor`` and ``recompute_scale_factor``; traced to ONNX or
+    scripted, that computes the size in float32, so an image may come out a pixel short
+    (769x783 to 799x814, not 800x814 as in eager PyTorch), which moves detections. Here the
+    scale and ``floor(side * scale)`` are float64, as eager torchvision computes them, and the
+    resize samples by that size.
+    """
+
+    def resize(
+        self, image: torch.Tensor, target: dict[str, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor] | None]:
+        """Scale the shorter side to ``min_size`` (the longer at most ``max_size``), as torchvision does."""
+        if torch.jit.is_scripting():  # TorchScript compiles only this branch (the export graph's, inference)
+            sides = torch.tensor(image.shape[-2:]).to(torch.float64)
+            size = self._size(sides)
+            resized = F.interpolate(
+                image[None], size=[int(size[0]), int(size[1])], mode="bilinear", align_corners=False
+            )
+            return resized[0], target
+        if self.training or self.fixed_size is not None or target is not None:
+            return super().resize(image, target)
+        sides = torch._shape_as_tensor(image)[-2:] if torch.jit.is_tracing() else torch.tensor(image.shape[-2:])
+        size = self._size(sides.to(torch.float64))
+        resized = F.interpolate(image[None], size=(size[0], size[1]), mode="bilinear", align_corners=False)  # type: ignore[arg-type]
+        return resized[0], target
+
+    def _size(self, sides: torch.Tensor) -> torch.Tensor:
+        # 1-d float64 tensors: the ONNX exporter casts a 0-d one (or a Python number) to float32
+        limits = torch.tensor([float(self.min_size[-1]), float(self.max_size)], dtype=torch.float64)
+        scale = (limits / torch.stack([sides.min(), sides.max()])).min()
+        return torch.floor(sides * scale).to(torch.int64)
+
+
+class DetectionGraph(nn.Module):
+    """An R-CNN as exported: one ``[3,H,W]`` RGB image in [0, 1] -> boxes, category ids, scores, masks/keypoints."""
+
+    # (no class-level annotation of the category_ids buffer: TorchScript cannot read it as a string)
+
+    def __init__(self, model: nn.Module, category_ids: Sequence[int], mask_threshold: float | None) -> None:
+        super().__init__()
+        self.model = copy.deepcopy(model)
+        transform = getattr(self.model, "transform", None)
+        if type(transform) is GeneralizedRCNNTransform:
+            transform.__class__ = ExactSizeResize  # eager PyTorch's resize, also when traced or scripted
+        self.register_buffer("category_ids", torch.tensor(list(category_ids), dtype=torch.int64))
+        self.threshold = -1.0 if mask_threshold is None else float(mask_threshold)
+
+    def forward(self, image: torch.Tensor) -> list[torch.Tensor]:
+        # scripted R-CNNs return (losses, detections)
+        detections = self.model([image])[1][0] if torch.jit.is_scripting() else self.model([image])[0]
+        outputs = [detections["boxes"], self.category_ids[detections["labels"]], detections["scores"]]  # type: ignore[index]
+        if "masks" in detections:
+            masks = detections["masks"]
+            outputs.append((masks > self.threshold).to(torch.uint8) if self.threshold >= 0 else masks)
+        if "keypoints" in detections:
+            outputs += [detections["keypoints"], detections["keypoints_scores"]]
+        return outputs
