@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime
-from PIL import Image
+from PIL import Image, ImageOps
 
 
 def main() -> None:
@@ -32,7 +32,11 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for name in args.images:
-        rgb = np.asarray(Image.open(name).convert("RGB"), dtype=np.float32) / 255  # RGB in [0, 1]
+        img = ImageOps.exif_transpose(Image.open(name))  # turned as shown, as lightseg reads it
+        if img.mode.startswith("I;16"):  # 16-bit grey: its full range, as lightseg reads it
+            rgb = np.repeat(np.asarray(img, dtype=np.float32)[..., None] / 65535, 3, axis=2)
+        else:
+            rgb = np.asarray(img.convert("RGB"), dtype=np.float32) / 255  # RGB in [0, 1]
         image = rgb.transpose(2, 0, 1)[None]  # [1, 3, H, W]; the model normalises it itself
         result = session.run(None, {"image": image})[0][0]
         labels = result if output == "labels" else result.argmax(0)

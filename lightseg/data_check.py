@@ -31,7 +31,7 @@ from lightseg.datamodules.base import BaseDataModule, SplitDataModule
 from lightseg.datamodules.coco_format import COCODataset
 from lightseg.datamodules.detection import DetectionDataModule
 from lightseg.datamodules.files import BinaryMaskError, SegmentationFiles
-from lightseg.datamodules.io import progress
+from lightseg.datamodules.io import TURNED, check_depth, exif_orientation, orientation_hint, progress, read_image_uint8
 from lightseg.errors import LightsegError, MaskLabelError
 from lightseg.visualize import to_uint8_image
 
@@ -45,6 +45,7 @@ class _Inspected:
     mask_kind: str | None = None
     counts: np.ndarray | None = None
     ignore_pixels: int = 0
+    orientation: int = 1
     findings: list[Finding] = field(default_factory=list)
 
 
@@ -53,25 +54,34 @@ def file_digest(data: bytes) -> str:
     return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
-def _read_image(path: Path, split: str) -> tuple[tuple[int, int] | None, str | None, list[Finding]]:
-    """The image's ``(H, W)`` and content hash, decoding it whole (a truncated file fails here, not in epoch 12)."""
+def _read_image(path: Path, split: str) -> _Inspected:
+    """The image's ``(H, W)`` as read (turned by its EXIF orientation) and content hash, decoding it whole.
+
+    A truncated file fails here, not in epoch 12.
+    """
+    result = _Inspected()
     try:
         data = path.read_bytes()
         with Image.open(io.BytesIO(data)) as img:
             img.load()
-            return (img.height, img.width), file_digest(data), []
+            check_depth(img, path)
+            result.orientation = exif_orientation(img)
+            result.size = (img.width, img.height) if result.orientation in TURNED else (img.height, img.width)
+            result.digest = file_digest(data)
     except FileNotFoundError:
-        return None, None, [Finding("missing_image", split, str(path), "image file is missing")]
+        result.findings.append(Finding("missing_image", split, str(path), "image file is missing"))
     except UnidentifiedImageError:
-        return None, None, [Finding("unreadable_image", split, str(path), "not an image file")]
+        result.findings.append(Finding("unreadable_image", split, str(path), "not an image file"))
+    except LightsegError as err:
+        result.findings.append(Finding("unreadable_image", split, str(path), str(err)))
     except (OSError, SyntaxError, ValueError) as err:
-        return None, None, [Finding("unreadable_image", split, str(path), f"cannot decode: {err}")]
+        result.findings.append(Finding("unreadable_image", split, str(path), f"cannot decode: {err}"))
+    return result
 
 
 def _inspect_semantic(dataset: SegmentationFiles, index: int, split: str) -> _Inspected:
     sample = dataset.samples[index]
-    result = _Inspected()
-    result.size, result.digest, result.findings = _read_image(sample.image, split)
+    result = _read_image(sample.image, split)
     if sample.mask is None:
         return result
     try:
@@ -89,7 +99,12 @@ def _inspect_semantic(dataset: SegmentationFiles, index: int, split: str) -> _In
         return result
     if result.size is not None and labels.shape != result.size:
         result.findings.append(
-            Finding("size_mismatch", split, str(sample.mask), f"image is {result.size}, mask is {labels.shape} (H, W)")
+            Finding(
+                "size_mismatch",
+                split,
+                str(sample.mask),
+                f"image is {result.size}, mask is {labels.shape} (H, W){orientation_hint(sample.image, labels.shape)}",
+            )
         )
     ignored = labels == dataset.ignore_index
     result.ignore_pixels = int(ignored.sum())
@@ -200,6 +215,7 @@ class _Checker:
                 self.note_digest(result.digest, split, str(sample.image))
                 if result.size is not None:
                     stats.sizes.append(result.size)
+                    stats.exif_oriented += result.orientation != 1
                 if result.mask_kind is not None:
                     stats.mask_kinds[result.mask_kind] += 1
                 if result.counts is not None:
@@ -208,7 +224,7 @@ class _Checker:
                     stats.ignore_pixels += result.ignore_pixels
         failed = {f.file for f in self.report.errors if f.kind != "leakage"}  # files that cannot be drawn
         self.report.pictures[split] = [
-            (np.asarray(Image.open(dataset.samples[k].image).convert("RGB")), dataset.read_mask(k))
+            (read_image_uint8(dataset.samples[k].image), dataset.read_mask(k))
             for k in _spread(indices, self.pictures)
             if str(dataset.samples[k].image) not in failed and str(dataset.samples[k].mask) not in failed
         ]
@@ -241,12 +257,13 @@ class _Checker:
 
         def inspect(image_id: int) -> _Inspected:
             info = annotations.images[image_id]
-            result = _Inspected()
             path = dataset.images_dir / info["file_name"]
-            result.size, result.digest, result.findings = _read_image(path, split)
+            result = _read_image(path, split)
             listed = (info.get("height"), info.get("width"))
             if result.size is not None and None not in listed and tuple(int(v) for v in listed) != result.size:
+                listed = (int(listed[0]), int(listed[1]))
                 detail = f"image is {result.size}, the annotation file says {listed} (H, W)"
+                detail += orientation_hint(path, listed)
                 result.findings.append(Finding("size_mismatch", split, str(path), detail))
             return result
 
@@ -258,6 +275,7 @@ class _Checker:
                 self.note_digest(result.digest, split, annotations.images[image_id]["file_name"])
                 if result.size is not None:
                     stats.sizes.append(result.size)
+                    stats.exif_oriented += result.orientation != 1
                 usable = dataset.usable.get(image_id, [])
                 labels = [annotations.label_of.get(int(a.get("category_id", -1)), -1) for a in usable]
                 counts = np.bincount([label for label in labels if label >= 0], minlength=stats.num_classes)

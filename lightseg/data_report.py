@@ -57,6 +57,7 @@ class SplitStats:
     class_pixels: np.ndarray = field(init=False)
     class_images: np.ndarray = field(init=False)
     ignore_pixels: int = 0
+    exif_oriented: int = 0  # images whose EXIF orientation turns them when read
 
     def __post_init__(self) -> None:
         self.class_pixels = np.zeros(self.num_classes, dtype=np.int64)
@@ -83,6 +84,7 @@ class SplitStats:
                 "max": [int(sizes[:, 0].max()), int(sizes[:, 1].max())],
             },
             "mask_formats": dict(sorted(self.mask_kinds.items())),
+            "exif_oriented_images": self.exif_oriented,
             "ignore_pixels": self.ignore_pixels,
             "classes": classes,
             "absent_classes": [n for k, n in enumerate(class_names) if k > 0 and self.class_images[k] == 0],
@@ -157,6 +159,11 @@ def format_report(report: DataReport) -> str:
         if missing:
             absent.append(f"classes absent from {name}: {', '.join(missing)}")
     lines += ["", *absent] if absent else []
+    turned = [f"{split['exif_oriented_images']} in {name}" for name, split in summary["splits"].items()
+              if split["exif_oriented_images"]]  # fmt: skip
+    if turned:
+        lines += ["", f"images with an EXIF orientation ({', '.join(turned)}): read turned as viewers and labelling "
+                      "tools show them; their masks must match them as shown"]  # fmt: skip
     for severity in ("error", "warning"):
         found = [f for f in report.findings if f.severity == severity]
         if not found:

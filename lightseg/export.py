@@ -249,6 +249,7 @@ def metadata(
             "range": [0.0, 1.0],
             "colour": "RGB",
             "normalisation": "inside the graph",
+            "orientation": "as shown: turned by the image's EXIF orientation, as lightseg reads it",
         },
         "outputs": _output_names(task, settings),
         "checkpoint": str(ckpt_path) if ckpt_path else None,

@@ -148,6 +148,32 @@ def test_missing_annotation_file_and_images_are_one_line(tmp_path: Path) -> None
         data.setup("validate")
 
 
+def test_images_of_another_size_than_listed_are_refused_not_drawn_on(tmp_path: Path) -> None:
+    (tmp_path / "annotations").mkdir()
+    (tmp_path / "annotations" / "instances_val2017.json").write_text(json.dumps(TINY_COCO))  # b.jpg: 10 high, 5 wide
+    (tmp_path / "val2017").mkdir()
+    exif = Image.Exif()
+    exif[0x0112] = 8  # stored 5 x 10, shown turned: 10 x 5, the size the annotation tool listed
+    Image.fromarray(np.zeros((5, 10, 3), np.uint8)).save(tmp_path / "val2017" / "b.jpg", exif=exif.tobytes())
+    data = COCOInstanceDataModule(str(tmp_path), num_workers=0)
+    data.setup("validate")
+    item = data.val_dataset[0]
+    assert item["image"].shape == (3, 10, 5) and item["target"]["masks"].shape == (1, 10, 5)
+    assert item["target"]["boxes"].tolist() == [[0.0, 0.0, 1.0, 2.0]]
+    Image.fromarray(np.zeros((5, 10, 3), np.uint8)).save(tmp_path / "val2017" / "b.jpg")  # no tag: 5 x 10
+    with pytest.raises(LightsegError, match=r"b.jpg is \(5, 10\) but .*instances_val2017.json says \(10, 5\) \(H, W\); "
+                                            r"the annotations were made for another image$"):  # fmt: skip
+        data.val_dataset[0]
+    listed_stored = copy.deepcopy(TINY_COCO)
+    listed_stored["images"][0].update(width=10, height=5)  # a tool that listed the stored size of a turned photo
+    (tmp_path / "annotations" / "instances_val2017.json").write_text(json.dumps(listed_stored))
+    Image.fromarray(np.zeros((5, 10, 3), np.uint8)).save(tmp_path / "val2017" / "b.jpg", exif=exif.tobytes())
+    data = COCOInstanceDataModule(str(tmp_path), num_workers=0)
+    data.setup("validate")
+    with pytest.raises(LightsegError, match=r"says \(5, 10\) .*EXIF orientation 8 \(turned 90 degrees anticlockwise"):
+        data.val_dataset[0]
+
+
 def test_flip_moves_boxes_masks_and_swaps_left_right_keypoints() -> None:
     from torchvision import tv_tensors
 

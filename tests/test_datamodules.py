@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from lightseg.datamodules import ImageFolderDataset, ShapesDataModule, pad_collate
-from lightseg.datamodules.io import read_image, read_mask
+from lightseg.datamodules.io import image_header, orientation_hint, read_image, read_mask
 from lightseg.datamodules.shapes import generate_scene
 from lightseg.datamodules.transforms import RandomScale, train_transforms
 from lightseg.errors import LightsegError
@@ -161,6 +161,50 @@ def test_images_are_converted_to_rgb_and_unreadable_ones_named(tmp_path: Path) -
     broken.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     with pytest.raises(LightsegError, match="cannot read image .*broken.jpg"):
         read_image(broken)
+
+
+def _tagged(path: Path, pixels: np.ndarray, orientation: int) -> Path:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(pixels).save(path, exif=exif.tobytes())
+    return path
+
+
+def test_photos_are_read_turned_as_their_exif_orientation_shows_them(tmp_path: Path) -> None:
+    stored = np.zeros((4, 6, 3), dtype=np.uint8)
+    stored[0, 0] = 255  # a white corner pixel: stored top left
+    for orientation, corner in ((6, (0, 3)), (8, (5, 0)), (3, (3, 5)), (1, (0, 0))):
+        for suffix in (".png", ".jpg"):
+            path = _tagged(tmp_path / f"o{orientation}{suffix}", stored, orientation)
+            image = read_image(path)
+            turned = orientation in (6, 8)
+            assert image.shape == ((3, 6, 4) if turned else (3, 4, 6)), (orientation, suffix)
+            assert image_header(path)[0] == image.shape[1:]  # the header's size is the size read
+            assert image_header(path, displayed=False)[0] == (4, 6)
+            if suffix == ".png":  # lossless: the white pixel is exactly where a viewer shows it
+                bright = (image[0] == 1).nonzero().tolist()
+                assert bright == [list(corner)], (orientation, bright)
+    shown = (6, 4)
+    hint = orientation_hint(tmp_path / "o6.png", (4, 6))
+    assert "stored as 4x6 pixels with EXIF orientation 6 (turned 90 degrees clockwise when shown)" in hint
+    assert "exiftran -ai" in hint
+    assert orientation_hint(tmp_path / "o6.png", shown) == "" and orientation_hint(tmp_path / "o1.png", (4, 6)) == ""
+
+
+def test_16_bit_grey_images_keep_their_range_and_others_are_refused_by_name(tmp_path: Path) -> None:
+    ramp = np.array([[0, 257, 32896, 65535]], dtype=np.uint16)
+    Image.fromarray(ramp).save(tmp_path / "g16.png")
+    assert Image.open(tmp_path / "g16.png").mode == "I;16"
+    image = read_image(tmp_path / "g16.png")
+    torch.testing.assert_close(image[:, 0], torch.tensor([0.0, 1 / 255, 32896 / 65535, 1.0]).expand(3, 4))
+    Image.fromarray(np.array([[0.0, 0.5, 1.0]], dtype=np.float32), mode="F").save(tmp_path / "unit.tif")
+    torch.testing.assert_close(read_image(tmp_path / "unit.tif")[1, 0], torch.tensor([0.0, 0.5, 1.0]))
+    Image.fromarray(np.array([[0.0, 3.5]], dtype=np.float32), mode="F").save(tmp_path / "float.tif")
+    with pytest.raises(LightsegError, match=r"float.tif is a floating-point image with values 0..3.5, not in \[0, 1\]"):
+        read_image(tmp_path / "float.tif")
+    Image.fromarray(np.array([[0, 70000]], dtype=np.int32), mode="I").save(tmp_path / "wide.tif")
+    with pytest.raises(LightsegError, match=r"wide.tif is a 32-bit integer image with values 0..70000"):
+        read_image(tmp_path / "wide.tif")
 
 
 def test_image_folder_for_predict(tmp_path: Path) -> None:

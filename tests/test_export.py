@@ -322,6 +322,7 @@ def test_cli_export_of_the_best_checkpoint_and_the_example_script(
     assert meta["class_names"] == ["background", "circle", "square", "triangle"]
     assert meta["checkpoint"].endswith(".ckpt") and "val_miou" in meta["checkpoint"]
     assert meta["config"]["model"]["init_args"]["arch"] == "unet" and meta["input"]["range"] == [0.0, 1.0]
+    assert meta["input"]["orientation"].startswith("as shown: turned by the image's EXIF orientation")
     before = (tmp_path / "model.onnx").stat().st_mtime_ns
     with pytest.raises(SystemExit) as stop:
         main(export)
@@ -333,6 +334,11 @@ def test_cli_export_of_the_best_checkpoint_and_the_example_script(
     rng = np.random.default_rng(1)
     for k in range(2):  # scenes like the training ones, of another size
         Image.fromarray(generate_scene(rng, size=48).image).save(images / f"{k}.png")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # a photo stored turned: both readers turn it as a viewer shows it
+    Image.fromarray(generate_scene(rng, size=48).image[:32]).save(images / "2.png", exif=exif.tobytes())
+    grey = generate_scene(rng, size=48).image.mean(-1).astype(np.uint16) * 257
+    Image.fromarray(grey).save(images / "3.png")  # 16-bit grey: both readers scale its full range
     main(["predict", *base, "--ckpt_path", "best", f"--data.predict_dir={images}", "--prediction.output_dir=preds"])
     script = ROOT / "examples" / "onnx_predict.py"
     done = subprocess.run([sys.executable, str(script), "model.onnx", *map(str, sorted(images.iterdir())),
@@ -341,7 +347,8 @@ def test_cli_export_of_the_best_checkpoint_and_the_example_script(
     # lightseg predict runs the exported model itself, with the same writer
     main(["predict", *base, "--model", "ONNXSegmentationTask", "--model.init_args.path", "model.onnx",
           f"--data.predict_dir={images}", "--prediction.output_dir=onnx_preds"])  # fmt: skip
-    for name in ("0.png", "1.png"):
+    assert Image.open(tmp_path / "preds" / "masks" / "2.png").size == (32, 48)  # W, H: turned
+    for name in ("0.png", "1.png", "2.png", "3.png"):
         ours = Image.open(tmp_path / "preds" / "masks" / name)
         for folder in ("onnx_masks", "onnx_preds/masks"):
             theirs = Image.open(tmp_path / folder / name)

@@ -141,6 +141,39 @@ def test_folder_mistakes_are_named(tmp_path: Path) -> None:
         _module(wide, check_samples="full").setup("fit")
 
 
+def test_phone_photos_with_an_exif_orientation_are_read_as_shown(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from lightseg.data_check import check_data
+    from lightseg.data_report import format_report
+
+    root = write_folder(tmp_path / "set", NAMES, "index")
+    shown = np.asarray(Image.open(root / "images" / "img_000.jpg"))  # 12x16, as a labelling tool showed it
+    (root / "images" / "img_000.jpg").unlink()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # a phone's portrait photo: pixels stored turned, "turn 90 degrees clockwise to show"
+    Image.fromarray(np.rot90(shown).copy()).save(root / "images" / "img_000.png", exif=exif.tobytes())
+    label = label_for(0, num_classes=4, size=(12, 16))
+    data = _module(root, val_fraction=0.0, check_samples="headers")
+    data.setup("fit")
+    dataset = data.train_dataset
+    dataset.transforms = None
+    item = dataset[dataset.ids.index("img_000")]
+    torch.testing.assert_close(item["image"], torch.from_numpy(shown.copy()).permute(2, 0, 1).float() / 255)
+    assert torch.equal(item["mask"], torch.from_numpy(label).long())  # image and mask line up
+    report = check_data(_module(root, val_fraction=0.0), 1)
+    assert report.findings == [] and report.to_json()["splits"]["train"]["exif_oriented_images"] == 1
+    assert "images with an EXIF orientation (1 in train): read turned as viewers" in format_report(report)
+
+    Image.fromarray(np.rot90(label).copy()).save(root / "masks" / "img_000.png")  # labelled on the stored pixels
+    expected = r"img_000.png is \(12, 16\) but its mask .* is \(16, 12\).*stored as 16x12 pixels with EXIF orientation"
+    with pytest.raises(LightsegError, match=expected):
+        _module(root, val_fraction=0.0, check_samples="headers").setup("fit")
+    report = check_data(_module(root, val_fraction=0.0), 1)
+    assert [f.kind for f in report.errors] == ["size_mismatch"]
+    assert "EXIF orientation 6 (turned 90 degrees clockwise when shown)" in report.errors[0].detail
+
+
 def test_folder_config_trains_from_the_command_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     root = write_folder(tmp_path / "my_set", NAMES, "palette")

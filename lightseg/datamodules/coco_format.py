@@ -24,7 +24,7 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
 from lightseg.coco_masks import segmentation_mask
-from lightseg.datamodules.io import read_image
+from lightseg.datamodules.io import orientation_hint, read_image
 from lightseg.errors import LightsegError
 
 Kind = Literal["instances", "keypoints"]
@@ -267,8 +267,12 @@ class COCODataset(Dataset[dict[str, Any]]):
     def __getitem__(self, index: int) -> dict[str, Any]:
         image_id = self.image_ids[index]
         info = self.annotations.images[image_id]
-        image = read_image(self.images_dir / info["file_name"])
+        path = self.images_dir / info["file_name"]
+        image = read_image(path)
         height, width = image.shape[-2:]
+        # the boxes, polygons and keypoints are in the listed image's pixels: drawn on another
+        # size they would be silently wrong
+        check_listed_size(info, path, (height, width), self.annotations.source)
         items = self.usable[image_id]
         boxes = torch.tensor([a["bbox"] for a in items], dtype=torch.float32).reshape(-1, 4)
         boxes[:, 2:] += boxes[:, :2]
@@ -294,6 +298,18 @@ class COCODataset(Dataset[dict[str, Any]]):
         if self.transform is not None:
             image_tv, target = self.transform(image_tv, target)
         return {"image": image_tv.as_subclass(torch.Tensor), "target": plain_target(target)}
+
+
+def check_listed_size(info: dict[str, Any], path: Path, size: tuple[int, int], source: str) -> None:
+    """Refuse an image whose size (H, W), as read, is not the one its annotation file lists."""
+    height, width = info.get("height"), info.get("width")
+    if height is None or width is None or (int(height), int(width)) == tuple(size):
+        return
+    listed = (int(height), int(width))
+    raise LightsegError(
+        f"image {path} is {tuple(size)} but {source} says {listed} (H, W); "
+        f"the annotations were made for another image{orientation_hint(path, listed)}"
+    )
 
 
 def plain_target(target: dict[str, Any]) -> dict[str, Any]:

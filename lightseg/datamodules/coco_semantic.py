@@ -21,7 +21,7 @@ from torchvision.transforms import v2
 
 from lightseg.coco_masks import segmentation_mask
 from lightseg.datamodules.base import SplitDataModule
-from lightseg.datamodules.coco_format import AnnotationFiles, COCOAnnotations
+from lightseg.datamodules.coco_format import AnnotationFiles, COCOAnnotations, check_listed_size
 from lightseg.datamodules.files import CheckSamples, OnMissing, Sample, SegmentationFiles
 from lightseg.datamodules.io import image_header, progress
 from lightseg.datamodules.voc import VOC_CLASSES
@@ -121,13 +121,7 @@ class COCOSemanticDataset(SegmentationFiles):
         self._samples_checked = True
         for sample in progress(self.samples, f"{self.name}: checking file headers"):
             size, _ = image_header(sample.image)
-            info = self.annotations.images[int(sample.id)]
-            listed = (info.get("height"), info.get("width"))
-            if None not in listed and (int(listed[0]), int(listed[1])) != size:
-                raise LightsegError(
-                    f"image {sample.image} is {size} but {self.annotations.source} says {listed} (H, W); "
-                    "the annotations were made for another image"
-                )
+            check_listed_size(self.annotations.images[int(sample.id)], sample.image, size, self.annotations.source)
 
 
 class COCOSemanticDataModule(SplitDataModule, AnnotationFiles):

@@ -14,7 +14,7 @@ from scipy import io as sio
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
-from lightseg.datamodules.io import image_header, progress, read_image, read_mask
+from lightseg.datamodules.io import image_header, orientation_hint, progress, read_image, read_mask
 from lightseg.errors import LightsegError, MaskLabelError
 from lightseg.types import SemanticItem
 
@@ -174,16 +174,13 @@ class SegmentationFiles(Dataset[SemanticItem]):
             elif sample.mask.suffix == ".mat":
                 mask_size = None  # a MATLAB file has no header to read the size from cheaply
             else:
-                mask_size, mode_name = image_header(sample.mask, "mask")
+                mask_size, mode_name = image_header(sample.mask, "mask", displayed=False)
                 if mode_name not in MASK_MODES:
                     raise LightsegError(
                         f"mask {sample.mask} has image mode {mode_name!r}; expected a palette, grey or RGB PNG"
                     )
             if mask_size is not None and tuple(mask_size) != size:
-                raise LightsegError(
-                    f"image {sample.image} is {size} but its mask {sample.mask} is {tuple(mask_size)} (H, W); "
-                    "image and label of a sample must have the same size"
-                )
+                raise size_mismatch(sample, size, tuple(mask_size))
 
     @property
     def ids(self) -> list[str]:
@@ -205,7 +202,7 @@ class SegmentationFiles(Dataset[SemanticItem]):
         assert path is not None
         if path.suffix == ".mat":
             return "SBD .mat"
-        _, mode = image_header(path, "mask")
+        _, mode = image_header(path, "mask", displayed=False)
         return MASK_KINDS.get(mode, mode)
 
     def decode_mask(self, path: Path) -> np.ndarray:
@@ -220,15 +217,20 @@ class SegmentationFiles(Dataset[SemanticItem]):
         image = read_image(sample.image)
         mask = self.read_mask(index)
         if tuple(image.shape[-2:]) != mask.shape:
-            raise LightsegError(
-                f"image {sample.image} is {tuple(image.shape[-2:])} but its mask {sample.mask} is {mask.shape} "
-                "(H, W); image and label of a sample must have the same size"
-            )
+            raise size_mismatch(sample, tuple(image.shape[-2:]), mask.shape)
         img = tv_tensors.Image(image)
         msk = tv_tensors.Mask(torch.from_numpy(mask).long())
         if self.transforms is not None:
             img, msk = self.transforms(img, msk)
         return {"image": img.as_subclass(torch.Tensor), "mask": msk.as_subclass(torch.Tensor), "id": sample.id}
+
+
+def size_mismatch(sample: Sample, size: tuple[int, ...], mask_size: tuple[int, ...]) -> LightsegError:
+    """The error for a sample whose image (as read) and mask differ in size."""
+    return LightsegError(
+        f"image {sample.image} is {tuple(size)} but its mask {sample.mask} is {tuple(mask_size)} (H, W); "
+        f"image and label of a sample must have the same size{orientation_hint(sample.image, mask_size)}"
+    )
 
 
 def read_split(path: Path, layout: str) -> list[str]:

@@ -8,7 +8,7 @@ from typing import TypeVar
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm.auto import tqdm
 
 from lightseg.colors import voc_colormap
@@ -27,16 +27,89 @@ def progress(items: Iterable[T], description: str, total: int | None = None) -> 
     yield from tqdm(items, desc=description, total=total, delay=1.0, leave=False, disable=None, dynamic_ncols=True)
 
 
+ORIENTATION_TAG = 0x0112  # EXIF "Orientation": how a viewer turns the stored pixels to show them
+TURNED = (5, 6, 7, 8)  # orientations that swap height and width
+ORIENTATION_NAMES = {
+    2: "mirrored",
+    3: "turned 180 degrees",
+    4: "flipped upside down",
+    5: "mirrored and turned 90 degrees",
+    6: "turned 90 degrees clockwise",
+    7: "mirrored and turned 90 degrees",
+    8: "turned 90 degrees anticlockwise",
+}
+
+
+def exif_orientation(img: Image.Image) -> int:
+    """The EXIF orientation of an opened image (1, the pixels as stored, when it has none or it is unreadable)."""
+    try:
+        value = img.getexif().get(ORIENTATION_TAG, 1)
+    except Exception:  # a damaged EXIF block is the camera's fault; the pixels are still good
+        return 1
+    return int(value) if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def as_displayed(img: Image.Image) -> Image.Image:
+    """The image turned as its EXIF orientation says, as viewers and labelling tools show it."""
+    if exif_orientation(img) == 1:
+        return img
+    turned = ImageOps.exif_transpose(img)
+    return img if turned is None else turned
+
+
+def check_depth(img: Image.Image, path: Path) -> None:
+    """Refuse the pixel values lightseg cannot map to [0, 1]: 32-bit integers beyond 16 bits, floats outside [0, 1]."""
+    if img.mode not in ("I", "F"):
+        return
+    values = np.asarray(img)
+    if not values.size:
+        return
+    low, high = float(np.nanmin(values)), float(np.nanmax(values))
+    if img.mode == "I" and (low < 0 or high > 65535):
+        raise LightsegError(
+            f"image {path} is a 32-bit integer image with values {low:.0f}..{high:.0f}; "
+            "lightseg reads 8- and 16-bit images: save it as 16-bit (0..65535) or 8-bit"
+        )
+    if img.mode == "F" and (not np.isfinite(values).all() or low < 0 or high > 1):
+        raise LightsegError(
+            f"image {path} is a floating-point image with values {low:g}..{high:g}, not in [0, 1]; "
+            "scale it to [0, 1] or save it as 8- or 16-bit"
+        )
+
+
+def _to_unit_rgb(img: Image.Image, path: Path) -> np.ndarray:
+    """``[H,W,3]`` float32 in [0, 1]; 16-bit grey scaled from its full range (Pillow's conversion clips it at 255)."""
+    check_depth(img, path)
+    if img.mode.startswith("I;16") or img.mode == "I":
+        grey = np.asarray(img).astype(np.float32) / 65535
+    elif img.mode == "F":
+        grey = np.asarray(img).astype(np.float32)
+    else:
+        return np.asarray(img.convert("RGB"), dtype=np.float32) / 255
+    return np.repeat(grey[..., None], 3, axis=2)
+
+
 def read_image(path: Path) -> torch.Tensor:
-    """An RGB image as float32 ``[3,H,W]`` in [0, 1]; other modes (grey, RGBA, CMYK) converted."""
+    """An RGB image as float32 ``[3,H,W]`` in [0, 1], turned as its EXIF orientation says.
+
+    Other modes are converted: grey, palette, RGBA (alpha dropped), CMYK; 16-bit grey is
+    scaled by 1/65535 (Pillow's own conversion would clip it at 255). Photos are read as
+    viewers and labelling tools show them: a phone's portrait photo stored as landscape
+    pixels with an EXIF orientation is turned upright, as OpenCV and Detectron2 read it.
+    """
     try:
         with Image.open(path) as img:
-            array = np.asarray(img.convert("RGB"))
+            array = _to_unit_rgb(as_displayed(img), path)
     except FileNotFoundError:
         raise LightsegError(f"image {path} does not exist") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as err:
         raise LightsegError(f"cannot read image {path}: {err}. Is the file truncated or not an image?") from None
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255)
+    return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)
+
+
+def read_image_uint8(path: Path) -> np.ndarray:
+    """The image as :func:`read_image` reads it, as ``[H,W,3]`` uint8 (for pictures)."""
+    return (read_image(path).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
 
 
 def read_mask(path: Path, num_classes: int, ignore_index: int = 255, colormap: np.ndarray | None = None) -> np.ndarray:
@@ -90,13 +163,41 @@ def _colours_to_indices(
     return values[inverse].reshape(rgb.shape[:2])
 
 
-def image_header(path: Path, what: str = "image") -> tuple[tuple[int, int], str]:
-    """``((H, W), mode)`` of an image file from its header, without decoding the pixels."""
+def image_header(path: Path, what: str = "image", *, displayed: bool = True) -> tuple[tuple[int, int], str]:
+    """``((H, W), mode)`` of an image file from its header, without decoding the pixels.
+
+    ``displayed``: the size as :func:`read_image` reads it (height and width swapped for an
+    EXIF orientation that turns the image by 90 degrees); ``False`` for the stored size
+    (label masks are read as stored).
+    """
     try:
         with Image.open(path) as img:
             width, height = img.size
+            if displayed and exif_orientation(img) in TURNED:
+                width, height = height, width
             return (height, width), img.mode
     except FileNotFoundError:
         raise LightsegError(f"{what} {path} does not exist") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as err:
         raise LightsegError(f"cannot read {what} {path}: {err}. Is the file truncated or not an image?") from None
+
+
+def orientation_hint(image: Path, other: tuple[int, ...]) -> str:
+    """Why ``image`` and a label of size ``other`` (H, W) differ, when its EXIF orientation is the cause; else ``""``.
+
+    Labelling tools, like browsers, show a photo turned by its EXIF orientation and save
+    labels for what they showed; a label made from the stored pixels has the stored size.
+    """
+    try:
+        with Image.open(image) as img:
+            orientation, (width, height) = exif_orientation(img), img.size
+    except (OSError, SyntaxError, ValueError):
+        return ""
+    if orientation not in TURNED or tuple(other) != (height, width):
+        return ""
+    return (
+        f". The image is stored as {height}x{width} pixels with EXIF orientation {orientation} "
+        f"({ORIENTATION_NAMES[orientation]} when shown), and lightseg reads it as shown, as labelling tools and "
+        "viewers do; its label was made for the stored pixels. Turn the image's pixels and drop the tag "
+        "(exiftran -ai, or Pillow's ImageOps.exif_transpose and save), or turn the label to match"
+    )
