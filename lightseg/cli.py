@@ -19,6 +19,7 @@ from typing_extensions import override
 import lightseg.datamodules
 import lightseg.tasks  # noqa: F401  (registers the tasks' short names)
 from lightseg.callbacks import SegmentationWriter
+from lightseg.callbacks.line_progress import lines_unless_terminal
 from lightseg.cli_adapter import AdaptedLightningCLI
 from lightseg.cli_config import (
     WANDB_ID_KEY,
@@ -189,6 +190,14 @@ class LightsegCLI(AdaptedLightningCLI):
         self._given_num_classes = user_num_classes(
             (self.config[subcommand] if subcommand else self.config).get("model")
         )
+
+    @override
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        configured = self._get(self.config_init, "trainer", default={}).get("callbacks") or []
+        configured = list(configured) if isinstance(configured, list) else [configured]  # the Trainer extends it
+        trainer = super().instantiate_trainer(**kwargs)
+        lines_unless_terminal(trainer, configured)
+        return trainer
 
     @override
     def instantiate_classes(self) -> None:

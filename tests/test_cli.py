@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import re
@@ -13,8 +14,12 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from lightning.pytorch import Trainer
+from lightning.pytorch.callbacks import TQDMProgressBar
 from PIL import Image
 
+from lightseg.callbacks import LineProgress
+from lightseg.callbacks.line_progress import lines_unless_terminal
 from lightseg.cli import LightsegCLI, build_cli, main
 from lightseg.inference import InferenceSettings
 from lightseg.tasks import DetectionTask, SemanticSegmentationTask
@@ -174,6 +179,43 @@ def test_fit_test_predict_round_trip(
     assert exit_info.value.code == 2
     assert "already exists and is not empty" in capsys.readouterr().err
     assert (out / "masks" / "a.png").read_bytes() == before
+
+
+def test_progress_in_a_log_file_is_lines_not_a_redrawn_bar(
+    shapes_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    main(["fit", *tiny(shapes_root, "--trainer.enable_progress_bar=true")])  # stdout is not a terminal here
+    out = capsys.readouterr().out
+    assert "\r" not in out and "it/s]" not in out  # no tqdm bar
+    epochs = [line for line in out.splitlines() if line.startswith("epoch ")]
+    number = r"[-\d.e]+"
+    first = rf"epoch 0 \(1 of 2\): 4 steps in [\d.]+ s \({number} steps/s\); train_loss_epoch {number} "
+    first += rf"train_miou {number}; val_loss {number} val_miou {number} \(validation [\d.]+ s\); about .+ left"
+    assert len(epochs) == 2 and re.fullmatch(first, epochs[0]), epochs
+    assert epochs[1].startswith("epoch 1 (2 of 2): 4 steps") and not epochs[1].endswith("left")  # no time left
+    # train_miou is the task's score of the epoch the line is about, not of the one before
+    rows = [r for r in csv.DictReader(next(tmp_path.rglob("metrics.csv")).open()) if r.get("train_miou")]
+    assert f"train_miou {float(rows[0]['train_miou']):.4g};" in epochs[0]
+
+    main(["fit", *tiny(shapes_root, "--trainer.enable_progress_bar=true", "--trainer.max_epochs=1",
+                       "--trainer.callbacks+=LineProgress", "--trainer.callbacks.interval=0")])  # fmt: skip
+    steps = [line for line in capsys.readouterr().out.splitlines() if " step " in line]
+    assert [line.split(":")[0] for line in steps] == [f"epoch 0 (1 of 1) step {k}/4" for k in (1, 2, 3)]
+    assert re.fullmatch(r".*: train_loss_step [\d.]+  [\d.]+ steps/s  epoch ends in [\d.]+ s", steps[0])
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    for configured, stream, expected in (([], Terminal(), TQDMProgressBar), ([], io.StringIO(), LineProgress)):
+        trainer = Trainer(logger=False, enable_checkpointing=False, enable_model_summary=False)
+        lines_unless_terminal(trainer, configured, stream)
+        assert type(trainer.progress_bar_callback) is expected
+    bar = TQDMProgressBar(refresh_rate=5)  # configured by the user: kept, also in a log
+    trainer = Trainer(logger=False, enable_checkpointing=False, callbacks=[bar])
+    lines_unless_terminal(trainer, [bar], io.StringIO())
+    assert trainer.progress_bar_callback is bar
 
 
 def test_user_subclass_by_import_path(shapes_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

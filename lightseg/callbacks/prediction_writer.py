@@ -13,7 +13,7 @@ from typing import Any, Literal, cast
 import numpy as np
 import torch
 from lightning.pytorch import LightningModule, Trainer
-from lightning.pytorch.callbacks import BasePredictionWriter
+from lightning.pytorch.callbacks import BasePredictionWriter, TQDMProgressBar
 from PIL import Image
 from typing_extensions import override
 
@@ -197,7 +197,7 @@ class SegmentationWriter(BasePredictionWriter):
         if trainer.is_global_zero:
             what = "results.json and overlays/" if self._detections_seen else f"{FOLDERS[self.format]}/ and overlays/"
             # the progress bar's line is still open here (its callback closes it after this one)
-            lead = "\n" if getattr(trainer, "progress_bar_callback", None) is not None else ""
+            lead = "\n" if isinstance(getattr(trainer, "progress_bar_callback", None), TQDMProgressBar) else ""
             print(f"{lead}lightseg: predicted {images} images: {what} in {self.output_dir}", file=sys.stderr)
 
     def _check_format(self, trainer: Trainer, pl_module: LightningModule) -> None:
