@@ -139,6 +139,20 @@ def test_folder_mistakes_are_named(tmp_path: Path) -> None:
     Image.fromarray(np.full((12, 16), 300, dtype=np.uint16)).save(wide / "masks" / "img_003.tif")
     with pytest.raises(LightsegError, match=r"img_003.tif holds label value\(s\) \[300\]"):
         _module(wide, check_samples="full").setup("fit")
+    # JPEG masks: compression moves values along every edge (here 3 becomes 2 and 4, 0/255 become 1..254)
+    jpeg = write_folder(tmp_path / "jpeg", NAMES, "index")
+    label = Image.open(jpeg / "masks" / "img_007.png")
+    label.save(jpeg / "masks" / "img_007.jpg", quality=75)
+    (jpeg / "masks" / "img_007.png").unlink()
+    assert set(np.unique(np.asarray(Image.open(jpeg / "masks" / "img_007.jpg"))).tolist()) - {0, 2, 255}
+    for check in ("headers", "full"):
+        with pytest.raises(LightsegError, match=r"mask .*img_007.jpg is a JPEG file: JPEG compression changes"):
+            _module(jpeg, check_samples=check).setup("fit")
+    binary = write_folder(tmp_path / "binary", NAMES[:1], "binary")
+    Image.open(binary / "masks" / "img_000.png").save(binary / "masks" / "img_000.jpg")
+    (binary / "masks" / "img_000.png").unlink()
+    with pytest.raises(LightsegError, match=r"img_000.jpg is a JPEG file"):
+        _module(binary, class_names=["background", "object"], mask_format="binary", val_fraction=0.0).setup("fit")
 
 
 def test_phone_photos_with_an_exif_orientation_are_read_as_shown(tmp_path: Path) -> None:

@@ -173,6 +173,8 @@ class SegmentationFiles(Dataset[SemanticItem]):
                 mask_size: tuple[int, ...] | None = self.decode_mask(sample.mask).shape
             elif sample.mask.suffix == ".mat":
                 mask_size = None  # a MATLAB file has no header to read the size from cheaply
+            elif sample.mask.suffix.lower() in (".jpg", ".jpeg"):
+                mask_size = self.decode_mask(sample.mask).shape  # refused there, with the reason
             else:
                 mask_size, mode_name = image_header(sample.mask, "mask", displayed=False)
                 if mode_name not in MASK_MODES:

@@ -16,7 +16,7 @@ from torch.utils.data import Dataset
 
 from lightseg.datamodules.base import SplitDataModule
 from lightseg.datamodules.files import Sample, SegmentationFiles, read_split
-from lightseg.datamodules.io import IMAGE_EXTENSIONS, progress
+from lightseg.datamodules.io import IMAGE_EXTENSIONS, progress, refuse_lossy_mask
 from lightseg.errors import LightsegError
 
 MaskFormat = Literal["auto", "index", "palette", "rgb", "binary"]
@@ -234,6 +234,7 @@ class SegmentationFolderDataModule(SplitDataModule):
     def detect_format(self, mask: Path) -> MaskFormat:
         """The mask format of ``mask`` (``auto``), or a one-line error where it cannot be told."""
         with Image.open(mask) as img:
+            refuse_lossy_mask(img, mask)
             mode = img.mode
             values = np.unique(np.asarray(img)) if mode not in ("RGB", "RGBA") else None
         if mode == "P":

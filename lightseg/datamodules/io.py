@@ -121,6 +121,7 @@ def read_mask(path: Path, num_classes: int, ignore_index: int = 255, colormap: n
     """
     try:
         with Image.open(path) as img:
+            refuse_lossy_mask(img, path)
             mode = img.mode
             array = np.asarray(img)
     except FileNotFoundError:
@@ -140,6 +141,16 @@ def read_mask(path: Path, num_classes: int, ignore_index: int = 255, colormap: n
             list(bad),
         )
     return array.astype(np.uint8)
+
+
+def refuse_lossy_mask(img: Image.Image, path: Path) -> None:
+    """Refuse a mask stored as JPEG: its compression changes pixel values along every edge."""
+    if img.format in ("JPEG", "MPO"):
+        raise LightsegError(
+            f"mask {path} is a JPEG file: JPEG compression changes the values along every edge (a class index "
+            "becomes its neighbour's, 0/255 become 1..254), so it cannot hold labels. Save masks as PNG; for JPEG "
+            "masks already made, re-export them from the labelling tool (binary ones can be thresholded at 128)"
+        )
 
 
 def _colours_to_indices(
