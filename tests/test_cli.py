@@ -203,6 +203,8 @@ def test_progress_in_a_log_file_is_lines_not_a_redrawn_bar(
     steps = [line for line in capsys.readouterr().out.splitlines() if " step " in line]
     assert [line.split(":")[0] for line in steps] == [f"epoch 0 (1 of 1) step {k}/4" for k in (1, 2, 3)]
     assert re.fullmatch(r".*: train_loss_step [\d.]+  [\d.]+ steps/s  epoch ends in [\d.]+ s", steps[0])
+    main(["test", *tiny(shapes_root, "--trainer.enable_progress_bar=true"), "--ckpt_path", "best"])
+    assert re.search(r"^test: 1 batch in [\d.]+ s$", capsys.readouterr().out, re.MULTILINE)  # 8 images, batches of 8
 
     class Terminal(io.StringIO):
         def isatty(self) -> bool:

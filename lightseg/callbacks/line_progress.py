@@ -190,12 +190,11 @@ class LineProgress(ProgressBar):
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.sanity_checking:
             return
-        elapsed = time.monotonic() - self._eval_start
         if trainer.state.fn == "fit":
-            self._validated = elapsed
+            self._validated = time.monotonic() - self._eval_start
+            self.reset_dataloader_idx_tracker()
         else:
-            self.print(f"validation: {self._batches(trainer.num_val_batches)} in {duration(elapsed)}")
-        self.reset_dataloader_idx_tracker()
+            self._eval_done("validation", trainer.num_val_batches)
 
     @override
     def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -216,9 +215,7 @@ class LineProgress(ProgressBar):
 
     @override
     def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        elapsed = duration(time.monotonic() - self._eval_start)
-        self.print(f"test: {self._batches(trainer.num_test_batches)} in {elapsed}")
-        self.reset_dataloader_idx_tracker()
+        self._eval_done("test", trainer.num_test_batches)
 
     @override
     def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -239,16 +236,13 @@ class LineProgress(ProgressBar):
 
     @override
     def on_predict_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        elapsed = duration(time.monotonic() - self._eval_start)
-        self.print(f"predict: {self._batches(trainer.num_predict_batches)} in {elapsed}")
-        self.reset_dataloader_idx_tracker()
+        self._eval_done("predict", trainer.num_predict_batches)
 
-    @staticmethod
-    def _batches(counts: list[int | float] | int | float) -> str:
+    def _eval_done(self, what: str, counts: list[int | float] | int | float) -> None:
         total = sum(counts) if isinstance(counts, list) else counts
-        if not math.isfinite(total):
-            return "all batches"
-        return f"{int(total)} batch{'es' if total != 1 else ''}"
+        batches = f"{int(total)} batch{'es' if total != 1 else ''}" if math.isfinite(total) else "all batches"
+        self.print(f"{what}: {batches} in {duration(time.monotonic() - self._eval_start)}")
+        self.reset_dataloader_idx_tracker()
 
 
 def lines_unless_terminal(trainer: Trainer, configured: Sequence[Callback], stream: TextIO | None = None) -> None:
