@@ -214,6 +214,9 @@ def test_progress_in_a_log_file_is_lines_not_a_redrawn_bar(
         trainer = Trainer(logger=False, enable_checkpointing=False, enable_model_summary=False)
         lines_unless_terminal(trainer, configured, stream)
         assert type(trainer.progress_bar_callback) is expected
+    printed = io.StringIO()  # LightningModule.print goes through it: its arguments are kept
+    LineProgress().print("a", "b", sep="-", end="!", file=printed)
+    assert printed.getvalue() == "a-b!"
     bar = TQDMProgressBar(refresh_rate=5)  # configured by the user: kept, also in a log
     trainer = Trainer(logger=False, enable_checkpointing=False, callbacks=[bar])
     lines_unless_terminal(trainer, [bar], io.StringIO())

@@ -72,8 +72,8 @@ class LineProgress(ProgressBar):
 
     @override
     def print(self, *args: Any, sep: str = " ", **kwargs: Any) -> None:
-        if self._enabled:
-            print(*args, sep=sep, file=sys.stdout, flush=True)
+        if self._enabled:  # also LightningModule.print's channel: its end= and file= are kept
+            print(*args, sep=sep, **{"file": sys.stdout, "flush": True, **kwargs})
 
     def _due(self, now: float) -> bool:
         return now - self._last >= self.interval

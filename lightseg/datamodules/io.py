@@ -29,10 +29,7 @@ def progress(items: Iterable[T], description: str, total: int | None = None) -> 
 
 ORIENTATION_TAG = 0x0112  # EXIF "Orientation": how a viewer turns the stored pixels to show them
 TURNED = (5, 6, 7, 8)  # orientations that swap height and width
-ORIENTATION_NAMES = {
-    2: "mirrored",
-    3: "turned 180 degrees",
-    4: "flipped upside down",
+ORIENTATION_NAMES = {  # of the orientations in TURNED, for messages
     5: "mirrored and turned 90 degrees",
     6: "turned 90 degrees clockwise",
     7: "mirrored and turned 90 degrees",
@@ -81,11 +78,13 @@ def _to_unit_rgb(img: Image.Image, path: Path) -> np.ndarray:
     """``[H,W,3]`` float32 in [0, 1]; 16-bit grey scaled from its full range (Pillow's conversion clips it at 255)."""
     check_depth(img, path)
     if img.mode.startswith("I;16") or img.mode == "I":
-        grey = np.asarray(img).astype(np.float32) / 65535
+        grey = np.asarray(img, dtype=np.float32) / 65535
     elif img.mode == "F":
-        grey = np.asarray(img).astype(np.float32)
+        grey = np.asarray(img, dtype=np.float32)
     else:
-        return np.asarray(img.convert("RGB"), dtype=np.float32) / 255
+        rgb = np.array(img.convert("RGB"), dtype=np.float32)
+        rgb /= 255  # in place: one float copy of the image per read, in the data loader
+        return rgb
     return np.repeat(grey[..., None], 3, axis=2)
 
 
@@ -104,7 +103,7 @@ def read_image(path: Path) -> torch.Tensor:
         raise LightsegError(f"image {path} does not exist") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as err:
         raise LightsegError(f"cannot read image {path}: {err}. Is the file truncated or not an image?") from None
-    return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)
+    return torch.from_numpy(array).permute(2, 0, 1)
 
 
 def read_image_uint8(path: Path) -> np.ndarray:
