@@ -31,7 +31,7 @@ from lightseg.checkpoints import (
 )
 from lightseg.checkpoints import ModelCheckpoint as RunCheckpoint
 from lightseg.cli_adapter import as_list, field, init_defaults
-from lightseg.errors import LightsegError
+from lightseg.errors import LightsegError, class_count_mismatch
 from lightseg.loggers import LIGHTNING_WANDB, WandbLogger
 from lightseg.run_folder import RunFolderGuard
 
@@ -225,10 +225,7 @@ def check_num_classes(given: int | None, datamodule: Any) -> None:
     """Refuse a ``num_classes`` the user set that the data disagrees with (the data decides)."""
     data_classes = getattr(datamodule, "num_classes", None)
     if given is not None and isinstance(data_classes, int) and given != data_classes:
-        raise LightsegError(
-            f"model num_classes={given} disagrees with the data: {type(datamodule).__name__} has "
-            f"{data_classes} classes (background included), and the data decides; leave model num_classes out"
-        )
+        raise LightsegError(class_count_mismatch(given, data_classes, type(datamodule).__name__))
 
 
 def equip_run(trainer: Trainer, args: list[str], subcommand: str | None) -> RunFolderGuard:

@@ -12,17 +12,21 @@ import yaml
 from lightseg.data_check import check_data
 from lightseg.data_report import format_report, write_report
 from lightseg.datamodules.base import BaseDataModule
-from lightseg.errors import LightsegError
+from lightseg.errors import LightsegError, class_count_mismatch
 
 USAGE = """usage: lightseg data check --config CONFIG.yaml [--data.init_args.KEY VALUE ...] [--out FOLDER]
                            [--workers N] [--limit N] [--pictures N]
 
-Reads every sample of every split of the config's data module (the rest of the config is ignored)
-and prints what it holds and what is wrong with it; writes FOLDER/report.json and FOLDER/samples.png.
+Reads every sample of every split of the config's data module and prints what it holds and what is
+wrong with it; writes FOLDER/report.json and FOLDER/samples.png. It takes the command line of
+`lightseg fit` as it is: model and trainer options are read and left aside, except the model's
+num_classes, which must agree with the data.
 Exit status: 0 no error found, 1 errors found, 2 a usage error.
 
-  --config FILE        a lightseg config (or several, as for fit); only its data section is read
+  --config FILE        a lightseg config (or several, as for fit)
   --data.*             the data module and its arguments, as for fit
+  --model.*, --trainer.*, --seed_everything, --ckpt_path, ...
+                       accepted as fit takes them (not used, but num_classes)
   --out FOLDER         where report.json and samples.png go (default: runs/data_check)
   --workers N          reading threads (default: the CPU count, at most 8)
   --limit N            read only the first N samples of each split (default 0: all)
@@ -53,6 +57,48 @@ def data_main(args: list[str]) -> None:
         raise SystemExit(1)
 
 
+#: the options of this command; every other option of ``fit`` is read and left aside
+OWN_OPTIONS = ("--data", "--out", "--workers", "--limit", "--pictures")
+
+
+def _split_options(args: list[str]) -> tuple[list[str], list[str], list[tuple[str, str]]]:
+    """``(config files, this command's arguments, the fit options left aside as (key, value))``."""
+    configs: list[str] = []
+    own: list[str] = []
+    aside: list[tuple[str, str]] = []
+    position = 0
+    while position < len(args):
+        arg = args[position]
+        key, has_value, value = arg.partition("=")
+        if not has_value and position + 1 < len(args) and not args[position + 1].startswith("--"):
+            value = args[position + 1]
+            step = 2
+        else:
+            step = 1
+        if key == "--config":
+            configs.append(value)
+        elif any(key == o or key.startswith(o + ".") for o in OWN_OPTIONS) or not key.startswith("--"):
+            own += args[position : position + step] if not has_value else [arg]
+        else:
+            aside.append((key.removeprefix("--"), value))
+        position += step
+    return configs, own, aside
+
+
+def _model_num_classes(sections: list[dict[str, Any]], aside: list[tuple[str, str]]) -> int | None:
+    """The model's ``num_classes`` where the configs or the command line set it (the last one wins)."""
+    found: int | None = None
+    for section in sections:
+        model = section.get("model")
+        if isinstance(model, dict):
+            value = (model.get("init_args") or model).get("num_classes")
+            found = int(value) if isinstance(value, int) else found
+    for key, value in aside:
+        if key in ("model.init_args.num_classes", "model.num_classes") and value.lstrip("-").isdigit():
+            found = int(value)
+    return found
+
+
 def _parse(args: list[str]) -> tuple[BaseDataModule, dict[str, Any]]:
     from lightning.pytorch import LightningDataModule
 
@@ -60,19 +106,13 @@ def _parse(args: list[str]) -> tuple[BaseDataModule, dict[str, Any]]:
     from lightseg.parser_errors import LightsegArgumentParser
 
     check_config_files(args)
+    configs, own, aside = _split_options(args)
+    sections = [yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {} for path in configs]
     rest: list[str] = []
-    position = 0
-    while position < len(args):
-        arg = args[position]
-        if arg == "--config" or arg.startswith("--config="):
-            path = arg.split("=", 1)[1] if "=" in arg else (args[position + 1] if position + 1 < len(args) else "")
-            position += 1 if "=" in arg else 2
-            section = (yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}).get("data")
-            if section is not None:  # the config's data section; its other sections are not for this command
-                rest += ["--data", json.dumps(section)]
-            continue
-        rest.append(arg)
-        position += 1
+    for section in sections:
+        if section.get("data") is not None:  # the config's data section; model and trainer are fit's
+            rest += ["--data", json.dumps(section["data"])]
+    rest += own
     parser = LightsegArgumentParser(prog="lightseg data check", allow_abbrev=False)
     parser.add_subclass_arguments(LightningDataModule, "data", required=True)
     parser.add_argument("--out", type=str, default="runs/data_check")
@@ -88,4 +128,7 @@ def _parse(args: list[str]) -> tuple[BaseDataModule, dict[str, Any]]:
     datamodule = parser.instantiate(config)["data"]
     if not isinstance(datamodule, BaseDataModule):
         raise LightsegError(f"lightseg data check reads lightseg data modules, not {type(datamodule).__name__}")
+    model_classes = _model_num_classes(sections, aside)
+    if model_classes is not None and model_classes != datamodule.num_classes:
+        raise LightsegError(class_count_mismatch(model_classes, datamodule.num_classes, type(datamodule).__name__))
     return datamodule, {k: config[k] for k in ("out", "workers", "limit", "pictures")}

@@ -26,3 +26,11 @@ def closest_names(value: str, choices: list[str] | tuple[str, ...]) -> str:
     close = difflib.get_close_matches(value, list(choices), n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     return f"{hint} valid choices: {', '.join(sorted(choices))}"
+
+
+def class_count_mismatch(given: int, data_classes: int, data_name: str) -> str:
+    """The message for a model ``num_classes`` the data disagrees with (the data decides)."""
+    return (
+        f"model num_classes={given} disagrees with the data: {data_name} has {data_classes} classes "
+        "(background included), and the data decides; leave model num_classes out"
+    )

@@ -20,7 +20,10 @@ class LightsegArgumentParser(LightningArgumentParser):
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
         if not getattr(self, "exit_on_error", True):  # nested parsers report to their parent
             super().error(message, ex)
-        prog = f"lightseg {self.prog.split()[-1]}" if " " in self.prog else "lightseg <subcommand>"
+        if self.prog.startswith("lightseg "):  # a command of its own (lightseg data check)
+            prog = self.prog
+        else:
+            prog = f"lightseg {self.prog.split()[-1]}" if " " in self.prog else "lightseg <subcommand>"
         unrecognized = re.match(r"unrecognized arguments: (\S+)", message)
         if unrecognized:  # argparse's own word for an unknown option: say which one was meant
             option = unrecognized.group(1).split("=")[0]

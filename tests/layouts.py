@@ -167,3 +167,131 @@ def write_folder(root: Path, names: list[str], mask_format: str, mask_ext: str =
         elif mask_format == "binary":
             Image.fromarray(np.where((label > 0) & (label < 255), 255, 0).astype(np.uint8), mode="L").save(out)
     return root
+
+
+# Labelling tools' semantic exports, each as its tool writes it (names, folders, class lists)
+EXPORT_CLASSES = ("background", "cat", "dog")
+CVAT_COLOURS = ((0, 0, 0), (250, 50, 83), (61, 245, 61))
+
+
+def export_label(k: int, size: tuple[int, int] = SIZE, void: bool = False) -> np.ndarray:
+    """Scene ``k``'s labels: a cat (k % 3 == 0), a dog (1) or both (2); ``void`` adds an ignored corner."""
+    label = np.zeros(size, dtype=np.uint8)
+    if k % 3 in (0, 2):
+        label[2:7, 3:9] = 1
+    if k % 3 in (1, 2):
+        label[7:11, 9:15] = 2
+    if void:
+        label[0:2, 0:3] = 255
+    return label
+
+
+def _palette_png(label: np.ndarray, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    png = Image.fromarray(label, mode="P")
+    png.putpalette(voc_colormap().ravel().tolist())
+    png.save(path)
+
+
+def write_labelme(root: Path, count: int, version: str = "png") -> Path:
+    """``labelme2voc.py``'s output: ``png`` (SegmentationClass/ PNGs + SegmentationClassNpy/), ``old``
+    (SegmentationClass/ .npy + SegmentationClassPNG/), ``npy`` (only the arrays); -1/255 = ``__ignore__``.
+    """
+    for k in range(count):
+        name = f"2011_{k:06d}"
+        _image(root / "JPEGImages" / f"{name}.jpg", 500 + k)
+        label = export_label(k, void=k == 0)
+        as_npy = np.where(label == 255, -1, label).astype(np.int32)
+        if version == "png":
+            _palette_png(label, root / "SegmentationClass" / f"{name}.png")
+        if version == "old":
+            _palette_png(label, root / "SegmentationClassPNG" / f"{name}.png")
+        npy_folder = root / ("SegmentationClass" if version == "old" else "SegmentationClassNpy")
+        npy_folder.mkdir(parents=True, exist_ok=True)
+        np.save(npy_folder / f"{name}.npy", as_npy)
+    (root / "class_names.txt").write_text("_background_\ncat\ndog")  # written without a final newline
+    return root
+
+
+def write_cvat(root: Path, count: int, subsets: dict[str, list[int]] | None = None) -> Path:
+    """CVAT's "Segmentation mask 1.1": RGB masks in labelmap.txt's colours, the subset lists."""
+    colours = np.array(CVAT_COLOURS, dtype=np.uint8)
+    for k in range(count):
+        _image(root / "JPEGImages" / f"frame_{k:06d}.jpg", 600 + k)
+        (root / "SegmentationClass").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(colours[export_label(k)]).save(root / "SegmentationClass" / f"frame_{k:06d}.png")
+    (root / "labelmap.txt").write_text(
+        "# label:color_rgb:parts:actions\n"
+        + "".join(f"{n}:{','.join(map(str, c))}::\n" for n, c in zip(EXPORT_CLASSES, CVAT_COLOURS, strict=True))
+    )
+    lists = root / "ImageSets" / "Segmentation"
+    lists.mkdir(parents=True, exist_ok=True)
+    for subset, ks in (subsets or {"default": list(range(count))}).items():
+        (lists / f"{subset}.txt").write_text("".join(f"frame_{k:06d}\n" for k in ks))
+    return root
+
+
+def roboflow_name(k: int) -> str:
+    return f"photo{k}_jpg.rf.{k:032x}"
+
+
+def write_roboflow(root: Path, splits: dict[str, list[int]]) -> Path:
+    """Roboflow's "Semantic Segmentation Masks": x.jpg beside x_mask.png in train/, valid/, test/."""
+    for folder, ks in splits.items():
+        for k in ks:
+            _image(root / folder / f"{roboflow_name(k)}.jpg", 700 + k)
+            Image.fromarray(export_label(k)).save(root / folder / f"{roboflow_name(k)}_mask.png")
+        (root / folder / "_classes.csv").write_text("Pixel Value, Class\n0, background\n1, cat\n2, dog\n")
+    return root
+
+
+def write_labelstudio_coco(root: Path, count: int) -> Path:
+    """Label Studio's COCO export: images/ and result.json (category ids from 0, file names under images/)."""
+    images, annotations = [], []
+    for k in range(count):
+        _image(root / "images" / f"shot{k}.jpg", 800 + k)
+        images.append({"id": k, "file_name": f"images/shot{k}.jpg", "width": SIZE[1], "height": SIZE[0]})
+        label = export_label(k)
+        for category in (0, 1):
+            ys, xs = np.nonzero(label == category + 1)
+            if not len(ys):
+                continue
+            x0, y0, x1, y1 = int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+            annotations.append({
+                "id": len(annotations), "image_id": k, "category_id": category, "iscrowd": 0,
+                "segmentation": [[x0, y0, x1, y0, x1, y1, x0, y1]], "bbox": [x0, y0, x1 - x0, y1 - y0],
+                "area": (x1 - x0) * (y1 - y0),
+            })  # fmt: skip
+    content = {
+        "images": images, "annotations": annotations,
+        "categories": [{"id": 0, "name": "cat"}, {"id": 1, "name": "dog"}],
+        "info": {"description": "Label Studio"},
+    }  # fmt: skip
+    (root / "result.json").write_text(json.dumps(content))
+    return root
+
+
+def write_labelstudio_brush(root: Path, count: int) -> Path:
+    """Label Studio's brush PNG export (one 0/255 PNG per region) with the project's JSON export beside it.
+
+    Task ``100 + k`` shows ``images/shot{k}.jpg`` (uploaded as ``<8 hex>-shot{k}.jpg``); one more task
+    has no annotation and no PNG.
+    """
+    tasks = []
+    for k in range(count):
+        _image(root / "images" / f"shot{k}.jpg", 900 + k)
+        label = export_label(k)
+        results = []
+        for index, name in ((1, "cat"), (2, "dog")):
+            if not (label == index).any():
+                continue
+            results.append({"from_name": "tag", "to_name": "image", "type": "brushlabels",
+                            "value": {"format": "rle", "rle": [0], "brushlabels": [name]}})  # fmt: skip
+            png = root / "masks" / f"task-{100 + k}-annotation-{200 + k}-by-1-tag-{name}-0.png"
+            png.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(((label == index) * 255).astype(np.uint8)).save(png)
+        tasks.append({"id": 100 + k, "data": {"image": f"/data/upload/1/{k:08x}-shot{k}.jpg"},
+                      "annotations": [{"id": 200 + k, "result": results}]})  # fmt: skip
+    tasks.append({"id": 999, "data": {"image": "/data/upload/1/0000abcd-unlabelled.jpg"}, "annotations": []})
+    (root / "project-1-at-2026-12-01.json").write_text(json.dumps(tasks))
+    return root

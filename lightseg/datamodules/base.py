@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from abc import abstractmethod
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -21,6 +22,22 @@ from lightseg.datamodules.transforms import train_transforms
 from lightseg.errors import LightsegError
 from lightseg.metrics.segmentation import EvaluationProtocol
 from lightseg.types import PredictItem
+
+#: data loader workers: a number, or ``auto`` (the CPU cores this process may use, at most :data:`MAX_AUTO_WORKERS`)
+Workers = int | Literal["auto"]
+#: page-locked batches: ``auto`` pins them where a GPU is (pinning without one only warns)
+Pinning = bool | Literal["auto"]
+MAX_AUTO_WORKERS = 8
+
+
+def resolve_workers(value: Workers) -> int:
+    """The worker count ``value`` stands for; ``auto`` never starts more workers than there are cores."""
+    if value == "auto":
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        return min(cores, MAX_AUTO_WORKERS)
+    if not isinstance(value, int) or value < 0:
+        raise LightsegError(f"num_workers must be >= 0 (0 loads in the main process) or auto, got {value!r}")
+    return value
 
 
 def pad_collate(items: Sequence[dict[str, Any]], ignore_index: int = 255) -> dict[str, Any]:
@@ -102,8 +119,8 @@ class BaseDataModule(LightningDataModule):
 
     Args:
         batch_size: samples per batch (per process).
-        num_workers: data loader worker processes.
-        pin_memory: pin batches in page-locked memory (faster host-to-GPU copies).
+        num_workers: data loader worker processes; ``auto``: the CPU cores this process may use, at most 8.
+        pin_memory: pin batches in page-locked memory (faster host-to-GPU copies); ``auto``: where a GPU is.
         persistent_workers: keep workers alive between epochs.
         predict_dir: folder of images for ``lightseg predict``.
     """
@@ -118,20 +135,18 @@ class BaseDataModule(LightningDataModule):
     def __init__(
         self,
         batch_size: int = 8,
-        num_workers: int = 0,
-        pin_memory: bool = False,
+        num_workers: Workers = 0,
+        pin_memory: Pinning = False,
         persistent_workers: bool = False,
         predict_dir: str | None = None,
     ) -> None:
         super().__init__()
         if batch_size < 1:
             raise LightsegError(f"batch_size must be >= 1, got {batch_size}")
-        if num_workers < 0:
-            raise LightsegError(f"num_workers must be >= 0 (0 loads in the main process), got {num_workers}")
         self.batch_size = batch_size
-        self.num_workers = num_workers
-        self.pin_memory = pin_memory
-        self.persistent_workers = persistent_workers and num_workers > 0
+        self.num_workers = resolve_workers(num_workers)
+        self.pin_memory = torch.cuda.is_available() if pin_memory == "auto" else bool(pin_memory)
+        self.persistent_workers = persistent_workers and self.num_workers > 0
         self.predict_dir = predict_dir
         self.train_dataset: Dataset[Any] | None = None
         self.val_dataset: Dataset[Any] | None = None
@@ -198,8 +213,8 @@ class SemanticDataModule(BaseDataModule):
 
     Args:
         batch_size: samples per batch (per process).
-        num_workers: data loader worker processes.
-        pin_memory: pin batches in page-locked memory (faster host-to-GPU copies).
+        num_workers: data loader worker processes; ``auto``: the CPU cores this process may use, at most 8.
+        pin_memory: pin batches in page-locked memory (faster host-to-GPU copies); ``auto``: where a GPU is.
         persistent_workers: keep workers alive between epochs.
         predict_dir: folder of images for ``lightseg predict``.
         ignore_index: mask value that never counts (void, padding).
@@ -211,8 +226,8 @@ class SemanticDataModule(BaseDataModule):
     def __init__(
         self,
         batch_size: int = 8,
-        num_workers: int = 0,
-        pin_memory: bool = False,
+        num_workers: Workers = 0,
+        pin_memory: Pinning = False,
         persistent_workers: bool = False,
         predict_dir: str | None = None,
         ignore_index: int = 255,
@@ -265,8 +280,8 @@ class SplitDataModule(SemanticDataModule):
             (every image and mask readable and of the same size), ``full`` (also every mask's
             labels), ``auto`` (full up to 1,000 samples, headers above) or ``none``.
         batch_size: samples per batch (per process).
-        num_workers: data loader worker processes.
-        pin_memory: pin batches in page-locked memory (faster host-to-GPU copies).
+        num_workers: data loader worker processes; ``auto``: the CPU cores this process may use, at most 8.
+        pin_memory: pin batches in page-locked memory (faster host-to-GPU copies); ``auto``: where a GPU is.
         persistent_workers: keep workers alive between epochs.
         predict_dir: folder of images for ``lightseg predict``.
         ignore_index: mask value that never counts (void, padding).
@@ -285,8 +300,8 @@ class SplitDataModule(SemanticDataModule):
         on_missing: OnMissing = "error",
         check_samples: CheckSamples = "auto",
         batch_size: int = 8,
-        num_workers: int = 4,
-        pin_memory: bool = True,
+        num_workers: Workers = "auto",
+        pin_memory: Pinning = "auto",
         persistent_workers: bool = True,
         predict_dir: str | None = None,
         ignore_index: int = 255,

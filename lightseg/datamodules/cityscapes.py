@@ -13,7 +13,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.datasets import Cityscapes
 
-from lightseg.datamodules.base import SplitDataModule
+from lightseg.datamodules.base import Pinning, SplitDataModule, Workers
 from lightseg.datamodules.coco_format import COCOAnnotations, COCODataset
 from lightseg.datamodules.detection import DetectionDataModule
 from lightseg.datamodules.files import Sample, SegmentationFiles
@@ -266,8 +266,8 @@ class CityscapesInstanceDataModule(DetectionDataModule):
         hflip: random horizontal flips in training.
         train_skip_empty: leave frames without instances out of training.
         batch_size: images per batch (per process).
-        num_workers: data loader worker processes.
-        pin_memory: pin batches in page-locked memory.
+        num_workers: data loader worker processes (``auto``: the CPU cores, at most 8).
+        pin_memory: pin batches in page-locked memory (``auto``: where a GPU is).
         persistent_workers: keep workers alive between epochs.
         predict_dir: folder of images for ``lightseg predict``.
     """
@@ -286,8 +286,8 @@ class CityscapesInstanceDataModule(DetectionDataModule):
         hflip: bool = True,
         train_skip_empty: bool = True,
         batch_size: int = 2,
-        num_workers: int = 4,
-        pin_memory: bool = True,
+        num_workers: Workers = "auto",
+        pin_memory: Pinning = "auto",
         persistent_workers: bool = True,
         predict_dir: str | None = None,
     ) -> None:

@@ -11,6 +11,7 @@ from typing import ClassVar
 
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
+from lightseg.datamodules.base import Pinning, Workers
 from lightseg.datamodules.coco_format import (
     AnnotationFiles,
     COCODataset,
@@ -45,8 +46,8 @@ class COCODataModule(DetectionDataModule, AnnotationFiles):
             stay in evaluation).
         unknown_categories: ``error`` or ``skip`` for annotations of unlisted categories.
         batch_size: images per batch (per process).
-        num_workers: data loader worker processes.
-        pin_memory: pin batches in page-locked memory.
+        num_workers: data loader worker processes (``auto``: the CPU cores, at most 8).
+        pin_memory: pin batches in page-locked memory (``auto``: where a GPU is).
         persistent_workers: keep workers alive between epochs.
         predict_dir: folder of images for ``lightseg predict``.
     """
@@ -67,8 +68,8 @@ class COCODataModule(DetectionDataModule, AnnotationFiles):
         train_skip_empty: bool = True,
         unknown_categories: UnknownCategories = "error",
         batch_size: int = 2,
-        num_workers: int = 4,
-        pin_memory: bool = True,
+        num_workers: Workers = "auto",
+        pin_memory: Pinning = "auto",
         persistent_workers: bool = True,
         predict_dir: str | None = None,
     ) -> None:

@@ -72,6 +72,7 @@ class COCOSemanticDataset(SegmentationFiles):
             (``None``: keep every image).
         on_missing: ``error`` or ``skip`` for images whose file is missing.
         name: how messages call this data set.
+        ids: the images to read (``None``: every image of the file).
     """
 
     def __init__(
@@ -84,12 +85,13 @@ class COCOSemanticDataset(SegmentationFiles):
         min_area: float | None = None,
         on_missing: OnMissing = "error",
         name: str = "COCO",
+        ids: Sequence[int] | None = None,
     ) -> None:
         self.annotations = annotations
         self.labels = labels
         if not images_dir.is_dir():
             raise LightsegError(f"image folder {images_dir} does not exist; check root and the *_images arguments")
-        ids = sorted(annotations.images)
+        ids = sorted(annotations.images) if ids is None else list(ids)
         if min_area is not None:
             ids = [i for i in ids if self._area(i) > min_area]
             rank_zero_info(

@@ -14,7 +14,7 @@ from scipy import io as sio
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
-from lightseg.datamodules.io import image_header, orientation_hint, progress, read_image, read_mask
+from lightseg.datamodules.io import image_header, orientation_hint, progress, read_image, read_mask, read_npy_mask
 from lightseg.errors import LightsegError, MaskLabelError
 from lightseg.types import SemanticItem
 
@@ -35,7 +35,7 @@ class BinaryMaskError(LightsegError):
 
 @dataclass(frozen=True)
 class Sample:
-    """One sample: its id, its image file and its label file (``.png`` or SBD ``.mat``)."""
+    """One sample: its id, its image file and its label file (``.png``, SBD ``.mat`` or labelme ``.npy``)."""
 
     id: str
     image: Path
@@ -173,6 +173,8 @@ class SegmentationFiles(Dataset[SemanticItem]):
                 mask_size: tuple[int, ...] | None = self.decode_mask(sample.mask).shape
             elif sample.mask.suffix == ".mat":
                 mask_size = None  # a MATLAB file has no header to read the size from cheaply
+            elif sample.mask.suffix == ".npy":
+                mask_size = np.load(sample.mask, mmap_mode="r").shape
             elif sample.mask.suffix.lower() in (".jpg", ".jpeg"):
                 mask_size = self.decode_mask(sample.mask).shape  # refused there, with the reason
             else:
@@ -204,6 +206,8 @@ class SegmentationFiles(Dataset[SemanticItem]):
         assert path is not None
         if path.suffix == ".mat":
             return "SBD .mat"
+        if path.suffix == ".npy":
+            return "NumPy .npy"
         _, mode = image_header(path, "mask", displayed=False)
         return MASK_KINDS.get(mode, mode)
 
@@ -211,6 +215,8 @@ class SegmentationFiles(Dataset[SemanticItem]):
         """Class indices of the label file ``path``: SBD ``.mat`` or PNG (through ``label_map``)."""
         if path.suffix == ".mat":
             return read_sbd_mask(path, self.num_classes, self.ignore_index)
+        if path.suffix == ".npy":
+            return read_npy_mask(path, self.num_classes, self.ignore_index)
         raw = read_mask(path, self.raw_classes, self.ignore_index, self.colormap)
         return raw if self.label_map is None else self.label_map[raw]
 

@@ -9,22 +9,32 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import yaml
 from lightning.pytorch.utilities import rank_zero_info
 from PIL import Image
 from torch.utils.data import Dataset
 
 from lightseg.datamodules.base import SplitDataModule
+from lightseg.datamodules.coco_format import COCOAnnotations
+from lightseg.datamodules.coco_semantic import COCOSemanticDataset
+from lightseg.datamodules.exports import Layout, LayoutName, check_class_names, read_class_list, recognise
 from lightseg.datamodules.files import Sample, SegmentationFiles, read_split
 from lightseg.datamodules.io import IMAGE_EXTENSIONS, progress, refuse_lossy_mask
+from lightseg.datamodules.labelstudio import BrushFiles, brush_labels, brush_samples
 from lightseg.errors import LightsegError
 
 MaskFormat = Literal["auto", "index", "palette", "rgb", "binary"]
 SPLITS = ("train", "val", "test")
+#: below this many images, a hash split keeps every class in training where it can (see ``_small_split``)
+SMALL_SET = 10
 
 
-def _scan(folder: Path, suffix: str, what: str) -> dict[str, Path]:
+def _scan(
+    folder: Path, suffix: str, what: str, extensions: Sequence[str] = IMAGE_EXTENSIONS, paired: str = ""
+) -> dict[str, Path]:
     """Files under ``folder`` (recursively) by key: the path relative to it, without extension and ``suffix``.
+
+    ``paired``: images and masks share the folder and masks end with this suffix: with
+    ``suffix == paired`` only those are read (masks), else only the others (images).
 
     ``os.walk`` tells files from folders by the directory entry, without a ``stat`` per file:
     100,000 files scan in well under a second (``benchmarks/data_check.py``).
@@ -36,7 +46,9 @@ def _scan(folder: Path, suffix: str, what: str) -> dict[str, Path]:
         prefix = "" if relative == "." else relative + os.sep
         for name in sorted(files):
             stem, ext = os.path.splitext(name)
-            if ext.lower() not in IMAGE_EXTENSIONS:
+            if ext.lower() not in extensions:
+                continue
+            if paired and stem.endswith(paired) != (suffix == paired):
                 continue
             key = prefix + stem
             if suffix and key.endswith(suffix):
@@ -50,8 +62,7 @@ def _scan(folder: Path, suffix: str, what: str) -> dict[str, Path]:
 
 def hash_split(key: str, val_fraction: float, test_fraction: float, seed: int) -> str:
     """``train``, ``val`` or ``test`` for ``key``, from a hash of it: adding files never moves the others."""
-    digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
-    position = int.from_bytes(digest[:8], "big") / 2**64
+    position = hash_split_position(key, seed)
     if position < test_fraction:
         return "test"
     if position < test_fraction + val_fraction:
@@ -60,42 +71,47 @@ def hash_split(key: str, val_fraction: float, test_fraction: float, seed: int) -
 
 
 def load_class_names(value: Sequence[str] | str) -> tuple[tuple[str, ...], list[tuple[int, int, int]] | None]:
-    """Class names (and colours, if the file gives them) from a list or a YAML/JSON file.
+    """Class names (and colours, if the file gives them) from a list or a class file of any format.
 
-    The file holds a list of names, or a list of ``{name: ..., color: [r, g, b]}``.
+    See :func:`~lightseg.datamodules.exports.read_class_list` for the file formats.
     """
     if not isinstance(value, str):
-        return tuple(value), None
-    path = Path(value)
-    if not path.is_file():
-        raise LightsegError(f"class_names file {path} does not exist; give a list of names or a YAML/JSON file")
-    try:
-        content = yaml.safe_load(path.read_text(encoding="utf-8"))  # JSON is YAML too
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise LightsegError(f"class_names file {path} is not YAML/JSON: {str(err).splitlines()[0]}") from None
-    if not isinstance(content, list) or not content:
-        raise LightsegError(f"class_names file {path} must hold a list of names (or of {{name, color}} entries)")
-    if all(isinstance(c, str) for c in content):
-        return tuple(content), None
-    try:
-        names = tuple(str(c["name"]) for c in content)
-        colors = [tuple(int(v) for v in c["color"]) for c in content] if all("color" in c for c in content) else None
-    except (TypeError, KeyError, ValueError):
-        raise LightsegError(
-            f"class_names file {path}: every entry needs a name (and, for all or none, a color)"
-        ) from None
-    return names, colors  # type: ignore[return-value]
+        names = tuple(value)
+        check_class_names(names, "class_names")
+        return names, None
+    classes = read_class_list(Path(value))
+    return classes.names, classes.colors
 
 
 class SegmentationFolderDataModule(SplitDataModule):
-    """Your own images and masks: ``root/images`` + ``root/masks``, paired by file name.
+    """Your own images and masks, or a labelling tool's export read as it is.
+
+    The layout is recognised from the folder at ``root`` (``layout: auto``) and said in one
+    line when the data is first read (``read as a labelme export (labelme2voc): 3 images, 4
+    classes``); the class list comes from the export's own file where ``class_names`` is not
+    given:
+
+    - ``folder``: ``root/images`` + ``root/masks`` paired by file name (``classes.yaml`` or
+      ``classes.txt`` beside them);
+    - ``labelme``: ``labelme2voc``'s ``JPEGImages/``, ``SegmentationClass/`` palette PNGs (or
+      ``SegmentationClassPNG/``, or ``.npy`` arrays), ``class_names.txt``;
+    - ``cvat``: CVAT's "Segmentation mask 1.1": ``JPEGImages/``, colour masks in
+      ``SegmentationClass/`` with the colours of ``labelmap.txt``, subsets in
+      ``ImageSets/Segmentation/``;
+    - ``roboflow``: Roboflow's "Semantic Segmentation Masks": ``train/``, ``valid/``, ``test/``
+      with ``x.jpg`` beside ``x_mask.png`` and ``_classes.csv``;
+    - ``labelstudio``: Label Studio's COCO export (``result.json`` + ``images/``) or its brush
+      PNG export (with the project's JSON export beside it, which names each task's image).
 
     Images and masks pair by their path relative to their folder, without extension (any of
     JPEG, PNG, TIFF, BMP, WebP), optionally after removing ``image_suffix`` / ``mask_suffix``
     (``x_img.jpg`` with ``x_gt.png``). Splits come from, in this order: ``train/``, ``val/``,
-    ``test/`` subfolders of both folders; split files ``root/splits/{train,val,test}.txt``
-    listing the names; or a split by a hash of each name (``val_fraction``,
-    ``test_fraction``): stable when files are added, logged with its counts.
+    ``test/`` subfolders of both folders (Roboflow's ``valid/`` is ``val``); split files
+    (``root/splits/{train,val,test}.txt``, CVAT's ``ImageSets/Segmentation/``) listing the
+    names; or a split by a hash of each name (``val_fraction``, ``test_fraction``): stable
+    when files are added, logged with its counts. A set of fewer than
+    :data:`SMALL_SET` images is split so that training keeps at least one image of every
+    class where it can; ``validate_on_train`` validates on the training images instead.
 
     Masks (``mask_format``; ``auto`` reads the first mask and says what it found):
 
@@ -109,10 +125,13 @@ class SegmentationFolderDataModule(SplitDataModule):
 
     Args:
         root: the data set folder.
-        class_names: the classes, background first: a list, or a YAML/JSON file of names (or
-            of ``{name, color}`` entries).
-        images: the image folder under ``root``.
-        masks: the mask folder under ``root``.
+        class_names: the classes, background first: a list, or a class file (a YAML/JSON list
+            of names or of ``{name, color}`` entries, a text file with one name per line, CVAT's
+            ``labelmap.txt``, Roboflow's ``_classes.csv``); ``None`` reads the export's own.
+        layout: ``auto`` (recognised from the folder), ``folder``, ``labelme``, ``cvat``,
+            ``roboflow`` or ``labelstudio``.
+        images: the image folder under ``root`` (setting it reads the ``folder`` layout).
+        masks: the mask folder under ``root`` (setting it reads the ``folder`` layout).
         image_suffix: removed from image names before pairing.
         mask_suffix: removed from mask names before pairing.
         mask_format: ``auto``, ``index``, ``palette``, ``rgb`` or ``binary``.
@@ -121,6 +140,9 @@ class SegmentationFolderDataModule(SplitDataModule):
         val_fraction: share of names in ``val`` for a hash split.
         test_fraction: share of names in ``test`` for a hash split (``test`` is ``val`` when 0).
         split_seed: seed of the hash split.
+        validate_on_train: validate (and test) on the training images: for a handful of images
+            that all have to be learned; the validation score is then a training score, and the
+            run's summary says so.
         crop_size: training crop; ``None`` trains on whole images (then of one size).
         scale_range: random rescaling range in training.
         **kwargs: pipeline (``hflip``, ``vflip``, ``photometric``), ``on_missing``,
@@ -130,9 +152,10 @@ class SegmentationFolderDataModule(SplitDataModule):
     def __init__(
         self,
         root: str,
-        class_names: list[str] | str,
-        images: str = "images",
-        masks: str = "masks",
+        class_names: list[str] | str | None = None,
+        layout: LayoutName = "auto",
+        images: str | None = None,
+        masks: str | None = None,
         image_suffix: str = "",
         mask_suffix: str = "",
         mask_format: MaskFormat = "auto",
@@ -141,32 +164,65 @@ class SegmentationFolderDataModule(SplitDataModule):
         val_fraction: float = 0.0,
         test_fraction: float = 0.0,
         split_seed: int = 0,
+        validate_on_train: bool = False,
         crop_size: int | tuple[int, int] | None = None,
         scale_range: tuple[float, float] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(crop_size=crop_size, scale_range=scale_range, ignore_index=ignore_index, **kwargs)
-        names, file_colors = load_class_names(class_names)
-        if len(names) < 2:
-            raise LightsegError(f"class_names: give the background and at least one class, got {list(names)}")
-        self.class_names = names
-        self.num_classes = len(names)
-        self.colors = [tuple(c) for c in colors] if colors is not None else file_colors
-        if self.colors is not None and len(self.colors) != self.num_classes:
-            raise LightsegError(f"colors has {len(self.colors)} entries for {self.num_classes} classes")
         if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
             raise LightsegError(
                 f"val_fraction {val_fraction} and test_fraction {test_fraction} must be in [0, 1) and sum below 1"
             )
         self.root = Path(root)
-        self.folders = (self.root / images, self.root / masks)
+        self._layout_choice: tuple[LayoutName, str | None, str | None] = (layout, images, masks)
+        self._layout: Layout | None = None
         self.suffixes = (image_suffix, mask_suffix)
+        names, file_colors = self._classes(class_names)
+        self.class_names = names
+        self.num_classes = len(names)
+        self.colors = [tuple(c) for c in colors] if colors is not None else file_colors
+        if self.colors is not None and len(self.colors) != self.num_classes:
+            raise LightsegError(f"colors has {len(self.colors)} entries for {self.num_classes} classes")
         self.mask_format: MaskFormat = mask_format
         self.fractions = (val_fraction, test_fraction)
         self.split_seed = split_seed
+        self.validate_on_train = validate_on_train
         self._samples: dict[str, list[Sample]] | None = None
+        self._detected_format: MaskFormat | None = None
         #: masks without an image, by the folder they were found in (``all`` without split subfolders)
         self.orphans: dict[str, list[Path]] = {}
+
+    @property
+    def layout(self) -> Layout:
+        """Where this data set's files are (recognised from the folder on first use)."""
+        if self._layout is None:
+            self._layout = recognise(self.root, *self._layout_choice)
+        return self._layout
+
+    @property
+    def folders(self) -> tuple[Path, Path]:
+        """The image folder and the mask folder."""
+        return self.layout.images, self.layout.masks
+
+    def _classes(self, value: list[str] | str | None) -> tuple[tuple[str, ...], list[tuple[int, int, int]] | None]:
+        if value is not None:
+            return load_class_names(value)
+        layout = self.layout
+        if layout.name == "labelstudio-coco":
+            assert layout.annotations is not None
+            return COCOAnnotations.from_file(layout.annotations).class_names, None
+        if layout.name == "labelstudio":
+            assert layout.annotations is not None
+            names = ("background", *brush_labels(layout.annotations)[1])
+            check_class_names(names, str(layout.annotations))
+            return names, None
+        if layout.class_file is None:
+            raise LightsegError(
+                f"{self.root} ({layout.title}) has no class list (classes.yaml or classes.txt): give class_names, "
+                "a list of names (background first) or a class file"
+            )
+        return load_class_names(str(layout.class_file))
 
     @property
     def class_colors(self) -> Sequence[tuple[int, ...]] | None:
@@ -177,35 +233,67 @@ class SegmentationFolderDataModule(SplitDataModule):
         """The samples of each split (scanned once)."""
         if self._samples is None:
             self._samples = self._find_samples()
+            if self.validate_on_train:
+                train = self._samples.get("train") or [s for v in self._samples.values() for s in v]
+                self._samples = {"train": train, "val": train, "test": train}
+            counts = ", ".join(f"{len(v)} {k}" for k, v in self._samples.items() if v)
+            total = len({s.id for v in self._samples.values() for s in v})
+            rank_zero_info(
+                f"{self.root}: read as {self.layout.title}: {total} images, {self.num_classes} classes ({counts})"
+                + (" - validating on the training images" if self.validate_on_train else "")
+            )
         return self._samples
 
     def _find_samples(self) -> dict[str, list[Sample]]:
+        layout = self.layout
+        if layout.name == "labelstudio-coco":
+            assert layout.annotations is not None
+            annotations = COCOAnnotations.from_file(layout.annotations)
+            images = layout.images if _listed_here(annotations, layout.images) else layout.images / "images"
+            source, listed = Path(annotations.source), annotations.images
+            samples = [Sample(str(i), images / listed[i]["file_name"], source) for i in sorted(listed)]
+            return self._split_by_hash(samples)
+        if layout.name == "labelstudio":
+            assert layout.annotations is not None
+            samples, self._regions = brush_samples(layout.annotations, layout.masks, layout.images, self.class_names)
+            return self._split_by_hash(samples)
         image_dir, mask_dir = self.folders
-        for folder, what in ((self.root, "root"), (image_dir, "image folder"), (mask_dir, "mask folder")):
+        for folder, what in ((image_dir, "image folder"), (mask_dir, "mask folder")):
             if not folder.is_dir():
                 raise LightsegError(
-                    f"{what} {folder} does not exist; SegmentationFolderDataModule reads root/images and root/masks "
-                    "(the names are settable: images, masks)"
+                    f"{what} {folder} does not exist; {self.root} was read as {layout.title}"
+                    + (" (the folder names are settable: images, masks)" if layout.name == "folder" else "")
                 )
+        if layout.split_folders:
+            return {
+                split: self._pair(image_dir / folder, mask_dir / folder, split)
+                for split, folder in layout.split_folders.items()
+            }
         if (image_dir / "train").is_dir():
             return {s: self._pair(image_dir / s, mask_dir / s, s) for s in SPLITS if (image_dir / s).is_dir()}
         pairs = self._pair(image_dir, mask_dir, "all")
-        if (self.root / "splits").is_dir():
-            by_key = {s.id: s for s in pairs}
-            result = {}
-            for split in SPLITS:
-                path = self.root / "splits" / f"{split}.txt"
-                if path.is_file():
-                    keys = read_split(path, "splits/<split>.txt with one name per line")
-                    unknown = [k for k in keys if k not in by_key]
-                    if unknown:
-                        raise LightsegError(
-                            f"split file {path} names {len(unknown)} sample(s) with no image and mask "
-                            f"(e.g. {unknown[0]})"
-                        )
-                    result[split] = [by_key[k] for k in keys]
-            return result
-        result = {split: [] for split in SPLITS}
+        if "all" in layout.split_files:  # one list (CVAT's default subset): the samples it names, split by hash
+            return self._split_by_hash(self._listed(pairs, layout.split_files["all"]))
+        if layout.split_files:
+            return {split: self._listed(pairs, path) for split, path in layout.split_files.items() if path.is_file()}
+        return self._split_by_hash(pairs)
+
+    def _listed(self, pairs: list[Sample], path: Path) -> list[Sample]:
+        by_key = {s.id: s for s in pairs}
+        keys = read_split(path, "a list of sample names, one per line")
+        unknown = [k for k in keys if k not in by_key]
+        if unknown:
+            raise LightsegError(
+                f"split file {path} names {len(unknown)} sample(s) with no image and mask (e.g. {unknown[0]})"
+            )
+        return [by_key[k] for k in keys]
+
+    def _split_by_hash(self, pairs: list[Sample]) -> dict[str, list[Sample]]:
+        if self.validate_on_train:
+            return {"train": pairs}
+        result: dict[str, list[Sample]] = {split: [] for split in SPLITS}
+        if 1 < len(pairs) < SMALL_SET and self.fractions[0] > 0:
+            return self._small_split(pairs)
         for sample in pairs:
             result[hash_split(sample.id, *self.fractions, self.split_seed)].append(sample)
         rank_zero_info(
@@ -214,9 +302,48 @@ class SegmentationFolderDataModule(SplitDataModule):
         )
         return result
 
+    def _small_split(self, pairs: list[Sample]) -> dict[str, list[Sample]]:
+        """A few images: ``val_fraction`` of them (at least one) for validation, keeping every class in training.
+
+        A hash split of 3 images may leave 1 for training; here the images go to validation in
+        hash order, each only if every class it holds is still in another training image.
+        """
+        order = sorted(pairs, key=lambda s: hash_split_position(s.id, self.split_seed))
+        wanted = min(len(pairs) - 1, max(1, round(len(pairs) * self.fractions[0])))
+        classes = {s.id: self._classes_of(s) for s in pairs}
+        train: list[Sample] = list(order)
+        val: list[Sample] = []
+        for sample in order:
+            if len(val) == wanted:
+                break
+            others = set().union(*(classes[t.id] for t in train if t is not sample))
+            if classes[sample.id] <= others:
+                train.remove(sample)
+                val.append(sample)
+        for sample in order:  # where classes cannot all stay, the share still goes to validation
+            if len(val) < wanted and sample in train:
+                train.remove(sample)
+                val.append(sample)
+        rank_zero_info(
+            f"{self.root}: {len(pairs)} images split {len(train)} train / {len(val)} val (a small set: training keeps "
+            f"an image of every class where it can; validation: {', '.join(s.id for s in val)})"
+        )
+        return {"train": train, "val": val, "test": []}
+
+    def _classes_of(self, sample: Sample) -> set[int]:
+        dataset = self._dataset([sample], None, "small split")
+        try:
+            mask = dataset.read_mask(0)  # type: ignore[attr-defined]
+        except LightsegError:
+            return set()  # the sample check names the problem
+        return {int(v) for v in np.unique(mask) if v != self.ignore_index}
+
     def _pair(self, image_dir: Path, mask_dir: Path, split: str) -> list[Sample]:
-        images = _scan(image_dir, self.suffixes[0], "image")
-        masks = _scan(mask_dir, self.suffixes[1], "mask")
+        paired = self.layout.mask_suffix if image_dir == mask_dir else ""
+        image_suffix = self.suffixes[0] or self.layout.image_suffix
+        mask_suffix = self.suffixes[1] or self.layout.mask_suffix
+        images = _scan(image_dir, image_suffix, "image", paired=paired)
+        masks = _scan(mask_dir, mask_suffix, "mask", (*IMAGE_EXTENSIONS, ".npy"), paired=paired)
         if not images:
             raise LightsegError(f"image folder {image_dir} holds no image ({', '.join(IMAGE_EXTENSIONS)})")
         orphans = sorted(set(masks) - set(images))
@@ -233,6 +360,8 @@ class SegmentationFolderDataModule(SplitDataModule):
 
     def detect_format(self, mask: Path) -> MaskFormat:
         """The mask format of ``mask`` (``auto``), or a one-line error where it cannot be told."""
+        if mask.suffix == ".npy":
+            return "index"
         with Image.open(mask) as img:
             refuse_lossy_mask(img, mask)
             mode = img.mode
@@ -256,11 +385,40 @@ class SegmentationFolderDataModule(SplitDataModule):
 
     def make_dataset(self, split: str, transforms: Callable[..., Any] | None) -> Dataset[Any]:
         samples = self.samples().get(split) or (self.samples().get("val") if split == "test" else None) or []
-        mask_format = self.mask_format
-        first = next((s.mask for s in samples if s.mask is not None and s.mask.is_file()), None)
-        if mask_format == "auto" and first is not None:
-            mask_format = self.detect_format(first)
-            rank_zero_info(f"{self.root}: masks read as mask_format {mask_format} (from {first.name})")
+        return self._dataset(samples, transforms, f"{split} of {self.root}")
+
+    def _resolved_format(self, samples: Sequence[Sample]) -> MaskFormat:
+        """``mask_format``, with ``auto`` decided once from the first mask (and said once)."""
+        if self.mask_format != "auto":
+            return self.mask_format
+        if self._detected_format is None:
+            first = next((s.mask for s in samples if s.mask is not None and s.mask.is_file()), None)
+            if first is None:
+                return "auto"
+            self._detected_format = self.detect_format(first)
+            rank_zero_info(f"{self.root}: masks read as mask_format {self._detected_format} (from {first.name})")
+        return self._detected_format
+
+    def _dataset(self, samples: Sequence[Sample], transforms: Callable[..., Any] | None, name: str) -> Dataset[Any]:
+        layout = self.layout
+        if layout.name == "labelstudio-coco":
+            assert layout.annotations is not None
+            annotations = self.__dict__.setdefault("_coco", COCOAnnotations.from_file(layout.annotations))
+            images = layout.images if _listed_here(annotations, layout.images) else layout.images / "images"
+            return COCOSemanticDataset(
+                annotations,
+                images,
+                dict(annotations.label_of),
+                self.num_classes,
+                transforms,
+                on_missing=self.on_missing,
+                name=name,
+                ids=[int(s.id) for s in samples],
+            )
+        if layout.name == "labelstudio":  # the regions were found with the samples
+            return BrushFiles(list(samples), self._regions, self.num_classes, transforms, self.ignore_index,
+                              on_missing=self.on_missing, name=name)  # fmt: skip
+        mask_format = self._resolved_format(samples)
         label_map, raw_classes, colormap = None, None, None
         if mask_format == "binary":
             if self.num_classes != 2:
@@ -282,6 +440,18 @@ class SegmentationFolderDataModule(SplitDataModule):
             label_map=label_map,
             raw_classes=raw_classes,
             on_missing=self.on_missing,
-            name=f"{split} of {self.root}",
+            name=name,
             colormap=colormap,
         )
+
+
+def hash_split_position(key: str, seed: int) -> float:
+    """Where ``key`` falls in [0, 1) for the hash split."""
+    digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def _listed_here(annotations: COCOAnnotations, folder: Path) -> bool:
+    """Whether the annotation file's image names are relative to ``folder`` (Label Studio writes ``images/x.jpg``)."""
+    first = next(iter(annotations.images.values()), None)
+    return first is None or (folder / first["file_name"]).is_file()

@@ -142,6 +142,27 @@ def read_mask(path: Path, num_classes: int, ignore_index: int = 255, colormap: n
     return array.astype(np.uint8)
 
 
+def read_npy_mask(path: Path, num_classes: int, ignore_index: int = 255) -> np.ndarray:
+    """A label mask saved as a NumPy array (labelme's ``SegmentationClassNpy``): class indices, -1 = void."""
+    try:
+        array = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise LightsegError(f"mask {path} does not exist") from None
+    except (OSError, ValueError) as err:
+        raise LightsegError(f"cannot read mask {path}: {err}") from None
+    if array.ndim != 2 or not np.issubdtype(array.dtype, np.integer):
+        raise LightsegError(f"mask {path} holds a {array.dtype} array of shape {array.shape}; expected [H, W] integers")
+    labels = array[(array >= 0) & (array != ignore_index)]
+    if labels.size and int(labels.max()) >= num_classes:
+        bad = sorted({int(v) for v in np.unique(labels) if v >= num_classes})
+        raise MaskLabelError(
+            f"mask {path} holds label value(s) {bad[:5]} but the data set has {num_classes} classes "
+            f"(valid: 0..{num_classes - 1}, -1 = ignore)",
+            list(bad),
+        )
+    return np.where(array < 0, ignore_index, array).astype(np.uint8)
+
+
 def refuse_lossy_mask(img: Image.Image, path: Path) -> None:
     """Refuse a mask stored as JPEG: its compression changes pixel values along every edge."""
     if img.format in ("JPEG", "MPO"):

@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 import numpy as np
 from PIL import Image
 
+from lightseg.datamodules.base import Pinning, Workers
 from lightseg.datamodules.coco import COCOInstanceDataModule, COCOKeypointDataModule
 from lightseg.datamodules.coco_format import COCOAnnotations, Kind
 from lightseg.datamodules.io import progress
@@ -142,8 +143,8 @@ class _ShapesCOCO:
         seed: int = 0,
         hflip: bool = True,
         batch_size: int = 4,
-        num_workers: int = 0,
-        pin_memory: bool = False,
+        num_workers: Workers = 0,
+        pin_memory: Pinning = False,
         persistent_workers: bool = False,
         predict_dir: str | None = None,
     ) -> None:
