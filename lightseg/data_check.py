@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from lightseg.colors import voc_colormap
+from lightseg.colors import mask_palette
 from lightseg.data_report import DataReport, Finding, SplitStats
 from lightseg.datamodules.base import BaseDataModule, SplitDataModule
 from lightseg.datamodules.coco_format import COCODataset
@@ -129,10 +129,7 @@ class _Checker:
         self.limit = limit
         self.pictures = pictures
         instances = isinstance(datamodule, DetectionDataModule)
-        colours = getattr(datamodule, "class_colors", None)
-        palette = voc_colormap(256)
-        if colours is not None:
-            palette[: len(colours)] = np.array(colours, dtype=np.uint8)
+        palette = mask_palette(datamodule)  # the colours of every picture of this data set
         self.report = DataReport(type(datamodule).__name__, tuple(datamodule.class_names), palette, instances)
         self.seen: dict[str, tuple[str, str]] = {}  # image digest -> (split, file)
 

@@ -1,7 +1,7 @@
 """Pictures for dashboards and run folders: masks over images, detections, legends, confusion-matrix heatmaps.
 
 Pictures meant for a person (prediction overlays, dashboard samples) are drawn at a size one
-can see (small images enlarged by a whole factor), in :func:`~lightseg.colors.overlay_colours`
+can see (small images enlarged by a whole factor), in the data set's palette (:func:`~lightseg.colors.class_palette`)
 with each region outlined, and carry a legend of the classes they show.
 """
 
@@ -13,9 +13,10 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from lightseg.colors import overlay_colours
+from lightseg.colors import class_palette
 
-PALETTE = overlay_colours(256)
+#: the palette of a data set without colours of its own (:func:`~lightseg.colors.class_palette`)
+PALETTE = class_palette()
 #: pictures for people are enlarged until their shorter side is at least this many pixels
 DISPLAY_SIDE = 256
 #: the same for dashboard samples, which show two or three pictures side by side
@@ -43,16 +44,21 @@ def enlarge(image: np.ndarray, mask: np.ndarray | None, factor: int) -> tuple[np
 
 
 def overlay(
-    image: np.ndarray, mask: np.ndarray, alpha: float = 0.5, outline: int = 1, ignore_index: int = 255
+    image: np.ndarray,
+    mask: np.ndarray,
+    alpha: float = 0.5,
+    outline: int = 1,
+    ignore_index: int = 255,
+    colours: np.ndarray = PALETTE,
 ) -> np.ndarray:
-    """``image`` ``[H,W,3]`` uint8 with ``mask`` ``[H,W]`` painted in :data:`PALETTE`, at the same size.
+    """``image`` ``[H,W,3]`` uint8 with ``mask`` ``[H,W]`` painted in ``colours`` (``[256, 3]``), at the same size.
 
     Background (0) stays unpainted; ``ignore_index`` is washed white; other labels are blended
     with ``alpha``, and the ``outline`` pixels (0: none) along each region's border are drawn
     opaque, so that a region stays visible over any colour. Labels beyond 255 reuse the palette cyclically.
     """
     labels = mask.astype(np.int64)
-    colours = PALETTE[np.where(labels == ignore_index, 255, labels % 256)].astype(np.float32)
+    colours = colours[np.where(labels == ignore_index, 255, labels % 256)].astype(np.float32)
     painted = labels != 0
     out = image.astype(np.float32)
     out[painted] = (1 - alpha) * out[painted] + alpha * colours[painted]
@@ -97,7 +103,11 @@ def legend(entries: Sequence[tuple[int, str]], width: int, colours: np.ndarray =
 
 
 def with_legend(
-    picture: np.ndarray, labels: Sequence[int], names: Sequence[str], ignore_index: int = 255
+    picture: np.ndarray,
+    labels: Sequence[int],
+    names: Sequence[str],
+    ignore_index: int = 255,
+    colours: np.ndarray = PALETTE,
 ) -> np.ndarray:
     """``picture`` with the :func:`legend` of ``labels`` below it ("ignore" for ``ignore_index``)."""
     entries = [
@@ -105,7 +115,7 @@ def with_legend(
          "ignore" if label == ignore_index else names[label] if 0 <= label < len(names) else str(label))
         for label in labels
     ]  # fmt: skip
-    key = legend(entries, picture.shape[1])
+    key = legend(entries, picture.shape[1], colours)
     return np.concatenate([picture, key], axis=0) if len(key) else picture
 
 
@@ -115,15 +125,29 @@ def shown_labels(*masks: np.ndarray, ignore_index: int = 255) -> list[int]:
     return [label for label in present if label != ignore_index] + [ignore_index] * (ignore_index in present)
 
 
+def outline_width(factor: int) -> int:
+    """Pixels of opaque border around each region in a picture enlarged ``factor`` times (at least 2)."""
+    return max(2, factor // 2)
+
+
 def annotated_overlay(
-    image: np.ndarray, mask: np.ndarray, names: Sequence[str], alpha: float = 0.5, ignore_index: int = 255
+    image: np.ndarray,
+    mask: np.ndarray,
+    names: Sequence[str],
+    alpha: float = 0.5,
+    ignore_index: int = 255,
+    colours: np.ndarray = PALETTE,
 ) -> np.ndarray:
-    """What ``lightseg predict`` writes to ``overlays/``: :func:`overlay` at a size one can see, with a legend."""
+    """What ``lightseg predict`` writes to ``overlays/``: :func:`overlay` at a size one can see, with a legend.
+
+    Regions are filled translucently (the image shows through) inside an opaque border of the
+    legend's colour, so a class reads from its border on any background.
+    """
     factor = display_scale(mask.shape[0], mask.shape[1])
     big, big_mask = enlarge(image, mask, factor)
     assert big_mask is not None
-    painted = overlay(big, big_mask, alpha, outline=max(1, factor // 2), ignore_index=ignore_index)
-    return with_legend(painted, shown_labels(mask, ignore_index=ignore_index), names, ignore_index)
+    painted = overlay(big, big_mask, alpha, outline_width(factor), ignore_index, colours)
+    return with_legend(painted, shown_labels(mask, ignore_index=ignore_index), names, ignore_index, colours)
 
 
 def sample_panel(
@@ -133,6 +157,7 @@ def sample_panel(
     names: Sequence[str] = (),
     ignore_index: int = 255,
     side: int = SAMPLE_SIDE,
+    colours: np.ndarray = PALETTE,
 ) -> np.ndarray:
     """Image | ground truth over image | prediction over image, enlarged to ``side``, with a legend below."""
     factor = display_scale(image.shape[0], image.shape[1], side)
@@ -141,10 +166,11 @@ def sample_panel(
     assert big_target is not None
     gap = np.full((big.shape[0], 4, 3), 255, dtype=np.uint8)
     panel = np.concatenate(
-        [big, gap, overlay(big, big_target, outline=max(1, factor // 2), ignore_index=ignore_index), gap,
-         overlay(big, big_prediction, outline=max(1, factor // 2), ignore_index=ignore_index)], axis=1,
+        [big, gap, overlay(big, big_target, 0.5, outline_width(factor), ignore_index, colours), gap,
+         overlay(big, big_prediction, 0.5, outline_width(factor), ignore_index, colours)], axis=1,
     )  # fmt: skip
-    return with_legend(panel, shown_labels(target, prediction, ignore_index=ignore_index), names, ignore_index)
+    shown = shown_labels(target, prediction, ignore_index=ignore_index)
+    return with_legend(panel, shown, names, ignore_index, colours)
 
 
 def labelled_rows(
@@ -258,6 +284,7 @@ def draw_detections(
     alpha: float = 0.5,
     show_scores: bool = True,
     side: int = 0,
+    palette: np.ndarray = PALETTE,
 ) -> np.ndarray:
     """Boxes, masks and keypoint skeletons over ``image`` (``[3,H,W]`` in [0, 1]), captioned; ``[H',W',3]`` uint8.
 
@@ -274,7 +301,7 @@ def draw_detections(
     order = torch.argsort(detections["scores"], descending=True)
     order = order[keep[order]]
     labels = detections["labels"][order].tolist()
-    colours = [tuple(int(c) for c in PALETTE[label % 256]) for label in labels]
+    colours = [tuple(int(c) for c in palette[label % 256]) for label in labels]
     boxes = detections["boxes"][order].float() * factor
     if masks is not None and len(order):
         chosen = masks[order].bool()

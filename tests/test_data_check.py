@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from lightseg.cli import main
-from lightseg.colors import voc_colormap
+from lightseg.colors import class_palette
 from lightseg.data_check import check_data
 from lightseg.datamodules import SegmentationFolderDataModule, ShapesInstanceDataModule, VOCDataModule
 
@@ -66,7 +66,7 @@ def test_a_clean_folder_is_counted_exactly(tmp_path: Path, capsys: pytest.Captur
     picture = Image.open(out / "samples.png")
     assert picture.height == 2 * (160 + 6) + 18 + 4 + 6  # a row per split, one legend row (4 classes + ignore)
     pixels = np.asarray(picture.convert("RGB"))
-    for colour in voc_colormap()[[1, 2, 3, 255]]:  # every class colour drawn (in the masks and in the legend)
+    for colour in class_palette()[[1, 2, 3, 255]]:  # every class colour drawn (in the masks and in the legend)
         assert (pixels == colour).all(-1).sum() > 100
 
 

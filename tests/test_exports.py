@@ -182,3 +182,27 @@ def test_each_export_is_checked_and_trains_with_only_its_root(tool: str, tmp_pat
           "--trainer.enable_progress_bar=false"])  # fmt: skip
     last = torch.load(next((tmp_path / "runs").rglob("last.ckpt")), weights_only=True, map_location="cpu")
     assert last["hyper_parameters"]["num_classes"] == 3 and last["global_step"] == 2
+
+
+def test_a_small_set_keeps_every_class_in_training(tmp_path: Path) -> None:
+    root = write_labelme(tmp_path / "three", 4)
+    (root / "JPEGImages" / "2011_000002.jpg").unlink()  # scenes 0 and 3: a cat each; scene 1: the only dog
+    (root / "SegmentationClass" / "2011_000002.png").unlink()
+    for seed in range(8):
+        data = SegmentationFolderDataModule(str(root), val_fraction=0.2, split_seed=seed)
+        samples = data.samples()
+        assert len(samples["train"]) == 2 and len(samples["val"]) == 1, seed
+        assert "2011_000001" in [s.id for s in samples["train"]], seed  # the dog stays in training
+
+
+def test_validate_on_train_says_what_the_score_is(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = write_labelme(tmp_path / "three", 3)
+    data = SegmentationFolderDataModule(str(root), validate_on_train=True)
+    samples = data.samples()
+    assert [s.id for s in samples["val"]] == [s.id for s in samples["train"]] == [f"2011_{k:06d}" for k in range(3)]
+    main(["fit", "--config", str(ROOT / "configs" / "semantic" / "folder_unet.yaml"), f"--data.init_args.root={root}",
+          "--data.init_args.validate_on_train=true", "--model.init_args.weights_backbone=null",
+          "--model.init_args.backbone=resnet18", "--data.init_args.crop_size=16", "--data.init_args.batch_size=2",
+          "--trainer.max_steps=1", "--trainer.enable_progress_bar=false"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert "warning: validate_on_train is set: the validation score is measured on the training images" in err

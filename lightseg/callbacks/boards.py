@@ -14,6 +14,7 @@ import numpy as np
 from lightning.pytorch import Trainer
 from lightning.pytorch.loggers import Logger, TensorBoardLogger, WandbLogger
 
+from lightseg.colors import class_palette
 from lightseg.visualize import sample_panel
 
 
@@ -34,6 +35,8 @@ class MaskedPicture:
     prediction: np.ndarray
     caption: str = ""
     class_labels: dict[int, str] = field(default_factory=dict)
+    #: the data set's ``[256, 3]`` palette (:func:`~lightseg.colors.class_palette`)
+    colours: np.ndarray = field(default_factory=class_palette)
 
 
 @dataclass
@@ -133,5 +136,5 @@ def markdown_table(columns: list[str], rows: list[list[Any]]) -> str:
 def _panel(item: Picture | MaskedPicture) -> np.ndarray:
     if isinstance(item, MaskedPicture):
         names = [item.class_labels.get(label, str(label)) for label in range(max(item.class_labels, default=-1) + 1)]
-        return sample_panel(item.image, item.target, item.prediction, names)
+        return sample_panel(item.image, item.target, item.prediction, names, colours=item.colours)
     return item.image

@@ -17,6 +17,7 @@ from typing_extensions import override
 
 from lightseg.callbacks.boards import Histogram, MaskedPicture, Payload, Picture, Table, boards
 from lightseg.callbacks.per_image import gather_lists
+from lightseg.colors import mask_palette
 from lightseg.errors import LightsegError
 from lightseg.metrics.segmentation import PER_CLASS_KEYS, ImageCounts, image_confusion, image_scores
 from lightseg.run_folder import run_dir
@@ -219,11 +220,12 @@ class SegmentationDashboard(Callback):
         threshold = float(task.hparams.get("mask_threshold", 0.5))
         truth = {k: v for k, v in target.items() if isinstance(v, torch.Tensor)}
         truth["scores"] = torch.ones(len(truth["labels"]))
+        palette = mask_palette(getattr(task.trainer, "datamodule", None))
         drawn_truth = draw_detections(image, truth, truth["scores"] > 0, truth.get("masks"), names, skeleton,
-                                      show_scores=False, side=SAMPLE_SIDE)  # fmt: skip
+                                      show_scores=False, side=SAMPLE_SIDE, palette=palette)  # fmt: skip
         keep = detections["scores"] >= self.score_threshold
         masks = detections["masks"][:, 0] > threshold if "masks" in detections else None
-        drawn = draw_detections(image, detections, keep, masks, names, skeleton, side=SAMPLE_SIDE)
+        drawn = draw_detections(image, detections, keep, masks, names, skeleton, side=SAMPLE_SIDE, palette=palette)
         gap = np.full((drawn.shape[0], 2, 3), 255, dtype=np.uint8)
         caption = f"#{index}: {len(truth['labels'])} true | {int(keep.sum())} predicted >= {self.score_threshold}"
         return Picture(np.concatenate([drawn_truth, gap, drawn], axis=1), caption)
@@ -251,9 +253,11 @@ class SegmentationDashboard(Callback):
         names = cast(BaseTask, pl_module).class_names_or_indices
         labels = dict(enumerate(names))
         labels.setdefault(int(pl_module.hparams.get("ignore_index", 255)), "ignore")
+        palette = mask_palette(getattr(trainer, "datamodule", None))
         for sample in samples:
             if isinstance(sample, MaskedPicture):
                 sample.class_labels = labels
+                sample.colours = palette
         self._log(trainer, {key: samples})  # type: ignore[dict-item]
 
     def _log_distribution(self, trainer: Trainer, key: str, values: list[float]) -> None:

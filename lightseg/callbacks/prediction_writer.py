@@ -18,7 +18,7 @@ from PIL import Image
 from typing_extensions import override
 
 from lightseg.coco_masks import encode_masks
-from lightseg.colors import mask_palette, voc_colormap
+from lightseg.colors import class_palette, mask_palette
 from lightseg.errors import LightsegError
 from lightseg.tasks.base import BaseTask
 from lightseg.visualize import DISPLAY_SIDE, annotated_overlay, draw_detections, to_uint8_image
@@ -85,7 +85,7 @@ class SegmentationWriter(BasePredictionWriter):
         self.overwrite = overwrite
         self.alpha = alpha
         self.score_threshold = score_threshold
-        self.palette = voc_colormap()
+        self.palette = class_palette()
         self._results: list[dict[str, Any]] = []
         self._detections_seen = False
         self._images = 0
@@ -146,7 +146,8 @@ class SegmentationWriter(BasePredictionWriter):
                 )
             path = self._work_dir / "overlays" / name
             path.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(annotated_overlay(image, mask, names, self.alpha, ignore_index)).save(path)
+            overlaid = annotated_overlay(image, mask, names, self.alpha, ignore_index, self.palette)
+            Image.fromarray(overlaid).save(path)
 
     def _write_detections(self, trainer: Trainer, pl_module: LightningModule, prediction: Any, batch: Any) -> None:
         self._detections_seen = True
@@ -180,7 +181,15 @@ class SegmentationWriter(BasePredictionWriter):
                 self._results.append(result)
             keep = detections["scores"] >= self.score_threshold
             drawn = draw_detections(
-                image.detach().cpu(), detections, keep, masks, names, skeleton, self.alpha, side=DISPLAY_SIDE
+                image.detach().cpu(),
+                detections,
+                keep,
+                masks,
+                names,
+                skeleton,
+                self.alpha,
+                side=DISPLAY_SIDE,
+                palette=self.palette,
             )
             path = self._work_dir / "overlays" / Path(relative).with_suffix(".png")
             path.parent.mkdir(parents=True, exist_ok=True)

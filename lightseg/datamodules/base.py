@@ -131,6 +131,8 @@ class BaseDataModule(LightningDataModule):
     expected_counts: ClassVar[dict[str, int]] = {}
     #: drop the last incomplete training batch (a lone image breaks BatchNorm in pooled heads)
     drop_last_train: bool = True
+    #: what the validation score does not mean for this data (printed in the run's summary), if anything
+    score_caveat: str | None = None
 
     def __init__(
         self,

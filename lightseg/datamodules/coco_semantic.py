@@ -24,7 +24,7 @@ from lightseg.datamodules.base import SplitDataModule
 from lightseg.datamodules.coco_format import AnnotationFiles, COCOAnnotations, check_listed_size
 from lightseg.datamodules.files import CheckSamples, OnMissing, Sample, SegmentationFiles
 from lightseg.datamodules.io import image_header, progress
-from lightseg.datamodules.voc import VOC_CLASSES
+from lightseg.datamodules.voc import VOC_CLASSES, VOC_COLORS
 from lightseg.errors import LightsegError
 
 #: COCO 2017 category ids of the 20 PASCAL VOC classes, in VOC's label order (label 1..20)
@@ -189,6 +189,11 @@ class COCOSemanticDataModule(SplitDataModule, AnnotationFiles):
     def num_classes(self) -> int:  # type: ignore[override]
         """21 for ``voc``; the categories + background for ``all``."""
         return len(VOC_CLASSES) if self.categories == "voc" else self.reference.num_classes
+
+    @property
+    def class_colors(self) -> tuple[tuple[int, ...], ...] | None:
+        """VOC's colours for ``voc``; the generated palette for ``all``."""
+        return VOC_COLORS if self.categories == "voc" else None
 
     @property
     def class_names(self) -> tuple[str, ...]:  # type: ignore[override]

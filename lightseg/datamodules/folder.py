@@ -188,6 +188,11 @@ class SegmentationFolderDataModule(SplitDataModule):
         self.fractions = (val_fraction, test_fraction)
         self.split_seed = split_seed
         self.validate_on_train = validate_on_train
+        if validate_on_train:
+            self.score_caveat = (
+                "validate_on_train is set: the validation score is measured on the training images; it says how "
+                "well they were learned, not how the model does on images it has not seen"
+            )
         self._samples: dict[str, list[Sample]] | None = None
         self._detected_format: MaskFormat | None = None
         #: masks without an image, by the folder they were found in (``all`` without split subfolders)

@@ -11,7 +11,7 @@ from torch.utils.data import Dataset
 
 from lightseg.datamodules.base import SplitDataModule
 from lightseg.datamodules.files import OnMissing, Sample, SegmentationFiles, read_split
-from lightseg.datamodules.voc import VOC_CLASSES, VOCSegmentationDataset, resolve_voc_root, voc_sample
+from lightseg.datamodules.voc import VOC_CLASSES, VOC_COLORS, VOCSegmentationDataset, resolve_voc_root, voc_sample
 from lightseg.errors import LightsegError
 
 SBD_LAYOUT = "benchmark_RELEASE/dataset/{img/<id>.jpg, cls/<id>.mat, train.txt, val.txt}"
@@ -77,6 +77,7 @@ class SBDDataModule(SplitDataModule):
 
     num_classes = len(VOC_CLASSES)
     class_names = VOC_CLASSES
+    class_colors = VOC_COLORS
     expected_counts: ClassVar[dict[str, int]] = {"train": 8498, "val": 2857}
 
     def __init__(
@@ -141,6 +142,7 @@ class VOCAugDataModule(SplitDataModule):
 
     num_classes = len(VOC_CLASSES)
     class_names = VOC_CLASSES
+    class_colors = VOC_COLORS
     expected_counts: ClassVar[dict[str, int]] = {"trainaug": 10582, "val": 1449}
 
     def __init__(

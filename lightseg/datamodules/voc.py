@@ -9,10 +9,13 @@ from typing import Any, ClassVar
 
 from torch.utils.data import Dataset
 
+from lightseg.colors import voc_colormap
 from lightseg.datamodules.base import SplitDataModule
 from lightseg.datamodules.files import OnMissing, Sample, SegmentationFiles, read_split
 from lightseg.errors import LightsegError
 
+#: the VOC palette's colours of the 21 classes, used in every picture of a VOC data set
+VOC_COLORS = tuple(tuple(int(v) for v in c) for c in voc_colormap(21))
 VOC_CLASSES = (
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
     "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
@@ -92,6 +95,7 @@ class VOCDataModule(SplitDataModule):
 
     num_classes = len(VOC_CLASSES)
     class_names = VOC_CLASSES
+    class_colors = VOC_COLORS
     expected_counts: ClassVar[dict[str, int]] = {"train": 1464, "val": 1449, "trainval": 2913}
 
     def __init__(
