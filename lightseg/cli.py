@@ -49,8 +49,10 @@ DATA_GROUP_TITLE = (
 )
 DESCRIPTION = (
     "lightseg: semantic, instance and keypoint segmentation on PyTorch Lightning, driven by YAML configs. "
-    "Train with `lightseg fit --config CONFIG.yaml`, then test, predict with or export its checkpoints "
-    "(--ckpt_path best | last | FILE)."
+    "Train with `lightseg fit --config CONFIG.yaml` (the quickstart: configs/quickstart.yaml), then test, predict "
+    "with or export its checkpoints (--ckpt_path best | last | FILE). Commands: fit, validate, test, predict, "
+    "export (below) and `lightseg data check --config CONFIG.yaml`, which reads every sample of the config's data "
+    "and reports what is wrong with it."
 )
 EPILOG = (
     "lightseg data check --config CONFIG.yaml reads every sample of the config's data set and reports what is "
@@ -205,8 +207,13 @@ class LightsegCLI(AdaptedLightningCLI):
         subcommand = self.config.get("subcommand")
         RUN_GUARDS.append(equip_run(self.trainer, self.args, subcommand))
         check_num_classes(self._given_num_classes, self.datamodule)
-        if subcommand in ("validate", "test", "predict", "export"):
-            warn_if_untrained(self.config[subcommand], self.model)
+        untrained = subcommand in ("validate", "test", "predict", "export") and warn_if_untrained(
+            self.config[subcommand], self.model
+        )
+        if untrained and subcommand in ("validate", "test"):  # the scores of an untrained head: no run folder
+            self.trainer.loggers = []
+            trainer = cast(Any, self.trainer)  # Trainer.callbacks is set at run time, not declared
+            trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, SaveConfigCallback)]
 
 
 def version_line() -> str:

@@ -10,6 +10,7 @@ the data decides.
 from __future__ import annotations
 
 import importlib
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -106,10 +107,11 @@ def results_beside_checkpoint(config: Any, subcommand: str) -> None:
 
     An evaluation of ``<run>/checkpoints/<name>.ckpt`` of one of the config's own runs (the
     logger's ``save_dir/name`` holds ``<run>``) is not a new run: its metrics, tables and
-    pictures go into the training run's folder, one folder per evaluated checkpoint
-    (evaluating it again replaces them). A logger pointed elsewhere (another ``name`` or
-    ``save_dir``: the one place the user names), with an explicit ``version``, W&B, and
-    checkpoints outside a run's ``checkpoints/`` folder keep the logger's own layout.
+    pictures go into the training run's folder, one folder per evaluation of a checkpoint
+    (``test-last``, then ``test-last-2``: earlier results are kept, and the command says
+    where). A logger pointed elsewhere (another ``name`` or ``save_dir``: the one place the
+    user names), with an explicit ``version``, W&B, and checkpoints outside a run's
+    ``checkpoints/`` folder keep the logger's own layout.
     """
     checkpoint = Path(str(config.get("ckpt_path") or ""))
     if checkpoint.suffix != ".ckpt" or checkpoint.parent.name != "checkpoints":
@@ -123,7 +125,22 @@ def results_beside_checkpoint(config: Any, subcommand: str) -> None:
             continue
         root = Path(str(field(init_args, "save_dir") or ".")) / str(field(init_args, "name") or "")
         if root.resolve() == run.parent.resolve():
-            init_args.version = f"{run.name}/{subcommand}-{checkpoint.stem}"
+            init_args.version = f"{run.name}/{_new_results_folder(run, f'{subcommand}-{checkpoint.stem}')}"
+
+
+def _new_results_folder(run: Path, name: str) -> str:
+    """``name``, or ``name-2``, ``name-3``... where earlier evaluations' results are (said on stderr)."""
+    if int(os.environ.get("LOCAL_RANK", "0") or 0) > 0 or not (run / name).exists():
+        return name  # a DDP rank other than 0 writes no results; it takes the first name
+    number = 2
+    while (run / f"{name}-{number}").exists():
+        number += 1
+    print(
+        f"lightseg: {run / name} holds an earlier evaluation of this checkpoint, kept; this one writes "
+        f"{run / f'{name}-{number}'}",
+        file=sys.stderr,
+    )
+    return f"{name}-{number}"
 
 
 def check_values(config: Any) -> None:
@@ -134,24 +151,27 @@ def check_values(config: Any) -> None:
         if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
             raise LightsegError(f"model.optimizer.{key} must be >= 0, got {value}")
     for folder in checkpoint_roots(config):
-        if folder.exists() and not folder.is_dir():
+        blocking = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+        if blocking is not None:
+            where = "is a file" if blocking == folder else f"is below {blocking}, which is a file"
             raise LightsegError(
-                f"{folder} (default_root_dir, a logger's save_dir or a checkpoint dirpath) is a file, not a folder; "
+                f"{folder} (default_root_dir, a logger's save_dir or a checkpoint dirpath) {where}, not a folder; "
                 "choose another folder for the run"
             )
 
 
-def warn_if_untrained(config: Any, model: Any) -> None:
-    """Warn when an evaluation has no trained weights: almost always a forgotten ``--ckpt_path``."""
+def warn_if_untrained(config: Any, model: Any) -> bool:
+    """Warn when an evaluation has no trained weights (almost always a forgotten ``--ckpt_path``); ``True`` then."""
     # an exported model's path says where its weights are
     hparams = getattr(model, "hparams", {})
     if config.get("ckpt_path") or hparams.get("init_from") or hparams.get("weights") or hparams.get("path"):
-        return
+        return False
     print(
         "lightseg: warning: no --ckpt_path (nor init_from or whole-model weights): evaluating a model whose head "
-        "is untrained; pass --ckpt_path best|last|<file.ckpt>",
+        "is untrained, without a run folder (its scores are printed only); pass --ckpt_path best|last|<file.ckpt>",
         file=sys.stderr,
     )
+    return True
 
 
 def continue_wandb_run(config: Any, checkpoint: Path) -> None:

@@ -154,7 +154,12 @@ class _Checker:
             on_missing = self.datamodule.on_missing
             self.datamodule.on_missing = "skip"  # list what is missing instead of stopping at it
             try:
-                self.check_semantic(self.datamodule, _split_names(self.datamodule))
+                names = _split_names(self.datamodule)
+            except LightsegError as err:  # the splits themselves cannot be found: said in the report
+                self.report.findings.append(Finding("split", "all", "", str(err)))
+                names = []
+            try:
+                self.check_semantic(self.datamodule, names)
             finally:
                 self.datamodule.on_missing = on_missing
         elif isinstance(self.datamodule, DetectionDataModule):
@@ -308,6 +313,13 @@ def _spread(items: Sequence[Any], count: int) -> list[Any]:
     if len(items) <= count:
         return list(items)
     return [items[round(k * (len(items) - 1) / max(count - 1, 1))] for k in range(count)]
+
+
+def unreadable_data(name: str, problem: LightsegError) -> DataReport:
+    """The report on a data set whose data module cannot even be made (a missing root, a bad class list)."""
+    report = DataReport(name, (), mask_palette(None), instances=False)
+    report.findings.append(Finding("data", "all", "", str(problem)))
+    return report
 
 
 def check_data(datamodule: BaseDataModule, workers: int | None = None, limit: int = 0, pictures: int = 4) -> DataReport:

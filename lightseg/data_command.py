@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from lightseg.data_check import check_data
+from lightseg.data_check import check_data, unreadable_data
 from lightseg.data_report import format_report, write_report
 from lightseg.datamodules.base import BaseDataModule
 from lightseg.errors import LightsegError, class_count_mismatch
@@ -47,7 +47,10 @@ def data_main(args: list[str]) -> None:
     datamodule, options = _parse(args[1:])
     if Path(options["out"]).exists() and not Path(options["out"]).is_dir():
         raise LightsegError(f"--out {options['out']} is a file; give a folder for report.json and samples.png")
-    report = check_data(datamodule, options["workers"], options["limit"], options["pictures"])
+    if isinstance(datamodule, tuple):  # the data set cannot be read at all: still a report, like any finding
+        report = unreadable_data(*datamodule)
+    else:
+        report = check_data(datamodule, options["workers"], options["limit"], options["pictures"])
     print(format_report(report))
     json_path, png_path = write_report(report, Path(options["out"]))
     errors = len(report.errors)
@@ -99,7 +102,8 @@ def _model_num_classes(sections: list[dict[str, Any]], aside: list[tuple[str, st
     return found
 
 
-def _parse(args: list[str]) -> tuple[BaseDataModule, dict[str, Any]]:
+def _parse(args: list[str]) -> tuple[BaseDataModule | tuple[str, LightsegError], dict[str, Any]]:
+    """The data module (or, where it cannot be made, its name and why) and this command's options."""
     from lightning.pytorch import LightningDataModule
 
     from lightseg.config_files import check_config_files
@@ -125,10 +129,29 @@ def _parse(args: list[str]) -> tuple[BaseDataModule, dict[str, Any]]:
     for key in ("workers", "limit", "pictures"):
         if config[key] < 0:
             raise LightsegError(f"--{key} must be >= 0, got {config[key]}")
-    datamodule = parser.instantiate(config)["data"]
+    options = {k: config[k] for k in ("out", "workers", "limit", "pictures")}
+    try:
+        datamodule = parser.instantiate(config)["data"]
+    except Exception as err:  # the data's own problem (a missing root, a bad class list): reported
+        problem = _user_error(err)
+        if problem is None:
+            raise
+        return (str(config["data"]["class_path"]).rsplit(".", 1)[-1], problem), options
     if not isinstance(datamodule, BaseDataModule):
         raise LightsegError(f"lightseg data check reads lightseg data modules, not {type(datamodule).__name__}")
     model_classes = _model_num_classes(sections, aside)
     if model_classes is not None and model_classes != datamodule.num_classes:
         raise LightsegError(class_count_mismatch(model_classes, datamodule.num_classes, type(datamodule).__name__))
-    return datamodule, {k: config[k] for k in ("out", "workers", "limit", "pictures")}
+    return datamodule, options
+
+
+def _user_error(err: BaseException) -> LightsegError | None:
+    """The :class:`LightsegError` behind ``err`` (jsonargparse wraps what a class raises while it is built)."""
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        if isinstance(current, LightsegError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None

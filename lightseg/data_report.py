@@ -28,6 +28,7 @@ KINDS = {
     "bad_labels": "masks with values or colours that are not classes",
     "size_mismatch": "image and mask (or annotation) of different sizes",
     "leakage": "identical images in two splits",
+    "data": "data sets that cannot be read (root, class list, layout)",
     "split": "splits that cannot be read",
     "invalid_annotation": "annotations left out (broken content)",
     "count": "split sizes that differ from the official release",

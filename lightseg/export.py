@@ -278,6 +278,11 @@ def export_task(
     """
     _check_exportable(task, settings)
     path = settings.output
+    if path.is_dir():
+        raise LightsegError(f"--export.output {path} is a folder; give the file to write, e.g. {path / 'model.onnx'}")
+    blocking = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise LightsegError(f"--export.output {path}: {blocking} is a file, not a folder; choose another path")
     if path.exists() and not settings.overwrite:
         raise LightsegError(f"{path} exists; choose another --export.output or pass --export.overwrite true")
     path.parent.mkdir(parents=True, exist_ok=True)

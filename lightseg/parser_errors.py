@@ -12,6 +12,11 @@ from typing_extensions import override
 
 from lightseg.errors import closest_names
 
+#: every lightseg command, for messages that list them
+COMMANDS = "fit, validate, test, predict, export, data check"
+#: the first command of a newcomer, offered where a command line lacks a config
+START = "; start from a config, e.g. `lightseg fit --config configs/quickstart.yaml` (trains offline in minutes)"
+
 
 class LightsegArgumentParser(LightningArgumentParser):
     """jsonargparse's parser, but a wrong value is one line, not the usage of 150 options."""
@@ -30,6 +35,15 @@ class LightsegArgumentParser(LightningArgumentParser):
             known = [o for o in self._option_string_actions if o.startswith("--")]
             close = difflib.get_close_matches(option, known, n=1)
             message = f"unknown option {option!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+        if 'expected "subcommand"' in message:  # `lightseg` alone
+            sys.stderr.write(f"lightseg: error: no command given{START}\n")
+            sys.stderr.write(f"commands: {COMMANDS}; `lightseg --help` says what each does\n")
+            raise SystemExit(2)
+        required = re.search(r"the following arguments are required: (\w+)\.", message)
+        if required and re.search(r"\b\w+\.(data|model)\b", message):  # `lightseg fit` without a config
+            command = required.group(1)
+            sys.stderr.write(f"lightseg: error: lightseg {command} needs a model and data, given by a config{START}\n")
+            raise SystemExit(2)
         sys.stderr.write(f"lightseg: error: {condense_parser_error(message)}\n")
         sys.stderr.write(f"`{prog} --help` lists every option\n")
         raise SystemExit(2)

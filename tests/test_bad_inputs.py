@@ -235,6 +235,18 @@ VALUE_CASES: list[tuple[str, Callable[[Path, Path], list[str]], list[str]]] = [
     ("save_dir a file", lambda h, t: ["fit", *_quickstart(t), f"--trainer.logger.init_args.save_dir={_file('s')(h)}"],
      ["is a file, not a folder"]),
     ("prediction output a file", _predict_into(_file("out.png")), ["out.png is a file, not a folder"]),
+    ("default_root_dir below a file",
+     lambda h, t: ["fit", *_quickstart(t), f"--trainer.default_root_dir={_file('r2')(h)}/runs/here"],
+     ["is below", "r2, which is a file, not a folder"]),
+    ("export output a folder, overwrite",
+     lambda h, t: ["export", *_quickstart(t), "--ckpt_path", str(_checkpoint(t)), f"--export.output={h}",
+                   "--export.overwrite=true"],
+     ["is a folder; give the file to write"]),
+    ("export output below a file",
+     lambda h, t: ["export", *_quickstart(t), "--ckpt_path", str(_checkpoint(t)),
+                   f"--export.output={_file('f')(h)}/model.onnx"],
+     ["f is a file, not a folder"]),
+    ("no config", lambda h, t: ["fit"], ["lightseg fit needs a model and data", "--config configs/quickstart.yaml"]),
 ]  # fmt: skip
 
 
@@ -344,3 +356,79 @@ def test_a_bad_sample_in_a_dropped_last_batch_is_still_found(
             f"--data.init_args.check_samples={check}", "--trainer.max_epochs=1"]  # fmt: skip
     line = _run_bad(args, tmp_path, capsys)
     assert "bochum_000000_000019_gtFine_labelIds.png is (12, 10)" in line and "(12, 16)" in line
+
+
+def test_duplicate_class_names_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                           capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    for folder in ("images", "masks"):
+        (tmp_path / "set" / folder).mkdir(parents=True)
+    config = str(ROOT / "configs" / "semantic" / "folder_unet.yaml")
+    args = ["--config", config, f"--data.init_args.root={tmp_path / 'set'}",
+            "--data.init_args.class_names=[background, cat, cat]"]  # fmt: skip
+    line = _run_bad(["fit", *args, "--model.init_args.weights_backbone=null"], tmp_path, capsys)
+    assert "class 'cat' is listed twice (classes 1 and 2)" in line
+    with pytest.raises(SystemExit) as info:  # the data check: a report that says so, exit 1
+        main(["data", "check", *args, "--out", str(tmp_path / "check")])
+    assert info.value.code == 1
+    report = json.loads((tmp_path / "check" / "report.json").read_text())
+    assert report["error_counts"] == {"data": 1} and "listed twice" in report["findings"][0]["detail"]
+
+
+def test_split_level_problems_get_the_report_too(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from layouts import write_folder
+
+    root = write_folder(tmp_path / "set", [f"img_{k}" for k in range(4)], "index")
+    (root / "splits").mkdir()
+    (root / "splits" / "train.txt").write_text("img_0\nimg_9\n")  # names a sample that is not there
+    with pytest.raises(SystemExit) as info:
+        main(["data", "check", "--data=SegmentationFolderDataModule", f"--data.init_args.root={root}",
+              "--data.init_args.class_names=[background, circle, square, triangle]",
+              "--out", str(tmp_path / "c")])  # fmt: skip
+    assert info.value.code == 1
+    report = json.loads((tmp_path / "c" / "report.json").read_text())
+    assert report["error_counts"] == {"split": 1} and "img_9" in report["findings"][0]["detail"]
+    assert (tmp_path / "c" / "samples.png").is_file()
+
+
+def test_malformed_coco_annotations_are_named(tmp_path: Path) -> None:
+    from lightseg.datamodules.coco_format import COCOAnnotations
+
+    data = write_coco(tmp_path / "coco", images=3, size=16)
+    data["annotations"][0]["bbox"] = "abc"
+    data["annotations"][1]["bbox"] = [1, 1, -4, 3]
+    data["annotations"][2]["segmentation"] = "oops"
+    extra = {**data["annotations"][2], "id": 99, "segmentation": [[1, 1, 5, 5]]}  # a two-point polygon
+    data["annotations"].append(extra)
+    with pytest.warns(UserWarning) as record:
+        parsed = COCOAnnotations("file.json", data)
+    message = str(record[0].message)
+    assert message.startswith("file.json: left out")
+    assert (
+        "1 malformed bbox, 1 malformed segmentation, 1 negative box size, 1 polygon of fewer than 3 points" in message
+    )
+    assert "(first: annotation 1 of image 100: malformed bbox (bbox 'abc'; expected [x, y, width, height]))" in message
+    assert parsed.data["annotations"] == []
+
+
+def test_training_until_stopped_runs(trained: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                     capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    main(["fit", *_quickstart(trained), "--trainer.max_epochs=-1", "--trainer.max_time=00:00:00:04",
+          "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert "lightseg: training ended after" in err and "Traceback" not in err
+    assert next((tmp_path / "runs").rglob("last.ckpt")).is_file()
+
+
+def test_an_animated_gif_is_read_by_its_first_frame(tmp_path: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from lightseg.datamodules.base import ImageFolderDataset
+
+    frames = [Image.fromarray(np.full((8, 10, 3), v, np.uint8)) for v in (10, 200)]
+    frames[0].save(tmp_path / "moving.gif", save_all=True, append_images=frames[1:])
+    item = ImageFolderDataset(tmp_path)[0]
+    assert item["path"] == "moving.gif" and item["size"] == (8, 10)
+    assert abs(float(item["image"].mean()) - 10 / 255) < 0.01  # the first frame

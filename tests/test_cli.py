@@ -49,7 +49,13 @@ def test_every_shipped_config_instantiates(config: str, tmp_path: Path, monkeypa
     monkeypatch.chdir(tmp_path)  # data roots are relative and absent: building must not touch them
     first_line = Path(config).read_text().splitlines()[0]
     assert first_line.startswith("# ") and len(first_line) > 60  # what it reproduces and where from
-    task = yaml.safe_load(Path(config).read_text())["model"]["class_path"]
+    content = yaml.safe_load(Path(config).read_text())
+    task = content["model"]["class_path"]
+    if content["data"]["class_path"] == "SegmentationFolderDataModule":  # its classes come from the data set's file
+        root = tmp_path / content["data"]["init_args"]["root"]
+        for folder in ("images", "masks"):
+            (root / folder).mkdir(parents=True)
+        (root / "classes.txt").write_text("background\nforeground\n")
     if task == "SemanticSegmentationTask":
         cli = build_cli(["--config", config, "--model.init_args.weights_backbone=null"], run=False)
         assert isinstance(cli.model, SemanticSegmentationTask)
@@ -152,6 +158,11 @@ def test_fit_test_predict_round_trip(
     results = run / f"test-{Path(best).stem}"
     assert {"metrics.csv", "per_image_test.csv", "config.yaml"} <= {p.name for p in results.iterdir()}
     assert "test_miou" in (results / "metrics.csv").read_text()
+    before = (results / "metrics.csv").read_text()
+    main(["test", *tiny(shapes_root), "--ckpt_path", "best"])  # again: the earlier results are kept
+    assert f"{results} holds an earlier evaluation of this checkpoint, kept" in capsys.readouterr().err
+    assert (results / "metrics.csv").read_text() == before
+    assert "test_miou" in (run / f"test-{Path(best).stem}-2" / "metrics.csv").read_text()
 
     images = tmp_path / "my_images"
     images.mkdir()
@@ -169,7 +180,8 @@ def test_fit_test_predict_round_trip(
     assert overlay.mode == "RGB" and overlay.size[0] == 53 * 7 and overlay.size[1] > 37 * 7
     # a prediction makes no run folder
     assert [p.name for p in (tmp_path / "runs" / "quickstart" / "unet_resnet18").iterdir()] == ["version_0"]
-    assert sorted(p.name for p in run.iterdir() if p.is_dir()) == ["checkpoints", "confusion_matrix", results.name]
+    folders = sorted(p.name for p in run.iterdir() if p.is_dir())
+    assert folders == ["checkpoints", "confusion_matrix", results.name, f"{results.name}-2"]
 
     # an existing output folder is refused before anything is predicted, and nothing is lost
     before = (out / "masks" / "a.png").read_bytes()
@@ -606,8 +618,10 @@ def test_evaluating_an_untrained_model_warns(
     shapes_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    main(["validate", *tiny(shapes_root), "--trainer.logger=false", "--trainer.limit_val_batches=1"])
-    assert "lightseg: warning: no --ckpt_path" in capsys.readouterr().err
+    main(["validate", *tiny(shapes_root), "--trainer.limit_val_batches=1"])
+    captured = capsys.readouterr()
+    assert "lightseg: warning: no --ckpt_path" in captured.err and "Validation, per class (%)" in captured.out
+    assert not (tmp_path / "runs").exists()  # no run folder for an untrained head's scores
 
 
 def test_binary_masks_stored_as_0_and_255_are_refused(

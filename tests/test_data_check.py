@@ -149,9 +149,9 @@ def test_usage_mistakes_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert "the data command is `lightseg data check`" in capsys.readouterr().err
     assert _run(["data", "check", "--config", str(tmp_path / "nowhere.yaml")]) == 2
     assert "does not exist" in capsys.readouterr().err
-    config = _config(tmp_path / "run.yaml", tmp_path / "missing")
-    assert _run(["data", "check", "--config", str(config)]) == 2
-    assert "root" in capsys.readouterr().err
+    config = _config(tmp_path / "run.yaml", tmp_path / "missing")  # the data's own problem: a report, exit 1
+    assert _run(["data", "check", "--config", str(config), "--out", str(tmp_path / "r")]) == 1
+    assert "data root" in capsys.readouterr().out and "does not exist" in (tmp_path / "r" / "report.json").read_text()
     root = write_folder(tmp_path / "set", NAMES[:3], "index")
     (tmp_path / "taken").write_text("a file")
     config = _config(tmp_path / "ok.yaml", root)

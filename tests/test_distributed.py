@@ -15,12 +15,8 @@ from layouts import write_voc
 QUICKSTART = str(ROOT / "configs" / "quickstart.yaml")
 
 
-def _validate(cwd: Path, devices: int, name: str) -> dict[str, float]:
-    args = [
-        "lightseg",
-        "validate",
-        "--config",
-        QUICKSTART,
+def _data(cwd: Path) -> list[str]:
+    return [
         # 9 images over 2 processes: a padding sampler would count one of them twice
         "--data.init_args.num_train=4",
         "--data.init_args.num_val=9",
@@ -28,6 +24,18 @@ def _validate(cwd: Path, devices: int, name: str) -> dict[str, float]:
         "--data.init_args.image_size=32",
         "--data.init_args.batch_size=2",
         f"--data.init_args.root={cwd / 'data'}",
+    ]
+
+
+def _validate(cwd: Path, devices: int, name: str, checkpoint: Path) -> dict[str, float]:
+    args = [
+        "lightseg",
+        "validate",
+        "--config",
+        QUICKSTART,
+        *_data(cwd),
+        "--ckpt_path",
+        str(checkpoint),
         "--trainer.accelerator=cpu",
         f"--trainer.devices={devices}",
         f"--trainer.strategy={'ddp' if devices > 1 else 'auto'}",
@@ -42,8 +50,18 @@ def _validate(cwd: Path, devices: int, name: str) -> dict[str, float]:
 
 
 def test_validation_metrics_are_identical_on_one_and_two_processes(tmp_path: Path) -> None:
-    single = _validate(tmp_path, 1, "one")
-    double = _validate(tmp_path, 2, "two")
+    from lightseg.cli import main
+
+    cwd = Path.cwd()
+    os.chdir(tmp_path)
+    try:  # one epoch in this process (one device): a checkpoint to evaluate (an untrained head gets no run folder)
+        main(["fit", "--config", QUICKSTART, *_data(tmp_path), "--trainer.max_epochs=1",
+              "--trainer.logger.init_args.name=trained", "--trainer.enable_progress_bar=false"])  # fmt: skip
+    finally:
+        os.chdir(cwd)
+    checkpoint = next((tmp_path / "runs" / "quickstart" / "trained").rglob("last.ckpt"))
+    single = _validate(tmp_path, 1, "one", checkpoint)
+    double = _validate(tmp_path, 2, "two", checkpoint)
     assert set(single) == set(double) and "val_miou" in single
     for key, value in single.items():
         if key == "val_loss":  # a float mean summed in another order

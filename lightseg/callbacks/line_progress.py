@@ -148,7 +148,9 @@ class LineProgress(ProgressBar):
     def _time_left(self, trainer: Trainer) -> str:
         done = trainer.global_step - self._steps_at_start
         total = trainer.estimated_stepping_batches
-        if done <= 0 or not math.isfinite(total) or trainer.global_step >= total:
+        if not math.isfinite(total):
+            return "; no end set (max_epochs -1): time left unknown"
+        if done <= 0 or trainer.global_step >= total:
             return ""
         per_step = (time.monotonic() - self._fit_start) / done  # validation time included
         return f"; about {duration(per_step * (total - trainer.global_step))} left"

@@ -142,7 +142,7 @@ class COCODataModule(DetectionDataModule, AnnotationFiles):
             skip_empty=train and self.train_skip_empty,
             unknown_categories=self.unknown_categories,
         )
-        message = f"{type(self).__name__} {split}: {len(dataset)} images"
+        message = f"{type(self).__name__} {split} ({annotations.source}): {len(dataset)} images"
         if dataset.skipped_empty:
             message += f" ({dataset.skipped_empty} without usable annotations left out)"
         rank_zero_info(f"{message}; annotations not used as targets: {dataset.dropped.describe()}")

@@ -138,6 +138,19 @@ class COCOAnnotations:
             and [int(v) for v in segmentation["size"]] != [int(v or 0) for v in size]
         ):
             return f"RLE of another size (segmentation size {segmentation['size']}, image {size})"
+        box = annotation.get("bbox")
+        if box is not None and box != [] and not _numbers(box, 4):
+            return f"malformed bbox (bbox {box!r}; expected [x, y, width, height])"
+        if box and (float(box[2]) < 0 or float(box[3]) < 0):
+            return f"negative box size (bbox {box})"
+        if segmentation is not None and not isinstance(segmentation, list | dict):
+            return f"malformed segmentation (segmentation {segmentation!r}; expected polygons or RLE)"
+        if isinstance(segmentation, list):
+            for polygon in segmentation:
+                if not _numbers(polygon) or len(polygon) % 2:
+                    return f"malformed polygon (polygon {polygon!r}; expected x1, y1, x2, y2, ...)"
+                if len(polygon) < 6:
+                    return f"polygon of fewer than 3 points (polygon {polygon})"
         expected = points.get(int(annotation.get("category_id", -1)), 0)
         keypoints = annotation.get("keypoints")
         if keypoints and expected and len(keypoints) != 3 * expected:
@@ -174,10 +187,18 @@ class Dropped:
     """Training annotations left out of the targets, by reason."""
 
     counts: Counter[str] = field(default_factory=Counter)
+    #: the first annotation left out for each reason, and what it holds
+    first: dict[str, str] = field(default_factory=dict)
 
     def describe(self) -> str:
-        """``"3 crowd, 1 empty box"`` or ``"none"``."""
-        return ", ".join(f"{n} {reason}" for reason, n in sorted(self.counts.items())) or "none"
+        """``"3 crowd/ignore, 1 empty box (first: annotation 7 of image 2, bbox [1, 2, 0, 5])"`` or ``"none"``."""
+        return (
+            ", ".join(
+                f"{n} {reason}" + (f" (first: {self.first[reason]})" if reason in self.first else "")
+                for reason, n in sorted(self.counts.items())
+            )
+            or "none"
+        )
 
 
 class COCODataset(Dataset[dict[str, Any]]):
@@ -250,15 +271,19 @@ class COCODataset(Dataset[dict[str, Any]]):
             return self._drop("crowd/ignore")
         box = annotation.get("bbox") or []
         if len(box) != 4 or not (float(box[2]) > 0 and float(box[3]) > 0):
-            return self._drop("empty box")
+            return self._drop("empty box", annotation, f"bbox {box}")
         if self.kind == "instances" and not _has_segmentation(annotation.get("segmentation")):
-            return self._drop("no segmentation")
+            return self._drop("no segmentation", annotation, f"segmentation {annotation.get('segmentation')!r}")
         if self.kind == "keypoints" and not annotation.get("keypoints"):
-            return self._drop("no keypoints")
+            return self._drop("no keypoints", annotation, "no keypoints")
         return True
 
-    def _drop(self, reason: str) -> bool:
+    def _drop(self, reason: str, annotation: dict[str, Any] | None = None, detail: str = "") -> bool:
         self.dropped.counts[reason] += 1
+        if annotation is not None and reason not in self.dropped.first:
+            self.dropped.first[reason] = (
+                f"annotation {annotation.get('id')} of image {annotation.get('image_id')}, {detail}"
+            )
         return False
 
     def __len__(self) -> int:
@@ -315,6 +340,15 @@ def check_listed_size(info: dict[str, Any], path: Path, size: tuple[int, int], s
 def plain_target(target: dict[str, Any]) -> dict[str, Any]:
     """tv_tensors back to plain tensors (what torchvision's detection models expect)."""
     return {k: v.as_subclass(torch.Tensor) if isinstance(v, torch.Tensor) else v for k, v in target.items()}
+
+
+def _numbers(values: Any, count: int | None = None) -> bool:
+    """Whether ``values`` is a list of numbers (of ``count`` of them)."""
+    return (
+        isinstance(values, list)
+        and (count is None or len(values) == count)
+        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
+    )
 
 
 def _has_segmentation(segmentation: Any) -> bool:

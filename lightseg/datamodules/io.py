@@ -14,7 +14,8 @@ from tqdm.auto import tqdm
 from lightseg.colors import voc_colormap
 from lightseg.errors import LightsegError, MaskLabelError
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
+#: read as images (an animated GIF: its first frame)
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".gif")
 T = TypeVar("T")
 
 

@@ -15,6 +15,7 @@ import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 from typing_extensions import override
 
@@ -26,6 +27,8 @@ from lightseg.types import Stage
 from lightseg.weights import LoadReport, check_weights_option, load_weights_file
 
 #: module names whose parameters count as backbone for ``head_lr_mult``
+#: the length a poly schedule is given in a run without end: its rate stays at the base rate
+UNENDING_STEPS = 2**62
 BACKBONE_MODULES = frozenset({"encoder", "backbone", "to_pool3", "to_pool4", "to_pool5", "fc6", "fc7"})
 
 
@@ -234,10 +237,24 @@ class BaseTask(LightningModule, ABC):
             return optimizer
         scheduler = self.lr_scheduler_factory(optimizer)
         if isinstance(scheduler, PolyLR) and scheduler.needs_total_iters:
-            scheduler.total_iters = int(self.trainer.estimated_stepping_batches)
+            total = self.trainer.estimated_stepping_batches  # infinite for max_epochs -1: train until stopped
+            if math.isfinite(total):
+                scheduler.total_iters = int(total)
+            else:
+                scheduler.total_iters = UNENDING_STEPS
+                rank_zero_warn(
+                    "the run has no end (max_epochs -1, no max_steps): PolyLR has nothing to decay towards and keeps "
+                    "the base learning rate; give lr_scheduler.init_args.total_iters to decay over that many steps"
+                )
         if isinstance(scheduler, WarmupMultiStepLR) and scheduler.needs_iters_per_epoch:
-            epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 1
-            scheduler.set_iters_per_epoch(math.ceil(self.trainer.estimated_stepping_batches / epochs))
+            total = self.trainer.estimated_stepping_batches
+            if math.isfinite(total):
+                epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 1
+                scheduler.set_iters_per_epoch(math.ceil(total / epochs))
+            else:  # estimated_stepping_batches has set up the training data: one epoch's optimizer steps
+                batches = self.trainer.num_training_batches
+                steps = batches / self.trainer.accumulate_grad_batches if math.isfinite(batches) else 1
+                scheduler.set_iters_per_epoch(max(1, math.ceil(steps)))
         interval = self.hparams.get("lr_interval") or getattr(scheduler, "interval", "epoch")
         return {
             "optimizer": optimizer,
