@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from lightseg.errors import LightsegError
 
+#: the ``--config`` files of the command line being parsed, with their content (for messages about a key)
+CONFIG_FILES: list[tuple[Path, dict[str, Any]]] = []
+
 
 def check_config_files(args: list[str]) -> None:
     """Read every ``--config`` file the way the parser will, with one line naming the file for what is wrong."""
+    CONFIG_FILES.clear()
     for position, arg in enumerate(args):
         if arg == "--config" and position + 1 < len(args):
             path = Path(args[position + 1])
@@ -39,3 +44,23 @@ def check_config_files(args: list[str]) -> None:
                 f"config {path} is {kind}; a config maps sections to their settings: `model:`, `data:`, `trainer:` "
                 "(see configs/quickstart.yaml)"
             )
+        CONFIG_FILES.append((path, content))
+
+
+def file_setting(section: str, name: str) -> tuple[Path, str | None] | None:
+    """The last ``--config`` file that sets ``name`` in ``section`` (directly or under ``init_args``), and the class.
+
+    The class is the section's ``class_path`` in the last config file that gives one.
+    """
+    found: Path | None = None
+    class_path: str | None = None
+    for path, content in CONFIG_FILES:
+        part = content.get(section)
+        if not isinstance(part, dict):
+            continue
+        arguments = part.get("init_args")
+        if name in part or (isinstance(arguments, dict) and name in arguments):
+            found = path
+        if isinstance(part.get("class_path"), str):
+            class_path = part["class_path"]
+    return None if found is None else (found, class_path)

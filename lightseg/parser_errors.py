@@ -5,11 +5,12 @@ from __future__ import annotations
 import difflib
 import re
 import sys
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from lightning.pytorch.cli import LightningArgumentParser
 from typing_extensions import override
 
+from lightseg.config_files import file_setting
 from lightseg.errors import closest_names
 
 #: every lightseg command, for messages that list them
@@ -25,7 +26,7 @@ class LightsegArgumentParser(LightningArgumentParser):
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
         if not getattr(self, "exit_on_error", True):  # nested parsers report to their parent
             super().error(message, ex)
-        if self.prog.startswith("lightseg "):  # a command of its own (lightseg data check)
+        if self.prog == "lightseg data check":  # a command of its own
             prog = self.prog
         else:
             prog = f"lightseg {self.prog.split()[-1]}" if " " in self.prog else "lightseg <subcommand>"
@@ -44,7 +45,12 @@ class LightsegArgumentParser(LightningArgumentParser):
             command = required.group(1)
             sys.stderr.write(f"lightseg: error: lightseg {command} needs a model and data, given by a config{START}\n")
             raise SystemExit(2)
-        sys.stderr.write(f"lightseg: error: {condense_parser_error(message)}\n")
+        condensed = condense_parser_error(message)
+        from_file = _unknown_file_setting(message, condensed)
+        if from_file is not None:  # a typo inside a config file: the file, and the nearest setting
+            sys.stderr.write(f"lightseg: error: {from_file}\n")
+            raise SystemExit(2)
+        sys.stderr.write(f"lightseg: error: {condensed}\n")
         sys.stderr.write(f"`{prog} --help` lists every option\n")
         raise SystemExit(2)
 
@@ -97,3 +103,54 @@ def _given_value(message: str) -> str | None:
             return str(given).strip()
     nested = re.search(r"NestedArg\(key='[^']*', val=(.*)\)$", message, flags=re.MULTILINE)
     return nested.group(1).strip().strip("'\"") if nested else None
+
+
+def _unknown_file_setting(message: str, condensed: str) -> str | None:
+    """For an unknown setting written in a ``--config`` file: that file, the section and the nearest known name."""
+    found = re.search(r"does not accept option '(\w+)\.([\w.]+)'", message)
+    nested = re.match(r"(\w+)(?:\.init_args)?: unknown option '(\w+)'", condensed)
+    if found:
+        section, name = found.group(1), found.group(2).split(".")[-1]
+    elif nested:
+        section, name = nested.group(1), nested.group(2)
+    else:
+        return None
+    where = file_setting(section, name)
+    if where is None:
+        return None
+    path, class_path = where
+    known = _settings_of(section, class_path)
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    owner = f" ({class_path})" if class_path else ""
+    return f"config {path}: {section}{owner} has no setting {name!r}{hint}"
+
+
+def _settings_of(section: str, class_path: str | None) -> list[str]:
+    """The argument names of the class a config section builds (the Trainer for ``trainer``)."""
+    import importlib
+    import inspect
+
+    cls: Any = None
+    if section == "trainer":
+        from lightning.pytorch import Trainer
+
+        cls = Trainer
+    elif class_path:
+        module_name, _, name = class_path.rpartition(".")
+        modules = [module_name] if module_name else ["lightseg.datamodules", "lightseg.tasks"]
+        for module in modules:
+            try:
+                cls = getattr(importlib.import_module(module), name, None)
+            except ImportError:
+                cls = None
+            if cls is not None:
+                break
+    if cls is None:
+        return []
+    names: list[str] = []
+    for klass in inspect.getmro(cls):  # **kwargs pass settings on to the base classes
+        if "__init__" in vars(klass):
+            init = vars(klass)["__init__"]
+            names += [p for p in inspect.signature(init).parameters if p not in ("self", "args", "kwargs")]
+    return list(dict.fromkeys(names))

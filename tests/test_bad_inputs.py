@@ -247,6 +247,13 @@ VALUE_CASES: list[tuple[str, Callable[[Path, Path], list[str]], list[str]]] = [
                    f"--export.output={_file('f')(h)}/model.onnx"],
      ["f is a file, not a folder"]),
     ("no config", lambda h, t: ["fit"], ["lightseg fit needs a model and data", "--config configs/quickstart.yaml"]),
+    ("no command", lambda h, t: [], ["no command given", "--config configs/quickstart.yaml"]),
+    ("typo in a config's trainer",
+     lambda h, t: ["fit", *_quickstart(t), "--config", _file("t.yaml", b"trainer:\n  max_epoch: 3\n")(h)],
+     ["t.yaml: trainer has no setting 'max_epoch' (did you mean 'max_epochs'?)"]),
+    ("typo in a config's data",
+     lambda h, t: ["fit", *_quickstart(t), "--config", _file("d.yaml", b"data:\n  init_args:\n    batch_sise: 3\n")(h)],
+     ["d.yaml: data (ShapesDataModule) has no setting 'batch_sise' (did you mean 'batch_size'?)"]),
 ]  # fmt: skip
 
 
