@@ -8,7 +8,6 @@ import sys
 import warnings
 from typing import Any, cast
 
-import torch
 import yaml
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
@@ -32,6 +31,7 @@ from lightseg.cli_config import (
     user_num_classes,
     warn_if_untrained,
 )
+from lightseg.commands import DESCRIPTION, EPILOG, version_line
 from lightseg.config_files import check_config_files
 from lightseg.errors import LightsegError
 from lightseg.export import ExportSettings
@@ -46,18 +46,6 @@ RUN_GUARDS: list[RunFolderGuard] = []
 DATA_GROUP_TITLE = (
     "The data: data set, splits, augmentation, batches (--data NAME, e.g. ShapesDataModule, "
     "SegmentationFolderDataModule, VOCDataModule; its options: --data.help NAME)"
-)
-DESCRIPTION = (
-    "lightseg: semantic, instance and keypoint segmentation on PyTorch Lightning, driven by YAML configs. "
-    "Train with `lightseg fit --config CONFIG.yaml` (the quickstart: configs/quickstart.yaml), then test, predict "
-    "with or export its checkpoints (--ckpt_path best | last | FILE). Commands: fit, validate, test, predict, "
-    "export (below) and `lightseg data check --config CONFIG.yaml`, which reads every sample of the config's data "
-    "and reports what is wrong with it."
-)
-EPILOG = (
-    "lightseg data check --config CONFIG.yaml reads every sample of the config's data set and reports what is "
-    "wrong with it (lightseg data --help); lightseg export writes the trained model as ONNX, TorchScript or "
-    "torch.export, verified against PyTorch (lightseg export --help)."
 )
 
 
@@ -216,19 +204,6 @@ class LightsegCLI(AdaptedLightningCLI):
             trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, SaveConfigCallback)]
 
 
-def version_line() -> str:
-    """``lightseg X (torch Y, torchvision Z, lightning W)``: what a bug report needs."""
-    import torchvision
-    from lightning import __version__ as lightning_version
-
-    from lightseg import __version__
-
-    return (
-        f"lightseg {__version__} (torch {torch.__version__}, torchvision {torchvision.__version__}, "
-        f"lightning {lightning_version})"
-    )
-
-
 def finish_wandb(trainer: Trainer | None) -> None:
     """Close the W&B runs of ``trainer`` (summary and files written), so that the next run in this process is new."""
     for logger in trainer.loggers if trainer is not None else []:
@@ -316,5 +291,5 @@ def user_message(err: BaseException) -> str:
 
 
 def console_main() -> None:
-    """The ``lightseg`` console script (exit status 0, or 2 for a user mistake)."""
+    """The full CLI as a console script (``lightseg`` itself starts at :func:`lightseg.entry.console_main`)."""
     main()

@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from lightseg.data_check import check_data, unreadable_data
-from lightseg.data_report import format_report, write_report
-from lightseg.datamodules.base import BaseDataModule
 from lightseg.errors import LightsegError, class_count_mismatch
+
+if TYPE_CHECKING:
+    from lightseg.datamodules.base import BaseDataModule
 
 USAGE = """usage: lightseg data check --config CONFIG.yaml [--data.init_args.KEY VALUE ...] [--out FOLDER]
                            [--workers N] [--limit N] [--pictures N]
@@ -40,10 +40,14 @@ def data_main(args: list[str]) -> None:
         print(USAGE)
         raise SystemExit(0 if args else 2)
     if args[0] != "check":
-        raise LightsegError(f"unknown command `lightseg data {args[0]}`; the data command is `lightseg data check`")
+        raise LightsegError(data_usage_error(args[0]))
     if any(a in ("-h", "--help") for a in args[1:]):
         print(USAGE)
         raise SystemExit(0)
+    # the readers and the report import torch: only once there is a data set to read
+    from lightseg.data_check import check_data, unreadable_data
+    from lightseg.data_report import format_report, write_report
+
     datamodule, options = _parse(args[1:])
     if Path(options["out"]).exists() and not Path(options["out"]).is_dir():
         raise LightsegError(f"--out {options['out']} is a file; give a folder for report.json and samples.png")
@@ -102,11 +106,17 @@ def _model_num_classes(sections: list[dict[str, Any]], aside: list[tuple[str, st
     return found
 
 
+def data_usage_error(command: str) -> str:
+    """The message for ``lightseg data <command>`` with a command that is not ``check``."""
+    return f"unknown command `lightseg data {command}`; the data command is `lightseg data check`"
+
+
 def _parse(args: list[str]) -> tuple[BaseDataModule | tuple[str, LightsegError], dict[str, Any]]:
     """The data module (or, where it cannot be made, its name and why) and this command's options."""
     from lightning.pytorch import LightningDataModule
 
     from lightseg.config_files import check_config_files
+    from lightseg.datamodules.base import BaseDataModule
     from lightseg.parser_errors import LightsegArgumentParser
 
     check_config_files(args)

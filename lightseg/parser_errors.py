@@ -10,13 +10,9 @@ from typing import Any, NoReturn
 from lightning.pytorch.cli import LightningArgumentParser
 from typing_extensions import override
 
+from lightseg.commands import COMMAND_LIST, START
 from lightseg.config_files import file_setting
 from lightseg.errors import closest_names
-
-#: every lightseg command, for messages that list them
-COMMANDS = "fit, validate, test, predict, export, data check"
-#: the first command of a newcomer, offered where a command line lacks a config
-START = "; start from a config, e.g. `lightseg fit --config configs/quickstart.yaml` (trains offline in minutes)"
 
 
 class LightsegArgumentParser(LightningArgumentParser):
@@ -38,7 +34,7 @@ class LightsegArgumentParser(LightningArgumentParser):
             message = f"unknown option {option!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
         if 'expected "subcommand"' in message:  # `lightseg` alone
             sys.stderr.write(f"lightseg: error: no command given{START}\n")
-            sys.stderr.write(f"commands: {COMMANDS}; `lightseg --help` says what each does\n")
+            sys.stderr.write(f"commands: {COMMAND_LIST}; `lightseg --help` says what each does\n")
             raise SystemExit(2)
         required = re.search(r"the following arguments are required: (\w+)\.", message)
         if required and re.search(r"\b\w+\.(data|model)\b", message):  # `lightseg fit` without a config

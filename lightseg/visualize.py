@@ -17,6 +17,8 @@ from lightseg.colors import class_palette
 
 #: the palette of a data set without colours of its own (:func:`~lightseg.colors.class_palette`)
 PALETTE = class_palette()
+#: the line drawn just outside each painted region (see :func:`overlay`)
+HALO_COLOUR = (20, 20, 20)
 #: pictures for people are enlarged until their shorter side is at least this many pixels
 DISPLAY_SIDE = 256
 #: the same for dashboard samples, which show two or three pictures side by side
@@ -55,7 +57,8 @@ def overlay(
 
     Background (0) stays unpainted; ``ignore_index`` is washed white; other labels are blended
     with ``alpha``, and the ``outline`` pixels (0: none) along each region's border are drawn
-    opaque, so that a region stays visible over any colour. Labels beyond 255 reuse the palette cyclically.
+    opaque, with a dark line just outside them, so that a region and its class stay visible
+    over any colour. Labels beyond 255 reuse the palette cyclically.
     """
     labels = mask.astype(np.int64)
     colours = colours[np.where(labels == ignore_index, 255, labels % 256)].astype(np.float32)
@@ -72,6 +75,15 @@ def overlay(
             edge[1:] |= (labels[1:] != labels[:-1]) | ~inside[:-1]
         edge &= painted & (labels != ignore_index)
         out[edge] = colours[edge]
+        # a dark line just outside each region: its border stands out even on a background of its own colour
+        region = painted & (labels != ignore_index)
+        halo = np.zeros_like(region)
+        halo[:, :-1] |= region[:, 1:]
+        halo[:, 1:] |= region[:, :-1]
+        halo[:-1] |= region[1:]
+        halo[1:] |= region[:-1]
+        halo &= ~painted
+        out[halo] = HALO_COLOUR
     return out.round().clip(0, 255).astype(np.uint8)
 
 

@@ -21,7 +21,15 @@ from lightseg.callbacks.dashboard import image_iou
 from lightseg.cli import main
 from lightseg.datamodules import ShapesDataModule
 from lightseg.types import SemanticEvalOutput
-from lightseg.visualize import PALETTE, confusion_matrix_image, enlarge, overlay, sample_panel, to_uint8_image
+from lightseg.visualize import (
+    HALO_COLOUR,
+    PALETTE,
+    confusion_matrix_image,
+    enlarge,
+    overlay,
+    sample_panel,
+    to_uint8_image,
+)
 
 from conftest import ROOT, TINY_SHAPES
 
@@ -340,7 +348,7 @@ def test_overlays_are_legible_outlined_and_captions_never_cover_each_other() -> 
     painted = overlay(np.zeros((6, 6, 3), np.uint8), mask)
     np.testing.assert_array_equal(painted[1, 1], PALETTE[1])  # border: opaque
     np.testing.assert_array_equal(painted[2, 2], np.round(PALETTE[1] * 0.5))  # inside: blended
-    assert not painted[0].any()  # background untouched
+    assert (painted[0, 1:5] == HALO_COLOUR).all() and not painted[0, 0].any()  # a dark line outside; else untouched
     # a 37 x 53 image is enlarged 7x (shorter side >= 256), a legend below
     assert display_scale(37, 53) == 7 and display_scale(600, 800) == 1
     picture = annotated_overlay(np.zeros((37, 53, 3), np.uint8), np.ones((37, 53), np.uint8), ["bg", "cat"])

@@ -13,7 +13,7 @@ PACKAGE = ROOT / "lightseg"
 #: (and its own package)
 LAYERS = {
     # foundations: no lightseg import beyond these
-    "errors": 0, "types": 0, "colors": 0, "run_folder": 0, "optim": 0, "loggers": 0,
+    "errors": 0, "types": 0, "colors": 0, "run_folder": 0, "optim": 0, "loggers": 0, "commands": 0,
     "checkpoints": 1, "coco_masks": 1, "config_files": 1, "crf": 1, "export_verify": 1, "inference": 1, "losses": 1,
     "weights": 1,
     "visualize": 1,
@@ -25,7 +25,8 @@ LAYERS = {
     "cli_adapter": 5, "parser_errors": 5, "trainer": 5,
     "cli_config": 6, "data_command": 6,
     "cli": 7,
-    "__main__": 8,
+    "entry": 8,
+    "__main__": 9,
 }  # fmt: skip
 
 
