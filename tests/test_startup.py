@@ -1,4 +1,4 @@
-"""The first keystroke: `lightseg --help`, `--version`, `data check --help`, a mistyped command: answered without torch."""
+"""The first keystroke: --help, --version, data check --help, a mistyped command: answered without torch."""
 
 from __future__ import annotations
 
