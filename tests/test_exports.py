@@ -206,3 +206,19 @@ def test_validate_on_train_says_what_the_score_is(tmp_path: Path, capsys: pytest
           "--trainer.max_steps=1", "--trainer.enable_progress_bar=false"])  # fmt: skip
     err = capsys.readouterr().err
     assert "warning: validate_on_train is set: the validation score is measured on the training images" in err
+
+
+def test_the_data_check_takes_fits_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = write_cvat(tmp_path / "cvat", 4)
+    config = str(ROOT / "configs" / "semantic" / "folder_unet.yaml")
+    fit_options = ["--model.init_args.weights_backbone", "null", "--trainer.max_epochs=3", "--seed_everything", "1",
+                   "--ckpt_path", "last", "--model.init_args.num_classes=3"]  # fmt: skip
+    main(["data", "check", "--config", config, f"--data.init_args.root={root}", *fit_options,
+          "--out", str(tmp_path / "check")])  # fmt: skip
+    assert json.loads((tmp_path / "check" / "report.json").read_text())["error_counts"] == {}
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as info:  # a class count the data disagrees with: one line, as fit says it
+        main(["data", "check", "--config", config, f"--data.init_args.root={root}", "--model.init_args.num_classes=5"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert info.value.code == 2 and len(err) == 1
+    assert "model num_classes=5 disagrees with the data: SegmentationFolderDataModule has 3 classes" in err[0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
 
 import pytest
@@ -117,7 +118,7 @@ def _val_miou(run: Path) -> float:
 
 
 def test_init_from_on_the_command_line_starts_from_the_checkpoint(
-    shapes_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    shapes_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.chdir(tmp_path)
     base = ["--config", str(ROOT / "configs" / "quickstart.yaml"), *TINY_SHAPES, f"--data.init_args.root={shapes_root}",
@@ -126,13 +127,17 @@ def test_init_from_on_the_command_line_starts_from_the_checkpoint(
     checkpoint = next((tmp_path / "runs").rglob("last.ckpt"))
     main(["validate", *base, f"--ckpt_path={checkpoint}", "--trainer.logger.init_args.name=resumed"])
     main(["validate", *base, f"--model.init_args.init_from={checkpoint}", "--trainer.logger.init_args.name=init"])
+    capsys.readouterr()
     main(["validate", *base, "--trainer.logger.init_args.name=scratch"])
+    # an untrained head's scores are printed, not kept in a run folder
+    scratch = float(re.findall(r"val_miou\s+([0-9.]+)", capsys.readouterr().out)[-1])
+    assert not (tmp_path / "runs" / "quickstart" / "scratch").exists()
     resumed, initialised = (
         _val_miou(tmp_path / "runs" / "quickstart" / "resumed"),
         _val_miou(tmp_path / "runs" / "quickstart" / "init"),
     )
     assert initialised == resumed
-    assert _val_miou(tmp_path / "runs" / "quickstart" / "scratch") != resumed
+    assert scratch != pytest.approx(resumed, abs=1e-6)
 
 
 def _dog_detector_file(path: Path) -> None:
