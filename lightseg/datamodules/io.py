@@ -132,15 +132,19 @@ def read_mask(path: Path, num_classes: int, ignore_index: int = 255, colormap: n
         array = _colours_to_indices(array[..., :3], path, num_classes, ignore_index, colormap)
     elif mode not in ("P", "L", "I", "I;16"):
         raise LightsegError(f"mask {path} has image mode {mode!r}; expected a palette, grey or RGB PNG")
-    labels = array[array != ignore_index]
+    _refuse_values_beyond(path, array[array != ignore_index], num_classes, f"and {ignore_index} = ignore")
+    return array.astype(np.uint8)
+
+
+def _refuse_values_beyond(path: Path, labels: np.ndarray, num_classes: int, void: str) -> None:
+    """Refuse a mask whose ``labels`` (void left out) reach beyond the classes, naming the values."""
     if labels.size and int(labels.max()) >= num_classes:
         bad = sorted({int(v) for v in np.unique(labels) if v >= num_classes})
         raise MaskLabelError(
             f"mask {path} holds label value(s) {bad[:5]} but the data set has {num_classes} classes "
-            f"(valid: 0..{num_classes - 1} and {ignore_index} = ignore)",
+            f"(valid: 0..{num_classes - 1} {void})",
             list(bad),
         )
-    return array.astype(np.uint8)
 
 
 def read_npy_mask(path: Path, num_classes: int, ignore_index: int = 255) -> np.ndarray:
@@ -153,14 +157,7 @@ def read_npy_mask(path: Path, num_classes: int, ignore_index: int = 255) -> np.n
         raise LightsegError(f"cannot read mask {path}: {err}") from None
     if array.ndim != 2 or not np.issubdtype(array.dtype, np.integer):
         raise LightsegError(f"mask {path} holds a {array.dtype} array of shape {array.shape}; expected [H, W] integers")
-    labels = array[(array >= 0) & (array != ignore_index)]
-    if labels.size and int(labels.max()) >= num_classes:
-        bad = sorted({int(v) for v in np.unique(labels) if v >= num_classes})
-        raise MaskLabelError(
-            f"mask {path} holds label value(s) {bad[:5]} but the data set has {num_classes} classes "
-            f"(valid: 0..{num_classes - 1}, -1 = ignore)",
-            list(bad),
-        )
+    _refuse_values_beyond(path, array[(array >= 0) & (array != ignore_index)], num_classes, "and -1 = ignore")
     return np.where(array < 0, ignore_index, array).astype(np.uint8)
 
 
