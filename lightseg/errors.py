@@ -28,9 +28,11 @@ def closest_names(value: str, choices: list[str] | tuple[str, ...]) -> str:
     return f"{hint} valid choices: {', '.join(sorted(choices))}"
 
 
-def class_count_mismatch(given: int, data_classes: int, data_name: str) -> str:
-    """The message for a model ``num_classes`` the data disagrees with (the data decides)."""
+def class_count_mismatch(
+    given: int, data_classes: int, data_name: str, fix: str = "leave model num_classes out"
+) -> str:
+    """The message for a model ``num_classes`` the data disagrees with (the data decides); ``fix`` says what to do."""
     return (
         f"model num_classes={given} disagrees with the data: {data_name} has {data_classes} classes "
-        "(background included), and the data decides; leave model num_classes out"
+        f"(background included), and the data decides; {fix}"
     )

@@ -10,7 +10,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 from typing_extensions import override
 
-from lightseg.errors import LightsegError
+from lightseg.errors import LightsegError, class_count_mismatch
 from lightseg.metrics.coco import COCO_OKS_SIGMAS, STAT_NAMES, Backend, COCOEvaluator, IoUType
 from lightseg.metrics.tables import format_ap_table
 from lightseg.models.detection import (
@@ -203,9 +203,11 @@ class DetectionTask(BaseTask):
         """Refuse a data module whose classes do not fit the model, in one line."""
         if datamodule.num_classes != self.hparams["num_classes"]:
             raise LightsegError(
-                f"the data has {datamodule.num_classes} classes (with background) but the model "
-                f"{self.hparams['num_classes']}; leave model num_classes to the CLI link or set it to match"
-            )
+                class_count_mismatch(
+                    self.hparams["num_classes"], datamodule.num_classes, type(datamodule).__name__,
+                    f"build the task with num_classes={datamodule.num_classes} (the CLI links it from the data)",
+                )
+            )  # fmt: skip
 
     def _end_epoch(self, stage: str) -> None:
         metric = cast(COCOEvaluator, self.stage_metrics(stage))

@@ -12,7 +12,7 @@ from torch import nn
 from torchmetrics import MeanMetric
 from typing_extensions import override
 
-from lightseg.errors import LightsegError
+from lightseg.errors import LightsegError, class_count_mismatch
 from lightseg.inference import InferenceSettings, migrate_flat_settings
 from lightseg.losses import LossName, SegmentationLoss, median_frequency_weights
 from lightseg.metrics import EvaluationProtocol, SegmentationMetrics, format_class_table, image_scores
@@ -331,10 +331,11 @@ class SemanticSegmentationTask(BaseTask):
         data_classes = getattr(datamodule, "num_classes", None)
         if isinstance(data_classes, int) and data_classes != self.hparams["num_classes"]:
             raise LightsegError(
-                f"the model has num_classes={self.hparams['num_classes']} but {type(datamodule).__name__} has "
-                f"{data_classes} classes; build the task with num_classes={data_classes} "
-                "(the CLI links it from the data)"
-            )
+                class_count_mismatch(
+                    self.hparams["num_classes"], data_classes, type(datamodule).__name__,
+                    f"build the task with num_classes={data_classes} (the CLI links it from the data)",
+                )
+            )  # fmt: skip
         batch_size = getattr(datamodule, "batch_size", None)
         pooled = [m for m in self.model.modules() if type(m).__name__ == "ASPPPooling"]
         if stage == "fit" and pooled and isinstance(batch_size, int) and batch_size < 2:
