@@ -146,7 +146,9 @@ def _cvat(root: Path) -> Layout:
 
 def _roboflow(root: Path) -> Layout:
     folders = {s: f for s, f in ROBOFLOW_SPLITS.items() if (root / f).is_dir()}
-    class_file = next(root / f / "_classes.csv" for f in folders.values() if (root / f / "_classes.csv").is_file())
+    class_file = next(
+        (root / f / "_classes.csv" for f in folders.values() if (root / f / "_classes.csv").is_file()), None
+    )
     return Layout(
         "roboflow",
         "a Roboflow export (Semantic Segmentation Masks)",
