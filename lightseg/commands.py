@@ -71,7 +71,5 @@ def top_level_help() -> str:
         "options:",
         "  -h, --help    Show this help message and exit; `lightseg COMMAND --help` lists a command's options.",
         "  --version     Print versions and exit.",
-        "",
-        *textwrap.wrap(EPILOG, width),
     ]
     return "\n".join(lines)
