@@ -164,6 +164,20 @@ def test_bf16_mixed_precision_trains_with_float32_losses(tiny_shapes: ShapesData
     assert 0.0 <= float(trainer.callback_metrics["val_miou"]) <= 1.0
 
 
+@pytest.mark.slow
+def test_compiled_model_takes_every_input_size() -> None:
+    # torch.compile for real (inductor, ~75 s here): evaluation images differ in size, so the
+    # second size recompiles with dynamic shapes; the padding to the size divisor once made that fail
+    plain, fast = _task(), _task(compile=True)
+    fast.load_state_dict(plain.state_dict())
+    fast.configure_model()
+    plain.eval(), fast.eval()
+    with torch.no_grad():
+        for size in ((64, 64), (48, 80), (37, 53)):
+            image = torch.rand(1, 3, *size, generator=torch.Generator().manual_seed(0))
+            torch.testing.assert_close(fast(image)["out"], plain(image)["out"], rtol=1e-4, atol=1e-4)
+
+
 def test_channels_last_and_compile_options(monkeypatch: pytest.MonkeyPatch) -> None:
     plain, fast = _task(), _task(channels_last=True, compile=True)
     fast.load_state_dict(plain.state_dict())

@@ -89,8 +89,10 @@ class SegmentationModel(nn.Module):
         x = (image - self.mean) / self.std
         d = self.size_divisor
         # zero after normalisation = the mean colour, the least surprising filler; padded by zero
-        # pixels where nothing is needed, as a branch on the size would freeze an exported graph to one case
-        x = F.pad(x, (0, (-width) % d, 0, (-height) % d))
+        # pixels where nothing is needed, as a branch on the size would freeze an exported graph to one case.
+        # Rounded up by floor division, not ``(-width) % d``: torch.compile's dynamic shapes fail on the
+        # modulo of a negative size (inductor has no handler for it) at the second input size
+        x = F.pad(x, (0, (width + d - 1) // d * d - width, 0, (height + d - 1) // d * d - height))
         raw = self.net(x)
         outputs = {"out": raw} if isinstance(raw, torch.Tensor) else {k: raw[k] for k in ("out", "aux") if k in raw}
         padded = (x.shape[-2], x.shape[-1])
