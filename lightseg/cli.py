@@ -33,7 +33,7 @@ from lightseg.cli_config import (
 )
 from lightseg.commands import DESCRIPTION, EPILOG, version_line
 from lightseg.config_files import check_config_files
-from lightseg.errors import LightsegError
+from lightseg.errors import LightsegError, causes
 from lightseg.export import ExportSettings
 from lightseg.parser_errors import LightsegArgumentParser
 from lightseg.run_folder import RunFolderGuard, run_dir
@@ -265,19 +265,12 @@ GPU_HINT = (
 
 def find_user_error(err: BaseException) -> LightsegError | None:
     """The :class:`LightsegError` behind ``err``, also when jsonargparse or Lightning wrapped it."""
-    seen: set[int] = set()
-    pending: list[BaseException | None] = [err]
-    while pending:
-        current = pending.pop()
-        if current is None or id(current) in seen:
-            continue
+    for current in causes(err):
         if isinstance(current, LightsegError):
             return current
         if isinstance(current, MisconfigurationException):  # Lightning's word for a configuration mistake
             message = str(current).strip()
             return LightsegError(GPU_HINT if "gpu backend" in message.lower() else message)
-        seen.add(id(current))
-        pending += [current.__cause__, current.__context__]
     return None
 
 

@@ -25,21 +25,11 @@ def class_palette(class_colors: Any = None) -> np.ndarray:
     """The ``[256, 3]`` uint8 palette of a data set: its masks, pictures, overlays, dashboards and export metadata.
 
     The data set's own colours where it has them (VOC, Cityscapes, a CVAT ``labelmap.txt``, a
-    class file's colours), for its classes; otherwise :data:`DISTINCT` (background black),
-    whose colours are at least 17 CIEDE2000 units apart from each other, from black and from
-    white, and hues spaced by the golden angle beyond them. 255 (void) is white unless the data
-    set's colours say otherwise (VOC's void is (224, 224, 192)).
+    class file's colours) for its classes; the other entries are :data:`DISTINCT` (background
+    black), whose colours are at least 17 CIEDE2000 units apart from each other, from black and
+    from white, then hues spaced by the golden angle, and white for 255 (void).
     """
-    import colorsys
-
-    palette = np.zeros((256, 3), dtype=np.uint8)
-    for i in range(1, 255):
-        if i <= len(DISTINCT):
-            palette[i] = DISTINCT[i - 1]
-        else:
-            r, g, b = colorsys.hsv_to_rgb((i * 0.618034) % 1.0, 0.85, 0.95)
-            palette[i] = (round(255 * r), round(255 * g), round(255 * b))
-    palette[255] = VOID_COLOUR
+    palette = _GENERATED.copy()
     if class_colors is not None and 0 < len(class_colors) <= 256:
         palette[: len(class_colors)] = np.asarray(class_colors, dtype=np.uint8).reshape(len(class_colors), 3)
     return palette
@@ -63,6 +53,22 @@ DISTINCT = np.array(
 )  # fmt: skip
 #: the colour of ``ignore`` (void) pixels in generated palettes
 VOID_COLOUR = (255, 255, 255)
+
+
+def _generated_palette() -> np.ndarray:
+    import colorsys
+
+    palette = np.zeros((256, 3), dtype=np.uint8)
+    palette[1 : len(DISTINCT) + 1] = DISTINCT
+    for i in range(len(DISTINCT) + 1, 255):
+        r, g, b = colorsys.hsv_to_rgb((i * 0.618034) % 1.0, 0.85, 0.95)
+        palette[i] = (round(255 * r), round(255 * g), round(255 * b))
+    palette[255] = VOID_COLOUR
+    return palette
+
+
+#: the palette of a data set without colours of its own (computed once; :func:`class_palette` copies it)
+_GENERATED = _generated_palette()
 
 
 def rgb_to_lab(rgb: np.ndarray) -> np.ndarray:

@@ -7,9 +7,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
-from lightseg.errors import LightsegError, class_count_mismatch
+from lightseg.errors import LightsegError, class_count_mismatch, user_error
 
 if TYPE_CHECKING:
     from lightseg.datamodules.base import BaseDataModule
@@ -68,9 +66,8 @@ def data_main(args: list[str]) -> None:
 OWN_OPTIONS = ("--data", "--out", "--workers", "--limit", "--pictures")
 
 
-def _split_options(args: list[str]) -> tuple[list[str], list[str], list[tuple[str, str]]]:
-    """``(config files, this command's arguments, the fit options left aside as (key, value))``."""
-    configs: list[str] = []
+def _split_options(args: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
+    """``(this command's arguments, the fit options left aside as (key, value))``; ``--config`` files are neither."""
     own: list[str] = []
     aside: list[tuple[str, str]] = []
     position = 0
@@ -82,14 +79,12 @@ def _split_options(args: list[str]) -> tuple[list[str], list[str], list[tuple[st
             step = 2
         else:
             step = 1
-        if key == "--config":
-            configs.append(value)
-        elif any(key == o or key.startswith(o + ".") for o in OWN_OPTIONS) or not key.startswith("--"):
-            own += args[position : position + step] if not has_value else [arg]
-        else:
+        if any(key == o or key.startswith(o + ".") for o in OWN_OPTIONS) or not key.startswith("--"):
+            own += args[position : position + step]
+        elif key != "--config":  # the config files are read by check_config_files
             aside.append((key.removeprefix("--"), value))
         position += step
-    return configs, own, aside
+    return own, aside
 
 
 def _model_num_classes(sections: list[dict[str, Any]], aside: list[tuple[str, str]]) -> int | None:
@@ -115,13 +110,13 @@ def _parse(args: list[str]) -> tuple[BaseDataModule | tuple[str, LightsegError],
     """The data module (or, where it cannot be made, its name and why) and this command's options."""
     from lightning.pytorch import LightningDataModule
 
-    from lightseg.config_files import check_config_files
+    from lightseg.config_files import CONFIG_FILES, check_config_files
     from lightseg.datamodules.base import BaseDataModule
     from lightseg.parser_errors import LightsegArgumentParser
 
-    check_config_files(args)
-    configs, own, aside = _split_options(args)
-    sections = [yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {} for path in configs]
+    check_config_files(args)  # reads each --config file once, naming the file for what is wrong
+    own, aside = _split_options(args)
+    sections = [content for _, content in CONFIG_FILES]
     rest: list[str] = []
     for section in sections:
         if section.get("data") is not None:  # the config's data section; model and trainer are fit's
@@ -143,7 +138,7 @@ def _parse(args: list[str]) -> tuple[BaseDataModule | tuple[str, LightsegError],
     try:
         datamodule = parser.instantiate(config)["data"]
     except Exception as err:  # the data's own problem (a missing root, a bad class list): reported
-        problem = _user_error(err)
+        problem = user_error(err)
         if problem is None:
             raise
         return (str(config["data"]["class_path"]).rsplit(".", 1)[-1], problem), options
@@ -153,15 +148,3 @@ def _parse(args: list[str]) -> tuple[BaseDataModule | tuple[str, LightsegError],
     if model_classes is not None and model_classes != datamodule.num_classes:
         raise LightsegError(class_count_mismatch(model_classes, datamodule.num_classes, type(datamodule).__name__))
     return datamodule, options
-
-
-def _user_error(err: BaseException) -> LightsegError | None:
-    """The :class:`LightsegError` behind ``err`` (jsonargparse wraps what a class raises while it is built)."""
-    seen: set[int] = set()
-    current: BaseException | None = err
-    while current is not None and id(current) not in seen:
-        if isinstance(current, LightsegError):
-            return current
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
-    return None

@@ -6,6 +6,8 @@ non-zero; anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 
 class LightsegError(ValueError):
     """A user mistake: the message names the file or value at fault and the fix."""
@@ -17,6 +19,24 @@ class MaskLabelError(LightsegError):
     def __init__(self, message: str, values: list[object]) -> None:
         super().__init__(message)
         self.values = values
+
+
+def causes(err: BaseException) -> Iterator[BaseException]:
+    """``err`` and every exception behind it (``__cause__``, ``__context__``), each once."""
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [err]
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        pending += [current.__cause__, current.__context__]
+
+
+def user_error(err: BaseException) -> LightsegError | None:
+    """The :class:`LightsegError` behind ``err`` (jsonargparse and Lightning wrap what a class raises)."""
+    return next((e for e in causes(err) if isinstance(e, LightsegError)), None)
 
 
 def closest_names(value: str, choices: list[str] | tuple[str, ...]) -> str:

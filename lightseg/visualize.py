@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
+from scipy.ndimage import binary_dilation
 
 from lightseg.colors import class_palette
 
@@ -76,13 +77,7 @@ def overlay(
         edge &= painted & (labels != ignore_index)
         out[edge] = colours[edge]
         # a dark line just outside each region: its border stands out even on a background of its own colour
-        region = painted & (labels != ignore_index)
-        halo = np.zeros_like(region)
-        halo[:, :-1] |= region[:, 1:]
-        halo[:, 1:] |= region[:, :-1]
-        halo[:-1] |= region[1:]
-        halo[1:] |= region[:-1]
-        halo &= ~painted
+        halo = binary_dilation(painted & (labels != ignore_index)) & ~painted  # the 4-neighbours outside
         out[halo] = HALO_COLOUR
     return out.round().clip(0, 255).astype(np.uint8)
 

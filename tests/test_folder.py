@@ -11,7 +11,7 @@ from lightning.pytorch import Trainer
 
 from lightseg.cli import main
 from lightseg.datamodules import SegmentationFolderDataModule
-from lightseg.datamodules.folder import hash_split
+from lightseg.datamodules.splits import hash_split
 from lightseg.datamodules.transforms import train_transforms
 from lightseg.errors import LightsegError
 from lightseg.tasks import SemanticSegmentationTask

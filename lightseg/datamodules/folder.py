@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Callable, Sequence
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,12 +20,10 @@ from lightseg.datamodules.exports import Layout, LayoutName, check_class_names, 
 from lightseg.datamodules.files import Sample, SegmentationFiles, read_split
 from lightseg.datamodules.io import IMAGE_EXTENSIONS, progress, refuse_lossy_mask
 from lightseg.datamodules.labelstudio import BrushFiles, brush_labels, brush_samples
+from lightseg.datamodules.splits import SPLITS, split_by_hash
 from lightseg.errors import LightsegError
 
 MaskFormat = Literal["auto", "index", "palette", "rgb", "binary"]
-SPLITS = ("train", "val", "test")
-#: below this many images, a hash split keeps every class in training where it can (see ``_small_split``)
-SMALL_SET = 10
 
 
 def _scan(
@@ -58,16 +56,6 @@ def _scan(
                 raise LightsegError(f"{what} {found[key]} and {path} have the same name; keep one of them")
             found[key] = path
     return found
-
-
-def hash_split(key: str, val_fraction: float, test_fraction: float, seed: int) -> str:
-    """``train``, ``val`` or ``test`` for ``key``, from a hash of it: adding files never moves the others."""
-    position = hash_split_position(key, seed)
-    if position < test_fraction:
-        return "test"
-    if position < test_fraction + val_fraction:
-        return "val"
-    return "train"
 
 
 def load_class_names(value: Sequence[str] | str) -> tuple[tuple[str, ...], list[tuple[int, int, int]] | None]:
@@ -109,9 +97,9 @@ class SegmentationFolderDataModule(SplitDataModule):
     ``test/`` subfolders of both folders (Roboflow's ``valid/`` is ``val``); split files
     (``root/splits/{train,val,test}.txt``, CVAT's ``ImageSets/Segmentation/``) listing the
     names; or a split by a hash of each name (``val_fraction``, ``test_fraction``): stable
-    when files are added, logged with its counts. A set of fewer than
-    :data:`SMALL_SET` images is split so that training keeps at least one image of every
-    class where it can; ``validate_on_train`` validates on the training images instead.
+    when files are added, logged with its counts (:mod:`lightseg.datamodules.splits`; a set
+    of fewer than 10 images is split so that training keeps an image of every class where it
+    can); ``validate_on_train`` validates on the training images instead.
 
     Masks (``mask_format``; ``auto`` reads the first mask and says what it found):
 
@@ -205,6 +193,18 @@ class SegmentationFolderDataModule(SplitDataModule):
             self._layout = recognise(self.root, *self._layout_choice)
         return self._layout
 
+    @cached_property
+    def _coco_export(self) -> tuple[COCOAnnotations, Path]:
+        """A Label Studio COCO export's annotations (parsed once) and the folder its image names are relative to.
+
+        Label Studio writes ``images/x.jpg`` names beside ``images/``; other tools name the files in it.
+        """
+        assert self.layout.annotations is not None
+        annotations = COCOAnnotations.from_file(self.layout.annotations)
+        first = next(iter(annotations.images.values()), None)
+        root = self.layout.images
+        return annotations, root if first is None or (root / first["file_name"]).is_file() else root / "images"
+
     @property
     def folders(self) -> tuple[Path, Path]:
         """The image folder and the mask folder."""
@@ -215,8 +215,7 @@ class SegmentationFolderDataModule(SplitDataModule):
             return load_class_names(value)
         layout = self.layout
         if layout.name == "labelstudio-coco":
-            assert layout.annotations is not None
-            return COCOAnnotations.from_file(layout.annotations).class_names, None
+            return self._coco_export[0].class_names, None
         if layout.name == "labelstudio":
             assert layout.annotations is not None
             names = ("background", *brush_labels(layout.annotations)[1])
@@ -252,9 +251,7 @@ class SegmentationFolderDataModule(SplitDataModule):
     def _find_samples(self) -> dict[str, list[Sample]]:
         layout = self.layout
         if layout.name == "labelstudio-coco":
-            assert layout.annotations is not None
-            annotations = COCOAnnotations.from_file(layout.annotations)
-            images = layout.images if _listed_here(annotations, layout.images) else layout.images / "images"
+            annotations, images = self._coco_export
             source, listed = Path(annotations.source), annotations.images
             samples = [Sample(str(i), images / listed[i]["file_name"], source) for i in sorted(listed)]
             return self._split_by_hash(samples)
@@ -296,44 +293,7 @@ class SegmentationFolderDataModule(SplitDataModule):
     def _split_by_hash(self, pairs: list[Sample]) -> dict[str, list[Sample]]:
         if self.validate_on_train:
             return {"train": pairs}
-        result: dict[str, list[Sample]] = {split: [] for split in SPLITS}
-        if 1 < len(pairs) < SMALL_SET and self.fractions[0] > 0:
-            return self._small_split(pairs)
-        for sample in pairs:
-            result[hash_split(sample.id, *self.fractions, self.split_seed)].append(sample)
-        rank_zero_info(
-            f"{self.root}: split by name hash (seed {self.split_seed}): "
-            + ", ".join(f"{len(v)} {k}" for k, v in result.items())
-        )
-        return result
-
-    def _small_split(self, pairs: list[Sample]) -> dict[str, list[Sample]]:
-        """A few images: ``val_fraction`` of them (at least one) for validation, keeping every class in training.
-
-        A hash split of 3 images may leave 1 for training; here the images go to validation in
-        hash order, each only if every class it holds is still in another training image.
-        """
-        order = sorted(pairs, key=lambda s: hash_split_position(s.id, self.split_seed))
-        wanted = min(len(pairs) - 1, max(1, round(len(pairs) * self.fractions[0])))
-        classes = {s.id: self._classes_of(s) for s in pairs}
-        train: list[Sample] = list(order)
-        val: list[Sample] = []
-        for sample in order:
-            if len(val) == wanted:
-                break
-            others = set().union(*(classes[t.id] for t in train if t is not sample))
-            if classes[sample.id] <= others:
-                train.remove(sample)
-                val.append(sample)
-        for sample in order:  # where classes cannot all stay, the share still goes to validation
-            if len(val) < wanted and sample in train:
-                train.remove(sample)
-                val.append(sample)
-        rank_zero_info(
-            f"{self.root}: {len(pairs)} images split {len(train)} train / {len(val)} val (a small set: training keeps "
-            f"an image of every class where it can; validation: {', '.join(s.id for s in val)})"
-        )
-        return {"train": train, "val": val, "test": []}
+        return split_by_hash(pairs, *self.fractions, self.split_seed, self._classes_of, str(self.root))
 
     def _classes_of(self, sample: Sample) -> set[int]:
         dataset = self._dataset([sample], None, "small split")
@@ -407,9 +367,7 @@ class SegmentationFolderDataModule(SplitDataModule):
     def _dataset(self, samples: Sequence[Sample], transforms: Callable[..., Any] | None, name: str) -> Dataset[Any]:
         layout = self.layout
         if layout.name == "labelstudio-coco":
-            assert layout.annotations is not None
-            annotations = self.__dict__.setdefault("_coco", COCOAnnotations.from_file(layout.annotations))
-            images = layout.images if _listed_here(annotations, layout.images) else layout.images / "images"
+            annotations, images = self._coco_export
             return COCOSemanticDataset(
                 annotations,
                 images,
@@ -448,15 +406,3 @@ class SegmentationFolderDataModule(SplitDataModule):
             name=name,
             colormap=colormap,
         )
-
-
-def hash_split_position(key: str, seed: int) -> float:
-    """Where ``key`` falls in [0, 1) for the hash split."""
-    digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64
-
-
-def _listed_here(annotations: COCOAnnotations, folder: Path) -> bool:
-    """Whether the annotation file's image names are relative to ``folder`` (Label Studio writes ``images/x.jpg``)."""
-    first = next(iter(annotations.images.values()), None)
-    return first is None or (folder / first["file_name"]).is_file()

@@ -36,16 +36,20 @@ def _tasks(path: Path) -> list[dict[str, Any]]:
         content = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
         raise LightsegError(f"Label Studio JSON export {path} cannot be read: {err}") from None
-    if not isinstance(content, list) or not all(isinstance(t, dict) and "id" in t for t in content):
-        raise LightsegError(f"{path} is not a Label Studio JSON export (a list of tasks, each with an id)")
+    if not isinstance(content, list) or not all(isinstance(t, dict) and isinstance(t.get("id"), int) for t in content):
+        raise LightsegError(f"{path} is not a Label Studio JSON export (a list of tasks, each with a whole-number id)")
     return content
 
 
 def brush_labels(path: Path) -> tuple[str, list[str]]:
     """The brush tag's name and the label names used in the project's JSON export, in order of first use."""
+    return _brush_labels(_tasks(path), path)
+
+
+def _brush_labels(tasks: list[dict[str, Any]], path: Path) -> tuple[str, list[str]]:
     tags: list[str] = []
     labels: list[str] = []
-    for task in _tasks(path):
+    for task in tasks:
         for annotation in task.get("annotations") or []:
             for result in annotation.get("result") or []:
                 if str(result.get("type", "")).lower() != "brushlabels":
@@ -72,7 +76,8 @@ def brush_samples(
     A task whose image is not in ``images`` is an error naming both; tasks without a brush PNG
     (not annotated, or annotated with nothing) are left out and counted.
     """
-    tag, _ = brush_labels(tasks_file)
+    tasks = _tasks(tasks_file)
+    tag, _ = _brush_labels(tasks, tasks_file)
     label_of = {name: k for k, name in enumerate(class_names)}
     by_task: dict[int, list[tuple[int, Path, int]]] = {}
     for png in sorted(brushes.glob("task-*.png")):
@@ -90,8 +95,8 @@ def brush_samples(
     samples: list[Sample] = []
     regions: dict[Path, list[tuple[Path, int]]] = {}
     unlabelled = 0
-    for task in _tasks(tasks_file):
-        task_id = int(task["id"])
+    for task in tasks:
+        task_id = task["id"]
         if task_id not in by_task:
             unlabelled += 1
             continue
