@@ -187,16 +187,35 @@ def _write(graph: nn.Module, task: LightningModule, settings: ExportSettings, pa
                 spatial = (1, 2) if names[0] == "labels" else (2, 3)
                 axes = {"image": {0: "batch", 2: "height", 3: "width"},
                         names[0]: {0: "batch", spatial[0]: "height", spatial[1]: "width"}}  # fmt: skip
-            torch.onnx.export(
-                graph,
-                (example,),
-                str(path),
-                input_names=["image"],
-                output_names=names,
-                dynamic_axes=axes,
-                opset_version=settings.opset or (16 if detection else ONNX_OPSET),
-                dynamo=False,
-            )
+            opset = settings.opset or (16 if detection else ONNX_OPSET)
+            try:
+                torch.onnx.export(
+                    graph,
+                    (example,),
+                    str(path),
+                    input_names=["image"],
+                    output_names=names,
+                    dynamic_axes=axes,
+                    opset_version=opset,
+                    dynamo=False,
+                )
+            except torch.onnx.errors.UnsupportedOperatorError:
+                if detection:
+                    raise
+                # the TorchScript-based exporter lacks some operators (a ViT's antialiased bicubic resize of its
+                # position embedding to each input's patch grid); torch.export's exporter has them from opset 18
+                dim = torch.export.Dim.DYNAMIC
+                torch.onnx.export(
+                    graph,
+                    (example,),
+                    str(path),
+                    input_names=["image"],
+                    output_names=names,
+                    dynamic_shapes={"image": {0: dim, 2: dim, 3: dim}},
+                    opset_version=max(opset, 18),
+                    dynamo=True,
+                    verbose=False,
+                )
         elif settings.format == "torchscript":
             scripted = torch.jit.script(graph) if detection else torch.jit.trace(graph, example)
             torch.jit.save(scripted, str(path))
@@ -298,7 +317,13 @@ def export_task(
         graph: nn.Module = DetectionGraph(task.model, ids, settings.mask_threshold)  # type: ignore[arg-type]
     else:
         num_classes = int(task.hparams["num_classes"])
-        graph = SemanticGraph(task.model, settings.semantic_output, num_classes, settings.format == "pt2")  # type: ignore[arg-type]
+        graph = SemanticGraph(
+            task.model,  # type: ignore[arg-type]
+            settings.semantic_output,
+            num_classes,
+            crop_by_index=settings.format == "pt2",
+            onnx=settings.format == "onnx",
+        )
     graph.eval()
     # the format's suffix stays last: torch.export.load warns about any other name
     partial = path.with_name(f"{path.stem}.partial-{os.getpid()}{path.suffix}")

@@ -22,14 +22,98 @@ from lightseg.models.semantic import SegmentationModel
 SemanticOutput = Literal["logits", "probs", "labels"]
 
 
-class SemanticGraph(nn.Module):
-    """A semantic model as exported: ``[B,3,H,W]`` RGB in [0, 1] -> logits, probabilities or labels."""
+class GridAveragePool(nn.Module):
+    """``nn.AdaptiveAvgPool2d`` to a fixed grid, written with operations ONNX has for inputs of any size.
 
-    def __init__(self, model: nn.Module, output: SemanticOutput, num_classes: int, crop_by_index: bool = False) -> None:
+    ONNX has no adaptive pooling: the TorchScript-based exporter records a grid pooling (PSPNet's and
+    UPerNet's 2x2 to 6x6) for the example's size only. This computes the same bins (row ``i`` of ``n``
+    spans ``floor(i*H/n)`` to ``ceil((i+1)*H/n)``, as PyTorch's kernel) from the input's size, as
+    differences of a summed-area table (CumSum and Gather in the graph).
+    """
+
+    def __init__(self, output_size: int | tuple[int | None, int | None]) -> None:
+        super().__init__()
+        rows, cols = (output_size, output_size) if isinstance(output_size, int) else output_size
+        if rows is None or cols is None:
+            raise ValueError("GridAveragePool needs both output sizes")
+        self.rows, self.cols = int(rows), int(cols)
+
+    @staticmethod
+    def _bins(count: int, size: int | torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        index = torch.arange(count, device=device)
+        starts = torch.div(index * size, count, rounding_mode="floor")
+        ends = -torch.div(-(index + 1) * size, count, rounding_mode="floor")  # ceil
+        return starts, ends
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        height, width = x.shape[-2], x.shape[-1]
+        table = F.pad(x.cumsum(-2).cumsum(-1), (1, 0, 1, 0))  # table[..., r, c]: the sum of x[..., :r, :c]
+        top, bottom = self._bins(self.rows, height, x.device)
+        left, right = self._bins(self.cols, width, x.device)
+
+        def corner(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+            return table.index_select(-2, rows).index_select(-1, cols)
+
+        sums = corner(bottom, right) - corner(top, right) - corner(bottom, left) + corner(top, left)
+        areas = (bottom - top).unsqueeze(1) * (right - left).unsqueeze(0)
+        return sums / areas.to(x.dtype)
+
+
+class _PyramidBranch(nn.Module):
+    """smp's ``PSPBlock`` as it runs in PyTorch: pool, 1x1 convolution, resize back.
+
+    Under ONNX export smp's block switches to an area interpolation, which the exporter records for
+    the example's size only; this runs the block's own layers, its pooling made portable.
+    """
+
+    def __init__(self, pool: nn.Sequential) -> None:
+        super().__init__()
+        self.pool = pool
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size = (x.shape[-2], x.shape[-1])
+        return F.interpolate(self.pool(x), size=size, mode="bilinear", align_corners=True)
+
+
+def portable_pooling(model: nn.Module) -> nn.Module:
+    """``model`` with each adaptive average pooling to a grid larger than 1x1 replaced by :class:`GridAveragePool`."""
+    from segmentation_models_pytorch.decoders.pspnet.decoder import PSPBlock
+
+    for name, child in list(model.named_children()):
+        if isinstance(child, nn.AdaptiveAvgPool2d) and child.output_size not in (1, (1, 1)):
+            setattr(model, name, GridAveragePool(child.output_size))  # type: ignore[arg-type]
+            continue
+        portable_pooling(child)
+        if isinstance(child, PSPBlock):
+            setattr(model, name, _PyramidBranch(child.pool))
+    return model
+
+
+class SemanticGraph(nn.Module):
+    """A semantic model as exported: ``[B,3,H,W]`` RGB in [0, 1] -> logits, probabilities or labels.
+
+    Args:
+        model: the task's model (copied: the task's own is left as it is).
+        output: what the graph returns.
+        num_classes: the class count (labels are uint8 up to 256 classes).
+        crop_by_index: for ``torch.export``; see :class:`~lightseg.models.semantic.SegmentationModel`.
+        onnx: replace adaptive grid pooling by :class:`GridAveragePool`, which ONNX can hold at every size.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        output: SemanticOutput,
+        num_classes: int,
+        crop_by_index: bool = False,
+        onnx: bool = False,
+    ) -> None:
         super().__init__()
         self.model = copy.deepcopy(model)
         if isinstance(self.model, SegmentationModel):
             self.model.crop_by_index = crop_by_index  # for torch.export: see SegmentationModel
+        if onnx:
+            portable_pooling(self.model)
         net = getattr(self.model, "net", None)
         if getattr(net, "aux_classifier", None) is not None:  # the training-only auxiliary head stays out
             net.aux_classifier = None  # type: ignore[union-attr]

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 import lightseg.export
@@ -21,7 +22,7 @@ from lightseg.colors import class_palette
 from lightseg.datamodules import CityscapesDataModule, ShapesDataModule, VOCDataModule, generate_scene
 from lightseg.errors import LightsegError
 from lightseg.export import ExportSettings, _samples, data_images, export_task
-from lightseg.export_graphs import ExactSizeResize
+from lightseg.export_graphs import ExactSizeResize, GridAveragePool, SemanticGraph
 from lightseg.export_verify import _compare_detections, compare_with_pytorch, score_floor
 from lightseg.inference import InferenceSettings
 from lightseg.tasks import (
@@ -39,8 +40,14 @@ SLOW_VGG = pytest.mark.slow
 SEMANTIC = [
     pytest.param("fcn32s", None, marks=SLOW_VGG), pytest.param("fcn16s", None, marks=SLOW_VGG),
     pytest.param("fcn8s", None, marks=SLOW_VGG), ("fcn", "resnet50"), ("unet", "resnet18"), ("deeplabv2", "resnet50"),
-    ("deeplabv3", "resnet50"), ("deeplabv3plus", "resnet18"),
+    ("deeplabv3", "resnet50"), ("deeplabv3plus", "resnet18"), ("unetplusplus", "resnet18"), ("manet", "resnet18"),
+    ("linknet", "resnet18"), ("fpn", "resnet18"), ("pspnet", "resnet18"), ("pan", "resnet18"),
+    ("upernet", "tu-convnext_atto"), ("segformer", "mit_b0"),
+    # DINOv2's position embedding is resized to each input (antialiased bicubic): torch.export's ONNX exporter, 25 s
+    pytest.param("dpt", "tu-vit_small_patch14_dinov2", marks=pytest.mark.slow),
 ]  # fmt: skip
+#: PAN needs 128 px at least (its pyramid attention halves the stride-16 features three times)
+LARGE_SIZES = [(130, 150), (141, 129)]
 
 
 def _perturb(model: torch.nn.Module) -> None:
@@ -57,22 +64,37 @@ def test_every_semantic_architecture_exports_to_onnx_and_matches_pytorch(
 ) -> None:
     task = SemanticSegmentationTask(arch=arch, backbone=backbone, weights_backbone=None, num_classes=5)
     _perturb(task.model)
-    settings = ExportSettings(output=str(tmp_path / "m.onnx"), semantic_output="logits", verify_sizes=SIZES)
+    sizes = LARGE_SIZES if arch == "pan" else SIZES
+    settings = ExportSettings(output=str(tmp_path / "m.onnx"), semantic_output="logits", verify_sizes=sizes)
     result = export_task(task, None, settings)
-    assert [f["size"] for f in result.verification] == [list(s) for s in SIZES]
+    assert [f["size"] for f in result.verification] == [list(s) for s in sizes]
     for figure in result.verification:
         assert figure["ok"] and figure["max_abs_diff"] < 1e-3 and figure["label_agreement"] >= 0.999
     import onnxruntime
 
     session = onnxruntime.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
-    image = torch.rand(1, 3, 53, 77)  # a size the verification did not use
+    size = (133, 197) if arch == "pan" else (53, 77)  # a size the verification did not use
+    image = torch.rand(1, 3, *size)
     with torch.no_grad():
         expected = task.eval()(image)["out"].numpy()
     (got,) = session.run(None, {"image": image.numpy()})
-    assert got.shape == (1, 5, 53, 77)
+    assert got.shape == (1, 5, *size)
     assert np.abs(got - expected).max() <= 1e-4 + 1e-3 * np.abs(expected).max()
     names = [o.name for o in session.get_outputs()]
     assert names == ["logits"]  # the auxiliary head is not in the graph
+
+
+def test_grid_pooling_is_exported_for_every_input_size() -> None:
+    # ONNX has no adaptive pooling: PSPNet's and UPerNet's 2x2 ... 6x6 bins are computed from the input's size
+    for bins in (1, 2, 3, 6, (2, 5)):
+        for size in ((6, 6), (7, 9), (13, 4), (1, 1), (24, 17)):
+            x = torch.randn(2, 3, *size)
+            torch.testing.assert_close(GridAveragePool(bins)(x), F.adaptive_avg_pool2d(x, bins), rtol=1e-5, atol=1e-5)
+    task = SemanticSegmentationTask(arch="pspnet", backbone="resnet18", weights_backbone=None, num_classes=3)
+    graph = SemanticGraph(task.model, "logits", 3, onnx=True)
+    pools = [m for m in graph.modules() if isinstance(m, GridAveragePool)]
+    assert sorted(p.rows for p in pools) == [2, 3, 6]  # the 1x1 one stays: ONNX's GlobalAveragePool
+    assert not any(isinstance(m, GridAveragePool) for m in task.model.modules())  # the task's model is untouched
 
 
 def test_torchscript_and_torch_export_of_a_semantic_model(tmp_path: Path) -> None:

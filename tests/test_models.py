@@ -11,19 +11,40 @@ from lightseg.models import ARCHITECTURES, build_semantic_model
 from lightseg.models.deeplab import ASPPv2
 from lightseg.models.fcn_vgg import FCNVGG16, bilinear_kernel
 
+#: the smallest backbone of each architecture (smp's decoders: resnet18, SegFormer's MiT-B0, DPT on DINOv2-S)
 TINY_BACKBONE = {
-    "fcn": "resnet50",
-    "unet": "resnet18",
-    "deeplabv2": "resnet50",
-    "deeplabv3": "resnet50",
-    "deeplabv3plus": "resnet18",
-}
+    "fcn": "resnet50", "deeplabv2": "resnet50", "deeplabv3": "resnet50", "segformer": "mit_b0",
+    "dpt": "tu-vit_small_patch14_dinov2",
+}  # fmt: skip
+SMP_DECODERS = ("unet", "unetplusplus", "manet", "linknet", "fpn", "pspnet", "deeplabv3", "deeplabv3plus", "pan",
+                "upernet", "segformer", "dpt")  # fmt: skip
+
+
+def tiny_backbone(arch: str) -> str | None:
+    """A small backbone ``arch`` takes (the VGG FCNs have one: None)."""
+    return TINY_BACKBONE.get(arch, "resnet18" if arch in SMP_DECODERS else None)
+
+
+def test_every_smp_decoder_is_an_arch_and_the_choices_come_from_the_registry() -> None:
+    import typing
+
+    import segmentation_models_pytorch as smp
+
+    from lightseg.models.semantic import ArchName
+
+    assert set(SMP_DECODERS) == set(smp.MODEL_ARCHITECTURES_MAPPING) <= set(ARCHITECTURES)
+    assert typing.get_args(ArchName) == tuple(ARCHITECTURES)  # --help and the YAML schema read this Literal
+    assert ARCHITECTURES["segformer"].default_backbone == "mit_b0"  # the published encoder, not smp's resnet34
+    assert ARCHITECTURES["upernet"].default_backbone == "resnet34"  # smp's own default
+    assert {"decoder_attention_type", "decoder_channels"} <= ARCHITECTURES["unet"].arch_options
+    assert "encoder_name" not in ARCHITECTURES["unet"].arch_options  # lightseg sets it (backbone)
 
 
 @pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
 def test_every_arch_outputs_logits_at_input_size(arch: str) -> None:
-    model = build_semantic_model(arch, num_classes=3, backbone=TINY_BACKBONE.get(arch)).eval()
-    for size in [(33, 47), (64, 64)]:
+    model = build_semantic_model(arch, num_classes=3, backbone=tiny_backbone(arch)).eval()
+    # PAN's pyramid attention halves its stride-16 features three times: 128 px at least
+    for size in [(130, 150), (128, 128)] if arch == "pan" else [(33, 47), (64, 64)]:
         with torch.no_grad():
             out = model(torch.rand(2, 3, *size))
         assert out["out"].shape == (2, 3, *size)
@@ -91,7 +112,7 @@ def test_options_an_architecture_would_ignore_are_refused_in_one_line() -> None:
         ("deeplabv3", "resnet18", {"multi_grid": (1, 1, 1)}, r"multi_grid=\[1, 1, 1\] does not apply to arch "
          r"'deeplabv3' with backbone 'resnet18', which would ignore it \(read by deeplabv3\); remove it"),
         ("unet", None, {"output_stride": 8}, r"output_stride=8 does not apply to arch 'unet' with backbone 'resnet34'"
-         r".* \(read by deeplabv3, deeplabv3plus\)"),
+         r".* \(read by deeplabv3, deeplabv3plus, pan\)"),
         ("deeplabv2", None, {"learnable_upsampling": True}, r"learnable_upsampling=True .* \(read by fcn32s, fcn16s"),
     ]  # fmt: skip
     for arch, backbone, options, message in cases:
@@ -143,3 +164,68 @@ def test_offline_weights_error_says_how_to_fix(monkeypatch: pytest.MonkeyPatch) 
     message = str(info.value)
     assert "resnet50" in message and "weights_backbone: null" in message
     assert "resnet50-0676ba61.pth" in message  # the file to put in the torch hub cache
+
+
+def test_transformer_backbones_run_at_any_input_size() -> None:
+    # DINOv2 (patch 14, position embedding fixed to 518 px) under DPT: padded to a multiple of 28, the
+    # embedding interpolated to each input's grid, DPT's reassembly at 4, 2, 1, 1/2 times that grid
+    dpt = build_semantic_model("dpt", 3, "tu-vit_small_patch14_dinov2").eval()
+    assert dpt.size_divisor == 28
+    blocks = dpt.net.decoder.reassemble_blocks
+    assert [type(b.upsample).__name__ for b in blocks] == ["ConvTranspose2d", "ConvTranspose2d", "Identity", "Conv2d"]
+    assert [blocks[0].upsample.stride, blocks[1].upsample.stride, blocks[3].upsample.stride] == [(4, 4), (2, 2), (2, 2)]
+    # Swin (windows fixed to 224 px) under U-Net
+    swin = build_semantic_model("unet", 3, "tu-swin_tiny_patch4_window7_224").eval()
+    for model in (dpt, swin):
+        for size in [(45, 61), (70, 98)]:
+            with torch.no_grad():
+                assert model(torch.rand(1, 3, *size))["out"].shape == (1, 3, *size)
+
+
+def test_backbones_a_decoder_cannot_take_are_refused_before_building(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_download(*args: object, **kwargs: object) -> None:
+        raise AssertionError("nothing may be downloaded before the combination is known to work")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_download)
+    monkeypatch.setattr("huggingface_hub.hf_hub_download", no_download)
+    cases = [
+        ("upernet", "tu-vit_small_patch14_dinov2", {}, r"arch 'upernet' cannot use backbone "
+         r"'tu-vit_small_patch14_dinov2' .*Unsupported model downsampling pattern.*plain ViT .* works under dpt only; "
+         r"this decoder needs a feature pyramid: .*tu-convnext_tiny"),
+        ("linknet", "mit_b0", {}, r"arch 'linknet' cannot use backbone 'mit_b0'.*mit_b\* encoders work under unet"),
+        ("deeplabv3plus", "tu-swin_tiny_patch4_window7_224", {}, r"output_stride.*needs an encoder that can dilate"),
+        ("dpt", "resnet34", {}, r"arch 'dpt' takes timm models only: backbone tu-<timm model>"),
+        ("unet", "tu-resnett50", {}, r"timm has no model 'resnett50'"),
+    ]  # fmt: skip
+    for arch, backbone, options, message in cases:
+        with pytest.raises(LightsegError, match=message) as info:
+            build_semantic_model(arch, 3, backbone, weights_backbone="imagenet", **options)
+        assert "\n" not in str(info.value)
+
+
+def test_arch_options_reach_the_smp_model_and_typos_are_named() -> None:
+    from segmentation_models_pytorch.base.modules import SCSEModule
+
+    unet = build_semantic_model("unet", 3, "resnet18", arch_options={"decoder_attention_type": "scse"})
+    assert any(isinstance(m, SCSEModule) for m in unet.modules())
+    upernet = build_semantic_model("upernet", 3, "resnet18", arch_options={"decoder_channels": 64})
+    assert upernet.net.segmentation_head[0].in_channels == 64
+    with pytest.raises(
+        LightsegError,
+        match=r"arch_options \['decoder_chanels'\] are not arguments of arch "
+        r"'upernet'; \(did you mean 'decoder_channels'\?\) valid choices: .*decoder_use_norm",
+    ):
+        build_semantic_model("upernet", 3, "resnet18", arch_options={"decoder_chanels": 64})
+    with pytest.raises(LightsegError, match=r"arch_options \['scale'\]: arch 'deeplabv2' takes none"):
+        build_semantic_model("deeplabv2", 3, "resnet50", arch_options={"scale": 2})
+    with pytest.raises(LightsegError, match=r"apply to smp's DeepLabV3 .* not to lightseg's DeepLab v3 on .*resnet50"):
+        build_semantic_model("deeplabv3", 3, "resnet50", arch_options={"decoder_channels": 64})
+
+
+def test_an_input_too_small_for_the_architecture_is_one_line() -> None:
+    pan = build_semantic_model("pan", 3, "resnet18").eval()
+    with pytest.raises(LightsegError, match=r"an input of 45x61 pixels is too small for this model, which needs at "
+                       r"least 128x128.*use larger images or crops"):  # fmt: skip
+        pan(torch.rand(1, 3, 45, 61))
+    with pytest.raises(LightsegError, match=r"arch 'pan' cannot use .*PAN support output stride 16 or 32, got 8"):
+        build_semantic_model("pan", 3, "resnet18", output_stride=8)

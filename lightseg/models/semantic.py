@@ -7,10 +7,13 @@ crops back), and returns ``{"out": logits[, "aux": logits]}`` at the input resol
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import dataclasses
+import inspect
+import warnings
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
-from typing import Any, Literal, cast
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import segmentation_models_pytorch as smp
 import torch
@@ -34,8 +37,6 @@ from lightseg.weights import check_weights_option
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-ArchName = Literal["fcn32s", "fcn16s", "fcn8s", "fcn", "unet", "deeplabv2", "deeplabv3", "deeplabv3plus"]
-
 
 @dataclass(frozen=True)
 class ModelSpec:
@@ -48,6 +49,8 @@ class ModelSpec:
     output_stride: Literal[8, 16]
     multi_grid: tuple[int, ...]
     learnable_upsampling: bool
+    #: the architecture's own arguments (smp's ``decoder_channels``, ``decoder_attention_type``, ...)
+    arch_options: Mapping[str, Any] = field(default_factory=dict)
 
 
 class SegmentationModel(nn.Module):
@@ -58,6 +61,8 @@ class SegmentationModel(nn.Module):
         size_divisor: the input height and width ``net`` needs to be divisible by.
         mean: per-channel mean for normalisation (ImageNet's by default).
         std: per-channel standard deviation.
+        min_size: the smallest height and width ``net`` can take (after padding to ``size_divisor``);
+            a smaller input is refused in one line naming the size.
 
     Attributes:
         crop_by_index: crop the padding away by gathering rows and columns instead of slicing.
@@ -75,10 +80,12 @@ class SegmentationModel(nn.Module):
         size_divisor: int = 1,
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
+        min_size: int = 1,
     ) -> None:
         super().__init__()
         self.net = net
         self.size_divisor = size_divisor
+        self.min_size = min_size
         self.crop_by_index = False
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
@@ -93,10 +100,20 @@ class SegmentationModel(nn.Module):
         # Rounded up by floor division, not ``(-width) % d``: torch.compile's dynamic shapes fail on the
         # modulo of a negative size (inductor has no handler for it) at the second input size
         x = F.pad(x, (0, (width + d - 1) // d * d - width, 0, (height + d - 1) // d * d - height))
+        if self.min_size > 1 and not (torch.jit.is_tracing() or torch.compiler.is_compiling()):
+            self._check_size(x.shape[-2], x.shape[-1], height, width)
         raw = self.net(x)
         outputs = {"out": raw} if isinstance(raw, torch.Tensor) else {k: raw[k] for k in ("out", "aux") if k in raw}
         padded = (x.shape[-2], x.shape[-1])
         return {key: self._crop(logits, padded, height, width) for key, logits in outputs.items()}
+
+    def _check_size(self, padded_height: int, padded_width: int, height: int, width: int) -> None:
+        if min(padded_height, padded_width) < self.min_size:
+            raise LightsegError(
+                f"an input of {height}x{width} pixels is too small for this model, which needs at least "
+                f"{self.min_size}x{self.min_size} (its deepest features must keep a few pixels): use larger "
+                "images or crops (train_crop_size, inference.window_size), a smaller output_stride, or another arch"
+            )
 
     def _crop(self, logits: torch.Tensor, padded: tuple[int, int], height: int, width: int) -> torch.Tensor:
         """Logits at the padded input's size (upsampled if coarser), the padding cropped away."""
@@ -125,14 +142,102 @@ def _fcn_resnet(spec: ModelSpec) -> SegmentationModel:
     return SegmentationModel(net)
 
 
-def _smp(model_class: Callable[..., nn.Module], spec: ModelSpec, **kwargs: Any) -> SegmentationModel:
+def _smp(name: str, spec: ModelSpec, **kwargs: Any) -> SegmentationModel:
+    """Build smp's architecture ``name`` (a key of ``smp.MODEL_ARCHITECTURES_MAPPING``) as ``spec`` says."""
     check_weights_option("weights_backbone", spec.weights_backbone, ("imagenet",))
     weights = "imagenet" if spec.weights_backbone == "imagenet" else None
+    kwargs = {**kwargs, **spec.arch_options}
+    if _fixed_input_size(spec.backbone):
+        # a transformer whose position embedding / windows are fixed to its pretraining size (DINOv2: 518,
+        # Swin: 224): timm adapts them to each input's patch grid instead, so that any input size runs
+        kwargs.setdefault("dynamic_img_size", True)
+    _dry_build(name, spec.backbone, spec.num_classes, kwargs)
     downloads: AbstractContextManager[None] = hub_cache_only_when_unreachable() if weights else nullcontext()
     with offline_hint(f"smp encoder {spec.backbone}", weights), downloads:
-        net = model_class(spec.backbone, encoder_weights=weights, classes=spec.num_classes, **kwargs)
+        net = smp.MODEL_ARCHITECTURES_MAPPING[name](
+            spec.backbone, encoder_weights=weights, classes=spec.num_classes, **kwargs
+        )
     load_backbone_file(cast(nn.Module, net.encoder), spec.weights_backbone, f"smp encoder {spec.backbone}")
-    return SegmentationModel(net, size_divisor=32)
+    if name == "dpt":
+        _reassemble_on_patch_grid(net)
+    stride = int(getattr(net.encoder, "output_stride", 32))
+    min_size = _MIN_FEATURE_SIZE[name] * stride if name in _MIN_FEATURE_SIZE else 1
+    return SegmentationModel(net, size_divisor=_size_divisor(stride), min_size=min_size)
+
+
+def _reassemble_on_patch_grid(net: Any) -> None:
+    """DPT on a ViT whose patch is not a power of two (DINOv2's 14): reassemble at 4, 2, 1 and 1/2 times its grid.
+
+    smp derives the reassembly factors from the strides (14/4 = 3.5 ... are no kernel sizes: smp issue 1328);
+    DPT's factors are relative to the patch grid, as DINOv2's own DPT head uses them with patch 14.
+    """
+    from segmentation_models_pytorch.base.initialization import initialize_decoder
+
+    if _size_divisor(int(net.encoder.output_stride)) == 32:
+        return  # a patch of 8, 16 or 32: smp's factors are whole
+    for i, block in enumerate(net.decoder.reassemble_blocks):
+        channels = block.project_to_out_channel.out_channels
+        factor = 2 ** (2 - i)  # 4, 2, 1, 1/2: the blocks' scales for a patch-16 grid
+        if factor > 1:
+            block.upsample = nn.ConvTranspose2d(channels, channels, kernel_size=factor, stride=factor)
+        elif factor == 1:
+            block.upsample = nn.Identity()
+        else:
+            block.upsample = nn.Conv2d(channels, channels, kernel_size=3, stride=round(1 / factor), padding=1)
+        initialize_decoder(block.upsample)
+
+
+#: the smallest deepest-feature map an architecture runs on (PAN's feature pyramid attention halves it three times)
+_MIN_FEATURE_SIZE = {"pan": 8}
+
+
+def _size_divisor(stride: int) -> int:
+    # smp's models need inputs divisible by the encoder's total stride: a power of two pads to 32 as before
+    # (DeepLab's dilated encoders included); a patch-14 ViT (DINOv2) to 28, as DPT's coarsest level halves
+    # the patch grid and its fusion adds it back to the finer one (an odd grid would not meet)
+    return 32 if 32 % stride == 0 else 2 * stride
+
+
+def _fixed_input_size(backbone: str) -> bool:
+    """Whether the timm model behind a ``tu-`` backbone was defined for one input size only."""
+    if not backbone.startswith("tu-"):
+        return False
+    import timm
+
+    config = timm.get_pretrained_cfg(backbone[3:])
+    return bool(config is not None and config.fixed_input_size)
+
+
+#: smp's reasons for refusing an encoder, and which encoders the decoder takes instead
+_REFUSALS: tuple[tuple[str, str], ...] = (
+    ("Unsupported model downsampling pattern", "a plain ViT (one feature scale) works under dpt only; this decoder "
+     "needs a feature pyramid: an smp encoder (resnet34, mit_b0, efficientnet-b0, ...) or a hierarchical timm "
+     "model (tu-convnext_tiny, tu-swin_tiny_patch4_window7_224, tu-resnet50, ...)"),
+    ("Only Timm encoders are supported for DPT", "dpt takes timm models only: tu-<timm model>, e.g. "
+     "tu-vit_small_patch14_dinov2, tu-vit_base_patch16_224, tu-convnext_tiny"),
+    ("output_stride", "output_stride needs an encoder that can dilate its last stages (resnet*, efficientnet-*, "
+     "mobilenet_v2, tu-resnet50, tu-convnext_tiny, ...); transformers such as Swin and ViT cannot"),
+    ("not support", "mit_b* encoders work under unet, manet, fpn, pspnet, deeplabv3(plus), pan, upernet and segformer"),
+    ("is not supported for", "mit_b* encoders work under unet, manet, fpn, pspnet, deeplabv3(plus), pan, upernet and "
+     "segformer"),
+)  # fmt: skip
+
+
+def _dry_build(arch: str, backbone: str, num_classes: int, kwargs: dict[str, Any]) -> None:
+    """Build smp's ``arch`` on the meta device (no memory, no weights): smp's refusals, before any download."""
+    try:
+        with torch.device("meta"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the real build below says it again, once
+            smp.MODEL_ARCHITECTURES_MAPPING[arch](backbone, encoder_weights=None, classes=num_classes, **kwargs)
+    except (ValueError, TypeError, AssertionError, KeyError) as err:
+        reason = str(err).split("\n")[0]
+        hint = next((h for key, h in _REFUSALS if key in reason), "")
+        raise LightsegError(
+            f"arch {arch!r} cannot use backbone {backbone!r} with these options ({type(err).__name__}: {reason})"
+            + (f"; {hint}" if hint else "")
+        ) from None
+    except RuntimeError:
+        pass  # some encoders cannot be built on the meta device (mit_b*: .item() of a tensor): the real build decides
 
 
 def _aspp_rates(spec: ModelSpec) -> tuple[int, int, int]:
@@ -140,23 +245,34 @@ def _aspp_rates(spec: ModelSpec) -> tuple[int, int, int]:
     return (6, 12, 18) if spec.output_stride == 16 else (12, 24, 36)
 
 
-def _unet(spec: ModelSpec) -> SegmentationModel:
-    return _smp(smp.Unet, spec)
+def _smp_decoder(name: str) -> Callable[[ModelSpec], SegmentationModel]:
+    """The builder of smp's architecture ``name``, given lightseg's output stride / ASPP rates where it reads them."""
+    model_class = smp.MODEL_ARCHITECTURES_MAPPING[name]
+    takes = inspect.signature(model_class).parameters
+
+    def build(spec: ModelSpec) -> SegmentationModel:
+        kwargs: dict[str, Any] = {}
+        if "encoder_output_stride" in takes:
+            kwargs["encoder_output_stride"] = spec.output_stride
+        if "decoder_atrous_rates" in takes:
+            kwargs["decoder_atrous_rates"] = _aspp_rates(spec)
+        return _smp(name, spec, **kwargs)
+
+    return build
 
 
 def _deeplabv3(spec: ModelSpec) -> SegmentationModel:
     if spec.backbone in ATROUS_RESNETS:
+        if spec.arch_options:
+            raise LightsegError(
+                f"arch_options {sorted(spec.arch_options)} apply to smp's DeepLabV3 (smp encoders), not to "
+                f"lightseg's DeepLab v3 on torchvision's {spec.backbone}; remove them or choose an smp encoder"
+            )
         net = deeplabv3_resnet(
             spec.num_classes, spec.backbone, spec.weights_backbone, spec.output_stride, spec.multi_grid, spec.aux
         )
         return SegmentationModel(net)
-    return _smp(smp.DeepLabV3, spec, encoder_output_stride=spec.output_stride, decoder_atrous_rates=_aspp_rates(spec))
-
-
-def _deeplabv3plus(spec: ModelSpec) -> SegmentationModel:
-    return _smp(
-        smp.DeepLabV3Plus, spec, encoder_output_stride=spec.output_stride, decoder_atrous_rates=_aspp_rates(spec)
-    )
+    return _smp_decoder("deeplabv3")(spec)
 
 
 def _deeplabv2(spec: ModelSpec) -> SegmentationModel:
@@ -185,6 +301,8 @@ class Architecture:
     timm_encoders: bool = False
     #: the options of :class:`ModelSpec` beyond class count and backbone that it reads, by backbone
     options: Callable[[str], frozenset[str]] = lambda backbone: frozenset()
+    #: the names ``arch_options`` may set (the smp model's own arguments, e.g. ``decoder_channels``)
+    arch_options: frozenset[str] = frozenset()
 
 
 def _deeplabv3_options(backbone: str) -> frozenset[str]:
@@ -194,25 +312,53 @@ def _deeplabv3_options(backbone: str) -> frozenset[str]:
     return STRIDE_ONLY
 
 
+#: smp's arguments that lightseg sets itself (from the backbone, weights, class count and output stride)
+_SMP_SET_BY_LIGHTSEG = frozenset(
+    {"self", "encoder_name", "encoder_weights", "in_channels", "classes", "activation", "aux_params", "kwargs",
+     "encoder_output_stride"}
+)  # fmt: skip
+#: where smp's default encoder is not the architecture's published one (SegFormer: Mix Transformer) or
+#: lightseg kept its own default (the DeepLabs: ResNet-101, as in the papers)
+_PUBLISHED_BACKBONE = {"segformer": "mit_b0", "deeplabv3": "resnet101", "deeplabv3plus": "resnet101"}
+
+
+def _smp_architecture(name: str) -> Architecture:
+    """The registry entry of smp's architecture ``name``: its encoders, its default and its own options."""
+    takes = inspect.signature(smp.MODEL_ARCHITECTURES_MAPPING[name]).parameters
+    timm_only = name == "dpt"  # smp's DPT builds timm models only
+    return Architecture(
+        _smp_decoder(name),
+        _PUBLISHED_BACKBONE.get(name, str(takes["encoder_name"].default)),
+        (lambda: ()) if timm_only else smp_encoders,
+        timm_encoders=True,
+        options=lambda backbone: STRIDE_ONLY if "encoder_output_stride" in takes else frozenset(),
+        arch_options=frozenset(takes) - _SMP_SET_BY_LIGHTSEG,
+    )
+
+
+#: every architecture by ``arch`` name: lightseg's own, then each of segmentation_models_pytorch's
+#: (taken from smp's own list, so that a new smp decoder arrives without an edit here)
 ARCHITECTURES: dict[str, Architecture] = {
     "fcn32s": Architecture(_fcn_vgg("32s"), "vgg16", lambda: ("vgg16",), options=lambda b: FCN_VGG_OPTIONS),
     "fcn16s": Architecture(_fcn_vgg("16s"), "vgg16", lambda: ("vgg16",), options=lambda b: FCN_VGG_OPTIONS),
     "fcn8s": Architecture(_fcn_vgg("8s"), "vgg16", lambda: ("vgg16",), options=lambda b: FCN_VGG_OPTIONS),
     "fcn": Architecture(_fcn_resnet, "resnet50", lambda: ATROUS_RESNETS, has_aux=True, options=lambda b: AUX_ONLY),
-    "unet": Architecture(_unet, "resnet34", smp_encoders, timm_encoders=True),
     "deeplabv2": Architecture(_deeplabv2, "resnet101", lambda: ATROUS_RESNETS),
-    "deeplabv3": Architecture(
-        _deeplabv3,
-        "resnet101",
-        lambda: ATROUS_RESNETS + smp_encoders(),
-        has_aux=True,
-        timm_encoders=True,
-        options=_deeplabv3_options,
-    ),
-    "deeplabv3plus": Architecture(
-        _deeplabv3plus, "resnet101", smp_encoders, timm_encoders=True, options=lambda b: STRIDE_ONLY
-    ),
+    **{name: _smp_architecture(name) for name in smp.MODEL_ARCHITECTURES_MAPPING},
 }
+# DeepLab v3 also runs on lightseg's atrous torchvision ResNets (multi-grid, the auxiliary FCN head)
+ARCHITECTURES["deeplabv3"] = dataclasses.replace(
+    ARCHITECTURES["deeplabv3"],
+    build=_deeplabv3,
+    backbones=lambda: ATROUS_RESNETS + smp_encoders(),
+    has_aux=True,
+    options=_deeplabv3_options,
+)
+if TYPE_CHECKING:
+    ArchName = str
+else:
+    #: the ``arch`` choices (``--help``, the YAML schema), derived from the registry
+    ArchName = Literal[tuple(ARCHITECTURES)]
 #: the settings a user may give each architecture beyond its backbone (what the task checks)
 OPTION_DEFAULTS: dict[str, Any] = {"output_stride": 16, "multi_grid": (1, 2, 4), "learnable_upsampling": False}
 
@@ -263,6 +409,7 @@ def build_semantic_model(
     output_stride: Literal[8, 16] = 16,
     multi_grid: Sequence[int] = (1, 2, 4),
     learnable_upsampling: bool = False,
+    arch_options: Mapping[str, Any] | None = None,
 ) -> SegmentationModel:
     """Build a semantic segmentation model by architecture name.
 
@@ -277,6 +424,9 @@ def build_semantic_model(
         output_stride: 8 or 16, for ``deeplabv3`` / ``deeplabv3plus``.
         multi_grid: unit rates of ``layer4`` for ``deeplabv3`` on ResNets.
         learnable_upsampling: learn FCN-VGG's final upsampling instead of fixing it.
+        arch_options: the architecture's own arguments beyond these, for smp's architectures
+            (e.g. ``{"decoder_attention_type": "scse"}`` for ``unet``, ``{"decoder_readout":
+            "ignore"}`` for ``dpt``); a name the architecture does not take is refused.
     """
     if arch not in ARCHITECTURES:
         raise LightsegError(f"unknown arch {arch!r};{closest_names(arch, list(ARCHITECTURES))}")
@@ -289,6 +439,11 @@ def build_semantic_model(
         if not timm.is_model(backbone[3:]):
             hint = closest_names(backbone[3:], timm.list_models(backbone[3:5] + "*") or timm.list_models()[:0])
             raise LightsegError(f"backbone {backbone!r}: timm has no model {backbone[3:]!r};{hint}")
+    elif not valid:
+        raise LightsegError(
+            f"arch {arch!r} takes timm models only: backbone tu-<timm model> (e.g. tu-vit_small_patch14_dinov2, "
+            f"tu-convnext_tiny), got {backbone!r}"
+        )
     elif backbone not in valid:
         timm_hint = " (or tu-<timm model>)" if entry.timm_encoders else ""
         raise LightsegError(
@@ -301,7 +456,18 @@ def build_semantic_model(
         backbone,
         {"output_stride": output_stride, "multi_grid": multi_grid, "learnable_upsampling": learnable_upsampling},
     )
+    arch_options = dict(arch_options or {})
+    unknown = sorted(set(arch_options) - entry.arch_options)
+    if unknown and not entry.arch_options:
+        raise LightsegError(
+            f"arch_options {unknown}: arch {arch!r} takes none (they set the arguments of smp's architectures); "
+            "remove them"
+        )
+    if unknown:
+        hint = closest_names(unknown[0], sorted(entry.arch_options))
+        raise LightsegError(f"arch_options {unknown} are not arguments of arch {arch!r};{hint}")
     spec = ModelSpec(
+        arch_options=arch_options,
         num_classes=num_classes,
         backbone=backbone,
         weights_backbone=weights_backbone,

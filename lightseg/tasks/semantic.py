@@ -40,10 +40,14 @@ class SemanticSegmentationTask(BaseTask):
 
     Args:
         arch: ``fcn32s``/``fcn16s``/``fcn8s`` (VGG16 FCN), ``fcn`` (torchvision FCN-ResNet),
-            ``unet`` (smp), ``deeplabv2``, ``deeplabv3`` (torchvision ResNet-50/101 or an smp
-            encoder), ``deeplabv3plus`` (smp).
+            ``deeplabv2``, ``deeplabv3`` (torchvision ResNet-50/101 or an smp encoder) and every
+            architecture of segmentation_models_pytorch: ``unet``, ``unetplusplus``, ``manet``,
+            ``linknet``, ``fpn``, ``pspnet``, ``deeplabv3plus``, ``pan``, ``upernet``,
+            ``segformer``, ``dpt`` (see docs/models.md for which backbones each takes).
         backbone: encoder; ``None`` takes the architecture's default (vgg16, resnet50 for
-            ``fcn``, resnet34 for ``unet``, resnet101 for the DeepLabs).
+            ``fcn``, resnet101 for the DeepLabs, mit_b0 for ``segformer``, smp's default
+            otherwise: resnet34, or a ViT-B/16 for ``dpt``). smp's encoders and any timm model
+            as ``tu-<name>`` (``tu-convnext_tiny``, ``tu-vit_small_patch14_dinov2``, ...).
         weights_backbone: ``imagenet``, the path of a local weights file for the backbone or
             encoder (a state dict or a torchvision/timm/smp checkpoint; what was loaded and
             what not is printed in one line), or ``null`` (train from scratch; needed offline unless
@@ -55,6 +59,9 @@ class SemanticSegmentationTask(BaseTask):
         output_stride: 8 or 16 (``deeplabv3``, ``deeplabv3plus``).
         multi_grid: unit rates of the last ResNet stage (``deeplabv3``).
         learnable_upsampling: learn the final FCN-VGG upsampling (the release kept it fixed).
+        arch_options: the smp architecture's own arguments, e.g. ``{decoder_attention_type:
+            scse}`` (``unet``), ``{decoder_channels: 128}`` (``upernet``), ``{decoder_readout:
+            ignore}`` (``dpt``); names it does not take are refused.
         loss: ``ce``, ``dice``, ``ce+dice`` or ``focal``.
         class_weights: per-class cross-entropy weights, or ``median_frequency`` to compute them
             from the training masks before training.
@@ -89,6 +96,7 @@ class SemanticSegmentationTask(BaseTask):
         output_stride: Literal[8, 16] = 16,
         multi_grid: tuple[int, int, int] = (1, 2, 4),
         learnable_upsampling: bool = False,
+        arch_options: dict[str, Any] | None = None,
         loss: LossName = "ce",
         class_weights: list[float] | Literal["median_frequency"] | None = None,
         boundary_w0: float = 0.0,
@@ -130,6 +138,7 @@ class SemanticSegmentationTask(BaseTask):
             output_stride=hp["output_stride"],
             multi_grid=hp["multi_grid"],
             learnable_upsampling=hp["learnable_upsampling"],
+            arch_options=hp.get("arch_options"),
         )
 
     @override
