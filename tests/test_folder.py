@@ -188,14 +188,25 @@ def test_phone_photos_with_an_exif_orientation_are_read_as_shown(tmp_path: Path)
     assert "EXIF orientation 6 (turned 90 degrees clockwise when shown)" in report.errors[0].detail
 
 
-def test_folder_config_trains_from_the_command_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    ("config", "tiny"),
+    [("folder_unet.yaml", ["--model.init_args.backbone=resnet18"]), ("folder_segformer_b0.yaml", [])],
+)
+def test_folder_configs_train_from_the_command_line(
+    config: str, tiny: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     root = write_folder(tmp_path / "my_set", NAMES, "palette")
     (root / "classes.yaml").write_text("- background\n- circle\n- square\n- triangle\n")
-    main(["fit", "--config", str(ROOT / "configs" / "semantic" / "folder_unet.yaml"),
+    main(["fit", "--config", str(ROOT / "configs" / "semantic" / config),
           f"--data.init_args.root={root}", f"--data.init_args.class_names={root / 'classes.yaml'}",
           "--data.init_args.crop_size=16", "--data.init_args.batch_size=4", "--data.init_args.num_workers=0",
-          "--model.init_args.weights_backbone=null", "--model.init_args.backbone=resnet18",
+          "--model.init_args.weights_backbone=null", *tiny,
           "--trainer.max_epochs=1", "--trainer.enable_progress_bar=false"])  # fmt: skip
     last = torch.load(next((tmp_path / "runs").rglob("last.ckpt")), weights_only=True, map_location="cpu")
     assert last["hyper_parameters"]["num_classes"] == 4 and last["global_step"] > 0
+    if config == "folder_segformer_b0.yaml":  # SegFormer's recipe: the head at 10x the rate, warming up
+        groups = {g["name"]: g for g in last["optimizer_states"][0]["param_groups"]}
+        assert groups["head"]["initial_lr"] == pytest.approx(10 * groups["backbone"]["initial_lr"]) == 6e-4
+        assert groups["head"]["lr"] < 1e-3 * groups["head"]["initial_lr"]  # a few steps into 1,500 of warm-up
+        assert groups["backbone_no_decay"]["weight_decay"] == 0.0 and groups["backbone"]["weight_decay"] == 0.01

@@ -60,6 +60,27 @@ def test_poly_lr_steps_per_iteration_over_the_whole_run(tiny_shapes: ShapesDataM
     assert lrs == pytest.approx(expected, rel=1e-6)
 
 
+def test_poly_lr_warms_up_linearly_then_decays_over_the_rest() -> None:
+    # SegFormer's recipe (MMSegmentation's LinearLR then PolyLR): 1e-6 of the rate rising over the
+    # warm-up, then (1 - t / (T - warmup)) ** power; each parameter group keeps its own multiplier
+    backbone = torch.nn.Parameter(torch.zeros(1))
+    head = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.AdamW([{"params": [backbone], "lr": 6e-5}, {"params": [head], "lr": 6e-4}])
+    scheduler = PolyLR(optimizer, total_iters=20, power=1.0, warmup_iters=4, warmup_factor=1e-6)
+    seen = []
+    for _ in range(21):
+        seen.append([group["lr"] for group in optimizer.param_groups])
+        optimizer.step()
+        scheduler.step()
+    assert seen[0] == pytest.approx([6e-5 * 1e-6, 6e-4 * 1e-6])
+    assert seen[2] == pytest.approx([6e-5 * (1e-6 * 0.5 + 0.5), 6e-4 * (1e-6 * 0.5 + 0.5)])
+    assert seen[4] == pytest.approx([6e-5, 6e-4])  # the warm-up's end: the base rates
+    assert seen[12] == pytest.approx([6e-5 * 0.5, 6e-4 * 0.5])  # half-way through the 16 decaying steps
+    assert seen[20] == [0.0, 0.0]
+    with pytest.raises(LightsegError, match=r"PolyLR: warmup_iters must be >= 0 and warmup_factor in \[0, 1\]"):
+        PolyLR(optimizer, warmup_iters=-1)
+
+
 def test_epoch_schedulers_and_explicit_interval() -> None:
     task = _task(lr_scheduler=functools.partial(torch.optim.lr_scheduler.StepLR, step_size=1))
     config = task.configure_optimizers()

@@ -41,8 +41,8 @@ def test_a_modern_architecture_trains_evaluates_predicts_and_exports(
 
     # test with a sliding window smaller than the images, flip TTA and the dense CRF
     crf = ["--config", str(ROOT / "tests" / "conf" / "crf.yaml")]
-    inference = ["--model.init_args.inference.mode=slide", "--model.init_args.inference.window_size=28",
-                 "--model.init_args.inference.window_stride=14", "--model.init_args.inference.tta_flip=true"]  # fmt: skip
+    settings = ("mode=slide", "window_size=28", "window_stride=14", "tta_flip=true")
+    inference = [f"--model.init_args.inference.{setting}" for setting in settings]
     main(["test", *common, *crf, *inference, "--ckpt_path", "last"])
     tested = next(csv.DictReader((run / "test-last" / "metrics.csv").open()))
     for key in ("test_miou", "test_crf_miou", "test_biou", "test_crf_biou"):

@@ -26,9 +26,9 @@ from lightseg.optim import PolyLR, WarmupMultiStepLR
 from lightseg.types import Stage
 from lightseg.weights import LoadReport, check_weights_option, load_weights_file
 
-#: module names whose parameters count as backbone for ``head_lr_mult``
 #: the length a poly schedule is given in a run without end: its rate stays at the base rate
 UNENDING_STEPS = 2**62
+#: module names whose parameters count as backbone for ``head_lr_mult``
 BACKBONE_MODULES = frozenset({"encoder", "backbone", "to_pool3", "to_pool4", "to_pool5", "fc6", "fc7"})
 
 
