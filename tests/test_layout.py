@@ -13,9 +13,9 @@ PACKAGE = ROOT / "lightseg"
 #: (and its own package)
 LAYERS = {
     # foundations: no lightseg import beyond these
-    "errors": 0, "types": 0, "colors": 0, "run_folder": 0, "optim": 0, "loggers": 0, "commands": 0,
+    "errors": 0, "types": 0, "colors": 0, "run_folder": 0, "loggers": 0, "commands": 0,
     "checkpoints": 1, "coco_masks": 1, "config_files": 1, "crf": 1, "export_verify": 1, "inference": 1, "losses": 1,
-    "weights": 1,
+    "weights": 1, "optim": 1,
     "visualize": 1,
     "metrics": 2, "models": 2,
     # data and tasks are peers: neither imports the other

@@ -136,11 +136,13 @@ def test_smp_offline_weights_error(monkeypatch: pytest.MonkeyPatch) -> None:
     real_probe = backbones.hub_unreachable
     seen = []
 
-    def offline(*args: object, **kwargs: object) -> None:
+    def offline(*args: object, **kwargs: object) -> torch.nn.Module:
+        if kwargs.get("encoder_weights") is None:
+            return torch.nn.Module()  # the dry build, on the meta device: no weights, no network
         seen.append(constants.is_offline_mode())
         raise OSError("We couldn't connect to the Hub")
 
-    monkeypatch.setattr(semantic_models.smp, "Unet", offline)
+    monkeypatch.setitem(semantic_models.smp.MODEL_ARCHITECTURES_MAPPING, "unet", offline)
     # the hub unreachable: its client reads the cache only (instead of retrying for ~25 s), then says so
     monkeypatch.setattr(backbones, "hub_unreachable", lambda: "huggingface.co cannot be reached")
     with pytest.raises(LightsegError, match=r"smp encoder resnet18.*Hugging Face cache.*weights_backbone: null"):

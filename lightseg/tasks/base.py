@@ -57,6 +57,14 @@ class BaseTask(LightningModule, ABC):
             without ``--ckpt_path``; heads of another class count keep their fresh
             initialisation and are listed. Optimizer, schedule and epoch are not restored
             (that is ``--ckpt_path``).
+        freeze_backbone: ``true`` trains the head only (the backbone, see
+            :meth:`is_backbone_parameter`, gets no gradient, no optimizer state and keeps its
+            normalisation statistics); a number ``N`` freezes it for the first ``N`` epochs, after
+            which it trains at its scheduled rate; ``false`` (or 0) trains everything.
+        layer_decay: layer-wise learning-rate decay of a timm backbone (``tu-<name>``: ViT,
+            DINOv2, ConvNeXt, Swin, ...): the backbone's layer ``i`` of ``L`` trains at
+            ``layer_decay ** (L - i)`` times the rate, its last layer at the full rate (BEiT's,
+            ConvNeXt's and DINOv2's segmentation recipes: 0.65 to 0.9); ``null``: one rate.
     """
 
     monitor: ClassVar[str] = "val_loss"
@@ -71,10 +79,20 @@ class BaseTask(LightningModule, ABC):
         head_lr_mult: float = 1.0,
         no_weight_decay_on: Sequence[Literal["norm", "bias"]] = (),
         init_from: str | None = None,
+        freeze_backbone: bool | int = False,
+        layer_decay: float | None = None,
     ) -> None:
         super().__init__()
         if head_lr_mult < 0:
             raise LightsegError(f"head_lr_mult must be >= 0, got {head_lr_mult}")
+        if not isinstance(freeze_backbone, bool) and freeze_backbone < 0:
+            raise LightsegError(
+                f"freeze_backbone must be true, false or a number of epochs >= 0, got {freeze_backbone}"
+            )
+        if layer_decay is not None and not 0 < layer_decay <= 1:
+            raise LightsegError(
+                f"layer_decay must be in (0, 1] (0.65 to 0.9 in the published recipes), got {layer_decay}"
+            )
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
         self._initialised_from: str | None = None
         self.optimizer_factory = optimizer
@@ -191,8 +209,10 @@ class BaseTask(LightningModule, ABC):
         """The trainable parameters in groups: backbone / head, with / without weight decay.
 
         With ``head_lr_mult`` the groups are named ``backbone`` / ``head`` (``..._no_decay``), else
-        ``all`` / ``all_no_decay``; a lone group has no name. Each carries ``lr_mult``; groups
-        without decay carry ``weight_decay: 0``.
+        ``all`` / ``all_no_decay``; a lone group has no name. With ``layer_decay`` each backbone
+        layer is a group of its own (``backbone_layer<i>``). Each carries ``lr_mult``; groups
+        without decay carry ``weight_decay: 0``. A backbone frozen for the whole run
+        (``freeze_backbone: true``) is in no group.
         """
         hp = self.hparams
         skip = set(hp.get("no_weight_decay_on") or ())
@@ -201,35 +221,102 @@ class BaseTask(LightningModule, ABC):
             id(p) for module in self.modules() if isinstance(module, norms) for p in module.parameters(recurse=False)
         }
         mult = float(hp.get("head_lr_mult", 1.0))
-        groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+        frozen = hp.get("freeze_backbone") is True
+        layers = self.backbone_layers() if hp.get("layer_decay") is not None else {}
+        decay = float(hp.get("layer_decay") or 1.0)
+        deepest = max(layers.values(), default=0)
+        split = mult != 1.0 or bool(layers) or frozen
+        groups: dict[tuple[str, bool], tuple[float, list[nn.Parameter]]] = {}
         for name, param in self.named_parameters():
             if not param.requires_grad:
                 continue
+            in_backbone = self.is_backbone_parameter(name)
+            if frozen and in_backbone:
+                continue
             no_decay = ("norm" in skip and id(param) in norm_params) or ("bias" in skip and name.endswith("bias"))
-            backbone = mult == 1.0 or self.is_backbone_parameter(name)  # one rate: no need to tell them apart
-            groups.setdefault((backbone, no_decay), []).append(param)
+            if not split:
+                part, rate = "all", 1.0
+            elif not in_backbone:
+                part, rate = "head", mult
+            elif layers:
+                layer = layers[name]
+                part, rate = f"backbone_layer{layer:02d}", decay ** (deepest - layer)
+            else:
+                part, rate = "backbone", 1.0
+            groups.setdefault((part, no_decay), (rate, []))[1].append(param)
         result = []
-        for (backbone, no_decay), params in sorted(groups.items(), key=lambda item: (not item[0][0], item[0][1])):
-            part = ("backbone" if backbone else "head") if mult != 1.0 else "all"
-            group: dict[str, Any] = {
-                "params": params,
-                "name": part + ("_no_decay" if no_decay else ""),
-                "lr_mult": 1.0 if backbone else mult,
-            }
+        order = sorted(groups.items(), key=lambda item: (item[0][0] == "head", item[0]))
+        for (part, no_decay), (rate, params) in order:
+            name = part + ("_no_decay" if no_decay else "")
+            group: dict[str, Any] = {"params": params, "name": name, "lr_mult": rate}
             if no_decay:
                 group["weight_decay"] = 0.0
             result.append(group)
+        parts = {g["name"].split("_")[0] for g in result}
+        if frozen and "head" not in parts:
+            raise LightsegError(
+                f"freeze_backbone: true leaves nothing to train: {type(self).__name__}'s model has no parameters "
+                "outside its backbone (see is_backbone_parameter); freeze it for some epochs only, or not at all"
+            )
+        if (mult != 1.0 or layers) and not frozen and not {"backbone", "head"} <= parts:
+            setting = f"head_lr_mult={mult}" if mult != 1.0 else f"layer_decay={decay}"
+            raise LightsegError(
+                f"{setting}: {type(self).__name__}'s model does not have both trainable backbone and "
+                "head parameters (see is_backbone_parameter); leave it at its default"
+            )
         if len(result) == 1:
             del result[0]["name"]  # a single group: the learning-rate monitor logs it as lr-<Optimizer>
-        if mult != 1.0 and not all(name in {g["name"].split("_")[0] for g in result} for name in ("backbone", "head")):
-            raise LightsegError(
-                f"head_lr_mult={mult}: {type(self).__name__}'s model does not have both trainable backbone and "
-                "head parameters (see is_backbone_parameter); leave it at 1"
-            )
         return result
+
+    def backbone_layers(self) -> dict[str, int]:
+        """The layer index (0 = the input's) of each backbone parameter, for ``layer_decay``.
+
+        Read from the timm model inside the backbone (its own ``group_matcher``, as timm's
+        layer-decay optimiser does); a backbone without one is refused in one line.
+        """
+        from lightseg.models.layers import timm_layer_ids
+
+        backbone = {name: p for name, p in self.named_parameters() if self.is_backbone_parameter(name)}
+        layers = timm_layer_ids(self, list(backbone))
+        if layers is None:
+            raise LightsegError(
+                f"layer_decay needs a timm backbone, whose layers timm can tell apart (backbone tu-<name>: "
+                f"tu-vit_small_patch14_dinov2, tu-convnext_tiny, tu-swin_tiny_patch4_window7_224, ...); "
+                f"{type(self).__name__}'s backbone {self.hparams.get('backbone')!r} is not one: remove layer_decay"
+            )
+        return layers
+
+    def _backbone_frozen_now(self) -> bool:
+        setting = self.hparams.get("freeze_backbone") or False
+        if setting is True:
+            return True
+        return bool(setting) and self._trainer is not None and self.current_epoch < int(setting)
+
+    @override
+    def on_train_epoch_start(self) -> None:
+        # freeze_backbone N: the backbone (in the optimizer from the start) takes no gradient for N epochs
+        if not isinstance(self.hparams.get("freeze_backbone"), bool) and self.hparams.get("freeze_backbone"):
+            frozen = self._backbone_frozen_now()
+            for name, param in self.named_parameters():
+                if self.is_backbone_parameter(name):
+                    param.requires_grad_(not frozen)
+
+    @override
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        # a frozen backbone keeps its normalisation statistics: its BatchNorm layers run in eval mode (set
+        # before each step, as Lightning restores every module's mode after validation)
+        if self.hparams.get("freeze_backbone"):
+            frozen = self._backbone_frozen_now()
+            for name, module in self.named_modules():
+                if isinstance(module, nn.modules.batchnorm._NormBase) and self.is_backbone_parameter(name):
+                    module.train(not frozen)
 
     @override
     def configure_optimizers(self) -> Any:
+        if self.hparams.get("freeze_backbone") is True:
+            for name, param in self.named_parameters():
+                if self.is_backbone_parameter(name):
+                    param.requires_grad_(False)
         optimizer = self.optimizer_factory(self.parameter_groups())
         for group in optimizer.param_groups:
             group["lr"] = group["lr"] * group.get("lr_mult", 1.0)  # before any scheduler reads its base rate

@@ -59,7 +59,7 @@ class DetectionTask(BaseTask):
         eval_backend: ``faster_coco_eval`` or ``pycocotools``.
         kwargs: the optimiser settings of :class:`~lightseg.tasks.BaseTask` (``optimizer``,
             ``lr_scheduler``, ``lr_interval``, ``head_lr_mult``, ``no_weight_decay_on``,
-            ``init_from``).
+            ``init_from``, ``freeze_backbone``, ``layer_decay``).
     """
 
     iou_types: ClassVar[tuple[IoUType, ...]] = ("bbox",)

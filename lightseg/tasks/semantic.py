@@ -79,7 +79,7 @@ class SemanticSegmentationTask(BaseTask):
         compile: compile the model with ``torch.compile`` (in place: checkpoints keep their keys).
         kwargs: the optimiser settings of :class:`~lightseg.tasks.BaseTask` (``optimizer``,
             ``lr_scheduler``, ``lr_interval``, ``head_lr_mult``, ``no_weight_decay_on``,
-            ``init_from``).
+            ``init_from``, ``freeze_backbone``, ``layer_decay``).
     """
 
     monitor: ClassVar[str] = "val_miou"
