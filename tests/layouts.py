@@ -101,6 +101,31 @@ def write_cityscapes(root: Path, frames: dict[str, list[str]], kind: str = "labe
     return root
 
 
+def write_ade20k(root: Path, splits: dict[str, int]) -> Path:
+    """``ADEChallengeData2016`` below ``root``: JPEG images and grey annotation PNGs, as the release.
+
+    Each annotation: 0 (other objects, not evaluated) in the left column, wall (1) on top, a
+    band of floor (4), and flag (150, the last class) in the bottom-right corner.
+    """
+    release = root / "ADEChallengeData2016"
+    for split, count in splits.items():
+        folder = "training" if split == "train" else "validation"
+        for k in range(count):
+            name = f"ADE_{'train' if split == 'train' else 'val'}_{k + 1:08d}"
+            path = release / "images" / folder / f"{name}.jpg"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            rng = np.random.default_rng(k + (0 if split == "train" else 1000))  # no image in both splits
+            Image.fromarray(rng.integers(0, 255, (*SIZE, 3), dtype=np.uint8)).save(path, quality=90)
+            labels = np.ones(SIZE, dtype=np.uint8)
+            labels[6:10] = 4
+            labels[-3:, -3:] = 150
+            labels[:, 0] = 0
+            out = release / "annotations" / folder / f"{name}.png"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(labels, mode="L").save(out)
+    return root
+
+
 # COCO's category ids and names (not contiguous); torchvision's COCO predictors use the ids as slots
 COCO_SUBSET = [{"id": 1, "name": "person"}, {"id": 18, "name": "dog"}, {"id": 3, "name": "car"}]
 

@@ -1,5 +1,6 @@
-"""Data modules: your own folders, VOC, SBD, VOC-aug, Cityscapes, COCO (instances, keypoints, semantic), shapes."""
+"""Data modules: your own folders, VOC, SBD, VOC-aug, Cityscapes, ADE20K, COCO (instances, keypoints, semantic)."""
 
+from lightseg.datamodules.ade20k import ADE20K_CLASSES, ADE20KDataModule
 from lightseg.datamodules.base import (
     BaseDataModule,
     ImageFolderDataset,
@@ -20,8 +21,10 @@ from lightseg.datamodules.shapes_coco import ShapesInstanceDataModule, ShapesKey
 from lightseg.datamodules.voc import VOC_CLASSES, VOCDataModule, VOCSegmentationDataset
 
 __all__ = [
+    "ADE20K_CLASSES",
     "CITYSCAPES_CLASSES",
     "VOC_CLASSES",
+    "ADE20KDataModule",
     "BaseDataModule",
     "COCOAnnotations",
     "COCODataModule",

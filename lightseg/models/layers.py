@@ -18,7 +18,8 @@ from torch import nn
 def _layer_map(model: nn.Module, names: list[str]) -> dict[str, int]:
     from timm.models import group_parameters
 
-    matcher = model.group_matcher(coarse=False)  # type: ignore[operator]
+    # coarse: a ViT by block (BEiT, DINOv2), a ConvNeXt or Swin by stage (as their segmentation recipes)
+    matcher = model.group_matcher(coarse=True)  # type: ignore[operator]
     layers: dict[str, int] = group_parameters(model, matcher, reverse=True)
     return {name: layers[name] for name in names if name in layers}
 
