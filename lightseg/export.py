@@ -188,16 +188,10 @@ def _write(graph: nn.Module, task: LightningModule, settings: ExportSettings, pa
                 axes = {"image": {0: "batch", 2: "height", 3: "width"},
                         names[0]: {0: "batch", spatial[0]: "height", spatial[1]: "width"}}  # fmt: skip
             opset = settings.opset or (16 if detection else ONNX_OPSET)
+            common: dict[str, Any] = {"input_names": ["image"], "output_names": names}
             try:
                 torch.onnx.export(
-                    graph,
-                    (example,),
-                    str(path),
-                    input_names=["image"],
-                    output_names=names,
-                    dynamic_axes=axes,
-                    opset_version=opset,
-                    dynamo=False,
+                    graph, (example,), str(path), dynamic_axes=axes, opset_version=opset, dynamo=False, **common
                 )
             except torch.onnx.errors.UnsupportedOperatorError:
                 if detection:
@@ -205,16 +199,10 @@ def _write(graph: nn.Module, task: LightningModule, settings: ExportSettings, pa
                 # the TorchScript-based exporter lacks some operators (a ViT's antialiased bicubic resize of its
                 # position embedding to each input's patch grid); torch.export's exporter has them from opset 18
                 dim = torch.export.Dim.DYNAMIC
+                shapes = {"image": {0: dim, 2: dim, 3: dim}}
+                opset = max(opset, 18)
                 torch.onnx.export(
-                    graph,
-                    (example,),
-                    str(path),
-                    input_names=["image"],
-                    output_names=names,
-                    dynamic_shapes={"image": {0: dim, 2: dim, 3: dim}},
-                    opset_version=max(opset, 18),
-                    dynamo=True,
-                    verbose=False,
+                    graph, (example,), str(path), dynamic_shapes=shapes, opset_version=opset, dynamo=True, **common
                 )
         elif settings.format == "torchscript":
             scripted = torch.jit.script(graph) if detection else torch.jit.trace(graph, example)
