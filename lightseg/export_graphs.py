@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
+from lightseg.models.lora import merge_lora
 from lightseg.models.semantic import SegmentationModel
 
 SemanticOutput = Literal["logits", "probs", "labels"]
@@ -110,6 +111,7 @@ class SemanticGraph(nn.Module):
     ) -> None:
         super().__init__()
         self.model = copy.deepcopy(model)
+        merge_lora(self.model)  # LoRA adapters (if any) become part of the weights: the plain network
         if isinstance(self.model, SegmentationModel):
             self.model.crop_by_index = crop_by_index  # for torch.export: see SegmentationModel
         if onnx:

@@ -15,7 +15,7 @@ import pytest
 import torch
 import yaml
 from lightning.pytorch import Trainer
-from lightning.pytorch.callbacks import TQDMProgressBar
+from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
 from PIL import Image
 
 from lightseg.callbacks import LineProgress
@@ -222,10 +222,13 @@ def test_progress_in_a_log_file_is_lines_not_a_redrawn_bar(
         def isatty(self) -> bool:
             return True
 
-    for configured, stream, expected in (([], Terminal(), TQDMProgressBar), ([], io.StringIO(), LineProgress)):
+    # Lightning's default bar (tqdm, or rich where rich is installed) stays in a terminal, becomes lines in a file
+    for terminal, stream in ((True, Terminal()), (False, io.StringIO())):
         trainer = Trainer(logger=False, enable_checkpointing=False, enable_model_summary=False)
-        lines_unless_terminal(trainer, configured, stream)
-        assert type(trainer.progress_bar_callback) is expected
+        default = type(trainer.progress_bar_callback)
+        assert default in (TQDMProgressBar, RichProgressBar)
+        lines_unless_terminal(trainer, [], stream)
+        assert type(trainer.progress_bar_callback) is (default if terminal else LineProgress)
     printed = io.StringIO()  # LightningModule.print goes through it: its arguments are kept
     LineProgress().print("a", "b", sep="-", end="!", file=printed)
     assert printed.getvalue() == "a-b!"

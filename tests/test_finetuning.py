@@ -170,3 +170,50 @@ def test_ema_weights_are_the_ones_validated_and_saved(tiny_shapes: ShapesDataMod
     trainer.save_checkpoint(tmp_path / "ema.ckpt")
     saved = torch.load(tmp_path / "ema.ckpt", weights_only=True)["state_dict"]
     torch.testing.assert_close(saved["model.net.decoder.blocks.0.conv1.0.weight"], watch.ema)
+
+
+def test_lora_trains_only_the_adapters_and_the_head_and_exports_merged(
+    tiny_shapes: ShapesDataModule, tmp_path: Path
+) -> None:
+    pytest.importorskip("peft")
+    from lightseg.export import ExportSettings, export_task
+
+    task = _task(arch="dpt", backbone="tu-vit_small_patch14_dinov2", lora={"rank": 4, "alpha": 8, "targets": ["qkv"]},
+                 optimizer=functools.partial(torch.optim.AdamW, lr=1e-2))  # fmt: skip
+    assert task.hparams["lora"] == {"rank": 4, "alpha": 8, "dropout": 0.0, "targets": ["qkv"]}
+    encoder = task.model.net.encoder
+    adapters = {n for n, p in encoder.named_parameters() if "lora_" in n}
+    assert len(adapters) == 2 * 12  # A and B on each of the 12 blocks' qkv
+    assert {n for n, p in encoder.named_parameters() if p.requires_grad} == adapters
+    before = {k: v.clone() for k, v in task.state_dict().items()}
+    _fit(task, tiny_shapes, 1, [])
+    after = task.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    backbone_changed = {k for k in changed if ".encoder." in k}
+    assert backbone_changed and all("lora_" in k for k in backbone_changed)  # only the adapters in the backbone
+    assert any(".decoder." in k for k in changed)  # the head trains whole
+
+    image = torch.rand(1, 3, 70, 84)
+    with torch.no_grad():
+        expected = task.eval()(image)["out"]
+    settings = ExportSettings("torchscript", str(tmp_path / "m.pt"), "logits", verify_sizes=[(56, 84), (45, 61)])
+    assert all(f["ok"] for f in export_task(task, None, settings).verification)
+    exported = torch.jit.load(str(tmp_path / "m.pt"))
+    assert not any("lora" in n for n, _ in exported.named_parameters())  # merged: the plain network
+    with torch.no_grad():  # merging reorders float sums: the export verification's own tolerance
+        got = exported(image)
+        torch.testing.assert_close(got, expected, rtol=0, atol=1e-4 + 1e-3 * float(expected.abs().max()))
+    assert (got.argmax(1) == expected.argmax(1)).float().mean() >= 0.999
+    assert any("lora_" in n for n, _ in task.named_parameters())  # the task keeps its adapters
+
+
+def test_lora_options_that_cannot_apply_are_one_line() -> None:
+    pytest.importorskip("peft")
+    none = r"lora targets \['qkv'\] match no linear layer of the backbone \(it has none"
+    with pytest.raises(LightsegError, match=none):
+        _task(lora={"rank": 4})  # a ResNet: convolutions only
+    unknown = r"lora: unknown setting\(s\) \['r'\]; valid: rank, alpha, dropout, targets"
+    with pytest.raises(LightsegError, match=unknown):
+        _task(arch="dpt", backbone="tu-vit_small_patch14_dinov2", lora={"r": 4})
+    with pytest.raises(LightsegError, match=r"lora targets \['attn'\] match no linear layer .*\(fc1, fc2, .*qkv"):
+        _task(arch="dpt", backbone="tu-vit_small_patch14_dinov2", lora={"targets": ["attn"]})

@@ -130,7 +130,7 @@ def test_init_from_on_the_command_line_starts_from_the_checkpoint(
     capsys.readouterr()
     main(["validate", *base, "--trainer.logger.init_args.name=scratch"])
     # an untrained head's scores are printed, not kept in a run folder
-    scratch = float(re.findall(r"val_miou\s+([0-9.]+)", capsys.readouterr().out)[-1])
+    scratch = float(re.findall(r"\bval_miou\b[^\d\n]*([0-9.]+)", capsys.readouterr().out)[-1])  # tqdm or rich table
     assert not (tmp_path / "runs" / "quickstart" / "scratch").exists()
     resumed, initialised = (
         _val_miou(tmp_path / "runs" / "quickstart" / "resumed"),

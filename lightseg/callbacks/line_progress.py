@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import Any, TextIO, cast
 
 from lightning.pytorch import LightningModule, Trainer
-from lightning.pytorch.callbacks import Callback, ProgressBar, TQDMProgressBar
+from lightning.pytorch.callbacks import Callback, ProgressBar, RichProgressBar, TQDMProgressBar
 from typing_extensions import override
 
 
@@ -250,11 +250,15 @@ class LineProgress(ProgressBar):
 def lines_unless_terminal(trainer: Trainer, configured: Sequence[Callback], stream: TextIO | None = None) -> None:
     """Put a :class:`LineProgress` in place of Lightning's default bar when ``stream`` (stdout) is not a terminal.
 
-    A progress bar the user configured (``configured``: the run's callbacks from its config)
-    is kept, and so is a run without one (``enable_progress_bar: false``).
+    Lightning's default is its tqdm bar, or its rich bar where the ``rich`` package is installed
+    (transformers brings it); either redraws one line, which a log file keeps as a wall of
+    carriage returns. A progress bar the user configured (``configured``: the run's callbacks
+    from its config) is kept, and so is a run without one (``enable_progress_bar: false``).
     """
     bar = trainer.progress_bar_callback
-    if type(bar) is not TQDMProgressBar or any(isinstance(cb, ProgressBar) for cb in configured):
+    if bar is None or type(bar) not in (TQDMProgressBar, RichProgressBar):
+        return
+    if any(isinstance(cb, ProgressBar) for cb in configured):
         return
     if (stream or sys.stdout).isatty():
         return

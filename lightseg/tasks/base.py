@@ -22,6 +22,7 @@ from typing_extensions import override
 from lightseg.checkpoints import ModelCheckpoint as RunCheckpoint
 from lightseg.checkpoints import load_checkpoint
 from lightseg.errors import LightsegError
+from lightseg.models.lora import LoRASettings, add_lora
 from lightseg.optim import PolyLR, WarmupMultiStepLR
 from lightseg.types import Stage
 from lightseg.weights import LoadReport, check_weights_option, load_weights_file
@@ -65,6 +66,10 @@ class BaseTask(LightningModule, ABC):
             DINOv2, ConvNeXt, Swin, ...): the backbone's layer ``i`` of ``L`` trains at
             ``layer_decay ** (L - i)`` times the rate, its last layer at the full rate (BEiT's,
             ConvNeXt's and DINOv2's segmentation recipes: 0.65 to 0.9); ``null``: one rate.
+        lora: LoRA adapters on the backbone's linear layers (a :class:`~lightseg.models.lora.LoRASettings`,
+            e.g. ``lora: {rank: 8, targets: [qkv]}`` for a ViT / DINOv2 backbone): the rest of the
+            backbone is frozen, the head trains whole, and export merges the adapters into the
+            weights; ``null``: none. Needs ``pip install "lightseg[finetune]"``.
     """
 
     monitor: ClassVar[str] = "val_loss"
@@ -81,7 +86,9 @@ class BaseTask(LightningModule, ABC):
         init_from: str | None = None,
         freeze_backbone: bool | int = False,
         layer_decay: float | None = None,
+        lora: LoRASettings | None = None,
     ) -> None:
+        settings = LoRASettings.of(lora) if lora is not None else None
         super().__init__()
         if head_lr_mult < 0:
             raise LightsegError(f"head_lr_mult must be >= 0, got {head_lr_mult}")
@@ -94,10 +101,14 @@ class BaseTask(LightningModule, ABC):
                 f"layer_decay must be in (0, 1] (0.65 to 0.9 in the published recipes), got {layer_decay}"
             )
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
+        # plain values in checkpoints and hparams.yaml (a subclass's **kwargs carry the value as given)
+        self.hparams["lora"] = settings.as_dict() if settings is not None else None
         self._initialised_from: str | None = None
         self.optimizer_factory = optimizer
         self.lr_scheduler_factory = lr_scheduler
         self.model = self.build_model()
+        if settings is not None:
+            add_lora(self.model, settings, self.is_backbone_parameter)
         self.criterion = self.build_loss()
         self.metrics = nn.ModuleDict({f"{stage}_metrics": self.build_metrics() for stage in self.stages})
         #: the last dataset-level results of each evaluated stage (what the dashboard draws)
