@@ -6,10 +6,10 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import pytest
+import segmentation_models_pytorch as smp
 import torch
 
 import lightseg.models.backbones as backbones
-import lightseg.models.semantic as semantic_models
 from lightseg.datamodules import ShapesDataModule
 from lightseg.errors import LightsegError
 from lightseg.metrics import SegmentationMetrics
@@ -142,7 +142,7 @@ def test_smp_offline_weights_error(monkeypatch: pytest.MonkeyPatch) -> None:
         seen.append(constants.is_offline_mode())
         raise OSError("We couldn't connect to the Hub")
 
-    monkeypatch.setitem(semantic_models.smp.MODEL_ARCHITECTURES_MAPPING, "unet", offline)
+    monkeypatch.setitem(smp.MODEL_ARCHITECTURES_MAPPING, "unet", offline)
     # the hub unreachable: its client reads the cache only (instead of retrying for ~25 s), then says so
     monkeypatch.setattr(backbones, "hub_unreachable", lambda: "huggingface.co cannot be reached")
     with pytest.raises(LightsegError, match=r"smp encoder resnet18.*Hugging Face cache.*weights_backbone: null"):

@@ -8,31 +8,20 @@ crops back), and returns ``{"out": logits[, "aux": logits]}`` at the input resol
 from __future__ import annotations
 
 import dataclasses
-import inspect
-import warnings
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, cast
 
-import segmentation_models_pytorch as smp
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision.models import segmentation as tvseg
 
 from lightseg.errors import LightsegError, closest_names
-from lightseg.models.backbones import (
-    ATROUS_RESNETS,
-    WeightsName,
-    hub_cache_only_when_unreachable,
-    load_backbone_file,
-    offline_hint,
-    torchvision_weights,
-)
+from lightseg.models import smp_adapter
+from lightseg.models.backbones import ATROUS_RESNETS, WeightsName, load_backbone_file, offline_hint, torchvision_weights
 from lightseg.models.deeplab import DeepLabV2, deeplabv3_resnet
 from lightseg.models.fcn_vgg import FCNVGG16
-from lightseg.weights import check_weights_option
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -142,104 +131,6 @@ def _fcn_resnet(spec: ModelSpec) -> SegmentationModel:
     return SegmentationModel(net)
 
 
-def _smp(name: str, spec: ModelSpec, **kwargs: Any) -> SegmentationModel:
-    """Build smp's architecture ``name`` (a key of ``smp.MODEL_ARCHITECTURES_MAPPING``) as ``spec`` says."""
-    check_weights_option("weights_backbone", spec.weights_backbone, ("imagenet",))
-    weights = "imagenet" if spec.weights_backbone == "imagenet" else None
-    kwargs = {**kwargs, **spec.arch_options}
-    if _fixed_input_size(spec.backbone):
-        # a transformer whose position embedding / windows are fixed to its pretraining size (DINOv2: 518,
-        # Swin: 224): timm adapts them to each input's patch grid instead, so that any input size runs
-        kwargs.setdefault("dynamic_img_size", True)
-    _dry_build(name, spec.backbone, spec.num_classes, kwargs)
-    downloads: AbstractContextManager[None] = hub_cache_only_when_unreachable() if weights else nullcontext()
-    with offline_hint(f"smp encoder {spec.backbone}", weights), downloads:
-        net = smp.MODEL_ARCHITECTURES_MAPPING[name](
-            spec.backbone, encoder_weights=weights, classes=spec.num_classes, **kwargs
-        )
-    load_backbone_file(cast(nn.Module, net.encoder), spec.weights_backbone, f"smp encoder {spec.backbone}")
-    if name == "dpt":
-        _reassemble_on_patch_grid(net)
-    stride = int(getattr(net.encoder, "output_stride", 32))
-    min_size = _MIN_FEATURE_SIZE[name] * stride if name in _MIN_FEATURE_SIZE else 1
-    return SegmentationModel(net, size_divisor=_size_divisor(stride), min_size=min_size)
-
-
-def _reassemble_on_patch_grid(net: Any) -> None:
-    """DPT on a ViT whose patch is not a power of two (DINOv2's 14): reassemble at 4, 2, 1 and 1/2 times its grid.
-
-    smp derives the reassembly factors from the strides (14/4 = 3.5 ... are no kernel sizes: smp issue 1328);
-    DPT's factors are relative to the patch grid, as DINOv2's own DPT head uses them with patch 14.
-    """
-    from segmentation_models_pytorch.base.initialization import initialize_decoder
-
-    if _size_divisor(int(net.encoder.output_stride)) == 32:
-        return  # a patch of 8, 16 or 32: smp's factors are whole
-    for i, block in enumerate(net.decoder.reassemble_blocks):
-        channels = block.project_to_out_channel.out_channels
-        factor = 2 ** (2 - i)  # 4, 2, 1, 1/2: the blocks' scales for a patch-16 grid
-        if factor > 1:
-            block.upsample = nn.ConvTranspose2d(channels, channels, kernel_size=factor, stride=factor)
-        elif factor == 1:
-            block.upsample = nn.Identity()
-        else:
-            block.upsample = nn.Conv2d(channels, channels, kernel_size=3, stride=round(1 / factor), padding=1)
-        initialize_decoder(block.upsample)
-
-
-#: the smallest deepest-feature map an architecture runs on (PAN's feature pyramid attention halves it three times)
-_MIN_FEATURE_SIZE = {"pan": 8}
-
-
-def _size_divisor(stride: int) -> int:
-    # smp's models need inputs divisible by the encoder's total stride: a power of two pads to 32 as before
-    # (DeepLab's dilated encoders included); a patch-14 ViT (DINOv2) to 28, as DPT's coarsest level halves
-    # the patch grid and its fusion adds it back to the finer one (an odd grid would not meet)
-    return 32 if 32 % stride == 0 else 2 * stride
-
-
-def _fixed_input_size(backbone: str) -> bool:
-    """Whether the timm model behind a ``tu-`` backbone was defined for one input size only."""
-    if not backbone.startswith("tu-"):
-        return False
-    import timm
-
-    config = timm.get_pretrained_cfg(backbone[3:])
-    return bool(config is not None and config.fixed_input_size)
-
-
-#: smp's reasons for refusing an encoder, and which encoders the decoder takes instead
-_REFUSALS: tuple[tuple[str, str], ...] = (
-    ("Unsupported model downsampling pattern", "a plain ViT (one feature scale) works under dpt only; this decoder "
-     "needs a feature pyramid: an smp encoder (resnet34, mit_b0, efficientnet-b0, ...) or a hierarchical timm "
-     "model (tu-convnext_tiny, tu-swin_tiny_patch4_window7_224, tu-resnet50, ...)"),
-    ("Only Timm encoders are supported for DPT", "dpt takes timm models only: tu-<timm model>, e.g. "
-     "tu-vit_small_patch14_dinov2, tu-vit_base_patch16_224, tu-convnext_tiny"),
-    ("output_stride", "output_stride needs an encoder that can dilate its last stages (resnet*, efficientnet-*, "
-     "mobilenet_v2, tu-resnet50, tu-convnext_tiny, ...); transformers such as Swin and ViT cannot"),
-    ("not support", "mit_b* encoders work under unet, manet, fpn, pspnet, deeplabv3(plus), pan, upernet and segformer"),
-    ("is not supported for", "mit_b* encoders work under unet, manet, fpn, pspnet, deeplabv3(plus), pan, upernet and "
-     "segformer"),
-)  # fmt: skip
-
-
-def _dry_build(arch: str, backbone: str, num_classes: int, kwargs: dict[str, Any]) -> None:
-    """Build smp's ``arch`` on the meta device (no memory, no weights): smp's refusals, before any download."""
-    try:
-        with torch.device("meta"), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the real build below says it again, once
-            smp.MODEL_ARCHITECTURES_MAPPING[arch](backbone, encoder_weights=None, classes=num_classes, **kwargs)
-    except (ValueError, TypeError, AssertionError, KeyError) as err:
-        reason = str(err).split("\n")[0]
-        hint = next((h for key, h in _REFUSALS if key in reason), "")
-        raise LightsegError(
-            f"arch {arch!r} cannot use backbone {backbone!r} with these options ({type(err).__name__}: {reason})"
-            + (f"; {hint}" if hint else "")
-        ) from None
-    except RuntimeError:
-        pass  # some encoders cannot be built on the meta device (mit_b*: .item() of a tensor): the real build decides
-
-
 def _aspp_rates(spec: ModelSpec) -> tuple[int, int, int]:
     # DeepLab v3 Sec. 3.3: rates (6, 12, 18) at output stride 16, doubled at 8
     return (6, 12, 18) if spec.output_stride == 16 else (12, 24, 36)
@@ -247,16 +138,18 @@ def _aspp_rates(spec: ModelSpec) -> tuple[int, int, int]:
 
 def _smp_decoder(name: str) -> Callable[[ModelSpec], SegmentationModel]:
     """The builder of smp's architecture ``name``, given lightseg's output stride / ASPP rates where it reads them."""
-    model_class = smp.MODEL_ARCHITECTURES_MAPPING[name]
-    takes = inspect.signature(model_class).parameters
+    takes = smp_adapter.arguments(name)
 
     def build(spec: ModelSpec) -> SegmentationModel:
-        kwargs: dict[str, Any] = {}
+        kwargs: dict[str, Any] = dict(spec.arch_options)
         if "encoder_output_stride" in takes:
             kwargs["encoder_output_stride"] = spec.output_stride
         if "decoder_atrous_rates" in takes:
-            kwargs["decoder_atrous_rates"] = _aspp_rates(spec)
-        return _smp(name, spec, **kwargs)
+            kwargs.setdefault("decoder_atrous_rates", _aspp_rates(spec))
+        net, size_divisor, min_size = smp_adapter.build(
+            name, spec.backbone, spec.weights_backbone, spec.num_classes, kwargs
+        )
+        return SegmentationModel(net, size_divisor=size_divisor, min_size=min_size)
 
     return build
 
@@ -277,11 +170,6 @@ def _deeplabv3(spec: ModelSpec) -> SegmentationModel:
 
 def _deeplabv2(spec: ModelSpec) -> SegmentationModel:
     return SegmentationModel(DeepLabV2(spec.num_classes, spec.backbone, spec.weights_backbone))
-
-
-def smp_encoders() -> tuple[str, ...]:
-    """Names of the encoders segmentation_models_pytorch provides."""
-    return tuple(smp.encoders.get_encoder_names())
 
 
 FCN_VGG_OPTIONS = frozenset({"learnable_upsampling"})
@@ -312,27 +200,17 @@ def _deeplabv3_options(backbone: str) -> frozenset[str]:
     return STRIDE_ONLY
 
 
-#: smp's arguments that lightseg sets itself (from the backbone, weights, class count and output stride)
-_SMP_SET_BY_LIGHTSEG = frozenset(
-    {"self", "encoder_name", "encoder_weights", "in_channels", "classes", "activation", "aux_params", "kwargs",
-     "encoder_output_stride"}
-)  # fmt: skip
-#: where smp's default encoder is not the architecture's published one (SegFormer: Mix Transformer) or
-#: lightseg kept its own default (the DeepLabs: ResNet-101, as in the papers)
-_PUBLISHED_BACKBONE = {"segformer": "mit_b0", "deeplabv3": "resnet101", "deeplabv3plus": "resnet101"}
-
-
 def _smp_architecture(name: str) -> Architecture:
     """The registry entry of smp's architecture ``name``: its encoders, its default and its own options."""
-    takes = inspect.signature(smp.MODEL_ARCHITECTURES_MAPPING[name]).parameters
+    takes = smp_adapter.arguments(name)
     timm_only = name == "dpt"  # smp's DPT builds timm models only
     return Architecture(
         _smp_decoder(name),
-        _PUBLISHED_BACKBONE.get(name, str(takes["encoder_name"].default)),
-        (lambda: ()) if timm_only else smp_encoders,
+        smp_adapter.default_backbone(name),
+        (lambda: ()) if timm_only else smp_adapter.encoders,
         timm_encoders=True,
         options=lambda backbone: STRIDE_ONLY if "encoder_output_stride" in takes else frozenset(),
-        arch_options=frozenset(takes) - _SMP_SET_BY_LIGHTSEG,
+        arch_options=smp_adapter.settable(name),
     )
 
 
@@ -344,13 +222,13 @@ ARCHITECTURES: dict[str, Architecture] = {
     "fcn8s": Architecture(_fcn_vgg("8s"), "vgg16", lambda: ("vgg16",), options=lambda b: FCN_VGG_OPTIONS),
     "fcn": Architecture(_fcn_resnet, "resnet50", lambda: ATROUS_RESNETS, has_aux=True, options=lambda b: AUX_ONLY),
     "deeplabv2": Architecture(_deeplabv2, "resnet101", lambda: ATROUS_RESNETS),
-    **{name: _smp_architecture(name) for name in smp.MODEL_ARCHITECTURES_MAPPING},
+    **{name: _smp_architecture(name) for name in smp_adapter.ARCHITECTURES},
 }
 # DeepLab v3 also runs on lightseg's atrous torchvision ResNets (multi-grid, the auxiliary FCN head)
 ARCHITECTURES["deeplabv3"] = dataclasses.replace(
     ARCHITECTURES["deeplabv3"],
     build=_deeplabv3,
-    backbones=lambda: ATROUS_RESNETS + smp_encoders(),
+    backbones=lambda: ATROUS_RESNETS + smp_adapter.encoders(),
     has_aux=True,
     options=_deeplabv3_options,
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 import random
@@ -303,14 +304,24 @@ class BaseTask(LightningModule, ABC):
             return True
         return bool(setting) and self._trainer is not None and self.current_epoch < int(setting)
 
+    def _train_backbone(self, trainable: bool) -> None:
+        for name, param in self.named_parameters():
+            if self.is_backbone_parameter(name):
+                param.requires_grad_(trainable)
+
+    @functools.cached_property
+    def _backbone_norms(self) -> list[nn.Module]:
+        return [
+            module
+            for name, module in self.named_modules()
+            if isinstance(module, nn.modules.batchnorm._NormBase) and self.is_backbone_parameter(name)
+        ]
+
     @override
     def on_train_epoch_start(self) -> None:
         # freeze_backbone N: the backbone (in the optimizer from the start) takes no gradient for N epochs
         if not isinstance(self.hparams.get("freeze_backbone"), bool) and self.hparams.get("freeze_backbone"):
-            frozen = self._backbone_frozen_now()
-            for name, param in self.named_parameters():
-                if self.is_backbone_parameter(name):
-                    param.requires_grad_(not frozen)
+            self._train_backbone(not self._backbone_frozen_now())
 
     @override
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
@@ -318,16 +329,13 @@ class BaseTask(LightningModule, ABC):
         # before each step, as Lightning restores every module's mode after validation)
         if self.hparams.get("freeze_backbone"):
             frozen = self._backbone_frozen_now()
-            for name, module in self.named_modules():
-                if isinstance(module, nn.modules.batchnorm._NormBase) and self.is_backbone_parameter(name):
-                    module.train(not frozen)
+            for module in self._backbone_norms:
+                module.train(not frozen)
 
     @override
     def configure_optimizers(self) -> Any:
         if self.hparams.get("freeze_backbone") is True:
-            for name, param in self.named_parameters():
-                if self.is_backbone_parameter(name):
-                    param.requires_grad_(False)
+            self._train_backbone(False)
         optimizer = self.optimizer_factory(self.parameter_groups())
         for group in optimizer.param_groups:
             group["lr"] = group["lr"] * group.get("lr_mult", 1.0)  # before any scheduler reads its base rate
