@@ -12,7 +12,11 @@
    at the quickstart size and at VOC size (DeepLabV3-ResNet101, 21 classes, 513x513).
    Target: <= 5 %.
 
-    python benchmarks/overhead.py [--steps 80] [--repeats 5]
+   `--arch` / `--backbone` time another architecture on the quickstart's data the same way (the
+   metric rows are left out): `--arch hf_segformer --backbone nvidia/mit-b0`, `--arch mask2former
+   --backbone facebook/mask2former-swin-tiny-ade-semantic` (their set-prediction loss in both loops).
+
+    python benchmarks/overhead.py [--steps 80] [--repeats 5] [--arch A --backbone B]
 """
 
 from __future__ import annotations
@@ -29,17 +33,27 @@ from lightseg.cli import build_cli
 from lightseg.losses import SegmentationLoss
 from lightseg.metrics import SegmentationMetrics
 from lightseg.models import build_semantic_model
+from lightseg.models.semantic import ARCHITECTURES
 
 from report import ROOT, StepClock, record
 
 WARMUP = 5
 
 
-def through_lightseg(steps: int, cache: Path) -> tuple[float, float]:
+def model_args(arch: str | None, backbone: str | None) -> list[str]:
+    """The quickstart's model replaced by ``arch`` on ``backbone`` (a query model: its own loss, named ``ce``)."""
+    if arch is None:
+        return []
+    query = ARCHITECTURES[arch].query
+    return [f"--model.init_args.arch={arch}", f"--model.init_args.backbone={backbone}",
+            *(["--model.init_args.loss=ce"] if query else [])]  # fmt: skip
+
+
+def through_lightseg(steps: int, cache: Path, model: list[str]) -> tuple[float, float]:
     """(steps after the warm-up, all of ``trainer.fit``) in seconds through lightseg's CLI objects."""
     cli = build_cli(
         [
-            "--config", str(ROOT / "configs" / "quickstart.yaml"),
+            "--config", str(ROOT / "configs" / "quickstart.yaml"), *model,
             f"--data.init_args.root={cache}", f"--trainer.max_steps={steps}", "--trainer.max_epochs=-1",
             "--trainer.limit_val_batches=0", "--trainer.callbacks=[]", "--trainer.enable_checkpointing=false",
             "--trainer.logger=false",
@@ -55,15 +69,26 @@ def through_lightseg(steps: int, cache: Path) -> tuple[float, float]:
     return clock.elapsed("train")[1], time.perf_counter() - start
 
 
-def plain_loop(steps: int, cache: Path) -> float:
+def plain_loop(steps: int, cache: Path, model_options: list[str]) -> float:
     """Steps after the warm-up in seconds through a plain PyTorch loop."""
     cli = build_cli(
-        ["--config", str(ROOT / "configs" / "quickstart.yaml"), f"--data.init_args.root={cache}"], run=False
+        ["--config", str(ROOT / "configs" / "quickstart.yaml"), *model_options, f"--data.init_args.root={cache}"],
+        run=False,
     )
     model, datamodule = cli.model.model, cli.datamodule
     datamodule.setup("fit")
     loader = datamodule.train_dataloader()
-    criterion = SegmentationLoss("ce+dice", datamodule.num_classes)
+    if "mask_queries" in model.train()(next(iter(loader))["image"]):  # Mask2Former, EoMT: their set-prediction loss
+        net = model.net
+
+        def criterion(outputs: dict[str, torch.Tensor], target: torch.Tensor) -> torch.Tensor:
+            return net.set_loss(outputs, model.pad_target(target, 255), 255)
+    else:
+        loss = SegmentationLoss("ce+dice", datamodule.num_classes)
+
+        def criterion(outputs: dict[str, torch.Tensor], target: torch.Tensor) -> torch.Tensor:
+            return loss(outputs["out"], target)
+
     optimizer = torch.optim.AdamW(model.parameters(), lr=0.002, weight_decay=0.0001)
     scheduler = torch.optim.lr_scheduler.PolynomialLR(optimizer, total_iters=steps, power=0.9)
     model.train()
@@ -71,7 +96,7 @@ def plain_loop(steps: int, cache: Path) -> float:
     done = 0
     while done < steps:
         for batch in loader:
-            loss = criterion(model(batch["image"])["out"], batch["mask"])
+            loss = criterion(model(batch["image"]), batch["mask"])
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -104,31 +129,38 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=80)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--arch", help="another architecture on the quickstart's data (e.g. hf_segformer)")
+    parser.add_argument("--backbone", help="its backbone (e.g. nvidia/mit-b0)")
     args = parser.parse_args()
+    model = model_args(args.arch, args.backbone)
     with tempfile.TemporaryDirectory() as scratch:
         cache = Path(scratch)
-        through_lightseg(WARMUP + 1, cache)  # write the data set, warm up
+        through_lightseg(WARMUP + 1, cache, model)  # write the data set, warm up
         lightseg, fits, plain = [], [], []
         for _ in range(args.repeats):
-            steady, whole = through_lightseg(args.steps, cache)
+            steady, whole = through_lightseg(args.steps, cache, model)
             lightseg.append(steady)
             fits.append(whole - steady * args.steps / (args.steps - WARMUP))
-            plain.append(plain_loop(args.steps, cache))
+            plain.append(plain_loop(args.steps, cache, model))
     fast_lightseg, fast_plain = min(lightseg), min(plain)
     timed = args.steps - WARMUP
-    small = metric_fraction("unet", "resnet18", 4, 64, 16)
-    voc = metric_fraction("deeplabv3", "resnet101", 21, 513, 2)
+    what = f"{args.arch} ({args.backbone})" if args.arch else "quickstart"
     rows = [
-        (f"{timed} quickstart steps, plain PyTorch loop", f"{fast_plain:.2f} s"),
-        (f"{timed} quickstart steps, lightseg (Lightning) fit", f"{fast_lightseg:.2f} s"),
+        (f"{timed} {what} steps, plain PyTorch loop", f"{fast_plain:.2f} s"),
+        (f"{timed} {what} steps, lightseg (Lightning) fit", f"{fast_lightseg:.2f} s"),
         ("time ratio lightseg / plain (target <= 1.03)", f"{fast_lightseg / fast_plain:.3f}"),
         ("ratio of each pair, in run order", " ".join(f"{a / b:.3f}" for a, b in zip(lightseg, plain, strict=True))),
         ("`trainer.fit` start and end, once per run (estimated)", f"{min(fits):.2f} s"),
-        ("metric update / forward, U-Net R18 64x64 x16, 4 classes", f"{100 * small:.2f} %"),
-        ("metric update / forward, DeepLabV3-R101 513x513 x2, 21 classes", f"{100 * voc:.2f} %"),
     ]
+    if not args.arch:
+        small = metric_fraction("unet", "resnet18", 4, 64, 16)
+        voc = metric_fraction("deeplabv3", "resnet101", 21, 513, 2)
+        rows += [
+            ("metric update / forward, U-Net R18 64x64 x16, 4 classes", f"{100 * small:.2f} %"),
+            ("metric update / forward, DeepLabV3-R101 513x513 x2, 21 classes", f"{100 * voc:.2f} %"),
+        ]
     table = "| overhead | value |\n|---|---|\n" + "\n".join(f"| {a} | {b} |" for a, b in rows)
-    record(f"Overhead (best of {args.repeats})", table)
+    record(f"Overhead{f' of {what}' if args.arch else ''} (best of {args.repeats})", table)
 
 
 if __name__ == "__main__":

@@ -82,7 +82,11 @@ def portable_pooling(model: nn.Module) -> nn.Module:
 
     for name, child in list(model.named_children()):
         if isinstance(child, nn.AdaptiveAvgPool2d) and child.output_size not in (1, (1, 1)):
-            setattr(model, name, GridAveragePool(child.output_size))  # type: ignore[arg-type]
+            pool = GridAveragePool(child.output_size)  # type: ignore[arg-type]
+            setattr(model, name, pool)
+            for value in vars(model).values():  # a plain list the forward iterates (transformers' UperNet)
+                if isinstance(value, list):
+                    value[:] = [pool if item is child else item for item in value]
             continue
         portable_pooling(child)
         if isinstance(child, PSPBlock):

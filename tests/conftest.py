@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -57,3 +59,57 @@ TINY_SHAPES = [
     "--data.init_args.image_size=32",
     "--data.init_args.batch_size=8",
 ]
+
+
+def tiny_transformers_config(arch: str) -> Any:
+    """A transformers configuration of ``arch`` small enough for a CPU test (random weights)."""
+    import transformers as tf
+
+    stages = ["stage1", "stage2", "stage3", "stage4"]
+    swin = tf.SwinConfig(embed_dim=8, depths=[1, 1, 1, 1], num_heads=[1, 1, 1, 1], window_size=7, out_features=stages)
+    convnext = tf.ConvNextConfig(depths=[1, 1, 1, 1], hidden_sizes=[8, 16, 24, 32], out_features=stages)
+    vit = {"hidden_size": 32, "num_hidden_layers": 4, "num_attention_heads": 2, "image_size": 64, "patch_size": 16}
+    configs = {
+        "hf_segformer": lambda: tf.SegformerConfig(
+            hidden_sizes=[8, 16, 24, 32], depths=[1, 1, 1, 1], decoder_hidden_size=16, num_attention_heads=[1, 1, 1, 1]
+        ),
+        "hf_upernet": lambda: tf.UperNetConfig(
+            backbone_config=convnext, hidden_size=16, auxiliary_in_channels=24, auxiliary_channels=8
+        ),
+        "hf_dpt": lambda: tf.DPTConfig(
+            **vit,
+            intermediate_size=64,
+            backbone_out_indices=[0, 1, 2, 3],
+            neck_hidden_sizes=[8, 16, 24, 32],
+            fusion_hidden_size=16,
+        ),
+        "mask2former": lambda: tf.Mask2FormerConfig(
+            backbone_config=swin,
+            feature_size=64,
+            mask_feature_size=64,
+            hidden_dim=64,
+            encoder_feedforward_dim=32,
+            dim_feedforward=32,
+            encoder_layers=1,
+            decoder_layers=2,
+            num_queries=10,
+            num_attention_heads=2,
+            train_num_points=256,
+        ),
+        "eomt": lambda: tf.EomtConfig(**vit, num_queries=10, num_blocks=2, num_upscale_blocks=2, train_num_points=256),
+    }
+    return configs[arch]()
+
+
+@pytest.fixture(scope="session")
+def tiny_transformers(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    """A folder holding a tiny ``arch``'s config.json (as save_pretrained writes it), by arch name."""
+    root = tmp_path_factory.mktemp("transformers")
+
+    def folder(arch: str) -> Path:
+        path = root / arch
+        if not path.exists():
+            tiny_transformers_config(arch).save_pretrained(path)
+        return path
+
+    return folder

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -50,11 +51,23 @@ def test_ade20k_names_what_is_wrong(tmp_path: Path) -> None:
     assert annotation.name in report.errors[0].file and "151" in report.errors[0].detail
 
 
-def test_ade20k_recipes_train_two_steps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ade20k_recipes_train_two_steps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_transformers: Callable[[str], Path]
+) -> None:
     monkeypatch.chdir(tmp_path)
     root = write_ade20k(tmp_path, {"train": 4, "val": 2})
     small_upernet = ["--model.init_args.backbone=tu-convnext_atto", "--model.init_args.arch_options={}"]
-    for config, tiny in (("ade20k_segformer_b0.yaml", []), ("ade20k_upernet_convnext_tiny.yaml", small_upernet)):
+    recipes = [
+        ("ade20k_segformer_b0.yaml", []),
+        ("ade20k_upernet_convnext_tiny.yaml", small_upernet),
+        # transformers' models: the recipe's settings on a tiny configuration of the same architecture
+        ("ade20k_segformer_b5.yaml", [f"--model.init_args.backbone={tiny_transformers('hf_segformer')}"]),
+        ("ade20k_mask2former_swin_tiny.yaml", [f"--model.init_args.backbone={tiny_transformers('mask2former')}"]),
+        ("ade20k_eomt_large_512.yaml", [f"--model.init_args.backbone={tiny_transformers('eomt')}",
+                                         "--model.init_args.inference.window_size=32",
+                                         "--model.init_args.inference.window_stride=16"]),
+    ]  # fmt: skip
+    for config, tiny in recipes:
         main(["fit", "--config", str(ROOT / "configs" / "semantic" / config), f"--data.init_args.root={root}",
               "--data.init_args.crop_size=32", "--data.init_args.batch_size=2", "--data.init_args.num_workers=0",
               "--model.init_args.weights_backbone=null", *tiny, "--trainer.max_steps=2",

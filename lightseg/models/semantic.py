@@ -18,7 +18,7 @@ from torch import nn
 from torchvision.models import segmentation as tvseg
 
 from lightseg.errors import LightsegError, closest_names
-from lightseg.models import smp_adapter
+from lightseg.models import hf_adapter, smp_adapter
 from lightseg.models.backbones import ATROUS_RESNETS, WeightsName, load_backbone_file, offline_hint, torchvision_weights
 from lightseg.models.deeplab import DeepLabV2, deeplabv3_resnet
 from lightseg.models.fcn_vgg import FCNVGG16
@@ -80,7 +80,11 @@ class SegmentationModel(nn.Module):
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
 
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Map ``[B,3,H,W]`` images in [0, 1] to ``{"out": [B,C,H,W], "aux"?: [B,C,H,W]}``."""
+        """Map ``[B,3,H,W]`` images in [0, 1] to ``{"out": [B,C,H,W], "aux"?: [B,C,H,W]}``.
+
+        A query-based network's predictions (``class_queries``, ``mask_queries``) pass through as they
+        are, at the padded input's scale (see :meth:`pad_target`).
+        """
         height, width = image.shape[-2:]
         x = (image - self.mean) / self.std
         d = self.size_divisor
@@ -92,9 +96,19 @@ class SegmentationModel(nn.Module):
         if self.min_size > 1 and not (torch.jit.is_tracing() or torch.compiler.is_compiling()):
             self._check_size(x.shape[-2], x.shape[-1], height, width)
         raw = self.net(x)
-        outputs = {"out": raw} if isinstance(raw, torch.Tensor) else {k: raw[k] for k in ("out", "aux") if k in raw}
+        outputs = {"out": raw} if isinstance(raw, torch.Tensor) else dict(raw)
         padded = (x.shape[-2], x.shape[-1])
-        return {key: self._crop(logits, padded, height, width) for key, logits in outputs.items()}
+        return {
+            key: self._crop(value, padded, height, width) if key in ("out", "aux") else value
+            for key, value in outputs.items()
+        }
+
+    def pad_target(self, mask: torch.Tensor, ignore_index: int) -> torch.Tensor:
+        """``[B,H,W]`` labels padded as :meth:`forward` pads their images, the padding ``ignore_index``."""
+        d = self.size_divisor
+        height, width = mask.shape[-2:]
+        padding = (0, (width + d - 1) // d * d - width, 0, (height + d - 1) // d * d - height)
+        return F.pad(mask, padding, value=ignore_index)
 
     def _check_size(self, padded_height: int, padded_width: int, height: int, width: int) -> None:
         if min(padded_height, padded_width) < self.min_size:
@@ -154,6 +168,26 @@ def _smp_decoder(name: str) -> Callable[[ModelSpec], SegmentationModel]:
     return build
 
 
+#: transformers' architectures with an auxiliary FCN head (UperNet's on the third stage, DPT's on the last fusion)
+HF_AUX = frozenset({"hf_upernet", "hf_dpt"})
+
+
+def _transformers(name: str) -> Callable[[ModelSpec], SegmentationModel]:
+    """The builder of transformers' architecture ``name`` (see :mod:`lightseg.models.hf_adapter`)."""
+
+    def build(spec: ModelSpec) -> SegmentationModel:
+        options = dict(spec.arch_options)
+        if name in HF_AUX:
+            options.setdefault("use_auxiliary_head", spec.aux)
+        net, family, size_divisor = hf_adapter.build(
+            name, spec.backbone, spec.weights_backbone, spec.num_classes, options
+        )
+        mean, std = family.mean_std
+        return SegmentationModel(net, size_divisor=size_divisor, mean=mean, std=std)
+
+    return build
+
+
 def _deeplabv3(spec: ModelSpec) -> SegmentationModel:
     if spec.backbone in ATROUS_RESNETS:
         if spec.arch_options:
@@ -191,6 +225,12 @@ class Architecture:
     options: Callable[[str], frozenset[str]] = lambda backbone: frozenset()
     #: the names ``arch_options`` may set (the smp model's own arguments, e.g. ``decoder_channels``)
     arch_options: frozenset[str] = frozenset()
+    #: the builder checks the backbone and ``arch_options`` itself (transformers' configurations)
+    checks_own: bool = False
+    #: a mask-classification model, trained with its own set-prediction loss
+    query: bool = False
+    #: export formats refused, with the one-line reason and what to do instead
+    export_refusals: Mapping[str, str] = field(default_factory=dict)
 
 
 def _deeplabv3_options(backbone: str) -> frozenset[str]:
@@ -214,6 +254,22 @@ def _smp_architecture(name: str) -> Architecture:
     )
 
 
+def _transformers_architecture(name: str) -> Architecture:
+    """The registry entry of transformers' architecture ``name`` (its backbone is a configuration's name)."""
+    family = hf_adapter.FAMILIES[name]
+    options = AUX_ONLY if name in HF_AUX else frozenset()
+    return Architecture(
+        _transformers(name),
+        family.default,
+        lambda: family.examples,
+        has_aux=name in HF_AUX,
+        options=lambda backbone: options,
+        checks_own=True,
+        query=family.query,
+        export_refusals=dict(family.export_refusals),
+    )
+
+
 #: every architecture by ``arch`` name: lightseg's own, then each of segmentation_models_pytorch's
 #: (taken from smp's own list, so that a new smp decoder arrives without an edit here)
 ARCHITECTURES: dict[str, Architecture] = {
@@ -223,6 +279,7 @@ ARCHITECTURES: dict[str, Architecture] = {
     "fcn": Architecture(_fcn_resnet, "resnet50", lambda: ATROUS_RESNETS, has_aux=True, options=lambda b: AUX_ONLY),
     "deeplabv2": Architecture(_deeplabv2, "resnet101", lambda: ATROUS_RESNETS),
     **{name: _smp_architecture(name) for name in smp_adapter.ARCHITECTURES},
+    **{name: _transformers_architecture(name) for name in hf_adapter.FAMILIES},
 }
 # DeepLab v3 also runs on lightseg's atrous torchvision ResNets (multi-grid, the auxiliary FCN head)
 ARCHITECTURES["deeplabv3"] = dataclasses.replace(
@@ -304,14 +361,18 @@ def build_semantic_model(
         learnable_upsampling: learn FCN-VGG's final upsampling instead of fixing it.
         arch_options: the architecture's own arguments beyond these, for smp's architectures
             (e.g. ``{"decoder_attention_type": "scse"}`` for ``unet``, ``{"decoder_readout":
-            "ignore"}`` for ``dpt``); a name the architecture does not take is refused.
+            "ignore"}`` for ``dpt``), or the configuration settings of transformers' architectures
+            (e.g. ``{"num_queries": 50}`` for ``mask2former``); a name the architecture does not take is
+            refused.
     """
     if arch not in ARCHITECTURES:
         raise LightsegError(f"unknown arch {arch!r};{closest_names(arch, list(ARCHITECTURES))}")
     entry = ARCHITECTURES[arch]
     backbone = backbone or entry.default_backbone
     valid = entry.backbones()
-    if entry.timm_encoders and backbone.startswith("tu-"):
+    if entry.checks_own:
+        pass
+    elif entry.timm_encoders and backbone.startswith("tu-"):
         import timm
 
         if not timm.is_model(backbone[3:]):
@@ -335,7 +396,7 @@ def build_semantic_model(
         {"output_stride": output_stride, "multi_grid": multi_grid, "learnable_upsampling": learnable_upsampling},
     )
     arch_options = dict(arch_options or {})
-    unknown = sorted(set(arch_options) - entry.arch_options)
+    unknown = [] if entry.checks_own else sorted(set(arch_options) - entry.arch_options)
     if unknown and not entry.arch_options:
         raise LightsegError(
             f"arch_options {unknown}: arch {arch!r} takes none (they set the arguments of smp's architectures); "

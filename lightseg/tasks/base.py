@@ -64,9 +64,10 @@ class BaseTask(LightningModule, ABC):
             normalisation statistics); a number ``N`` freezes it for the first ``N`` epochs, after
             which it trains at its scheduled rate; ``false`` (or 0) trains everything.
         layer_decay: layer-wise learning-rate decay of a timm backbone (``tu-<name>``: ViT,
-            DINOv2, ConvNeXt, Swin, ...): the backbone's layer ``i`` of ``L`` trains at
-            ``layer_decay ** (L - i)`` times the rate, its last layer at the full rate (BEiT's,
-            ConvNeXt's and DINOv2's segmentation recipes: 0.65 to 0.9); ``null``: one rate.
+            DINOv2, ConvNeXt, Swin, ...) or a transformers encoder (``hf_*``, ``mask2former``,
+            ``eomt``): the backbone's layer ``i`` of ``L`` trains at ``layer_decay ** (L - i)`` times
+            the rate, its last layer at the full rate (BEiT's, ConvNeXt's and DINOv2's segmentation
+            recipes: 0.65 to 0.9; EoMT's: 0.8); ``null``: one rate.
         lora: LoRA adapters on the backbone's linear layers (a :class:`~lightseg.models.lora.LoRASettings`,
             e.g. ``lora: {rank: 8, targets: [qkv]}`` for a ViT / DINOv2 backbone): the rest of the
             backbone is frozen, the head trains whole, and export merges the adapters into the
@@ -293,7 +294,8 @@ class BaseTask(LightningModule, ABC):
         if layers is None:
             raise LightsegError(
                 f"layer_decay needs a timm backbone, whose layers timm can tell apart (backbone tu-<name>: "
-                f"tu-vit_small_patch14_dinov2, tu-convnext_tiny, tu-swin_tiny_patch4_window7_224, ...); "
+                f"tu-vit_small_patch14_dinov2, tu-convnext_tiny, tu-swin_tiny_patch4_window7_224, ...) or one of "
+                f"transformers' architectures (hf_segformer, hf_upernet, hf_dpt, mask2former, eomt); "
                 f"{type(self).__name__}'s backbone {self.hparams.get('backbone')!r} is not one: remove layer_decay"
             )
         return layers

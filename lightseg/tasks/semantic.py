@@ -17,7 +17,13 @@ from lightseg.inference import InferenceSettings, migrate_flat_settings
 from lightseg.losses import LossName, SegmentationLoss, median_frequency_weights
 from lightseg.metrics import EvaluationProtocol, SegmentationMetrics, format_class_table, image_scores
 from lightseg.metrics.segmentation import PROTOCOL_SCALAR_KEYS, SCALAR_KEYS
-from lightseg.models.semantic import ARCHITECTURES, ArchName, applicable_options, build_semantic_model
+from lightseg.models.semantic import (
+    ARCHITECTURES,
+    ArchName,
+    SegmentationModel,
+    applicable_options,
+    build_semantic_model,
+)
 from lightseg.tasks.base import BaseTask
 from lightseg.types import SemanticBatch, SemanticEvalOutput, SemanticPrediction, Stage
 
@@ -43,15 +49,20 @@ class SemanticSegmentationTask(BaseTask):
             ``deeplabv2``, ``deeplabv3`` (torchvision ResNet-50/101 or an smp encoder) and every
             architecture of segmentation_models_pytorch: ``unet``, ``unetplusplus``, ``manet``,
             ``linknet``, ``fpn``, ``pspnet``, ``deeplabv3plus``, ``pan``, ``upernet``,
-            ``segformer``, ``dpt`` (see docs/models.md for which backbones each takes).
+            ``segformer``, ``dpt`` (see docs/models.md for which backbones each takes); and
+            transformers' ``hf_segformer``, ``hf_upernet``, ``hf_dpt``, ``mask2former`` and ``eomt``
+            (the ``transformers`` extra; the last two train with their set-prediction loss).
         backbone: encoder; ``None`` takes the architecture's default (vgg16, resnet50 for
             ``fcn``, resnet101 for the DeepLabs, mit_b0 for ``segformer``, smp's default
             otherwise: resnet34, or a ViT-B/16 for ``dpt``). smp's encoders and any timm model
-            as ``tu-<name>`` (``tu-convnext_tiny``, ``tu-vit_small_patch14_dinov2``, ...).
+            as ``tu-<name>`` (``tu-convnext_tiny``, ``tu-vit_small_patch14_dinov2``, ...). For
+            transformers' architectures: a published checkpoint's name (``nvidia/mit-b0``,
+            ``facebook/mask2former-swin-tiny-ade-semantic``, ...) or a ``save_pretrained`` folder.
         weights_backbone: ``imagenet``, the path of a local weights file for the backbone or
             encoder (a state dict or a torchvision/timm/smp checkpoint; what was loaded and
             what not is printed in one line), or ``null`` (train from scratch; needed offline unless
-            the weights are in the torch/Hugging Face cache).
+            the weights are in the torch/Hugging Face cache). transformers' architectures also take
+            ``pretrained`` (the named checkpoint's weights) and a ``save_pretrained`` folder.
         num_classes: classes including background; the CLI links it from the data module.
         ignore_index: label that never counts in loss or metrics.
         aux_weight: weight of the auxiliary head's loss (``fcn``, ``deeplabv3`` on ResNets);
@@ -145,6 +156,20 @@ class SemanticSegmentationTask(BaseTask):
     def build_loss(self) -> nn.Module:
         hp = self.hparams
         weights = hp["class_weights"]
+        entry = ARCHITECTURES.get(hp["arch"])
+        if entry is not None and entry.query:
+            settings = {
+                "loss": ("ce", hp["loss"]),
+                "class_weights": (None, weights),
+                "boundary_w0": (0.0, hp["boundary_w0"]),
+            }
+            changed = [f"{k}={v!r}" for k, (default, v) in settings.items() if v != default]
+            if changed:
+                raise LightsegError(
+                    f"{', '.join(changed)} does not apply to arch {hp['arch']!r}, which trains with its own "
+                    "set-prediction loss (set its class_weight, mask_weight, dice_weight or no_object_weight "
+                    "through arch_options); remove it"
+                )
         return SegmentationLoss(
             hp["loss"],
             hp["num_classes"],
@@ -190,11 +215,33 @@ class SemanticSegmentationTask(BaseTask):
         return self.model(image)
 
     def compute_loss(self, outputs: dict[str, torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
-        """Main loss plus ``aux_weight`` times the auxiliary head's loss."""
+        """Main loss plus ``aux_weight`` times the auxiliary head's loss.
+
+        A mask-classification model (``mask2former``, ``eomt``) is scored by its own set-prediction loss.
+        """
+        if "mask_queries" in outputs:
+            model = cast(SegmentationModel, self.model)
+            ignore = self.hparams["ignore_index"]
+            return model.net.set_loss(outputs, model.pad_target(mask, ignore), ignore)  # type: ignore[operator]
         loss = self.criterion(outputs["out"], mask)
         if "aux" in outputs:
             loss = loss + self.hparams["aux_weight"] * self.criterion(outputs["aux"], mask)
         return loss
+
+    @override
+    def is_backbone_parameter(self, name: str) -> bool:
+        # transformers' models name their encoders their own way: the wrapper knows which is which
+        net = getattr(self.model, "net", None)
+        if hasattr(net, "is_backbone") and name.startswith("model.net."):
+            return bool(net.is_backbone(name.removeprefix("model.net.")))  # type: ignore[union-attr]
+        return super().is_backbone_parameter(name)
+
+    @override
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        super().on_train_batch_start(batch, batch_idx)
+        anneal = getattr(getattr(self.model, "net", None), "anneal", None)
+        if anneal is not None:  # EoMT's masked attention fades out over the run
+            anneal(self.global_step / max(1, self.trainer.estimated_stepping_batches))
 
     @classmethod
     @override
