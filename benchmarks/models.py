@@ -94,7 +94,7 @@ def measure(arch: str, backbone: str | None, steps: int, repeats: int, folder: P
     with torch.no_grad():
         eager = median_seconds(lambda: model(image), repeats)
     settings = ExportSettings(output=str(folder / f"{arch}.onnx"), semantic_output="labels", overwrite=True)
-    if ARCHITECTURES[arch].export_refusals.get("onnx"):
+    if ARCHITECTURES[arch].export_refusal(model, "onnx"):
         return {"params": params, "gflops": gflops, "train": train, "eager": eager * 1000, "onnx": None}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -133,7 +133,8 @@ def main() -> None:
     if args.no_record:
         print(table)
     else:
-        record(f"Model zoo ({CLASSES} classes, {SIZE}x{SIZE}, untrained)", table)
+        rows = f" — {', '.join(args.only)}" if args.only else ""
+        record(f"Model zoo ({CLASSES} classes, {SIZE}x{SIZE}, untrained){rows}", table)
 
 
 if __name__ == "__main__":

@@ -112,8 +112,9 @@ def _check_exportable(task: LightningModule, settings: ExportSettings) -> None:
     if not _is_detection(task):
         from lightseg.models.semantic import ARCHITECTURES
 
-        arch = task.hparams.get("arch")
-        refusal = ARCHITECTURES[arch].export_refusals.get(settings.format) if arch in ARCHITECTURES else None
+        arch = str(task.hparams.get("arch"))
+        entry = ARCHITECTURES.get(arch)
+        refusal = entry.export_refusal(cast(nn.Module, task.model), settings.format) if entry else None
         if refusal:
             raise LightsegError(f"arch {arch!r} cannot be exported as {settings.format}: {refusal}")
         outside = cast("SemanticSegmentationTask", task).inference.changes_for_one_pass()

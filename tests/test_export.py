@@ -84,6 +84,24 @@ def test_every_semantic_architecture_exports_to_onnx_and_matches_pytorch(
     assert names == ["logits"]  # the auxiliary head is not in the graph
 
 
+PT2 = [("fcn", "resnet50"), ("deeplabv2", "resnet50"), ("deeplabv3", "resnet50"), ("deeplabv3", "resnet18"),
+       ("unetplusplus", "resnet18"), ("manet", "resnet18"), ("linknet", "resnet18"), ("fpn", "resnet18"),
+       ("pspnet", "resnet18"), ("pan", "resnet18"), ("upernet", "tu-convnext_atto"), ("segformer", "mit_b0"),
+       ("dpt", "tu-vit_small_patch14_dinov2"), ("fcn8s", None)]  # fmt: skip
+
+
+@pytest.mark.slow  # 5 to 14 s each (torch.export traces and the program is verified at two sizes): -m slow
+@pytest.mark.parametrize(("arch", "backbone"), PT2, ids=[f"{a}-{b}" for a, b in PT2])
+def test_every_semantic_architecture_exports_to_torch_export(arch: str, backbone: str | None, tmp_path: Path) -> None:
+    # U-Net and DeepLabV3+ are in the default suite (test_torch_export_takes_sizes_with_and_without_padding)
+    task = SemanticSegmentationTask(arch=arch, backbone=backbone, weights_backbone=None, num_classes=5)
+    sizes = LARGE_SIZES if arch == "pan" else SIZES
+    settings = ExportSettings("pt2", str(tmp_path / "m.pt2"), "logits", verify_sizes=sizes)
+    result = export_task(task, None, settings)
+    assert [f["size"] for f in result.verification] == [list(s) for s in sizes]
+    assert all(f["ok"] and f["label_agreement"] >= 0.999 for f in result.verification)
+
+
 def test_grid_pooling_is_exported_for_every_input_size() -> None:
     # ONNX has no adaptive pooling: PSPNet's and UPerNet's 2x2 ... 6x6 bins are computed from the input's size
     for bins in (1, 2, 3, 6, (2, 5)):

@@ -22,6 +22,9 @@ ZOO = [
     ("segformer", "mit_b0"),
     ("upernet", "tu-convnext_atto"),
     ("dpt", "tu-vit_small_patch14_dinov2"),
+    ("hf_segformer", "tiny"),
+    ("hf_upernet", "tiny"),
+    ("hf_dpt", "tiny"),
     ("mask2former", "tiny"),
     ("eomt", "tiny"),
 ]
@@ -80,7 +83,7 @@ def test_a_modern_architecture_trains_evaluates_predicts_and_exports(
     if arch == "mask2former":
         with pytest.raises(SystemExit) as stop:
             main(export)
-        assert stop.value.code == 2 and "Swin computes its shifted-window masks" in capsys.readouterr().err
+        assert stop.value.code == 2 and "Swin's shifted-window masks" in capsys.readouterr().err
         assert not (tmp_path / "model.onnx").exists()
         return
     main(export)

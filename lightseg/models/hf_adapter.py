@@ -103,6 +103,20 @@ def _mask2former(match: re.Match[str]) -> dict[str, Any]:
     return {"backbone_config": _swin(match["size"]), "num_queries": 100}
 
 
+#: ResNets as transformers builds them (a 7x7 stem, bottleneck blocks), and their ImageNet weights on the hub
+_RESNETS = {"resnet50": ([3, 4, 6, 3], "microsoft/resnet-50"), "resnet101": ([3, 4, 23, 3], "microsoft/resnet-101")}
+
+
+def _mask2former_resnet(match: re.Match[str]) -> dict[str, Any]:
+    from transformers import ResNetConfig
+
+    settings: dict[str, Any] = {
+        "depths": _RESNETS[match["resnet"]][0], "hidden_sizes": [256, 512, 1024, 2048], "layer_type": "bottleneck",
+        "out_features": _STAGES,
+    }  # fmt: skip
+    return {"backbone_config": ResNetConfig(**settings), "num_queries": 100}
+
+
 def _eomt(match: re.Match[str]) -> dict[str, Any]:
     # ViT-L/16 with 4 registers (DINOv2's); 100 queries decoded in its last 4 blocks, as released for semantic use
     size = int(match["image"])
@@ -190,6 +204,12 @@ def _patch(config: Any) -> int:
     return int(config.patch_size)
 
 
+def _pyramid_or_patch(config: Any) -> int:
+    # UperNet on a plain ViT (DINOv2: one feature scale, the patch grid) pads to its patch; on a pyramid, to 32
+    backbone = getattr(config, "backbone_config", None)
+    return _patch(backbone) if getattr(backbone, "model_type", "") == "dinov2" else 32
+
+
 FAMILIES: dict[str, Family] = {
     "hf_segformer": Family(
         "segformer", "SegformerForSemanticSegmentation", "nvidia/mit-b0",
@@ -204,7 +224,7 @@ FAMILIES: dict[str, Family] = {
          (r"openmmlab/upernet-(?P<family>swin)-(?P<size>tiny|small|base|large)", _upernet)),
         ("openmmlab/upernet-convnext-tiny", "openmmlab/upernet-convnext-base", "openmmlab/upernet-swin-tiny",
          "openmmlab/upernet-swin-base"),
-        lambda config: 32, encoder="backbone",
+        _pyramid_or_patch, encoder="backbone",
     ),
     "hf_dpt": Family(
         "dpt", "DPTForSemanticSegmentation", "Intel/dpt-large-ade",
@@ -215,14 +235,17 @@ FAMILIES: dict[str, Family] = {
     "mask2former": Family(
         "mask2former", "Mask2FormerForUniversalSegmentation", "facebook/mask2former-swin-tiny-ade-semantic",
         ((r"facebook/mask2former-swin-(?P<size>tiny|small|base|large)(?:-IN21k)?-(?P<data>ade|cityscapes|coco"
-          r"|mapillary-vistas)-semantic", _mask2former),),
+          r"|mapillary-vistas)-semantic", _mask2former),
+         (r"(?P<resnet>resnet50|resnet101)", _mask2former_resnet)),
         ("facebook/mask2former-swin-tiny-ade-semantic", "facebook/mask2former-swin-large-ade-semantic",
-         "facebook/mask2former-swin-tiny-cityscapes-semantic", "facebook/mask2former-swin-base-IN21k-ade-semantic"),
+         "facebook/mask2former-swin-tiny-cityscapes-semantic", "facebook/mask2former-swin-base-IN21k-ade-semantic",
+         "resnet50", "resnet101"),
         lambda config: 32, query=True, encoder="model.pixel_level_module.encoder",
         export_refusals=tuple(
-            (fmt, "Mask2Former's Swin computes its shifted-window masks in Python, which a traced graph fixes to the "
-             "traced size (other sizes come out wrong): no format exports it yet; run it with lightseg predict, "
-             "or train eomt, hf_segformer or hf_upernet, which export")
+            (fmt, "Mask2Former computes parts of its graph from the input size in Python (Swin's shifted-window "
+             "masks, its pixel decoder's multi-scale shapes), which a traced graph fixes to the traced size (other "
+             "sizes come out wrong, on a Swin and on a ResNet): no format exports it yet; run it with lightseg "
+             "predict, or train eomt, hf_segformer or hf_upernet, which export")
             for fmt in ("onnx", "torchscript", "pt2")
         ),
     ),
@@ -235,6 +258,11 @@ FAMILIES: dict[str, Family] = {
                           "data-dependent branch); export eomt with --export.format onnx or torchscript"),),
     ),
 }  # fmt: skip
+
+
+def export_refusal(arch: str, model: nn.Module, fmt: str) -> str | None:
+    """Why the built ``model`` of ``arch`` cannot be exported as ``fmt`` (``None``: it can)."""
+    return dict(FAMILIES[arch].export_refusals).get(fmt)
 
 
 def _from_pretrained(model_class: Any, name: str, config: Any, arch: str) -> nn.Module:
@@ -294,6 +322,14 @@ def build(
         if weights is not None:  # the encoder's weights (e.g. an ImageNet Swin's), as for every arch
             encoder = model.get_submodule(family.encoder) if family.encoder else model
             load_weights_file(encoder, weights, f"weights_backbone ({arch} encoder)")
+    elif weights in PRETRAINED and arch == "mask2former" and backbone in _RESNETS:
+        # Mask2Former on a ResNet: no model released on the hub; its encoder starts from ImageNet, as the paper's
+        model = model_class(config)
+        encoder = model.get_submodule(family.encoder)
+        backbone_class = transformers.AutoBackbone
+        name = _RESNETS[backbone][1]
+        loaded = _from_pretrained(backbone_class, name, config.backbone_config, f"{arch} encoder")
+        encoder.load_state_dict(loaded.state_dict())
     else:
         source = Path(backbone if weights in PRETRAINED else weights).expanduser()
         if weights not in PRETRAINED and not source.is_dir():

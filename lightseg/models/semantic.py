@@ -229,8 +229,8 @@ class Architecture:
     checks_own: bool = False
     #: a mask-classification model, trained with its own set-prediction loss
     query: bool = False
-    #: export formats refused, with the one-line reason and what to do instead
-    export_refusals: Mapping[str, str] = field(default_factory=dict)
+    #: why a built model cannot be exported in a format (``None``: it can), with what to do instead
+    export_refusal: Callable[[nn.Module, str], str | None] = lambda model, fmt: None
 
 
 def _deeplabv3_options(backbone: str) -> frozenset[str]:
@@ -266,7 +266,7 @@ def _transformers_architecture(name: str) -> Architecture:
         options=lambda backbone: options,
         checks_own=True,
         query=family.query,
-        export_refusals=dict(family.export_refusals),
+        export_refusal=lambda model, fmt: hf_adapter.export_refusal(name, model, fmt),
     )
 
 
