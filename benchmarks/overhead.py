@@ -84,10 +84,10 @@ def plain_loop(steps: int, cache: Path, model_options: list[str]) -> float:
         def criterion(outputs: dict[str, torch.Tensor], target: torch.Tensor) -> torch.Tensor:
             return net.set_loss(outputs, model.pad_target(target, 255), 255)
     else:
-        loss = SegmentationLoss("ce+dice", datamodule.num_classes)
+        per_pixel = SegmentationLoss("ce+dice", datamodule.num_classes)
 
         def criterion(outputs: dict[str, torch.Tensor], target: torch.Tensor) -> torch.Tensor:
-            return loss(outputs["out"], target)
+            return per_pixel(outputs["out"], target)
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=0.002, weight_decay=0.0001)
     scheduler = torch.optim.lr_scheduler.PolynomialLR(optimizer, total_iters=steps, power=0.9)
