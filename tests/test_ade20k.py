@@ -60,6 +60,7 @@ def test_ade20k_recipes_train_two_steps(
     recipes = [
         ("ade20k_segformer_b0.yaml", []),
         ("ade20k_upernet_convnext_tiny.yaml", small_upernet),
+        ("ade20k_linear_dinov2_small.yaml", []),  # the frozen DINOv2 ViT-S/14 with its linear head
         # transformers' models: the recipe's settings on a tiny configuration of the same architecture
         ("ade20k_segformer_b5.yaml", [f"--model.init_args.backbone={tiny_transformers('hf_segformer')}"]),
         ("ade20k_mask2former_swin_tiny.yaml", [f"--model.init_args.backbone={tiny_transformers('mask2former')}"]),

@@ -42,7 +42,7 @@ SEMANTIC = [
     pytest.param("fcn8s", None, marks=SLOW_VGG), ("fcn", "resnet50"), ("unet", "resnet18"), ("deeplabv2", "resnet50"),
     ("deeplabv3", "resnet50"), ("deeplabv3plus", "resnet18"), ("unetplusplus", "resnet18"), ("manet", "resnet18"),
     ("linknet", "resnet18"), ("fpn", "resnet18"), ("pspnet", "resnet18"), ("pan", "resnet18"),
-    ("upernet", "tu-convnext_atto"), ("segformer", "mit_b0"),
+    ("upernet", "tu-convnext_atto"), ("segformer", "mit_b0"), ("linear", "tu-resnet18"),
     # DINOv2's position embedding is resized to each input (antialiased bicubic): torch.export's ONNX exporter, 25 s
     pytest.param("dpt", "tu-vit_small_patch14_dinov2", marks=pytest.mark.slow),
 ]  # fmt: skip

@@ -14,7 +14,7 @@ from lightseg.models.fcn_vgg import FCNVGG16, bilinear_kernel
 #: the smallest backbone of each architecture (smp's decoders: resnet18, SegFormer's MiT-B0, DPT on DINOv2-S)
 TINY_BACKBONE = {
     "fcn": "resnet50", "deeplabv2": "resnet50", "deeplabv3": "resnet50", "segformer": "mit_b0",
-    "dpt": "tu-vit_small_patch14_dinov2",
+    "dpt": "tu-vit_small_patch14_dinov2", "linear": "tu-vit_small_patch14_dinov2",
 }  # fmt: skip
 SMP_DECODERS = ("unet", "unetplusplus", "manet", "linknet", "fpn", "pspnet", "deeplabv3", "deeplabv3plus", "pan",
                 "upernet", "segformer", "dpt")  # fmt: skip
@@ -231,3 +231,24 @@ def test_an_input_too_small_for_the_architecture_is_one_line() -> None:
         pan(torch.rand(1, 3, 45, 61))
     with pytest.raises(LightsegError, match=r"arch 'pan' cannot use .*PAN support output stride 16 or 32, got 8"):
         build_semantic_model("pan", 3, "resnet18", output_stride=8)
+
+
+def test_linear_head_is_a_probe_on_the_last_feature_map_and_freezes_to_batchnorm_and_a_convolution() -> None:
+    from lightseg.tasks import SemanticSegmentationTask
+
+    task = SemanticSegmentationTask(
+        arch="linear", backbone="tu-vit_small_patch14_dinov2", weights_backbone=None, num_classes=4,
+        freeze_backbone=True,
+    )  # fmt: skip
+    assert task.model.size_divisor == 14  # DINOv2's patch: the input padded to its grid
+    trained = {
+        n for g in task.parameter_groups() for n, p in task.named_parameters() if any(p is q for q in g["params"])
+    }
+    assert trained == {
+        "model.net.bn.weight",
+        "model.net.bn.bias",
+        "model.net.classifier.weight",
+        "model.net.classifier.bias",
+    }
+    with torch.no_grad():
+        assert task.eval()(torch.rand(1, 3, 45, 61))["out"].shape == (1, 4, 45, 61)

@@ -7,6 +7,7 @@ crops back), and returns ``{"out": logits[, "aux": logits]}`` at the input resol
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -19,9 +20,17 @@ from torchvision.models import segmentation as tvseg
 
 from lightseg.errors import LightsegError, closest_names
 from lightseg.models import hf_adapter, smp_adapter
-from lightseg.models.backbones import ATROUS_RESNETS, WeightsName, load_backbone_file, offline_hint, torchvision_weights
+from lightseg.models.backbones import (
+    ATROUS_RESNETS,
+    WeightsName,
+    hub_cache_only_when_unreachable,
+    load_backbone_file,
+    offline_hint,
+    torchvision_weights,
+)
 from lightseg.models.deeplab import DeepLabV2, deeplabv3_resnet
 from lightseg.models.fcn_vgg import FCNVGG16
+from lightseg.weights import check_weights_option
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -168,6 +177,45 @@ def _smp_decoder(name: str) -> Callable[[ModelSpec], SegmentationModel]:
     return build
 
 
+class LinearHead(nn.Module):
+    """A linear probe: BatchNorm and a 1x1 convolution on the backbone's last feature map (DINOv2's linear head).
+
+    Args:
+        encoder: a timm model built with ``features_only`` for its last feature map.
+        channels: that map's channels.
+        num_classes: output classes.
+    """
+
+    def __init__(self, encoder: nn.Module, channels: int, num_classes: int) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.bn = nn.BatchNorm2d(channels)
+        self.classifier = nn.Conv2d(channels, num_classes, kernel_size=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits at the backbone's stride (the wrapper upsamples them to the input)."""
+        return self.classifier(self.bn(self.encoder(x)[-1]))
+
+
+def _linear(spec: ModelSpec) -> SegmentationModel:
+    import timm
+
+    check_weights_option("weights_backbone", spec.weights_backbone, ("imagenet",))
+    pretrained = spec.weights_backbone == "imagenet"
+    name = spec.backbone[3:]
+    # a ViT defined for one size (DINOv2: 518) adapts its position embedding to each input's patch grid
+    size: dict[str, Any] = {"dynamic_img_size": True} if smp_adapter.fixed_input_size(spec.backbone) else {}
+    downloads = hub_cache_only_when_unreachable() if pretrained else contextlib.nullcontext()
+    with offline_hint(f"timm {name}", spec.weights_backbone if pretrained else None), downloads:
+        encoder = cast(Any, timm.create_model)(
+            name, pretrained=pretrained, features_only=True, out_indices=(-1,), **size
+        )
+    load_backbone_file(encoder, spec.weights_backbone, f"timm {name}")
+    info = cast(Any, encoder).feature_info
+    net = LinearHead(encoder, int(info.channels()[-1]), spec.num_classes)
+    return SegmentationModel(net, size_divisor=int(info.reduction()[-1]))
+
+
 #: transformers' architectures with an auxiliary FCN head (UperNet's on the third stage, DPT's on the last fusion)
 HF_AUX = frozenset({"hf_upernet", "hf_dpt"})
 
@@ -278,6 +326,7 @@ ARCHITECTURES: dict[str, Architecture] = {
     "fcn8s": Architecture(_fcn_vgg("8s"), "vgg16", lambda: ("vgg16",), options=lambda b: FCN_VGG_OPTIONS),
     "fcn": Architecture(_fcn_resnet, "resnet50", lambda: ATROUS_RESNETS, has_aux=True, options=lambda b: AUX_ONLY),
     "deeplabv2": Architecture(_deeplabv2, "resnet101", lambda: ATROUS_RESNETS),
+    "linear": Architecture(_linear, "tu-vit_small_patch14_dinov2", lambda: (), timm_encoders=True),
     **{name: _smp_architecture(name) for name in smp_adapter.ARCHITECTURES},
     **{name: _transformers_architecture(name) for name in hf_adapter.FAMILIES},
 }

@@ -67,7 +67,7 @@ def build(
     check_weights_option("weights_backbone", weights_backbone, ("imagenet",))
     weights = "imagenet" if weights_backbone == "imagenet" else None
     kwargs = dict(kwargs)
-    if _fixed_input_size(backbone):
+    if fixed_input_size(backbone):
         # a transformer whose position embedding / windows are fixed to its pretraining size (DINOv2: 518,
         # Swin: 224): timm adapts them to each input's patch grid instead, so that any input size runs
         kwargs.setdefault("dynamic_img_size", True)
@@ -112,7 +112,7 @@ def _size_divisor(stride: int) -> int:
     return 32 if 32 % stride == 0 else 2 * stride
 
 
-def _fixed_input_size(backbone: str) -> bool:
+def fixed_input_size(backbone: str) -> bool:
     """Whether the timm model behind a ``tu-`` backbone was defined for one input size only."""
     if not backbone.startswith("tu-"):
         return False

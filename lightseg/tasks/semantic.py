@@ -49,7 +49,8 @@ class SemanticSegmentationTask(BaseTask):
             ``deeplabv2``, ``deeplabv3`` (torchvision ResNet-50/101 or an smp encoder) and every
             architecture of segmentation_models_pytorch: ``unet``, ``unetplusplus``, ``manet``,
             ``linknet``, ``fpn``, ``pspnet``, ``deeplabv3plus``, ``pan``, ``upernet``,
-            ``segformer``, ``dpt`` (see docs/models.md for which backbones each takes); and
+            ``segformer``, ``dpt`` (see docs/models.md for which backbones each takes); ``linear``
+            (DINOv2's linear head on a timm backbone); and
             transformers' ``hf_segformer``, ``hf_upernet``, ``hf_dpt``, ``mask2former`` and ``eomt``
             (the ``transformers`` extra; the last two train with their set-prediction loss).
         backbone: encoder; ``None`` takes the architecture's default (vgg16, resnet50 for
