@@ -18,7 +18,7 @@ from torch import nn
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
 from lightseg.models.lora import merge_lora
-from lightseg.models.semantic import SegmentationModel
+from lightseg.models.wrapper import SegmentationModel
 
 SemanticOutput = Literal["logits", "probs", "labels"]
 

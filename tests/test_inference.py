@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from lightseg.inference import InferenceSettings, slide_logits, tta_probs, window_starts
-from lightseg.models.semantic import SegmentationModel
+from lightseg.models.wrapper import SegmentationModel
 from lightseg.tasks import SemanticSegmentationTask
 
 

@@ -142,9 +142,6 @@ class QuerySegmenter(nn.Module):
             return True  # Mask2Former's Swin / ResNet (its pixel decoder has an "encoder" too)
         return len(parts) > 1 and parts[1] in ("embeddings", "layers")  # EoMT's ViT
 
-    def anneal(self, progress: float) -> None:
-        """Set the masked-attention schedule for ``progress`` (0 to 1) through training (EoMT only)."""
-
 
 def _get(layer: Any, key: str) -> torch.Tensor:
     return layer[key] if isinstance(layer, dict) else getattr(layer, key)

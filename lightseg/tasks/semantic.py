@@ -17,13 +17,8 @@ from lightseg.inference import InferenceSettings, migrate_flat_settings
 from lightseg.losses import LossName, SegmentationLoss, median_frequency_weights
 from lightseg.metrics import EvaluationProtocol, SegmentationMetrics, format_class_table, image_scores
 from lightseg.metrics.segmentation import PROTOCOL_SCALAR_KEYS, SCALAR_KEYS
-from lightseg.models.semantic import (
-    ARCHITECTURES,
-    ArchName,
-    SegmentationModel,
-    applicable_options,
-    build_semantic_model,
-)
+from lightseg.models.semantic import ARCHITECTURES, ArchName, applicable_options, build_semantic_model
+from lightseg.models.wrapper import SegmentationModel
 from lightseg.tasks.base import BaseTask
 from lightseg.types import SemanticBatch, SemanticEvalOutput, SemanticPrediction, Stage
 
@@ -242,7 +237,12 @@ class SemanticSegmentationTask(BaseTask):
         super().on_train_batch_start(batch, batch_idx)
         anneal = getattr(getattr(self.model, "net", None), "anneal", None)
         if anneal is not None:  # EoMT's masked attention fades out over the run
-            anneal(self.global_step / max(1, self.trainer.estimated_stepping_batches))
+            anneal(self.global_step / self._total_steps)
+
+    @override
+    def on_train_start(self) -> None:
+        # read once per run: Lightning derives it from the loaders' lengths and the trainer's limits
+        self._total_steps = max(1.0, float(self.trainer.estimated_stepping_batches))  # inf: an unbounded run
 
     @classmethod
     @override
