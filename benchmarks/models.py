@@ -9,7 +9,8 @@ SegFormer on MiT-B0, DPT on DINOv2-S/14, UPerNet also on ConvNeXt-T), built untr
 - a training step: forward, cross-entropy, backward and an SGD step on a batch of 2, median of
   ``--steps`` after one warm-up (BatchNorm in training mode, as in ``lightseg fit``);
 - inference: eager PyTorch and onnxruntime (CPU provider) on one image, median of ``--repeats``
-  after one warm-up; the ONNX file is written and verified by :func:`lightseg.export.export_task`.
+  after one warm-up; the ONNX file is written and verified by :func:`lightseg.export.export_task`
+  (for a model whose graph holds at one input size only, Mask2Former, exported for 512², and said).
 
 Prints a table and appends it to docs/benchmarks.md (``--no-record``: print only).
 
@@ -93,9 +94,13 @@ def measure(arch: str, backbone: str | None, steps: int, repeats: int, folder: P
     model.eval()
     with torch.no_grad():
         eager = median_seconds(lambda: model(image), repeats)
-    settings = ExportSettings(output=str(folder / f"{arch}.onnx"), semantic_output="labels", overwrite=True)
-    if ARCHITECTURES[arch].export_refusal(model, "onnx"):
-        return {"params": params, "gflops": gflops, "train": train, "eager": eager * 1000, "onnx": None}
+    refusal = ARCHITECTURES[arch].export_refusal
+    fixed = refusal(model, "onnx", False) is not None  # a graph of one input size (Mask2Former), marked in the table
+    measured = {"params": params, "gflops": gflops, "train": train, "eager": eager * 1000, "fixed": fixed}
+    if refusal(model, "onnx", True):
+        return {**measured, "onnx": None}
+    settings = ExportSettings(output=str(folder / f"{arch}.onnx"), semantic_output="labels", overwrite=True,
+                              input_size=(SIZE, SIZE) if fixed else None)  # fmt: skip
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         export_task(task, None, settings)
@@ -104,7 +109,7 @@ def measure(arch: str, backbone: str | None, steps: int, repeats: int, folder: P
     session = onnxruntime.InferenceSession(str(settings.output), providers=["CPUExecutionProvider"])
     feed = {"image": image.numpy()}
     onnx = median_seconds(lambda: session.run(None, feed), repeats)
-    return {"params": params, "gflops": gflops, "train": train, "eager": eager * 1000, "onnx": onnx * 1000}
+    return {**measured, "onnx": onnx * 1000}
 
 
 def main() -> None:
@@ -125,6 +130,7 @@ def main() -> None:
             shown = backbone or ARCHITECTURES[arch].default_backbone
             result = measure(arch, backbone, args.steps, args.repeats, Path(tmp))
             onnx = "refused" if result["onnx"] is None else f"{result['onnx']:.0f}"
+            onnx += f" ({SIZE}² only)" if result["fixed"] and result["onnx"] is not None else ""
             line = (f"| {name} | {shown} | {result['params']:.1f} | {result['gflops']:.1f} | {result['train']:.2f} "
                     f"| {result['eager']:.0f} | {onnx} |")  # fmt: skip
             print(line, flush=True)

@@ -4,7 +4,8 @@
 
 Writes <out>/<image name>.png: a palette PNG of class indices, as `lightseg predict` writes
 into its masks/ folder. The model's metadata (class names, palette, input convention) is
-read from the ONNX file itself.
+read from the ONNX file itself. A model exported for one input size (`--export.input_size`)
+gets each image resized to that size, and its scores (or labels) resized back to the image's.
 """
 
 import argparse
@@ -29,6 +30,8 @@ def main() -> None:
         raise SystemExit(f"{args.model} is a {meta['task']}; this example writes semantic masks")
     output = meta["outputs"][0]  # labels, probs or logits
     palette = np.array(meta["palette"], dtype=np.uint8).ravel().tolist()
+    size = meta["input"].get("size")  # [H, W] for a graph of one input size, else "any"
+    fixed = tuple(size) if isinstance(size, list) else None
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for name in args.images:
@@ -37,10 +40,20 @@ def main() -> None:
             rgb = np.repeat(np.asarray(img, dtype=np.float32)[..., None] / 65535, 3, axis=2)
         else:
             rgb = np.asarray(img.convert("RGB"), dtype=np.float32) / 255  # RGB in [0, 1]
+        shown = img.size
+        if fixed is not None:  # resized channel by channel in float, so 16-bit images keep their precision
+            channels = [Image.fromarray(rgb[..., c], mode="F").resize((fixed[1], fixed[0]), Image.Resampling.BILINEAR)
+                        for c in range(3)]  # fmt: skip
+            rgb = np.stack([np.asarray(c) for c in channels], axis=2)
         image = rgb.transpose(2, 0, 1)[None]  # [1, 3, H, W]; the model normalises it itself
         result = session.run(None, {"image": image})[0][0]
+        if fixed is not None and output != "labels":  # scores resized back before the arg-max
+            result = np.stack([np.asarray(Image.fromarray(c, mode="F").resize(shown, Image.Resampling.BILINEAR))
+                               for c in result.astype(np.float32)])  # fmt: skip
         labels = result if output == "labels" else result.argmax(0)
         mask = Image.fromarray(labels.astype(np.uint8), mode="P")
+        if mask.size != shown:  # labels of a graph of one input size
+            mask = mask.resize(shown, Image.Resampling.NEAREST)
         mask.putpalette(palette)
         mask.save(out / f"{Path(name).stem}.png")
         found = [meta["class_names"][k] for k in np.unique(labels) if k < len(meta["class_names"])]

@@ -2,10 +2,11 @@
 
 The exported graph holds the model's input normalisation and its post-processing: it takes
 RGB images in [0, 1] of any size (semantic: ``[B,3,H,W]`` float32, dynamic batch, height
-and width; R-CNN: one ``[3,H,W]`` image) and returns what was asked for (semantic:
-``logits``, ``probs`` or ``labels``; R-CNN: boxes, the data set's category ids, scores,
-masks / keypoints). Sliding windows, test-time augmentation and the dense CRF run outside
-the graph and are refused at export time (they would silently be missing otherwise).
+and width, or one height and width with ``input_size``; R-CNN: one ``[3,H,W]`` image) and
+returns what was asked for (semantic: ``logits``, ``probs`` or ``labels``; R-CNN: boxes,
+the data set's category ids, scores, masks / keypoints). Sliding windows, test-time
+augmentation and the dense CRF run outside the graph and are refused at export time (they
+would silently be missing otherwise).
 
 Every export is loaded back by its own runtime and run on images of two sizes (and, for
 the R-CNN tasks, an empty image); the outputs are compared with PyTorch's, and a mismatch
@@ -60,6 +61,10 @@ class ExportSettings:
             RoiAlign then matches torchvision exactly).
         overwrite: replace an existing output file.
         verify_sizes: the ``(H, W)`` of the images the export is verified on (at least two).
+        input_size: export for this one ``(H, W)``: the graph then takes only images of that size
+            (resize them to it, and the output back) and is verified on images of that size. For
+            models whose graph cannot follow the input size (Mask2Former); any semantic model can
+            be exported so (a fixed-shape graph, as some deployment runtimes want).
     """
 
     def __init__(
@@ -71,6 +76,7 @@ class ExportSettings:
         opset: int | None = None,
         overwrite: bool = False,
         verify_sizes: list[tuple[int, int]] | None = None,
+        input_size: tuple[int, int] | None = None,
     ) -> None:
         self.format: Format = format
         self.output = Path(output if output is not None else f"model{SUFFIXES[format]}")
@@ -78,7 +84,16 @@ class ExportSettings:
         self.mask_threshold = mask_threshold
         self.opset = opset
         self.overwrite = overwrite
-        self.verify_sizes = [tuple(s) for s in (verify_sizes or [(320, 480), (257, 353)])]
+        if input_size is not None and (len(input_size) != 2 or min(input_size) < 16):
+            raise LightsegError(f"--export.input_size needs (H, W) of at least 16, got {input_size}")
+        self.input_size = None if input_size is None else (int(input_size[0]), int(input_size[1]))
+        if self.input_size is not None and verify_sizes and any(tuple(s) != self.input_size for s in verify_sizes):
+            raise LightsegError(
+                f"--export.input_size {list(self.input_size)} fixes the graph to one size, and --export.verify_sizes "
+                f"{verify_sizes} asks for others; leave --export.verify_sizes out (it is verified at the input size)"
+            )
+        default = [self.input_size] * 2 if self.input_size else [(320, 480), (257, 353)]
+        self.verify_sizes = [tuple(s) for s in (verify_sizes or default)]
         if len(self.verify_sizes) < 2 or any(len(s) != 2 or min(s) < 16 for s in self.verify_sizes):
             raise LightsegError(f"--export.verify_sizes needs two or more (H, W) of at least 16, got {verify_sizes}")
 
@@ -114,7 +129,8 @@ def _check_exportable(task: LightningModule, settings: ExportSettings) -> None:
 
         arch = str(task.hparams.get("arch"))
         entry = ARCHITECTURES.get(arch)
-        refusal = entry.export_refusal(cast(nn.Module, task.model), settings.format) if entry else None
+        model = cast(nn.Module, task.model)
+        refusal = entry.export_refusal(model, settings.format, settings.input_size is not None) if entry else None
         if refusal:
             raise LightsegError(f"arch {arch!r} cannot be exported as {settings.format}: {refusal}")
         outside = cast("SemanticSegmentationTask", task).inference.changes_for_one_pass()
@@ -124,6 +140,10 @@ def _check_exportable(task: LightningModule, settings: ExportSettings) -> None:
                 f"outside it (see the export docs): export with {' '.join(outside)}"
             )
         return
+    if settings.input_size is not None:
+        raise LightsegError(
+            "--export.input_size is for semantic models; an R-CNN graph resizes its input itself and takes any size"
+        )
     if settings.format == "pt2":
         raise LightsegError(
             "torch.export cannot hold the R-CNN's data-dependent post-processing (a different number of boxes per "
@@ -190,6 +210,8 @@ def _write(graph: nn.Module, task: LightningModule, settings: ExportSettings, pa
         if settings.format == "onnx":
             if detection:
                 axes = {"image": {1: "height", 2: "width"}, **{name: {0: "detections"} for name in names}}
+            elif settings.input_size:
+                axes = {"image": {0: "batch"}, names[0]: {0: "batch"}}
             else:
                 spatial = (1, 2) if names[0] == "labels" else (2, 3)
                 axes = {"image": {0: "batch", 2: "height", 3: "width"},
@@ -205,8 +227,7 @@ def _write(graph: nn.Module, task: LightningModule, settings: ExportSettings, pa
                     raise
                 # the TorchScript-based exporter lacks some operators (a ViT's antialiased bicubic resize of its
                 # position embedding to each input's patch grid); torch.export's exporter has them from opset 18
-                dim = torch.export.Dim.DYNAMIC
-                shapes = {"image": {0: dim, 2: dim, 3: dim}}
+                shapes = _dynamic_shapes(settings)
                 opset = max(opset, 18)
                 torch.onnx.export(
                     graph, (example,), str(path), dynamic_shapes=shapes, opset_version=opset, dynamo=True, **common
@@ -215,9 +236,14 @@ def _write(graph: nn.Module, task: LightningModule, settings: ExportSettings, pa
             scripted = torch.jit.script(graph) if detection else torch.jit.trace(graph, example)
             torch.jit.save(scripted, str(path))
         else:
-            dim = torch.export.Dim.DYNAMIC
-            program = torch.export.export(graph, (example,), dynamic_shapes={"image": {0: dim, 2: dim, 3: dim}})
+            program = torch.export.export(graph, (example,), dynamic_shapes=_dynamic_shapes(settings))
             torch.export.save(program, str(path))
+
+
+def _dynamic_shapes(settings: ExportSettings) -> dict[str, dict[int, Any]]:
+    """torch.export's dynamic dimensions of the image: batch, and height and width unless the size is fixed."""
+    dim = torch.export.Dim.DYNAMIC
+    return {"image": {0: dim} if settings.input_size else {0: dim, 2: dim, 3: dim}}
 
 
 def verify(
@@ -259,6 +285,7 @@ def metadata(
         "input": {
             "name": "image",
             "layout": "[3,H,W], one image" if detection else "[B,3,H,W]",
+            "size": list(settings.input_size) if settings.input_size else "any",
             "dtype": "float32",
             "range": [0.0, 1.0],
             "colour": "RGB",

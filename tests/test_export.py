@@ -327,6 +327,47 @@ def test_refusals_leave_nothing_behind(tmp_path: Path, monkeypatch: pytest.Monke
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # no file that looks valid, no temporary file
 
 
+def test_a_graph_of_one_input_size_and_the_tools_that_resize_to_it(tmp_path: Path) -> None:
+    onnxruntime = pytest.importorskip("onnxruntime")
+    task = SemanticSegmentationTask(arch="unet", backbone="resnet18", weights_backbone=None, num_classes=3)
+    _perturb(task.model)
+    settings = ExportSettings(output=str(tmp_path / "m.onnx"), semantic_output="logits", input_size=(48, 64))
+    result = export_task(task, None, settings)
+    assert [f["size"] for f in result.verification] == [[48, 64], [48, 64]]
+    assert all(f["ok"] for f in result.verification)
+    meta = json.loads(result.metadata_path.read_text())
+    assert meta["input"]["size"] == [48, 64]
+    session = onnxruntime.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].shape == ["batch", 3, 48, 64]  # the batch stays dynamic
+    with pytest.raises(Exception, match="(?i)dimension|shape"):  # another size is refused, never silently wrong
+        session.run(None, {"image": np.zeros((1, 3, 40, 64), dtype=np.float32)})
+
+    # lightseg predict with the exported file resizes each image to the graph's size and the scores back
+    image = torch.rand(3, 37, 53, generator=torch.Generator().manual_seed(1))
+    onnx_task = ONNXSegmentationTask(str(result.path))
+    predicted = onnx_task.predict_step({"image": image[None], "size": [(37, 53)], "path": ["x.png"]}, 0)["mask"][0]
+    with torch.no_grad():
+        resized = F.interpolate(image[None], size=(48, 64), mode="bilinear", antialias=True)
+        logits = F.interpolate(task.model(resized)["out"], size=(37, 53), mode="bilinear")
+    assert predicted.shape == (37, 53)
+    assert (predicted == logits.argmax(1)[0]).float().mean() >= 0.999
+
+    # and so does the example script (Pillow's resize), writing masks of the image's own size
+    folder = tmp_path / "images"
+    folder.mkdir()
+    Image.fromarray((image.permute(1, 2, 0).numpy() * 255).astype(np.uint8)).save(folder / "x.png")
+    script = ROOT / "examples" / "onnx_predict.py"
+    subprocess.run([sys.executable, str(script), str(result.path), str(folder / "x.png"), "--out", str(tmp_path / "o")],
+                   capture_output=True, text=True, check=True)  # fmt: skip
+    mask = np.asarray(Image.open(tmp_path / "o" / "x.png"))
+    assert mask.shape == (37, 53) and (mask == predicted.numpy()).mean() >= 0.95  # Pillow resizes, not torch
+
+    with pytest.raises(LightsegError, match=r"--export.input_size \[48, 64\] fixes the graph to one size"):
+        ExportSettings(input_size=(48, 64), verify_sizes=[(48, 64), (33, 47)])
+    with pytest.raises(LightsegError, match=r"--export.input_size is for semantic models"):
+        export_task(_rcnn("mask"), None, ExportSettings(output=str(tmp_path / "r.onnx"), input_size=(64, 64)))
+
+
 def test_verification_runs_on_the_validation_images_where_they_are(tmp_path: Path, shapes_root: Path) -> None:
     shapes = ShapesDataModule(root=str(shapes_root), num_train=4, num_val=3, num_test=2, image_size=32)
     shapes.prepare_data()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -204,7 +205,9 @@ def test_exports_match_pytorch_at_sizes_it_was_not_traced_at(
 
 
 @pytest.mark.parametrize(("arch", "fmt", "reason"), [
-    ("mask2former", "onnx", "shifted-window masks, its pixel decoder"), ("eomt", "pt2", "masked-attention schedule"),
+    ("mask2former", "onnx", r"shifted-window masks, its pixel decoder.*export it for one input size, e.g. "
+     r"--export.input_size \[512,512\]"),
+    ("eomt", "pt2", "masked-attention schedule"),
 ])  # fmt: skip
 def test_exports_that_would_be_wrong_or_fail_are_refused_before_any_work(
     arch: str, fmt: str, reason: str, tmp_path: Path, tiny_transformers: Callable[[str], Path]
@@ -216,6 +219,22 @@ def test_exports_that_would_be_wrong_or_fail_are_refused_before_any_work(
     with pytest.raises(LightsegError, match=f"arch {arch!r} cannot be exported as {fmt}: .*{reason}"):
         export_task(task, None, ExportSettings(fmt, str(tmp_path / "m"), verify_sizes=SIZES))  # type: ignore[arg-type]
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript", "pt2"])
+def test_mask2former_exports_for_one_input_size(
+    fmt: str, tmp_path: Path, tiny_transformers: Callable[[str], Path]
+) -> None:
+    from lightseg.export import ExportSettings, export_task
+
+    task = SemanticSegmentationTask(
+        arch="mask2former", backbone=str(tiny_transformers("mask2former")), weights_backbone=None, num_classes=5
+    )
+    settings = ExportSettings(fmt, str(tmp_path / f"m.{fmt}"), "probs", input_size=(70, 90))  # type: ignore[arg-type]
+    result = export_task(task, None, settings)
+    assert [f["size"] for f in result.verification] == [[70, 90], [70, 90]]
+    assert all(f["ok"] and f["label_agreement"] >= 0.999 for f in result.verification)
+    assert json.loads(result.metadata_path.read_text())["input"]["size"] == [70, 90]
 
 
 @pytest.mark.parametrize(("arch", "layers"), [("eomt", 5), ("hf_segformer", 4), ("mask2former", 5), ("hf_dpt", 5)])

@@ -143,8 +143,10 @@ class Family:
     query: bool = False
     #: the encoder's module (a ``weights_backbone`` file is loaded into it); empty: the whole model (EoMT's ViT)
     encoder: str = ""
-    #: export formats that cannot hold the model at every input size, and why (checked before exporting)
+    #: export formats that cannot hold the model, and why (checked before exporting)
     export_refusals: tuple[tuple[str, str], ...] = ()
+    #: why a graph of the model holds at the traced input size only (empty: it follows the input size)
+    fixed_size_only: str = ""
 
     def config(self, backbone: str, num_classes: int, options: dict[str, Any]) -> Any:
         """The configuration of ``backbone`` (a published name or a ``save_pretrained`` folder)."""
@@ -241,13 +243,9 @@ FAMILIES: dict[str, Family] = {
          "facebook/mask2former-swin-tiny-cityscapes-semantic", "facebook/mask2former-swin-base-IN21k-ade-semantic",
          "resnet50", "resnet101"),
         lambda config: 32, query=True, encoder="model.pixel_level_module.encoder",
-        export_refusals=tuple(
-            (fmt, "Mask2Former computes parts of its graph from the input size in Python (Swin's shifted-window "
-             "masks, its pixel decoder's multi-scale shapes), which a traced graph fixes to the traced size (other "
-             "sizes come out wrong, on a Swin and on a ResNet): no format exports it yet; run it with lightseg "
-             "predict, or train eomt, hf_segformer or hf_upernet, which export")
-            for fmt in ("onnx", "torchscript", "pt2")
-        ),
+        fixed_size_only="Mask2Former computes parts of its graph from the input size in Python (Swin's shifted-window "
+        "masks, its pixel decoder's multi-scale shapes), which an exported graph fixes to the size it was made at "
+        "(other sizes come out wrong, on a Swin and on a ResNet)",
     ),
     "eomt": Family(
         "eomt", "EomtForUniversalSegmentation", "tue-mps/ade20k_semantic_eomt_large_512",
@@ -260,9 +258,19 @@ FAMILIES: dict[str, Family] = {
 }  # fmt: skip
 
 
-def export_refusal(arch: str, model: nn.Module, fmt: str) -> str | None:
-    """Why the built ``model`` of ``arch`` cannot be exported as ``fmt`` (``None``: it can)."""
-    return dict(FAMILIES[arch].export_refusals).get(fmt)
+def export_refusal(arch: str, model: nn.Module, fmt: str, fixed_size: bool) -> str | None:
+    """Why the built ``model`` of ``arch`` cannot be exported as ``fmt`` (``None``: it can).
+
+    ``fixed_size``: the export is for one input size (``ExportSettings.input_size``).
+    """
+    family = FAMILIES[arch]
+    refusal = dict(family.export_refusals).get(fmt)
+    if refusal or fixed_size or not family.fixed_size_only:
+        return refusal
+    return (
+        f"{family.fixed_size_only}; export it for one input size, e.g. --export.input_size [512,512] (the graph "
+        "then takes images of that size only: resize them to it)"
+    )
 
 
 def _from_pretrained(model_class: Any, name: str, config: Any, arch: str) -> nn.Module:

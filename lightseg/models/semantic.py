@@ -188,8 +188,9 @@ class Architecture:
     checks_own: bool = False
     #: a mask-classification model, trained with its own set-prediction loss
     query: bool = False
-    #: why a built model cannot be exported in a format (``None``: it can), with what to do instead
-    export_refusal: Callable[[nn.Module, str], str | None] = lambda model, fmt: None
+    #: why a built model cannot be exported in a format (``None``: it can), with what to do instead; the
+    #: third argument: the export is for one input size
+    export_refusal: Callable[[nn.Module, str, bool], str | None] = lambda model, fmt, fixed_size: None
 
 
 def _deeplabv3_options(backbone: str) -> frozenset[str]:
@@ -225,7 +226,7 @@ def _transformers_architecture(name: str) -> Architecture:
         options=lambda backbone: options,
         checks_own=True,
         query=family.query,
-        export_refusal=lambda model, fmt: hf_adapter.export_refusal(name, model, fmt),
+        export_refusal=lambda model, fmt, fixed_size: hf_adapter.export_refusal(name, model, fmt, fixed_size),
     )
 
 

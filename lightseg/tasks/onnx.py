@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 from typing_extensions import override
 
@@ -44,6 +45,9 @@ class ONNXSegmentationTask(BaseTask):
         self.output = self.outputs[0]
         #: whether the model is an R-CNN (one image in, detections out)
         self.detects = "boxes" in self.outputs
+        size = metadata.get("input", {}).get("size")
+        #: the one ``(H, W)`` a graph exported with ``--export.input_size`` takes (images are resized to it)
+        self.fixed_size = (int(size[0]), int(size[1])) if isinstance(size, list) else None
         # exported labels are the data set's category ids; the writer maps labels to ids itself
         self.label_of = {int(category): label for label, category in enumerate(metadata.get("category_ids") or [])}
 
@@ -70,11 +74,18 @@ class ONNXSegmentationTask(BaseTask):
             return {"detections": detections, "path": batch.get("path"), "size": batch["size"]}
         masks = []
         for image, (height, width) in zip(batch["image"], batch["size"], strict=True):  # each at its own size
-            array = image[None, :, :height, :width].float().cpu().numpy()
-            (result,) = self.session.run(None, {"image": array})
-            labels = result[0] if self.output == "labels" else result[0].argmax(0)
+            array = image[None, :, :height, :width].float().cpu()
+            if self.fixed_size is not None:
+                array = F.interpolate(array, size=self.fixed_size, mode="bilinear", antialias=True)
+            (result,) = self.session.run(None, {"image": array.numpy()})
+            output = torch.from_numpy(np.asarray(result))
+            if self.fixed_size is not None and self.output == "labels":
+                output = F.interpolate(output[:, None].float(), size=(height, width), mode="nearest")[:, 0]
+            elif self.fixed_size is not None:  # scores resized back before the arg-max, as the sliding window does
+                output = F.interpolate(output.float(), size=(height, width), mode="bilinear")
+            labels = output[0] if self.output == "labels" else output[0].argmax(0)
             mask = np.zeros(image.shape[-2:], dtype=np.uint8)
-            mask[:height, :width] = labels
+            mask[:height, :width] = labels.numpy()
             masks.append(torch.from_numpy(mask))
         return {"mask": torch.stack(masks), "path": batch["path"], "size": batch["size"]}
 
