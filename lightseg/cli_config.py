@@ -32,6 +32,7 @@ from lightseg.checkpoints import (
 )
 from lightseg.checkpoints import ModelCheckpoint as RunCheckpoint
 from lightseg.cli_adapter import as_list, field, init_defaults
+from lightseg.contract import data_description
 from lightseg.errors import LightsegError, class_count_mismatch
 from lightseg.loggers import LIGHTNING_WANDB, WandbLogger
 from lightseg.run_folder import RunFolderGuard
@@ -243,8 +244,9 @@ def user_num_classes(model: Any) -> int | None:
 
 def check_num_classes(given: int | None, datamodule: Any) -> None:
     """Refuse a ``num_classes`` the user set that the data disagrees with (the data decides)."""
-    data_classes = getattr(datamodule, "num_classes", None)
-    if given is not None and isinstance(data_classes, int) and given != data_classes:
+    data = data_description(datamodule)
+    data_classes = data.num_classes if data is not None else None
+    if given is not None and data_classes is not None and given != data_classes:
         raise LightsegError(class_count_mismatch(given, data_classes, type(datamodule).__name__))
 
 

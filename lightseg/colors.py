@@ -35,11 +35,6 @@ def class_palette(class_colors: Any = None) -> np.ndarray:
     return palette
 
 
-def mask_palette(datamodule: Any) -> np.ndarray:
-    """:func:`class_palette` of a data module (its ``class_colors``; the generated palette without them)."""
-    return class_palette(getattr(datamodule, "class_colors", None))
-
-
 #: class colours told apart at a glance: a greedy max-min choice in CIEDE2000 over an RGB grid, away
 #: from black (background), white (void) and greys, neither too dark nor too light to see on a photo
 #: (L* 35-90); every pair is at least 17 CIEDE2000 units apart (tests/test_colors.py measures it)

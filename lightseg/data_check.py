@@ -25,12 +25,13 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from lightseg.colors import mask_palette
+from lightseg.contract import data_palette
 from lightseg.data_report import DataReport, Finding, SplitStats
 from lightseg.datamodules.base import BaseDataModule, SplitDataModule
 from lightseg.datamodules.coco_format import COCODataset
 from lightseg.datamodules.detection import DetectionDataModule
 from lightseg.datamodules.files import BinaryMaskError, SegmentationFiles
+from lightseg.datamodules.folder import SegmentationFolderDataModule
 from lightseg.datamodules.io import TURNED, check_depth, exif_orientation, orientation_hint, progress, read_image_uint8
 from lightseg.errors import LightsegError, MaskLabelError
 from lightseg.visualize import to_uint8_image
@@ -112,16 +113,6 @@ def _inspect_semantic(dataset: SegmentationFiles, index: int, split: str) -> _In
     return result
 
 
-def _split_names(datamodule: BaseDataModule) -> list[str]:
-    samples = getattr(datamodule, "samples", None)
-    if callable(samples):  # a folder data set: the splits it found
-        return [name for name, found in samples().items() if found]
-    splits = getattr(datamodule, "splits", None)
-    if isinstance(splits, dict):
-        return list(dict.fromkeys(splits.values()))
-    return ["train", "val", "test"]
-
-
 class _Checker:
     def __init__(self, datamodule: BaseDataModule, workers: int, limit: int, pictures: int) -> None:
         self.datamodule = datamodule
@@ -129,7 +120,7 @@ class _Checker:
         self.limit = limit
         self.pictures = pictures
         instances = isinstance(datamodule, DetectionDataModule)
-        palette = mask_palette(datamodule)  # the colours of every picture of this data set
+        palette = data_palette(datamodule)  # the colours of every picture of this data set
         self.report = DataReport(type(datamodule).__name__, tuple(datamodule.class_names), palette, instances)
         self.seen: dict[str, tuple[str, str]] = {}  # image digest -> (split, file)
 
@@ -154,7 +145,7 @@ class _Checker:
             on_missing = self.datamodule.on_missing
             self.datamodule.on_missing = "skip"  # list what is missing instead of stopping at it
             try:
-                names = _split_names(self.datamodule)
+                names = self.datamodule.split_names()
             except LightsegError as err:  # the splits themselves cannot be found: said in the report
                 self.report.findings.append(Finding("split", "all", "", str(err)))
                 names = []
@@ -175,7 +166,8 @@ class _Checker:
         return items[: self.limit] if self.limit > 0 else items
 
     def check_semantic(self, datamodule: SplitDataModule, names: list[str]) -> None:
-        for orphan_split, orphans in getattr(datamodule, "orphans", {}).items():
+        orphaned = datamodule.orphans if isinstance(datamodule, SegmentationFolderDataModule) else {}
+        for orphan_split, orphans in orphaned.items():
             for path in orphans:
                 self.report.findings.append(Finding("orphan_mask", orphan_split, str(path), "no image"))
         for split in names:
@@ -317,7 +309,7 @@ def _spread(items: Sequence[Any], count: int) -> list[Any]:
 
 def unreadable_data(name: str, problem: LightsegError) -> DataReport:
     """The report on a data set whose data module cannot even be made (a missing root, a bad class list)."""
-    report = DataReport(name, (), mask_palette(None), instances=False)
+    report = DataReport(name, (), data_palette(None), instances=False)
     report.findings.append(Finding("data", "all", "", str(problem)))
     return report
 

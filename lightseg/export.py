@@ -32,7 +32,7 @@ from torch import nn
 
 import lightseg
 from lightseg.checkpoints import load_checkpoint
-from lightseg.colors import mask_palette
+from lightseg.contract import LightsegTask, TaskContext, data_description, data_palette
 from lightseg.errors import LightsegError
 from lightseg.export_graphs import DetectionGraph, SemanticGraph, SemanticOutput
 from lightseg.export_verify import compare_with_pytorch, require, run_exported
@@ -110,8 +110,14 @@ class ExportResult:
 
 def category_ids(task: LightningModule, datamodule: LightningDataModule | None) -> list[int]:
     """The data set's category id of each label (the labels themselves without a data module that has them)."""
-    ids = getattr(datamodule, "category_ids", None)
-    return list(ids) if ids else list(range(int(task.hparams["num_classes"])))
+    data = data_description(datamodule)
+    return (
+        list(data.category_ids) if data is not None and data.category_ids else list(range(_context(task).num_classes))
+    )
+
+
+def _context(task: LightningModule) -> TaskContext:
+    return cast(LightsegTask, task).context()
 
 
 def _is_detection(task: LightningModule) -> bool:
@@ -268,8 +274,9 @@ def metadata(
 ) -> dict[str, Any]:
     """What travels with the exported model."""
     detection = _is_detection(task)
-    names = list(getattr(datamodule, "class_names", None) or getattr(task, "class_names", None) or [])
-    palette = mask_palette(datamodule)  # what lightseg predict writes into its mask PNGs
+    data = data_description(datamodule)
+    names = list((data.class_names if data is not None else None) or _context(task).class_names)
+    palette = data_palette(datamodule)  # what lightseg predict writes into its mask PNGs
     class_colours = palette[: len(names)].tolist()
     hp = dict(task.hparams)
     info: dict[str, Any] = {
@@ -332,7 +339,8 @@ def export_task(
         task.on_load_checkpoint(checkpoint)
         task.load_state_dict(checkpoint["state_dict"])
     elif _is_detection(task):
-        task.fit_predictors_to(getattr(datamodule, "class_names", None))  # type: ignore[operator]
+        data = data_description(datamodule)
+        task.fit_predictors_to(data.class_names if data is not None else None)  # type: ignore[operator]
     task = task.cpu().eval()
     if _is_detection(task):
         ids = category_ids(task, datamodule)

@@ -8,7 +8,7 @@ from typing import Any, cast
 
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 
-from lightseg.callbacks.defaults import add_missing, default_callbacks
+from lightseg.callbacks.defaults import add_missing, default_callbacks, monitored_checkpoint
 from lightseg.export import ExportResult, ExportSettings, describe, export_task
 
 
@@ -20,7 +20,7 @@ class LightsegTrainer(Trainer):
     says of the subcommand, and its ``ckpt_path`` text is the ``--ckpt_path`` help. Each
     run first adds the callbacks of :func:`~lightseg.callbacks.defaults.default_callbacks`
     that the user did not configure (the dashboard where a logger can show it, per-image
-    test scores).
+    test scores) and checkpoints on the task's monitored metric unless told otherwise.
     """
 
     #: set by the CLI from ``--export.*``
@@ -124,9 +124,15 @@ class LightsegTrainer(Trainer):
         return super().predict(model, dataloaders, datamodule, return_predictions, ckpt_path, weights_only)
 
     def add_default_callbacks(self, model: LightningModule | None, fn: str) -> None:
-        """Add the default callbacks of a ``fn`` run of ``model`` that are not configured."""
+        """Add the default callbacks of a ``fn`` run of ``model`` that are not configured.
+
+        Lightning's default checkpoint (the last epoch) becomes one on the task's monitored metric
+        where the user configured no monitored checkpoint.
+        """
         task = model if model is not None else self.strategy.lightning_module
-        add_missing(cast(Any, self).callbacks, default_callbacks(task, fn, logging=bool(self.loggers)))
+        callbacks = cast(Any, self).callbacks
+        monitored_checkpoint(callbacks, task)
+        add_missing(callbacks, default_callbacks(task, fn, logging=bool(self.loggers)))
 
     def export(
         self, model: LightningModule, datamodule: LightningDataModule | None = None, ckpt_path: str | None = None

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lightseg.colors import DISTINCT, ciede2000, class_palette, mask_palette, rgb_to_lab, voc_colormap
+from lightseg.colors import DISTINCT, ciede2000, class_palette, rgb_to_lab, voc_colormap
+from lightseg.contract import data_palette
 from lightseg.data_check import check_data
 from lightseg.data_report import write_report
 from lightseg.datamodules import CityscapesDataModule, SegmentationFolderDataModule, VOCDataModule
@@ -46,11 +47,11 @@ def test_every_pair_of_the_first_30_class_colours_is_far_apart() -> None:
 
 
 def test_a_data_set_keeps_its_own_colours_everywhere(tmp_path: Path) -> None:
-    assert (mask_palette(VOCDataModule(root=str(tmp_path)))[:21] == voc_colormap(21)).all()
-    cityscapes = mask_palette(CityscapesDataModule(root=str(tmp_path)))
+    assert (data_palette(VOCDataModule(root=str(tmp_path)))[:21] == voc_colormap(21)).all()
+    cityscapes = data_palette(CityscapesDataModule(root=str(tmp_path)))
     assert tuple(cityscapes[0]) == (128, 64, 128)  # road
     cvat = SegmentationFolderDataModule(str(write_cvat(tmp_path / "cvat", 4)), num_workers=0)
-    palette = mask_palette(cvat)
+    palette = data_palette(cvat)
     assert [tuple(int(v) for v in palette[k]) for k in range(3)] == list(CVAT_COLOURS)
     # the data check's picture draws the masks and the legend in them
     report = check_data(cvat, 1)

@@ -19,6 +19,7 @@ from PIL import Image
 from lightseg.callbacks import SegmentationDashboard
 from lightseg.callbacks.dashboard import image_iou
 from lightseg.cli import main
+from lightseg.contract import TaskContext
 from lightseg.datamodules import ShapesDataModule
 from lightseg.types import SemanticEvalOutput
 from lightseg.visualize import (
@@ -260,7 +261,7 @@ def test_image_iou_averages_the_classes_present_in_truth_or_prediction() -> None
 
 def test_worst_images_are_the_lowest_iou_ones_across_batches() -> None:
     dashboard = SegmentationDashboard(worst_k=2)
-    task = SimpleNamespace(hparams={"num_classes": 2, "ignore_index": 255})
+    task = SimpleNamespace(context=lambda: TaskContext("semantic", 2, ("0", "1"), 255), stage_results=lambda s: None)
     dashboard.on_test_start(None, task)  # type: ignore[arg-type]
     target = torch.zeros(2, 4, 4, dtype=torch.long)
     target[:, :, 2:] = 1

@@ -19,6 +19,7 @@ import lightseg.export
 from lightseg.callbacks import SegmentationWriter
 from lightseg.cli import main
 from lightseg.colors import class_palette
+from lightseg.contract import DataDescription, TaskContext
 from lightseg.datamodules import CityscapesDataModule, ShapesDataModule, VOCDataModule, generate_scene
 from lightseg.errors import LightsegError
 from lightseg.export import ExportSettings, _samples, data_images, export_task
@@ -165,9 +166,9 @@ def _rcnn(kind: str, **kwargs: Any) -> Any:
 def test_mask_rcnn_exports_with_its_masks_and_without_detections(tmp_path: Path) -> None:
     task = _rcnn("mask")
 
-    class Data:
-        class_names = ("background", "circle", "square")
-        category_ids = [0, 7, 9]
+    class Data:  # a data module's description, as lightseg.contract reads it
+        def describe(self) -> DataDescription:
+            return DataDescription(3, ("background", "circle", "square"), category_ids=(0, 7, 9))
 
     settings = ExportSettings(output=str(tmp_path / "mrcnn.onnx"), verify_sizes=[(64, 80), (48, 72)])
     result = export_task(task, Data(), settings)  # type: ignore[arg-type]
@@ -443,8 +444,8 @@ def test_cli_export_of_the_best_checkpoint_and_the_example_script(
 def _write_one(writer: SegmentationWriter, mask: torch.Tensor, path: str, num_classes: int, datamodule: Any) -> None:
     trainer = SimpleNamespace(datamodule=datamodule, world_size=1, global_rank=0, is_global_zero=True,
                               strategy=SimpleNamespace(reduce=lambda value, reduce_op: value))  # fmt: skip
-    module = SimpleNamespace(hparams={"num_classes": num_classes}, device="cpu",
-                             class_names_or_indices=[str(i) for i in range(num_classes)])  # fmt: skip
+    context = TaskContext("semantic", num_classes, tuple(str(i) for i in range(num_classes)))
+    module = SimpleNamespace(device="cpu", context=lambda: context, stage_results=lambda stage: None)
     writer.setup(trainer, module, "predict")  # type: ignore[arg-type]
     batch = {"image": torch.rand(1, 3, *mask.shape)}
     prediction = {"mask": mask[None], "path": [path], "size": [tuple(mask.shape)]}
@@ -458,7 +459,7 @@ def test_submission_formats_cityscapes_label_ids_and_the_voc_layout(tmp_path: Pa
     train_ids = torch.arange(19, dtype=torch.uint8).repeat_interleave(3).reshape(3, 19)  # every class, as predict gives
     writer = SegmentationWriter(str(tmp_path / "city"), format="cityscapes")
     _write_one(writer, train_ids, "frankfurt/frankfurt_000000_000294_leftImg8bit.png", 19,
-               SimpleNamespace(label_ids=CityscapesDataModule.label_ids))  # fmt: skip
+               CityscapesDataModule(root=str(tmp_path / "cs")))  # fmt: skip
     written = Image.open(tmp_path / "city" / "labelIds" / "frankfurt" / "frankfurt_000000_000294_leftImg8bit.png")
     assert written.mode == "L"
     expected = np.vectorize(label_of_train_id.get)(train_ids.numpy())
@@ -476,7 +477,7 @@ def test_submission_formats_cityscapes_label_ids_and_the_voc_layout(tmp_path: Pa
 
 def test_palette_masks_carry_the_data_sets_own_colours(tmp_path: Path) -> None:
     train_ids = torch.arange(19, dtype=torch.uint8).repeat(2, 1)
-    _write_one(SegmentationWriter(str(tmp_path / "city")), train_ids, "a.png", 19, CityscapesDataModule)
+    _write_one(SegmentationWriter(str(tmp_path / "city")), train_ids, "a.png", 19, CityscapesDataModule(str(tmp_path)))
     png = Image.open(tmp_path / "city" / "masks" / "a.png")
     assert png.mode == "P" and np.array_equal(np.asarray(png), train_ids.numpy())  # indices unchanged
     palette = np.array(png.getpalette()[: 3 * 19]).reshape(19, 3)

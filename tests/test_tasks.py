@@ -299,3 +299,46 @@ def test_class_count_is_checked_against_the_data_at_setup(tiny_shapes: ShapesDat
     expected = r"model num_classes=7 disagrees with the data: ShapesDataModule has 4 .*with num_classes=4"
     with pytest.raises(LightsegError, match=expected):
         trainer.fit(_task(num_classes=7), datamodule=tiny_shapes)
+
+
+def test_the_context_a_task_gives_its_callbacks(tiny_shapes: ShapesDataModule, tmp_path: Path) -> None:
+    from lightseg.callbacks.defaults import monitored_checkpoint
+    from lightseg.checkpoints import ModelCheckpoint as RunCheckpoint
+    from lightseg.contract import LightsegTask, SemanticPredictor, task_context
+    from lightseg.tasks import InstanceSegmentationTask
+
+    task = _task(boundary_ratio=0.01)
+    assert isinstance(task, SemanticPredictor) and task.stage_results("val") is None
+    before = task.context()  # before a run: the class indices, the default protocol
+    assert (before.kind, before.num_classes, before.ignore_index) == ("semantic", 4, 255)
+    assert before.class_names == ("0", "1", "2", "3")
+    assert (before.monitor, before.mode) == ("val_miou", "max")
+    trainer = _trainer(max_epochs=1, limit_train_batches=1, limit_val_batches=1)
+    trainer.fit(task, tiny_shapes)
+    after = task.context()  # set up: the data's names and the protocol the metrics use
+    assert after.class_names == ("background", "circle", "square", "triangle")
+    assert after.protocol.boundary_ratio == 0.01
+    results = task.stage_results("val")
+    assert results is not None and float(results["miou"]) == pytest.approx(trainer.callback_metrics["val_miou"])
+
+    rcnn = InstanceSegmentationTask(arch="maskrcnn_resnet50_fpn", num_classes=3, weights_backbone=None,
+                                    mask_threshold=0.4)  # fmt: skip
+    context = rcnn.context()
+    assert (context.kind, context.iou_types, context.mask_threshold) == ("detection", ("bbox", "segm"), 0.4)
+    assert (context.monitor, context.mode) == ("val_segm_map", "max")
+    assert task_context(torch.nn.Linear(1, 1)) is None and not isinstance(L.LightningModule(), LightsegTask)
+
+    # the trainer's default checkpoint (the last epoch) becomes one on the task's metric ...
+    default = L.pytorch.callbacks.ModelCheckpoint()
+    configured: list[L.Callback] = [default]
+    monitored_checkpoint(configured, task)
+    (checkpoint,) = configured
+    assert isinstance(checkpoint, RunCheckpoint) and (checkpoint.monitor, checkpoint.mode) == ("val_miou", "max")
+    assert checkpoint.save_last and checkpoint.filename == "epoch{epoch:03d}-val_miou{val_miou:.4f}"
+    # ... but a monitored checkpoint the user configured, or none at all, is left as it is
+    own = [L.pytorch.callbacks.ModelCheckpoint(monitor="val_loss")]
+    monitored_checkpoint(own, task)
+    assert [cb.monitor for cb in own] == ["val_loss"]  # type: ignore[attr-defined]
+    none: list[L.Callback] = []
+    monitored_checkpoint(none, task)
+    assert none == []

@@ -17,13 +17,18 @@ from typing_extensions import override
 
 from lightseg.callbacks.boards import Histogram, MaskedPicture, Payload, Picture, Table, boards
 from lightseg.callbacks.per_image import gather_lists
-from lightseg.colors import mask_palette
+from lightseg.contract import (
+    LightsegTask,
+    SemanticPredictor,
+    TaskContext,
+    data_description,
+    data_palette,
+    datamodule_of,
+    task_context,
+)
 from lightseg.errors import LightsegError
 from lightseg.metrics.segmentation import PER_CLASS_KEYS, ImageCounts, image_confusion, image_scores
 from lightseg.run_folder import run_dir
-from lightseg.tasks.base import BaseTask
-from lightseg.tasks.detection import DetectionTask
-from lightseg.tasks.semantic import SemanticSegmentationTask
 from lightseg.types import SemanticEvalOutput
 from lightseg.visualize import SAMPLE_SIDE, confusion_matrix_image, draw_detections, to_uint8_image
 
@@ -87,12 +92,17 @@ class SegmentationDashboard(Callback):
 
     @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        self.detection = isinstance(pl_module, DetectionTask)
-        if not isinstance(pl_module, SemanticSegmentationTask | DetectionTask):
+        context = task_context(pl_module)
+        if context is None:
             raise LightsegError(
                 f"SegmentationDashboard draws lightseg's semantic, instance and keypoint results; "
                 f"{type(pl_module).__name__} is none of those tasks: remove the callback from trainer.callbacks"
             )
+        self.detection = context.kind == "detection"
+
+    @staticmethod
+    def _context(pl_module: LightningModule) -> TaskContext:
+        return cast(LightsegTask, pl_module).context()
 
     # validation ---------------------------------------------------------------------------
 
@@ -116,7 +126,7 @@ class SegmentationDashboard(Callback):
         dataset = getattr(loader, "dataset", None)
         if dataset is None or not hasattr(dataset, "__len__"):
             return []
-        task = cast(Any, pl_module)
+        context = self._context(pl_module)
         samples: list[Picture | MaskedPicture] = []
         was_training = pl_module.training
         pl_module.eval()
@@ -126,11 +136,14 @@ class SegmentationDashboard(Callback):
                     item = dataset[index]
                     image = item["image"].to(pl_module.device)
                     if self.detection:
-                        detections = {k: v.cpu() for k, v in task([image])[0].items()}
-                        samples.append(self._detection_sample(task, index, item["image"], item["target"], detections))
+                        detections = {k: v.cpu() for k, v in pl_module([image])[0].items()}
+                        truth = item["target"]
+                        samples.append(
+                            self._detection_sample(trainer, context, index, item["image"], truth, detections)
+                        )
                         continue
-                    labels = task.predict_probs(image[None]).max(1).indices[0]
-                    samples.append(self._sample(task, index, item["image"], item["mask"], labels)["picture"])
+                    labels = cast(SemanticPredictor, pl_module).predict_probs(image[None]).max(1).indices[0]
+                    samples.append(self._sample(context, index, item["image"], item["mask"], labels)["picture"])
         finally:
             pl_module.train(was_training)
         return samples
@@ -157,21 +170,21 @@ class SegmentationDashboard(Callback):
             self._image_mious += [v for v in outputs.image_scores["miou"].tolist() if v == v]
         if self.worst_k <= 0:
             return
-        task = cast(Any, pl_module)
+        context = self._context(pl_module)
         sizes = batch.get("size") or [tuple(batch["image"].shape[-2:])] * len(batch["image"])
         for i, (height, width) in enumerate(sizes):
             target = batch["mask"][i, :height, :width]
             if outputs.image_scores is not None:  # the task's own per-image scores: labels only when kept
                 score = float(outputs.image_scores["miou"][i])
             else:
-                score = image_iou(outputs.labels[i, :height, :width], target, task.hparams["num_classes"],
-                                  task.hparams["ignore_index"])  # fmt: skip
+                score = image_iou(outputs.labels[i, :height, :width], target, context.num_classes,
+                                  context.ignore_index)  # fmt: skip
             key = (-score, self._seen)  # a max-heap on IoU keeps the k lowest
             self._seen += 1
             if len(self._worst) < self.worst_k or key > (self._worst[0][0], self._worst[0][1]):
                 labels = outputs.labels[i, :height, :width]
                 image = batch["image"][i, :, :height, :width]
-                entry = (key[0], key[1], self._sample(task, None, image, target, labels, score))
+                entry = (key[0], key[1], self._sample(context, None, image, target, labels, score))
                 if len(self._worst) < self.worst_k:
                     heapq.heappush(self._worst, entry)
                 else:
@@ -192,18 +205,17 @@ class SegmentationDashboard(Callback):
 
     def _sample(
         self,
-        task: Any,
+        context: TaskContext,
         index: int | None,
         image: torch.Tensor,
         target: torch.Tensor,
         labels: torch.Tensor,
         score: float | None = None,
     ) -> dict[str, Any]:
-        hp = task.hparams
         if score is None:
-            score = image_iou(labels, target.to(labels.device), hp["num_classes"], hp["ignore_index"])
+            score = image_iou(labels, target.to(labels.device), context.num_classes, context.ignore_index)
         caption = f"IoU {100 * score:.1f}" if score == score else "IoU -"
-        dtype = np.uint8 if hp["num_classes"] <= 255 else np.int32
+        dtype = np.uint8 if context.num_classes <= 255 else np.int32
         picture = MaskedPicture(
             to_uint8_image(image),
             target.cpu().numpy().astype(dtype),
@@ -213,14 +225,21 @@ class SegmentationDashboard(Callback):
         return {"iou": score, "picture": picture}
 
     def _detection_sample(
-        self, task: Any, index: int, image: torch.Tensor, target: dict[str, Any], detections: dict[str, torch.Tensor]
+        self,
+        trainer: Trainer,
+        context: TaskContext,
+        index: int,
+        image: torch.Tensor,
+        target: dict[str, Any],
+        detections: dict[str, torch.Tensor],
     ) -> Picture:
-        names = task.class_names_or_indices
-        skeleton = list(getattr(getattr(task.trainer, "datamodule", None), "skeleton", []) or [])
-        threshold = float(task.hparams.get("mask_threshold", 0.5))
+        names = list(context.class_names)
+        data = data_description(datamodule_of(trainer))
+        skeleton = list(data.skeleton) if data is not None else []
+        threshold = context.mask_threshold
         truth = {k: v for k, v in target.items() if isinstance(v, torch.Tensor)}
         truth["scores"] = torch.ones(len(truth["labels"]))
-        palette = mask_palette(getattr(task.trainer, "datamodule", None))
+        palette = data_palette(datamodule_of(trainer))
         drawn_truth = draw_detections(image, truth, truth["scores"] > 0, truth.get("masks"), names, skeleton,
                                       show_scores=False, side=SAMPLE_SIDE, palette=palette)  # fmt: skip
         keep = detections["scores"] >= self.score_threshold
@@ -250,10 +269,10 @@ class SegmentationDashboard(Callback):
     def _log_samples(
         self, trainer: Trainer, pl_module: LightningModule, key: str, samples: list[Picture | MaskedPicture]
     ) -> None:
-        names = cast(BaseTask, pl_module).class_names_or_indices
-        labels = dict(enumerate(names))
-        labels.setdefault(int(pl_module.hparams.get("ignore_index", 255)), "ignore")
-        palette = mask_palette(getattr(trainer, "datamodule", None))
+        context = self._context(pl_module)
+        labels = dict(enumerate(context.class_names))
+        labels.setdefault(context.ignore_index, "ignore")
+        palette = data_palette(datamodule_of(trainer))
         for sample in samples:
             if isinstance(sample, MaskedPicture):
                 sample.class_labels = labels
@@ -266,13 +285,15 @@ class SegmentationDashboard(Callback):
             self._log(trainer, {key: Histogram(values)})
 
     def _log_results(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        results = cast(BaseTask, pl_module).epoch_results.get(stage)
+        task = cast(LightsegTask, pl_module)
+        results = task.stage_results(stage)
         if results is None:
             return
         folder = run_dir(trainer)  # on every process: finding it may broadcast
         if not trainer.is_global_zero:
             return
-        names = cast(BaseTask, pl_module).class_names_or_indices
+        context = task.context()
+        names = list(context.class_names)
         payload: Payload = {}
         if self.confusion_matrix and "confmat" in results:
             epoch = f"_epoch{trainer.current_epoch:03d}" if trainer.state.fn == "fit" else ""
@@ -280,10 +301,7 @@ class SegmentationDashboard(Callback):
             write_png(heatmap, folder / "confusion_matrix" / f"{stage}{epoch}.png")
             payload[f"{stage}_confusion_matrix"] = Picture(heatmap)
         if self.class_table:
-            if self.detection:
-                table = ap_table(results, cast(DetectionTask, pl_module).iou_types, names)
-            else:
-                table = class_table(results, names)
+            table = ap_table(results, context.iou_types, names) if self.detection else class_table(results, names)
             payload[f"{stage}_per_class"] = table
         if payload and self._can_show(trainer):
             self._log(trainer, payload)

@@ -9,8 +9,8 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from lightseg.callbacks.dashboard import SegmentationDashboard
 from lightseg.callbacks.per_image import PerImageScores
-from lightseg.tasks.detection import DetectionTask
-from lightseg.tasks.semantic import SemanticSegmentationTask
+from lightseg.checkpoints import ModelCheckpoint as RunCheckpoint
+from lightseg.contract import task_context
 
 
 def default_callbacks(task: LightningModule | None, fn: str, logging: bool) -> list[Callback]:
@@ -21,14 +21,40 @@ def default_callbacks(task: LightningModule | None, fn: str, logging: bool) -> l
     - a :class:`~lightseg.callbacks.PerImageScores` in ``test`` of a semantic task.
 
     Each is added only where no callback of its class is configured: configure one
-    (``trainer.callbacks``) to change its settings.
+    (``trainer.callbacks``) to change its settings. The monitored checkpoint is
+    :func:`monitored_checkpoint`'s.
     """
+    context = task_context(task)
     callbacks: list[Callback] = []
-    if logging and isinstance(task, SemanticSegmentationTask | DetectionTask):
+    if logging and context is not None:
         callbacks.append(SegmentationDashboard(warn_unsupported=False))
-    if fn == "test" and isinstance(task, SemanticSegmentationTask):
+    if fn == "test" and context is not None and context.kind == "semantic":
         callbacks.append(PerImageScores())
     return callbacks
+
+
+def monitored_checkpoint(configured: list[Callback], task: LightningModule | None) -> None:
+    """Replace Lightning's default checkpoint (the last epoch only) in ``configured`` by one on the task's metric.
+
+    Left alone where checkpointing is off (no checkpoint callback) or the user configured a
+    monitored checkpoint. The replacement keeps ``last.ckpt`` after every epoch and the best
+    epoch by the task's :attr:`~lightseg.contract.TaskContext.monitor`.
+    """
+    context = task_context(task)
+    checkpoints = [cb for cb in configured if isinstance(cb, ModelCheckpoint)]
+    if context is None or not checkpoints or any(cb.monitor for cb in checkpoints):
+        return
+    for default in checkpoints:
+        configured.remove(default)
+    configured.append(
+        RunCheckpoint(
+            monitor=context.monitor,
+            mode=context.mode,
+            save_last=True,
+            filename=f"epoch{{epoch:03d}}-{context.monitor}{{{context.monitor}:.4f}}",
+            auto_insert_metric_name=False,
+        )
+    )
 
 
 def add_missing(configured: list[Callback], defaults: Sequence[Callback]) -> None:

@@ -19,6 +19,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torchmetrics import SumMetric
 from typing_extensions import override
 
+from lightseg.contract import LightsegTask, task_context
 from lightseg.crf import (
     CRFParams,
     CRFPreset,
@@ -31,7 +32,6 @@ from lightseg.crf import (
 from lightseg.metrics import SegmentationMetrics
 from lightseg.metrics.segmentation import PROTOCOL_SCALAR_KEYS, SCALAR_KEYS
 from lightseg.metrics.tables import format_comparison_table
-from lightseg.tasks.semantic import SemanticSegmentationTask
 from lightseg.types import SemanticEvalOutput
 from lightseg.visualize import to_uint8_image
 
@@ -103,7 +103,8 @@ class _SemanticOnly(Callback):
     active = False
 
     def _attach(self, pl_module: LightningModule) -> bool:
-        self.active = isinstance(pl_module, SemanticSegmentationTask)
+        context = task_context(pl_module)
+        self.active = context is not None and context.kind == "semantic"
         if not self.active:
             rank_zero_warn(
                 f"{type(self).__name__} refines semantic segmentation probabilities; "
@@ -166,6 +167,7 @@ class DenseCRF(_SemanticOnly):
         )
         self.pool = CRFPool(os.cpu_count() or 1 if workers is None else workers)
         self.metric: SegmentationMetrics | None = None
+        self._crf_results: dict[str, torch.Tensor] | None = None
 
     def refine(self, image: np.ndarray, probs: np.ndarray) -> np.ndarray:
         """Refined ``[C,H,W]`` probabilities of one ``[H,W,3]`` uint8 image (see :func:`lightseg.crf.dense_crf`)."""
@@ -181,17 +183,17 @@ class DenseCRF(_SemanticOnly):
                 rank_zero_warn(
                     "DenseCRF comes after a prediction writer in trainer.callbacks: unrefined masks are written"
                 )
-        hp = pl_module.hparams
-        self.metric = SegmentationMetrics(hp["num_classes"], hp["ignore_index"]).to(pl_module.device)
+        context = cast(LightsegTask, pl_module).context()
+        self.metric = SegmentationMetrics(context.num_classes, context.ignore_index).to(pl_module.device)
 
     @override
     def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not self.active:
             return
         # the task's protocol is known once it is set up: the CRF's masks get the same Boundary IoU
-        hp = pl_module.hparams
-        protocol = cast(SemanticSegmentationTask, pl_module).protocol
-        self.metric = SegmentationMetrics(hp["num_classes"], hp["ignore_index"], protocol).to(pl_module.device)
+        context = cast(LightsegTask, pl_module).context()
+        metric = SegmentationMetrics(context.num_classes, context.ignore_index, context.protocol)
+        self.metric = metric.to(pl_module.device)
 
     @override
     def on_test_batch_end(
@@ -216,13 +218,21 @@ class DenseCRF(_SemanticOnly):
     def on_test_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not self.active or self.metric is None:
             return
-        crf = self.metric.compute()
-        network = pl_module.stage_metrics("test").compute()  # type: ignore[operator]
-        for key in (*SCALAR_KEYS, *(k for k in PROTOCOL_SCALAR_KEYS if k in crf)):
-            pl_module.log(f"test_crf_{key}", crf[key].float())
-        names = getattr(pl_module, "class_names", None)
-        rank_zero_info(format_comparison_table(network, crf, names, title="Test, network vs dense CRF, per class (%)"))
+        self._crf_results = self.metric.compute()
+        for key in (*SCALAR_KEYS, *(k for k in PROTOCOL_SCALAR_KEYS if k in self._crf_results)):
+            pl_module.log(f"test_crf_{key}", self._crf_results[key].float())
         self.metric.reset()
+
+    @override
+    def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # the network's results are the task's, computed in its epoch end (which runs after the callbacks')
+        task = cast(LightsegTask, pl_module)
+        network, crf = task.stage_results("test"), self._crf_results
+        if not self.active or network is None or crf is None:
+            return
+        names = task.context().class_names
+        rank_zero_info(format_comparison_table(network, crf, names, title="Test, network vs dense CRF, per class (%)"))
+        self._crf_results = None
 
     @override
     def on_predict_batch_end(
@@ -306,11 +316,11 @@ class DenseCRFSearch(_SemanticOnly):
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if stage != "validate" or not self._attach(pl_module):
             return
-        hp = pl_module.hparams
+        context = cast(LightsegTask, pl_module).context()
         self.candidates = [
-            SegmentationMetrics(hp["num_classes"], hp["ignore_index"]).to(pl_module.device) for _ in self.grid
+            SegmentationMetrics(context.num_classes, context.ignore_index).to(pl_module.device) for _ in self.grid
         ]
-        self.network = SegmentationMetrics(hp["num_classes"], hp["ignore_index"]).to(pl_module.device)
+        self.network = SegmentationMetrics(context.num_classes, context.ignore_index).to(pl_module.device)
         self.images = SumMetric().to(pl_module.device)
 
     @override

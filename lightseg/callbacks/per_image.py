@@ -13,8 +13,8 @@ from lightning.pytorch.callbacks import Callback
 from torch import distributed as dist
 from typing_extensions import override
 
+from lightseg.contract import LightsegTask
 from lightseg.run_folder import display_path, run_dir
-from lightseg.tasks.base import BaseTask
 from lightseg.types import SemanticEvalOutput
 
 #: the per-image scalars, in column order, and the per-class scores (``<score>_<class>`` columns)
@@ -61,7 +61,7 @@ class PerImageScores(Callback):
         if not isinstance(outputs, SemanticEvalOutput) or outputs.image_scores is None:
             return
         scores = outputs.image_scores
-        names = [n.replace(" ", "_") for n in cast(BaseTask, pl_module).class_names_or_indices]
+        names = [n.replace(" ", "_") for n in cast(LightsegTask, pl_module).context().class_names]
         for i, image_id in enumerate(outputs.ids or [None] * len(outputs.scores)):
             row: dict[str, Any] = {"id": image_id if image_id is not None else f"#{len(self._rows)}"}
             row.update({key: float(scores[key][i]) for key in SCALARS if key in scores})

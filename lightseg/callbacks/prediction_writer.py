@@ -8,7 +8,7 @@ import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -18,9 +18,10 @@ from PIL import Image
 from typing_extensions import override
 
 from lightseg.coco_masks import encode_masks
-from lightseg.colors import class_palette, mask_palette
+from lightseg.colors import class_palette
+from lightseg.contract import TaskContext, data_description, data_palette, datamodule_of, task_context
+from lightseg.datamodules.base import ImageFolderDataset
 from lightseg.errors import LightsegError
-from lightseg.tasks.base import BaseTask
 from lightseg.visualize import DISPLAY_SIDE, annotated_overlay, draw_detections, to_uint8_image
 
 #: ``lightseg predict --prediction.format``: what the semantic masks are written as
@@ -105,7 +106,7 @@ class SegmentationWriter(BasePredictionWriter):
                 "--prediction.output_dir or pass --prediction.overwrite true"
             )
         self._check_format(trainer, pl_module)
-        self.palette = mask_palette(getattr(trainer, "datamodule", None))
+        self.palette = data_palette(datamodule_of(trainer))
         self._results = []
         self._detections_seen = False
         self._images = 0
@@ -129,8 +130,8 @@ class SegmentationWriter(BasePredictionWriter):
             self._write_detections(trainer, pl_module, prediction, batch)
             return
         images = batch["image"].detach().cpu()
-        names = cast(BaseTask, pl_module).class_names_or_indices
-        ignore_index = int(pl_module.hparams.get("ignore_index", 255))
+        context = _context(pl_module)
+        names, ignore_index = list(context.class_names), context.ignore_index
         for i, (relative, (height, width)) in enumerate(zip(prediction["path"], prediction["size"], strict=True)):
             mask = prediction["mask"][i, :height, :width].numpy()
             image = to_uint8_image(images[i, :, :height, :width])
@@ -151,13 +152,16 @@ class SegmentationWriter(BasePredictionWriter):
 
     def _write_detections(self, trainer: Trainer, pl_module: LightningModule, prediction: Any, batch: Any) -> None:
         self._detections_seen = True
-        datamodule = getattr(trainer, "datamodule", None)
-        category_ids = list(getattr(datamodule, "category_ids", []) or range(int(pl_module.hparams["num_classes"])))
-        names = list(getattr(datamodule, "class_names", []) or map(str, range(len(category_ids))))
-        skeleton = list(getattr(datamodule, "skeleton", []) or [])
-        dataset = getattr(datamodule, "predict_dataset", None)
-        positions = {str(p.relative_to(dataset.root)): i + 1 for i, p in enumerate(dataset.paths)} if dataset else {}
-        mask_threshold = float(pl_module.hparams.get("mask_threshold", 0.5))
+        data = data_description(datamodule_of(trainer))
+        context = _context(pl_module)
+        category_ids = list((data.category_ids if data is not None else ()) or range(context.num_classes))
+        names = list((data.class_names if data is not None else None) or map(str, range(len(category_ids))))
+        skeleton = list(data.skeleton) if data is not None else []
+        loaders = trainer.predict_dataloaders
+        dataset = getattr(loaders[0] if isinstance(loaders, list) else loaders, "dataset", None)
+        folder = dataset if isinstance(dataset, ImageFolderDataset) else None
+        positions = {str(p.relative_to(folder.root)): i + 1 for i, p in enumerate(folder.paths)} if folder else {}
+        mask_threshold = context.mask_threshold
         for image, relative, detections in zip(
             batch["images"], prediction["path"], prediction["detections"], strict=True
         ):
@@ -211,17 +215,18 @@ class SegmentationWriter(BasePredictionWriter):
 
     def _check_format(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self.format == "cityscapes":
-            label_ids = getattr(getattr(trainer, "datamodule", None), "label_ids", None)
+            data = data_description(datamodule_of(trainer))
+            label_ids = data.label_ids if data is not None else None
             if label_ids is None:
                 raise LightsegError(
                     "--prediction.format cityscapes writes Cityscapes label ids, which needs the Cityscapes data "
                     "module (CityscapesDataModule: its 19 train ids map back to label ids); use palette for other data"
                 )
             self._label_ids = np.array(label_ids, dtype=np.uint8)
-        elif self.format == "voc" and int(pl_module.hparams.get("num_classes", 0)) != 21:
+        elif self.format == "voc" and _context(pl_module).num_classes != 21:
             raise LightsegError(
                 f"--prediction.format voc writes the 21 PASCAL VOC classes; this model has "
-                f"{pl_module.hparams.get('num_classes')} classes; use palette"
+                f"{_context(pl_module).num_classes} classes; use palette"
             )
 
     @override
@@ -252,3 +257,13 @@ class SegmentationWriter(BasePredictionWriter):
         png = Image.fromarray(mask, mode="P")
         png.putpalette(self.palette.ravel().tolist())
         png.save(path)
+
+
+def _context(pl_module: LightningModule) -> TaskContext:
+    context = task_context(pl_module)
+    if context is None:
+        raise LightsegError(
+            f"SegmentationWriter writes what lightseg's tasks predict; {type(pl_module).__name__} is not one (it has "
+            "no context(): see lightseg.contract)"
+        )
+    return context

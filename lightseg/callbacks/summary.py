@@ -9,7 +9,7 @@ from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from typing_extensions import override
 
-from lightseg.datamodules.base import BaseDataModule
+from lightseg.contract import data_description, datamodule_of
 from lightseg.run_folder import display_path
 
 #: options that only shape training: left out of the test and predict commands a fit suggests
@@ -71,8 +71,8 @@ class RunSummary(Callback):
             lines.append(f"  last checkpoint: {checkpoint.last_model_path}")
         if log_dir:
             lines.append(f"  run folder: {log_dir}")
-        datamodule = getattr(trainer, "datamodule", None)
-        caveat = datamodule.score_caveat if isinstance(datamodule, BaseDataModule) else None
+        data = data_description(datamodule_of(trainer))
+        caveat = data.score_caveat if data is not None else None
         if caveat:
             lines.append(f"  warning: {caveat}")
         lines += [

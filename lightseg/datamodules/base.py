@@ -16,11 +16,11 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch import distributed as dist
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from lightseg.contract import DataDescription, EvaluationProtocol
 from lightseg.datamodules.files import CheckSamples, OnMissing, SegmentationFiles
 from lightseg.datamodules.io import IMAGE_EXTENSIONS, read_image
 from lightseg.datamodules.transforms import train_transforms
 from lightseg.errors import LightsegError
-from lightseg.metrics.segmentation import EvaluationProtocol
 from lightseg.types import PredictItem
 
 #: data loader workers: a number, or ``auto`` (the CPU cores this process may use, at most :data:`MAX_AUTO_WORKERS`)
@@ -133,6 +133,8 @@ class BaseDataModule(LightningDataModule):
     drop_last_train: bool = True
     #: what the validation score does not mean for this data (printed in the run's summary), if anything
     score_caveat: str | None = None
+    #: what evaluation reports besides the confusion-matrix metrics (``None``: the default)
+    evaluation_protocol: ClassVar[EvaluationProtocol | None] = None
 
     def __init__(
         self,
@@ -158,6 +160,27 @@ class BaseDataModule(LightningDataModule):
     @abstractmethod
     def collate(self, items: Sequence[dict[str, Any]]) -> dict[str, Any]:
         """Make a batch of dataset items."""
+
+    @property
+    def class_colors(self) -> Sequence[tuple[int, ...]] | None:
+        """Each class's RGB colour where the data set has its own (``None``: lightseg's generated palette)."""
+        return None
+
+    def split_names(self) -> list[str]:
+        """The names of the data's splits as its files call them (what ``lightseg data check`` reads)."""
+        return ["train", "val", "test"]
+
+    def describe(self) -> DataDescription:
+        """What the tasks, callbacks, export and the CLI know of this data (see :mod:`lightseg.contract`)."""
+        colors = self.class_colors
+        return DataDescription(
+            self.num_classes,
+            tuple(self.class_names),
+            tuple(tuple(c) for c in colors) if colors is not None else None,
+            self.evaluation_protocol,
+            self.batch_size,
+            score_caveat=self.score_caveat,
+        )
 
     def setup_predict(self) -> None:
         """Fill ``predict_dataset`` from ``predict_dir``."""
@@ -313,6 +336,10 @@ class SplitDataModule(SemanticDataModule):
         self.on_missing: OnMissing = on_missing
         self.check_samples: CheckSamples = check_samples
         self.train_transform = train_transforms(crop_size, scale_range, hflip, vflip, photometric, self.ignore_index)
+
+    def split_names(self) -> list[str]:
+        """The configured splits' names (``train_split``, ``val_split``, ``test_split``)."""
+        return list(dict.fromkeys(self.splits.values()))
 
     @abstractmethod
     def make_dataset(self, split: str, transforms: Callable[..., Any] | None) -> Dataset[Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
@@ -13,6 +14,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.datasets import Cityscapes
 
+from lightseg.contract import DataDescription, EvaluationProtocol
 from lightseg.datamodules.base import Pinning, SplitDataModule, Workers
 from lightseg.datamodules.coco_format import COCOAnnotations, COCODataset
 from lightseg.datamodules.detection import DetectionDataModule
@@ -20,7 +22,6 @@ from lightseg.datamodules.files import Sample, SegmentationFiles
 from lightseg.datamodules.io import progress, read_mask
 from lightseg.datamodules.transforms import DetectionTransform
 from lightseg.errors import LightsegError
-from lightseg.metrics.segmentation import EvaluationProtocol
 from lightseg.types import SemanticItem
 
 CITYSCAPES_LAYOUT = (
@@ -173,6 +174,10 @@ class CityscapesDataModule(SplitDataModule):
         super().__init__(crop_size=crop_size, scale_range=scale_range, batch_size=batch_size, **kwargs)
         self.root = root
 
+    def describe(self) -> DataDescription:
+        """The base description with the official label id of each train id (for submissions)."""
+        return dataclasses.replace(super().describe(), label_ids=self.label_ids)
+
     def make_dataset(self, split: str, transforms: Callable[..., Any] | None) -> Dataset[Any]:
         samples = cityscapes_samples(Path(self.root), split)
         name = f"Cityscapes {split} ({self.root})"
@@ -296,6 +301,10 @@ class CityscapesInstanceDataModule(DetectionDataModule):
         self.splits = {"train": train_split, "val": val_split, "test": test_split}
         self.hflip = hflip
         self.train_skip_empty = train_skip_empty
+
+    def split_names(self) -> list[str]:
+        """The configured splits' names (``train_split``, ``val_split``, ``test_split``)."""
+        return list(dict.fromkeys(self.splits.values()))
 
     @property
     def category_ids(self) -> list[int]:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 from abc import abstractmethod
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
+from lightseg.contract import DataDescription
 from lightseg.datamodules.base import BaseDataModule
 from lightseg.datamodules.coco_format import COCOAnnotations, COCODataset, Kind
 from lightseg.datamodules.transforms import detection_collate
@@ -51,6 +53,15 @@ class DetectionDataModule(BaseDataModule):
     def category_ids(self) -> list[int]:
         """Original category id of each contiguous label (0: background)."""
         raise NotImplementedError
+
+    def describe(self) -> DataDescription:
+        """The base description with the category ids and the keypoints."""
+        return dataclasses.replace(
+            super().describe(),
+            category_ids=tuple(self.category_ids),
+            keypoint_names=tuple(self.keypoint_names),
+            skeleton=tuple((int(a), int(b)) for a, b in self.skeleton),
+        )
 
     @property
     def keypoint_names(self) -> tuple[str, ...]:

@@ -233,6 +233,10 @@ class SegmentationFolderDataModule(SplitDataModule):
         """The class colours (for pictures), if given."""
         return self.colors
 
+    def split_names(self) -> list[str]:
+        """The splits the folder has samples of."""
+        return [name for name, found in self.samples().items() if found]
+
     def samples(self) -> dict[str, list[Sample]]:
         """The samples of each split (scanned once)."""
         if self._samples is None:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torchmetrics import Metric
 
+from lightseg.contract import EvaluationProtocol
 from lightseg.errors import LightsegError
 from lightseg.metrics.boundary import boundary_band, boundary_width
 
@@ -15,26 +16,6 @@ SCALAR_KEYS = ("pixel_acc", "macc", "miou", "fwiou", "mdice")
 PER_CLASS_KEYS = ("iou_per_class", "acc_per_class", "dice_per_class")
 #: scalars reported when the protocol asks for them (Boundary IoU, Cityscapes' instance and category scores)
 PROTOCOL_SCALAR_KEYS = ("biou", "iiou", "category_iou", "category_iiou")
-
-
-@dataclass(frozen=True)
-class EvaluationProtocol:
-    """What a data set's benchmark reports besides the confusion-matrix metrics.
-
-    Args:
-        boundary_ratio: Boundary IoU's band width as a fraction of the image diagonal (0.02
-            in the official API for COCO-style data, 0.005 for Cityscapes); 0 turns it off.
-        categories: class indices of each category (Cityscapes' 7 categories): category IoU.
-        instance_sizes: average instance size in pixels of each class evaluated with instance-level
-            IoU (iIoU), by class index; needs instance ids with the ground truth.
-        instance_categories: the categories also evaluated with iIoU (those whose classes all have
-            instances).
-    """
-
-    boundary_ratio: float = 0.02
-    categories: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
-    instance_sizes: Mapping[int, float] = field(default_factory=dict)
-    instance_categories: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -14,14 +14,13 @@ from typing import Any, ClassVar, Literal, cast
 import numpy as np
 import torch
 from lightning.pytorch import LightningModule
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 from typing_extensions import override
 
-from lightseg.checkpoints import ModelCheckpoint as RunCheckpoint
 from lightseg.checkpoints import load_checkpoint
+from lightseg.contract import TaskContext, data_description, datamodule_of
 from lightseg.errors import LightsegError
 from lightseg.models.lora import LoRASettings, add_lora
 from lightseg.optim import PolyLR, WarmupMultiStepLR
@@ -113,8 +112,8 @@ class BaseTask(LightningModule, ABC):
             add_lora(self.model, settings, self.is_backbone_parameter)
         self.criterion = self.build_loss()
         self.metrics = nn.ModuleDict({f"{stage}_metrics": self.build_metrics() for stage in self.stages})
-        #: the last dataset-level results of each evaluated stage (what the dashboard draws)
-        self.epoch_results: dict[str, dict[str, torch.Tensor]] = {}
+        # the last dataset-level results of each evaluated stage (:meth:`stage_results`)
+        self._stage_results: dict[str, dict[str, torch.Tensor]] = {}
 
     @classmethod
     def migrate_hparams(cls, hparams: dict[str, Any]) -> dict[str, Any]:
@@ -182,14 +181,29 @@ class BaseTask(LightningModule, ABC):
     @property
     def class_names(self) -> Sequence[str] | None:
         """Class names from the attached data module, if it has one of the right length."""
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        names = getattr(datamodule, "class_names", None)
-        return tuple(names) if names is not None and len(names) == self.hparams.get("num_classes") else None
+        data = data_description(datamodule_of(self.trainer)) if self._trainer is not None else None
+        names = data.class_names if data is not None else None
+        return names if names is not None and len(names) == self.hparams.get("num_classes") else None
 
     @property
     def class_names_or_indices(self) -> list[str]:
         """:attr:`class_names`, or the class indices as text where the data names none (tables, logs)."""
         return list(self.class_names or [str(i) for i in range(int(self.hparams["num_classes"]))])
+
+    def context(self) -> TaskContext:
+        """What callbacks, the prediction writer and export know of this task (see :mod:`lightseg.contract`)."""
+        return TaskContext(
+            "semantic",
+            int(self.hparams["num_classes"]),
+            tuple(self.class_names_or_indices),
+            int(self.hparams.get("ignore_index", 255)),
+            monitor=self.monitor,
+            mode=self.mode,
+        )
+
+    def stage_results(self, stage: str) -> dict[str, torch.Tensor] | None:
+        """The dataset-level results of ``stage``'s last epoch (``None`` before one ended)."""
+        return self._stage_results.get(stage)
 
     def stage_metrics(self, stage: str) -> Any:
         """The metric instance of ``stage``."""
@@ -415,25 +429,6 @@ class BaseTask(LightningModule, ABC):
             + (f"; {'; '.join(differences)}" if differences else "")
             + ". Use a checkpoint of the same task, architecture and number of classes"
         )
-
-    @override
-    def configure_callbacks(self) -> Sequence[Callback] | Callback:
-        # Replace Lightning's default (unmonitored) checkpoint with one on the task's metric,
-        # unless checkpointing is off or the user configured a monitored checkpoint. (The
-        # run's other default callbacks are the trainer's: lightseg.callbacks.defaults.)
-        callbacks: list[Callback] = []
-        checkpoints = [cb for cb in self.trainer.checkpoint_callbacks if isinstance(cb, ModelCheckpoint)]
-        if checkpoints and not any(cb.monitor for cb in checkpoints):
-            callbacks.append(
-                RunCheckpoint(
-                    monitor=self.monitor,
-                    mode=self.mode,
-                    save_last=True,
-                    filename=f"epoch{{epoch:03d}}-{self.monitor}{{{self.monitor}:.4f}}",
-                    auto_insert_metric_name=False,
-                )
-            )
-        return callbacks
 
 
 def capture_rng() -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any, ClassVar, Literal, cast
 
@@ -10,6 +11,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 from typing_extensions import override
 
+from lightseg.contract import DataDescription, DetectionData, TaskContext, data_description, datamodule_of
 from lightseg.errors import LightsegError, class_count_mismatch
 from lightseg.metrics.coco import COCO_OKS_SIGMAS, STAT_NAMES, Backend, COCOEvaluator, IoUType
 from lightseg.metrics.tables import format_ap_table
@@ -183,15 +185,17 @@ class DetectionTask(BaseTask):
 
     @override
     def setup(self, stage: str) -> None:
-        datamodule: Any = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        if datamodule is None or not hasattr(datamodule, "ground_truth"):
-            self.fit_predictors_to(getattr(datamodule, "class_names", None))
+        datamodule = datamodule_of(self.trainer) if self._trainer is not None else None
+        data = data_description(datamodule)
+        names = data.class_names if data is not None else None
+        if not isinstance(datamodule, DetectionData) or data is None:
+            self.fit_predictors_to(names)
             super().setup(stage)
             return
-        self.check_data(datamodule)
-        self.fit_predictors_to(getattr(datamodule, "class_names", None))
+        self.check_data(data, type(datamodule).__name__)
+        self.fit_predictors_to(names)
         super().setup(stage)
-        protocol = getattr(datamodule, "evaluation_protocol", None)
+        protocol = data.evaluation_protocol
         for split in {"fit": ("val",), "validate": ("val",), "test": ("test",)}.get(stage, ()):
             truth = datamodule.ground_truth(split)
             evaluator = cast(COCOEvaluator, self.stage_metrics(split))
@@ -199,13 +203,20 @@ class DetectionTask(BaseTask):
             if evaluator.boundary_ratio is not None and protocol is not None and protocol.boundary_ratio > 0:
                 evaluator.boundary_ratio = protocol.boundary_ratio  # the data set's band (Cityscapes: 0.005)
 
-    def check_data(self, datamodule: Any) -> None:
-        """Refuse a data module whose classes do not fit the model, in one line."""
-        if datamodule.num_classes != self.hparams["num_classes"]:
+    @override
+    def context(self) -> TaskContext:
+        threshold = float(self.hparams.get("mask_threshold", 0.5))
+        return dataclasses.replace(
+            super().context(), kind="detection", iou_types=tuple(self.iou_types), mask_threshold=threshold
+        )
+
+    def check_data(self, data: DataDescription, name: str) -> None:
+        """Refuse data (described by ``data``, of the data module named ``name``) that does not fit the model."""
+        if data.num_classes != self.hparams["num_classes"]:
             raise LightsegError(
                 class_count_mismatch(
-                    self.hparams["num_classes"], datamodule.num_classes, type(datamodule).__name__,
-                    f"build the task with num_classes={datamodule.num_classes} (the CLI links it from the data)",
+                    self.hparams["num_classes"], data.num_classes, name,
+                    f"build the task with num_classes={data.num_classes} (the CLI links it from the data)",
                 )
             )  # fmt: skip
 
@@ -227,7 +238,7 @@ class DetectionTask(BaseTask):
         monitored = f"{stage}_{self.iou_types[-1]}_map"
         self.log(monitored, values.pop(monitored), prog_bar=True)
         self.log_dict(values)
-        self.epoch_results[stage] = results
+        self._stage_results[stage] = results
 
     @override
     def on_validation_epoch_end(self) -> None:
@@ -236,7 +247,7 @@ class DetectionTask(BaseTask):
     @override
     def on_test_epoch_end(self) -> None:
         self._end_epoch("test")
-        results = self.epoch_results.get("test")
+        results = self.stage_results("test")
         if results is not None:
             evaluated = cast(COCOEvaluator, self.stage_metrics("test")).evaluated_types
             self.print(format_ap_table(results, evaluated, self.class_names))
@@ -351,9 +362,9 @@ class KeypointDetectionTask(DetectionTask):
         }
 
     @override
-    def check_data(self, datamodule: Any) -> None:
-        super().check_data(datamodule)
-        names = tuple(getattr(datamodule, "keypoint_names", ()) or ())
+    def check_data(self, data: DataDescription, name: str) -> None:
+        super().check_data(data, name)
+        names = data.keypoint_names
         k = self.hparams["num_keypoints"]
         if names and len(names) != k:
             raise LightsegError(

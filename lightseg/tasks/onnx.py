@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 from typing_extensions import override
 
+from lightseg.contract import TaskContext
 from lightseg.errors import LightsegError
 from lightseg.tasks.base import BaseTask
 from lightseg.types import Stage
@@ -50,6 +52,20 @@ class ONNXSegmentationTask(BaseTask):
         self.fixed_size = (int(size[0]), int(size[1])) if isinstance(size, list) else None
         # exported labels are the data set's category ids; the writer maps labels to ids itself
         self.label_of = {int(category): label for label, category in enumerate(metadata.get("category_ids") or [])}
+
+    @override
+    def context(self) -> TaskContext:
+        context = super().context()
+        if not self.detects:
+            return context
+        threshold = self.metadata.get("mask_threshold")
+        found = {"boxes": "bbox", "masks": "segm", "keypoints": "keypoints"}
+        return dataclasses.replace(
+            context,
+            kind="detection",
+            iou_types=tuple(kind for output, kind in found.items() if output in self.outputs),
+            mask_threshold=0.5 if threshold is None else float(threshold),
+        )
 
     @override
     def build_model(self) -> nn.Module:

@@ -12,6 +12,7 @@ from torch import nn
 from torchmetrics import MeanMetric
 from typing_extensions import override
 
+from lightseg.contract import PixelStatistics, TaskContext, data_description, datamodule_of
 from lightseg.errors import LightsegError, class_count_mismatch
 from lightseg.inference import InferenceSettings, migrate_flat_settings
 from lightseg.losses import LossName, SegmentationLoss, median_frequency_weights
@@ -181,7 +182,8 @@ class SemanticSegmentationTask(BaseTask):
 
     def _configure_evaluation(self, datamodule: Any) -> None:
         # validation and test score with the data set's protocol (training keeps the confusion matrix only)
-        protocol = getattr(datamodule, "evaluation_protocol", None) or EvaluationProtocol()
+        data = data_description(datamodule)
+        protocol = (data.evaluation_protocol if data is not None else None) or EvaluationProtocol()
         ratio = self.hparams.get("boundary_ratio")
         if ratio is not None:
             if ratio < 0:
@@ -193,6 +195,10 @@ class SemanticSegmentationTask(BaseTask):
         for stage in ("val", "test"):
             metric = SegmentationMetrics(self.hparams["num_classes"], self.hparams["ignore_index"], protocol)
             self.metrics[f"{stage}_metrics"] = metric.to(self.device)
+
+    @override
+    def context(self) -> TaskContext:
+        return dataclasses.replace(super().context(), protocol=self.protocol or EvaluationProtocol())
 
     @override
     def configure_model(self) -> None:
@@ -346,7 +352,7 @@ class SemanticSegmentationTask(BaseTask):
         metric = self.stage_metrics(stage)
         results: dict[str, torch.Tensor] = metric.compute()
         metric.reset()
-        self.epoch_results[stage] = results
+        self._stage_results[stage] = results
         names = self.class_names_or_indices
         values = {f"{stage}_{key}": results[key].float() for key in SCALAR_KEYS}
         values.update({f"{stage}_{key}": results[key].float() for key in PROTOCOL_SCALAR_KEYS if key in results})
@@ -384,16 +390,17 @@ class SemanticSegmentationTask(BaseTask):
 
     @override
     def setup(self, stage: str) -> None:
-        datamodule: Any = getattr(self.trainer, "datamodule", None)
-        data_classes = getattr(datamodule, "num_classes", None)
-        if isinstance(data_classes, int) and data_classes != self.hparams["num_classes"]:
+        datamodule = datamodule_of(self.trainer)
+        data = data_description(datamodule)
+        data_classes = data.num_classes if data is not None else None
+        if data_classes is not None and data_classes != self.hparams["num_classes"]:
             raise LightsegError(
                 class_count_mismatch(
                     self.hparams["num_classes"], data_classes, type(datamodule).__name__,
                     f"build the task with num_classes={data_classes} (the CLI links it from the data)",
                 )
             )  # fmt: skip
-        batch_size = getattr(datamodule, "batch_size", None)
+        batch_size = data.batch_size if data is not None else None
         pooled = [m for m in self.model.modules() if type(m).__name__ == "ASPPPooling"]
         if stage == "fit" and pooled and isinstance(batch_size, int) and batch_size < 2:
             raise LightsegError(
@@ -403,7 +410,7 @@ class SemanticSegmentationTask(BaseTask):
         super().setup(stage)
         self._configure_evaluation(datamodule)
         if stage == "fit" and self.hparams["class_weights"] == "median_frequency":
-            if not hasattr(datamodule, "class_pixel_statistics"):
+            if not isinstance(datamodule, PixelStatistics):
                 raise LightsegError(
                     f"class_weights: median_frequency needs a data module with class_pixel_statistics(); "
                     f"{type(datamodule).__name__} has none: give explicit class_weights"
