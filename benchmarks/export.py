@@ -39,7 +39,7 @@ import torch
 from lightning.pytorch import LightningModule
 
 from lightseg.export import ExportSettings, category_ids, describe, export_task
-from lightseg.export_graphs import DetectionGraph, SemanticGraph
+from lightseg.export.graphs import DetectionGraph, SemanticGraph
 from lightseg.tasks import InstanceSegmentationTask, SemanticSegmentationTask
 
 from report import record

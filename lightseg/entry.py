@@ -30,7 +30,7 @@ def fast_answer(args: list[str]) -> int | None:
         print(version_line())
         return 0
     if first == "data":
-        from lightseg.data_command import USAGE, data_usage_error
+        from lightseg.cli.data_command import USAGE, data_usage_error
 
         rest = args[1:]
         if not rest or rest[0] in ("-h", "--help") or (rest[0] == "check" and any(a in ("-h", "--help") for a in rest)):

@@ -698,7 +698,7 @@ def test_last_checkpoint_follows_every_epoch_even_when_the_metric_does_not_impro
 def test_best_is_the_best_of_all_runs_not_of_the_newest(
     shapes_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from lightseg.checkpoints import resolve_checkpoint
+    from lightseg.cli.checkpoint_aliases import resolve_checkpoint
 
     monkeypatch.chdir(tmp_path)
     main(["fit", *tiny(shapes_root)])  # the real run

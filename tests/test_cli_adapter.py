@@ -13,7 +13,7 @@ from lightning.pytorch import LightningModule
 from lightning.pytorch.callbacks import ModelCheckpoint as LightningModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
-from lightseg.cli_adapter import AdaptedLightningCLI, init_defaults, keep_configured_model
+from lightseg.cli.adapter import AdaptedLightningCLI, init_defaults, keep_configured_model
 from lightseg.errors import LightsegError
 from lightseg.tasks import SemanticSegmentationTask
 
@@ -95,3 +95,33 @@ def test_defaults_of_arguments_passed_on_as_kwargs_are_the_parents() -> None:
     assert (defaults["max_size"], defaults["weights_backbone"], defaults["head_lr_mult"]) == (1333, "imagenet", 1.0)
     assert init_defaults("lightseg.tasks.InstanceSegmentationTask")["min_size"] == 800
     assert init_defaults("no.such.Task") == {}
+
+
+def test_the_other_private_names_the_adapter_reads_are_still_there() -> None:
+    from lightning.pytorch.callbacks import Callback
+    from lightning.pytorch.loggers import WandbLogger
+
+    from lightseg.callbacks.checkpoints import ModelCheckpoint as RunCheckpoint
+    from lightseg.cli.adapter import give_behaviour, wandb_run_started
+    from lightseg.cli.parser_errors import LightsegArgumentParser
+
+    # configured(): LightningCLI's _get reads a key of the running subcommand's config
+    assert list(inspect.signature(LightningCLI._get).parameters) == ["self", "config", "key", "default"]
+    # the defaults LightningCLI gives classes it was not given (app.py uses the public attributes the same way)
+    init = inspect.getsource(LightningCLI.__init__)
+    assert "self._model_class = model_class or LightningModule" in init
+    assert "self._datamodule_class = datamodule_class or LightningDataModule" in init
+    # wandb_run_started: WandbLogger keeps its run in _experiment, None until started
+    assert "self._experiment = experiment" in inspect.getsource(WandbLogger.__init__)  # None unless one is given
+    assert "if self._experiment is None:" in inspect.getsource(WandbLogger)  # experiment starts the run then
+    assert not wandb_run_started(WandbLogger(offline=True))
+    # give_behaviour: an instance changes class in place and keeps its state; an unrelated class is refused
+    checkpoint = LightningModelCheckpoint(monitor="val_miou", save_last=True)
+    give_behaviour(checkpoint, RunCheckpoint)
+    assert type(checkpoint) is RunCheckpoint and checkpoint.monitor == "val_miou" and checkpoint.save_last
+    with pytest.raises(TypeError, match="not a subclass"):
+        give_behaviour(Callback(), RunCheckpoint)
+    # parser_errors reads argparse's table of option strings (the standard library's, no public reader)
+    parser = LightsegArgumentParser()
+    parser.add_argument("--seed")
+    assert "--seed" in parser._option_string_actions

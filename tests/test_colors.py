@@ -12,7 +12,7 @@ from PIL import Image
 from lightseg.colors import DISTINCT, ciede2000, class_palette, rgb_to_lab, voc_colormap
 from lightseg.contract import data_palette
 from lightseg.data_check import check_data
-from lightseg.data_report import write_report
+from lightseg.data_check.report import write_report
 from lightseg.datamodules import CityscapesDataModule, SegmentationFolderDataModule, VOCDataModule
 from lightseg.visualize import annotated_overlay, legend
 

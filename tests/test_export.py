@@ -22,9 +22,9 @@ from lightseg.colors import class_palette
 from lightseg.contract import DataDescription, TaskContext
 from lightseg.datamodules import CityscapesDataModule, ShapesDataModule, VOCDataModule, generate_scene
 from lightseg.errors import LightsegError
-from lightseg.export import ExportSettings, _samples, data_images, export_task
-from lightseg.export_graphs import ExactSizeResize, GridAveragePool, SemanticGraph
-from lightseg.export_verify import _compare_detections, compare_with_pytorch, score_floor
+from lightseg.export.graphs import ExactSizeResize, GridAveragePool, SemanticGraph
+from lightseg.export.verify import _compare_detections, compare_with_pytorch, score_floor
+from lightseg.export.writer import ExportSettings, _samples, data_images, export_task
 from lightseg.inference import InferenceSettings
 from lightseg.tasks import (
     InstanceSegmentationTask,
@@ -316,13 +316,13 @@ def test_refusals_leave_nothing_behind(tmp_path: Path, monkeypatch: pytest.Monke
     with pytest.raises(LightsegError, match=r"torch.export cannot hold the R-CNN's"):
         export_task(_rcnn("mask"), None, ExportSettings("pt2", str(tmp_path / "b.pt2")))
     task = SemanticSegmentationTask(arch="unet", backbone="resnet18", weights_backbone=None, num_classes=3)
-    real = lightseg.export.run_exported
+    real = lightseg.export.writer.run_exported
 
     def wrong_on_the_second_size(fmt: str, path: Path) -> Any:
         run = real(fmt, path)
         return lambda image: tuple((out + (image.shape[-2] == 45)) % 3 for out in run(image))
 
-    monkeypatch.setattr(lightseg.export, "run_exported", wrong_on_the_second_size)
+    monkeypatch.setattr(lightseg.export.writer, "run_exported", wrong_on_the_second_size)
     with pytest.raises(LightsegError, match=r"the pt2 export differs from PyTorch on 1 of 2 sample images"):
         export_task(task, None, ExportSettings("pt2", str(tmp_path / "u.pt2"), verify_sizes=[(64, 96), (45, 70)]))
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # no file that looks valid, no temporary file

@@ -159,7 +159,7 @@ def test_phone_photos_with_an_exif_orientation_are_read_as_shown(tmp_path: Path)
     from PIL import Image
 
     from lightseg.data_check import check_data
-    from lightseg.data_report import format_report
+    from lightseg.data_check.report import format_report
 
     root = write_folder(tmp_path / "set", NAMES, "index")
     shown = np.asarray(Image.open(root / "images" / "img_000.jpg"))  # 12x16, as a labelling tool showed it

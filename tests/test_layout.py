@@ -14,16 +14,12 @@ PACKAGE = ROOT / "lightseg"
 LAYERS = {
     # foundations: no lightseg import beyond these
     "errors": 0, "types": 0, "colors": 0, "run_folder": 0, "loggers": 0, "commands": 0,
-    "contract": 1, "checkpoints": 1, "coco_masks": 1, "config_files": 1, "crf": 1, "export_verify": 1,
-    "inference": 1, "losses": 1, "weights": 1, "optim": 1,
+    "contract": 1, "checkpoints": 1, "coco_masks": 1, "crf": 1, "inference": 1, "losses": 1, "weights": 1, "optim": 1,
     "visualize": 1,
     "metrics": 2, "models": 2,
     # data and tasks are peers: neither imports the other
-    "datamodules": 3, "tasks": 3, "export_graphs": 3,
-    "data_report": 2,
+    "datamodules": 3, "tasks": 3,
     "callbacks": 4, "data_check": 4, "export": 4,
-    "cli_adapter": 5, "parser_errors": 5, "trainer": 5,
-    "cli_config": 6, "data_command": 6,
     "cli": 7,
     "entry": 8,
     "__main__": 9,

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
+from lightseg.cli.trainer import LightsegTrainer
 from lightseg.commands import COMMANDS, DESCRIPTION
-from lightseg.trainer import LightsegTrainer
 
 PROBE = """
 import json, sys

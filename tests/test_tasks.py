@@ -302,8 +302,8 @@ def test_class_count_is_checked_against_the_data_at_setup(tiny_shapes: ShapesDat
 
 
 def test_the_context_a_task_gives_its_callbacks(tiny_shapes: ShapesDataModule, tmp_path: Path) -> None:
+    from lightseg.callbacks.checkpoints import ModelCheckpoint as RunCheckpoint
     from lightseg.callbacks.defaults import monitored_checkpoint
-    from lightseg.checkpoints import ModelCheckpoint as RunCheckpoint
     from lightseg.contract import LightsegTask, SemanticPredictor, task_context
     from lightseg.tasks import InstanceSegmentationTask
 

@@ -7,14 +7,14 @@ from collections.abc import Sequence
 from lightning.pytorch import LightningModule
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
+from lightseg.callbacks.checkpoints import ModelCheckpoint as RunCheckpoint
 from lightseg.callbacks.dashboard import SegmentationDashboard
 from lightseg.callbacks.per_image import PerImageScores
-from lightseg.checkpoints import ModelCheckpoint as RunCheckpoint
 from lightseg.contract import task_context
 
 
 def default_callbacks(task: LightningModule | None, fn: str, logging: bool) -> list[Callback]:
-    """What :class:`~lightseg.trainer.LightsegTrainer` adds to a run of ``task`` (``fn``: ``fit``, ``test``, ...).
+    """What :class:`~lightseg.cli.trainer.LightsegTrainer` adds to a run of ``task`` (``fn``: ``fit``, ``test``, ...).
 
     - a :class:`~lightseg.callbacks.SegmentationDashboard` for lightseg's tasks when the run
       has a logger (``logging``), quiet about loggers that cannot show images;

@@ -10,8 +10,8 @@ from typing import Any, NoReturn
 from lightning.pytorch.cli import LightningArgumentParser
 from typing_extensions import override
 
+from lightseg.cli.config_files import file_setting
 from lightseg.commands import COMMAND_LIST, START
-from lightseg.config_files import file_setting
 from lightseg.errors import closest_names
 
 

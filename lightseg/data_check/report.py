@@ -1,7 +1,7 @@
 """The data check's report: its findings and per-split statistics, as tables, JSON and a picture.
 
 :mod:`lightseg.data_check` fills a :class:`DataReport` by reading a data set;
-``lightseg data check`` (:mod:`lightseg.data_command`) prints and writes it with the functions here.
+``lightseg data check`` (:mod:`lightseg.cli.data_command`) prints and writes it with the functions here.
 """
 
 from __future__ import annotations

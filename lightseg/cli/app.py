@@ -19,8 +19,8 @@ import lightseg.datamodules
 import lightseg.tasks  # noqa: F401  (registers the tasks' short names)
 from lightseg.callbacks import SegmentationWriter
 from lightseg.callbacks.line_progress import lines_unless_terminal
-from lightseg.cli_adapter import AdaptedLightningCLI
-from lightseg.cli_config import (
+from lightseg.cli.adapter import AdaptedLightningCLI, wandb_run_started
+from lightseg.cli.config import (
     WANDB_ID_KEY,
     check_num_classes,
     check_values,
@@ -31,14 +31,14 @@ from lightseg.cli_config import (
     user_num_classes,
     warn_if_untrained,
 )
+from lightseg.cli.config_files import check_config_files
+from lightseg.cli.parser_errors import LightsegArgumentParser
+from lightseg.cli.trainer import LightsegTrainer
 from lightseg.commands import DESCRIPTION, EPILOG, version_line
-from lightseg.config_files import check_config_files
 from lightseg.errors import LightsegError, causes
 from lightseg.export import ExportSettings
-from lightseg.parser_errors import LightsegArgumentParser
 from lightseg.run_folder import RunFolderGuard, run_dir
 from lightseg.tasks import BaseTask
-from lightseg.trainer import LightsegTrainer
 
 CSV_LOGGER = "lightning.pytorch.loggers.CSVLogger"
 #: the run-folder guards of the runs this process started (see :func:`main`)
@@ -126,8 +126,11 @@ class LightsegCLI(AdaptedLightningCLI):
     @override
     def add_core_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # model and data first: `lightseg fit --help` shows what a user configures before the Trainer's options
-        parser.add_lightning_class_args(self._model_class, "model", subclass_mode=self.subclass_mode_model)
-        parser.add_lightning_class_args(self._datamodule_class, "data", subclass_mode=self.subclass_mode_data)
+        # Lightning's own defaults for a CLI built without classes (LightningCLI keeps them privately)
+        model_class = self.model_class or LightningModule
+        datamodule_class = self.datamodule_class or LightningDataModule
+        parser.add_lightning_class_args(model_class, "model", subclass_mode=self.subclass_mode_model)
+        parser.add_lightning_class_args(datamodule_class, "data", subclass_mode=self.subclass_mode_data)
         groups = parser.groups or {}
         if "data" in groups:  # Lightning's base class describes itself to developers
             groups["data"].title = DATA_GROUP_TITLE
@@ -183,7 +186,7 @@ class LightsegCLI(AdaptedLightningCLI):
 
     @override
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
-        configured = self._get(self.config_init, "trainer", default={}).get("callbacks") or []
+        configured = self.configured("trainer", default={}).get("callbacks") or []
         configured = list(configured) if isinstance(configured, list) else [configured]  # the Trainer extends it
         trainer = super().instantiate_trainer(**kwargs)
         lines_unless_terminal(trainer, configured)
@@ -207,7 +210,7 @@ class LightsegCLI(AdaptedLightningCLI):
 def finish_wandb(trainer: Trainer | None) -> None:
     """Close the W&B runs of ``trainer`` (summary and files written), so that the next run in this process is new."""
     for logger in trainer.loggers if trainer is not None else []:
-        if isinstance(logger, WandbLogger) and getattr(logger, "_experiment", None) is not None:
+        if isinstance(logger, WandbLogger) and wandb_run_started(logger):
             logger.experiment.finish()
 
 
@@ -240,7 +243,7 @@ def main(args: list[str] | None = None) -> None:
     arguments = list(sys.argv[1:] if args is None else args)
     try:
         if arguments[:1] == ["data"]:
-            from lightseg.data_command import data_main
+            from lightseg.cli.data_command import data_main
 
             data_main(arguments[1:])
             return

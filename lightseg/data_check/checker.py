@@ -6,8 +6,8 @@ image sizes, the mask formats found, each class's share of the labelled pixels a
 number of images it occurs in; and every problem with the file it is in: missing images
 or masks, masks without an image, unreadable files, label values or colours that are not
 classes, image/mask size mismatches, identical images in two splits, into a
-:class:`~lightseg.data_report.DataReport` (its tables, JSON and picture: :mod:`lightseg.data_report`;
-the command: :mod:`lightseg.data_command`).
+:class:`~lightseg.data_check.report.DataReport` (its tables, JSON and picture: :mod:`lightseg.data_check.report`;
+the command: :mod:`lightseg.cli.data_command`).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from lightseg.contract import data_palette
-from lightseg.data_report import DataReport, Finding, SplitStats
+from lightseg.data_check.report import DataReport, Finding, SplitStats
 from lightseg.datamodules.base import BaseDataModule, SplitDataModule
 from lightseg.datamodules.coco_format import COCODataset
 from lightseg.datamodules.detection import DetectionDataModule

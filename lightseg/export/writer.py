@@ -32,19 +32,17 @@ from torch import nn
 
 import lightseg
 from lightseg.checkpoints import load_checkpoint
-from lightseg.contract import LightsegTask, TaskContext, data_description, data_palette
+from lightseg.contract import data_description, data_palette
 from lightseg.errors import LightsegError
-from lightseg.export_graphs import DetectionGraph, SemanticGraph, SemanticOutput
-from lightseg.export_verify import compare_with_pytorch, require, run_exported
+from lightseg.export.graphs import SemanticOutput
+from lightseg.export.kinds import ExportKind, export_kind
+from lightseg.export.verify import compare_with_pytorch, require, run_exported
 
 if TYPE_CHECKING:
-    from lightseg.tasks.semantic import SemanticSegmentationTask
+    pass
 
 Format = Literal["onnx", "torchscript", "pt2"]
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt", "pt2": ".pt2"}
-#: opset 17 for semantic models; R-CNN needs 16+ for RoiAlign's ``output_half_pixel`` mode, which is
-#: torchvision's ``aligned=False`` exactly
-ONNX_OPSET = 17
 
 
 class ExportSettings:
@@ -110,67 +108,14 @@ class ExportResult:
 
 def category_ids(task: LightningModule, datamodule: LightningDataModule | None) -> list[int]:
     """The data set's category id of each label (the labels themselves without a data module that has them)."""
-    data = data_description(datamodule)
-    return (
-        list(data.category_ids) if data is not None and data.category_ids else list(range(_context(task).num_classes))
-    )
+    return export_kind(task).category_ids(datamodule)
 
 
-def _context(task: LightningModule) -> TaskContext:
-    return cast(LightsegTask, task).context()
-
-
-def _is_detection(task: LightningModule) -> bool:
-    from lightseg.tasks.detection import DetectionTask
-
-    return isinstance(task, DetectionTask)
-
-
-def _check_exportable(task: LightningModule, settings: ExportSettings) -> None:
+def _check_exportable(kind: ExportKind, settings: ExportSettings) -> None:
     if settings.format == "onnx":  # before any work: writing and verifying need both
         require("onnx")
         require("onnxruntime")
-    if not _is_detection(task):
-        from lightseg.models.semantic import ARCHITECTURES
-
-        arch = str(task.hparams.get("arch"))
-        entry = ARCHITECTURES.get(arch)
-        model = cast(nn.Module, task.model)
-        refusal = entry.export_refusal(model, settings.format, settings.input_size is not None) if entry else None
-        if refusal:
-            raise LightsegError(f"arch {arch!r} cannot be exported as {settings.format}: {refusal}")
-        outside = cast("SemanticSegmentationTask", task).inference.changes_for_one_pass()
-        if outside:
-            raise LightsegError(
-                "the exported graph runs each image whole, once; sliding windows and test-time augmentation run "
-                f"outside it (see the export docs): export with {' '.join(outside)}"
-            )
-        return
-    if settings.input_size is not None:
-        raise LightsegError(
-            "--export.input_size is for semantic models; an R-CNN graph resizes its input itself and takes any size"
-        )
-    if settings.format == "pt2":
-        raise LightsegError(
-            "torch.export cannot hold the R-CNN's data-dependent post-processing (a different number of boxes per "
-            "image); export R-CNN models with --export.format onnx or torchscript"
-        )
-    if settings.format == "onnx" and settings.opset is not None and settings.opset < 16:
-        raise LightsegError(
-            f"--export.opset {settings.opset}: R-CNN models need opset 16 or later, whose RoiAlign computes exactly "
-            "what torchvision's does (coordinate_transformation_mode output_half_pixel)"
-        )
-
-
-def _output_names(task: LightningModule, settings: ExportSettings) -> list[str]:
-    if not _is_detection(task):
-        return [settings.semantic_output]
-    names = ["boxes", "labels", "scores"]
-    if "segm" in task.iou_types:  # type: ignore[operator]
-        names.append("masks")
-    if "keypoints" in task.iou_types:  # type: ignore[operator]
-        names += ["keypoints", "keypoint_scores"]
-    return names
+    kind.check(settings)
 
 
 def data_images(datamodule: LightningDataModule | None, count: int = 2) -> list[torch.Tensor]:
@@ -192,7 +137,10 @@ def data_images(datamodule: LightningDataModule | None, count: int = 2) -> list[
 def _samples(
     task: LightningModule, sizes: Sequence[tuple[int, ...]], images: Sequence[torch.Tensor] = ()
 ) -> list[torch.Tensor]:
-    """Verification inputs: ``images`` (else random ones) resized to each of ``sizes``; the first a batch of two."""
+    """Verification inputs: ``images`` (else random ones) resized to each of ``sizes``, as the task's kind takes them.
+
+    Semantic: the first a batch of two, then one image per size; R-CNN: one image per size and a blank one.
+    """
     generator = torch.Generator().manual_seed(0)
 
     def image(k: int, size: tuple[int, ...]) -> torch.Tensor:
@@ -201,45 +149,34 @@ def _samples(
         resized = F.interpolate(images[k % len(images)][None], size=size, mode="bilinear", antialias=True)
         return resized[0].clamp(0, 1)
 
-    if _is_detection(task):
-        return [*(image(k, size) for k, size in enumerate(sizes)), torch.zeros(3, *sizes[0])]  # blank: no detections
-    first = torch.stack([image(0, sizes[0]), image(1, sizes[0])])
-    return [first, *(image(k, size)[None] for k, size in enumerate(sizes[1:], start=1))]
+    return export_kind(task).samples(image, sizes)
 
 
 def _write(graph: nn.Module, task: LightningModule, settings: ExportSettings, path: Path) -> None:
+    kind = export_kind(task)
     example = _samples(task, settings.verify_sizes[:1])[0]
-    names = _output_names(task, settings)
-    detection = _is_detection(task)
+    names = kind.output_names(settings)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings about Python values: the verification decides
         if settings.format == "onnx":
-            if detection:
-                axes = {"image": {1: "height", 2: "width"}, **{name: {0: "detections"} for name in names}}
-            elif settings.input_size:
-                axes = {"image": {0: "batch"}, names[0]: {0: "batch"}}
-            else:
-                spatial = (1, 2) if names[0] == "labels" else (2, 3)
-                axes = {"image": {0: "batch", 2: "height", 3: "width"},
-                        names[0]: {0: "batch", spatial[0]: "height", spatial[1]: "width"}}  # fmt: skip
-            opset = settings.opset or (16 if detection else ONNX_OPSET)
+            axes = kind.onnx_axes(names, settings)
+            opset = settings.opset or kind.default_opset
             common: dict[str, Any] = {"input_names": ["image"], "output_names": names}
             try:
                 torch.onnx.export(
                     graph, (example,), str(path), dynamic_axes=axes, opset_version=opset, dynamo=False, **common
                 )
             except torch.onnx.errors.UnsupportedOperatorError:
-                if detection:
+                if not kind.dynamo_fallback:
                     raise
-                # the TorchScript-based exporter lacks some operators (a ViT's antialiased bicubic resize of its
-                # position embedding to each input's patch grid); torch.export's exporter has them from opset 18
+                # the TorchScript-based exporter lacks some operators; torch.export's exporter has them from opset 18
                 shapes = _dynamic_shapes(settings)
                 opset = max(opset, 18)
                 torch.onnx.export(
                     graph, (example,), str(path), dynamic_shapes=shapes, opset_version=opset, dynamo=True, **common
                 )
         elif settings.format == "torchscript":
-            scripted = torch.jit.script(graph) if detection else torch.jit.trace(graph, example)
+            scripted = torch.jit.script(graph) if kind.scripted else torch.jit.trace(graph, example)
             torch.jit.save(scripted, str(path))
         else:
             program = torch.export.export(graph, (example,), dynamic_shapes=_dynamic_shapes(settings))
@@ -264,7 +201,7 @@ def verify(
         graph,
         run_exported(settings.format, path),
         _samples(task, settings.verify_sizes, images),
-        _output_names(task, settings),
+        export_kind(task).output_names(settings),
         settings.semantic_output,
     )
 
@@ -273,9 +210,9 @@ def metadata(
     task: LightningModule, datamodule: LightningDataModule | None, settings: ExportSettings, ckpt_path: str | None
 ) -> dict[str, Any]:
     """What travels with the exported model."""
-    detection = _is_detection(task)
+    kind = export_kind(task)
     data = data_description(datamodule)
-    names = list((data.class_names if data is not None else None) or _context(task).class_names)
+    names = list((data.class_names if data is not None else None) or kind.context.class_names)
     palette = data_palette(datamodule)  # what lightseg predict writes into its mask PNGs
     class_colours = palette[: len(names)].tolist()
     hp = dict(task.hparams)
@@ -285,13 +222,13 @@ def metadata(
         "architecture": hp.get("arch"),
         "backbone": hp.get("backbone"),
         "format": settings.format,
-        "num_classes": hp.get("num_classes"),
+        "num_classes": kind.context.num_classes,
         "class_names": names,
         "class_colors": class_colours,
         "palette": palette.tolist(),
         "input": {
             "name": "image",
-            "layout": "[3,H,W], one image" if detection else "[B,3,H,W]",
+            "layout": kind.layout,
             "size": list(settings.input_size) if settings.input_size else "any",
             "dtype": "float32",
             "range": [0.0, 1.0],
@@ -299,16 +236,11 @@ def metadata(
             "normalisation": "inside the graph",
             "orientation": "as shown: turned by the image's EXIF orientation, as lightseg reads it",
         },
-        "outputs": _output_names(task, settings),
+        "outputs": kind.output_names(settings),
         "checkpoint": str(ckpt_path) if ckpt_path else None,
+        **kind.metadata(datamodule, settings),
+        "not_in_graph": list(kind.not_in_graph),
     }
-    if detection:
-        info["category_ids"] = category_ids(task, datamodule)
-        info["mask_threshold"] = settings.mask_threshold
-        info["not_in_graph"] = []
-    else:
-        info["ignore_index"] = hp.get("ignore_index")
-        info["not_in_graph"] = ["sliding-window inference", "multi-scale / flip test-time augmentation", "dense CRF"]
     return info
 
 
@@ -324,7 +256,8 @@ def export_task(
     Raises :class:`~lightseg.errors.LightsegError` for an unsupported combination, an existing
     output without ``overwrite``, or a failed verification (no file is left then).
     """
-    _check_exportable(task, settings)
+    kind = export_kind(task)
+    _check_exportable(kind, settings)
     path = settings.output
     if path.is_dir():
         raise LightsegError(f"--export.output {path} is a folder; give the file to write, e.g. {path / 'model.onnx'}")
@@ -338,23 +271,10 @@ def export_task(
         checkpoint = load_checkpoint(ckpt_path)
         task.on_load_checkpoint(checkpoint)
         task.load_state_dict(checkpoint["state_dict"])
-    elif _is_detection(task):
-        data = data_description(datamodule)
-        task.fit_predictors_to(data.class_names if data is not None else None)  # type: ignore[operator]
-    task = task.cpu().eval()
-    if _is_detection(task):
-        ids = category_ids(task, datamodule)
-        graph: nn.Module = DetectionGraph(task.model, ids, settings.mask_threshold)  # type: ignore[arg-type]
     else:
-        num_classes = int(task.hparams["num_classes"])
-        graph = SemanticGraph(
-            task.model,  # type: ignore[arg-type]
-            settings.semantic_output,
-            num_classes,
-            crop_by_index=settings.format == "pt2",
-            onnx=settings.format == "onnx",
-        )
-    graph.eval()
+        kind.prepare(datamodule)
+    task.cpu().eval()
+    graph = kind.graph(settings, datamodule).eval()
     # the format's suffix stays last: torch.export.load warns about any other name
     partial = path.with_name(f"{path.stem}.partial-{os.getpid()}{path.suffix}")
     try:

@@ -1,9 +1,11 @@
-"""The one place lightseg relies on LightningCLI's private methods, turned into public seams.
+"""The one place lightseg relies on LightningCLI's (and Lightning's) private names, turned into public seams.
 
 LightningCLI offers no public hook to add options to one subcommand only, nor to shape how
 a checkpoint's hyperparameters enter the config. This adapter overrides the two private
 methods that do those things (the second replaced whole: it is where Lightning reads the
-checkpoint) and calls the public functions below; ``tests/test_cli_adapter.py`` pins what it
+checkpoint) and calls the public functions below; it also reads the classes and config the
+CLI was given, tells whether a W&B run was started, and gives a Lightning ``ModelCheckpoint``
+lightseg's behaviour in place. ``tests/test_cli_adapter.py`` pins what it
 assumes of Lightning (names, signatures, call sites, checkpoint keys), so that a Lightning
 upgrade that changes them fails a test, not a user.
 """
@@ -20,6 +22,7 @@ from typing import Any, cast
 from jsonargparse import Namespace
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.loggers import WandbLogger
 from typing_extensions import override
 
 from lightseg.checkpoints import load_checkpoint
@@ -32,6 +35,10 @@ class AdaptedLightningCLI(LightningCLI):
 
     def add_subcommand_arguments(self, parser: LightningArgumentParser, subcommand: str) -> None:
         """Add options to the parser of ``subcommand`` only (after its trainer method's own)."""
+
+    def configured(self, key: str, default: Any = None) -> Any:
+        """The instantiated config's ``key`` of the running subcommand (``trainer``, ``model``, ...)."""
+        return self._get(self.config_init, key, default=default)
 
     @override
     def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs: Any) -> LightningArgumentParser:
@@ -71,6 +78,23 @@ class AdaptedLightningCLI(LightningCLI):
         after = self.config[subcommand].get("model")
         if before is not None and after is not None:
             keep_configured_model(before, after, ckpt_path)
+
+
+def wandb_run_started(logger: WandbLogger) -> bool:
+    """Whether ``logger`` started its W&B run (reading ``logger.experiment`` would start one)."""
+    return getattr(logger, "_experiment", None) is not None
+
+
+def give_behaviour(callback: Any, cls: type) -> None:
+    """Make the built ``callback`` an instance of its subclass ``cls`` in place.
+
+    Lightning builds its own ``ModelCheckpoint`` (the default, or one configured by class path)
+    before lightseg sees it, and its arguments cannot be read back to build another; ``cls``
+    adds behaviour only (no state of its own), so the instance changes class and keeps its state.
+    """
+    if type(callback) not in cls.__bases__:  # a direct subclass: its state is the instance's class's
+        raise TypeError(f"{cls.__name__} is not a subclass of {type(callback).__name__} that adds behaviour only")
+    callback.__class__ = cls
 
 
 def keep_configured_model(before: Any, after: Any, ckpt_path: Any) -> None:

@@ -21,17 +21,12 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from lightseg.callbacks.checkpoints import InterruptCheckpoint
+from lightseg.callbacks.checkpoints import ModelCheckpoint as RunCheckpoint
 from lightseg.callbacks.summary import RunSummary, without_ckpt_path
-from lightseg.checkpoints import (
-    ALIASES,
-    BesideCheckpointIO,
-    InterruptCheckpoint,
-    find_checkpoints,
-    load_checkpoint,
-    resolve_checkpoint,
-)
-from lightseg.checkpoints import ModelCheckpoint as RunCheckpoint
-from lightseg.cli_adapter import as_list, field, init_defaults
+from lightseg.checkpoints import BesideCheckpointIO, load_checkpoint
+from lightseg.cli.adapter import as_list, field, give_behaviour, init_defaults
+from lightseg.cli.checkpoint_aliases import ALIASES, find_checkpoints, resolve_checkpoint
 from lightseg.contract import data_description
 from lightseg.errors import LightsegError, class_count_mismatch
 from lightseg.loggers import LIGHTNING_WANDB, WandbLogger
@@ -261,7 +256,7 @@ def equip_run(trainer: Trainer, args: list[str], subcommand: str | None) -> RunF
     callbacks = cast(Any, trainer).callbacks
     for callback in callbacks:
         if type(callback) is ModelCheckpoint:
-            callback.__class__ = RunCheckpoint
+            give_behaviour(callback, RunCheckpoint)
     if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
         trainer.strategy.checkpoint_io = BesideCheckpointIO()
     if subcommand == "fit":

@@ -44,7 +44,7 @@ def data_main(args: list[str]) -> None:
         raise SystemExit(0)
     # the readers and the report import torch: only once there is a data set to read
     from lightseg.data_check import check_data, unreadable_data
-    from lightseg.data_report import format_report, write_report
+    from lightseg.data_check.report import format_report, write_report
 
     datamodule, options = _parse(args[1:])
     if Path(options["out"]).exists() and not Path(options["out"]).is_dir():
@@ -110,9 +110,9 @@ def _parse(args: list[str]) -> tuple[BaseDataModule | tuple[str, LightsegError],
     """The data module (or, where it cannot be made, its name and why) and this command's options."""
     from lightning.pytorch import LightningDataModule
 
-    from lightseg.config_files import CONFIG_FILES, check_config_files
+    from lightseg.cli.config_files import CONFIG_FILES, check_config_files
+    from lightseg.cli.parser_errors import LightsegArgumentParser
     from lightseg.datamodules.base import BaseDataModule
-    from lightseg.parser_errors import LightsegArgumentParser
 
     check_config_files(args)  # reads each --config file once, naming the file for what is wrong
     own, aside = _split_options(args)

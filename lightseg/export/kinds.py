@@ -1,0 +1,196 @@
+"""What each kind of task exports: its refusals, graph, verification inputs, dynamic axes and metadata.
+
+:func:`export_kind` picks the kind from the task's :class:`~lightseg.contract.TaskContext`;
+:mod:`lightseg.export.writer` writes, verifies and describes any kind the same way. A new task
+kind exports by adding a class here and an entry in :data:`KINDS`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, cast
+
+import torch
+from lightning.pytorch import LightningDataModule, LightningModule
+from torch import nn
+
+from lightseg.contract import LightsegTask, TaskContext, data_description
+from lightseg.errors import LightsegError
+from lightseg.export.graphs import DetectionGraph, SemanticGraph
+
+if TYPE_CHECKING:
+    from lightseg.export.writer import ExportSettings
+    from lightseg.tasks.detection import DetectionTask
+    from lightseg.tasks.semantic import SemanticSegmentationTask
+
+#: opset 17 for semantic models; R-CNN needs 16+ for RoiAlign's ``output_half_pixel`` mode, which is
+#: torchvision's ``aligned=False`` exactly
+ONNX_OPSET = 17
+
+#: a verification image: ``(index, (H, W)) -> [3,H,W]`` in [0, 1]
+ImageMaker = Callable[[int, tuple[int, ...]], torch.Tensor]
+
+
+class ExportKind(ABC):
+    """How one kind of task is exported (see :data:`KINDS`)."""
+
+    #: the graph is scripted (data-dependent control flow) rather than traced for TorchScript
+    scripted: bool = False
+    #: the ONNX opset when none is asked for
+    default_opset: int = ONNX_OPSET
+    #: what runs outside the graph (the metadata's ``not_in_graph``)
+    not_in_graph: tuple[str, ...] = ()
+    #: the input's layout in the metadata
+    layout: str = "[B,3,H,W]"
+    #: an operator the TorchScript-based ONNX exporter lacks may be written by torch.export's exporter instead
+    dynamo_fallback: bool = False
+
+    def __init__(self, task: LightningModule) -> None:
+        self.task = task
+        self.context: TaskContext = cast(LightsegTask, task).context()
+
+    @abstractmethod
+    def check(self, settings: ExportSettings) -> None:
+        """Refuse, in one line and before any work, what this kind cannot export."""
+
+    @abstractmethod
+    def output_names(self, settings: ExportSettings) -> list[str]:
+        """The graph's outputs, in order."""
+
+    @abstractmethod
+    def samples(self, image: ImageMaker, sizes: Sequence[tuple[int, ...]]) -> list[torch.Tensor]:
+        """The verification inputs at ``sizes``; the first is the example the graph is made from."""
+
+    @abstractmethod
+    def onnx_axes(self, names: list[str], settings: ExportSettings) -> dict[str, dict[int, str]]:
+        """The ONNX exporter's dynamic axes of the input and the outputs."""
+
+    @abstractmethod
+    def graph(self, settings: ExportSettings, datamodule: LightningDataModule | None) -> nn.Module:
+        """The exportable graph of the (loaded, CPU, eval) task."""
+
+    def prepare(self, datamodule: LightningDataModule | None) -> None:  # noqa: B027 (most kinds need nothing)
+        """Ready a task exported without a checkpoint (its own weights) for ``datamodule``'s classes."""
+
+    def metadata(self, datamodule: LightningDataModule | None, settings: ExportSettings) -> dict[str, Any]:
+        """The kind's own entries of the metadata."""
+        return {}
+
+    def category_ids(self, datamodule: LightningDataModule | None) -> list[int]:
+        """The data set's category id of each label (the labels themselves without a data module that has them)."""
+        data = data_description(datamodule)
+        return (
+            list(data.category_ids) if data is not None and data.category_ids else list(range(self.context.num_classes))
+        )
+
+
+class SemanticExport(ExportKind):
+    """A semantic task: ``[B,3,H,W]`` in, ``labels`` / ``probs`` / ``logits`` out, at any size (or one)."""
+
+    not_in_graph = ("sliding-window inference", "multi-scale / flip test-time augmentation", "dense CRF")
+    # a ViT's antialiased bicubic resize of its position embedding to each input's patch grid
+    dynamo_fallback = True
+
+    def check(self, settings: ExportSettings) -> None:
+        from lightseg.models.semantic import ARCHITECTURES
+
+        task = cast("SemanticSegmentationTask", self.task)
+        arch = str(task.hparams.get("arch"))
+        entry = ARCHITECTURES.get(arch)
+        model = cast(nn.Module, task.model)
+        refusal = entry.export_refusal(model, settings.format, settings.input_size is not None) if entry else None
+        if refusal:
+            raise LightsegError(f"arch {arch!r} cannot be exported as {settings.format}: {refusal}")
+        outside = task.inference.changes_for_one_pass()
+        if outside:
+            raise LightsegError(
+                "the exported graph runs each image whole, once; sliding windows and test-time augmentation run "
+                f"outside it (see the export docs): export with {' '.join(outside)}"
+            )
+
+    def output_names(self, settings: ExportSettings) -> list[str]:
+        return [settings.semantic_output]
+
+    def samples(self, image: ImageMaker, sizes: Sequence[tuple[int, ...]]) -> list[torch.Tensor]:
+        first = torch.stack([image(0, sizes[0]), image(1, sizes[0])])  # a batch of two
+        return [first, *(image(k, size)[None] for k, size in enumerate(sizes[1:], start=1))]
+
+    def onnx_axes(self, names: list[str], settings: ExportSettings) -> dict[str, dict[int, str]]:
+        if settings.input_size:
+            return {"image": {0: "batch"}, names[0]: {0: "batch"}}
+        spatial = (1, 2) if names[0] == "labels" else (2, 3)
+        return {"image": {0: "batch", 2: "height", 3: "width"},
+                names[0]: {0: "batch", spatial[0]: "height", spatial[1]: "width"}}  # fmt: skip
+
+    def graph(self, settings: ExportSettings, datamodule: LightningDataModule | None) -> nn.Module:
+        return SemanticGraph(
+            cast(Any, self.task).model,
+            settings.semantic_output,
+            self.context.num_classes,
+            crop_by_index=settings.format == "pt2",
+            onnx=settings.format == "onnx",
+        )
+
+    def metadata(self, datamodule: LightningDataModule | None, settings: ExportSettings) -> dict[str, Any]:
+        return {"ignore_index": self.context.ignore_index}
+
+
+class DetectionExport(ExportKind):
+    """An R-CNN task: one ``[3,H,W]`` image in, boxes, category ids, scores, masks / keypoints out."""
+
+    scripted = True
+    default_opset = 16
+    layout = "[3,H,W], one image"
+
+    def check(self, settings: ExportSettings) -> None:
+        if settings.input_size is not None:
+            raise LightsegError(
+                "--export.input_size is for semantic models; an R-CNN graph resizes its input itself and takes any size"
+            )
+        if settings.format == "pt2":
+            raise LightsegError(
+                "torch.export cannot hold the R-CNN's data-dependent post-processing (a different number of boxes "
+                "per image); export R-CNN models with --export.format onnx or torchscript"
+            )
+        if settings.format == "onnx" and settings.opset is not None and settings.opset < 16:
+            raise LightsegError(
+                f"--export.opset {settings.opset}: R-CNN models need opset 16 or later, whose RoiAlign computes "
+                "exactly what torchvision's does (coordinate_transformation_mode output_half_pixel)"
+            )
+
+    def output_names(self, settings: ExportSettings) -> list[str]:
+        names = ["boxes", "labels", "scores"]
+        if "segm" in self.context.iou_types:
+            names.append("masks")
+        if "keypoints" in self.context.iou_types:
+            names += ["keypoints", "keypoint_scores"]
+        return names
+
+    def samples(self, image: ImageMaker, sizes: Sequence[tuple[int, ...]]) -> list[torch.Tensor]:
+        return [*(image(k, size) for k, size in enumerate(sizes)), torch.zeros(3, *sizes[0])]  # blank: no detections
+
+    def onnx_axes(self, names: list[str], settings: ExportSettings) -> dict[str, dict[int, str]]:
+        return {"image": {1: "height", 2: "width"}, **{name: {0: "detections"} for name in names}}
+
+    def prepare(self, datamodule: LightningDataModule | None) -> None:
+        data = data_description(datamodule)
+        cast("DetectionTask", self.task).fit_predictors_to(data.class_names if data is not None else None)
+
+    def graph(self, settings: ExportSettings, datamodule: LightningDataModule | None) -> nn.Module:
+        model = cast(Any, self.task).model
+        return DetectionGraph(model, self.category_ids(datamodule), settings.mask_threshold)
+
+    def metadata(self, datamodule: LightningDataModule | None, settings: ExportSettings) -> dict[str, Any]:
+        return {"category_ids": self.category_ids(datamodule), "mask_threshold": settings.mask_threshold}
+
+
+#: the export of each task kind (:attr:`~lightseg.contract.TaskContext.kind`)
+KINDS: dict[str, type[ExportKind]] = {"semantic": SemanticExport, "detection": DetectionExport}
+
+
+def export_kind(task: LightningModule) -> ExportKind:
+    """How ``task`` is exported; one line for a module that is not a lightseg task."""
+    if not isinstance(task, LightsegTask):
+        raise LightsegError(f"lightseg export writes lightseg's tasks; {type(task).__name__} is not one")
+    return KINDS[task.context().kind](task)
