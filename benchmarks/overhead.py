@@ -16,7 +16,10 @@
    metric rows are left out): `--arch hf_segformer --backbone nvidia/mit-b0`, `--arch mask2former
    --backbone facebook/mask2former-swin-tiny-ade-semantic` (their set-prediction loss in both loops).
 
-    python benchmarks/overhead.py [--steps 80] [--repeats 5] [--arch A --backbone B]
+   `--image-size` / `--batch-size` change the quickstart data's size and batch (both loops): a
+   fixed per-step cost weighs less on a step of realistic size than on the quickstart's 64x64.
+
+    python benchmarks/overhead.py [--steps 80] [--repeats 5] [--arch A --backbone B] [--image-size 256 --batch-size 4]
 """
 
 from __future__ import annotations
@@ -40,13 +43,16 @@ from report import ROOT, StepClock, record
 WARMUP = 5
 
 
-def model_args(arch: str | None, backbone: str | None) -> list[str]:
-    """The quickstart's model replaced by ``arch`` on ``backbone`` (a query model: its own loss, named ``ce``)."""
+def model_args(arch: str | None, backbone: str | None, image_size: int | None, batch_size: int | None) -> list[str]:
+    """The quickstart's model replaced by ``arch`` on ``backbone`` (a query model: its own loss, named ``ce``), and
+    its data's image and batch size."""
+    data = [*([f"--data.init_args.image_size={image_size}"] if image_size else []),
+            *([f"--data.init_args.batch_size={batch_size}"] if batch_size else [])]  # fmt: skip
     if arch is None:
-        return []
+        return data
     query = ARCHITECTURES[arch].query
     return [f"--model.init_args.arch={arch}", f"--model.init_args.backbone={backbone}",
-            *(["--model.init_args.loss=ce"] if query else [])]  # fmt: skip
+            *(["--model.init_args.loss=ce"] if query else []), *data]  # fmt: skip
 
 
 def through_lightseg(steps: int, cache: Path, model: list[str]) -> tuple[float, float]:
@@ -131,8 +137,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--arch", help="another architecture on the quickstart's data (e.g. hf_segformer)")
     parser.add_argument("--backbone", help="its backbone (e.g. nvidia/mit-b0)")
+    parser.add_argument("--image-size", type=int, help="the shapes' image size (default: the quickstart's 64)")
+    parser.add_argument("--batch-size", type=int, help="the batch size (default: the quickstart's 16)")
     args = parser.parse_args()
-    model = model_args(args.arch, args.backbone)
+    model = model_args(args.arch, args.backbone, args.image_size, args.batch_size)
     with tempfile.TemporaryDirectory() as scratch:
         cache = Path(scratch)
         through_lightseg(WARMUP + 1, cache, model)  # write the data set, warm up
@@ -145,6 +153,8 @@ def main() -> None:
     fast_lightseg, fast_plain = min(lightseg), min(plain)
     timed = args.steps - WARMUP
     what = f"{args.arch} ({args.backbone})" if args.arch else "quickstart"
+    if args.image_size or args.batch_size:
+        what += f", {args.image_size or 64}² x {args.batch_size or 16}"
     rows = [
         (f"{timed} {what} steps, plain PyTorch loop", f"{fast_plain:.2f} s"),
         (f"{timed} {what} steps, lightseg (Lightning) fit", f"{fast_lightseg:.2f} s"),
@@ -152,7 +162,7 @@ def main() -> None:
         ("ratio of each pair, in run order", " ".join(f"{a / b:.3f}" for a, b in zip(lightseg, plain, strict=True))),
         ("`trainer.fit` start and end, once per run (estimated)", f"{min(fits):.2f} s"),
     ]
-    if not args.arch:
+    if not args.arch and not args.image_size and not args.batch_size:
         small = metric_fraction("unet", "resnet18", 4, 64, 16)
         voc = metric_fraction("deeplabv3", "resnet101", 21, 513, 2)
         rows += [
