@@ -75,3 +75,22 @@ def test_class_table_lists_every_class() -> None:
     assert any(line.startswith("background") and " 50.0 " in line for line in lines)
     assert any(line.startswith("dog") and line.rstrip().endswith("-") for line in lines)
     assert any(line.startswith("mean") for line in lines)
+
+
+def test_every_per_class_score_is_declared_once_and_shown_everywhere() -> None:
+    from lightseg.callbacks.dashboard import class_table
+    from lightseg.contract import EvaluationProtocol
+    from lightseg.metrics.segmentation import PER_CLASS_SCORES
+
+    metric = SegmentationMetrics(3, protocol=EvaluationProtocol(boundary_ratio=0.1))
+    target = torch.zeros(1, 16, 16, dtype=torch.long)
+    target[:, 4:12, 4:12] = 1
+    target[:, :, 14:] = 2
+    metric.update(torch.nn.functional.one_hot(target, 3).permute(0, 3, 1, 2).float(), target)
+    results = metric.compute()
+    computed = [score for score in PER_CLASS_SCORES if score.key in results]
+    assert [s.key for s in computed] == ["iou_per_class", "acc_per_class", "dice_per_class", "biou_per_class"]
+    assert all(s.mean in results and len(results[s.key]) == 3 for s in computed)  # a mean beside each
+    header = format_class_table(results, ["a", "b", "c"]).splitlines()[0].split()
+    assert header == ["class", *(s.column for s in computed)]  # the text table's columns, in order
+    assert class_table(results, ["a", "b", "c"]).columns == ["class", *(s.title for s in computed)]  # the dashboard's

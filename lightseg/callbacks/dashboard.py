@@ -27,7 +27,7 @@ from lightseg.contract import (
     task_context,
 )
 from lightseg.errors import LightsegError
-from lightseg.metrics.segmentation import PER_CLASS_KEYS, ImageCounts, image_confusion, image_scores
+from lightseg.metrics.segmentation import PER_CLASS_SCORES, ImageCounts, image_confusion, image_scores
 from lightseg.run_folder import run_dir
 from lightseg.types import SemanticEvalOutput
 from lightseg.visualize import SAMPLE_SIDE, confusion_matrix_image, draw_detections, to_uint8_image
@@ -309,10 +309,9 @@ class SegmentationDashboard(Callback):
 
 def class_table(results: dict[str, torch.Tensor], names: list[str]) -> Table:
     """A semantic task's per-class IoU, accuracy, Dice (and Boundary IoU / iIoU where computed)."""
-    keys = [*PER_CLASS_KEYS, *(k for k in ("biou_per_class", "iiou_per_class") if k in results)]
-    titles = {"biou_per_class": "Boundary IoU", "iiou_per_class": "iIoU"}
-    columns = ["class", "IoU", "accuracy", "Dice", *(titles[k] for k in keys[len(PER_CLASS_KEYS) :])]
-    return Table(columns, [[name, *(_number(results[k][i]) for k in keys)] for i, name in enumerate(names)])
+    scores = [score for score in PER_CLASS_SCORES if score.key in results]
+    columns = ["class", *(score.title for score in scores)]
+    return Table(columns, [[name, *(_number(results[s.key][i]) for s in scores)] for i, name in enumerate(names)])
 
 
 def ap_table(results: dict[str, torch.Tensor], iou_types: Sequence[str], names: list[str]) -> Table:

@@ -13,9 +13,49 @@ from lightseg.errors import LightsegError
 from lightseg.metrics.boundary import boundary_band, boundary_width
 
 SCALAR_KEYS = ("pixel_acc", "macc", "miou", "fwiou", "mdice")
-PER_CLASS_KEYS = ("iou_per_class", "acc_per_class", "dice_per_class")
 #: scalars reported when the protocol asks for them (Boundary IoU, Cityscapes' instance and category scores)
 PROTOCOL_SCALAR_KEYS = ("biou", "iiou", "category_iou", "category_iiou")
+
+
+@dataclass(frozen=True)
+class PerClassScore:
+    """One score that :class:`SegmentationMetrics` computes per class (or per category), declared once.
+
+    The text tables, the dashboard's per-class table and the task's logged per-class values
+    (``<stage>_<log_prefix>_<class>``) are all made from :data:`PER_CLASS_SCORES` and
+    :data:`PER_CATEGORY_SCORES`: adding a per-class score is computing it in
+    :meth:`SegmentationMetrics.compute` and declaring it here.
+
+    Attributes:
+        key: the result's per-class key (``iou_per_class``).
+        mean: the result's key of its mean (``miou``).
+        column: its column in the plain-text tables (five characters at most).
+        title: its name in the dashboard's table.
+        log_prefix: logged per class as ``<stage>_<log_prefix>_<class>``; ``None``: not logged per class.
+        higher_is_better: its direction.
+    """
+
+    key: str
+    mean: str
+    column: str
+    title: str
+    log_prefix: str | None = None
+    higher_is_better: bool = True
+
+
+#: the per-class scores, in table order (those of the protocol only where computed)
+PER_CLASS_SCORES = (
+    PerClassScore("iou_per_class", "miou", "IoU", "IoU", "iou"),
+    PerClassScore("acc_per_class", "macc", "Acc", "accuracy"),
+    PerClassScore("dice_per_class", "mdice", "Dice", "Dice"),
+    PerClassScore("biou_per_class", "biou", "BIoU", "Boundary IoU", "biou"),
+    PerClassScore("iiou_per_class", "iiou", "iIoU", "iIoU", "iiou"),
+)
+#: the per-category scores (Cityscapes' 7 categories), in table order
+PER_CATEGORY_SCORES = (
+    PerClassScore("category_iou_per_category", "category_iou", "IoU", "category IoU", "category_iou"),
+    PerClassScore("category_iiou_per_category", "category_iiou", "iIoU", "category iIoU", "category_iiou"),
+)
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,8 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
+from lightseg.metrics.segmentation import PER_CATEGORY_SCORES, PER_CLASS_SCORES
+
 
 def _pct(v: float) -> str:
     return "    -" if v != v else f"{100 * v:5.1f}"
@@ -21,9 +23,7 @@ def format_class_table(
 
     When the results hold category scores, a category table (IoU, iIoU) follows.
     """
-    columns = [("IoU", "iou_per_class", "miou"), ("Acc", "acc_per_class", "macc"), ("Dice", "dice_per_class", "mdice")]
-    columns += [(h, k, m) for h, k, m in (("BIoU", "biou_per_class", "biou"), ("iIoU", "iiou_per_class", "iiou"))
-                if k in results]  # fmt: skip
+    columns = [(score.column, score.key, score.mean) for score in PER_CLASS_SCORES if score.key in results]
     values = [results[k].tolist() for _, k, _ in columns]
     names = list(class_names) if class_names is not None else [str(i) for i in range(len(values[0]))]
     width = max(len("class"), *(len(n) for n in names))
@@ -37,19 +37,19 @@ def format_class_table(
     lines.append(f"{'mean':<{width}}  " + "  ".join(_pct(float(results[m])) for _, _, m in columns))
     pixel_acc, fwiou = (_pct(float(results[k])).strip() for k in ("pixel_acc", "fwiou"))
     lines.append(f"pixel acc {pixel_acc}  fwIoU {fwiou}")
-    if "category_iou_per_category" in results:
-        categories = [str(c) for c in category_names or range(len(results["category_iou_per_category"]))]
-        iou = results["category_iou_per_category"].tolist()
-        iiou = results["category_iiou_per_category"].tolist() if "category_iiou_per_category" in results else None
+    scores = [score for score in PER_CATEGORY_SCORES if score.key in results]
+    if scores:
+        categories = [str(c) for c in category_names or range(len(results[scores[0].key]))]
         cwidth = max(len("category"), *(len(str(c)) for c in categories))
+        crule = "-" * (cwidth + 7 * len(scores))
         lines.append("")
-        lines.append(f"{'category':<{cwidth}}    IoU" + ("   iIoU" if iiou else ""))
-        lines.append("-" * (cwidth + (14 if iiou else 7)))
+        lines.append(f"{'category':<{cwidth}}  " + "  ".join(f"{s.column:>5}" for s in scores))
+        lines.append(crule)
+        per_category = [results[s.key].tolist() for s in scores]
         for k, name in enumerate(categories):
-            lines.append(f"{name:<{cwidth}}  {_pct(iou[k])}" + (f"  {_pct(iiou[k])}" if iiou else ""))
-        lines.append("-" * (cwidth + (14 if iiou else 7)))
-        means = f"{'mean':<{cwidth}}  {_pct(float(results['category_iou']))}"
-        lines.append(means + (f"  {_pct(float(results['category_iiou']))}" if iiou else ""))
+            lines.append(f"{name:<{cwidth}}  " + "  ".join(_pct(v[k]) for v in per_category))
+        lines.append(crule)
+        lines.append(f"{'mean':<{cwidth}}  " + "  ".join(_pct(float(results[s.mean])) for s in scores))
     return "\n".join(lines)
 
 

@@ -17,7 +17,7 @@ from lightseg.errors import LightsegError, class_count_mismatch
 from lightseg.inference import InferenceSettings, migrate_flat_settings
 from lightseg.losses import LossName, SegmentationLoss, median_frequency_weights
 from lightseg.metrics import EvaluationProtocol, SegmentationMetrics, format_class_table, image_scores
-from lightseg.metrics.segmentation import PROTOCOL_SCALAR_KEYS, SCALAR_KEYS
+from lightseg.metrics.segmentation import PER_CATEGORY_SCORES, PER_CLASS_SCORES, PROTOCOL_SCALAR_KEYS, SCALAR_KEYS
 from lightseg.models.semantic import ARCHITECTURES, ArchName, applicable_options, build_semantic_model
 from lightseg.models.wrapper import SegmentationModel
 from lightseg.tasks.base import BaseTask
@@ -357,13 +357,13 @@ class SemanticSegmentationTask(BaseTask):
         values = {f"{stage}_{key}": results[key].float() for key in SCALAR_KEYS}
         values.update({f"{stage}_{key}": results[key].float() for key in PROTOCOL_SCALAR_KEYS if key in results})
         categories = list(cast(SegmentationMetrics, metric).category_names)
-        per_item = (("iou", "iou_per_class", names), ("biou", "biou_per_class", names),
-                    ("iiou", "iiou_per_class", names), ("category_iou", "category_iou_per_category", categories),
-                    ("category_iiou", "category_iiou_per_category", categories))  # fmt: skip
-        for prefix, key, item_names in per_item:
-            for name, value in zip(item_names, results[key].tolist() if key in results else [], strict=False):
+        per_item = [(score, names) for score in PER_CLASS_SCORES] + [(s, categories) for s in PER_CATEGORY_SCORES]
+        for score, item_names in per_item:
+            if score.log_prefix is None or score.key not in results:
+                continue
+            for name, value in zip(item_names, results[score.key].tolist(), strict=False):
                 if not math.isnan(value):
-                    values[f"{stage}_{prefix}_{name.replace(' ', '_')}"] = torch.tensor(value)
+                    values[f"{stage}_{score.log_prefix}_{name.replace(' ', '_')}"] = torch.tensor(value)
         miou = values.pop(f"{stage}_miou")
         self.log(f"{stage}_miou", miou, prog_bar=True)
         self.log_dict(values)
