@@ -11,13 +11,15 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from typing_extensions import override
 
 from lightseg.errors import LightsegError
+from lightseg.errors import option as argument
 
 
-def load_checkpoint(path: str | Path, option: str = "--ckpt_path") -> dict[str, Any]:
+def load_checkpoint(path: str | Path, option: str | None = None) -> dict[str, Any]:
     """A lightseg (Lightning) checkpoint, read without running code; one line naming the file otherwise.
 
     Memory-mapped where the format allows, so checking a large checkpoint costs little.
     """
+    option = option or argument("run", "ckpt_path")
     path = Path(path).expanduser()
     if path.is_dir():
         raise LightsegError(f"{option} {path} is a folder; give a .ckpt file in it, or best / last")
@@ -41,7 +43,7 @@ def load_checkpoint(path: str | Path, option: str = "--ckpt_path") -> dict[str, 
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise LightsegError(
             f"{option} {path} is not a Lightning checkpoint (no state_dict); to start from a file of weights, "
-            "use --model.init_args.init_from (or weights_backbone) instead"
+            f"use {argument('model', 'init_from')} (or weights_backbone) instead"
         )
     return checkpoint
 

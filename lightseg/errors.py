@@ -2,15 +2,43 @@
 
 The CLI prints a :class:`LightsegError` as a single ``lightseg: error: ...`` line and exits
 non-zero; anything else is a bug and keeps its traceback.
+
+A message names the arguments it is about with :func:`option`: in Python they read as the
+argument (``inference.mode``), and the CLI prints them as the command line spells them
+(``--model.init_args.inference.mode``), so library code never speaks command-line.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
+
+#: how each group's arguments are spelt on the command line
+_CLI_PREFIX = {"model": "--model.init_args.", "data": "--data.", "export": "--export.",
+               "prediction": "--prediction.", "trainer": "--trainer.", "run": "--"}  # fmt: skip
+_TOKEN = re.compile(r"\x00(\w+):([\w.]+)\x00")
+
+
+def option(group: str, name: str) -> str:
+    """The argument ``name`` of ``group`` (model, data, export, prediction, trainer, run) in an error message.
+
+    ``str(error)`` shows ``name``; :meth:`LightsegError.cli_message` shows the command line's
+    spelling (``--model.init_args.name``, ``--export.name``, ``--ckpt_path`` for ``run``).
+    """
+    if group not in _CLI_PREFIX:
+        raise ValueError(f"unknown option group {group!r}")
+    return f"\x00{group}:{name}\x00"
 
 
 class LightsegError(ValueError):
     """A user mistake: the message names the file or value at fault and the fix."""
+
+    def __str__(self) -> str:
+        return _TOKEN.sub(lambda m: m.group(2), super().__str__())
+
+    def cli_message(self) -> str:
+        """The message with its arguments spelt as on the command line."""
+        return _TOKEN.sub(lambda m: _CLI_PREFIX[m.group(1)] + m.group(2), super().__str__())
 
 
 class MaskLabelError(LightsegError):

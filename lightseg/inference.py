@@ -13,7 +13,7 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 
-from lightseg.errors import LightsegError
+from lightseg.errors import LightsegError, option
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
 
@@ -90,9 +90,11 @@ class InferenceSettings:
         """The options that would make these settings :attr:`plain` (what an export graph holds)."""
         changes = []
         if self.mode != "whole":
-            changes.append("--model.init_args.inference.mode whole")
+            changes.append(f"{option('model', 'inference.mode')} whole")
         if self.tta_scales != (1.0,) or self.tta_flip:
-            changes.append("--model.init_args.inference.tta_scales [1.0] --model.init_args.inference.tta_flip false")
+            changes.append(
+                f"{option('model', 'inference.tta_scales')} [1.0] {option('model', 'inference.tta_flip')} false"
+            )
         return changes
 
     def probs(self, forward: Forward, image: torch.Tensor) -> torch.Tensor:

@@ -206,7 +206,7 @@ def test_exports_match_pytorch_at_sizes_it_was_not_traced_at(
 
 @pytest.mark.parametrize(("arch", "fmt", "reason"), [
     ("mask2former", "onnx", r"shifted-window masks, its pixel decoder.*export it for one input size, e.g. "
-     r"--export.input_size \[512,512\]"),
+     r"input_size \[512,512\]"),
     ("eomt", "pt2", "masked-attention schedule"),
 ])  # fmt: skip
 def test_exports_that_would_be_wrong_or_fail_are_refused_before_any_work(

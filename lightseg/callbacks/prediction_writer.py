@@ -21,7 +21,7 @@ from lightseg.coco_masks import encode_masks
 from lightseg.colors import class_palette
 from lightseg.contract import TaskContext, data_description, data_palette, datamodule_of, task_context
 from lightseg.datamodules.base import ImageFolderDataset
-from lightseg.errors import LightsegError
+from lightseg.errors import LightsegError, option
 from lightseg.visualize import DISPLAY_SIDE, annotated_overlay, draw_detections, to_uint8_image
 
 #: ``lightseg predict --prediction.format``: what the semantic masks are written as
@@ -98,12 +98,13 @@ class SegmentationWriter(BasePredictionWriter):
             return
         if self.output_dir.exists() and not self.output_dir.is_dir():
             raise LightsegError(
-                f"--prediction.output_dir {self.output_dir} is a file, not a folder; choose a folder to write into"
+                f"{option('prediction', 'output_dir')} {self.output_dir} is a file, not a folder; choose a folder "
+                "to write into"
             )
         if self.output_dir.exists() and any(self.output_dir.iterdir()) and not self.overwrite:
             raise LightsegError(
                 f"output folder {self.output_dir} already exists and is not empty; choose another with "
-                "--prediction.output_dir or pass --prediction.overwrite true"
+                f"{option('prediction', 'output_dir')} or pass {option('prediction', 'overwrite')} true"
             )
         self._check_format(trainer, pl_module)
         self.palette = data_palette(datamodule_of(trainer))
@@ -219,13 +220,14 @@ class SegmentationWriter(BasePredictionWriter):
             label_ids = data.label_ids if data is not None else None
             if label_ids is None:
                 raise LightsegError(
-                    "--prediction.format cityscapes writes Cityscapes label ids, which needs the Cityscapes data "
-                    "module (CityscapesDataModule: its 19 train ids map back to label ids); use palette for other data"
+                    f"{option('prediction', 'format')} cityscapes writes Cityscapes label ids, which needs the "
+                    "Cityscapes data module (CityscapesDataModule: its 19 train ids map back to label ids); use "
+                    "palette for other data"
                 )
             self._label_ids = np.array(label_ids, dtype=np.uint8)
         elif self.format == "voc" and _context(pl_module).num_classes != 21:
             raise LightsegError(
-                f"--prediction.format voc writes the 21 PASCAL VOC classes; this model has "
+                f"{option('prediction', 'format')} voc writes the 21 PASCAL VOC classes; this model has "
                 f"{_context(pl_module).num_classes} classes; use palette"
             )
 

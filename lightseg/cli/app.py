@@ -279,7 +279,7 @@ def find_user_error(err: BaseException) -> LightsegError | None:
 
 def user_message(err: BaseException) -> str:
     """The message of a user error, without the traceback a DataLoader worker wraps around it."""
-    text = str(err)
+    text = err.cli_message() if isinstance(err, LightsegError) else str(err)
     if "Original Traceback" in text:
         marker = f"{type(err).__name__}: "
         text = text[text.rfind(marker) + len(marker) :] if marker in text else text.strip().splitlines()[-1]

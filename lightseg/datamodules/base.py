@@ -20,7 +20,7 @@ from lightseg.contract import DataDescription, EvaluationProtocol
 from lightseg.datamodules.files import CheckSamples, OnMissing, SegmentationFiles
 from lightseg.datamodules.io import IMAGE_EXTENSIONS, read_image
 from lightseg.datamodules.transforms import train_transforms
-from lightseg.errors import LightsegError
+from lightseg.errors import LightsegError, option
 from lightseg.types import PredictItem
 
 #: data loader workers: a number, or ``auto`` (the CPU cores this process may use, at most :data:`MAX_AUTO_WORKERS`)
@@ -185,7 +185,9 @@ class BaseDataModule(LightningDataModule):
     def setup_predict(self) -> None:
         """Fill ``predict_dataset`` from ``predict_dir``."""
         if self.predict_dir is None:
-            raise LightsegError("lightseg predict needs a folder of images: pass --data.predict_dir <folder>")
+            raise LightsegError(
+                f"lightseg predict needs a folder of images: pass {option('data', 'predict_dir')} <folder>"
+            )
         self.predict_dataset = ImageFolderDataset(self.predict_dir)
 
     def _loader(self, dataset: Dataset[Any] | None, name: str, shuffle: bool = False) -> DataLoader[Any]:

@@ -16,7 +16,7 @@ from lightning.pytorch import LightningDataModule, LightningModule
 from torch import nn
 
 from lightseg.contract import LightsegTask, TaskContext, data_description
-from lightseg.errors import LightsegError
+from lightseg.errors import LightsegError, option
 from lightseg.export.graphs import DetectionGraph, SemanticGraph
 
 if TYPE_CHECKING:
@@ -146,17 +146,18 @@ class DetectionExport(ExportKind):
     def check(self, settings: ExportSettings) -> None:
         if settings.input_size is not None:
             raise LightsegError(
-                "--export.input_size is for semantic models; an R-CNN graph resizes its input itself and takes any size"
+                f"{option('export', 'input_size')} is for semantic models; an R-CNN graph resizes its input itself "
+                "and takes any size"
             )
         if settings.format == "pt2":
             raise LightsegError(
                 "torch.export cannot hold the R-CNN's data-dependent post-processing (a different number of boxes "
-                "per image); export R-CNN models with --export.format onnx or torchscript"
+                f"per image); export R-CNN models with {option('export', 'format')} onnx or torchscript"
             )
         if settings.format == "onnx" and settings.opset is not None and settings.opset < 16:
             raise LightsegError(
-                f"--export.opset {settings.opset}: R-CNN models need opset 16 or later, whose RoiAlign computes "
-                "exactly what torchvision's does (coordinate_transformation_mode output_half_pixel)"
+                f"{option('export', 'opset')} {settings.opset}: R-CNN models need opset 16 or later, whose RoiAlign "
+                "computes exactly what torchvision's does (coordinate_transformation_mode output_half_pixel)"
             )
 
     def output_names(self, settings: ExportSettings) -> list[str]:

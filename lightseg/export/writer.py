@@ -33,7 +33,7 @@ from torch import nn
 import lightseg
 from lightseg.checkpoints import load_checkpoint
 from lightseg.contract import data_description, data_palette
-from lightseg.errors import LightsegError
+from lightseg.errors import LightsegError, option
 from lightseg.export.graphs import SemanticOutput
 from lightseg.export.kinds import ExportKind, export_kind
 from lightseg.export.verify import compare_with_pytorch, require, run_exported
@@ -83,17 +83,20 @@ class ExportSettings:
         self.opset = opset
         self.overwrite = overwrite
         if input_size is not None and (len(input_size) != 2 or min(input_size) < 16):
-            raise LightsegError(f"--export.input_size needs (H, W) of at least 16, got {input_size}")
+            raise LightsegError(f"{option('export', 'input_size')} needs (H, W) of at least 16, got {input_size}")
         self.input_size = None if input_size is None else (int(input_size[0]), int(input_size[1]))
         if self.input_size is not None and verify_sizes and any(tuple(s) != self.input_size for s in verify_sizes):
+            given, verified = option("export", "input_size"), option("export", "verify_sizes")
             raise LightsegError(
-                f"--export.input_size {list(self.input_size)} fixes the graph to one size, and --export.verify_sizes "
-                f"{verify_sizes} asks for others; leave --export.verify_sizes out (it is verified at the input size)"
+                f"{given} {list(self.input_size)} fixes the graph to one size, and {verified} {verify_sizes} asks for "
+                f"others; leave {verified} out (it is verified at the input size)"
             )
         default = [self.input_size] * 2 if self.input_size else [(320, 480), (257, 353)]
         self.verify_sizes = [tuple(s) for s in (verify_sizes or default)]
         if len(self.verify_sizes) < 2 or any(len(s) != 2 or min(s) < 16 for s in self.verify_sizes):
-            raise LightsegError(f"--export.verify_sizes needs two or more (H, W) of at least 16, got {verify_sizes}")
+            raise LightsegError(
+                f"{option('export', 'verify_sizes')} needs two or more (H, W) of at least 16, got {verify_sizes}"
+            )
 
 
 @dataclass
@@ -260,12 +263,18 @@ def export_task(
     _check_exportable(kind, settings)
     path = settings.output
     if path.is_dir():
-        raise LightsegError(f"--export.output {path} is a folder; give the file to write, e.g. {path / 'model.onnx'}")
+        raise LightsegError(
+            f"{option('export', 'output')} {path} is a folder; give the file to write, e.g. {path / 'model.onnx'}"
+        )
     blocking = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
     if blocking is not None:
-        raise LightsegError(f"--export.output {path}: {blocking} is a file, not a folder; choose another path")
+        raise LightsegError(
+            f"{option('export', 'output')} {path}: {blocking} is a file, not a folder; choose another path"
+        )
     if path.exists() and not settings.overwrite:
-        raise LightsegError(f"{path} exists; choose another --export.output or pass --export.overwrite true")
+        raise LightsegError(
+            f"{path} exists; choose another {option('export', 'output')} or pass {option('export', 'overwrite')} true"
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     if ckpt_path:
         checkpoint = load_checkpoint(ckpt_path)

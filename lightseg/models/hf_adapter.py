@@ -25,7 +25,7 @@ from typing import Any, cast
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
-from lightseg.errors import LightsegError, closest_names
+from lightseg.errors import LightsegError, closest_names, option
 from lightseg.weights import LoadReport, load_weights_file
 
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
@@ -253,7 +253,8 @@ FAMILIES: dict[str, Family] = {
         ("tue-mps/ade20k_semantic_eomt_large_512", "tue-mps/cityscapes_semantic_eomt_large_1024"),
         _patch, query=True,
         export_refusals=(("pt2", "torch.export cannot hold EoMT's check of its masked-attention schedule (a "
-                          "data-dependent branch); export eomt with --export.format onnx or torchscript"),),
+                          "data-dependent branch); export eomt with "
+                          f"{option('export', 'format')} onnx or torchscript"),),
     ),
 }  # fmt: skip
 
@@ -268,8 +269,8 @@ def export_refusal(arch: str, model: nn.Module, fmt: str, fixed_size: bool) -> s
     if refusal or fixed_size or not family.fixed_size_only:
         return refusal
     return (
-        f"{family.fixed_size_only}; export it for one input size, e.g. --export.input_size [512,512] (the graph "
-        "then takes images of that size only: resize them to it)"
+        f"{family.fixed_size_only}; export it for one input size, e.g. {option('export', 'input_size')} [512,512] "
+        "(the graph then takes images of that size only: resize them to it)"
     )
 
 
