@@ -17,6 +17,8 @@ COMMANDS = {
     "predict": "Segment your images (--data.predict_dir) with a checkpoint: masks and overlays in "
     "--prediction.output_dir.",
     "export": "Export a checkpoint as ONNX, TorchScript or torch.export (--export.*), verified against PyTorch.",
+    "tune": "Search a config's settings with Optuna (--tune.space SPACE.yaml): pruned, resumable, best.yaml at "
+    "the end.",
     "data check": "Read every sample of a config's data set and report what it holds and what is wrong with it.",
 }
 #: every lightseg command, for messages that list them
@@ -27,12 +29,14 @@ DESCRIPTION = (
     "lightseg: semantic, instance and keypoint segmentation on PyTorch Lightning, driven by YAML configs. "
     "Train with `lightseg fit --config CONFIG.yaml` (the quickstart: configs/quickstart.yaml), then test, predict "
     "with or export its checkpoints (--ckpt_path best | last | FILE). Commands: fit, validate, test, predict, "
-    "export (below) and `lightseg data check --config CONFIG.yaml`, which reads every sample of the config's data "
-    "and reports what is wrong with it."
+    "export (below), `lightseg tune --config CONFIG.yaml --tune.space SPACE.yaml`, which searches the config's "
+    "settings with Optuna, and `lightseg data check --config CONFIG.yaml`, which reads every sample of the config's "
+    "data and reports what is wrong with it."
 )
 EPILOG = (
     "lightseg data check --config CONFIG.yaml reads every sample of the config's data set and reports what is "
-    "wrong with it (lightseg data --help); lightseg export writes the trained model as ONNX, TorchScript or "
+    "wrong with it (lightseg data --help); lightseg tune searches a config's settings with Optuna "
+    "(lightseg tune --help); lightseg export writes the trained model as ONNX, TorchScript or "
     "torch.export, verified against PyTorch (lightseg export --help)."
 )
 
@@ -59,7 +63,7 @@ def top_level_help() -> str:
     import textwrap
 
     width = 88
-    lines = ["usage: lightseg [-h] [--version] {fit,validate,test,predict,export,data check} ...", ""]
+    lines = ["usage: lightseg [-h] [--version] {fit,validate,test,predict,export,tune,data check} ...", ""]
     lines += textwrap.wrap(DESCRIPTION, width)
     lines += ["", "commands:"]
     for name, what in COMMANDS.items():

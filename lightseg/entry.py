@@ -40,8 +40,13 @@ def fast_answer(args: list[str]) -> int | None:
             print(f"lightseg: error: {data_usage_error(rest[0])}", file=sys.stderr)
             return 2
         return None
-    if not first.startswith("-") and first not in SUBCOMMANDS:
-        close = difflib.get_close_matches(first, [*SUBCOMMANDS, "data"], n=1)
+    if first == "tune" and any(a in ("-h", "--help") for a in args[1:]):
+        from lightseg.tune.settings import usage
+
+        print(usage())
+        return 0
+    if not first.startswith("-") and first not in (*SUBCOMMANDS, "tune"):
+        close = difflib.get_close_matches(first, [*SUBCOMMANDS, "data", "tune"], n=1)
         hint = f" (did you mean `lightseg {close[0]}`?)" if close else ""
         print(f"lightseg: error: unknown command {first!r}{hint}; commands: {COMMAND_LIST}", file=sys.stderr)
         return 2
@@ -54,6 +59,11 @@ def main(args: list[str] | None = None) -> None:
     status = fast_answer(arguments)
     if status is not None:
         raise SystemExit(status)
+    if arguments[0] == "tune":
+        from lightseg.tune.command import tune_main
+
+        tune_main(arguments[1:])
+        return
     from lightseg.cli import main as cli_main
 
     cli_main(arguments)

@@ -27,7 +27,7 @@ from lightseg.tasks import DetectionTask, SemanticSegmentationTask
 from conftest import ROOT, TINY_SHAPES
 
 QUICKSTART = str(ROOT / "configs" / "quickstart.yaml")
-PRESET_DIRS = {"trainer", "eval"}  # fragments composed after a run config
+PRESET_DIRS = {"trainer", "eval", "tune"}  # fragments composed after a run config; search spaces
 CONFIGS = sorted(str(p) for p in (ROOT / "configs").rglob("*.yaml") if not PRESET_DIRS & set(p.parts))
 
 

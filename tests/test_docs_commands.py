@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from lightseg.cli import main
+from lightseg.tune import SearchSpace, split_arguments
 
 from conftest import ROOT
 
@@ -59,6 +60,10 @@ def test_documented_command_parses_as_written(
         (tmp_path / name).symlink_to(ROOT / name)
     for name, text in WRITTEN_BEFORE.items():
         (tmp_path / name).write_text(text)
+    if args[:1] == ["tune"]:  # the study's options and its space file; the rest is what each trial's fit takes
+        settings, fit_args = split_arguments(args[1:])
+        assert settings.space is not None and SearchSpace.load(settings.space).parameters
+        args = ["fit", *fit_args]
     with pytest.raises(SystemExit) as exit_info:
         main([*args, "--print_config"])
     out, err = capsys.readouterr()

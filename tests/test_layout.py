@@ -21,8 +21,9 @@ LAYERS = {
     "datamodules": 3, "tasks": 3,
     "callbacks": 4, "data_check": 4, "export": 4,
     "cli": 7,
-    "entry": 8,
-    "__main__": 9,
+    "tune": 8,
+    "entry": 9,
+    "__main__": 10,
 }  # fmt: skip
 #: pairs that meet only through lightseg.contract and what Lightning passes, whatever their layers
 APART = {("callbacks", "tasks"), ("tasks", "callbacks"), ("datamodules", "metrics")}

@@ -92,6 +92,11 @@ class LightsegCLI(AdaptedLightningCLI):
     all runs of the same config, ``last`` the newest ``last*.ckpt``, also in a new process.
     """
 
+    #: whether a Ctrl-C during ``fit`` saves a checkpoint and prints the command that resumes it
+    interrupt_checkpoint: bool = True
+    #: whether the run ends with its summary (checkpoints, run folder, the next commands)
+    run_summary: bool = True
+
     def __init__(self, args: list[str] | None = None, run: bool = True, **kwargs: Any) -> None:
         self.args = list(sys.argv[1:] if args is None else args)
         super().__init__(
@@ -196,7 +201,7 @@ class LightsegCLI(AdaptedLightningCLI):
     def instantiate_classes(self) -> None:
         super().instantiate_classes()
         subcommand = self.config.get("subcommand")
-        RUN_GUARDS.append(equip_run(self.trainer, self.args, subcommand))
+        RUN_GUARDS.append(equip_run(self.trainer, self.args, subcommand, self.interrupt_checkpoint, self.run_summary))
         check_num_classes(self._given_num_classes, self.datamodule)
         untrained = subcommand in ("validate", "test", "predict", "export") and warn_if_untrained(
             self.config[subcommand], self.model
@@ -221,8 +226,15 @@ class _DropLightningTips(logging.Filter):
         return not str(record.msg).startswith("💡 Tip")
 
 
-def build_cli(args: list[str] | None = None, run: bool = True) -> LightsegCLI:
-    """Build (and with ``run=True`` execute) the CLI; tests and benchmarks use ``run=False``."""
+def build_cli(
+    args: list[str] | None = None, run: bool = True, cli_class: type[LightsegCLI] | None = None, **kwargs: Any
+) -> LightsegCLI:
+    """Build (and with ``run=True`` execute) the CLI; tests and benchmarks use ``run=False``.
+
+    ``cli_class`` (a subclass of :class:`LightsegCLI`) and ``kwargs`` (LightningCLI's, e.g.
+    ``trainer_defaults={"callbacks": [...]}`` for callbacks the saved config leaves out) are
+    for programs that run lightseg's runs, such as ``lightseg tune``.
+    """
     rank_zero_log = logging.getLogger("lightning.pytorch.utilities.rank_zero")
     if not any(isinstance(f, _DropLightningTips) for f in rank_zero_log.filters):
         rank_zero_log.addFilter(_DropLightningTips())
@@ -234,7 +246,7 @@ def build_cli(args: list[str] | None = None, run: bool = True) -> LightsegCLI:
         if (sys.argv[1:] if args is None else args)[:1] in (["validate"], ["test"]):
             # an evaluation writes beside the checkpoint's run: its checkpoint state is not resumed anyway
             warnings.filterwarnings("ignore", message="The dirpath has changed from")
-        return LightsegCLI(args=args, run=run)
+        return (cli_class or LightsegCLI)(args=args, run=run, **kwargs)
 
 
 def main(args: list[str] | None = None) -> None:

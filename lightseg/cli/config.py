@@ -245,13 +245,16 @@ def check_num_classes(given: int | None, datamodule: Any) -> None:
         raise LightsegError(class_count_mismatch(given, data_classes, type(datamodule).__name__))
 
 
-def equip_run(trainer: Trainer, args: list[str], subcommand: str | None) -> RunFolderGuard:
+def equip_run(
+    trainer: Trainer, args: list[str], subcommand: str | None, interrupt_checkpoint: bool = True, summary: bool = True
+) -> RunFolderGuard:
     """What a command-line run adds to its trainer; returns the guard on the run's folders.
 
     Lightning's plain ``ModelCheckpoint`` becomes lightseg's (``last.ckpt`` after every epoch);
     checkpoints are written beside a temporary name and renamed (unless the user configured a
-    checkpoint IO); ``fit`` saves and prints the resume command on Ctrl-C; every run prints its
-    summary; the guard notes the run folders before the run makes any.
+    checkpoint IO); ``fit`` saves and prints the resume command on Ctrl-C (unless
+    ``interrupt_checkpoint`` is false: a study's trial); every run prints its
+    summary (unless ``summary`` is false); the guard notes the run folders before the run makes any.
     """
     callbacks = cast(Any, trainer).callbacks
     for callback in callbacks:
@@ -259,9 +262,10 @@ def equip_run(trainer: Trainer, args: list[str], subcommand: str | None) -> RunF
             give_behaviour(callback, RunCheckpoint)
     if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
         trainer.strategy.checkpoint_io = BesideCheckpointIO()
-    if subcommand == "fit":
+    if subcommand == "fit" and interrupt_checkpoint:
         callbacks.append(InterruptCheckpoint(resume_command(args)))
-    callbacks.append(RunSummary(args[1:]))
+    if summary:
+        callbacks.append(RunSummary(args[1:]))
     guard = RunFolderGuard()
     guard.watch(trainer)
     return guard
