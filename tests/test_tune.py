@@ -14,9 +14,11 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import optuna
 import pytest
+import torch
 import yaml
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 from PIL import Image
@@ -25,6 +27,7 @@ from lightseg.cli import build_cli
 from lightseg.entry import main
 from lightseg.errors import LightsegError
 from lightseg.tune import SearchSpace, TuneSettings, split_arguments
+from lightseg.tune.study import TrialPruning
 
 from conftest import ROOT, TINY_SHAPES
 
@@ -375,3 +378,26 @@ def test_a_ddp_trial_is_pruned_on_every_rank(shapes_root: Path, tmp_path: Path) 
         assert len(validations) == (2 if trial.state.name == "COMPLETE" else 1), trial.number
     # the run was a 2-process one
     assert "Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2" in done.stderr
+
+
+def test_a_trial_is_not_pruned_after_its_last_epoch() -> None:
+    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.MedianPruner(n_startup_trials=1))
+    done = study.ask()
+    done.report(0.9, step=0)
+    done.report(0.9, step=1)
+    study.tell(done, 0.9)
+    trial = study.ask()
+    pruning = TrialPruning(trial, "val_miou")
+    metrics = {"val_miou": torch.tensor(0.1)}
+    module = SimpleNamespace(current_epoch=0)
+    first = SimpleNamespace(max_epochs=2, current_epoch=0, sanity_checking=False, is_global_zero=True,
+                            callback_metrics=metrics)  # fmt: skip
+    with pytest.raises(optuna.TrialPruned):  # below the median after epoch 0 of 2: stopping saves an epoch
+        pruning.on_validation_end(first, module)  # type: ignore[arg-type]
+    trial = study.ask()
+    pruning = TrialPruning(trial, "val_miou")
+    module.current_epoch = 1
+    pruning.on_validation_end(SimpleNamespace(**{**vars(first), "current_epoch": 1}), module)  # type: ignore[arg-type]
+    study.tell(trial, 0.1)  # after the last epoch: complete, its curve reported
+    last = study.trials[-1]
+    assert last.state == optuna.trial.TrialState.COMPLETE and last.intermediate_values == {1: pytest.approx(0.1)}

@@ -127,6 +127,28 @@ class TrialMonitor(Callback):
             self.trial.report(number, step=trainer.current_epoch)
 
 
+class TrialPruning(PyTorchLightningPruningCallback):
+    """Optuna's Lightning pruning callback, except after the last epoch: stopping then saves nothing.
+
+    A trial judged at its last validation has trained all it will: it is complete, with its
+    value (which the sampler learns from), not pruned.
+    """
+
+    @override
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        last = (
+            trainer.max_epochs is not None
+            and trainer.max_epochs > 0
+            and trainer.current_epoch + 1 >= trainer.max_epochs
+        )
+        value = trainer.callback_metrics.get(self.monitor)
+        if not last or trainer.sanity_checking or value is None:
+            super().on_validation_end(trainer, pl_module)
+            return
+        if trainer.is_global_zero:  # the learning curve's last point
+            self._trial.report(float(value), step=trainer.current_epoch)
+
+
 def parse_fit(fit_args: list[str]) -> Any:
     """The resolved config of ``lightseg fit`` with ``fit_args`` (a parse error: one line, exit 2)."""
     check_config_files(["fit", *fit_args])
@@ -377,7 +399,7 @@ class Study:
         monitor = TrialMonitor(self.metric, self.direction, None if pruning else trial)
         callbacks: list[Callback] = [monitor]
         if pruning:
-            callbacks.append(PyTorchLightningPruningCallback(trial, self.metric))
+            callbacks.append(TrialPruning(trial, self.metric))
         shown = ", ".join(f"{p.short_name}={_short(values[p.key])}" for p in self.space.parameters)
         print(f"lightseg tune: trial {trial.number}: {shown}", file=sys.stderr)
         started = time.monotonic()
@@ -388,7 +410,7 @@ class Study:
             if pruning:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")  # the values it reports again after DDP
-                    cast(PyTorchLightningPruningCallback, callbacks[1]).check_pruned()
+                    cast(TrialPruning, callbacks[1]).check_pruned()
         except optuna.TrialPruned as pruned:
             trial.set_user_attr("reason", str(pruned))
             raise
@@ -429,7 +451,7 @@ class Study:
         args = shlex.split(str(trial.user_attrs["command"]))[1:]
         callbacks: list[Callback] = [TrialMonitor(self.metric, self.direction)]
         if self.settings.pruner != "none":
-            callbacks.append(PyTorchLightningPruningCallback(trial, self.metric))
+            callbacks.append(TrialPruning(trial, self.metric))
         build_cli(args, cli_class=TrialCLI, trainer_defaults={"callbacks": callbacks})
 
     def announce(self, study: optuna.Study, trial: FrozenTrial) -> None:
