@@ -1,4 +1,4 @@
-"""COCO's mask encodings both ways: annotations (polygons, RLE) to masks, predicted masks to RLE."""
+"""COCO's mask encodings both ways: annotations (polygons, RLE) to masks, predicted masks to RLE; panoptic PNG ids."""
 
 from __future__ import annotations
 
@@ -45,3 +45,15 @@ def encode_masks(masks: torch.Tensor) -> list[bytes]:
     height, width = array.shape[-2:]
     rles = mask_api.encode(np.asfortranarray(array.transpose(1, 2, 0)))
     return [f"{height} {width} ".encode() + rle["counts"] for rle in rles]
+
+
+def rgb_to_id(picture: np.ndarray) -> np.ndarray:
+    """Segment ids of a COCO panoptic PNG (``[H, W, 3]``): ``R + 256 G + 256² B``."""
+    rgb = picture.astype(np.uint32)
+    return rgb[..., 0] + 256 * rgb[..., 1] + 256 * 256 * rgb[..., 2]
+
+
+def id_to_rgb(ids: np.ndarray) -> np.ndarray:
+    """The COCO panoptic PNG of a map of segment ids (the inverse of :func:`rgb_to_id`)."""
+    ids = ids.astype(np.uint32)
+    return np.stack([ids % 256, ids // 256 % 256, ids // 65536 % 256], axis=-1).astype(np.uint8)

@@ -32,6 +32,7 @@ import torch
 from PIL import Image
 from torchmetrics import Metric
 
+from lightseg.coco_masks import id_to_rgb, rgb_to_id
 from lightseg.errors import LightsegError
 
 #: segment id of unlabelled pixels
@@ -48,18 +49,6 @@ class PanopticCounts:
     tp: np.ndarray
     fp: np.ndarray
     fn: np.ndarray
-
-
-def rgb_to_id(picture: np.ndarray) -> np.ndarray:
-    """Segment ids of a COCO panoptic PNG: ``R + 256 G + 256² B``."""
-    rgb = picture.astype(np.uint32)
-    return rgb[..., 0] + 256 * rgb[..., 1] + 256 * 256 * rgb[..., 2]
-
-
-def id_to_rgb(ids: np.ndarray) -> np.ndarray:
-    """The RGB picture of a map of segment ids (the inverse of :func:`rgb_to_id`)."""
-    ids = ids.astype(np.uint32)
-    return np.stack([ids % 256, ids // 256 % 256, ids // 65536 % 256], axis=-1).astype(np.uint8)
 
 
 def _areas(ids: np.ndarray) -> dict[int, int]:
@@ -305,3 +294,15 @@ class PanopticQuality(Metric):
 
 def _numpy(ids: Any) -> np.ndarray:
     return ids.detach().cpu().numpy() if isinstance(ids, torch.Tensor) else np.asarray(ids)
+
+
+__all__ = [
+    "VOID",
+    "PanopticCounts",
+    "PanopticQuality",
+    "id_to_rgb",
+    "image_counts",
+    "pq_compute",
+    "rgb_to_id",
+    "summarize",
+]

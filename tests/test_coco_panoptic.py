@@ -1,0 +1,98 @@
+"""COCO panoptic files read as downloaded: the peer fixture, the target, and a line for each broken input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from lightseg.coco_masks import id_to_rgb
+from lightseg.datamodules.coco_panoptic import COCOPanopticDataset, PanopticAnnotations, semantic_map
+from lightseg.errors import LightsegError
+
+CATEGORIES = [{"id": 1, "name": "person", "isthing": 1}, {"id": 92, "name": "grass", "isthing": 0}]
+
+
+def test_the_peer_fixture_reads_with_its_crowd_segment(peer: Path) -> None:
+    root = peer / "datumaro" / "coco_panoptic"
+    annotations = PanopticAnnotations(root / "annotations" / "panoptic_val.json")
+    assert annotations.categories.names == ("a", "b") and annotations.categories.isthing == (False, False)
+    image, target = COCOPanopticDataset(root / "images" / "val", annotations)[0]
+    assert tuple(image.shape) == (3, 10, 5) and image.dtype == torch.float32
+    segments = target["segments"]
+    assert segments.shape == (10, 5) and sorted(segments.unique().tolist()) == [0, 1, 2]
+    assert [(segments == n).sum().item() for n in (1, 2)] == [20, 20]  # the JSON's areas
+    assert target["labels"].tolist() == [0, 1] and target["iscrowd"].tolist() == [False, True]
+    assert target["segment_ids"].tolist() == [7, 20] and target["image_id"] == 40
+    semantic = semantic_map(target)
+    assert semantic[segments == 0].eq(255).all() and semantic[segments == 2].eq(1).all()
+
+
+def _write(tmp_path: Path, ids: np.ndarray, segments: list[dict[str, Any]], categories: Any = CATEGORIES) -> Path:
+    (tmp_path / "images").mkdir(exist_ok=True)
+    (tmp_path / "panoptic").mkdir(exist_ok=True)
+    Image.fromarray(np.zeros((*ids.shape, 3), np.uint8)).save(tmp_path / "images" / "a.jpg")
+    Image.fromarray(id_to_rgb(ids)).save(tmp_path / "panoptic" / "a.png")
+    content = {"images": [{"id": 3, "file_name": "a.jpg", "height": ids.shape[0], "width": ids.shape[1]}],
+               "annotations": [{"image_id": 3, "file_name": "a.png", "segments_info": segments}],
+               "categories": categories}  # fmt: skip
+    path = tmp_path / "panoptic.json"
+    path.write_text(json.dumps(content))
+    return path
+
+
+def _first(tmp_path: Path, path: Path) -> Any:
+    return COCOPanopticDataset(tmp_path / "images", PanopticAnnotations(path))[0]
+
+
+def test_a_thing_and_stuff_image_becomes_numbered_segments(tmp_path: Path) -> None:
+    ids = np.zeros((6, 8), np.uint32)
+    ids[:, :4] = 70000  # grass: an id above 65535 (three bytes)
+    ids[1:3, 5:7] = 513
+    segments = [{"id": 513, "category_id": 1, "iscrowd": 0}, {"id": 70000, "category_id": 92, "iscrowd": 0}]
+    _, target = _first(tmp_path, _write(tmp_path, ids, segments))
+    expected = np.zeros((6, 8), np.int64)
+    expected[:, :4], expected[1:3, 5:7] = 2, 1
+    assert (target["segments"].numpy() == expected).all()
+    assert target["labels"].tolist() == [0, 1] and target["isthing"].tolist() == [True, False]
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [("stray colour", "a.png: the colour RGB(9, 0, 0) (segment id 9) has no segment in panoptic.json"),
+     ("segment without pixels", "a.png: segment 5 of panoptic.json has no pixel in the PNG"),
+     ("unknown category", "a.png: segments of category 7, which panoptic.json does not list among its categories"),
+     ("repeated id", "a.png: the JSON lists segment id 1 more than once"),
+     ("no png", "a.png: no such file (the panoptic PNG of panoptic.json's annotation)"),
+     ("no isthing", "category {'id': 1, 'name': 'person'} lacks an id or isthing"),
+     ("instances file", "not a COCO panoptic file (instances_*.json is read by COCODataModule)")],
+)  # fmt: skip
+def test_a_broken_panoptic_file_is_one_line_naming_it(change: str, words: str, tmp_path: Path) -> None:
+    ids = np.ones((4, 4), np.uint32)
+    segments: list[dict[str, Any]] = [{"id": 1, "category_id": 1, "iscrowd": 0}]
+    categories: Any = CATEGORIES
+    if change == "stray colour":
+        ids[0, 0] = 9
+    elif change == "segment without pixels":
+        segments.append({"id": 5, "category_id": 92, "iscrowd": 0})
+    elif change == "unknown category":
+        segments[0]["category_id"] = 7
+    elif change == "repeated id":
+        segments.append({"id": 1, "category_id": 92, "iscrowd": 0})
+    elif change == "no isthing":
+        categories = [{"id": 1, "name": "person"}]
+    path = _write(tmp_path, ids, segments, categories)
+    if change == "no png":
+        (tmp_path / "panoptic" / "a.png").unlink()
+    if change == "instances file":
+        content = json.loads(path.read_text())
+        content["annotations"] = [{"image_id": 3, "id": 1, "category_id": 1, "segmentation": [], "bbox": [0, 0, 1, 1]}]
+        path.write_text(json.dumps(content))
+    with pytest.raises(LightsegError) as error:
+        _first(tmp_path, path)
+    assert words in str(error.value) and "\n" not in str(error.value)
