@@ -177,13 +177,23 @@ def write_plots(study: optuna.Study, folder: Path) -> list[Path]:
 
 def _relabel(figure: Any, metric: str, title: str) -> None:
     """Optuna's words (``Objective Value``, ``Step``, full keys) as a lightseg user reads them."""
-    words = {"Objective Value": metric, "Intermediate Value": metric, "Step": "epoch", "Trial": "trial"}
+    words = {"Objective Value": metric, "Intermediate Value": metric, "Step": "epoch", "Trial": "trial",
+             "Hyperparameter": "parameter", "Hyperparameter Importance": "importance"}  # fmt: skip
     for axes in figure.axes:
         for get, set_ in ((axes.get_xlabel, axes.set_xlabel), (axes.get_ylabel, axes.set_ylabel)):
             label = get()
             set_(words.get(label, short_name(label) if "." in label else label))
-        if axes.get_title():
-            axes.set_title(title)
+        for loc in ("center", "left"):
+            if axes.get_title(loc=loc):
+                axes.set_title(title, loc=loc)
+        ticks = axes.get_yticklabels()
+        if any("." in t.get_text() for t in ticks):  # the importances' bars, one per parameter
+            axes.set_yticks(axes.get_yticks(), [short_name(t.get_text()) for t in ticks])
+        legend = axes.get_legend()
+        for text in legend.get_texts() if legend is not None else []:
+            text.set_text(
+                {"Objective Value": metric, "Best Value": f"best {metric} so far"}.get(text.get_text(), text.get_text())
+            )
     if figure.get_suptitle():
         figure.suptitle(title)
 
