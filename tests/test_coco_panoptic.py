@@ -1,4 +1,4 @@
-"""COCO panoptic files read as downloaded: the peer fixture, the target, and a line for each broken input."""
+"""COCO panoptic files read as downloaded: the peer fixture, the shapes set, and a line for each broken input."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ from PIL import Image
 
 from lightseg.coco_masks import id_to_rgb
 from lightseg.datamodules.coco_panoptic import COCOPanopticDataset, PanopticAnnotations, semantic_map
+from lightseg.datamodules.shapes_panoptic import write_panoptic
 from lightseg.errors import LightsegError
+from lightseg.metrics.panoptic import pq_compute
 
 CATEGORIES = [{"id": 1, "name": "person", "isthing": 1}, {"id": 92, "name": "grass", "isthing": 0}]
 
@@ -96,3 +98,24 @@ def test_a_broken_panoptic_file_is_one_line_naming_it(change: str, words: str, t
     with pytest.raises(LightsegError) as error:
         _first(tmp_path, path)
     assert words in str(error.value) and "\n" not in str(error.value)
+
+
+def test_the_shapes_panoptic_set_is_written_in_coco_panoptic_form(tmp_path: Path) -> None:
+    root = write_panoptic(tmp_path / "shapes", {"train": 6, "val": 2}, size=48, seed=1)
+    annotations = PanopticAnnotations(root / "annotations" / "panoptic_train.json")
+    assert annotations.categories.names == ("circle", "square", "triangle", "smooth", "stripes", "blotches")
+    assert annotations.categories.isthing == (True, True, True, False, False, False)
+    dataset = COCOPanopticDataset(root / "images" / "train", annotations)
+    for index in range(len(dataset)):
+        image, target = dataset[index]  # every PNG agrees with its segments (the reader checks)
+        labels, segments = target["labels"], target["segments"]
+        assert tuple(image.shape) == (3, 48, 48) and 1 <= int(target["isthing"].sum()) <= 3
+        assert 1 <= int((~target["isthing"]).sum()) <= 2 and not target["iscrowd"].any()
+        assert (segments == 0).any()  # the void band around the shapes
+        assert sorted(segments.unique().tolist()) == list(range(len(labels) + 1))
+    # scored against itself, every category that occurs is perfect
+    results = pq_compute(root / "annotations" / "panoptic_train.json", root / "annotations" / "panoptic_train.json")
+    assert results["All"]["pq"] == 1.0 and results["Things"]["n"] == 3 and results["Stuff"]["n"] >= 2
+    again = write_panoptic(tmp_path / "again", {"train": 6, "val": 2}, size=48, seed=1)
+    for name in ("annotations/panoptic_train.json", "annotations/panoptic_train/000003.png", "images/val/000002.jpg"):
+        assert (root / name).read_bytes() == (again / name).read_bytes(), name

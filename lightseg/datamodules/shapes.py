@@ -121,6 +121,7 @@ def generate_scene(
     max_objects: int = 3,
     categories: tuple[int, ...] | None = None,
     upright: bool = False,
+    background: np.ndarray | None = None,
 ) -> Scene:
     """One scene: 1..``max_objects`` circles, squares and isosceles triangles on a textured background.
 
@@ -129,9 +130,10 @@ def generate_scene(
     may overlap (later ones occlude earlier ones, each keeping >= 60 % visible), and a
     1-pixel band on each side of every object boundary is void (255), like VOC's borders. Rendering is anti-aliased.
     ``categories`` restricts the classes drawn (default: all three, uniformly); ``upright``
-    turns triangles apex-up (+-45 degrees) instead of any way.
+    turns triangles apex-up (+-45 degrees) instead of any way; ``background`` (float ``[H,W,3]``)
+    replaces the textured background.
     """
-    image = _background(rng, size)
+    image = _background(rng, size) if background is None else background.astype(np.float64)
     label = np.zeros((size, size), dtype=np.uint8)
     owner = np.full((size, size), -1, dtype=np.int32)
     shapes: list[tuple[int, list[tuple[float, float]], np.ndarray]] = []

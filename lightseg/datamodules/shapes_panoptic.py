@@ -1,0 +1,114 @@
+"""The shapes scenes in COCO panoptic form: the shapes are things, the background's textures stuff.
+
+Each scene's background is cut by a random line into two regions, each with one of three
+textures (a smooth gradient, stripes, blotches); the circles, squares and triangles are
+drawn over it as in the other shapes sets, and a 1-pixel band on each side of an object's
+boundary is void. Written once, in COCO's layout: ``images/{split}/*.jpg``,
+``annotations/panoptic_{split}.json`` and its PNG folder ``annotations/panoptic_{split}/``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage
+
+from lightseg.coco_masks import id_to_rgb
+from lightseg.datamodules.io import progress
+from lightseg.datamodules.shapes import SHAPES_CLASSES, generate_scene
+
+#: things (the shapes) then stuff (the textures), with COCO panoptic's fields
+SHAPES_PANOPTIC_CATEGORIES = [
+    *({"id": i, "name": name, "supercategory": "shape", "isthing": 1} for i, name in enumerate(SHAPES_CLASSES) if i),
+    {"id": 4, "name": "smooth", "supercategory": "texture", "isthing": 0},
+    {"id": 5, "name": "stripes", "supercategory": "texture", "isthing": 0},
+    {"id": 6, "name": "blotches", "supercategory": "texture", "isthing": 0},
+]
+STUFF = (4, 5, 6)
+
+
+def _texture(rng: np.random.Generator, kind: int, size: int) -> np.ndarray:
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64) / size
+    base, other = rng.uniform(30, 225, 3), rng.uniform(30, 225, 3)
+    if kind == 4:  # a smooth gradient
+        angle = rng.uniform(0, 2 * np.pi)
+        ramp = np.cos(angle) * xx + np.sin(angle) * yy
+        ramp = (ramp - ramp.min()) / max(float(np.ptp(ramp)), 1e-6)
+        return base + ramp[..., None] * (other - base) * 0.6
+    if kind == 5:  # stripes of a few pixels
+        angle = rng.uniform(0, np.pi)
+        wave = np.sin(2 * np.pi * rng.uniform(6, 10) * (np.cos(angle) * xx + np.sin(angle) * yy))
+        return base + (wave[..., None] > 0) * (other - base)
+    field = ndimage.zoom(rng.random((5, 5)), size / 5, order=3)[:size, :size]  # blotches: a smooth random field
+    return base + (field[..., None] > np.median(field)) * (other - base)
+
+
+def generate_panoptic_scene(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """One scene: the image, its map of segment numbers (1..N, 0 void) and each segment's category id."""
+    kinds = [int(k) for k in rng.choice(STUFF, size=2, replace=False)]
+    yy, xx = np.mgrid[0:size, 0:size]
+    angle = rng.uniform(0, 2 * np.pi)
+    offset = rng.uniform(0.3, 0.7) * size
+    side = (np.cos(angle) * (xx - size / 2) + np.sin(angle) * (yy - size / 2) + size / 2) > offset
+    background = np.where(side[..., None], _texture(rng, kinds[1], size), _texture(rng, kinds[0], size))
+    scene = generate_scene(rng, size, background=background)
+    segments = np.zeros((size, size), np.int32)
+    categories: list[int] = []
+    things = np.zeros((size, size), bool)
+    for instance in scene.instances:
+        categories.append(instance.category)
+        segments[instance.mask] = len(categories)
+        things |= instance.mask
+    for region, kind in ((~side, kinds[0]), (side, kinds[1])):
+        stuff = region & ~things
+        if stuff.any():
+            categories.append(kind)
+            segments[stuff] = len(categories)
+    segments[scene.label == 255] = 0  # the void band around each object
+    present = set(np.unique(segments).tolist())
+    keep = [n for n in range(1, len(categories) + 1) if n in present]
+    renumber = np.zeros(len(categories) + 1, np.int32)
+    renumber[keep] = np.arange(1, len(keep) + 1)
+    return scene.image, renumber[segments], [categories[n - 1] for n in keep]
+
+
+def write_panoptic(root: Path, splits: dict[str, int], size: int = 64, seed: int = 0) -> Path:
+    """Write the panoptic scenes of each split into ``root`` (a temporary folder renamed at the end)."""
+    tmp = root.with_name(f"{root.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    for split_index, (split, count) in enumerate(splits.items()):
+        rng = np.random.default_rng([seed, split_index, 7])
+        (tmp / "images" / split).mkdir(parents=True)
+        (tmp / "annotations" / f"panoptic_{split}").mkdir(parents=True)
+        images: list[dict[str, Any]] = []
+        annotations: list[dict[str, Any]] = []
+        for image_id in progress(range(1, count + 1), f"writing shapes COCO panoptic ({split})", total=count):
+            image, numbers, categories = generate_panoptic_scene(rng, size)
+            ids = rng.choice(np.arange(1, 256**3, dtype=np.int64), size=len(categories), replace=False)
+            table = np.concatenate([[0], ids])
+            name = f"{image_id:06d}"
+            Image.fromarray(image).save(tmp / "images" / split / f"{name}.jpg", quality=95)
+            Image.fromarray(id_to_rgb(table[numbers])).save(tmp / "annotations" / f"panoptic_{split}" / f"{name}.png")
+            segments = []
+            for number, (segment, category) in enumerate(zip(ids.tolist(), categories, strict=True), start=1):
+                ys, xs = np.nonzero(numbers == number)
+                box = [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)]
+                segments.append({"id": segment, "category_id": category, "iscrowd": 0, "area": len(ys),
+                                 "bbox": box})  # fmt: skip
+            images.append({"id": image_id, "file_name": f"{name}.jpg", "height": size, "width": size})
+            annotations.append({"image_id": image_id, "file_name": f"{name}.png", "segments_info": segments})
+        content = {"info": {"description": "lightseg synthetic shapes, panoptic"}, "licenses": [], "images": images,
+                   "annotations": annotations, "categories": SHAPES_PANOPTIC_CATEGORIES}  # fmt: skip
+        (tmp / "annotations" / f"panoptic_{split}.json").write_text(json.dumps(content))
+    root.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        tmp.rename(root)
+    except OSError:  # another process finished first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return root
