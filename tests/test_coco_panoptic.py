@@ -12,8 +12,13 @@ import torch
 from PIL import Image
 
 from lightseg.coco_masks import id_to_rgb
-from lightseg.datamodules.coco_panoptic import COCOPanopticDataset, PanopticAnnotations, semantic_map
-from lightseg.datamodules.shapes_panoptic import write_panoptic
+from lightseg.datamodules.coco_panoptic import (
+    COCOPanopticDataModule,
+    COCOPanopticDataset,
+    PanopticAnnotations,
+    semantic_map,
+)
+from lightseg.datamodules.shapes_panoptic import ShapesPanopticDataModule, write_panoptic
 from lightseg.errors import LightsegError
 from lightseg.metrics.panoptic import pq_compute
 
@@ -24,7 +29,8 @@ def test_the_peer_fixture_reads_with_its_crowd_segment(peer: Path) -> None:
     root = peer / "datumaro" / "coco_panoptic"
     annotations = PanopticAnnotations(root / "annotations" / "panoptic_val.json")
     assert annotations.categories.names == ("a", "b") and annotations.categories.isthing == (False, False)
-    image, target = COCOPanopticDataset(root / "images" / "val", annotations)[0]
+    item = COCOPanopticDataset(root / "images" / "val", annotations)[0]
+    image, target = item["image"], item["target"]
     assert tuple(image.shape) == (3, 10, 5) and image.dtype == torch.float32
     segments = target["segments"]
     assert segments.shape == (10, 5) and sorted(segments.unique().tolist()) == [0, 1, 2]
@@ -49,7 +55,8 @@ def _write(tmp_path: Path, ids: np.ndarray, segments: list[dict[str, Any]], cate
 
 
 def _first(tmp_path: Path, path: Path) -> Any:
-    return COCOPanopticDataset(tmp_path / "images", PanopticAnnotations(path))[0]
+    item = COCOPanopticDataset(tmp_path / "images", PanopticAnnotations(path))[0]
+    return item["image"], item["target"]
 
 
 def test_a_thing_and_stuff_image_becomes_numbered_segments(tmp_path: Path) -> None:
@@ -107,7 +114,8 @@ def test_the_shapes_panoptic_set_is_written_in_coco_panoptic_form(tmp_path: Path
     assert annotations.categories.isthing == (True, True, True, False, False, False)
     dataset = COCOPanopticDataset(root / "images" / "train", annotations)
     for index in range(len(dataset)):
-        image, target = dataset[index]  # every PNG agrees with its segments (the reader checks)
+        item = dataset[index]  # every PNG agrees with its segments (the reader checks)
+        image, target = item["image"], item["target"]
         labels, segments = target["labels"], target["segments"]
         assert tuple(image.shape) == (3, 48, 48) and 1 <= int(target["isthing"].sum()) <= 3
         assert 1 <= int((~target["isthing"]).sum()) <= 2 and not target["iscrowd"].any()
@@ -119,3 +127,38 @@ def test_the_shapes_panoptic_set_is_written_in_coco_panoptic_form(tmp_path: Path
     again = write_panoptic(tmp_path / "again", {"train": 6, "val": 2}, size=48, seed=1)
     for name in ("annotations/panoptic_train.json", "annotations/panoptic_train/000003.png", "images/val/000002.jpg"):
         assert (root / name).read_bytes() == (again / name).read_bytes(), name
+
+
+def test_the_panoptic_data_modules_give_list_batches_with_augmented_maps(peer: Path, tmp_path: Path) -> None:
+    root = peer / "datumaro" / "coco_panoptic"
+    # the fixture's training PNG (5x5) does not fit its image (10x5): refused, naming it
+    module = COCOPanopticDataModule(
+        str(root), train_images="images/train", train_annotations="annotations/panoptic_train.json",
+        val_images="images/val", val_annotations="annotations/panoptic_val.json", num_workers=0,
+    )  # fmt: skip
+    with pytest.raises(
+        LightsegError, match=r"panoptic_train/a.png is 5x5 pixels \(W x H\) but its image a.jpg is 10x5"
+    ):
+        module.make_dataset("train")[0]
+    module = COCOPanopticDataModule(
+        str(root), train_images="images/val", train_annotations="annotations/panoptic_val.json",
+        val_images="images/val", val_annotations="annotations/panoptic_val.json", crop_size=8, num_workers=0,
+        persistent_workers=False,
+    )  # fmt: skip
+    assert module.num_classes == 2 and module.class_names == ("a", "b")
+    module.setup("fit")
+    batch = next(iter(module.val_dataloader()))
+    assert len(batch["images"]) == 1 and batch["size"] == [(10, 5)] and batch["targets"][0]["image_id"] == 40
+    batch = next(iter(module.train_dataloader()))
+    image, target = batch["images"][0], batch["targets"][0]
+    assert tuple(image.shape[-2:]) == (8, 8) == tuple(target["segments"].shape)  # cropped, padded with void
+    assert set(target["segments"].unique().tolist()) <= set(range(len(target["labels"]) + 1))
+    assert int((target["segments"] == 0).sum()) >= 3 * 8  # 5 pixels wide: 3 columns of void padding
+
+    shapes = ShapesPanopticDataModule(root=str(tmp_path), num_train=4, num_val=2, num_test=2, image_size=32,
+                                      batch_size=2)  # fmt: skip
+    assert shapes.num_classes == 6 and shapes.class_names[3:] == ("smooth", "stripes", "blotches")
+    shapes.setup("fit")
+    batch = next(iter(shapes.train_dataloader()))
+    assert len(batch["images"]) == 2 and all(t["segments"].shape == (32, 32) for t in batch["targets"])
+    assert shapes.data_dir.is_dir() and shapes.data_dir.parent == tmp_path

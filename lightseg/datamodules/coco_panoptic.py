@@ -11,6 +11,8 @@ JSON, 0 void) and per segment its class, crowd and thing flags.
 
 from __future__ import annotations
 
+from abc import abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,8 +24,10 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
 from lightseg.coco_masks import rgb_to_id
-from lightseg.datamodules.coco_format import load_json
+from lightseg.datamodules.base import BaseDataModule, Pinning, Workers
+from lightseg.datamodules.coco_format import check_listed_size, load_json, plain_target
 from lightseg.datamodules.io import read_image
+from lightseg.datamodules.transforms import detection_collate, train_transforms
 from lightseg.errors import LightsegError
 
 #: the segment id of unlabelled pixels
@@ -156,14 +160,16 @@ class PanopticAnnotations:
 class COCOPanopticDataset(Dataset):
     """Images with their panoptic targets.
 
-    Each item is ``(image, target)``: the image a ``tv_tensors.Image`` (float, 0..1), the
-    target ``{"segments": tv_tensors.Mask [H, W] (1..N, 0 void), "labels": [N] class labels,
-    "iscrowd": [N] bool, "isthing": [N] bool, "segment_ids": [N] the PNG's ids, "image_id"}``.
+    Each item is ``{"image", "target", "path"}``: the image ``[3, H, W]`` (float, 0..1), the
+    target ``{"segments": [H, W] (1..N, 0 void), "labels": [N] class labels, "iscrowd": [N]
+    bool, "isthing": [N] bool, "segment_ids": [N] the PNG's ids, "image_id"}``. After a crop a
+    segment may have no pixel left: its entries stay (consumers count pixels).
 
     Args:
         images: the image folder.
         annotations: the annotation file with its PNG folder.
-        transforms: applied to ``(image, target)`` (torchvision v2: the map resizes as a mask).
+        transforms: applied to ``(image, target)`` (torchvision v2: the map resizes as a mask; pad
+            it with 0, void).
     """
 
     def __init__(self, images: str | Path, annotations: PanopticAnnotations, transforms: Any = None) -> None:
@@ -174,18 +180,21 @@ class COCOPanopticDataset(Dataset):
     def __len__(self) -> int:
         return len(self.annotations)
 
-    def __getitem__(self, index: int) -> tuple[tv_tensors.Image, dict[str, Any]]:
+    def __getitem__(self, index: int) -> dict[str, Any]:
         image_info, annotation = self.annotations.items[index]
-        image = read_image(self.images / image_info["file_name"])
+        path = self.images / image_info["file_name"]
+        image = read_image(path)
+        check_listed_size(image_info, path, (int(image.shape[-2]), int(image.shape[-1])), str(self.annotations.source))
         segment_map, segments = self.annotations.read_segment_map(index)
         if tuple(segment_map.shape) != tuple(image.shape[-2:]):
             raise LightsegError(
                 f"{self.annotations.png_folder / annotation['file_name']} is {segment_map.shape[1]}x"
-                f"{segment_map.shape[0]}, its image {image_info['file_name']} {image.shape[-1]}x{image.shape[-2]}"
+                f"{segment_map.shape[0]} pixels (W x H) but its image {image_info['file_name']} is "
+                f"{image.shape[-1]}x{image.shape[-2]}: the segments were drawn for another image"
             )
         label_of = self.annotations.categories.label_of
         isthing = self.annotations.categories.isthing
-        target = {
+        target: dict[str, Any] = {
             "segments": tv_tensors.Mask(torch.from_numpy(segment_map.astype(np.int64))),
             "labels": torch.tensor([label_of[s.category_id] for s in segments], dtype=torch.long),
             "iscrowd": torch.tensor([s.iscrowd for s in segments], dtype=torch.bool),
@@ -193,11 +202,138 @@ class COCOPanopticDataset(Dataset):
             "segment_ids": torch.tensor([s.id for s in segments], dtype=torch.long),
             "image_id": image_info["id"],
         }
-        sample = (tv_tensors.Image(image), target)
-        return self.transforms(*sample) if self.transforms is not None else sample
+        image_tv = tv_tensors.Image(image)
+        if self.transforms is not None:
+            image_tv, target = self.transforms(image_tv, target)
+        return {"image": image_tv.as_subclass(torch.Tensor), "target": plain_target(target), "path": str(path)}
 
 
 def semantic_map(target: dict[str, Any], ignore_index: int = 255) -> torch.Tensor:
     """The semantic view of a panoptic target: each pixel's class label, void pixels ``ignore_index``."""
     table = torch.cat([torch.tensor([ignore_index]), target["labels"]])
-    return table[target["segments"].as_subclass(torch.Tensor).long()]
+    return table[target["segments"].long()]
+
+
+class PanopticDataModule(BaseDataModule):
+    """Base of the panoptic data modules: list batches ``{"images", "targets", "size", "path"}``.
+
+    Subclasses give :meth:`make_dataset` and :attr:`categories`; ``num_classes`` counts the
+    categories (things and stuff; void is no class).
+    """
+
+    drop_last_train = False
+
+    def collate(self, items: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        """Images keep their sizes: see :func:`~lightseg.datamodules.transforms.detection_collate`."""
+        return detection_collate(items)
+
+    @property
+    @abstractmethod
+    def categories(self) -> PanopticCategories:
+        """The data set's categories."""
+
+    @property
+    def num_classes(self) -> int:  # type: ignore[override]
+        """Things and stuff categories."""
+        return len(self.categories.ids)
+
+    @property
+    def class_names(self) -> tuple[str, ...]:  # type: ignore[override]
+        return self.categories.names
+
+    @abstractmethod
+    def make_dataset(self, split: str) -> COCOPanopticDataset:
+        """The dataset of ``split`` (``train``, ``val`` or ``test``)."""
+
+    def setup(self, stage: str) -> None:
+        if stage == "fit":
+            self.train_dataset = self.make_dataset("train")
+        if stage in ("fit", "validate"):
+            self.val_dataset = self.make_dataset("val")
+        if stage == "test":
+            self.test_dataset = self.make_dataset("test")
+        if stage == "predict":
+            self.setup_predict()
+
+
+class COCOPanopticDataModule(PanopticDataModule):
+    """COCO panoptic as downloaded (or a labelling tool's COCO panoptic export): paths relative to ``root``.
+
+    Categories come from the validation file; the training file must list the same ones.
+    COCO 2017's test images have no public panoptic annotations: ``test_*`` default to val.
+
+    Args:
+        root: data set folder.
+        train_images: training image folder.
+        train_annotations: training panoptic JSON.
+        train_panoptic: its PNG folder (default: the JSON's path without ``.json``).
+        val_images: validation image folder.
+        val_annotations: validation panoptic JSON.
+        val_panoptic: its PNG folder.
+        test_images: test image folder.
+        test_annotations: test panoptic JSON.
+        test_panoptic: its PNG folder.
+        crop_size: random training crop (padded with void where the image is smaller; ``None``: none).
+        scale_range: random training rescale range (``None``: none).
+        hflip: random horizontal flips in training.
+        batch_size: images per batch (per process).
+        num_workers: data loader worker processes (``auto``: the CPU cores, at most 8).
+        pin_memory: pin batches in page-locked memory (``auto``: where a GPU is).
+        persistent_workers: keep workers alive between epochs.
+        predict_dir: folder of images for ``lightseg predict``.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        train_images: str = "train2017",
+        train_annotations: str = "annotations/panoptic_train2017.json",
+        train_panoptic: str | None = None,
+        val_images: str = "val2017",
+        val_annotations: str = "annotations/panoptic_val2017.json",
+        val_panoptic: str | None = None,
+        test_images: str = "val2017",
+        test_annotations: str = "annotations/panoptic_val2017.json",
+        test_panoptic: str | None = None,
+        crop_size: int | None = None,
+        scale_range: tuple[float, float] | None = None,
+        hflip: bool = True,
+        batch_size: int = 2,
+        num_workers: Workers = "auto",
+        pin_memory: Pinning = "auto",
+        persistent_workers: bool = True,
+        predict_dir: str | None = None,
+    ) -> None:
+        super().__init__(batch_size, num_workers, pin_memory, persistent_workers, predict_dir)
+        self.root = Path(root)
+        self.paths = {
+            "train": (train_images, train_annotations, train_panoptic),
+            "val": (val_images, val_annotations, val_panoptic),
+            "test": (test_images, test_annotations, test_panoptic),
+        }
+        self.crop_size, self.scale_range, self.hflip = crop_size, scale_range, hflip
+        self._annotations: dict[str, PanopticAnnotations] = {}
+
+    def annotations(self, split: str) -> PanopticAnnotations:
+        """The panoptic file of ``split`` (read once)."""
+        if split not in self._annotations:
+            _, json_file, png_folder = self.paths[split]
+            folder = self.root / png_folder if png_folder is not None else None
+            self._annotations[split] = PanopticAnnotations(self.root / json_file, folder)
+        return self._annotations[split]
+
+    @property
+    def categories(self) -> PanopticCategories:
+        return self.annotations("val").categories
+
+    def make_dataset(self, split: str) -> COCOPanopticDataset:
+        annotations = self.annotations(split)
+        if annotations.categories != self.categories:
+            raise LightsegError(
+                f"{annotations.source} lists other categories than {self.annotations('val').source}: "
+                "a model's classes must mean the same in every split"
+            )
+        transforms = None
+        if split == "train":
+            transforms = train_transforms(self.crop_size, self.scale_range, self.hflip, ignore_index=VOID)
+        return COCOPanopticDataset(self.root / self.paths[split][0], annotations, transforms)

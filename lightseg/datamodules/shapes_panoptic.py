@@ -20,11 +20,13 @@ from PIL import Image
 from scipy import ndimage
 
 from lightseg.coco_masks import id_to_rgb
+from lightseg.datamodules.base import Pinning, Workers
+from lightseg.datamodules.coco_panoptic import COCOPanopticDataModule, PanopticCategories
 from lightseg.datamodules.io import progress
-from lightseg.datamodules.shapes import SHAPES_CLASSES, generate_scene
+from lightseg.datamodules.shapes import SHAPES_CLASSES, generate_scene, shapes_folder
 
 #: things (the shapes) then stuff (the textures), with COCO panoptic's fields
-SHAPES_PANOPTIC_CATEGORIES = [
+SHAPES_PANOPTIC_CATEGORIES: list[dict[str, Any]] = [
     *({"id": i, "name": name, "supercategory": "shape", "isthing": 1} for i, name in enumerate(SHAPES_CLASSES) if i),
     {"id": 4, "name": "smooth", "supercategory": "texture", "isthing": 0},
     {"id": 5, "name": "stripes", "supercategory": "texture", "isthing": 0},
@@ -112,3 +114,74 @@ def write_panoptic(root: Path, splits: dict[str, int], size: int = 64, seed: int
     except OSError:  # another process finished first
         shutil.rmtree(tmp, ignore_errors=True)
     return root
+
+
+#: bumped whenever the panoptic scenes change, so caches are rewritten
+PANOPTIC_FORMAT_VERSION = 1
+
+
+class ShapesPanopticDataModule(COCOPanopticDataModule):
+    """The shapes scenes in COCO panoptic form, written once into the cache (or ``root``) and read as COCO.
+
+    Args:
+        root: where the set is written (default: the lightseg cache).
+        num_train: training scenes.
+        num_val: validation scenes.
+        num_test: test scenes.
+        image_size: scene side in pixels.
+        seed: the scenes' seed.
+        hflip: random horizontal flips in training.
+        batch_size: images per batch (per process).
+        num_workers: data loader worker processes.
+        pin_memory: pin batches in page-locked memory.
+        persistent_workers: keep workers alive between epochs.
+        predict_dir: folder of images for ``lightseg predict``.
+    """
+
+    def __init__(
+        self,
+        root: str | None = None,
+        num_train: int = 400,
+        num_val: int = 100,
+        num_test: int = 100,
+        image_size: int = 64,
+        seed: int = 0,
+        hflip: bool = True,
+        batch_size: int = 16,
+        num_workers: Workers = 0,
+        pin_memory: Pinning = False,
+        persistent_workers: bool = False,
+        predict_dir: str | None = None,
+    ) -> None:
+        self.counts = {"train": num_train, "val": num_val, "test": num_test}
+        self.image_size, self.seed = image_size, seed
+        name = f"shapes-panoptic-v{PANOPTIC_FORMAT_VERSION}-{image_size}px-{seed}-" + "-".join(
+            map(str, self.counts.values())
+        )
+        self.data_dir = shapes_folder(root, name, image_size)
+        super().__init__(
+            str(self.data_dir),
+            train_images="images/train", train_annotations="annotations/panoptic_train.json",
+            val_images="images/val", val_annotations="annotations/panoptic_val.json",
+            test_images="images/test", test_annotations="annotations/panoptic_test.json",
+            hflip=hflip, batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory,
+            persistent_workers=persistent_workers, predict_dir=predict_dir,
+        )  # fmt: skip
+
+    @property
+    def categories(self) -> PanopticCategories:
+        """Known before the files are written."""
+        categories: list[dict[str, Any]] = SHAPES_PANOPTIC_CATEGORIES
+        return PanopticCategories(
+            tuple(int(c["id"]) for c in categories),
+            tuple(str(c["name"]) for c in categories),
+            tuple(c["isthing"] == 1 for c in categories),
+        )
+
+    def prepare_data(self) -> None:
+        if not self.data_dir.is_dir():
+            write_panoptic(self.data_dir, self.counts, self.image_size, self.seed)
+
+    def setup(self, stage: str) -> None:
+        self.prepare_data()  # no-op when present; lets plain-Python users skip the trainer
+        super().setup(stage)
