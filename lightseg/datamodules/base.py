@@ -182,6 +182,17 @@ class BaseDataModule(LightningDataModule):
             score_caveat=self.score_caveat,
         )
 
+    def setup_named_splits(self, stage: str, make: Callable[[str], Dataset[Any]]) -> None:
+        """``setup`` of a data module whose datasets ``make(split)`` builds by name (``train``, ``val``, ``test``)."""
+        if stage == "fit":
+            self.train_dataset = make("train")
+        if stage in ("fit", "validate"):
+            self.val_dataset = make("val")
+        if stage == "test":
+            self.test_dataset = make("test")
+        if stage == "predict":
+            self.setup_predict()
+
     def setup_predict(self) -> None:
         """Fill ``predict_dataset`` from ``predict_dir``."""
         if self.predict_dir is None:

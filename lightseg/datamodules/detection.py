@@ -33,14 +33,7 @@ class DetectionDataModule(BaseDataModule):
         """The dataset of ``split`` (``train``, ``val`` or ``test``)."""
 
     def setup(self, stage: str) -> None:
-        if stage == "fit":
-            self.train_dataset = self.make_dataset("train")
-        if stage in ("fit", "validate"):
-            self.val_dataset = self.make_dataset("val")
-        if stage == "test":
-            self.test_dataset = self.make_dataset("test")
-        if stage == "predict":
-            self.setup_predict()
+        self.setup_named_splits(stage, self.make_dataset)
 
     def ground_truth(self, stage: str) -> COCOAnnotations:
         """The annotations that evaluation of ``stage`` (``val`` or ``test``) compares against."""
