@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 from lightseg.coco_masks import id_to_rgb
+from lightseg.data_check import check_data
 from lightseg.datamodules.coco_panoptic import (
     COCOPanopticDataModule,
     COCOPanopticDataset,
@@ -22,7 +23,8 @@ from lightseg.datamodules.shapes_panoptic import ShapesPanopticDataModule, write
 from lightseg.errors import LightsegError
 from lightseg.metrics.panoptic import pq_compute
 
-CATEGORIES = [{"id": 1, "name": "person", "isthing": 1}, {"id": 92, "name": "grass", "isthing": 0}]
+CATEGORIES = [{"id": 1, "name": "person", "isthing": 1, "color": [220, 20, 60]},
+              {"id": 92, "name": "grass", "isthing": 0, "color": [152, 251, 152]}]  # fmt: skip
 
 
 def test_the_peer_fixture_reads_with_its_crowd_segment(peer: Path) -> None:
@@ -69,6 +71,7 @@ def test_a_thing_and_stuff_image_becomes_numbered_segments(tmp_path: Path) -> No
     expected[:, :4], expected[1:3, 5:7] = 2, 1
     assert (target["segments"].numpy() == expected).all()
     assert target["labels"].tolist() == [0, 1] and target["isthing"].tolist() == [True, False]
+    assert PanopticAnnotations(tmp_path / "panoptic.json").categories.colors == ((220, 20, 60), (152, 251, 152))
 
 
 @pytest.mark.parametrize(
@@ -145,7 +148,7 @@ def test_the_panoptic_data_modules_give_list_batches_with_augmented_maps(peer: P
         val_images="images/val", val_annotations="annotations/panoptic_val.json", crop_size=8, num_workers=0,
         persistent_workers=False,
     )  # fmt: skip
-    assert module.num_classes == 2 and module.class_names == ("a", "b")
+    assert module.num_classes == 2 and module.class_names == ("a", "b") and module.class_colors is None
     module.setup("fit")
     batch = next(iter(module.val_dataloader()))
     assert len(batch["images"]) == 1 and batch["size"] == [(10, 5)] and batch["targets"][0]["image_id"] == 40
@@ -162,3 +165,22 @@ def test_the_panoptic_data_modules_give_list_batches_with_augmented_maps(peer: P
     batch = next(iter(shapes.train_dataloader()))
     assert len(batch["images"]) == 2 and all(t["segments"].shape == (32, 32) for t in batch["targets"])
     assert shapes.data_dir.is_dir() and shapes.data_dir.parent == tmp_path
+
+
+def test_the_data_check_reads_panoptic_data_and_names_a_broken_png(tmp_path: Path) -> None:
+    shapes = ShapesPanopticDataModule(root=str(tmp_path), num_train=6, num_val=3, num_test=3, image_size=32)
+    shapes.prepare_data()
+    report = check_data(shapes, workers=2, pictures=2)
+    assert report.errors == [] and set(report.splits) == {"train", "val", "test"}
+    train = report.splits["train"]
+    assert train.samples == 6 and (train.class_pixels > 0).all() and train.ignore_pixels > 0  # every class; void
+    assert len(report.pictures["train"]) == 2 and report.pictures["train"][0][1].shape == (32, 32)
+    # a colour without a segment in one PNG: an error naming that file, the others still read
+    png = shapes.data_dir / "annotations" / "panoptic_val" / "000002.png"
+    picture = np.asarray(Image.open(png)).copy()
+    picture[0, 0] = (9, 0, 0)
+    Image.fromarray(picture).save(png)
+    report = check_data(shapes, workers=2)
+    assert [(f.kind, f.split, f.file) for f in report.errors] == [("bad_labels", "val", str(png))]
+    assert "the colour RGB(9, 0, 0) (segment id 9) has no segment" in report.errors[0].detail
+    assert report.splits["val"].samples == 3

@@ -16,7 +16,7 @@ import hashlib
 import io
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +29,7 @@ from lightseg.contract import data_palette
 from lightseg.data_check.report import DataReport, Finding, SplitStats
 from lightseg.datamodules.base import BaseDataModule, SplitDataModule
 from lightseg.datamodules.coco_format import COCODataset
+from lightseg.datamodules.coco_panoptic import COCOPanopticDataset, PanopticDataModule
 from lightseg.datamodules.detection import DetectionDataModule
 from lightseg.datamodules.files import BinaryMaskError, SegmentationFiles
 from lightseg.datamodules.folder import SegmentationFolderDataModule
@@ -155,10 +156,12 @@ class _Checker:
                 self.datamodule.on_missing = on_missing
         elif isinstance(self.datamodule, DetectionDataModule):
             self.check_detection(self.datamodule)
+        elif isinstance(self.datamodule, PanopticDataModule):
+            self.check_panoptic(self.datamodule)
         else:
             raise LightsegError(
-                f"lightseg data check reads semantic (SplitDataModule) and COCO-style detection data modules; "
-                f"{type(self.datamodule).__name__} is neither"
+                f"lightseg data check reads semantic (SplitDataModule), COCO-style detection and panoptic data "
+                f"modules; {type(self.datamodule).__name__} is none of them"
             )
         return self.report
 
@@ -223,19 +226,26 @@ class _Checker:
             if str(dataset.samples[k].image) not in failed and str(dataset.samples[k].mask) not in failed
         ]
 
-    def check_detection(self, datamodule: DetectionDataModule) -> None:
+    def check_each_split(
+        self, make: Callable[[str], Any], files: Callable[[Any], tuple[str, str]], check: Callable[[Any, str], None]
+    ) -> None:
+        """``check`` each split's dataset (``make(split)``) once: test often reads val's ``files``."""
         done: set[tuple[str, str]] = set()
         for stage in ("train", "val", "test"):
             try:
-                dataset = datamodule.make_dataset(stage)
+                dataset = make(stage)
             except LightsegError as err:
                 self.report.findings.append(Finding("split", stage, "", str(err)))
                 continue
-            key = (dataset.annotations.source, str(dataset.images_dir))
-            if key in done:
-                continue
-            done.add(key)
-            self.check_detection_split(dataset, stage)
+            if files(dataset) not in done:
+                done.add(files(dataset))
+                check(dataset, stage)
+
+    def check_detection(self, datamodule: DetectionDataModule) -> None:
+        def files(dataset: COCODataset) -> tuple[str, str]:
+            return (str(dataset.annotations.source), str(dataset.images_dir))
+
+        self.check_each_split(datamodule.make_dataset, files, self.check_detection_split)
 
     def check_detection_split(self, dataset: COCODataset, split: str) -> None:
         annotations = dataset.annotations
@@ -281,6 +291,61 @@ class _Checker:
             self.report.pictures[split] = [_detection_picture(dataset, k) for k in chosen]
         finally:
             dataset.transform = transform
+
+    def check_panoptic(self, datamodule: PanopticDataModule) -> None:
+        def files(dataset: COCOPanopticDataset) -> tuple[str, str]:
+            return (str(dataset.annotations.source), str(dataset.images))
+
+        self.check_each_split(datamodule.make_dataset, files, self.check_panoptic_split)
+
+    def check_panoptic_split(self, dataset: COCOPanopticDataset, split: str) -> None:
+        annotations = dataset.annotations
+        stats = SplitStats(split, len(annotations.categories.ids))
+        self.report.splits[split] = stats
+        indices = self._limited(list(range(len(dataset))))
+        stats.samples = len(indices)
+        stats.mask_kinds["COCO panoptic PNG"] = len(indices)
+        self.check_count(split, len(dataset))
+        label_of = annotations.categories.label_of
+
+        def inspect(index: int) -> tuple[_Inspected, np.ndarray | None]:
+            info, annotation = annotations.items[index]
+            result = _read_image(dataset.images / info["file_name"], split)
+            png = annotations.png_folder / annotation["file_name"]
+            try:
+                numbers, segments = annotations.read_segment_map(index)
+            except LightsegError as err:
+                kind = "unreadable_mask" if "readable PNG" in str(err) or "no such file" in str(err) else "bad_labels"
+                result.findings.append(Finding(kind, split, str(png), str(err).removeprefix(f"{png}: ")))
+                return result, None
+            if result.size is not None and numbers.shape != result.size:
+                result.findings.append(
+                    Finding("size_mismatch", split, str(png), f"image is {result.size}, PNG is {numbers.shape} (H, W)")
+                )
+            semantic = np.concatenate([[255], [label_of[s.category_id] for s in segments]]).astype(np.uint8)[numbers]
+            void = semantic == 255
+            result.ignore_pixels = int(void.sum())
+            result.counts = np.bincount(semantic[~void].ravel(), minlength=stats.num_classes)[: stats.num_classes]
+            return result, semantic
+
+        pictures = set(_spread(indices, self.pictures))
+        with ThreadPoolExecutor(self.workers) as pool:
+            results = pool.map(inspect, indices)
+            for index, (result, semantic) in progress(zip(indices, results, strict=True), f"checking {split}",
+                                                      len(indices)):  # fmt: skip
+                info = annotations.items[index][0]
+                self.report.findings += result.findings
+                self.note_digest(result.digest, split, str(dataset.images / info["file_name"]))
+                if result.size is not None:
+                    stats.sizes.append(result.size)
+                    stats.exif_oriented += result.orientation != 1
+                if result.counts is not None:
+                    stats.class_pixels += result.counts
+                    stats.class_images += result.counts > 0
+                    stats.ignore_pixels += result.ignore_pixels
+                if index in pictures and semantic is not None and result.size == semantic.shape:
+                    image = read_image_uint8(dataset.images / info["file_name"])
+                    self.report.pictures.setdefault(split, []).append((image, semantic))
 
 
 def _detection_picture(dataset: COCODataset, index: int) -> tuple[np.ndarray, np.ndarray | None]:

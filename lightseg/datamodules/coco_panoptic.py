@@ -42,11 +42,13 @@ class PanopticCategories:
         ids: each class's category id.
         names: each class's name.
         isthing: whether each class is a thing (has instances) or stuff.
+        colors: each class's RGB colour where the file gives every category one (COCO's does).
     """
 
     ids: tuple[int, ...]
     names: tuple[str, ...]
     isthing: tuple[bool, ...]
+    colors: tuple[tuple[int, int, int], ...] | None = None
 
     @property
     def label_of(self) -> dict[int, int]:
@@ -83,10 +85,14 @@ class PanopticAnnotations:
                 f"annotation file {self.source}: category {bad[0]!r} lacks an id or isthing "
                 "(a COCO panoptic file marks each category a thing or stuff)"
             )
+        colors = [c.get("color") for c in categories]
         self.categories = PanopticCategories(
             tuple(int(c["id"]) for c in categories),
             tuple(str(c.get("name", c["id"])) for c in categories),
             tuple(int(c["isthing"]) == 1 for c in categories),
+            tuple((int(r), int(g), int(b)) for r, g, b in colors)
+            if colors and all(isinstance(c, list) and len(c) == 3 for c in colors)
+            else None,
         )
         images = {image["id"]: image for image in data["images"]}
         self.items: list[tuple[dict[str, Any], dict[str, Any]]] = []
@@ -240,6 +246,11 @@ class PanopticDataModule(BaseDataModule):
     @property
     def class_names(self) -> tuple[str, ...]:  # type: ignore[override]
         return self.categories.names
+
+    @property
+    def class_colors(self) -> Sequence[tuple[int, ...]] | None:
+        """The categories' own colours (COCO panoptic's ``color``), where the file gives them."""
+        return self.categories.colors
 
     @abstractmethod
     def make_dataset(self, split: str) -> COCOPanopticDataset:
