@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -57,3 +58,16 @@ def id_to_rgb(ids: np.ndarray) -> np.ndarray:
     """The COCO panoptic PNG of a map of segment ids (the inverse of :func:`rgb_to_id`)."""
     ids = ids.astype(np.uint32)
     return np.stack([ids % 256, ids // 256 % 256, ids // 65536 % 256], axis=-1).astype(np.uint8)
+
+
+def read_segment_ids(path: Path, what: str = "a panoptic PNG") -> np.ndarray:
+    """The segment ids of the COCO panoptic PNG at ``path``; a missing or unreadable file is one line naming it."""
+    from PIL import Image
+
+    if not path.is_file():
+        raise LightsegError(f"{path}: no such file ({what})")
+    try:
+        with Image.open(path) as picture:
+            return rgb_to_id(np.asarray(picture.convert("RGB")))
+    except OSError as err:
+        raise LightsegError(f"{path}: not a readable PNG ({err})") from None

@@ -27,7 +27,7 @@ from lightseg.cli import build_cli
 from lightseg.entry import main
 from lightseg.errors import LightsegError
 from lightseg.tune import SearchSpace, TuneSettings, split_arguments
-from lightseg.tune.study import TrialPruning
+from lightseg.tune.trial_callbacks import TrialPruning
 
 from conftest import ROOT, TINY_SHAPES
 

@@ -19,11 +19,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
-from lightseg.coco_masks import rgb_to_id
+from lightseg.coco_masks import read_segment_ids
 from lightseg.datamodules.base import BaseDataModule, Pinning, Workers
 from lightseg.datamodules.coco_format import check_listed_size, load_json, plain_target
 from lightseg.datamodules.io import read_image
@@ -129,13 +128,7 @@ class PanopticAnnotations:
         """
         _, annotation = self.items[index]
         path = self.png_folder / annotation["file_name"]
-        if not path.is_file():
-            raise LightsegError(f"{path}: no such file (the panoptic PNG of {self.source.name}'s annotation)")
-        try:
-            with Image.open(path) as picture:
-                ids = rgb_to_id(np.asarray(picture.convert("RGB")))
-        except OSError as err:
-            raise LightsegError(f"{path}: not a readable PNG ({err})") from None
+        ids = read_segment_ids(path, f"the panoptic PNG of {self.source.name}'s annotation")
         segments = self.segments(index)
         numbers = [s.id for s in segments]
         repeated = sorted({n for n in numbers if numbers.count(n) > 1})

@@ -29,10 +29,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from torchmetrics import Metric
 
-from lightseg.coco_masks import id_to_rgb, rgb_to_id
+from lightseg.coco_masks import id_to_rgb, read_segment_ids, rgb_to_id
 from lightseg.errors import LightsegError
 
 #: segment id of unlabelled pixels
@@ -168,16 +167,6 @@ def summarize(counts: PanopticCounts, categories: Sequence[Mapping[str, Any]]) -
     return results
 
 
-def _read_ids(path: Path) -> np.ndarray:
-    if not path.is_file():
-        raise LightsegError(f"{path}: no such file (a panoptic PNG named in the JSON's file_name)")
-    try:
-        with Image.open(path) as picture:
-            return rgb_to_id(np.asarray(picture.convert("RGB")))
-    except OSError as err:
-        raise LightsegError(f"{path}: not a readable PNG ({err})") from None
-
-
 def _read_json(path: str | Path) -> dict[str, Any]:
     try:
         content = json.loads(Path(path).read_text(encoding="utf-8"))
@@ -221,9 +210,9 @@ def pq_compute(
             raise LightsegError(f"{pred_json_file}: no prediction for image {image!r} ({truth['file_name']})")
         prediction = predictions[image]
         counts = image_counts(
-            _read_ids(gt_dir / truth["file_name"]),
+            read_segment_ids(gt_dir / truth["file_name"], "a panoptic PNG named in the JSON's file_name"),
             truth["segments_info"],
-            _read_ids(pred_dir / prediction["file_name"]),
+            read_segment_ids(pred_dir / prediction["file_name"], "a panoptic PNG named in the JSON's file_name"),
             prediction["segments_info"],
             category_index,
             where=str(pred_dir / prediction["file_name"]),

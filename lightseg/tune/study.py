@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
-import math
 import os
-import random
 import shlex
 import signal
 import socket
@@ -15,15 +13,12 @@ import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, cast
 
 import optuna
-import sqlalchemy
 import torch
-from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import Callback
 from optuna.trial import FrozenTrial, TrialState
-from optuna_integration import PyTorchLightningPruningCallback
 from typing_extensions import override
 
 from lightseg.cli.adapter import field, import_class
@@ -31,22 +26,14 @@ from lightseg.cli.app import LightsegCLI, build_cli, find_user_error, finish_wan
 from lightseg.cli.config import check_values
 from lightseg.cli.config_files import check_config_files
 from lightseg.errors import LightsegError, causes, option
-from lightseg.run_folder import display_path, run_dir
+from lightseg.run_folder import display_path
 from lightseg.tune.settings import TuneSettings
 from lightseg.tune.space import SearchSpace
+from lightseg.tune.storage import open_storage, open_study
+from lightseg.tune.trial_callbacks import StudyStop, TrialFailure, TrialMonitor, TrialPruning
 
 #: the trial states that count toward ``--tune.n_trials`` (a trial ended by Ctrl-C does not)
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
-#: a worker whose trial has sent no heartbeat for this long is taken for dead; its trial fails
-HEARTBEAT_S, GRACE_S = 30, 120
-
-
-class TrialFailure(Exception):
-    """A trial that ended without a value (an error, out of memory, a NaN): the study goes on."""
-
-
-class StudyStop(LightsegError):
-    """A mistake every trial would make (a metric the task does not log): the study stops."""
 
 
 class ParseOnlyCLI(LightsegCLI):
@@ -62,91 +49,6 @@ class TrialCLI(LightsegCLI):
 
     interrupt_checkpoint = False
     run_summary = False
-
-
-class TrialMonitor(Callback):
-    """Records the trial's metric after each validation and stops a trial whose loss or metric is not finite.
-
-    Args:
-        metric: the optimised validation metric.
-        direction: ``maximize`` or ``minimize``: which of the values is the best.
-        trial: reports each value to this trial (the learning curve), where no pruning callback does.
-    """
-
-    def __init__(self, metric: str, direction: str, trial: optuna.Trial | None = None) -> None:
-        self.metric = metric
-        self.direction = direction
-        self.trial = trial
-        self.values: dict[int, float] = {}
-        self.folder: Path | None = None
-        self._finite: torch.Tensor | None = None
-
-    @property
-    def best(self) -> float | None:
-        """The best value of the metric over the trial's validations."""
-        if not self.values:
-            return None
-        return max(self.values.values()) if self.direction == "maximize" else min(self.values.values())
-
-    @override
-    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self.folder = run_dir(trainer)
-
-    @override
-    def on_train_batch_end(
-        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
-    ) -> None:
-        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
-        if isinstance(loss, torch.Tensor):  # no sync per step: checked once an epoch
-            finite = torch.isfinite(loss.detach()).all()
-            self._finite = finite if self._finite is None else self._finite & finite
-
-    @override
-    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        finite = self._finite is None or bool(self._finite)
-        if not trainer.strategy.reduce_boolean_decision(finite, all=True):  # every rank stops together
-            raise TrialFailure(f"the training loss became NaN or infinite in epoch {trainer.current_epoch}")
-        self._finite = None
-
-    @override
-    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if trainer.sanity_checking:
-            return
-        value = trainer.callback_metrics.get(self.metric)
-        if value is None:
-            logged = sorted(k for k in trainer.callback_metrics if k.startswith("val"))
-            raise StudyStop(
-                f"{option('tune', 'metric')} {self.metric} is not logged by the task; its validation metrics: "
-                f"{', '.join(logged) or 'none'}"
-            )
-        number = float(value)
-        if not math.isfinite(number):
-            raise TrialFailure(f"{self.metric} is {number} after epoch {trainer.current_epoch}")
-        self.values[trainer.current_epoch] = number
-        if self.trial is not None and trainer.is_global_zero:  # the learning curve, where no pruner reports it
-            self.trial.report(number, step=trainer.current_epoch)
-
-
-class TrialPruning(PyTorchLightningPruningCallback):
-    """Optuna's Lightning pruning callback, except after the last epoch: stopping then saves nothing.
-
-    A trial judged at its last validation has trained all it will: it is complete, with its
-    value (which the sampler learns from), not pruned.
-    """
-
-    @override
-    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        last = (
-            trainer.max_epochs is not None
-            and trainer.max_epochs > 0
-            and trainer.current_epoch + 1 >= trainer.max_epochs
-        )
-        value = trainer.callback_metrics.get(self.monitor)
-        if not last or trainer.sanity_checking or value is None:
-            super().on_validation_end(trainer, pl_module)
-            return
-        if trainer.is_global_zero:  # the learning curve's last point
-            self._trial.report(float(value), step=trainer.current_epoch)
 
 
 def parse_fit(fit_args: list[str]) -> Any:
@@ -203,86 +105,6 @@ def study_name_of(settings: TuneSettings, fit_args: list[str]) -> str:
     configs = [fit_args[i + 1] for i, a in enumerate(fit_args[:-1]) if a == "--config"]
     configs += [a.split("=", 1)[1] for a in fit_args if a.startswith("--config=")]
     return Path(configs[-1]).stem if configs else "study"
-
-
-def open_storage(url: str | None, study_dir: Path) -> Any:
-    """The Optuna storage at ``url`` (default: ``<study_dir>/study.db``), with one line where it cannot be used."""
-    if url is None:
-        study_dir.mkdir(parents=True, exist_ok=True)
-        url = f"sqlite:///{study_dir / 'study.db'}"
-    if url.startswith("journal:"):
-        from optuna.storages.journal import JournalFileBackend, JournalStorage
-
-        path = Path(url.removeprefix("journal:"))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(JournalFileBackend(str(path)))
-    shown = _without_password(url)
-    if url.startswith(("postgresql://", "postgres://")):  # SQLAlchemy's default driver is psycopg2: use psycopg 3
-        url = "postgresql+psycopg://" + url.split("://", 1)[1]
-    try:
-        for attempt in range(5):
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # the heartbeat
-                    return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
-            except sqlalchemy.exc.IntegrityError:  # workers starting together on a new database: one creates it
-                if attempt == 4:
-                    raise
-                time.sleep(0.5 + random.random())
-        raise AssertionError("unreachable")
-    except ModuleNotFoundError as err:
-        raise LightsegError(
-            f'{option("tune", "storage")} {shown} needs the {err.name} package: pip install "lightseg[tune]"'
-        ) from None
-    except Exception as err:  # SQLAlchemy's errors: a wrong host, password or database
-        reason = str(getattr(err, "orig", None) or err).strip().splitlines()[0]
-        raise LightsegError(f"{option('tune', 'storage')} {shown}: cannot open the study's storage: {reason}") from None
-
-
-def _without_password(url: str) -> str:
-    if "://" not in url or "@" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    credentials, _, host = rest.rpartition("@")
-    user = credentials.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}" if ":" in credentials else url
-
-
-def open_study(settings: TuneSettings, name: str, storage: Any, metric: str, direction: str) -> optuna.Study:
-    """Create the study, or load it to continue; the same study name cannot change its metric or direction."""
-    if settings.pruner == "median":
-        pruner: optuna.pruners.BasePruner = optuna.pruners.MedianPruner(
-            n_startup_trials=settings.startup_trials, n_warmup_steps=settings.warmup_epochs
-        )
-    elif settings.pruner == "halving":
-        pruner = optuna.pruners.SuccessiveHalvingPruner()
-    else:
-        pruner = optuna.pruners.NopPruner()
-    sampler: optuna.samplers.BaseSampler = (
-        optuna.samplers.RandomSampler(seed=settings.seed)
-        if settings.sampler == "random"
-        else optuna.samplers.TPESampler(seed=settings.seed)
-    )
-    existing = {s.study_name: s for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
-    if name in existing:
-        study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
-        known = study.user_attrs.get("metric")
-        if known != metric or study.direction.name.lower() != direction:
-            raise LightsegError(
-                f"study {name!r} optimises {known} ({study.direction.name.lower()}), not {metric} ({direction}): "
-                f"give a new {option('tune', 'study_name')}, or the same metric and direction to continue it"
-            )
-        return study
-    study = optuna.create_study(
-        storage=storage,
-        study_name=name,
-        direction=cast(Literal["minimize", "maximize"], direction),
-        sampler=sampler,
-        pruner=pruner,
-        load_if_exists=True,
-    )
-    study.set_user_attr("metric", metric)
-    return study
 
 
 def trial_arguments(config: Any, trials_dir: Path, name: str, study_name: str) -> list[str]:
