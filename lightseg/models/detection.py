@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 from torchvision.models import (
     MobileNet_V3_Large_Weights,
@@ -314,3 +315,27 @@ def _refit_keypoints(model: nn.Module, num_keypoints: int | None) -> nn.Module:
         heads.keypoint_predictor = KeypointRCNNPredictor(heads.keypoint_predictor.kps_score_lowres.in_channels,
                                                          num_keypoints)  # fmt: skip
     return model
+
+
+def fit_predictors_by_name(
+    model: nn.Module, pretrained: Sequence[str], class_names: Sequence[str] | None, num_classes: int, source: str
+) -> None:
+    """Fit pretrained predictors (their slots named ``pretrained``) to ``num_classes`` classes, by name.
+
+    When every class of ``class_names`` (background first) is one of the pretrained slots, the
+    predictors keep exactly those rows; otherwise they start fresh. One line says which, naming
+    the weights' ``source``.
+    """
+    names = list(class_names[1:]) if class_names is not None and len(class_names) == num_classes else None
+    missing = [n for n in names if n not in pretrained] if names is not None else None
+    if names is not None and not missing:
+        fit_predictors(model, [0] + [list(pretrained).index(n) for n in names], num_classes)
+        rank_zero_info(f"weights: kept the {source} predictors' rows of the data's {len(names)} classes")
+        return
+    fit_predictors(model, None, num_classes)
+    why = (
+        f"{', '.join(repr(n) for n in missing[:3])} not among its {len(pretrained) - 1} classes"
+        if missing
+        else "no class names to match them by"
+    )
+    rank_zero_info(f"weights: fresh box/mask predictors for {num_classes} classes ({source} predictor: {why})")

@@ -111,13 +111,23 @@ class QuerySegmenter(nn.Module):
         published semantic training); every supervised layer is matched and scored, with the
         config's ``class_weight``, ``mask_weight``, ``dice_weight`` and ``no_object_weight``.
         """
-        classes, masks = outputs["class_queries"].float(), outputs["mask_queries"].float()
         mask_labels, class_labels = [], []
         for image in target:
             present = image.unique()
             present = present[present != ignore_index]
             mask_labels.append((image[None] == present[:, None, None]).float())
             class_labels.append(present.long())
+        return self.matched_loss(outputs, mask_labels, class_labels)
+
+    def matched_loss(
+        self, outputs: dict[str, torch.Tensor], mask_labels: list[torch.Tensor], class_labels: list[torch.Tensor]
+    ) -> torch.Tensor:
+        """The set-prediction loss against each image's target masks and their class labels.
+
+        ``mask_labels``: per image ``[N, H, W]`` (0/1, at the padded input's size); ``class_labels``:
+        per image ``[N]``. Every supervised layer is matched and scored.
+        """
+        classes, masks = outputs["class_queries"].float(), outputs["mask_queries"].float()
         loss = classes.new_zeros(())
         layers = list(range(classes.shape[1]))
         for layer in layers[-1:] + layers[:-1] if self.final_first else layers:

@@ -7,7 +7,6 @@ from collections.abc import Sequence
 from typing import Any, ClassVar, Literal, cast
 
 import torch
-from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 from typing_extensions import override
 
@@ -21,6 +20,7 @@ from lightseg.models.detection import (
     build_rcnn,
     coco_categories,
     fit_predictors,
+    fit_predictors_by_name,
     predictor_classes,
 )
 from lightseg.tasks.base import BaseTask
@@ -125,21 +125,8 @@ class DetectionTask(BaseTask):
         if pretrained is None:
             return
         self.pretrained_classes = None
-        num_classes = self.hparams["num_classes"]
         source = "COCO" if self.hparams["weights"] == "coco" else str(self.hparams["weights"])
-        names = list(class_names[1:]) if class_names is not None and len(class_names) == num_classes else None
-        missing = [n for n in names if n not in pretrained] if names is not None else None
-        if names is not None and not missing:
-            fit_predictors(self.model, [0] + [pretrained.index(n) for n in names], num_classes)
-            rank_zero_info(f"weights: kept the {source} predictors' rows of the data's {len(names)} classes")
-            return
-        fit_predictors(self.model, None, num_classes)
-        why = (
-            f"{', '.join(repr(n) for n in missing[:3])} not among its {len(pretrained) - 1} classes"
-            if missing
-            else "no class names to match them by"
-        )
-        rank_zero_info(f"weights: fresh box/mask predictors for {num_classes} classes ({source} predictor: {why})")
+        fit_predictors_by_name(self.model, pretrained, class_names, self.hparams["num_classes"], source)
 
     @override
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
