@@ -7,6 +7,7 @@ docs/benchmarks.md with the machine description.
     python benchmarks/quickstart.py                      # semantic (U-Net)
     python benchmarks/quickstart.py quickstart_maskrcnn  # instance segmentation (Mask R-CNN)
     python benchmarks/quickstart.py quickstart_keypoints # keypoints (Keypoint R-CNN)
+    python benchmarks/quickstart.py quickstart_panoptic  # panoptic segmentation (Panoptic FPN)
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ METRICS = {
     "quickstart": ("miou", ()),
     "quickstart_maskrcnn": ("segm_map", ("segm_map_50", "bbox_map")),
     "quickstart_keypoints": ("keypoints_map", ("keypoints_map_50", "bbox_map")),
+    "quickstart_panoptic": ("pq", ("pq_things", "pq_stuff", "sq")),
 }
 
 

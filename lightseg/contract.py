@@ -28,7 +28,7 @@ import torch
 from lightseg.colors import class_palette
 
 #: what a task predicts: per-pixel classes, or detections (boxes, masks, keypoints)
-TaskKind = Literal["semantic", "detection"]
+TaskKind = Literal["semantic", "detection", "panoptic"]
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ class TaskContext:
     """What a task tells the callbacks, the prediction writer and export about itself.
 
     Attributes:
-        kind: ``semantic`` (per-pixel classes) or ``detection`` (Mask R-CNN, Keypoint R-CNN).
+        kind: ``semantic`` (per-pixel classes), ``detection`` (Mask R-CNN, Keypoint R-CNN) or ``panoptic``.
         num_classes: classes the model predicts (detection: background included).
         class_names: each class's name from the data, or its index as text where the data names none.
         ignore_index: the label of pixels that are not scored (semantic).
@@ -119,6 +119,7 @@ class DataDescription:
         label_ids: the official label id of each class index (Cityscapes' train ids), for submissions.
         keypoint_names: the keypoints of keypoint data, and ``skeleton``, their connections (0-based).
         score_caveat: what the validation score does not mean for this data, if anything.
+        thing_classes: the class labels that are things, in panoptic data (``None``: not panoptic data).
     """
 
     num_classes: int
@@ -131,6 +132,7 @@ class DataDescription:
     keypoint_names: tuple[str, ...] = ()
     skeleton: tuple[tuple[int, int], ...] = ()
     score_caveat: str | None = None
+    thing_classes: tuple[int, ...] | None = None
 
 
 @runtime_checkable

@@ -157,6 +157,59 @@ def annotated_overlay(
     return with_legend(painted, shown_labels(mask, ignore_index=ignore_index), names, ignore_index, colours)
 
 
+def instance_shades(labels: Sequence[int], isthing: Sequence[bool], colours: np.ndarray) -> np.ndarray:
+    """The colour of each segment (``[N, 3]`` uint8), from its class colour in ``colours``.
+
+    Stuff keeps its class colour; the ``k``-th instance of a thing class gets a shade of it
+    (alternately lighter and darker, further each time), so that neighbouring instances differ.
+    """
+    seen: dict[int, int] = {}
+    shades = np.zeros((len(labels), 3), dtype=np.float32)
+    for n, (label, thing) in enumerate(zip(labels, isthing, strict=True)):
+        base = colours[label % len(colours)].astype(np.float32)
+        k = seen.get(label, 0)
+        seen[label] = k + 1
+        if thing and k:
+            step = min(0.6, 0.2 * ((k + 1) // 2))
+            target = 255.0 if k % 2 else 0.0
+            base = base + step * (target - base)
+        shades[n] = base
+    return shades.round().astype(np.uint8)
+
+
+def panoptic_overlay(
+    image: np.ndarray,
+    segments: np.ndarray,
+    labels: Sequence[int],
+    isthing: Sequence[bool],
+    names: Sequence[str],
+    alpha: float = 0.5,
+    colours: np.ndarray = PALETTE,
+) -> np.ndarray:
+    """What ``lightseg predict`` writes for a panoptic prediction: each segment painted and outlined, a legend.
+
+    ``segments`` ``[H, W]`` holds segment numbers (1..N, 0 void: left unpainted); segment ``n`` has
+    class ``labels[n - 1]`` (its colour: ``colours[label]``). Stuff is painted in its class colour,
+    each instance of a thing in a shade of its class's (:func:`instance_shades`), and every segment
+    has its own opaque border, so that touching instances of one class stay apart.
+    """
+    table = np.zeros((256, 3), dtype=np.uint8)
+    shades = instance_shades(labels, isthing, colours)
+    numbers = segments.astype(np.int64)
+    if len(labels) > 255:  # an 8-bit colour table: renumber so that each segment keeps its own entry where it can
+        numbers = np.where(numbers > 0, (numbers - 1) % 255 + 1, 0)
+    for n in range(len(labels)):
+        table[n % 255 + 1] = shades[n]
+    factor = display_scale(segments.shape[0], segments.shape[1])
+    big, big_segments = enlarge(image, numbers, factor)
+    assert big_segments is not None
+    painted = overlay(big, big_segments, alpha, outline_width(factor), -1, table)
+    shown = sorted({labels[n - 1] for n in np.unique(segments).tolist() if n > 0})
+    entries = [(label, names[label] if 0 <= label < len(names) else str(label)) for label in shown]
+    key = legend(entries, painted.shape[1], colours)
+    return np.concatenate([painted, key], axis=0) if len(key) else painted
+
+
 def sample_panel(
     image: np.ndarray,
     target: np.ndarray,

@@ -22,7 +22,7 @@ from lightseg.callbacks import LineProgress
 from lightseg.callbacks.line_progress import lines_unless_terminal
 from lightseg.cli import LightsegCLI, build_cli, main
 from lightseg.inference import InferenceSettings
-from lightseg.tasks import DetectionTask, SemanticSegmentationTask
+from lightseg.tasks import DetectionTask, PanopticSegmentationTask, SemanticSegmentationTask
 
 from conftest import ROOT, TINY_SHAPES
 
@@ -64,7 +64,17 @@ def test_every_shipped_config_instantiates(config: str, tmp_path: Path, monkeypa
             assert cli.model.eval()(torch.rand(1, 3, 33, 47))["out"].shape == (1, cli.datamodule.num_classes, 33, 47)
         return
     write_coco_categories(tmp_path / "data" / "coco" / "annotations")  # COCO's categories come from its files
-    weights = [] if "quickstart" in config else ["--model.init_args.weights=null"]
+    weights = [] if "quickstart" in config or "mask2former" in config else ["--model.init_args.weights=null"]
+    if task == "PanopticSegmentationTask":
+        cli = build_cli(["--config", config, "--model.init_args.weights_backbone=null", *weights], run=False)
+        assert isinstance(cli.model, PanopticSegmentationTask)
+        assert cli.model.hparams["num_classes"] == cli.datamodule.num_classes  # linked
+        assert cli.model.hparams["thing_classes"] == cli.datamodule.thing_classes  # linked
+        assert 0 < len(cli.model.things) < cli.datamodule.num_classes
+        with torch.no_grad():
+            predictions = cli.model.eval()([torch.rand(3, 64, 96)])
+        assert predictions[0].segments.shape == (64, 96)
+        return
     cli = build_cli(["--config", config, "--model.init_args.weights_backbone=null", *weights], run=False)
     assert isinstance(cli.model, DetectionTask)
     assert cli.model.hparams["num_classes"] == cli.datamodule.num_classes  # linked
@@ -82,7 +92,9 @@ def write_coco_categories(folder: Path) -> None:
         {"id": 1, "name": "person", "keypoints": KeypointRCNN_ResNet50_FPN_Weights.COCO_V1.meta["keypoint_names"]}
     ]
     folder.mkdir(parents=True)
-    for name, categories in (("instances", things), ("person_keypoints", person)):
+    panoptic = [{"id": 1, "name": "person", "isthing": 1}, {"id": 3, "name": "car", "isthing": 1},
+                {"id": 184, "name": "tree-merged", "isthing": 0}]  # fmt: skip
+    for name, categories in (("instances", things), ("person_keypoints", person), ("panoptic", panoptic)):
         content = {"images": [], "annotations": [], "categories": categories}
         (folder / f"{name}_val2017.json").write_text(json.dumps(content))
 

@@ -113,7 +113,7 @@ def test_a_broken_panoptic_file_is_one_line_naming_it(change: str, words: str, t
 def test_the_shapes_panoptic_set_is_written_in_coco_panoptic_form(tmp_path: Path) -> None:
     root = write_panoptic(tmp_path / "shapes", {"train": 6, "val": 2}, size=48, seed=1)
     annotations = PanopticAnnotations(root / "annotations" / "panoptic_train.json")
-    assert annotations.categories.names == ("circle", "square", "triangle", "smooth", "stripes", "blotches")
+    assert annotations.categories.names == ("circle", "square", "triangle", "smooth", "stripes", "checks")
     assert annotations.categories.isthing == (True, True, True, False, False, False)
     dataset = COCOPanopticDataset(root / "images" / "train", annotations)
     for index in range(len(dataset)):
@@ -160,7 +160,7 @@ def test_the_panoptic_data_modules_give_list_batches_with_augmented_maps(peer: P
 
     shapes = ShapesPanopticDataModule(root=str(tmp_path), num_train=4, num_val=2, num_test=2, image_size=32,
                                       batch_size=2)  # fmt: skip
-    assert shapes.num_classes == 6 and shapes.class_names[3:] == ("smooth", "stripes", "blotches")
+    assert shapes.num_classes == 6 and shapes.class_names[3:] == ("smooth", "stripes", "checks")
     shapes.setup("fit")
     batch = next(iter(shapes.train_dataloader()))
     assert len(batch["images"]) == 2 and all(t["segments"].shape == (32, 32) for t in batch["targets"])

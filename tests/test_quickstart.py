@@ -56,3 +56,31 @@ def test_quickstart_reaches_095_miou_on_unseen_scenes(tmp_path: Path) -> None:
         assert mask.shape == Image.open(image).size[::-1] and set(np.unique(mask).tolist()) <= {0, 1, 2, 3}
         assert (mask > 0).mean() > 0.05  # the shapes are found, not all background
         assert (tmp_path / "predictions" / "overlays" / image.name).is_file()
+
+
+@pytest.mark.slow
+def test_panoptic_quickstart_reaches_pq_05_and_its_predictions_score_the_same(tmp_path: Path) -> None:
+    from lightseg.metrics.panoptic import pq_compute
+
+    env = {**os.environ, "LIGHTSEG_CACHE": str(tmp_path / "cache")}
+    (tmp_path / "configs").symlink_to(ROOT / "configs")
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(["lightseg", *args, "--config", "configs/quickstart_panoptic.yaml"], cwd=tmp_path,
+                              env=env, capture_output=True, text=True, timeout=900, check=False)  # fmt: skip
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done
+
+    run("fit")
+    metrics = next((tmp_path / "runs" / "quickstart_panoptic").rglob("metrics.csv"))
+    pqs = [float(row["val_pq"]) for row in csv.DictReader(metrics.open()) if row.get("val_pq")]
+    assert max(pqs) >= 0.5, pqs
+    tested = run("test", "--ckpt_path", "best")
+    overall = next(line for line in tested.stdout.splitlines() if line.startswith("all "))
+    assert float(overall.split()[1]) >= 45.0  # test PQ (%) on a third, unseen split
+    data = next((tmp_path / "cache").rglob("annotations")).parent
+    run("predict", "--ckpt_path", "best", "--data.init_args.predict_dir", str(data / "images" / "test"))
+    scored = pq_compute(data / "annotations" / "panoptic_test.json", tmp_path / "predictions" / "panoptic.json",
+                        data / "annotations" / "panoptic_test", tmp_path / "predictions" / "panoptic")  # fmt: skip
+    assert scored["All"]["pq"] == pytest.approx(float(overall.split()[1]) / 100, abs=6e-4)
+    assert len(list((tmp_path / "predictions" / "overlays").glob("*.png"))) == 50

@@ -98,6 +98,11 @@ class SegmentationDashboard(Callback):
                 f"SegmentationDashboard draws lightseg's semantic, instance and keypoint results; "
                 f"{type(pl_module).__name__} is none of those tasks: remove the callback from trainer.callbacks"
             )
+        if context.kind == "panoptic":
+            raise LightsegError(
+                "SegmentationDashboard draws semantic, instance and keypoint results, not panoptic ones yet: remove it "
+                "from trainer.callbacks (the panoptic task logs PQ per class to every logger)"
+            )
         self.detection = context.kind == "detection"
 
     @staticmethod

@@ -1,4 +1,4 @@
-"""Writes semantic predictions: palette PNGs of class indices and overlays."""
+"""Writes predictions: semantic masks, COCO results of detections, COCO panoptic PNGs and JSON; overlays."""
 
 from __future__ import annotations
 
@@ -17,12 +17,12 @@ from lightning.pytorch.callbacks import BasePredictionWriter, TQDMProgressBar
 from PIL import Image
 from typing_extensions import override
 
-from lightseg.coco_masks import encode_masks
+from lightseg.coco_masks import encode_masks, id_to_rgb
 from lightseg.colors import class_palette
 from lightseg.contract import TaskContext, data_description, data_palette, datamodule_of, task_context
 from lightseg.datamodules.base import ImageFolderDataset
 from lightseg.errors import LightsegError, option
-from lightseg.visualize import DISPLAY_SIDE, annotated_overlay, draw_detections, to_uint8_image
+from lightseg.visualize import DISPLAY_SIDE, annotated_overlay, draw_detections, panoptic_overlay, to_uint8_image
 
 #: ``lightseg predict --prediction.format``: what the semantic masks are written as
 Format = Literal["palette", "cityscapes", "voc"]
@@ -55,6 +55,15 @@ class SegmentationWriter(BasePredictionWriter):
     skeletons of the detections scoring at least ``score_threshold``, each captioned with its
     class and score on a backing box (captions never cover each other; small images enlarged).
     Under DDP each process writes ``results.rank<N>.json``.
+
+    Panoptic tasks: ``panoptic/<name>.png`` (segment ids as ``R + 256 G + 256² B``, 0 void) and
+    ``panoptic.json`` in the COCO panoptic format (``annotations`` with ``image_id`` = the file
+    name's number, or the name where it has none, ``file_name`` and ``segments_info``: ``id``,
+    the data's ``category_id``, ``isthing``, ``score``; ``categories``), which panopticapi's
+    ``pq_compute`` and :func:`lightseg.metrics.pq_compute` evaluate as they are; and
+    ``overlays/<name>.png``: stuff in its class colour, each instance in a shade of its class's,
+    every segment outlined, a legend of the classes. Under DDP each process writes
+    ``panoptic.rank<N>.json``.
 
     Sub-folders of the input folder are mirrored. An existing, non-empty ``output_dir`` is
     refused unless ``overwrite`` is set, before anything is predicted. Everything is
@@ -89,6 +98,8 @@ class SegmentationWriter(BasePredictionWriter):
         self.palette = class_palette()
         self._results: list[dict[str, Any]] = []
         self._detections_seen = False
+        self._panoptic_categories: list[dict[str, Any]] = []
+        self._panoptic_palette = self.palette
         self._images = 0
         self._work_dir = self.output_dir
 
@@ -110,6 +121,7 @@ class SegmentationWriter(BasePredictionWriter):
         self.palette = data_palette(datamodule_of(trainer))
         self._results = []
         self._detections_seen = False
+        self._panoptic_categories = []
         self._images = 0
         self._work_dir = self.output_dir.with_name(f"{self.output_dir.name}.partial-{os.getpid()}")
         shutil.rmtree(self._work_dir, ignore_errors=True)
@@ -129,6 +141,9 @@ class SegmentationWriter(BasePredictionWriter):
         self._images += len(prediction["path"])
         if "detections" in prediction:
             self._write_detections(trainer, pl_module, prediction, batch)
+            return
+        if "panoptic" in prediction:
+            self._write_panoptic(trainer, prediction, batch)
             return
         images = batch["image"].detach().cpu()
         context = _context(pl_module)
@@ -200,16 +215,74 @@ class SegmentationWriter(BasePredictionWriter):
             path.parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(drawn).save(path)
 
+    def _write_panoptic(self, trainer: Trainer, prediction: Any, batch: Any) -> None:
+        data = data_description(datamodule_of(trainer))
+        if data is None:
+            raise LightsegError("a panoptic prediction needs the data module that describes its classes (things, ids)")
+        if not self._panoptic_categories:
+            ids = data.category_ids or tuple(range(data.num_classes))
+            names = data.class_names or tuple(map(str, range(data.num_classes)))
+            things = set(data.thing_classes or ())
+            self._panoptic_categories = [
+                {"id": int(ids[c]), "name": names[c], "isthing": int(c in things)} for c in range(data.num_classes)
+            ]
+            # class c in colour c: a data set without colours of its own starts at the first colour, not black
+            self._panoptic_palette = (
+                data_palette(datamodule_of(trainer)) if data.class_colors else np.roll(class_palette(), -1, axis=0)
+            )
+        categories = self._panoptic_categories
+        class_names = [str(c["name"]) for c in categories]
+        (self._work_dir / "panoptic").mkdir(exist_ok=True)
+        for image, relative, result in zip(batch["images"], prediction["path"], prediction["panoptic"], strict=True):
+            name = Path(relative).with_suffix(".png")
+            path = self._work_dir / "panoptic" / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            segments = result.segments.numpy().astype(np.int64)
+            Image.fromarray(id_to_rgb(segments)).save(path)
+            stem = Path(relative).stem
+            self._results.append(
+                {
+                    "image_id": int(stem) if stem.isdigit() else stem,
+                    "file_name": name.as_posix(),
+                    "segments_info": [
+                        {
+                            "id": n,
+                            "category_id": categories[label]["id"],
+                            "isthing": int(thing),
+                            "score": round(score, 5),
+                        }
+                        for n, (label, thing, score) in enumerate(
+                            zip(result.labels, result.isthing, result.scores, strict=True), 1
+                        )
+                    ],
+                }
+            )
+            picture = panoptic_overlay(
+                to_uint8_image(image), segments, result.labels, result.isthing, class_names, self.alpha,
+                self._panoptic_palette,
+            )  # fmt: skip
+            overlay_path = self._work_dir / "overlays" / name
+            overlay_path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(picture).save(overlay_path)
+
     @override
     def on_predict_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self._detections_seen:
             name = "results.json" if trainer.world_size == 1 else f"results.rank{trainer.global_rank}.json"
             (self._work_dir / name).write_text(json.dumps(self._results))
+        if self._panoptic_categories:
+            name = "panoptic.json" if trainer.world_size == 1 else f"panoptic.rank{trainer.global_rank}.json"
+            content = {"annotations": self._results, "categories": self._panoptic_categories}
+            (self._work_dir / name).write_text(json.dumps(content))
         self._publish(merge=trainer.world_size > 1 or self.output_dir.exists())
         count = torch.tensor(float(self._images), device=pl_module.device)
         images = int(trainer.strategy.reduce(count, reduce_op="sum"))
         if trainer.is_global_zero:
-            what = "results.json and overlays/" if self._detections_seen else f"{FOLDERS[self.format]}/ and overlays/"
+            what = (
+                "results.json and overlays/" if self._detections_seen
+                else "panoptic.json, panoptic/ and overlays/" if self._panoptic_categories
+                else f"{FOLDERS[self.format]}/ and overlays/"
+            )  # fmt: skip
             # the progress bar's line is still open here (its callback closes it after this one)
             lead = "\n" if isinstance(getattr(trainer, "progress_bar_callback", None), TQDMProgressBar) else ""
             print(f"{lead}lightseg: predicted {images} images: {what} in {self.output_dir}", file=sys.stderr)

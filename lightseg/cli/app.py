@@ -145,6 +145,8 @@ class LightsegCLI(AdaptedLightningCLI):
     @override
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
+        # panoptic data says which classes are things (the other tasks have no such argument)
+        parser.link_arguments("data.thing_classes", "model.init_args.thing_classes", apply_on="instantiate")
         # A CSV logger unless a config says otherwise. Run configs set only its init_args
         # (save_dir, name), so that a logger preset given before them (configs/trainer/wandb.yaml)
         # keeps its class and takes their folder and name.

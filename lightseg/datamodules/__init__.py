@@ -1,4 +1,4 @@
-"""Data modules: your own folders, VOC, SBD, VOC-aug, Cityscapes, ADE20K, COCO (instances, keypoints, semantic)."""
+"""Data modules: your own folders, VOC, SBD, VOC-aug, Cityscapes, ADE20K, COCO (all four kinds)."""
 
 from lightseg.datamodules.ade20k import ADE20K_CLASSES, ADE20KDataModule
 from lightseg.datamodules.base import (
@@ -11,6 +11,7 @@ from lightseg.datamodules.base import (
 from lightseg.datamodules.cityscapes import CITYSCAPES_CLASSES, CityscapesDataModule, CityscapesInstanceDataModule
 from lightseg.datamodules.coco import COCODataModule, COCOInstanceDataModule, COCOKeypointDataModule
 from lightseg.datamodules.coco_format import COCOAnnotations, COCODataset
+from lightseg.datamodules.coco_panoptic import COCOPanopticDataModule, COCOPanopticDataset, PanopticDataModule
 from lightseg.datamodules.coco_semantic import COCOSemanticDataModule, COCOSemanticDataset
 from lightseg.datamodules.detection import DetectionDataModule
 from lightseg.datamodules.files import Sample, SegmentationFiles
@@ -18,6 +19,7 @@ from lightseg.datamodules.folder import SegmentationFolderDataModule
 from lightseg.datamodules.sbd import SBDDataModule, SBDSegmentationDataset, VOCAugDataModule
 from lightseg.datamodules.shapes import ShapesDataModule, generate_scene, write_voc
 from lightseg.datamodules.shapes_coco import ShapesInstanceDataModule, ShapesKeypointDataModule, write_coco
+from lightseg.datamodules.shapes_panoptic import ShapesPanopticDataModule, write_panoptic
 from lightseg.datamodules.voc import VOC_CLASSES, VOCDataModule, VOCSegmentationDataset
 
 __all__ = [
@@ -31,12 +33,15 @@ __all__ = [
     "COCODataset",
     "COCOInstanceDataModule",
     "COCOKeypointDataModule",
+    "COCOPanopticDataModule",
+    "COCOPanopticDataset",
     "COCOSemanticDataModule",
     "COCOSemanticDataset",
     "CityscapesDataModule",
     "CityscapesInstanceDataModule",
     "DetectionDataModule",
     "ImageFolderDataset",
+    "PanopticDataModule",
     "SBDDataModule",
     "SBDSegmentationDataset",
     "Sample",
@@ -46,6 +51,7 @@ __all__ = [
     "ShapesDataModule",
     "ShapesInstanceDataModule",
     "ShapesKeypointDataModule",
+    "ShapesPanopticDataModule",
     "SplitDataModule",
     "VOCAugDataModule",
     "VOCDataModule",
@@ -53,5 +59,6 @@ __all__ = [
     "generate_scene",
     "pad_collate",
     "write_coco",
+    "write_panoptic",
     "write_voc",
 ]

@@ -11,6 +11,7 @@ JSON, 0 void) and per segment its class, crowd and thing flags.
 
 from __future__ import annotations
 
+import dataclasses
 from abc import abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
 from lightseg.coco_masks import read_segment_ids
+from lightseg.contract import DataDescription
 from lightseg.datamodules.base import BaseDataModule, Pinning, Workers
 from lightseg.datamodules.coco_format import check_listed_size, load_json, plain_target
 from lightseg.datamodules.io import read_image
@@ -244,6 +246,17 @@ class PanopticDataModule(BaseDataModule):
     def class_colors(self) -> Sequence[tuple[int, ...]] | None:
         """The categories' own colours (COCO panoptic's ``color``), where the file gives them."""
         return self.categories.colors
+
+    @property
+    def thing_classes(self) -> list[int]:
+        """The class labels that are things (``isthing``); the CLI links them to the task."""
+        return [i for i, thing in enumerate(self.categories.isthing) if thing]
+
+    def describe(self) -> DataDescription:
+        """The base description, with the things and each class's category id (for predictions)."""
+        return dataclasses.replace(
+            super().describe(), thing_classes=tuple(self.thing_classes), category_ids=tuple(self.categories.ids)
+        )
 
     @abstractmethod
     def make_dataset(self, split: str) -> COCOPanopticDataset:

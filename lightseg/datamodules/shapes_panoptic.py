@@ -1,14 +1,15 @@
 """The shapes scenes in COCO panoptic form: the shapes are things, the background's textures stuff.
 
 Each scene's background is cut by a random line into two regions, each with one of three
-textures (a smooth gradient, stripes, blotches); the circles, squares and triangles are
-drawn over it as in the other shapes sets, and a 1-pixel band on each side of an object's
-boundary is void. Written once, in COCO's layout: ``images/{split}/*.jpg``,
+textures (a smooth gradient, stripes, checks) in colours of its own (blues, greens, browns);
+the circles, squares and triangles are drawn over it as in the other shapes sets, and a
+1-pixel band on each side of an object's boundary is void. Written once, in COCO's layout: ``images/{split}/*.jpg``,
 ``annotations/panoptic_{split}.json`` and its PNG folder ``annotations/panoptic_{split}/``.
 """
 
 from __future__ import annotations
 
+import colorsys
 import json
 import os
 import shutil
@@ -17,7 +18,6 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
-from scipy import ndimage
 
 from lightseg.coco_masks import id_to_rgb
 from lightseg.datamodules.base import Pinning, Workers
@@ -30,14 +30,23 @@ SHAPES_PANOPTIC_CATEGORIES: list[dict[str, Any]] = [
     *({"id": i, "name": name, "supercategory": "shape", "isthing": 1} for i, name in enumerate(SHAPES_CLASSES) if i),
     {"id": 4, "name": "smooth", "supercategory": "texture", "isthing": 0},
     {"id": 5, "name": "stripes", "supercategory": "texture", "isthing": 0},
-    {"id": 6, "name": "blotches", "supercategory": "texture", "isthing": 0},
+    {"id": 6, "name": "checks", "supercategory": "texture", "isthing": 0},
 ]
 STUFF = (4, 5, 6)
 
 
+#: each texture's hues (as real stuff has its colours: sky blue, grass green, earth brown); shapes take any colour
+HUES = {4: (0.52, 0.68), 5: (0.22, 0.40), 6: (0.02, 0.12)}
+
+
+def _colour(rng: np.random.Generator, hues: tuple[float, float], value: tuple[float, float]) -> np.ndarray:
+    red, green, blue = colorsys.hsv_to_rgb(rng.uniform(*hues), rng.uniform(0.45, 0.85), rng.uniform(*value))
+    return np.array([red, green, blue]) * 255
+
+
 def _texture(rng: np.random.Generator, kind: int, size: int) -> np.ndarray:
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float64) / size
-    base, other = rng.uniform(30, 225, 3), rng.uniform(30, 225, 3)
+    base, other = _colour(rng, HUES[kind], (0.3, 0.55)), _colour(rng, HUES[kind], (0.7, 0.95))
     if kind == 4:  # a smooth gradient
         angle = rng.uniform(0, 2 * np.pi)
         ramp = np.cos(angle) * xx + np.sin(angle) * yy
@@ -47,8 +56,11 @@ def _texture(rng: np.random.Generator, kind: int, size: int) -> np.ndarray:
         angle = rng.uniform(0, np.pi)
         wave = np.sin(2 * np.pi * rng.uniform(6, 10) * (np.cos(angle) * xx + np.sin(angle) * yy))
         return base + (wave[..., None] > 0) * (other - base)
-    field = ndimage.zoom(rng.random((5, 5)), size / 5, order=3)[:size, :size]  # blotches: a smooth random field
-    return base + (field[..., None] > np.median(field)) * (other - base)
+    period = rng.uniform(0.08, 0.14)  # checks: a turned checkerboard of squares a few pixels wide
+    angle = rng.uniform(0, np.pi / 2)
+    u, v = np.cos(angle) * xx + np.sin(angle) * yy, -np.sin(angle) * xx + np.cos(angle) * yy
+    checks = (np.floor(u / period) + np.floor(v / period)) % 2
+    return base + checks[..., None] * (other - base)
 
 
 def generate_panoptic_scene(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray, list[int]]:
@@ -117,7 +129,7 @@ def write_panoptic(root: Path, splits: dict[str, int], size: int = 64, seed: int
 
 
 #: bumped whenever the panoptic scenes change, so caches are rewritten
-PANOPTIC_FORMAT_VERSION = 1
+PANOPTIC_FORMAT_VERSION = 3
 
 
 class ShapesPanopticDataModule(COCOPanopticDataModule):

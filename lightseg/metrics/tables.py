@@ -98,3 +98,23 @@ def format_ap_table(
     lines.append(f"{'AP':<{width}}" + "".join(f"  {100 * float(results[f'{t}_map']):9.1f}" for t in iou_types))
     lines.append(f"{'AP50':<{width}}" + "".join(f"  {100 * float(results[f'{t}_map_50']):9.1f}" for t in iou_types))
     return "\n".join(lines)
+
+
+def format_pq_table(
+    results: Mapping[str, torch.Tensor], class_names: Sequence[str], things: Sequence[int], title: str = ""
+) -> str:
+    """PQ, SQ and RQ (%) per class with its kind (thing / stuff), then the overall, things and stuff rows."""
+    per_class = [results[f"{score}_per_class"].tolist() for score in ("pq", "sq", "rq")]
+    width = max(len("class"), len("things"), *(len(n) for n in class_names))
+    header = f"{'class':<{width}}  kind     PQ     SQ     RQ"
+    rule = "-" * len(header)
+    lines = [title] if title else []
+    lines += [header, rule]
+    for i, name in enumerate(class_names):
+        kind = "thing" if i in things else "stuff"
+        lines.append(f"{name:<{width}}  {kind:<5}  " + "  ".join(_pct(v[i]) for v in per_class))
+    lines.append(rule)
+    for label, suffix in (("all", ""), ("things", "_things"), ("stuff", "_stuff")):
+        cells = "  ".join(_pct(float(results[f"{score}{suffix}"])) for score in ("pq", "sq", "rq"))
+        lines.append(f"{label:<{width}}         {cells}")
+    return "\n".join(lines)

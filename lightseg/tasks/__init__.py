@@ -3,6 +3,7 @@
 from lightseg.tasks.base import BaseTask
 from lightseg.tasks.detection import DetectionTask, InstanceSegmentationTask, KeypointDetectionTask
 from lightseg.tasks.onnx import ONNXSegmentationTask
+from lightseg.tasks.panoptic import PanopticSegmentationTask
 from lightseg.tasks.semantic import SemanticSegmentationTask
 
 __all__ = [
@@ -11,5 +12,6 @@ __all__ = [
     "InstanceSegmentationTask",
     "KeypointDetectionTask",
     "ONNXSegmentationTask",
+    "PanopticSegmentationTask",
     "SemanticSegmentationTask",
 ]

@@ -1,0 +1,450 @@
+"""Panoptic segmentation: every pixel a class and, for things, an instance; scored by PQ."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, cast
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from typing_extensions import override
+
+from lightseg.contract import TaskContext, data_description, datamodule_of
+from lightseg.errors import LightsegError, class_count_mismatch
+from lightseg.metrics.panoptic import PanopticQuality
+from lightseg.metrics.tables import format_pq_table
+from lightseg.models.detection import (
+    build_rcnn,
+    coco_categories,
+    fit_predictors,
+    fit_predictors_by_name,
+    predictor_classes,
+)
+from lightseg.models.panoptic import (
+    FPN_OVERLAP_THRESHOLD,
+    FPN_SCORE_THRESHOLD,
+    QUERY_OVERLAP_THRESHOLD,
+    QUERY_SCORE_THRESHOLD,
+    PanopticFPN,
+    PanopticPrediction,
+    merge_instances_and_stuff,
+    merge_queries,
+)
+from lightseg.models.semantic import ARCHITECTURES, build_semantic_model
+from lightseg.models.wrapper import SegmentationModel
+from lightseg.tasks.base import BaseTask
+from lightseg.types import Stage
+
+#: Panoptic FPN's architectures: the Mask R-CNN each is built on
+PANOPTIC_FPN = {
+    "panoptic_fpn_resnet50": "maskrcnn_resnet50_fpn",
+    "panoptic_fpn_resnet18": "maskrcnn_resnet18_fpn",
+    "panoptic_fpn_resnet34": "maskrcnn_resnet34_fpn",
+}
+#: the mask-classification models (transformers), trained with their set-prediction loss
+QUERY_ARCHS = ("mask2former", "eomt")
+if TYPE_CHECKING:
+    PanopticArch = str
+else:
+    PanopticArch = Literal[tuple(PANOPTIC_FPN) + QUERY_ARCHS]
+#: the scores of each class in the per-class table and logs
+PQ_SCORES = ("pq", "sq", "rq")
+
+
+class PanopticSegmentationTask(BaseTask):
+    """Panoptic segmentation with Panoptic FPN (Mask R-CNN and a semantic FPN branch) or Mask2Former / EoMT.
+
+    Batches are those of :class:`~lightseg.datamodules.COCOPanopticDataModule`: lists of images in
+    [0, 1] and panoptic targets (a map of segment numbers, each segment's class, crowd and thing
+    flags). Training logs ``train_loss`` (and Panoptic FPN's terms: Mask R-CNN's and
+    ``train_loss_semantic``); validation and test log the data set's ``{stage}_pq``, ``_sq``,
+    ``_rq``, the same over things (``_pq_things``, ...) and stuff (``_pq_stuff``, ...) and per class
+    (``{stage}_pq_<class>``, ...), counted as the COCO panoptic evaluator (panopticapi) counts them;
+    ``validate`` and ``test`` print the per-class table. Predict steps return each image's
+    :class:`~lightseg.models.panoptic.PanopticPrediction`.
+
+    Args:
+        arch: ``panoptic_fpn_resnet50`` (torchvision's Mask R-CNN R50-FPN, COCO weights available),
+            ``panoptic_fpn_resnet18`` / ``_resnet34`` (light, for CPU work), or transformers'
+            ``mask2former`` / ``eomt`` (the ``transformers`` extra).
+        num_classes: things and stuff classes (the CLI links it from the data module).
+        thing_classes: the class labels that are things (the CLI links them from the data module).
+        weights: Panoptic FPN: ``coco`` (torchvision's COCO Mask R-CNN; its box and mask predictors keep
+            the rows of the data's thing classes where every one is a COCO class, by name), a weights file
+            of the whole model, or ``null``.
+        backbone: Mask2Former / EoMT: a published configuration's name or a ``save_pretrained`` folder
+            (see :class:`~lightseg.tasks.SemanticSegmentationTask`); Panoptic FPN's is in its arch name.
+        weights_backbone: ``imagenet`` (``pretrained`` for transformers' models), a weights file, or ``null``.
+        trainable_backbone_layers: Panoptic FPN: backbone stages that train (0-5).
+        trainable_norm: Panoptic FPN: train the backbone's BatchNorm (``None``: only without pretrained weights).
+        min_size: Panoptic FPN: shorter image side inside the model (a tuple: multi-scale training).
+        max_size: Panoptic FPN: cap on the longer side.
+        anchor_sizes: Panoptic FPN: RPN anchor size per FPN level (``None``: 32..512).
+        detector_kwargs: Panoptic FPN: other torchvision ``MaskRCNN`` arguments.
+        semantic_loss_weight: Panoptic FPN: weight of the semantic branch's loss (0.5, Detectron2's).
+        arch_options: Mask2Former / EoMT: settings of transformers' configuration (``num_queries``, ...).
+        score_threshold: the merge's instance score (Panoptic FPN, 0.5) or query class probability
+            (Mask2Former / EoMT, 0.8) below which a prediction is left out; ``null``: the published value.
+        overlap_threshold: the fraction of an instance's mask already taken above which it is left out
+            (Panoptic FPN, 0.5), or of a query's mask that must be its own (Mask2Former / EoMT, 0.8);
+            ``null``: the published value.
+        stuff_area: Panoptic FPN: stuff regions of fewer pixels are left out (4096, Detectron2's for COCO).
+        mask_threshold: Panoptic FPN: instance mask probability that counts as foreground.
+        kwargs: the optimiser settings of :class:`~lightseg.tasks.BaseTask`.
+    """
+
+    monitor: ClassVar[str] = "val_pq"
+    mode: ClassVar[Literal["min", "max"]] = "max"
+    stages: ClassVar[tuple[str, ...]] = ("val", "test")
+
+    def __init__(
+        self,
+        arch: PanopticArch = "panoptic_fpn_resnet50",
+        num_classes: int = 133,
+        thing_classes: list[int] | None = None,
+        weights: str | None = None,
+        backbone: str | None = None,
+        weights_backbone: str | None = "imagenet",
+        trainable_backbone_layers: int | None = None,
+        trainable_norm: bool | None = None,
+        min_size: int | tuple[int, ...] = 800,
+        max_size: int = 1333,
+        anchor_sizes: tuple[int, ...] | None = None,
+        detector_kwargs: dict[str, Any] | None = None,
+        semantic_loss_weight: float = 0.5,
+        arch_options: dict[str, Any] | None = None,
+        score_threshold: float | None = None,
+        overlap_threshold: float | None = None,
+        stuff_area: int = 4096,
+        mask_threshold: float = 0.5,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        #: box/mask predictor slot names of pretrained weights, until they are fitted to the data's things
+        self.pretrained_classes: list[str] | None = getattr(self, "pretrained_classes", None)
+
+    @property
+    def fpn(self) -> bool:
+        """Whether the model is Panoptic FPN (else a mask-classification model)."""
+        return self.hparams["arch"] in PANOPTIC_FPN
+
+    @property
+    def things(self) -> list[int]:
+        """The class labels that are things, ascending."""
+        return sorted(int(c) for c in self.hparams["thing_classes"])
+
+    @property
+    def stuff(self) -> list[int]:
+        """The class labels that are stuff, ascending."""
+        things = set(self.things)
+        return [c for c in range(int(self.hparams["num_classes"])) if c not in things]
+
+    def _check_options(self) -> None:
+        hp = self.hparams
+        if hp["arch"] not in PANOPTIC_FPN and hp["arch"] not in QUERY_ARCHS:
+            raise LightsegError(
+                f"unknown panoptic arch {hp['arch']!r}; choose one of {', '.join([*PANOPTIC_FPN, *QUERY_ARCHS])}"
+            )
+        if hp["thing_classes"] is None:
+            raise LightsegError(
+                "thing_classes: give the class labels that are things (the CLI links them from a panoptic data "
+                "module's categories, isthing)"
+            )
+        bad = [c for c in hp["thing_classes"] if not 0 <= int(c) < hp["num_classes"]]
+        if bad:
+            raise LightsegError(f"thing_classes {bad} are not class labels 0..{hp['num_classes'] - 1}")
+        if self.fpn:
+            unused: dict[str, Any] = {"backbone": None, "arch_options": None}
+        else:
+            unused = {
+                "weights": None, "trainable_backbone_layers": None, "trainable_norm": None, "min_size": 800,
+                "max_size": 1333, "anchor_sizes": None, "detector_kwargs": None, "semantic_loss_weight": 0.5,
+                "stuff_area": 4096, "mask_threshold": 0.5,
+            }  # fmt: skip
+        changed = [f"{k}={hp[k]!r}" for k, default in unused.items() if hp[k] != default]
+        if changed:
+            family = "Panoptic FPN" if self.fpn else "Mask2Former / EoMT"
+            raise LightsegError(f"{', '.join(changed)} does not apply to arch {hp['arch']!r} ({family}); remove it")
+
+    @override
+    def build_model(self) -> nn.Module:
+        self._check_options()
+        hp = self.hparams
+        if not self.fpn:
+            if not ARCHITECTURES[hp["arch"]].query:
+                raise LightsegError(f"arch {hp['arch']!r} is not a mask-classification model")
+            weights = hp["weights_backbone"]
+            return build_semantic_model(
+                hp["arch"], hp["num_classes"], hp["backbone"], weights, arch_options=hp["arch_options"]
+            )
+        detector = build_rcnn(
+            PANOPTIC_FPN[hp["arch"]],
+            len(self.things) + 1,
+            hp["weights"],
+            hp["weights_backbone"],
+            hp["trainable_backbone_layers"],
+            hp["trainable_norm"],
+            hp["min_size"],
+            hp["max_size"],
+            hp["anchor_sizes"],
+            **(hp["detector_kwargs"] or {}),
+        )
+        if predictor_classes(detector) != len(self.things) + 1:
+            self.pretrained_classes = coco_categories(PANOPTIC_FPN[hp["arch"]])
+        return PanopticFPN(detector, len(self.stuff))
+
+    @override
+    def build_loss(self) -> nn.Module:
+        return nn.CrossEntropyLoss(ignore_index=255)  # Panoptic FPN's semantic branch
+
+    @override
+    def build_metrics(self) -> nn.Module:
+        names = [str(i) for i in range(int(self.hparams["num_classes"]))]
+        things = set(self.hparams["thing_classes"] or [])
+        return PanopticQuality([{"id": i, "name": n, "isthing": int(i in things)} for i, n in enumerate(names)])
+
+    def _fit_predictors(self) -> None:
+        """Fit pretrained box/mask predictors to the data's thing classes (by name), once."""
+        if self.pretrained_classes is None or not self.fpn:
+            return
+        pretrained, self.pretrained_classes = self.pretrained_classes, None
+        names = self.class_names
+        thing_names = ["background", *(names[c] for c in self.things)] if names is not None else None
+        source = "COCO" if self.hparams["weights"] == "coco" else str(self.hparams["weights"])
+        detector = cast(PanopticFPN, self.model).detector
+        fit_predictors_by_name(detector, pretrained, thing_names, len(self.things) + 1, source)
+
+    @override
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.pretrained_classes is not None:  # a checkpoint holds predictors already fitted to its data
+            self.pretrained_classes = None
+            fit_predictors(cast(PanopticFPN, self.model).detector, None, len(self.things) + 1)
+        super().on_load_checkpoint(checkpoint)
+
+    @override
+    def setup(self, stage: str) -> None:
+        datamodule = datamodule_of(self.trainer)
+        data = data_description(datamodule)
+        if data is not None:
+            name = type(datamodule).__name__
+            if data.num_classes != self.hparams["num_classes"]:
+                raise LightsegError(
+                    class_count_mismatch(
+                        self.hparams["num_classes"], data.num_classes, name,
+                        f"build the task with num_classes={data.num_classes} (the CLI links it from the data)",
+                    )
+                )  # fmt: skip
+            if data.thing_classes is not None and sorted(data.thing_classes) != self.things:
+                raise LightsegError(
+                    f"the model's thing_classes {self.things} differ from {name}'s things {sorted(data.thing_classes)}"
+                    ": a model's things and stuff must be the data's (the CLI links them)"
+                )
+        self._fit_predictors()
+        super().setup(stage)
+        names = self.class_names_or_indices
+        for split in self.stages:
+            metric = cast(PanopticQuality, self.stage_metrics(split))
+            for category in metric.categories:
+                category["name"] = names[int(category["id"])]
+
+    @override
+    def context(self) -> TaskContext:
+        return dataclasses.replace(super().context(), kind="panoptic", mask_threshold=self.hparams["mask_threshold"])
+
+    @override
+    def is_backbone_parameter(self, name: str) -> bool:
+        net = getattr(self.model, "net", None)
+        if hasattr(net, "is_backbone") and name.startswith("model.net."):
+            return bool(net.is_backbone(name.removeprefix("model.net.")))  # type: ignore[union-attr]
+        return super().is_backbone_parameter(name)
+
+    @override
+    def on_train_start(self) -> None:
+        self._total_steps = max(1.0, float(self.trainer.estimated_stepping_batches))
+
+    @override
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        super().on_train_batch_start(batch, batch_idx)
+        anneal = getattr(getattr(self.model, "net", None), "anneal", None)
+        if anneal is not None:  # EoMT's masked attention fades out over the run
+            anneal(self.global_step / getattr(self, "_total_steps", 1.0))
+
+    # --- targets -------------------------------------------------------------------------------
+
+    def detector_target(self, target: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """Mask R-CNN's target of a panoptic target: the non-crowd thing segments with pixels."""
+        segments = target["segments"]
+        rank = {c: i + 1 for i, c in enumerate(self.things)}
+        masks, labels = [], []
+        for n, (label, crowd) in enumerate(zip(target["labels"].tolist(), target["iscrowd"].tolist(), strict=True)):
+            if label in rank and not crowd:
+                mask = segments == n + 1
+                if bool(mask.any()):
+                    masks.append(mask)
+                    labels.append(rank[label])
+        device = segments.device
+        if not masks:
+            h, w = segments.shape[-2:]
+            empty = torch.zeros((0, h, w), dtype=torch.uint8, device=device)
+            return {"boxes": torch.zeros((0, 4), device=device), "labels": torch.zeros(0, dtype=torch.long,
+                    device=device), "masks": empty}  # fmt: skip
+        stacked = torch.stack(masks)
+        rows, cols = stacked.any(2), stacked.any(1)
+        boxes = [
+            [c.nonzero()[0, 0], r.nonzero()[0, 0], c.nonzero()[-1, 0] + 1, r.nonzero()[-1, 0] + 1]
+            for r, c in zip(rows, cols, strict=True)
+        ]
+        return {
+            "boxes": torch.tensor([[float(v) for v in box] for box in boxes], device=device),
+            "labels": torch.tensor(labels, dtype=torch.long, device=device),
+            "masks": stacked.to(torch.uint8),
+        }
+
+    def stuff_target(self, target: dict[str, Any]) -> torch.Tensor:
+        """The semantic branch's target: 0 on things (crowds too), ``k`` on the ``k``-th stuff class, 255 void."""
+        table = torch.full((int(self.hparams["num_classes"]),), 0, dtype=torch.long)
+        for k, c in enumerate(self.stuff):
+            table[c] = k + 1
+        per_segment = torch.cat([torch.tensor([255]), table[target["labels"].cpu()]]).to(target["segments"].device)
+        return per_segment[target["segments"].long()]
+
+    # --- steps ---------------------------------------------------------------------------------
+
+    @override
+    def step(self, batch: dict[str, Any], stage: Stage) -> torch.Tensor:
+        images, targets = batch["images"], batch["targets"]
+        if stage != "train":
+            predictions = self.predictions(batch)
+            metric = cast(PanopticQuality, self.stage_metrics(stage))
+            metric.update([(p.segments, p.segment_info()) for p in predictions], [ground_truth(t) for t in targets])
+            return torch.zeros((), device=self.device)
+        self._fit_predictors()
+        if self.fpn:
+            losses, logits = self.model(images, [self.detector_target(t) for t in targets])
+            semantic = torch.stack(
+                [self.criterion(x[None], self.stuff_target(t)[None]) for x, t in zip(logits, targets, strict=True)]
+            ).nanmean()  # an image of void only has no semantic loss
+            losses["loss_semantic"] = self.hparams["semantic_loss_weight"] * torch.nan_to_num(semantic)
+            for name, value in losses.items():
+                self.log(f"train_{name}", value, on_step=True, on_epoch=True, batch_size=len(images))
+            loss = sum(losses.values(), torch.zeros((), device=self.device))
+        else:
+            model = cast(SegmentationModel, self.model)
+            image, segments = _pad_batch(images, [t["segments"] for t in targets])
+            outputs = model(image)
+            segments = model.pad_target(segments, 0)
+            mask_labels, class_labels = [], []
+            for target, padded in zip(targets, segments, strict=True):
+                keep = [n for n, crowd in enumerate(target["iscrowd"].tolist()) if not crowd]
+                masks = torch.stack([padded == n + 1 for n in keep]) if keep else padded.new_zeros((0, *padded.shape))
+                present = masks.flatten(1).any(1)
+                mask_labels.append(masks[present].float())
+                class_labels.append(target["labels"][keep].to(padded.device)[present])
+            loss = cast(Any, model.net).matched_loss(outputs, mask_labels, class_labels)
+        self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(images))
+        return loss
+
+    @override
+    def forward(self, images: list[torch.Tensor]) -> list[PanopticPrediction]:
+        """The panoptic prediction of each ``[3, H, W]`` image in [0, 1]."""
+        return self.predict_panoptic(images)
+
+    def predictions(self, batch: dict[str, Any]) -> list[PanopticPrediction]:
+        """The panoptic prediction of each image of ``batch`` in validation, test and predict.
+
+        The seam a subclass changes to predict otherwise (e.g. with test-time augmentation).
+        """
+        return self.predict_panoptic(batch["images"])
+
+    def predict_panoptic(self, images: list[torch.Tensor]) -> list[PanopticPrediction]:
+        """Run the model on ``images`` and merge its outputs into panoptic maps (:mod:`lightseg.models.panoptic`)."""
+        hp = self.hparams
+        self._fit_predictors()
+        if self.fpn:
+            detections, logits = self.model(images)
+            score = hp["score_threshold"] if hp["score_threshold"] is not None else FPN_SCORE_THRESHOLD
+            overlap = hp["overlap_threshold"] if hp["overlap_threshold"] is not None else FPN_OVERLAP_THRESHOLD
+            things = torch.tensor([-1, *self.things])
+            return [
+                merge_instances_and_stuff(
+                    d["masks"][:, 0] >= hp["mask_threshold"], d["scores"], things[d["labels"].cpu()],
+                    x.argmax(0), self.stuff, score, overlap, hp["stuff_area"],
+                )
+                for d, x in zip(detections, logits, strict=True)
+            ]  # fmt: skip
+        model = cast(SegmentationModel, self.model)
+        image, _ = _pad_batch(images)
+        outputs = model(image)
+        padded = model.pad_target(image[:, 0], 0).shape[-2:]
+        masks = F.interpolate(outputs["mask_queries"][:, -1].float(), size=padded, mode="bilinear", align_corners=False)
+        classes = outputs["class_queries"][:, -1]
+        score = hp["score_threshold"] if hp["score_threshold"] is not None else QUERY_SCORE_THRESHOLD
+        overlap = hp["overlap_threshold"] if hp["overlap_threshold"] is not None else QUERY_OVERLAP_THRESHOLD
+        return [
+            merge_queries(classes[i], masks[i, :, : x.shape[-2], : x.shape[-1]], self.things, score, overlap)
+            for i, x in enumerate(images)
+        ]
+
+    @override
+    def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
+        predictions = self.predictions(batch)
+        moved = [dataclasses.replace(p, segments=p.segments.cpu()) for p in predictions]
+        return {"panoptic": moved, "path": batch.get("path"), "size": batch["size"]}
+
+    # --- epoch ends ----------------------------------------------------------------------------
+
+    def _end_epoch(self, stage: str) -> dict[str, torch.Tensor]:
+        metric = self.stage_metrics(stage)
+        results: dict[str, torch.Tensor] = metric.compute()
+        metric.reset()
+        self._stage_results[stage] = results
+        values = {f"{stage}_{k}": v.float() for k, v in results.items() if v.ndim == 0}
+        for score in PQ_SCORES:
+            for name, value in zip(self.class_names_or_indices, results[f"{score}_per_class"].tolist(), strict=True):
+                if not math.isnan(value):
+                    values[f"{stage}_{score}_{name.replace(' ', '_')}"] = torch.tensor(value)
+        self.log(f"{stage}_pq", values.pop(f"{stage}_pq"), prog_bar=True)
+        self.log_dict(values)
+        return results
+
+    @override
+    def on_validation_epoch_end(self) -> None:
+        results = self._end_epoch("val")
+        if self.trainer.state.fn == "validate" and not self.trainer.sanity_checking:
+            self.print(self._table(results, "Validation, panoptic quality per class (%)"))
+
+    @override
+    def on_test_epoch_end(self) -> None:
+        self.print(self._table(self._end_epoch("test"), "Test, panoptic quality per class (%)"))
+
+    def _table(self, results: dict[str, torch.Tensor], title: str) -> str:
+        return format_pq_table(results, self.class_names_or_indices, self.things, title)
+
+
+def ground_truth(target: dict[str, Any]) -> tuple[torch.Tensor, list[dict[str, Any]]]:
+    """A panoptic target as PQ's ``(ids, segments)``: segment ``n`` has id ``n`` and its class as category."""
+    segments = target["segments"]
+    present = set(torch.unique(segments).tolist())
+    info = [
+        {"id": n, "category_id": int(label), "iscrowd": int(crowd)}
+        for n, (label, crowd) in enumerate(zip(target["labels"].tolist(), target["iscrowd"].tolist(), strict=True), 1)
+        if n in present
+    ]
+    return segments, info
+
+
+def _pad_batch(
+    images: Sequence[torch.Tensor], maps: Sequence[torch.Tensor] | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images (and segment maps, padded with void) of different sizes as one batch, padded at the bottom/right."""
+    height = max(int(i.shape[-2]) for i in images)
+    width = max(int(i.shape[-1]) for i in images)
+
+    def pad(x: torch.Tensor) -> torch.Tensor:
+        return F.pad(x, (0, width - x.shape[-1], 0, height - x.shape[-2]))
+
+    stacked = torch.stack([pad(i) for i in images])
+    return stacked, torch.stack([pad(m.long()) for m in maps]) if maps is not None else stacked.new_zeros(0)
