@@ -71,3 +71,13 @@ def read_segment_ids(path: Path, what: str = "a panoptic PNG") -> np.ndarray:
             return rgb_to_id(np.asarray(picture.convert("RGB")))
     except OSError as err:
         raise LightsegError(f"{path}: not a readable PNG ({err})") from None
+
+
+def semantic_map(target: dict[str, Any], ignore_index: int = 255) -> torch.Tensor:
+    """The semantic view of a panoptic target: each pixel's class label, void pixels ``ignore_index``.
+
+    ``target`` holds ``segments`` ``[H, W]`` (segment numbers 1..N, 0 void) and ``labels`` ``[N]``.
+    """
+    labels = target["labels"]
+    table = torch.cat([torch.tensor([ignore_index], dtype=labels.dtype, device=labels.device), labels])
+    return table[target["segments"].long().to(labels.device)]

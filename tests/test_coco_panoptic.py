@@ -11,13 +11,13 @@ import pytest
 import torch
 from PIL import Image
 
-from lightseg.coco_masks import id_to_rgb
+from lightseg.coco_masks import id_to_rgb, semantic_map
+from lightseg.colors import class_palette
 from lightseg.data_check import check_data
 from lightseg.datamodules.coco_panoptic import (
     COCOPanopticDataModule,
     COCOPanopticDataset,
     PanopticAnnotations,
-    semantic_map,
 )
 from lightseg.datamodules.shapes_panoptic import ShapesPanopticDataModule, write_panoptic
 from lightseg.errors import LightsegError
@@ -148,7 +148,9 @@ def test_the_panoptic_data_modules_give_list_batches_with_augmented_maps(peer: P
         val_images="images/val", val_annotations="annotations/panoptic_val.json", crop_size=8, num_workers=0,
         persistent_workers=False,
     )  # fmt: skip
-    assert module.num_classes == 2 and module.class_names == ("a", "b") and module.class_colors is None
+    assert module.num_classes == 2 and module.class_names == ("a", "b")
+    # no colours in the file: the distinct palette from its first colour on (black is no category's)
+    assert module.class_colors == tuple(tuple(int(v) for v in c) for c in class_palette()[1:3])
     module.setup("fit")
     batch = next(iter(module.val_dataloader()))
     assert len(batch["images"]) == 1 and batch["size"] == [(10, 5)] and batch["targets"][0]["image_id"] == 40

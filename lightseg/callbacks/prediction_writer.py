@@ -58,9 +58,10 @@ class SegmentationWriter(BasePredictionWriter):
 
     Panoptic tasks: ``panoptic/<name>.png`` (segment ids as ``R + 256 G + 256² B``, 0 void) and
     ``panoptic.json`` in the COCO panoptic format (``annotations`` with ``image_id`` = the file
-    name's number, or the name where it has none, ``file_name`` and ``segments_info``: ``id``,
-    the data's ``category_id``, ``isthing``, ``score``; ``categories``), which panopticapi's
-    ``pq_compute`` and :func:`lightseg.metrics.pq_compute` evaluate as they are; and
+    name's number, or the name where it has none (less a Cityscapes ``_leftImg8bit``),
+    ``file_name`` and ``segments_info``: ``id``, the data's ``category_id``, ``isthing``,
+    ``score``; ``categories``), which panopticapi's ``pq_compute`` and
+    :func:`lightseg.metrics.pq_compute` evaluate as they are; and
     ``overlays/<name>.png``: stuff in its class colour, each instance in a shade of its class's,
     every segment outlined, a legend of the classes. Under DDP each process writes
     ``panoptic.rank<N>.json``.
@@ -226,10 +227,7 @@ class SegmentationWriter(BasePredictionWriter):
             self._panoptic_categories = [
                 {"id": int(ids[c]), "name": names[c], "isthing": int(c in things)} for c in range(data.num_classes)
             ]
-            # class c in colour c: a data set without colours of its own starts at the first colour, not black
-            self._panoptic_palette = (
-                data_palette(datamodule_of(trainer)) if data.class_colors else np.roll(class_palette(), -1, axis=0)
-            )
+            self._panoptic_palette = data_palette(datamodule_of(trainer))
         categories = self._panoptic_categories
         class_names = [str(c["name"]) for c in categories]
         (self._work_dir / "panoptic").mkdir(exist_ok=True)
@@ -239,7 +237,8 @@ class SegmentationWriter(BasePredictionWriter):
             path.parent.mkdir(parents=True, exist_ok=True)
             segments = result.segments.numpy().astype(np.int64)
             Image.fromarray(id_to_rgb(segments)).save(path)
-            stem = Path(relative).stem
+            # a Cityscapes frame's id is its name without _leftImg8bit, as in the ground truth's JSON
+            stem = Path(relative).stem.removesuffix("_leftImg8bit")
             self._results.append(
                 {
                     "image_id": int(stem) if stem.isdigit() else stem,

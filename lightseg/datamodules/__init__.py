@@ -9,6 +9,7 @@ from lightseg.datamodules.base import (
     pad_collate,
 )
 from lightseg.datamodules.cityscapes import CITYSCAPES_CLASSES, CityscapesDataModule, CityscapesInstanceDataModule
+from lightseg.datamodules.cityscapes_panoptic import CityscapesPanopticDataModule
 from lightseg.datamodules.coco import COCODataModule, COCOInstanceDataModule, COCOKeypointDataModule
 from lightseg.datamodules.coco_format import COCOAnnotations, COCODataset
 from lightseg.datamodules.coco_panoptic import COCOPanopticDataModule, COCOPanopticDataset, PanopticDataModule
@@ -39,6 +40,7 @@ __all__ = [
     "COCOSemanticDataset",
     "CityscapesDataModule",
     "CityscapesInstanceDataModule",
+    "CityscapesPanopticDataModule",
     "DetectionDataModule",
     "ImageFolderDataset",
     "PanopticDataModule",

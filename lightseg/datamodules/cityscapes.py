@@ -99,11 +99,7 @@ class CityscapesLabels(SegmentationFiles):
 
     @staticmethod
     def _read_instance_ids(path: Path) -> np.ndarray:
-        try:
-            with Image.open(path) as img:
-                return np.asarray(img).astype(np.int64)
-        except OSError as err:
-            raise LightsegError(f"cannot read label file {path}: {err}") from None
+        return read_instance_ids(path)
 
     def decode_mask(self, path: Path) -> np.ndarray:
         if path.name.endswith("_labelTrainIds.png"):
@@ -116,6 +112,15 @@ class CityscapesLabels(SegmentationFiles):
             raise LightsegError(f"{path} holds label ids outside 0..{NUM_LABEL_IDS - 1}")
         assert self.label_map is not None
         return self.label_map[ids]
+
+
+def read_instance_ids(path: Path) -> np.ndarray:
+    """A ``*_gtFine_instanceIds.png`` (16-bit: label id, or label id * 1000 + instance) as int64."""
+    try:
+        with Image.open(path) as img:
+            return np.asarray(img).astype(np.int64)
+    except OSError as err:
+        raise LightsegError(f"cannot read label file {path}: {err}") from None
 
 
 def cityscapes_samples(root: Path, split: str) -> list[Sample]:

@@ -24,6 +24,7 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
 from lightseg.coco_masks import read_segment_ids
+from lightseg.colors import class_palette
 from lightseg.contract import DataDescription
 from lightseg.datamodules.base import BaseDataModule, Pinning, Workers
 from lightseg.datamodules.coco_format import check_listed_size, load_json, plain_target
@@ -209,12 +210,6 @@ class COCOPanopticDataset(Dataset):
         return {"image": image_tv.as_subclass(torch.Tensor), "target": plain_target(target), "path": str(path)}
 
 
-def semantic_map(target: dict[str, Any], ignore_index: int = 255) -> torch.Tensor:
-    """The semantic view of a panoptic target: each pixel's class label, void pixels ``ignore_index``."""
-    table = torch.cat([torch.tensor([ignore_index]), target["labels"]])
-    return table[target["segments"].long()]
-
-
 class PanopticDataModule(BaseDataModule):
     """Base of the panoptic data modules: list batches ``{"images", "targets", "size", "path"}``.
 
@@ -244,8 +239,16 @@ class PanopticDataModule(BaseDataModule):
 
     @property
     def class_colors(self) -> Sequence[tuple[int, ...]] | None:
-        """The categories' own colours (COCO panoptic's ``color``), where the file gives them."""
-        return self.categories.colors
+        """The categories' own colours (COCO panoptic's ``color``) where the file gives them.
+
+        Otherwise lightseg's distinct colours from the first on: class 0 is a category here, not
+        the background that the palette's black is kept for.
+        """
+        colors = self.categories.colors
+        if colors is not None:
+            return colors
+        palette = class_palette()
+        return tuple(tuple(int(v) for v in palette[label + 1]) for label in range(len(self.categories.ids)))
 
     @property
     def thing_classes(self) -> list[int]:

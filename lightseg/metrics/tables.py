@@ -103,10 +103,15 @@ def format_ap_table(
 def format_pq_table(
     results: Mapping[str, torch.Tensor], class_names: Sequence[str], things: Sequence[int], title: str = ""
 ) -> str:
-    """PQ, SQ and RQ (%) per class with its kind (thing / stuff), then the overall, things and stuff rows."""
-    per_class = [results[f"{score}_per_class"].tolist() for score in ("pq", "sq", "rq")]
+    """PQ, SQ and RQ (%) per class with its kind (thing / stuff), then the overall, things and stuff rows.
+
+    Where the results hold the semantic view's ``iou_per_class`` and ``miou``, an IoU column follows.
+    """
+    scores = [s for s in ("pq", "sq", "rq", "iou") if f"{s}_per_class" in results]
+    per_class = [results[f"{score}_per_class"].tolist() for score in scores]
     width = max(len("class"), len("things"), *(len(n) for n in class_names))
-    header = f"{'class':<{width}}  kind     PQ     SQ     RQ"
+    columns = {"pq": "PQ", "sq": "SQ", "rq": "RQ", "iou": "IoU"}
+    header = f"{'class':<{width}}  kind   " + "  ".join(f"{columns[s]:>5}" for s in scores)
     rule = "-" * len(header)
     lines = [title] if title else []
     lines += [header, rule]
@@ -115,6 +120,8 @@ def format_pq_table(
         lines.append(f"{name:<{width}}  {kind:<5}  " + "  ".join(_pct(v[i]) for v in per_class))
     lines.append(rule)
     for label, suffix in (("all", ""), ("things", "_things"), ("stuff", "_stuff")):
-        cells = "  ".join(_pct(float(results[f"{score}{suffix}"])) for score in ("pq", "sq", "rq"))
-        lines.append(f"{label:<{width}}         {cells}")
+        cells = [_pct(float(results[f"{score}{suffix}"])) for score in ("pq", "sq", "rq")]
+        if "iou" in scores:
+            cells.append(_pct(float(results["miou"])) if not suffix else "     ")
+        lines.append(f"{label:<{width}}         " + "  ".join(cells).rstrip())
     return "\n".join(lines)

@@ -12,9 +12,11 @@ import torch.nn.functional as F
 from torch import nn
 from typing_extensions import override
 
+from lightseg.coco_masks import semantic_map
 from lightseg.contract import TaskContext, data_description, datamodule_of
 from lightseg.errors import LightsegError, class_count_mismatch
 from lightseg.metrics.panoptic import PanopticQuality
+from lightseg.metrics.segmentation import SegmentationMetrics
 from lightseg.metrics.tables import format_pq_table
 from lightseg.models.detection import (
     build_rcnn,
@@ -123,6 +125,11 @@ class PanopticSegmentationTask(BaseTask):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        # the semantic view of the panoptic maps: each pixel's class; one more class for pixels left void,
+        # which count against their true class (a miss) but as no other class's prediction
+        self.semantic_metrics = nn.ModuleDict(
+            {stage: SegmentationMetrics(num_classes + 1, ignore_index=255) for stage in self.stages}
+        )
         #: box/mask predictor slot names of pretrained weights, until they are fitted to the data's things
         self.pretrained_classes: list[str] | None = getattr(self, "pretrained_classes", None)
 
@@ -320,6 +327,9 @@ class PanopticSegmentationTask(BaseTask):
             predictions = self.predictions(batch)
             metric = cast(PanopticQuality, self.stage_metrics(stage))
             metric.update([(p.segments, p.segment_info()) for p in predictions], [ground_truth(t) for t in targets])
+            view = cast(SegmentationMetrics, self.semantic_metrics[stage])
+            for prediction, target in zip(predictions, targets, strict=True):
+                view.update(semantic_view(prediction, int(self.hparams["num_classes"])), semantic_map(target))
             return torch.zeros((), device=self.device)
         self._fit_predictors()
         if self.fpn:
@@ -400,9 +410,14 @@ class PanopticSegmentationTask(BaseTask):
         metric = self.stage_metrics(stage)
         results: dict[str, torch.Tensor] = metric.compute()
         metric.reset()
+        semantic = cast(SegmentationMetrics, self.semantic_metrics[stage])
+        view = semantic.compute()
+        semantic.reset()
+        iou, pixel_acc = view["iou_per_class"][:-1], view["pixel_acc"]  # the void column dropped
+        results.update(iou_per_class=iou, miou=iou.nanmean(), pixel_acc=pixel_acc)
         self._stage_results[stage] = results
         values = {f"{stage}_{k}": v.float() for k, v in results.items() if v.ndim == 0}
-        for score in PQ_SCORES:
+        for score in (*PQ_SCORES, "iou"):
             for name, value in zip(self.class_names_or_indices, results[f"{score}_per_class"].tolist(), strict=True):
                 if not math.isnan(value):
                     values[f"{stage}_{score}_{name.replace(' ', '_')}"] = torch.tensor(value)
@@ -434,6 +449,12 @@ def ground_truth(target: dict[str, Any]) -> tuple[torch.Tensor, list[dict[str, A
         if n in present
     ]
     return segments, info
+
+
+def semantic_view(prediction: PanopticPrediction, num_classes: int) -> torch.Tensor:
+    """Each pixel's class in a panoptic prediction; pixels left void get ``num_classes`` (no class)."""
+    table = torch.tensor([num_classes, *prediction.labels], dtype=torch.long, device=prediction.segments.device)
+    return table[prediction.segments.long()]
 
 
 def _pad_batch(
