@@ -153,6 +153,31 @@ class DetectionData(DescribedData, Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class ThingTruth:
+    """The thing instances of a panoptic split as COCO instance annotations (the instance view's ground truth).
+
+    Attributes:
+        data: COCO instance content (``images``, ``annotations`` with RLE masks, ``categories``);
+            image ids are positions in the split, from 1.
+        category_ids: the category id of each contiguous thing label, background (0) first.
+        image_ids: the COCO image id of each image of the split, by its panoptic ``image_id``.
+    """
+
+    data: dict[str, Any]
+    category_ids: tuple[int, ...]
+    image_ids: dict[Any, int]
+
+
+@runtime_checkable
+class PanopticData(DescribedData, Protocol):
+    """A panoptic data module whose thing instances evaluation also scores as instances (mask AP)."""
+
+    def thing_ground_truth(self, stage: str) -> ThingTruth:
+        """The :class:`ThingTruth` of ``stage`` (``val`` or ``test``)."""
+        ...
+
+
 @runtime_checkable
 class PixelStatistics(Protocol):
     """A semantic data module that counts its training pixels (median-frequency class weights)."""

@@ -185,13 +185,15 @@ def panoptic_overlay(
     names: Sequence[str],
     alpha: float = 0.5,
     colours: np.ndarray = PALETTE,
+    side: int = DISPLAY_SIDE,
 ) -> np.ndarray:
     """What ``lightseg predict`` writes for a panoptic prediction: each segment painted and outlined, a legend.
 
     ``segments`` ``[H, W]`` holds segment numbers (1..N, 0 void: left unpainted); segment ``n`` has
     class ``labels[n - 1]`` (its colour: ``colours[label]``). Stuff is painted in its class colour,
     each instance of a thing in a shade of its class's (:func:`instance_shades`), and every segment
-    has its own opaque border, so that touching instances of one class stay apart.
+    has its own opaque border, so that touching instances of one class stay apart. Small maps are
+    enlarged until their shorter side is ``side`` pixels or more.
     """
     table = np.zeros((256, 3), dtype=np.uint8)
     shades = instance_shades(labels, isthing, colours)
@@ -200,7 +202,7 @@ def panoptic_overlay(
         numbers = np.where(numbers > 0, (numbers - 1) % 255 + 1, 0)
     for n in range(len(labels)):
         table[n % 255 + 1] = shades[n]
-    factor = display_scale(segments.shape[0], segments.shape[1])
+    factor = display_scale(segments.shape[0], segments.shape[1], side)
     big, big_segments = enlarge(image, numbers, factor)
     assert big_segments is not None
     painted = overlay(big, big_segments, alpha, outline_width(factor), -1, table)

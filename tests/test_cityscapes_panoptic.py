@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
+from lightseg.cli import main
 from lightseg.coco_masks import id_to_rgb, rgb_to_id
 from lightseg.datamodules import CityscapesPanopticDataModule
 from lightseg.errors import LightsegError
@@ -119,3 +120,34 @@ def test_a_missing_layout_is_one_line(tmp_path: Path) -> None:
     (tmp_path / "leftImg8bit" / "val").mkdir(parents=True)
     with pytest.raises(LightsegError, match=r"holds no \*/\*_gtFine_instanceIds.png and .* no cityscapes_panoptic_val"):
         _targets(CityscapesPanopticDataModule(str(tmp_path), num_workers=0))
+
+
+def test_predictions_in_cityscapes_format_are_what_cityscapes_scripts_evaluates(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cityscapesscripts.evaluation.evalPanopticSemanticLabeling import evaluatePanoptic
+    from cityscapesscripts.preparation.createPanopticImgs import convert2panoptic
+
+    root = cityscapes(tmp_path / "cityscapes")
+    convert2panoptic(str(root / "gtFine"), setNames=["val"])
+    model = ["--model=PanopticSegmentationTask", "--model.arch=panoptic_fpn_resnet18", "--model.weights_backbone=null",
+             "--model.min_size=32", "--model.max_size=64", "--model.stuff_area=1"]  # fmt: skip
+    data = ["--data=CityscapesPanopticDataModule", f"--data.root={root}", "--data.num_workers=0",
+            f"--data.predict_dir={root / 'leftImg8bit' / 'val'}"]  # fmt: skip
+    main(["predict", *model, *data, "--prediction.output_dir=out", "--prediction.format=cityscapes",
+          "--trainer.enable_progress_bar=false"])  # fmt: skip
+    written = json.loads(Path("out/panoptic.json").read_text())
+    assert [a["image_id"] for a in written["annotations"]] == list(FRAMES)  # the frames, as the ground truth's
+    assert {c["id"] for c in written["categories"]} == {7, 8, 11, 12, 13, 17, 19, 20, 21, 22, 23, 24, 25, 26, 27,
+                                                        28, 31, 32, 33}  # fmt: skip
+    gt_json = root / "gtFine" / "cityscapes_panoptic_val.json"
+    # the files are found by the annotations' file_name, in sub-folders as the input's
+    theirs = evaluatePanoptic(str(gt_json), str(gt_json.with_suffix("")), "out/panoptic.json", "out/panoptic",
+                              str(tmp_path / "results.json"))  # fmt: skip
+    ours = pq_compute(gt_json, "out/panoptic.json", gt_json.with_suffix(""), "out/panoptic")
+    assert ours["All"]["n"] == theirs["All"]["n"] > 0  # read, matched and counted by both
+    assert ours["All"]["pq"] == pytest.approx(theirs["All"]["pq"], abs=1e-9)
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(["predict", *model, *data, "--prediction.output_dir=out2", "--prediction.format=voc"])
+    assert "--prediction.format voc writes semantic masks; a panoptic model writes" in capsys.readouterr().err

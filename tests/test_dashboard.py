@@ -363,3 +363,34 @@ def test_overlays_are_legible_outlined_and_captions_never_cover_each_other() -> 
         for b in range(a):
             (ax1, ay1, ax2, ay2), (bx1, by1, bx2, by2) = placed[a], placed[b]
             assert ax2 <= bx1 or bx2 <= ax1 or ay2 <= by1 or by2 <= ay1, (placed[a], placed[b])
+
+
+def test_panoptic_task_draws_true_and_predicted_maps_and_logs_pq_per_class(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    monkeypatch.chdir(tmp_path)
+    main(["fit", "--config", TENSORBOARD, "--config", str(ROOT / "configs" / "quickstart_panoptic.yaml"),
+          "--data.init_args.num_train=4", "--data.init_args.num_val=3", "--data.init_args.num_test=2",
+          "--data.init_args.image_size=48", "--model.init_args.min_size=48", "--model.init_args.max_size=48",
+          f"--data.init_args.root={tmp_path / 'data'}", "--trainer.max_epochs=1", "--trainer.limit_train_batches=1",
+          "--trainer.enable_progress_bar=false"])  # fmt: skip
+    run = next((tmp_path / "runs" / "quickstart_panoptic").glob("*/version_0"))
+    events = EventAccumulator(str(run), size_guidance={"images": 0, "tensors": 0})
+    events.Reload()
+    assert {f"val_samples/{i}" for i in range(3)} <= set(events.Tags()["images"])
+    panel = np.asarray(Image.open(io.BytesIO(events.Images("val_samples/0")[-1].encoded_image_string)))
+    assert panel.shape[1] == 2 * 192 + 2 and panel.shape[0] > 192  # enlarged 4x, each half with its legend
+    # the left half is the ground truth: its segments painted over the image
+    from lightseg.datamodules import ShapesPanopticDataModule
+
+    data = ShapesPanopticDataModule(root=str(tmp_path / "data"), num_train=4, num_val=3, num_test=2, image_size=48)
+    data.setup("validate")
+    item = data.val_dataset[0]
+    plain, _ = enlarge(to_uint8_image(item["image"]), None, 4)
+    assert (panel[:192, :192] != plain).any(-1).mean() > 0.5
+    table = events.Tensors("val_per_class/text_summary")[-1].tensor_proto.string_val[0].decode()
+    assert "| class | kind | PQ | SQ | RQ | IoU |" in table and "| triangle | thing |" in table
+    assert "| checks | stuff |" in table

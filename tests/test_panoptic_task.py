@@ -231,6 +231,39 @@ def test_the_tasks_pq_equals_pq_compute_on_the_files_predict_writes(tmp_path: Pa
     assert logged["test_miou"] == pytest.approx(np.mean(iou), abs=1e-6)
     assert logged["test_pixel_acc"] == pytest.approx(np.trace(confusion[:, :6]) / confusion.sum(), abs=1e-6)
     assert 0.3 < logged["test_miou"] < 0.99
+    # the instance view: the predicted things as instances, scored by COCO's evaluation against the true things
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    from lightseg.coco_masks import encode_masks
+
+    def instances(folder: Path, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        found = []
+        for k, entry in enumerate(entries, start=1):
+            ids = rgb_to_id(np.asarray(Image.open(folder / entry["file_name"])))
+            for segment in entry["segments_info"]:
+                if segment["category_id"] <= 3 and (ids == segment["id"]).any():
+                    mask = torch.from_numpy(ids == segment["id"])
+                    height, width, counts = encode_masks(mask[None])[0].decode().split(" ", 2)
+                    rle = {"size": [int(height), int(width)], "counts": counts}
+                    found.append({"image_id": k, "category_id": segment["category_id"], "segmentation": rle,
+                                  "area": int(mask.sum()), "iscrowd": 0, "id": len(found) + 1,
+                                  "bbox": [0, 0, 1, 1], "score": segment.get("score", 1.0)})  # fmt: skip
+        return found
+
+    ordered = [predicted[a["file_name"]] for a in truth]
+    coco = COCO()
+    coco.dataset = {"images": [{"id": k, "height": 64, "width": 64} for k in range(1, len(truth) + 1)],
+                    "annotations": instances(data.data_dir / "annotations" / "panoptic_test", truth),
+                    "categories": [{"id": c} for c in (1, 2, 3)]}  # fmt: skip
+    coco.createIndex()
+    evaluation = COCOeval(coco, coco.loadRes(instances(tmp_path / "out" / "panoptic", ordered)), "segm")
+    evaluation.evaluate()
+    evaluation.accumulate()
+    evaluation.summarize()
+    assert logged["test_segm_map"] == pytest.approx(evaluation.stats[0], abs=1e-6)
+    assert logged["test_segm_map_50"] == pytest.approx(evaluation.stats[1], abs=1e-6)
+    assert 0.2 < logged["test_segm_map"] < 0.99
 
 
 @pytest.mark.parametrize("arch", ["mask2former", "eomt"])

@@ -125,10 +125,10 @@ def boards(trainer: Trainer) -> list[Board]:
 
 
 def markdown_table(columns: list[str], rows: list[list[Any]]) -> str:
-    """Rows ``[name, value, ...]`` (fractions) as a Markdown table in %."""
+    """Rows ``[name, value, ...]`` (fractions, shown in %; text as it is) as a Markdown table."""
     lines = [f"| {' | '.join(columns)} |", "|---|" + "---:|" * (len(columns) - 1)]
     for name, *values in rows:
-        cells = ["-" if v is None else f"{100 * v:.1f}" for v in values]
+        cells = ["-" if v is None else v if isinstance(v, str) else f"{100 * v:.1f}" for v in values]
         lines.append(f"| {name} | {' | '.join(cells)} |")
     return "\n".join(lines)
 

@@ -30,7 +30,13 @@ from lightseg.errors import LightsegError
 from lightseg.metrics.segmentation import PER_CLASS_SCORES, ImageCounts, image_confusion, image_scores
 from lightseg.run_folder import run_dir
 from lightseg.types import SemanticEvalOutput
-from lightseg.visualize import SAMPLE_SIDE, confusion_matrix_image, draw_detections, to_uint8_image
+from lightseg.visualize import (
+    SAMPLE_SIDE,
+    confusion_matrix_image,
+    draw_detections,
+    panoptic_overlay,
+    to_uint8_image,
+)
 
 
 class SegmentationDashboard(Callback):
@@ -98,12 +104,8 @@ class SegmentationDashboard(Callback):
                 f"SegmentationDashboard draws lightseg's semantic, instance and keypoint results; "
                 f"{type(pl_module).__name__} is none of those tasks: remove the callback from trainer.callbacks"
             )
-        if context.kind == "panoptic":
-            raise LightsegError(
-                "SegmentationDashboard draws semantic, instance and keypoint results, not panoptic ones yet: remove it "
-                "from trainer.callbacks (the panoptic task logs PQ per class to every logger)"
-            )
         self.detection = context.kind == "detection"
+        self.panoptic = context.kind == "panoptic"
 
     @staticmethod
     def _context(pl_module: LightningModule) -> TaskContext:
@@ -140,6 +142,10 @@ class SegmentationDashboard(Callback):
                 for index in self.sample_indices(len(dataset)):
                     item = dataset[index]
                     image = item["image"].to(pl_module.device)
+                    if self.panoptic:
+                        prediction = pl_module([image])[0]
+                        samples.append(self._panoptic_sample(trainer, context, index, item, prediction))
+                        continue
                     if self.detection:
                         detections = {k: v.cpu() for k, v in pl_module([image])[0].items()}
                         truth = item["target"]
@@ -254,6 +260,26 @@ class SegmentationDashboard(Callback):
         caption = f"#{index}: {len(truth['labels'])} true | {int(keep.sum())} predicted >= {self.score_threshold}"
         return Picture(np.concatenate([drawn_truth, gap, drawn], axis=1), caption)
 
+    def _panoptic_sample(
+        self, trainer: Trainer, context: TaskContext, index: int, item: dict[str, Any], prediction: Any
+    ) -> Picture:
+        """The true and the predicted panoptic maps side by side, each over the image with its legend."""
+        names = list(context.class_names)
+        palette = data_palette(datamodule_of(trainer))
+        image, target = to_uint8_image(item["image"]), item["target"]
+        drawn = [
+            panoptic_overlay(image, segments, list(labels), list(isthing), names, colours=palette, side=SAMPLE_SIDE)
+            for segments, labels, isthing in (
+                (target["segments"].numpy(), target["labels"].tolist(), target["isthing"].tolist()),
+                (prediction.segments.cpu().numpy(), prediction.labels, prediction.isthing),
+            )
+        ]
+        height = max(d.shape[0] for d in drawn)
+        drawn = [np.pad(d, ((0, height - d.shape[0]), (0, 0), (0, 0)), constant_values=255) for d in drawn]
+        gap = np.full((height, 2, 3), 255, dtype=np.uint8)
+        caption = f"#{index}: {len(target['labels'])} true | {len(prediction.labels)} predicted segments"
+        return Picture(np.concatenate([drawn[0], gap, drawn[1]], axis=1), caption)
+
     def _can_show(self, trainer: Trainer) -> bool:
         if boards(trainer):
             return True
@@ -306,7 +332,13 @@ class SegmentationDashboard(Callback):
             write_png(heatmap, folder / "confusion_matrix" / f"{stage}{epoch}.png")
             payload[f"{stage}_confusion_matrix"] = Picture(heatmap)
         if self.class_table:
-            table = ap_table(results, context.iou_types, names) if self.detection else class_table(results, names)
+            if self.panoptic:
+                data = data_description(datamodule_of(trainer))
+                table = panoptic_table(results, names, (data.thing_classes if data is not None else None) or ())
+            elif self.detection:
+                table = ap_table(results, context.iou_types, names)
+            else:
+                table = class_table(results, names)
             payload[f"{stage}_per_class"] = table
         if payload and self._can_show(trainer):
             self._log(trainer, payload)
@@ -324,6 +356,17 @@ def ap_table(results: dict[str, torch.Tensor], iou_types: Sequence[str], names: 
     per_class = [results[f"{t}_map_per_class"].reshape(-1) for t in iou_types]
     rows = [[name, *(_number(values[i]) for values in per_class)] for i, name in enumerate(names[1:])]
     return Table(["class", *(f"{t} AP" for t in iou_types)], rows)
+
+
+def panoptic_table(results: dict[str, torch.Tensor], names: list[str], things: Sequence[int]) -> Table:
+    """A panoptic task's PQ, SQ, RQ (and the semantic view's IoU) per class, with its kind."""
+    scores = [s for s in ("pq", "sq", "rq", "iou") if f"{s}_per_class" in results]
+    rows = [
+        [name, "thing" if i in things else "stuff", *(_number(results[f"{s}_per_class"][i]) for s in scores)]
+        for i, name in enumerate(names)
+    ]
+    titles = {"pq": "PQ", "sq": "SQ", "rq": "RQ", "iou": "IoU"}
+    return Table(["class", "kind", *(titles[s] for s in scores)], rows)
 
 
 def image_iou(prediction: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int) -> float:

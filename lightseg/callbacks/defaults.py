@@ -16,8 +16,8 @@ from lightseg.contract import task_context
 def default_callbacks(task: LightningModule | None, fn: str, logging: bool) -> list[Callback]:
     """What :class:`~lightseg.cli.trainer.LightsegTrainer` adds to a run of ``task`` (``fn``: ``fit``, ``test``, ...).
 
-    - a :class:`~lightseg.callbacks.SegmentationDashboard` for lightseg's semantic and detection
-      tasks when the run has a logger (``logging``), quiet about loggers that cannot show images;
+    - a :class:`~lightseg.callbacks.SegmentationDashboard` for lightseg's tasks when the run
+      has a logger (``logging``), quiet about loggers that cannot show images;
     - a :class:`~lightseg.callbacks.PerImageScores` in ``test`` of a semantic task.
 
     Each is added only where no callback of its class is configured: configure one
@@ -26,7 +26,7 @@ def default_callbacks(task: LightningModule | None, fn: str, logging: bool) -> l
     """
     context = task_context(task)
     callbacks: list[Callback] = []
-    if logging and context is not None and context.kind != "panoptic":  # the dashboard draws no panoptic maps yet
+    if logging and context is not None:
         callbacks.append(SegmentationDashboard(warn_unsupported=False))
     if fn == "test" and context is not None and context.kind == "semantic":
         callbacks.append(PerImageScores())

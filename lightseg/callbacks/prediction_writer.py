@@ -15,6 +15,7 @@ import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter, TQDMProgressBar
 from PIL import Image
+from torchvision.datasets import Cityscapes
 from typing_extensions import override
 
 from lightseg.coco_masks import encode_masks, id_to_rgb
@@ -64,7 +65,9 @@ class SegmentationWriter(BasePredictionWriter):
     :func:`lightseg.metrics.pq_compute` evaluate as they are; and
     ``overlays/<name>.png``: stuff in its class colour, each instance in a shade of its class's,
     every segment outlined, a legend of the classes. Under DDP each process writes
-    ``panoptic.rank<N>.json``.
+    ``panoptic.rank<N>.json``. The same files are Cityscapes' panoptic format (category ids are
+    label ids, image ids the frame names): ``format: cityscapes`` checks that the data is
+    Cityscapes panoptic with label ids; ``voc`` is refused.
 
     Sub-folders of the input folder are mirrored. An existing, non-empty ``output_dir`` is
     refused unless ``overwrite`` is set, before anything is predicted. Everything is
@@ -287,7 +290,9 @@ class SegmentationWriter(BasePredictionWriter):
             print(f"{lead}lightseg: predicted {images} images: {what} in {self.output_dir}", file=sys.stderr)
 
     def _check_format(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if self.format == "cityscapes":
+        if _context(pl_module).kind == "panoptic":
+            self._check_panoptic_format(trainer)
+        elif self.format == "cityscapes":
             data = data_description(datamodule_of(trainer))
             label_ids = data.label_ids if data is not None else None
             if label_ids is None:
@@ -302,6 +307,23 @@ class SegmentationWriter(BasePredictionWriter):
                 f"{option('prediction', 'format')} voc writes the 21 PASCAL VOC classes; this model has "
                 f"{_context(pl_module).num_classes} classes; use palette"
             )
+
+    def _check_panoptic_format(self, trainer: Trainer) -> None:
+        # the COCO panoptic layout is also Cityscapes' (what evalPanopticSemanticLabeling reads): with label ids
+        if self.format == "voc":
+            raise LightsegError(
+                f"{option('prediction', 'format')} voc writes semantic masks; a panoptic model writes the COCO "
+                "panoptic format (palette), or cityscapes for Cityscapes panoptic data"
+            )
+        if self.format == "cityscapes":
+            data = data_description(datamodule_of(trainer))
+            evaluated = tuple(c.id for c in Cityscapes.classes if not c.ignore_in_eval)
+            if data is None or tuple(sorted(data.category_ids)) != tuple(sorted(evaluated)):
+                raise LightsegError(
+                    f"{option('prediction', 'format')} cityscapes writes Cityscapes panoptic predictions (label ids), "
+                    "which needs CityscapesPanopticDataModule with label ids (not the _trainId JSON); use palette "
+                    "for other data"
+                )
 
     @override
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:

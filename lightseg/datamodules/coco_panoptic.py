@@ -23,12 +23,12 @@ import torch
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
-from lightseg.coco_masks import read_segment_ids
+from lightseg.coco_masks import encode_masks, read_segment_ids
 from lightseg.colors import class_palette
-from lightseg.contract import DataDescription
+from lightseg.contract import DataDescription, ThingTruth
 from lightseg.datamodules.base import BaseDataModule, Pinning, Workers
 from lightseg.datamodules.coco_format import check_listed_size, load_json, plain_target
-from lightseg.datamodules.io import read_image
+from lightseg.datamodules.io import progress, read_image
 from lightseg.datamodules.transforms import detection_collate, train_transforms
 from lightseg.errors import LightsegError
 
@@ -218,6 +218,12 @@ class PanopticDataModule(BaseDataModule):
     """
 
     drop_last_train = False
+    #: each evaluated split's thing instances, with the annotations they were read from
+    _thing_truth: dict[str, tuple[PanopticAnnotations, ThingTruth]]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._thing_truth = {}
 
     def collate(self, items: Sequence[dict[str, Any]]) -> dict[str, Any]:
         """Images keep their sizes: see :func:`~lightseg.datamodules.transforms.detection_collate`."""
@@ -264,6 +270,53 @@ class PanopticDataModule(BaseDataModule):
     @abstractmethod
     def make_dataset(self, split: str) -> COCOPanopticDataset:
         """The dataset of ``split`` (``train``, ``val`` or ``test``)."""
+
+    def thing_ground_truth(self, stage: str) -> ThingTruth:
+        """The thing instances of ``stage``'s split (``val`` or ``test``) as COCO instance annotations.
+
+        Read once per split (every PNG of it, checked as training reads them): what the instance
+        view of a panoptic prediction (mask AP of its things) is scored against. Crowd regions
+        stay crowd annotations, so that COCO's evaluation ignores detections on them.
+        """
+        dataset = self.val_dataset if stage == "val" else self.test_dataset
+        if not isinstance(dataset, COCOPanopticDataset):
+            raise LightsegError(f"{type(self).__name__} has no {stage} annotations (setup() did not create them)")
+        annotations = dataset.annotations
+        cached = self._thing_truth.get(stage)
+        if cached is not None and cached[0] is annotations:
+            return cached[1]
+        categories = self.categories
+        things = [label for label, thing in enumerate(categories.isthing) if thing]
+        images: list[dict[str, Any]] = []
+        instances: list[dict[str, Any]] = []
+        image_ids: dict[Any, int] = {}
+        label_of = categories.label_of
+        for index in progress(range(len(annotations)), f"reading the {stage} things for mask AP", len(annotations)):
+            image_info, _ = annotations.items[index]
+            segment_map, segments = annotations.read_segment_map(index)
+            height, width = segment_map.shape
+            images.append({"id": index + 1, "height": height, "width": width})
+            image_ids[image_info["id"]] = index + 1
+            masks, entries = [], []
+            for number, segment in enumerate(segments, start=1):
+                mask = segment_map == number
+                if not categories.isthing[label_of[segment.category_id]] or not mask.any():
+                    continue
+                ys, xs = np.nonzero(mask)
+                box = [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)]
+                entries.append({"image_id": index + 1, "category_id": segment.category_id, "bbox": box,
+                                "area": int(mask.sum()), "iscrowd": int(segment.iscrowd)})  # fmt: skip
+                masks.append(mask)
+            encodings = encode_masks(torch.from_numpy(np.stack(masks))) if masks else []
+            for entry, encoded in zip(entries, encodings, strict=True):
+                _, _, counts = encoded.decode().split(" ", 2)
+                entry["segmentation"] = {"size": [height, width], "counts": counts}
+                instances.append({"id": len(instances) + 1, **entry})
+        kinds = [{"id": categories.ids[label], "name": categories.names[label]} for label in things]
+        data = {"images": images, "annotations": instances, "categories": kinds}
+        truth = ThingTruth(data, (0, *(categories.ids[label] for label in things)), image_ids)
+        self._thing_truth[stage] = (annotations, truth)
+        return truth
 
     def setup(self, stage: str) -> None:
         self.setup_named_splits(stage, self.make_dataset)

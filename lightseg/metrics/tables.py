@@ -105,7 +105,8 @@ def format_pq_table(
 ) -> str:
     """PQ, SQ and RQ (%) per class with its kind (thing / stuff), then the overall, things and stuff rows.
 
-    Where the results hold the semantic view's ``iou_per_class`` and ``miou``, an IoU column follows.
+    Where the results hold the semantic view's ``iou_per_class`` and ``miou``, an IoU column follows;
+    where they hold the instance view's ``segm_map``, a line with the things' mask AP.
     """
     scores = [s for s in ("pq", "sq", "rq", "iou") if f"{s}_per_class" in results]
     per_class = [results[f"{score}_per_class"].tolist() for score in scores]
@@ -124,4 +125,7 @@ def format_pq_table(
         if "iou" in scores:
             cells.append(_pct(float(results["miou"])) if not suffix else "     ")
         lines.append(f"{label:<{width}}         " + "  ".join(cells).rstrip())
+    if "segm_map" in results:
+        ap, ap50 = (_pct(float(results[k])).strip() for k in ("segm_map", "segm_map_50"))
+        lines.append(f"things as instances: mask AP {ap}, AP50 {ap50}")
     return "\n".join(lines)

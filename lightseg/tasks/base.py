@@ -105,6 +105,8 @@ class BaseTask(LightningModule, ABC):
         # plain values in checkpoints and hparams.yaml (a subclass's **kwargs carry the value as given)
         self.hparams["lora"] = settings.as_dict() if settings is not None else None
         self._initialised_from: str | None = None
+        #: optimizer steps of the run (set when training starts; what schedules inside the model follow)
+        self._total_steps = 1.0
         self.optimizer_factory = optimizer
         self.lr_scheduler_factory = lr_scheduler
         self.model = self.build_model()
@@ -225,8 +227,13 @@ class BaseTask(LightningModule, ABC):
         """Whether the parameter ``name`` belongs to the (pretrainable) backbone, for ``head_lr_mult``.
 
         Backbones are the modules named ``encoder`` (smp), ``backbone`` (torchvision; for
-        detectors its ``body``, not the FPN) and VGG16's layers up to fc7 (FCN).
+        detectors its ``body``, not the FPN), VGG16's layers up to fc7 (FCN), and the encoder
+        that a transformers model's wrapper names (``is_backbone``).
         """
+        # transformers' models name their encoders their own way: their wrapper knows which is which
+        net = getattr(self.model, "net", None)
+        if hasattr(net, "is_backbone") and name.startswith("model.net."):
+            return bool(net.is_backbone(name.removeprefix("model.net.")))  # type: ignore[union-attr]
         parts = name.split(".")
         if "fpn" in parts:
             return False
@@ -347,6 +354,14 @@ class BaseTask(LightningModule, ABC):
             frozen = self._backbone_frozen_now()
             for module in self._backbone_norms:
                 module.train(not frozen)
+        anneal = getattr(getattr(self.model, "net", None), "anneal", None)
+        if anneal is not None:  # EoMT's masked attention fades out over the run
+            anneal(self.global_step / self._total_steps)
+
+    @override
+    def on_train_start(self) -> None:
+        # read once per run: Lightning derives it from the loaders' lengths and the trainer's limits
+        self._total_steps = max(1.0, float(self.trainer.estimated_stepping_batches))  # inf: an unbounded run
 
     @override
     def configure_optimizers(self) -> Any:

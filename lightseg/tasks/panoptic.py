@@ -13,8 +13,9 @@ from torch import nn
 from typing_extensions import override
 
 from lightseg.coco_masks import semantic_map
-from lightseg.contract import TaskContext, data_description, datamodule_of
+from lightseg.contract import PanopticData, TaskContext, data_description, datamodule_of
 from lightseg.errors import LightsegError, class_count_mismatch
+from lightseg.metrics.coco import COCOEvaluator
 from lightseg.metrics.panoptic import PanopticQuality
 from lightseg.metrics.segmentation import SegmentationMetrics
 from lightseg.metrics.tables import format_pq_table
@@ -130,6 +131,10 @@ class PanopticSegmentationTask(BaseTask):
         self.semantic_metrics = nn.ModuleDict(
             {stage: SegmentationMetrics(num_classes + 1, ignore_index=255) for stage in self.stages}
         )
+        # the instance view: the things of the panoptic maps scored as instances (mask AP), where the data
+        # gives its things as COCO instances (PanopticData)
+        self.instance_metrics = nn.ModuleDict({stage: COCOEvaluator(("segm",)) for stage in self.stages})
+        self._thing_image_ids: dict[str, dict[Any, int]] = {}
         #: box/mask predictor slot names of pretrained weights, until they are fitted to the data's things
         self.pretrained_classes: list[str] | None = getattr(self, "pretrained_classes", None)
 
@@ -157,8 +162,9 @@ class PanopticSegmentationTask(BaseTask):
             )
         if hp["thing_classes"] is None:
             raise LightsegError(
-                "thing_classes: give the class labels that are things (the CLI links them from a panoptic data "
-                "module's categories, isthing)"
+                "thing_classes: give the class labels that are things; the CLI links them from a panoptic data "
+                "module (COCOPanopticDataModule, CityscapesPanopticDataModule, ShapesPanopticDataModule), and "
+                "this data has none"
             )
         bad = [c for c in hp["thing_classes"] if not 0 <= int(c) < hp["num_classes"]]
         if bad:
@@ -251,6 +257,11 @@ class PanopticSegmentationTask(BaseTask):
                 )
         self._fit_predictors()
         super().setup(stage)
+        if isinstance(datamodule, PanopticData):
+            for split in {"fit": ("val",), "validate": ("val",), "test": ("test",)}.get(stage, ()):
+                truth = datamodule.thing_ground_truth(split)
+                cast(COCOEvaluator, self.instance_metrics[split]).set_ground_truth(truth.data, truth.category_ids)
+                self._thing_image_ids[split] = truth.image_ids
         names = self.class_names_or_indices
         for split in self.stages:
             metric = cast(PanopticQuality, self.stage_metrics(split))
@@ -260,24 +271,6 @@ class PanopticSegmentationTask(BaseTask):
     @override
     def context(self) -> TaskContext:
         return dataclasses.replace(super().context(), kind="panoptic", mask_threshold=self.hparams["mask_threshold"])
-
-    @override
-    def is_backbone_parameter(self, name: str) -> bool:
-        net = getattr(self.model, "net", None)
-        if hasattr(net, "is_backbone") and name.startswith("model.net."):
-            return bool(net.is_backbone(name.removeprefix("model.net.")))  # type: ignore[union-attr]
-        return super().is_backbone_parameter(name)
-
-    @override
-    def on_train_start(self) -> None:
-        self._total_steps = max(1.0, float(self.trainer.estimated_stepping_batches))
-
-    @override
-    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        super().on_train_batch_start(batch, batch_idx)
-        anneal = getattr(getattr(self.model, "net", None), "anneal", None)
-        if anneal is not None:  # EoMT's masked attention fades out over the run
-            anneal(self.global_step / getattr(self, "_total_steps", 1.0))
 
     # --- targets -------------------------------------------------------------------------------
 
@@ -330,6 +323,11 @@ class PanopticSegmentationTask(BaseTask):
             view = cast(SegmentationMetrics, self.semantic_metrics[stage])
             for prediction, target in zip(predictions, targets, strict=True):
                 view.update(semantic_view(prediction, int(self.hparams["num_classes"])), semantic_map(target))
+            image_ids = self._thing_image_ids.get(stage)
+            if image_ids is not None:
+                instances = cast(COCOEvaluator, self.instance_metrics[stage])
+                ids = [image_ids[t["image_id"]] for t in targets]
+                instances.update([thing_detections(p, self.things) for p in predictions], ids)
             return torch.zeros((), device=self.device)
         self._fit_predictors()
         if self.fpn:
@@ -415,6 +413,11 @@ class PanopticSegmentationTask(BaseTask):
         semantic.reset()
         iou, pixel_acc = view["iou_per_class"][:-1], view["pixel_acc"]  # the void column dropped
         results.update(iou_per_class=iou, miou=iou.nanmean(), pixel_acc=pixel_acc)
+        instances = cast(COCOEvaluator, self.instance_metrics[stage])
+        if stage in self._thing_image_ids and instances.evaluated_image_ids():
+            scored = instances.compute()
+            results.update(segm_map=scored["segm_map"], segm_map_50=scored["segm_map_50"])
+        instances.reset()
         self._stage_results[stage] = results
         values = {f"{stage}_{k}": v.float() for k, v in results.items() if v.ndim == 0}
         for score in (*PQ_SCORES, "iou"):
@@ -449,6 +452,24 @@ def ground_truth(target: dict[str, Any]) -> tuple[torch.Tensor, list[dict[str, A
         if n in present
     ]
     return segments, info
+
+
+def thing_detections(prediction: PanopticPrediction, things: Sequence[int]) -> dict[str, torch.Tensor]:
+    """The things of a panoptic prediction as detections (``boxes``, ``labels`` 1..T, ``scores``, ``masks``)."""
+    rank = {label: k + 1 for k, label in enumerate(things)}
+    numbers = [n for n, thing in enumerate(prediction.isthing, start=1) if thing]
+    segments = prediction.segments
+    masks = torch.stack([segments == n for n in numbers]) if numbers else segments.new_zeros((0, *segments.shape))
+    boxes = []
+    for mask in masks.bool():
+        ys, xs = mask.nonzero(as_tuple=True)
+        boxes.append([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1] if len(xs) else [0, 0, 0, 0])
+    return {
+        "boxes": torch.tensor([[float(v) for v in box] for box in boxes]).reshape(-1, 4),
+        "labels": torch.tensor([rank[prediction.labels[n - 1]] for n in numbers], dtype=torch.long),
+        "scores": torch.tensor([prediction.scores[n - 1] for n in numbers], dtype=torch.float),
+        "masks": masks[:, None].float(),
+    }
 
 
 def semantic_view(prediction: PanopticPrediction, num_classes: int) -> torch.Tensor:

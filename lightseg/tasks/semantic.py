@@ -230,26 +230,6 @@ class SemanticSegmentationTask(BaseTask):
             loss = loss + self.hparams["aux_weight"] * self.criterion(outputs["aux"], mask)
         return loss
 
-    @override
-    def is_backbone_parameter(self, name: str) -> bool:
-        # transformers' models name their encoders their own way: the wrapper knows which is which
-        net = getattr(self.model, "net", None)
-        if hasattr(net, "is_backbone") and name.startswith("model.net."):
-            return bool(net.is_backbone(name.removeprefix("model.net.")))  # type: ignore[union-attr]
-        return super().is_backbone_parameter(name)
-
-    @override
-    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        super().on_train_batch_start(batch, batch_idx)
-        anneal = getattr(getattr(self.model, "net", None), "anneal", None)
-        if anneal is not None:  # EoMT's masked attention fades out over the run
-            anneal(self.global_step / self._total_steps)
-
-    @override
-    def on_train_start(self) -> None:
-        # read once per run: Lightning derives it from the loaders' lengths and the trainer's limits
-        self._total_steps = max(1.0, float(self.trainer.estimated_stepping_batches))  # inf: an unbounded run
-
     @classmethod
     @override
     def migrate_hparams(cls, hparams: dict[str, Any]) -> dict[str, Any]:
