@@ -285,6 +285,23 @@ def test_query_models_train_with_segment_targets(arch: str, tiny_transformers: C
     assert [tuple(p.segments.shape) for p in predictions] == [(64, 64), (48, 64)]
 
 
+def test_a_query_model_fits_and_is_scored_in_every_view(
+    tmp_path: Path, tiny_transformers: Callable[[str], Path]
+) -> None:
+    data = ShapesPanopticDataModule(str(tmp_path / "data"), num_train=2, num_val=2, num_test=1, image_size=64,
+                                    batch_size=2)  # fmt: skip
+    task = PanopticSegmentationTask("mask2former", 6, [0, 1, 2], backbone=str(tiny_transformers("mask2former")),
+                                    weights_backbone=None, score_threshold=0.0)  # fmt: skip
+    trainer = Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                      enable_model_summary=False)  # fmt: skip
+    trainer.fit(task, datamodule=data)
+    logged = trainer.callback_metrics
+    for key in ("train_loss", "val_pq", "val_pq_things", "val_pq_stuff", "val_miou", "val_segm_map"):
+        assert key in logged and torch.isfinite(logged[key]), key
+    results = task.stage_results("val")
+    assert results is not None and results["pq_per_class"].shape == (6,) and results["iou_per_class"].shape == (6,)
+
+
 def test_the_overlay_shades_instances_of_one_class_and_outlines_each(tmp_path: Path) -> None:
     colours = np.zeros((256, 3), np.uint8)
     colours[0], colours[1] = (200, 40, 40), (40, 160, 40)
@@ -303,3 +320,12 @@ def test_the_overlay_shades_instances_of_one_class_and_outlines_each(tmp_path: P
     # the border between the two instances is opaque in each one's own shade
     assert tuple(picture[9 * factor, 14 * factor - 1]) == tuple(shades[0])
     assert tuple(picture[9 * factor, 14 * factor]) == tuple(shades[1])
+
+
+def test_export_of_a_panoptic_model_is_refused_in_one_line() -> None:
+    from lightseg.export.kinds import export_kind
+
+    task = PanopticSegmentationTask("panoptic_fpn_resnet18", 4, [0], weights_backbone=None, min_size=32, max_size=32)
+    with pytest.raises(LightsegError, match=r"lightseg export writes semantic, instance and keypoint models, not "
+                                            r"panoptic ones yet; run PanopticSegmentationTask in PyTorch"):  # fmt: skip
+        export_kind(task)

@@ -194,4 +194,10 @@ def export_kind(task: LightningModule) -> ExportKind:
     """How ``task`` is exported; one line for a module that is not a lightseg task."""
     if not isinstance(task, LightsegTask):
         raise LightsegError(f"lightseg export writes lightseg's tasks; {type(task).__name__} is not one")
-    return KINDS[task.context().kind](task)
+    kind = task.context().kind
+    if kind not in KINDS:
+        raise LightsegError(
+            f"lightseg export writes semantic, instance and keypoint models, not {kind} ones yet; run "
+            f"{type(task).__name__} in PyTorch (lightseg predict --ckpt_path ...)"
+        )
+    return KINDS[kind](task)
