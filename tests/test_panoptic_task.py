@@ -269,7 +269,9 @@ def test_the_tasks_pq_equals_pq_compute_on_the_files_predict_writes(tmp_path: Pa
 @pytest.mark.parametrize("arch", ["mask2former", "eomt"])
 def test_query_models_train_with_segment_targets(arch: str, tiny_transformers: Callable[[str], Path]) -> None:
     torch.manual_seed(0)
-    task = PanopticSegmentationTask(arch, 6, [0, 1, 2], backbone=str(tiny_transformers(arch)), weights_backbone=None)
+    task = PanopticSegmentationTask(
+        arch, 6, [0, 1, 2], backbone=str(tiny_transformers(arch)), weights_backbone=None, score_threshold=0.0
+    )
     data = ShapesPanopticDataModule(num_train=2, num_val=1, num_test=1, image_size=64, batch_size=2)
     data.setup("fit")
     batch = data.collate([data.train_dataset[0], data.train_dataset[1]])
@@ -280,9 +282,11 @@ def test_query_models_train_with_segment_targets(arch: str, tiny_transformers: C
     grads = [p.grad for p in task.parameters() if p.requires_grad and p.grad is not None]
     assert grads and any(g.abs().sum() > 0 for g in grads)
     task.eval()
+    images = [torch.rand(3, 64, 64), torch.rand(3, 48, 64)]
     with torch.no_grad():
-        predictions = task([torch.rand(3, 64, 64), torch.rand(3, 48, 64)])
+        predictions, alone = task(images), task(images[1:])
     assert [tuple(p.segments.shape) for p in predictions] == [(64, 64), (48, 64)]
+    assert predictions[1].labels and torch.equal(predictions[1].segments, alone[0].segments)  # batching changes nothing
 
 
 def test_a_query_model_fits_and_is_scored_in_every_view(

@@ -383,6 +383,10 @@ class PanopticSegmentationTask(BaseTask):
                 )
                 for d, x in zip(detections, logits, strict=True)
             ]  # fmt: skip
+        if len({tuple(x.shape[-2:]) for x in images}) > 1:
+            # each image at its own size: padding a batch would reach the border masks (results would depend
+            # on batching), as in semantic evaluation
+            return [prediction for x in images for prediction in self.predict_panoptic([x])]
         model = cast(SegmentationModel, self.model)
         image, _ = _pad_batch(images)
         outputs = model(image)
