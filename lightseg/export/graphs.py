@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal, cast
 
 import torch
 import torch.nn.functional as F
@@ -194,3 +194,44 @@ class DetectionGraph(nn.Module):
         if "keypoints" in detections:
             outputs += [detections["keypoints"], detections["keypoints_scores"]]
         return outputs
+
+
+class PanopticFPNGraph(nn.Module):
+    """Panoptic FPN as exported: one ``[3,H,W]`` image in [0, 1] -> the detections and the semantic branch's labels.
+
+    The outputs are Mask R-CNN's (boxes, category ids, scores, 0/1 masks at image size) and
+    ``semantic`` ``[H,W]``: the branch's label of each pixel (0 "a thing", ``k`` the ``k``-th stuff
+    class). The merge into a panoptic map runs beside the graph
+    (:func:`~lightseg.models.panoptic.merge_instances_and_stuff`, with the thresholds in the metadata).
+    """
+
+    def __init__(self, model: nn.Module, category_ids: Sequence[int], mask_threshold: float) -> None:
+        super().__init__()
+        model = copy.deepcopy(model)
+        self.detector = cast(Any, model).detector
+        self.semantic_head = cast(Any, model).semantic_head
+        transform = getattr(self.detector, "transform", None)
+        if type(transform) is GeneralizedRCNNTransform:
+            transform.__class__ = ExactSizeResize  # eager PyTorch's resize, also when traced or scripted
+        self.register_buffer("category_ids", torch.tensor(list(category_ids), dtype=torch.int64))
+        self.threshold = float(mask_threshold)
+
+    def forward(self, image: torch.Tensor) -> list[torch.Tensor]:
+        height, width = image.shape[-2], image.shape[-1]
+        images, _ = self.detector.transform([image])
+        features = self.detector.backbone(images.tensors)
+        proposals, _ = self.detector.rpn(images, features)
+        detections, _ = self.detector.roi_heads(features, proposals, images.image_sizes)
+        detections = self.detector.transform.postprocess(detections, images.image_sizes, [(height, width)])
+        found = detections[0]
+        levels = [features["0"], features["1"], features["2"], features["3"]]
+        logits = self.semantic_head(levels)
+        padded = images.tensors.shape[-2:]
+        logits = F.interpolate(logits, size=(padded[0], padded[1]), mode="bilinear", align_corners=False)
+        resized = images.image_sizes[0]
+        logits = logits[:, :, : resized[0], : resized[1]]
+        logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
+        semantic = logits[0].argmax(0).to(torch.uint8)
+        masks = (found["masks"] > self.threshold).to(torch.uint8)
+        labels = self.category_ids[found["labels"]]  # type: ignore[index]
+        return [found["boxes"], labels, found["scores"], masks, semantic]

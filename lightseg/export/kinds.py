@@ -17,7 +17,7 @@ from torch import nn
 
 from lightseg.contract import LightsegTask, TaskContext, data_description
 from lightseg.errors import LightsegError, option
-from lightseg.export.graphs import DetectionGraph, SemanticGraph
+from lightseg.export.graphs import DetectionGraph, PanopticFPNGraph, SemanticGraph
 
 if TYPE_CHECKING:
     from lightseg.export.writer import ExportSettings
@@ -186,18 +186,71 @@ class DetectionExport(ExportKind):
         return {"category_ids": self.category_ids(datamodule), "mask_threshold": settings.mask_threshold}
 
 
+class PanopticExport(DetectionExport):
+    """Panoptic FPN: one ``[3,H,W]`` image in; Mask R-CNN's detections and the semantic branch's labels out.
+
+    The merge into a panoptic map runs beside the graph, with the thresholds the metadata records
+    (``lightseg predict`` with the ONNX file does it).
+    """
+
+    not_in_graph = ("the panoptic merge (instances by score, then stuff regions; its settings in the metadata)",)
+
+    def check(self, settings: ExportSettings) -> None:
+        from lightseg.tasks.panoptic import PANOPTIC_FPN
+
+        arch = str(self.task.hparams.get("arch"))
+        if arch not in PANOPTIC_FPN:
+            raise LightsegError(
+                f"lightseg export writes Panoptic FPN models ({', '.join(PANOPTIC_FPN)}); {arch} panoptic models "
+                "are not exported yet: run them in PyTorch (lightseg predict --ckpt_path ...)"
+            )
+        super().check(settings)
+
+    def output_names(self, settings: ExportSettings) -> list[str]:
+        return ["boxes", "labels", "scores", "masks", "semantic"]
+
+    def onnx_axes(self, names: list[str], settings: ExportSettings) -> dict[str, dict[int, str]]:
+        return {**super().onnx_axes(names[:-1], settings), "semantic": {0: "height", 1: "width"}}
+
+    def prepare(self, datamodule: LightningDataModule | None) -> None:
+        cast(Any, self.task)._fit_predictors()
+
+    def _things(self, datamodule: LightningDataModule | None) -> tuple[list[int], list[int]]:
+        task = cast(Any, self.task)
+        ids = self.category_ids(datamodule)
+        return [ids[c] for c in task.things], [ids[c] for c in task.stuff]
+
+    def graph(self, settings: ExportSettings, datamodule: LightningDataModule | None) -> nn.Module:
+        things, _ = self._things(datamodule)
+        return PanopticFPNGraph(cast(Any, self.task).model, [0, *things], self._mask_threshold(settings))
+
+    def _mask_threshold(self, settings: ExportSettings) -> float:
+        # the merge takes 0/1 masks: the task's threshold unless the export names one
+        return float(settings.mask_threshold if settings.mask_threshold is not None else self.context.mask_threshold)
+
+    def metadata(self, datamodule: LightningDataModule | None, settings: ExportSettings) -> dict[str, Any]:
+        from lightseg.models.panoptic import FPN_OVERLAP_THRESHOLD, FPN_SCORE_THRESHOLD
+
+        hp = self.task.hparams
+        things, stuff = self._things(datamodule)
+        merge = {
+            "score_threshold": hp["score_threshold"] if hp["score_threshold"] is not None else FPN_SCORE_THRESHOLD,
+            "overlap_threshold": hp["overlap_threshold"] if hp["overlap_threshold"] is not None
+            else FPN_OVERLAP_THRESHOLD,
+            "stuff_area": hp["stuff_area"],
+        }  # fmt: skip
+        return {"category_ids": self.category_ids(datamodule), "thing_category_ids": things,
+                "stuff_category_ids": stuff, "mask_threshold": self._mask_threshold(settings),
+                "merge": merge}  # fmt: skip
+
+
 #: the export of each task kind (:attr:`~lightseg.contract.TaskContext.kind`)
-KINDS: dict[str, type[ExportKind]] = {"semantic": SemanticExport, "detection": DetectionExport}
+KINDS: dict[str, type[ExportKind]] = {"semantic": SemanticExport, "detection": DetectionExport,
+                                      "panoptic": PanopticExport}  # fmt: skip
 
 
 def export_kind(task: LightningModule) -> ExportKind:
     """How ``task`` is exported; one line for a module that is not a lightseg task."""
     if not isinstance(task, LightsegTask):
         raise LightsegError(f"lightseg export writes lightseg's tasks; {type(task).__name__} is not one")
-    kind = task.context().kind
-    if kind not in KINDS:
-        raise LightsegError(
-            f"lightseg export writes semantic, instance and keypoint models, not {kind} ones yet; run "
-            f"{type(task).__name__} in PyTorch (lightseg predict --ckpt_path ...)"
-        )
-    return KINDS[kind](task)
+    return KINDS[task.context().kind](task)

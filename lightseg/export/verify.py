@@ -178,7 +178,8 @@ def compare_with_pytorch(
     ``names`` are the graph's output names: ``boxes`` first for an R-CNN, else the one semantic output.
     """
     detection = names[0] == "boxes"
-    heads = getattr(getattr(graph, "model", None), "roi_heads", None)
+    detector = getattr(graph, "model", None) or getattr(graph, "detector", None)
+    heads = getattr(detector, "roi_heads", None)
     score_thresh = float(getattr(heads, "score_thresh", 0.0))
     cap = int(getattr(heads, "detections_per_img", 0) or 0)
     figures = []
@@ -197,6 +198,11 @@ def compare_with_pytorch(
             entry = _compare_detections(ours, theirs, names, floor)
             if not entry["ok"] and _unstable(graph, image, ours, names, floor):
                 entry = {"detections": len(ours[0]), "ok": True, "unstable": UNSTABLE}
+            if "semantic" in names:  # Panoptic FPN's semantic branch: its labels agree
+                k = names.index("semantic")
+                agreement = float((ours[k] == theirs[k]).mean()) if ours[k].shape == theirs[k].shape else 0.0
+                entry["semantic_agreement"] = agreement
+                entry["ok"] = entry["ok"] and agreement >= LABEL_AGREEMENT
         else:
             entry = _compare_semantic(ours[0], theirs[0], semantic_output)
         figures.append({"size": list(image.shape[-2:]), **entry})

@@ -190,12 +190,14 @@ class SemanticFPNHead(nn.Module):
         nn.init.normal_(self.predictor.weight, std=0.001)
         nn.init.zeros_(cast(torch.Tensor, self.predictor.bias))
 
-    def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
+    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         """Logits at the first level's scale (1/4) of the FPN's ``features`` (P2 first)."""
         summed = self.scale_heads[0](features[0])
-        for head, feature in zip(self.scale_heads[1:], features[1:], strict=True):
-            summed = summed + head(feature)
-        return cast(torch.Tensor, self.predictor(summed))
+        for level, head in enumerate(self.scale_heads):  # (TorchScript takes no slice of a ModuleList)
+            if level > 0:
+                summed = summed + head(features[level])
+        logits: torch.Tensor = self.predictor(summed)  # (no typing.cast: TorchScript compiles this)
+        return logits
 
 
 class PanopticFPN(nn.Module):

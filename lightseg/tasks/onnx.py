@@ -15,6 +15,7 @@ from typing_extensions import override
 
 from lightseg.contract import TaskContext
 from lightseg.errors import LightsegError
+from lightseg.models.panoptic import PanopticPrediction, merge_instances_and_stuff
 from lightseg.tasks.base import BaseTask
 from lightseg.types import Stage
 
@@ -27,7 +28,9 @@ class ONNXSegmentationTask(BaseTask):
     ONNXSegmentationTask --model.init_args.path model.onnx --data.predict_dir images/``.
     Semantic models write masks and overlays; Mask R-CNN and Keypoint R-CNN models write
     ``results.json`` and overlays (the exported category ids mapped back to the data's labels
-    through the metadata). Predicting only: there is nothing to train or evaluate.
+    through the metadata); Panoptic FPN models are merged here as the task merges them (the
+    metadata's settings) and write the COCO panoptic files and overlays. Predicting only: there
+    is nothing to train or evaluate.
 
     Args:
         path: the ``.onnx`` file of a lightseg task.
@@ -47,6 +50,8 @@ class ONNXSegmentationTask(BaseTask):
         self.output = self.outputs[0]
         #: whether the model is an R-CNN (one image in, detections out)
         self.detects = "boxes" in self.outputs
+        #: whether the model is Panoptic FPN (detections and the semantic branch's labels; merged here)
+        self.panoptic = "semantic" in self.outputs
         size = metadata.get("input", {}).get("size")
         #: the one ``(H, W)`` a graph exported with ``--export.input_size`` takes (images are resized to it)
         self.fixed_size = (int(size[0]), int(size[1])) if isinstance(size, list) else None
@@ -56,6 +61,8 @@ class ONNXSegmentationTask(BaseTask):
     @override
     def context(self) -> TaskContext:
         context = super().context()
+        if self.panoptic:
+            return dataclasses.replace(context, kind="panoptic")
         if not self.detects:
             return context
         threshold = self.metadata.get("mask_threshold")
@@ -85,6 +92,9 @@ class ONNXSegmentationTask(BaseTask):
 
     @override
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
+        if self.panoptic:
+            maps = [self._panoptic(image) for image in batch["images"]]
+            return {"panoptic": maps, "path": batch.get("path"), "size": batch["size"]}
         if self.detects:
             detections = [self._detect(image) for image in batch["images"]]
             return {"detections": detections, "path": batch.get("path"), "size": batch["size"]}
@@ -118,6 +128,18 @@ class ONNXSegmentationTask(BaseTask):
             detections["keypoints"] = found["keypoints"].float()
             detections["keypoints_scores"] = found["keypoint_scores"].float()
         return detections
+
+    def _panoptic(self, image: torch.Tensor) -> PanopticPrediction:
+        """The exported Panoptic FPN's outputs of one image, merged as the PyTorch task merges them."""
+        results = self.session.run(None, {"image": image.float().cpu().numpy()})
+        found = {name: torch.from_numpy(np.asarray(value)) for name, value in zip(self.outputs, results, strict=True)}
+        labels = torch.tensor([self.label_of.get(int(c), -1) for c in found["labels"].tolist()], dtype=torch.int64)
+        merge = self.metadata["merge"]
+        stuff = [self.label_of[int(c)] for c in self.metadata["stuff_category_ids"]]
+        return merge_instances_and_stuff(
+            found["masks"][:, 0] > 0, found["scores"].float(), labels, found["semantic"].long(), stuff,
+            float(merge["score_threshold"]), float(merge["overlap_threshold"]), int(merge["stuff_area"]),
+        )  # fmt: skip
 
 
 def _load(path: Path) -> tuple[Any, dict[str, Any]]:
