@@ -356,11 +356,31 @@ def test_panoptic_fpn_exports_verified_and_the_onnx_file_predicts_as_pytorch(fmt
         assert sorted(a.labels) == sorted(b.labels)
 
 
-def test_query_panoptic_models_are_not_exported_yet(tiny_transformers: Callable[[str], Path]) -> None:
+def test_query_panoptic_models_export_their_queries_and_predict_as_pytorch(
+    tmp_path: Path, tiny_transformers: Callable[[str], Path]
+) -> None:
     from lightseg.export import ExportSettings, export_task
 
-    task = PanopticSegmentationTask("mask2former", 6, [0, 1, 2], backbone=str(tiny_transformers("mask2former")),
-                                    weights_backbone=None)  # fmt: skip
-    with pytest.raises(LightsegError, match=r"lightseg export writes Panoptic FPN models .*; mask2former panoptic "
-                                            r"models are not exported yet"):  # fmt: skip
-        export_task(task, None, ExportSettings())
+    torch.manual_seed(0)
+    task = PanopticSegmentationTask("eomt", 6, [0, 1, 2], backbone=str(tiny_transformers("eomt")),
+                                    weights_backbone=None, score_threshold=0.0)  # fmt: skip
+    classifier = [m for m in task.modules() if isinstance(m, torch.nn.Linear) and m.out_features == 7][-1]
+    with torch.no_grad():
+        classifier.bias[-1] = -10.0  # an untrained model answers "no object" everywhere: make it predict segments
+    settings = ExportSettings(output=str(tmp_path / "m.onnx"), verify_sizes=[(48, 80), (80, 64)])
+    result = export_task(task, None, settings)
+    assert result.verification and all(f["ok"] and f["mask_agreement"] >= 0.999 for f in result.verification)
+    info = json.loads(result.metadata_path.read_text())
+    assert info["outputs"] == ["class_logits", "mask_logits"] and info["thing_category_ids"] == [0, 1, 2]
+    assert info["merge"] == {"score_threshold": 0.0, "overlap_threshold": 0.8}
+    onnx_task = ONNXSegmentationTask(str(result.path))
+    image = torch.rand(3, 48, 80)
+    with torch.no_grad():
+        ours = task.eval()([image])[0]
+    theirs = onnx_task._panoptic(image)
+    assert ours.labels and ours.labels == theirs.labels
+    assert (ours.segments == theirs.segments).float().mean() >= 0.99
+    with pytest.raises(LightsegError, match=r"export it for one input size, e.g. input_size \[512,512\]"):
+        mask2former = PanopticSegmentationTask("mask2former", 6, [0, 1, 2], weights_backbone=None,
+                                               backbone=str(tiny_transformers("mask2former")))  # fmt: skip
+        export_task(mask2former, None, ExportSettings(output=str(tmp_path / "m2f.onnx")))

@@ -235,3 +235,28 @@ class PanopticFPNGraph(nn.Module):
         masks = (found["masks"] > self.threshold).to(torch.uint8)
         labels = self.category_ids[found["labels"]]  # type: ignore[index]
         return [found["boxes"], labels, found["scores"], masks, semantic]
+
+
+class PanopticQueryGraph(nn.Module):
+    """Mask2Former / EoMT panoptic as exported: ``[B,3,H,W]`` in [0, 1] -> the last layer's queries.
+
+    ``class_logits`` ``[B,Q,K+1]`` (the last: no object) and ``mask_logits`` ``[B,Q,H,W]`` at the
+    input's size; the panoptic merge (:func:`~lightseg.models.panoptic.merge_queries`) runs beside.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = copy.deepcopy(model)
+        merge_lora(self.model)
+
+    def forward(self, image: torch.Tensor) -> list[torch.Tensor]:
+        outputs = self.model(image)
+        masks = outputs["mask_queries"][:, -1]
+        d = cast(SegmentationModel, self.model).size_divisor
+        height, width = image.shape[-2], image.shape[-1]
+        padded = ((height + d - 1) // d * d, (width + d - 1) // d * d)
+        masks = F.interpolate(masks, size=padded, mode="bilinear", align_corners=False)
+        # gathered rows and columns, not a slice: an exported slice would be fixed to the example's padding
+        rows, columns = torch.arange(height, device=image.device), torch.arange(width, device=image.device)
+        masks = masks.index_select(-2, rows).index_select(-1, columns)
+        return [outputs["class_queries"][:, -1], masks]

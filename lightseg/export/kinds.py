@@ -17,7 +17,7 @@ from torch import nn
 
 from lightseg.contract import LightsegTask, TaskContext, data_description
 from lightseg.errors import LightsegError, option
-from lightseg.export.graphs import DetectionGraph, PanopticFPNGraph, SemanticGraph
+from lightseg.export.graphs import DetectionGraph, PanopticFPNGraph, PanopticQueryGraph, SemanticGraph
 
 if TYPE_CHECKING:
     from lightseg.export.writer import ExportSettings
@@ -88,7 +88,11 @@ class ExportKind(ABC):
 class SemanticExport(ExportKind):
     """A semantic task: ``[B,3,H,W]`` in, ``labels`` / ``probs`` / ``logits`` out, at any size (or one)."""
 
-    not_in_graph = ("sliding-window inference", "multi-scale / flip test-time augmentation", "dense CRF")
+    not_in_graph: tuple[str, ...] = (
+        "sliding-window inference",
+        "multi-scale / flip test-time augmentation",
+        "dense CRF",
+    )
     # a ViT's antialiased bicubic resize of its position embedding to each input's patch grid
     dynamo_fallback = True
 
@@ -244,6 +248,55 @@ class PanopticExport(DetectionExport):
                 "merge": merge}  # fmt: skip
 
 
+class PanopticQueryExport(SemanticExport):
+    """Mask2Former / EoMT panoptic: ``[B,3,H,W]`` in, the last layer's class and mask logits out; merged beside."""
+
+    not_in_graph = ("the panoptic merge (Mask2Former's; its settings in the metadata)",)
+    dynamo_fallback = True
+
+    def check(self, settings: ExportSettings) -> None:
+        from lightseg.models.semantic import ARCHITECTURES
+
+        arch = str(self.task.hparams.get("arch"))
+        entry = ARCHITECTURES[arch]
+        refusal = entry.export_refusal(
+            cast(nn.Module, self.task.model), settings.format, settings.input_size is not None
+        )
+        if refusal:
+            raise LightsegError(f"arch {arch!r} cannot be exported as {settings.format}: {refusal}")
+
+    def output_names(self, settings: ExportSettings) -> list[str]:
+        return ["class_logits", "mask_logits"]
+
+    def onnx_axes(self, names: list[str], settings: ExportSettings) -> dict[str, dict[int, str]]:
+        if settings.input_size:
+            return {"image": {0: "batch"}, names[0]: {0: "batch"}, names[1]: {0: "batch"}}
+        return {"image": {0: "batch", 2: "height", 3: "width"}, names[0]: {0: "batch"},
+                names[1]: {0: "batch", 2: "height", 3: "width"}}  # fmt: skip
+
+    def graph(self, settings: ExportSettings, datamodule: LightningDataModule | None) -> nn.Module:
+        return PanopticQueryGraph(cast(Any, self.task).model)
+
+    def metadata(self, datamodule: LightningDataModule | None, settings: ExportSettings) -> dict[str, Any]:
+        from lightseg.models.panoptic import QUERY_OVERLAP_THRESHOLD, QUERY_SCORE_THRESHOLD
+
+        hp, task = self.task.hparams, cast(Any, self.task)
+        ids = self.category_ids(datamodule)
+        merge = {
+            "score_threshold": hp["score_threshold"] if hp["score_threshold"] is not None else QUERY_SCORE_THRESHOLD,
+            "overlap_threshold": hp["overlap_threshold"] if hp["overlap_threshold"] is not None
+            else QUERY_OVERLAP_THRESHOLD,
+        }  # fmt: skip
+        return {"category_ids": ids, "thing_category_ids": [ids[c] for c in task.things], "merge": merge}
+
+
+def _panoptic_export(task: LightningModule) -> ExportKind:
+    """Panoptic FPN's export, or the query models'."""
+    from lightseg.tasks.panoptic import PANOPTIC_FPN
+
+    return (PanopticExport if task.hparams.get("arch") in PANOPTIC_FPN else PanopticQueryExport)(task)
+
+
 #: the export of each task kind (:attr:`~lightseg.contract.TaskContext.kind`)
 KINDS: dict[str, type[ExportKind]] = {"semantic": SemanticExport, "detection": DetectionExport,
                                       "panoptic": PanopticExport}  # fmt: skip
@@ -253,4 +306,5 @@ def export_kind(task: LightningModule) -> ExportKind:
     """How ``task`` is exported; one line for a module that is not a lightseg task."""
     if not isinstance(task, LightsegTask):
         raise LightsegError(f"lightseg export writes lightseg's tasks; {type(task).__name__} is not one")
-    return KINDS[task.context().kind](task)
+    kind = task.context().kind
+    return _panoptic_export(task) if kind == "panoptic" else KINDS[kind](task)

@@ -64,6 +64,19 @@ def _compare_semantic(ours: np.ndarray, theirs: np.ndarray, output: str) -> dict
     return {"ok": close and agreement >= LABEL_AGREEMENT, "max_abs_diff": delta, "label_agreement": agreement}
 
 
+def _compare_queries(ours: Sequence[np.ndarray], theirs: Sequence[np.ndarray]) -> dict[str, Any]:
+    """A query model's class and mask logits: within the tolerance, the masks' signs on >= LABEL_AGREEMENT."""
+    if any(a.shape != b.shape for a, b in zip(ours, theirs, strict=True)):
+        return {
+            "ok": False,
+            "problem": f"output shapes {[b.shape for b in theirs]}, PyTorch's {[a.shape for a in ours]}",
+        }
+    deltas = [float(np.abs(a - b).max()) for a, b in zip(ours, theirs, strict=True)]
+    close = all(d <= ATOL + RTOL * float(np.abs(a).max()) for d, a in zip(deltas, ours, strict=True))
+    agreement = float(((ours[1] > 0) == (theirs[1] > 0)).mean())
+    return {"ok": close and agreement >= LABEL_AGREEMENT, "max_abs_diff": max(deltas), "mask_agreement": agreement}
+
+
 def _match(boxes: np.ndarray, labels: np.ndarray, other_boxes: np.ndarray, other_labels: np.ndarray) -> np.ndarray:
     """For each detection, the index of the other's same detection (-1: none).
 
@@ -203,6 +216,8 @@ def compare_with_pytorch(
                 agreement = float((ours[k] == theirs[k]).mean()) if ours[k].shape == theirs[k].shape else 0.0
                 entry["semantic_agreement"] = agreement
                 entry["ok"] = entry["ok"] and agreement >= LABEL_AGREEMENT
+        elif names == ["class_logits", "mask_logits"]:
+            entry = _compare_queries(ours, theirs)
         else:
             entry = _compare_semantic(ours[0], theirs[0], semantic_output)
         figures.append({"size": list(image.shape[-2:]), **entry})

@@ -15,7 +15,7 @@ from typing_extensions import override
 
 from lightseg.contract import TaskContext
 from lightseg.errors import LightsegError
-from lightseg.models.panoptic import PanopticPrediction, merge_instances_and_stuff
+from lightseg.models.panoptic import PanopticPrediction, merge_instances_and_stuff, merge_queries
 from lightseg.tasks.base import BaseTask
 from lightseg.types import Stage
 
@@ -51,7 +51,7 @@ class ONNXSegmentationTask(BaseTask):
         #: whether the model is an R-CNN (one image in, detections out)
         self.detects = "boxes" in self.outputs
         #: whether the model is Panoptic FPN (detections and the semantic branch's labels; merged here)
-        self.panoptic = "semantic" in self.outputs
+        self.panoptic = "semantic" in self.outputs or "mask_logits" in self.outputs
         size = metadata.get("input", {}).get("size")
         #: the one ``(H, W)`` a graph exported with ``--export.input_size`` takes (images are resized to it)
         self.fixed_size = (int(size[0]), int(size[1])) if isinstance(size, list) else None
@@ -130,7 +130,9 @@ class ONNXSegmentationTask(BaseTask):
         return detections
 
     def _panoptic(self, image: torch.Tensor) -> PanopticPrediction:
-        """The exported Panoptic FPN's outputs of one image, merged as the PyTorch task merges them."""
+        """The exported model's outputs of one image, merged as the PyTorch task merges them."""
+        if "mask_logits" in self.outputs:
+            return self._queries(image)
         results = self.session.run(None, {"image": image.float().cpu().numpy()})
         found = {name: torch.from_numpy(np.asarray(value)) for name, value in zip(self.outputs, results, strict=True)}
         labels = torch.tensor([self.label_of.get(int(c), -1) for c in found["labels"].tolist()], dtype=torch.int64)
@@ -140,6 +142,21 @@ class ONNXSegmentationTask(BaseTask):
             found["masks"][:, 0] > 0, found["scores"].float(), labels, found["semantic"].long(), stuff,
             float(merge["score_threshold"]), float(merge["overlap_threshold"]), int(merge["stuff_area"]),
         )  # fmt: skip
+
+    def _queries(self, image: torch.Tensor) -> PanopticPrediction:
+        """Mask2Former / EoMT: the last layer's queries of one image (at the graph's size, if it has one), merged."""
+        height, width = image.shape[-2:]
+        array = image[None].float().cpu()
+        if self.fixed_size is not None:
+            array = F.interpolate(array, size=self.fixed_size, mode="bilinear", antialias=True)
+        classes, masks = (torch.from_numpy(np.asarray(r)) for r in self.session.run(None, {"image": array.numpy()}))
+        if self.fixed_size is not None:
+            masks = F.interpolate(masks.float(), size=(height, width), mode="bilinear")
+        things = [self.label_of[int(c)] for c in self.metadata["thing_category_ids"]]
+        merge = self.metadata["merge"]
+        return merge_queries(
+            classes[0], masks[0], things, float(merge["score_threshold"]), float(merge["overlap_threshold"])
+        )
 
 
 def _load(path: Path) -> tuple[Any, dict[str, Any]]:
