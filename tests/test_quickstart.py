@@ -66,8 +66,10 @@ def test_panoptic_quickstart_reaches_pq_05_and_its_predictions_score_the_same(tm
     (tmp_path / "configs").symlink_to(ROOT / "configs")
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run(["lightseg", *args, "--config", "configs/quickstart_panoptic.yaml"], cwd=tmp_path,
-                              env=env, capture_output=True, text=True, timeout=900, check=False)  # fmt: skip
+        command, *options = args  # the config first: options of its data module follow it
+        done = subprocess.run(["lightseg", command, "--config", "configs/quickstart_panoptic.yaml", *options],
+                              cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900,
+                              check=False)  # fmt: skip
         assert done.returncode == 0, done.stderr[-3000:]
         return done
 
