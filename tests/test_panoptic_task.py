@@ -21,7 +21,7 @@ from lightseg.errors import LightsegError
 from lightseg.metrics.panoptic import pq_compute
 from lightseg.models.panoptic import PanopticFPN, PanopticPrediction, merge_instances_and_stuff, merge_queries
 from lightseg.tasks import ONNXSegmentationTask, PanopticSegmentationTask
-from lightseg.tasks.panoptic import ground_truth
+from lightseg.tasks.panoptic_views import ground_truth
 from lightseg.visualize import instance_shades, panoptic_overlay
 
 FPN_TINY = [

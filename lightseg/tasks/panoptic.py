@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, cast
 
 import torch
@@ -39,6 +38,7 @@ from lightseg.models.panoptic import (
 from lightseg.models.semantic import ARCHITECTURES, build_semantic_model
 from lightseg.models.wrapper import SegmentationModel
 from lightseg.tasks.base import BaseTask
+from lightseg.tasks.panoptic_views import ground_truth, pad_batch, semantic_view, thing_detections
 from lightseg.types import Stage
 
 #: Panoptic FPN's architectures: the Mask R-CNN each is built on
@@ -341,7 +341,7 @@ class PanopticSegmentationTask(BaseTask):
             loss = sum(losses.values(), torch.zeros((), device=self.device))
         else:
             model = cast(SegmentationModel, self.model)
-            image, segments = _pad_batch(images, [t["segments"] for t in targets])
+            image, segments = pad_batch(images, [t["segments"] for t in targets])
             outputs = model(image)
             segments = model.pad_target(segments, 0)
             mask_labels, class_labels = [], []
@@ -388,7 +388,7 @@ class PanopticSegmentationTask(BaseTask):
             # on batching), as in semantic evaluation
             return [prediction for x in images for prediction in self.predict_panoptic([x])]
         model = cast(SegmentationModel, self.model)
-        image, _ = _pad_batch(images)
+        image, _ = pad_batch(images)
         outputs = model(image)
         padded = model.pad_target(image[:, 0], 0).shape[-2:]
         masks = F.interpolate(outputs["mask_queries"][:, -1].float(), size=padded, mode="bilinear", align_corners=False)
@@ -444,53 +444,3 @@ class PanopticSegmentationTask(BaseTask):
 
     def _table(self, results: dict[str, torch.Tensor], title: str) -> str:
         return format_pq_table(results, self.class_names_or_indices, self.things, title)
-
-
-def ground_truth(target: dict[str, Any]) -> tuple[torch.Tensor, list[dict[str, Any]]]:
-    """A panoptic target as PQ's ``(ids, segments)``: segment ``n`` has id ``n`` and its class as category."""
-    segments = target["segments"]
-    present = set(torch.unique(segments).tolist())
-    info = [
-        {"id": n, "category_id": int(label), "iscrowd": int(crowd)}
-        for n, (label, crowd) in enumerate(zip(target["labels"].tolist(), target["iscrowd"].tolist(), strict=True), 1)
-        if n in present
-    ]
-    return segments, info
-
-
-def thing_detections(prediction: PanopticPrediction, things: Sequence[int]) -> dict[str, torch.Tensor]:
-    """The things of a panoptic prediction as detections (``boxes``, ``labels`` 1..T, ``scores``, ``masks``)."""
-    rank = {label: k + 1 for k, label in enumerate(things)}
-    numbers = [n for n, thing in enumerate(prediction.isthing, start=1) if thing]
-    segments = prediction.segments
-    masks = torch.stack([segments == n for n in numbers]) if numbers else segments.new_zeros((0, *segments.shape))
-    boxes = []
-    for mask in masks.bool():
-        ys, xs = mask.nonzero(as_tuple=True)
-        boxes.append([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1] if len(xs) else [0, 0, 0, 0])
-    return {
-        "boxes": torch.tensor([[float(v) for v in box] for box in boxes]).reshape(-1, 4),
-        "labels": torch.tensor([rank[prediction.labels[n - 1]] for n in numbers], dtype=torch.long),
-        "scores": torch.tensor([prediction.scores[n - 1] for n in numbers], dtype=torch.float),
-        "masks": masks[:, None].float(),
-    }
-
-
-def semantic_view(prediction: PanopticPrediction, num_classes: int) -> torch.Tensor:
-    """Each pixel's class in a panoptic prediction; pixels left void get ``num_classes`` (no class)."""
-    table = torch.tensor([num_classes, *prediction.labels], dtype=torch.long, device=prediction.segments.device)
-    return table[prediction.segments.long()]
-
-
-def _pad_batch(
-    images: Sequence[torch.Tensor], maps: Sequence[torch.Tensor] | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images (and segment maps, padded with void) of different sizes as one batch, padded at the bottom/right."""
-    height = max(int(i.shape[-2]) for i in images)
-    width = max(int(i.shape[-1]) for i in images)
-
-    def pad(x: torch.Tensor) -> torch.Tensor:
-        return F.pad(x, (0, width - x.shape[-1], 0, height - x.shape[-2]))
-
-    stacked = torch.stack([pad(i) for i in images])
-    return stacked, torch.stack([pad(m.long()) for m in maps]) if maps is not None else stacked.new_zeros(0)
