@@ -9,7 +9,22 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# under pytest-xdist the cores are shared between the workers: one worker's torch must not take them all
+torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))))
+
+
+#: test modules whose tests start processes of their own and take the longest (DDP, tune studies): run first, so
+#: that the workers' other tests fill the time around them instead of one worker finishing alone with them
+LONG_MODULES = ("test_distributed.py", "test_tune.py")
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """``-n auto`` (pyproject's addopts): one worker a core, at most four (each holds its own torch and models)."""
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: item.path.name not in LONG_MODULES)  # stable: the order within a module is kept
 
 
 def peer_data_dir() -> Path:

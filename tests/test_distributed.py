@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import logging
 import os
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
 from conftest import ROOT
 from layouts import write_voc
@@ -27,6 +31,39 @@ def _data(cwd: Path) -> list[str]:
     ]
 
 
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(args: list[str], cwd: Path, env: dict[str, str]) -> str:
+    """``lightseg ARGS`` with one or more devices: its output.
+
+    One device runs in this process (it saves a new process's imports), with one thread as
+    each process of a DDP run has (OMP_NUM_THREADS=1), so that both compute the same floats;
+    DDP runs as the CLI in a subprocess (in-process it would relaunch pytest as rank 1).
+    """
+    if "--trainer.devices=1" in args:
+        from lightseg.cli import main
+
+        previous = Path.cwd()
+        os.chdir(cwd)
+        try:
+            with _one_thread():
+                main(args[1:])
+        finally:
+            os.chdir(previous)
+        return ""
+    done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout + done.stderr
+
+
 def _validate(cwd: Path, devices: int, name: str, checkpoint: Path) -> dict[str, float]:
     args = [
         "lightseg",
@@ -42,9 +79,7 @@ def _validate(cwd: Path, devices: int, name: str, checkpoint: Path) -> dict[str,
         f"--trainer.logger.init_args.name={name}",
         "--trainer.enable_progress_bar=false",
     ]
-    env = {**os.environ, "LIGHTSEG_CACHE": str(cwd / "cache"), "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=300, check=False)
-    assert done.returncode == 0, done.stderr[-3000:]
+    _run(args, cwd, {**os.environ, "LIGHTSEG_CACHE": str(cwd / "cache"), "OMP_NUM_THREADS": "1"})
     row = next(csv.DictReader((cwd / "runs" / "quickstart" / name / "version_0" / "metrics.csv").open()))
     return {key: float(value) for key, value in row.items() if key.startswith("val_") and value}
 
@@ -117,9 +152,7 @@ def test_coco_ap_is_identical_on_one_and_two_processes(tmp_path: Path) -> None:
             f"--ckpt_path={checkpoint}",
             "--model.init_args.detector_kwargs.box_score_thresh=0.0",
         ]
-        env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=300, check=False)
-        assert done.returncode == 0, done.stderr[-3000:]
+        _run(args, cwd, {**os.environ, "OMP_NUM_THREADS": "1"})
         row = next(
             csv.DictReader((cwd / "runs" / "quickstart_maskrcnn" / f"p{devices}" / "version_0" / "metrics.csv").open())
         )
@@ -129,7 +162,7 @@ def test_coco_ap_is_identical_on_one_and_two_processes(tmp_path: Path) -> None:
     assert results[1] == results[2]
 
 
-def _crf_search(cwd: Path, root: Path, devices: int) -> tuple[str, list[str]]:
+def _crf_search(cwd: Path, root: Path, devices: int, caplog: pytest.LogCaptureFixture) -> tuple[str, list[str]]:
     out = cwd / f"crf{devices}.yaml"
     args = [
         "lightseg",
@@ -157,19 +190,21 @@ def _crf_search(cwd: Path, root: Path, devices: int) -> tuple[str, list[str]]:
         "--trainer.logger=false",
         "--trainer.enable_progress_bar=false",
     ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=300, check=False)
-    assert done.returncode == 0, done.stderr[-3000:]
-    lines = (done.stdout + done.stderr).splitlines()
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        output = _run(args, cwd, {**os.environ, "OMP_NUM_THREADS": "1"})
+    lines = (output or "\n".join(caplog.messages)).splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("Dense-CRF search on"))
     return out.read_text(), lines[start : start + 6]
 
 
-def test_crf_search_on_mixed_sizes_chooses_the_same_on_one_and_two_processes(tmp_path: Path) -> None:
+def test_crf_search_on_mixed_sizes_chooses_the_same_on_one_and_two_processes(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     pytest.importorskip("pydensecrf")
     # 7 validation images of 5 sizes: each process gets a mix, and the 7th is beyond max_images
     root = write_voc(tmp_path / "voc", {"train": ["2007_a"], "val": [f"2008_{k}" for k in range(7)]}, mixed_sizes=True)
-    single, double = _crf_search(tmp_path, root, 1), _crf_search(tmp_path, root, 2)
+    single, double = _crf_search(tmp_path, root, 1, caplog), _crf_search(tmp_path, root, 2, caplog)
     assert single[1][0].startswith("Dense-CRF search on 6 validation images")
     assert single == double
     scores = [line.split()[0] for line in single[1][2:]]
