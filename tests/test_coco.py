@@ -21,6 +21,7 @@ from lightseg.datamodules import COCOInstanceDataModule, COCOKeypointDataModule
 from lightseg.datamodules.transforms import DetectionTransform, flip_keypoints
 from lightseg.errors import LightsegError
 from lightseg.metrics import COCOEvaluator
+from lightseg.metrics.coco import evaluate, load_ground_truth
 
 # one image (id 40, b.jpg, 5 x 10) with one polygon of category 1 and ids 1, 2, 4: a ground truth of our own
 TINY_COCO: dict[str, Any] = {
@@ -339,6 +340,16 @@ def test_box_and_mask_ap_equal_pycocotools_on_the_annotation_file(backend: str, 
         np.testing.assert_allclose(got, expected[:6], rtol=0, atol=1e-12)
         assert 0.05 < got[0] < 0.95  # a test with something to get wrong
     assert ours["segm_map_per_class"].shape == (3,)
+    # an evaluation leaves the collected results as they were: the same numbers the second time
+    torch.testing.assert_close(metric.compute(), ours, rtol=0, atol=0, equal_nan=True)
+    assert all(set(r) == {"image_id", "category_id", "score", "segmentation"} for r in metric.results()["segm"])
+
+
+def test_mask_results_of_an_image_the_ground_truth_lacks_are_one_line() -> None:
+    truth = _ground_truth(np.random.default_rng(0))
+    result = {"image_id": 99, "category_id": 3, "score": 0.9, "segmentation": truth["annotations"][-1]["segmentation"]}
+    with pytest.raises(LightsegError, match=r"images the ground truth does not hold: \[99\]"):
+        evaluate(load_ground_truth(truth, "faster_coco_eval"), [result], "segm")
 
 
 def _bbox_results(detections: dict[int, dict[str, torch.Tensor]], categories: list[int]) -> list[dict[str, Any]]:

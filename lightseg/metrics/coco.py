@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import gc
 import io
 import itertools
 from collections.abc import Sequence
@@ -238,6 +239,63 @@ def load_ground_truth(data: dict[str, Any], backend: Backend) -> Any:
     return coco
 
 
+def _own_copies(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A new dict for each result, for ``loadRes`` and COCOeval to write into.
+
+    They add ``id``, ``area``, ``bbox``, ``iscrowd`` and the decoded mask, and a mask result that
+    kept its ``bbox`` would be loaded as a box the next time. The values inside (masks, boxes,
+    keypoints) are only read, so they are shared: a deep copy of a val2017-sized result list took
+    ~45 % of the whole mask evaluation.
+    """
+    return [dict(result) for result in results]
+
+
+def _load_mask_results(ground_truth: Any, results: list[dict[str, Any]]) -> Any:
+    """faster-coco-eval's ``loadRes`` of RLE mask results, with the areas computed in one call.
+
+    The same object ``loadRes`` makes (each result with ``id`` from 1, its mask's ``area`` and
+    ``iscrowd`` 0; the ground truth's images and categories) except the box around each mask,
+    which mask evaluation never reads. ``loadRes`` decodes every mask twice, one call each, for
+    the area and that box: a quarter of a val2017-sized evaluation.
+    """
+    from faster_coco_eval import COCO as FasterCOCO
+    from faster_coco_eval.core import mask as mask_api
+
+    unknown = {result["image_id"] for result in results} - set(ground_truth.getImgIds())
+    if unknown:
+        raise LightsegError(f"COCO results name images the ground truth does not hold: {sorted(unknown)[:5]}")
+    areas = mask_api.area([result["segmentation"] for result in results]).tolist()
+    detections = FasterCOCO()
+    detections.dataset = {
+        "info": {},
+        "images": list(ground_truth.dataset["images"]),
+        "categories": copy.deepcopy(ground_truth.dataset["categories"]),
+        "annotations": [
+            {**result, "area": area, "id": index, "iscrowd": 0}
+            for index, (result, area) in enumerate(zip(results, areas, strict=True), start=1)
+        ],
+    }
+    detections.createIndex()
+    return detections
+
+
+@contextlib.contextmanager
+def _without_cycle_collection() -> Any:
+    """Python's cyclic garbage collector paused (restored after).
+
+    COCO evaluation makes millions of dicts and lists, none of them in a reference cycle; the
+    collector would scan them again and again while they are made (~15 % of a val2017-sized mask
+    evaluation). Plain reference counting still frees everything.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def evaluate(
     ground_truth: Any,
     results: list[dict[str, Any]],
@@ -259,11 +317,14 @@ def evaluate(
     count = len(STAT_NAMES[iou_type])
     if not results or (image_ids is not None and not image_ids):
         return np.zeros(count), {}
-    with contextlib.redirect_stdout(io.StringIO()):
+    with contextlib.redirect_stdout(io.StringIO()), _without_cycle_collection():
         if backend == "faster_coco_eval":
             from faster_coco_eval import COCOeval_faster
 
-            detections = ground_truth.loadRes(copy.deepcopy(results))
+            if iou_type in ("segm", "boundary"):
+                detections = _load_mask_results(ground_truth, results)
+            else:
+                detections = ground_truth.loadRes(_own_copies(results))
             options = {"boundary_dilation_ratio": boundary_ratio or 0.02} if iou_type == "boundary" else {}
             evaluator = COCOeval_faster(
                 ground_truth, detections, iou_type, print_function=lambda *a, **k: None, **options
@@ -273,7 +334,7 @@ def evaluate(
                 raise LightsegError("Boundary AP needs the faster_coco_eval backend (pycocotools has no boundary IoU)")
             from pycocotools.cocoeval import COCOeval
 
-            detections = ground_truth.loadRes(copy.deepcopy(results))
+            detections = ground_truth.loadRes(_own_copies(results))
             evaluator = COCOeval(ground_truth, detections, iou_type)
         if image_ids is not None:
             evaluator.params.imgIds = list(image_ids)
