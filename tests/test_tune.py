@@ -252,7 +252,10 @@ def test_ctrl_c_ends_the_trial_and_the_same_command_continues(shapes_root: Path,
             break
         seen += line
     assert "lightseg tune: trial 0:" in seen, seen
-    time.sleep(4)  # into the trial's training
+    # into the trial's training: its first epoch's checkpoint written (a fixed wait can race a loaded machine)
+    while not any((tmp_path / "runs").rglob("last.ckpt")) and time.monotonic() - started < 120:
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.2)
     process.send_signal(signal.SIGINT)
     out, rest = process.communicate(timeout=120)
     err = seen + rest
