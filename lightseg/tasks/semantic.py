@@ -83,7 +83,8 @@ class SemanticSegmentationTask(BaseTask):
             validation and test; ``None`` takes the data set's protocol (0.005 for Cityscapes,
             0.02 otherwise, as the official Boundary IoU API); 0 turns Boundary IoU off.
         channels_last: run the model in channels-last memory format (faster convolutions on
-            tensor-core GPUs, especially with 16-bit precision).
+            CPUs, whose oneDNN kernels prefer it, and on tensor-core GPUs, especially with
+            16-bit precision).
         compile: compile the model with ``torch.compile`` (in place: checkpoints keep their keys).
         kwargs: the optimiser settings of :class:`~lightseg.tasks.BaseTask` (``optimizer``,
             ``lr_scheduler``, ``lr_interval``, ``head_lr_mult``, ``no_weight_decay_on``,
