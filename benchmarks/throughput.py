@@ -11,9 +11,13 @@ batches after a warm-up (`report.StepClock`; on a GPU each reading waits for the
 - Mask R-CNN R50-FPN (configs/instance/coco_maskrcnn_resnet50_fpn.yaml: frozen BatchNorm,
   stages 2-5 training, images resized to 800 px) on 800x800 scenes.
 
-Float32 is PyTorch's default (cuDNN may use TF32 for convolutions on Ampere and newer;
-matrix multiplications stay in full float32). Evaluation time excludes the epoch-end metric
-(COCO evaluation is timed by coco_eval.py). Peak GPU memory is per precision.
+Each model runs in every `--variants` entry: a Lightning precision, `+cl` for the task's
+`channels_last: true` (weights and activations in NHWC memory) and `+compile` for its
+`compile: true` (torch.compile of the semantic network, of the R-CNN backbone and FPN; the
+compilation falls in the warm-up batches). Float32 is PyTorch's default (cuDNN may use TF32
+for convolutions on Ampere and newer; matrix multiplications stay in full float32).
+Evaluation time excludes the epoch-end metric (COCO evaluation is timed by coco_eval.py).
+Peak GPU memory is per variant.
 
     python benchmarks/throughput.py                          # what the docs record (GPU)
     python benchmarks/throughput.py --steps 4 --warmup 1 --size-scale 0.25 --no-record  # a CPU check
@@ -40,7 +44,6 @@ RECIPES: dict[str, dict[str, Any]] = {
         "batch": 8,
         "data": "ShapesDataModule",
         "model": ["--model.init_args.backbone=resnet50", "--model.init_args.weights_backbone=null"],
-        "channels_last": True,
     },
     "maskrcnn_resnet50_fpn": {
         "config": "configs/instance/coco_maskrcnn_resnet50_fpn.yaml",
@@ -53,22 +56,28 @@ RECIPES: dict[str, dict[str, Any]] = {
             "--model.init_args.trainable_norm=false",
             "--model.init_args.trainable_backbone_layers=3",
         ],
-        "channels_last": False,
     },
 }
 
 
-def measure(
-    name: str, precision: str, channels_last: bool, args: argparse.Namespace, cache: Path
-) -> tuple[float, float, float | None]:
-    """(training images/s, evaluation images/s, peak GPU memory in GiB) of one recipe and precision."""
+VARIANTS = ["32-true", "32-true+cl", "bf16-mixed", "bf16-mixed+cl", "bf16-mixed+cl+compile"]
+
+
+def measure(name: str, variant: str, args: argparse.Namespace, cache: Path) -> tuple[float, float, float | None]:
+    """(training images/s, evaluation images/s, peak GPU memory in GiB) of one recipe and variant."""
+    precision, *features = variant.split("+")
+    if set(features) - {"cl", "compile"}:
+        raise SystemExit(f"--variants: {variant!r} is not precision[+cl][+compile]")
     recipe = RECIPES[name]
     size = max(32, round(recipe["size"] * args.size_scale))
     batch = args.batch or recipe["batch"]
     # enough training images for a few distinct batches (epochs repeat them), and every
     # validation batch asked for
     train_images, val_images = batch * max(args.warmup + 2, 8), batch * args.val_batches
-    options = [f"--model.init_args.channels_last={channels_last}"] if recipe["channels_last"] else []
+    options = [
+        f"--model.init_args.channels_last={'cl' in features}",
+        f"--model.init_args.compile={'compile' in features}",
+    ]
     if name.startswith("maskrcnn") and args.size_scale != 1:
         options += [f"--model.init_args.min_size={size}", f"--model.init_args.max_size={size}"]
     cli = build_cli(
@@ -103,7 +112,7 @@ def measure(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=list(RECIPES), choices=list(RECIPES))
-    parser.add_argument("--precisions", nargs="+", default=["32-true", "bf16-mixed"])
+    parser.add_argument("--variants", nargs="+", default=VARIANTS, help="precision[+cl][+compile] (see above)")
     parser.add_argument("--steps", type=int, default=40, help="optimizer steps per precision")
     parser.add_argument("--val-batches", type=int, default=20, help="validation batches per precision")
     parser.add_argument("--warmup", type=int, default=5, help="batches left out of the clock")
@@ -116,15 +125,13 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         for name in args.models:
-            variants = [(p, False) for p in args.precisions]
-            if RECIPES[name]["channels_last"]:
-                variants += [(p, True) for p in args.precisions if p != "32-true"]
             base = None
-            for precision, channels_last in variants:
-                train, evaluate, memory = measure(name, precision, channels_last, args, Path(scratch))
+            for variant in args.variants:
+                train, evaluate, memory = measure(name, variant, args, Path(scratch))
                 base = base or train
                 size = max(32, round(RECIPES[name]["size"] * args.size_scale))
-                label = precision + (" + channels_last" if channels_last else "")
+                label = variant.replace("+cl", " + channels_last").replace("+compile", " + compile")
+                print(f"{name} {label}: {train:.3g} train img/s, {evaluate:.3g} eval img/s", flush=True)
                 rows.append(
                     f"| {name} | {size}² x {args.batch or RECIPES[name]['batch']} | {label} | {train:.3g} | "
                     f"{train / base:.2f}x | {evaluate:.3g} | {'-' if memory is None else f'{memory:.1f}'} |"

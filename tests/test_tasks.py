@@ -204,11 +204,19 @@ def test_compiled_model_takes_every_input_size() -> None:
 def test_channels_last_and_compile_options(monkeypatch: pytest.MonkeyPatch) -> None:
     plain, fast = _task(), _task(channels_last=True, compile=True)
     fast.load_state_dict(plain.state_dict())
-    compiled: list[torch.nn.Module] = []
-    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, *a, **k: compiled.append(self))
+    compiled: list[tuple[torch.nn.Module, object]] = []
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, *a, **k: compiled.append((self, k.get("mode"))))
     fast.configure_model()
     fast.configure_model()  # idempotent
-    assert compiled == [fast.model]
+    assert compiled == [(fast.model, None)]  # true: torch's default mode
+    _task(compile="max-autotune").configure_model()
+    assert compiled[-1][1] == "max-autotune"
+    with pytest.raises(LightsegError, match=r"compile must be true, false or a mode \(default, reduce-overhead"):
+        _task(compile="fastest")
+    monkeypatch.setattr("shutil.which", lambda name: None)
+    monkeypatch.delenv("CXX", raising=False)
+    with pytest.raises(LightsegError, match=r"compile=True on a CPU needs a C\+\+ compiler.*apt-get install g\+\+"):
+        _task(compile=True).configure_model()
     conv = fast.model.net.encoder.conv1.weight
     assert conv.is_contiguous(memory_format=torch.channels_last)
     image = torch.rand(2, 3, 32, 32)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import functools
 import io
 import math
+import os
 import random
+import shutil
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,6 +31,11 @@ from lightseg.weights import LoadReport, check_weights_option, load_weights_file
 
 #: the length a poly schedule is given in a run without end: its rate stays at the base rate
 UNENDING_STEPS = 2**62
+#: ``compile``'s torch.compile modes (``true``: ``default``)
+CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
+COMPILE_MODES: tuple[str, ...] = CompileMode.__args__  # type: ignore[attr-defined]
+#: what torch's inductor builds CPU kernels with (any one, or ``$CXX``)
+CXX_COMPILERS = ("g++", "clang++", "c++")
 #: module names whose parameters count as backbone for ``head_lr_mult``
 BACKBONE_MODULES = frozenset({"encoder", "backbone", "to_pool3", "to_pool4", "to_pool5", "fc6", "fc7"})
 
@@ -71,6 +78,14 @@ class BaseTask(LightningModule, ABC):
             e.g. ``lora: {rank: 8, targets: [qkv]}`` for a ViT / DINOv2 backbone): the rest of the
             backbone is frozen, the head trains whole, and export merges the adapters into the
             weights; ``null``: none. Needs ``pip install "lightseg[finetune]"``.
+        channels_last: keep the model's weights and activations in channels-last (NHWC) memory:
+            faster convolutions on CPUs (oneDNN's kernels prefer it) and on tensor-core GPUs,
+            especially in 16-bit precision; the same arithmetic (docs/benchmarks.md has the speeds).
+        compile: ``torch.compile`` what :meth:`compile_targets` names (the whole network of a semantic
+            model; the backbone and FPN of an R-CNN, whose heads' proposals and NMS depend on the
+            data) in place, so checkpoints keep their keys: ``true`` (torch's ``default`` mode) or a
+            mode: ``reduce-overhead``, ``max-autotune``, ``max-autotune-no-cudagraphs``. On a CPU
+            it needs a C++ compiler (g++); the first batches of each input size take the compile time.
     """
 
     monitor: ClassVar[str] = "val_loss"
@@ -88,6 +103,8 @@ class BaseTask(LightningModule, ABC):
         freeze_backbone: bool | int = False,
         layer_decay: float | None = None,
         lora: LoRASettings | None = None,
+        channels_last: bool = False,
+        compile: bool | CompileMode = False,
     ) -> None:
         settings = LoRASettings.of(lora) if lora is not None else None
         super().__init__()
@@ -97,6 +114,8 @@ class BaseTask(LightningModule, ABC):
             raise LightsegError(
                 f"freeze_backbone must be true, false or a number of epochs >= 0, got {freeze_backbone}"
             )
+        if not isinstance(compile, bool) and compile not in COMPILE_MODES:
+            raise LightsegError(f"compile must be true, false or a mode ({', '.join(COMPILE_MODES)}), got {compile!r}")
         if layer_decay is not None and not 0 < layer_decay <= 1:
             raise LightsegError(
                 f"layer_decay must be in (0, 1] (0.65 to 0.9 in the published recipes), got {layer_decay}"
@@ -105,6 +124,7 @@ class BaseTask(LightningModule, ABC):
         # plain values in checkpoints and hparams.yaml (a subclass's **kwargs carry the value as given)
         self.hparams["lora"] = settings.as_dict() if settings is not None else None
         self._initialised_from: str | None = None
+        self._compiled = False
         #: optimizer steps of the run (set when training starts; what schedules inside the model follow)
         self._total_steps = 1.0
         self.optimizer_factory = optimizer
@@ -151,6 +171,27 @@ class BaseTask(LightningModule, ABC):
     @abstractmethod
     def build_model(self) -> nn.Module:
         """Build the network from ``self.hparams``."""
+
+    def compile_targets(self) -> list[nn.Module]:
+        """What ``compile`` compiles: the whole network (a subclass names the parts that can take it)."""
+        return [self.model]
+
+    @override
+    def configure_model(self) -> None:
+        # Lightning's hook, called on the device before each run: memory format and compilation
+        if self.hparams.get("channels_last"):
+            self.model.to(memory_format=torch.channels_last)
+        mode = self.hparams.get("compile")
+        if not mode or self._compiled:
+            return
+        if self.device.type == "cpu" and not (os.environ.get("CXX") or any(map(shutil.which, CXX_COMPILERS))):
+            raise LightsegError(
+                f"compile={mode!r} on a CPU needs a C++ compiler, and none is on PATH ({', '.join(CXX_COMPILERS)}) "
+                "or in $CXX: install one (apt-get install g++) or set compile: false"
+            )
+        for module in self.compile_targets():
+            module.compile(mode=None if mode is True else mode)
+        self._compiled = True
 
     @abstractmethod
     def build_loss(self) -> nn.Module:

@@ -59,9 +59,9 @@ class DetectionTask(BaseTask):
             (``rpn_batch_size_per_image``, ``box_batch_size_per_image``, ``rpn_post_nms_top_n_train``,
             ``box_detections_per_img``, ...).
         eval_backend: ``faster_coco_eval`` or ``pycocotools``.
-        kwargs: the optimiser settings of :class:`~lightseg.tasks.BaseTask` (``optimizer``,
+        kwargs: the optimiser and speed settings of :class:`~lightseg.tasks.BaseTask` (``optimizer``,
             ``lr_scheduler``, ``lr_interval``, ``head_lr_mult``, ``no_weight_decay_on``,
-            ``init_from``, ``freeze_backbone``, ``layer_decay``).
+            ``init_from``, ``freeze_backbone``, ``layer_decay``, ``lora``, ``channels_last``, ``compile``).
     """
 
     iou_types: ClassVar[tuple[IoUType, ...]] = ("bbox",)
@@ -83,6 +83,11 @@ class DetectionTask(BaseTask):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+
+    @override
+    def compile_targets(self) -> list[nn.Module]:
+        # the backbone and FPN: proposals, NMS and RoI sampling change shape with the data
+        return [cast(nn.Module, self.model.backbone)]
 
     def model_options(self) -> dict[str, Any]:
         """Arguments for :func:`~lightseg.models.detection.build_rcnn` beyond the shared ones."""

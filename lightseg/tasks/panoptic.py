@@ -96,7 +96,8 @@ class PanopticSegmentationTask(BaseTask):
             ``null``: the published value.
         stuff_area: Panoptic FPN: stuff regions of fewer pixels are left out (4096, Detectron2's for COCO).
         mask_threshold: Panoptic FPN: instance mask probability that counts as foreground.
-        kwargs: the optimiser settings of :class:`~lightseg.tasks.BaseTask`.
+        kwargs: the optimiser and speed settings of :class:`~lightseg.tasks.BaseTask` (``channels_last``,
+            ``compile``: of the backbone and FPN for Panoptic FPN, the whole network for a query model).
     """
 
     monitor: ClassVar[str] = "val_pq"
@@ -208,6 +209,11 @@ class PanopticSegmentationTask(BaseTask):
         if predictor_classes(detector) != len(self.things) + 1:
             self.pretrained_classes = coco_categories(PANOPTIC_FPN[hp["arch"]])
         return PanopticFPN(detector, len(self.stuff))
+
+    @override
+    def compile_targets(self) -> list[nn.Module]:
+        # Panoptic FPN: the backbone and FPN, as for an R-CNN (proposals and NMS change shape with the data)
+        return [cast(nn.Module, self.model.backbone)] if self.fpn else [self.model]
 
     @override
     def build_loss(self) -> nn.Module:

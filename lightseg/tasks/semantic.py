@@ -82,13 +82,9 @@ class SemanticSegmentationTask(BaseTask):
         boundary_ratio: Boundary IoU's band width as a fraction of each image's diagonal in
             validation and test; ``None`` takes the data set's protocol (0.005 for Cityscapes,
             0.02 otherwise, as the official Boundary IoU API); 0 turns Boundary IoU off.
-        channels_last: run the model in channels-last memory format (faster convolutions on
-            CPUs, whose oneDNN kernels prefer it, and on tensor-core GPUs, especially with
-            16-bit precision).
-        compile: compile the model with ``torch.compile`` (in place: checkpoints keep their keys).
-        kwargs: the optimiser settings of :class:`~lightseg.tasks.BaseTask` (``optimizer``,
+        kwargs: the optimiser and speed settings of :class:`~lightseg.tasks.BaseTask` (``optimizer``,
             ``lr_scheduler``, ``lr_interval``, ``head_lr_mult``, ``no_weight_decay_on``,
-            ``init_from``, ``freeze_backbone``, ``layer_decay``).
+            ``init_from``, ``freeze_backbone``, ``layer_decay``, ``lora``, ``channels_last``, ``compile``).
     """
 
     monitor: ClassVar[str] = "val_miou"
@@ -112,8 +108,6 @@ class SemanticSegmentationTask(BaseTask):
         boundary_sigma: float = 5.0,
         inference: InferenceSettings = InferenceSettings(),  # noqa: B008 (frozen: one shared default is safe)
         boundary_ratio: float | None = None,
-        channels_last: bool = False,
-        compile: bool = False,
         **kwargs: Any,
     ) -> None:
         settings = InferenceSettings.of(inference)
@@ -200,15 +194,6 @@ class SemanticSegmentationTask(BaseTask):
     @override
     def context(self) -> TaskContext:
         return dataclasses.replace(super().context(), protocol=self.protocol or EvaluationProtocol())
-
-    @override
-    def configure_model(self) -> None:
-        # Lightning's hook, called on the device before each run: memory format and compilation.
-        if self.hparams.get("channels_last"):
-            self.model.to(memory_format=torch.channels_last)
-        if self.hparams.get("compile") and not getattr(self, "_compiled", False):
-            self.model.compile()
-            self._compiled = True
 
     @override
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
