@@ -18,9 +18,11 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
 from PIL import Image
 
-from lightseg.callbacks import LineProgress
+from lightseg.callbacks import LineProgress, SegmentationWriter
 from lightseg.callbacks.line_progress import lines_unless_terminal
 from lightseg.cli import LightsegCLI, build_cli, main
+from lightseg.cli.trainer import LightsegTrainer
+from lightseg.datamodules import ShapesDataModule
 from lightseg.inference import InferenceSettings
 from lightseg.tasks import DetectionTask, PanopticSegmentationTask, SemanticSegmentationTask
 
@@ -203,6 +205,31 @@ def test_fit_test_predict_round_trip(
     assert exit_info.value.code == 2
     assert "already exists and is not empty" in capsys.readouterr().err
     assert (out / "masks" / "a.png").read_bytes() == before
+
+    # masks only, two images of different sizes in one batch: the same masks, no overlays
+    main(["predict", *tiny(shapes_root), "--ckpt_path", "last", "--data.init_args.predict_dir", str(images),
+          "--data.init_args.predict_batch_size=2", "--prediction.overlays=false",
+          "--prediction.output_dir", str(tmp_path / "masks_only")])  # fmt: skip
+    assert f"predicted 2 images: masks/ in {tmp_path / 'masks_only'}" in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "masks_only").iterdir()) == ["masks"]
+    for name in ("a.png", "b.png"):
+        alone = np.asarray(Image.open(tmp_path / "masks_only" / "masks" / name))
+        np.testing.assert_array_equal(alone, np.asarray(Image.open(out / "masks" / name)))
+
+
+def test_predictions_written_by_a_writer_are_not_also_kept_in_memory(tmp_path: Path) -> None:
+    (tmp_path / "images").mkdir()
+    for name in "abc":
+        Image.fromarray(np.zeros((16, 24, 3), dtype=np.uint8)).save(tmp_path / "images" / f"{name}.png")
+    task = SemanticSegmentationTask(arch="unet", backbone="resnet18", weights_backbone=None, num_classes=4)
+    data = ShapesDataModule(root=str(tmp_path / "cache"), predict_dir=str(tmp_path / "images"))
+    options = {"logger": False, "enable_progress_bar": False, "enable_model_summary": False}
+    writer = SegmentationWriter(output_dir=str(tmp_path / "out"))
+    # a folder of any size: the masks go to files, none piles up in the trainer
+    assert LightsegTrainer(callbacks=[writer], **options).predict(task, datamodule=data) is None
+    assert sorted(p.name for p in (tmp_path / "out" / "masks").iterdir()) == ["a.png", "b.png", "c.png"]
+    kept = LightsegTrainer(**options).predict(task, datamodule=data)  # no writer: Lightning's default, returned
+    assert [tuple(p["mask"].shape) for p in kept] == [(1, 16, 24)] * 3
 
 
 def test_progress_in_a_log_file_is_lines_not_a_redrawn_bar(

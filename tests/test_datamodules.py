@@ -219,6 +219,17 @@ def test_image_folder_for_predict(tmp_path: Path) -> None:
         ImageFolderDataset(_empty(tmp_path))
 
 
+def test_predict_batches_have_their_own_size(tmp_path: Path) -> None:
+    for name in "abcde":
+        Image.fromarray(np.zeros((6, 8, 3), dtype=np.uint8)).save(tmp_path / f"{name}.png")
+    default = ShapesDataModule(root=str(tmp_path / "cache"), batch_size=16, predict_dir=str(tmp_path))
+    assert default.predict_dataloader().batch_size == 1  # not the training batch: one image at a time
+    module = ShapesDataModule(root=str(tmp_path / "cache"), predict_dir=str(tmp_path), predict_batch_size=3)
+    assert [len(batch["path"]) for batch in module.predict_dataloader()] == [3, 2]
+    with pytest.raises(LightsegError, match="predict_batch_size must be >= 1, got 0"):
+        ShapesDataModule(root=str(tmp_path / "cache"), predict_batch_size=0)
+
+
 def _empty(tmp_path: Path) -> Path:
     empty = tmp_path / "empty"
     empty.mkdir()

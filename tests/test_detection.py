@@ -198,6 +198,12 @@ def test_keypoint_fit_and_predict(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert results and all(len(r["keypoints"]) == 9 and r["category_id"] == 3 for r in results)
     assert "segmentation" not in results[0]
+    assert len(list((tmp_path / "out" / "overlays").iterdir())) == 2
+    main(["predict", *args, "--ckpt_path", "last", f"--data.init_args.predict_dir={data.data_dir / 'images' / 'val'}",
+          f"--prediction.output_dir={tmp_path / 'results_only'}", "--prediction.overlays=false",
+          "--model.init_args.detector_kwargs.box_score_thresh=0.0"])  # fmt: skip
+    assert sorted(p.name for p in (tmp_path / "results_only").iterdir()) == ["results.json"]
+    assert json.loads((tmp_path / "results_only" / "results.json").read_text()) == results
 
 
 def test_detection_bad_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -267,3 +273,54 @@ def test_torchvision_built_archs_refuse_a_norm_they_do_not_have() -> None:
         InstanceSegmentationTask(
             arch="maskrcnn_resnet50_fpn_v2", weights_backbone=None, trainable_norm=False, num_classes=4
         )
+
+
+def test_rcnn_in_channels_last_detects_as_the_default_and_compiles_its_backbone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    options = {"arch": "maskrcnn_resnet18_fpn", "weights_backbone": None, "num_classes": 3, "min_size": 64,
+               "max_size": 96, "detector_kwargs": {"box_score_thresh": 0.0}}  # fmt: skip
+    torch.manual_seed(0)
+    plain = InstanceSegmentationTask(**options)  # type: ignore[arg-type]
+    fast = InstanceSegmentationTask(**options, channels_last=True, compile="reduce-overhead")  # type: ignore[arg-type]
+    fast.load_state_dict(plain.state_dict())
+    compiled: list[tuple[torch.nn.Module, object]] = []
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, *a, **k: compiled.append((self, k.get("mode"))))
+    fast.configure_model()
+    # the backbone and FPN only: the heads' proposals and NMS change shape with the data
+    assert compiled == [(fast.model.backbone, "reduce-overhead")]
+    assert fast.model.backbone.body.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    assert fast.model.roi_heads.mask_head[0][0].weight.is_contiguous(memory_format=torch.channels_last)
+    plain.eval(), fast.eval()
+    generator = torch.Generator().manual_seed(1)
+    images = [torch.rand(3, 64, 80, generator=generator), torch.rand(3, 72, 56, generator=generator)]
+    with torch.no_grad():
+        expected, got = plain(images), fast(images)
+    for a, b in zip(expected, got, strict=True):
+        assert len(a["boxes"]) > 10
+        torch.testing.assert_close(b["labels"], a["labels"])
+        for key in ("boxes", "scores", "masks"):
+            torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-4)
+    assert list(fast.state_dict()) == list(plain.state_dict())
+
+
+@pytest.mark.slow
+def test_rcnn_with_a_compiled_backbone_detects_as_the_default() -> None:
+    # torch.compile for real (inductor); two image sizes: the second recompiles with dynamic shapes
+    options = {"arch": "maskrcnn_resnet18_fpn", "weights_backbone": None, "num_classes": 3, "min_size": 64,
+               "max_size": 96, "detector_kwargs": {"box_score_thresh": 0.0}}  # fmt: skip
+    torch.manual_seed(0)
+    plain = InstanceSegmentationTask(**options)  # type: ignore[arg-type]
+    fast = InstanceSegmentationTask(**options, channels_last=True, compile=True)  # type: ignore[arg-type]
+    fast.load_state_dict(plain.state_dict())
+    fast.configure_model()
+    plain.eval(), fast.eval()
+    generator = torch.Generator().manual_seed(1)
+    for size in ((64, 80), (72, 56)):
+        images = [torch.rand(3, *size, generator=generator)]
+        with torch.no_grad():
+            (expected,), (got,) = plain(images), fast(images)
+        assert len(expected["boxes"]) > 10
+        torch.testing.assert_close(got["labels"], expected["labels"])
+        for key in ("boxes", "scores", "masks"):
+            torch.testing.assert_close(got[key], expected[key], rtol=1e-4, atol=1e-4)

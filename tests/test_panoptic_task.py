@@ -156,6 +156,12 @@ def test_fit_test_and_predict_run_from_the_command_line(tmp_path: Path, capsys: 
     ids = rgb_to_id(np.asarray(Image.open(Path("out/panoptic") / first["file_name"])))
     assert set(np.unique(ids).tolist()) - {0} == {s["id"] for s in first["segments_info"]}
     assert sorted(p.name for p in Path("out/overlays").iterdir()) == [f"00000{i}.png" for i in range(1, 5)]
+    main(["predict", *FPN_TINY, *data, f"--ckpt_path={checkpoint}", f"--data.predict_dir={folder / 'images' / 'test'}",
+          "--prediction.output_dir=bare", "--prediction.overlays=false",
+          "--trainer.enable_progress_bar=false"])  # fmt: skip
+    assert "predicted 4 images: panoptic.json and panoptic/ in bare" in capsys.readouterr().err
+    assert sorted(p.name for p in Path("bare").iterdir()) == ["panoptic", "panoptic.json"]
+    assert json.loads(Path("bare/panoptic.json").read_text()) == written
 
 
 class MistakenTruth(PanopticSegmentationTask):
@@ -384,3 +390,18 @@ def test_query_panoptic_models_export_their_queries_and_predict_as_pytorch(
         mask2former = PanopticSegmentationTask("mask2former", 6, [0, 1, 2], weights_backbone=None,
                                                backbone=str(tiny_transformers("mask2former")))  # fmt: skip
         export_task(mask2former, None, ExportSettings(output=str(tmp_path / "m2f.onnx")))
+
+
+def test_panoptic_fpn_compiles_its_backbone_and_runs_in_channels_last(monkeypatch: pytest.MonkeyPatch) -> None:
+    compiled: list[torch.nn.Module] = []
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, *a, **k: compiled.append(self))
+    task = PanopticSegmentationTask("panoptic_fpn_resnet18", 4, [0], weights_backbone=None, min_size=64,
+                                    max_size=64, channels_last=True, compile=True)  # fmt: skip
+    task.configure_model()
+    assert compiled == [task.model.backbone]
+    conv = next(m for m in task.model.semantic_head.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    task.eval()
+    with torch.no_grad():
+        (prediction,) = task([torch.rand(3, 50, 70)])
+    assert prediction.segments.shape == (50, 70)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import os
 import shutil
 import sys
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,6 +34,8 @@ Format = Literal["palette", "cityscapes", "voc"]
 #: where the VOC evaluation server expects the segmentation results (competition 6: any training data)
 VOC_RESULTS = Path("results") / "VOC2012" / "Segmentation" / "comp6_test_cls"
 FOLDERS = {"palette": Path("masks"), "cityscapes": Path("labelIds"), "voc": VOC_RESULTS}
+#: overlays queued for the drawing thread before the writer waits for the oldest
+MAX_PENDING_OVERLAYS = 4
 
 
 class SegmentationWriter(BasePredictionWriter):
@@ -82,6 +88,9 @@ class SegmentationWriter(BasePredictionWriter):
         score_threshold: lowest score of a detection drawn in the overlays (all go to the JSON).
         format: semantic masks as ``palette`` PNGs, ``cityscapes`` label ids or the ``voc``
             server layout.
+        overlays: also write ``overlays/`` (drawn on a thread of their own while the model runs;
+            about 60 ms of CPU per 512² image, docs/benchmarks.md); ``false`` writes only the
+            masks, ``results.json`` or the panoptic files.
     """
 
     def __init__(
@@ -91,9 +100,11 @@ class SegmentationWriter(BasePredictionWriter):
         alpha: float = 0.5,
         score_threshold: float = 0.5,
         format: Format = "palette",
+        overlays: bool = True,
     ) -> None:
         super().__init__(write_interval="batch")
         self.format: Format = format
+        self.overlays = overlays
         self._label_ids: np.ndarray | None = None
         self.output_dir = Path(output_dir)
         self.overwrite = overwrite
@@ -106,6 +117,8 @@ class SegmentationWriter(BasePredictionWriter):
         self._panoptic_palette = self.palette
         self._images = 0
         self._work_dir = self.output_dir
+        self._painter: ThreadPoolExecutor | None = None
+        self._pending: deque[Future[None]] = deque()
 
     @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
@@ -129,7 +142,7 @@ class SegmentationWriter(BasePredictionWriter):
         self._images = 0
         self._work_dir = self.output_dir.with_name(f"{self.output_dir.name}.partial-{os.getpid()}")
         shutil.rmtree(self._work_dir, ignore_errors=True)
-        (self._work_dir / "overlays").mkdir(parents=True)
+        self._work_dir.mkdir(parents=True)
 
     @override
     def write_on_batch_end(
@@ -154,7 +167,6 @@ class SegmentationWriter(BasePredictionWriter):
         names, ignore_index = list(context.class_names), context.ignore_index
         for i, (relative, (height, width)) in enumerate(zip(prediction["path"], prediction["size"], strict=True)):
             mask = prediction["mask"][i, :height, :width].numpy()
-            image = to_uint8_image(images[i, :, :height, :width])
             name = Path(relative).with_suffix(".png")
             if self.format == "cityscapes":
                 assert self._label_ids is not None
@@ -165,10 +177,14 @@ class SegmentationWriter(BasePredictionWriter):
                 self._save_mask(
                     mask, self._work_dir / FOLDERS[self.format] / (name.name if self.format == "voc" else name)
                 )
-            path = self._work_dir / "overlays" / name
-            path.parent.mkdir(parents=True, exist_ok=True)
-            overlaid = annotated_overlay(image, mask, names, self.alpha, ignore_index, self.palette)
-            Image.fromarray(overlaid).save(path)
+            if self.overlays:
+                self._save_overlay(
+                    functools.partial(
+                        _semantic_overlay, images[i, :, :height, :width], mask, names, self.alpha, ignore_index,
+                        self.palette,
+                    ),
+                    name,
+                )  # fmt: skip
 
     def _write_detections(self, trainer: Trainer, pl_module: LightningModule, prediction: Any, batch: Any) -> None:
         self._detections_seen = True
@@ -203,21 +219,14 @@ class SegmentationWriter(BasePredictionWriter):
                 if "keypoints" in detections:
                     result["keypoints"] = [round(float(v), 2) for v in detections["keypoints"][k].flatten()]
                 self._results.append(result)
+            if not self.overlays:
+                continue
             keep = detections["scores"] >= self.score_threshold
-            drawn = draw_detections(
-                image.detach().cpu(),
-                detections,
-                keep,
-                masks,
-                names,
-                skeleton,
-                self.alpha,
-                side=DISPLAY_SIDE,
-                palette=self.palette,
-            )
-            path = self._work_dir / "overlays" / Path(relative).with_suffix(".png")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(drawn).save(path)
+            drawn = functools.partial(
+                draw_detections, image.detach().cpu(), detections, keep, masks, names, skeleton, self.alpha,
+                side=DISPLAY_SIDE, palette=self.palette,
+            )  # fmt: skip
+            self._save_overlay(drawn, Path(relative).with_suffix(".png"))
 
     def _write_panoptic(self, trainer: Trainer, prediction: Any, batch: Any) -> None:
         data = data_description(datamodule_of(trainer))
@@ -259,16 +268,16 @@ class SegmentationWriter(BasePredictionWriter):
                     ],
                 }
             )
-            picture = panoptic_overlay(
-                to_uint8_image(image), segments, result.labels, result.isthing, class_names, self.alpha,
-                self._panoptic_palette,
-            )  # fmt: skip
-            overlay_path = self._work_dir / "overlays" / name
-            overlay_path.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(picture).save(overlay_path)
+            if self.overlays:
+                picture = functools.partial(
+                    _panoptic_overlay, image.detach().cpu(), segments, result.labels, result.isthing, class_names,
+                    self.alpha, self._panoptic_palette,
+                )  # fmt: skip
+                self._save_overlay(picture, name)
 
     @override
     def on_predict_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._finish_overlays()
         if self._detections_seen:
             name = "results.json" if trainer.world_size == 1 else f"results.rank{trainer.global_rank}.json"
             (self._work_dir / name).write_text(json.dumps(self._results))
@@ -280,11 +289,12 @@ class SegmentationWriter(BasePredictionWriter):
         count = torch.tensor(float(self._images), device=pl_module.device)
         images = int(trainer.strategy.reduce(count, reduce_op="sum"))
         if trainer.is_global_zero:
-            what = (
-                "results.json and overlays/" if self._detections_seen
-                else "panoptic.json, panoptic/ and overlays/" if self._panoptic_categories
-                else f"{FOLDERS[self.format]}/ and overlays/"
-            )  # fmt: skip
+            written = (
+                ["results.json"] if self._detections_seen
+                else ["panoptic.json", "panoptic/"] if self._panoptic_categories
+                else [f"{FOLDERS[self.format]}/"]
+            ) + (["overlays/"] if self.overlays else [])  # fmt: skip
+            what = " and ".join([", ".join(written[:-1]), written[-1]] if len(written) > 1 else written)
             # the progress bar's line is still open here (its callback closes it after this one)
             lead = "\n" if isinstance(getattr(trainer, "progress_bar_callback", None), TQDMProgressBar) else ""
             print(f"{lead}lightseg: predicted {images} images: {what} in {self.output_dir}", file=sys.stderr)
@@ -327,6 +337,10 @@ class SegmentationWriter(BasePredictionWriter):
 
     @override
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        for pending in self._pending:
+            pending.cancel()
+        with contextlib.suppress(Exception):  # the run's own exception is the one to report
+            self._finish_overlays()
         if self._work_dir != self.output_dir:
             shutil.rmtree(self._work_dir, ignore_errors=True)
 
@@ -345,6 +359,26 @@ class SegmentationWriter(BasePredictionWriter):
             shutil.rmtree(work, ignore_errors=True)
         self._work_dir = self.output_dir
 
+    def _save_overlay(self, render: Callable[[], np.ndarray], name: Path) -> None:
+        # drawn and written on a thread of its own while the model runs on the next images (numpy,
+        # PIL and zlib release the GIL); a few pictures ahead at most, so memory stays bounded
+        path = self._work_dir / "overlays" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if self._painter is None:
+            self._painter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lightseg-overlays")
+        while len(self._pending) >= MAX_PENDING_OVERLAYS:
+            self._pending.popleft().result()  # an overlay's error surfaces here, as it would have inline
+        self._pending.append(self._painter.submit(_write_png, render, path))
+
+    def _finish_overlays(self) -> None:
+        try:
+            while self._pending:
+                self._pending.popleft().result()
+        finally:
+            if self._painter is not None:
+                self._painter.shutdown(wait=True, cancel_futures=True)
+                self._painter = None
+
     def _save_mask(self, mask: np.ndarray, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         if mask.dtype != np.uint8:  # more than 256 classes: a 16-bit grey PNG of indices
@@ -353,6 +387,21 @@ class SegmentationWriter(BasePredictionWriter):
         png = Image.fromarray(mask, mode="P")
         png.putpalette(self.palette.ravel().tolist())
         png.save(path)
+
+
+def _write_png(render: Callable[[], np.ndarray], path: Path) -> None:
+    # zlib's fastest level: a third of the default's time, files ~5 % larger (pictures for people)
+    Image.fromarray(render()).save(path, compress_level=1)
+
+
+def _semantic_overlay(
+    image: torch.Tensor, mask: np.ndarray, names: list[str], alpha: float, ignore_index: int, palette: np.ndarray
+) -> np.ndarray:
+    return annotated_overlay(to_uint8_image(image), mask, names, alpha, ignore_index, palette)
+
+
+def _panoptic_overlay(image: torch.Tensor, *args: Any) -> np.ndarray:
+    return panoptic_overlay(to_uint8_image(image), *args)
 
 
 def _context(pl_module: LightningModule) -> TaskContext:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
+from lightning.pytorch.callbacks import BasePredictionWriter
 
 from lightseg.callbacks.defaults import add_missing, default_callbacks, monitored_checkpoint
 from lightseg.export import ExportResult, ExportSettings, describe, export_task
@@ -115,12 +116,16 @@ class LightsegTrainer(Trainer):
             model: the task.
             dataloaders: prediction loaders (the CLI uses the data module's ``predict_dir``).
             datamodule: the data.
-            return_predictions: keep every prediction in memory (the writer needs none).
+            return_predictions: keep every prediction in memory and return them; ``None``: not where a
+                prediction writer (``--prediction``) writes them (memory would grow with the image count).
             ckpt_path: The checkpoint to predict with: ``best`` (the best-scoring checkpoint of all
                 runs of this config), ``last`` (the newest ``last.ckpt``) or a ``.ckpt`` file.
             weights_only: load the checkpoint with ``torch.load(weights_only=True)`` (``None``: Lightning's choice).
         """
         self.add_default_callbacks(model, "predict")
+        writers = [c for c in cast(Any, self).callbacks if isinstance(c, BasePredictionWriter)]
+        if return_predictions is None and writers:
+            return_predictions = False
         return super().predict(model, dataloaders, datamodule, return_predictions, ckpt_path, weights_only)
 
     def add_default_callbacks(self, model: LightningModule | None, fn: str) -> None:

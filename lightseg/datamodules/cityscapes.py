@@ -280,6 +280,7 @@ class CityscapesInstanceDataModule(DetectionDataModule):
         pin_memory: pin batches in page-locked memory (``auto``: where a GPU is).
         persistent_workers: keep workers alive between epochs.
         predict_dir: folder of images for ``lightseg predict``.
+        predict_batch_size: images per batch in ``lightseg predict`` (1: one at a time; raise it on a GPU).
     """
 
     num_classes = len(CITYSCAPES_THINGS) + 1
@@ -300,8 +301,9 @@ class CityscapesInstanceDataModule(DetectionDataModule):
         pin_memory: Pinning = "auto",
         persistent_workers: bool = True,
         predict_dir: str | None = None,
+        predict_batch_size: int = 1,
     ) -> None:
-        super().__init__(batch_size, num_workers, pin_memory, persistent_workers, predict_dir)
+        super().__init__(batch_size, num_workers, pin_memory, persistent_workers, predict_dir, predict_batch_size)
         self.root = Path(root)
         self.splits = {"train": train_split, "val": val_split, "test": test_split}
         self.hflip = hflip

@@ -50,6 +50,7 @@ class COCODataModule(DetectionDataModule, AnnotationFiles):
         pin_memory: pin batches in page-locked memory (``auto``: where a GPU is).
         persistent_workers: keep workers alive between epochs.
         predict_dir: folder of images for ``lightseg predict``.
+        predict_batch_size: images per batch in ``lightseg predict`` (1: one at a time; raise it on a GPU).
     """
 
     split_files: ClassVar[str] = "instances"
@@ -72,8 +73,9 @@ class COCODataModule(DetectionDataModule, AnnotationFiles):
         pin_memory: Pinning = "auto",
         persistent_workers: bool = True,
         predict_dir: str | None = None,
+        predict_batch_size: int = 1,
     ) -> None:
-        super().__init__(batch_size, num_workers, pin_memory, persistent_workers, predict_dir)
+        super().__init__(batch_size, num_workers, pin_memory, persistent_workers, predict_dir, predict_batch_size)
         self.root = Path(root)
         prefix = self.split_files
 

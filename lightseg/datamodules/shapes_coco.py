@@ -147,6 +147,7 @@ class _ShapesCOCO:
         pin_memory: Pinning = False,
         persistent_workers: bool = False,
         predict_dir: str | None = None,
+        predict_batch_size: int = 1,
     ) -> None:
         self.counts = {"train": num_train, "val": num_val, "test": num_test}
         self.image_size, self.seed = image_size, seed
@@ -166,6 +167,7 @@ class _ShapesCOCO:
             "pin_memory": pin_memory,
             "persistent_workers": persistent_workers,
             "predict_dir": predict_dir,
+            "predict_batch_size": predict_batch_size,
         }
         super().__init__(str(self.data_dir), **paths, **options)  # type: ignore[call-arg]
 
@@ -203,6 +205,7 @@ class ShapesInstanceDataModule(_ShapesCOCO, COCOInstanceDataModule):
         pin_memory: pin batches in page-locked memory.
         persistent_workers: keep workers alive between epochs.
         predict_dir: folder of images for ``lightseg predict``.
+        predict_batch_size: images per batch in ``lightseg predict`` (1: one at a time; raise it on a GPU).
     """
 
     categories = SHAPES_COCO_CATEGORIES
@@ -226,6 +229,7 @@ class ShapesKeypointDataModule(_ShapesCOCO, COCOKeypointDataModule):
         pin_memory: pin batches in page-locked memory.
         persistent_workers: keep workers alive between epochs.
         predict_dir: folder of images for ``lightseg predict``.
+        predict_batch_size: images per batch in ``lightseg predict`` (1: one at a time; raise it on a GPU).
     """
 
     categories = SHAPES_KEYPOINT_CATEGORIES

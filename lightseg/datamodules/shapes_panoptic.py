@@ -148,6 +148,7 @@ class ShapesPanopticDataModule(COCOPanopticDataModule):
         pin_memory: pin batches in page-locked memory.
         persistent_workers: keep workers alive between epochs.
         predict_dir: folder of images for ``lightseg predict``.
+        predict_batch_size: images per batch in ``lightseg predict`` (1: one at a time; raise it on a GPU).
     """
 
     def __init__(
@@ -164,6 +165,7 @@ class ShapesPanopticDataModule(COCOPanopticDataModule):
         pin_memory: Pinning = False,
         persistent_workers: bool = False,
         predict_dir: str | None = None,
+        predict_batch_size: int = 1,
     ) -> None:
         self.counts = {"train": num_train, "val": num_val, "test": num_test}
         self.image_size, self.seed = image_size, seed
@@ -178,6 +180,7 @@ class ShapesPanopticDataModule(COCOPanopticDataModule):
             test_images="images/test", test_annotations="annotations/panoptic_test.json",
             hflip=hflip, batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory,
             persistent_workers=persistent_workers, predict_dir=predict_dir,
+            predict_batch_size=predict_batch_size,
         )  # fmt: skip
 
     @property
