@@ -20,6 +20,7 @@ from PIL import Image
 
 from lightseg.callbacks import LineProgress, SegmentationWriter
 from lightseg.callbacks.line_progress import lines_unless_terminal
+from lightseg.callbacks.summary import RunSummary
 from lightseg.cli import LightsegCLI, build_cli, main
 from lightseg.cli.trainer import LightsegTrainer
 from lightseg.datamodules import ShapesDataModule
@@ -281,6 +282,9 @@ def test_user_subclass_by_import_path(shapes_root: Path, tmp_path: Path, monkeyp
     monkeypatch.chdir(tmp_path)
     cli = build_cli([*tiny(shapes_root), "--model", "user_task.LovaszSegmentation"], run=False)
     assert type(cli.model).__name__ == "LovaszSegmentation"
+    # without a subcommand (a script's run=False), the commands printed at the end keep the whole command line
+    (summary,) = [c for c in cli.trainer.callbacks if isinstance(c, RunSummary)]
+    assert summary.args[:2] == ["--config", QUICKSTART]
     assert type(cli.model.criterion).__name__ == "LovaszLoss"
     assert cli.model.hparams["arch"] == "unet"  # the quickstart's init_args carried over
 

@@ -265,7 +265,7 @@ def equip_run(
     if subcommand == "fit" and interrupt_checkpoint:
         callbacks.append(InterruptCheckpoint(resume_command(args)))
     if summary:
-        callbacks.append(RunSummary(args[1:]))
+        callbacks.append(RunSummary(args[1:] if subcommand is not None else args))  # run=False: no subcommand
     guard = RunFolderGuard()
     guard.watch(trainer)
     return guard
