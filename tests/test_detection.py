@@ -324,3 +324,33 @@ def test_rcnn_with_a_compiled_backbone_detects_as_the_default() -> None:
         torch.testing.assert_close(got["labels"], expected["labels"])
         for key in ("boxes", "scores", "masks"):
             torch.testing.assert_close(got[key], expected[key], rtol=1e-4, atol=1e-4)
+
+
+def test_keypoint_rcnn_trains_and_detects_in_channels_last_as_by_default() -> None:
+    options = {"arch": "keypointrcnn_resnet18_fpn", "weights_backbone": None, "num_classes": 2, "num_keypoints": 3,
+               "oks_sigmas": [0.05] * 3, "keypoint_head": (2, 64), "min_size": 64, "max_size": 96,
+               "detector_kwargs": {"box_score_thresh": 0.0}}  # fmt: skip
+    torch.manual_seed(0)
+    plain = KeypointDetectionTask(**options)  # type: ignore[arg-type]
+    fast = KeypointDetectionTask(**options, channels_last=True)  # type: ignore[arg-type]
+    fast.load_state_dict(plain.state_dict())
+    fast.configure_model()
+    fast.configure_model()  # one hook, however often Lightning calls it
+    assert len(fast.model.roi_heads.keypoint_predictor._forward_hooks) == 1
+    images = [torch.rand(3, 64, 80, generator=torch.Generator().manual_seed(1))]
+    keypoints = torch.tensor([[[20.0, 10.0, 2.0], [10.0, 40.0, 2.0], [35.0, 40.0, 2.0]]])
+    targets = [{"boxes": torch.tensor([[8.0, 8.0, 38.0, 42.0]]), "labels": torch.tensor([1]), "keypoints": keypoints}]
+    losses = {}
+    for name, task in (("plain", plain), ("fast", fast)):
+        task.train()
+        torch.manual_seed(2)  # the same proposal sampling
+        losses[name] = task.model(images, targets)  # the keypoint loss views the heatmaps: contiguous ones
+    assert set(losses["fast"]) >= {"loss_keypoint", "loss_classifier"}
+    for key, value in losses["plain"].items():  # float rounding, through training-mode BatchNorm
+        torch.testing.assert_close(losses["fast"][key], value, rtol=1e-3, atol=1e-4)
+    plain.eval(), fast.eval()
+    with torch.no_grad():
+        (expected,), (got,) = plain(images), fast(images)
+    assert len(expected["boxes"]) > 5
+    for key in ("boxes", "scores", "keypoints"):
+        torch.testing.assert_close(got[key], expected[key], rtol=1e-4, atol=1e-4)

@@ -401,6 +401,13 @@ def test_panoptic_fpn_compiles_its_backbone_and_runs_in_channels_last(monkeypatc
     assert compiled == [task.model.backbone]
     conv = next(m for m in task.model.semantic_head.modules() if isinstance(m, torch.nn.Conv2d))
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    masks = torch.zeros(1, 50, 70, dtype=torch.uint8)
+    masks[0, 5:30, 10:40] = 1
+    target = {"boxes": torch.tensor([[10.0, 5.0, 40.0, 30.0]]), "labels": torch.tensor([1]), "masks": masks}
+    task.train()
+    losses, logits = task.model([torch.rand(3, 50, 70)], [target])  # training runs in channels-last too
+    sum(losses.values()).backward()
+    assert logits[0].shape == (4, 50, 70) and all(torch.isfinite(v) for v in losses.values())
     task.eval()
     with torch.no_grad():
         (prediction,) = task([torch.rand(3, 50, 70)])

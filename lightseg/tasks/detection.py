@@ -8,6 +8,7 @@ from typing import Any, ClassVar, Literal, cast
 
 import torch
 from torch import nn
+from torch.utils.hooks import RemovableHandle
 from typing_extensions import override
 
 from lightseg.contract import DataDescription, DetectionData, TaskContext, data_description, datamodule_of
@@ -340,6 +341,16 @@ class KeypointDetectionTask(DetectionTask):
         if keypoint_names is not None and len(keypoint_names) != num_keypoints:
             raise LightsegError(f"keypoint_names has {len(keypoint_names)} names for {num_keypoints} keypoints")
         super().__init__(arch, num_classes, min_size=min_size, **kwargs)
+        self._heatmap_hook: RemovableHandle | None = None
+
+    @override
+    def configure_model(self) -> None:
+        super().configure_model()
+        if self.hparams.get("channels_last") and self._heatmap_hook is None:
+            # torchvision's keypoint loss views the heatmaps as [N * K, H * W], which a channels-last
+            # tensor cannot give: the (small) heatmaps come out contiguous
+            predictor = cast(nn.Module, cast(Any, self.model).roi_heads.keypoint_predictor)
+            self._heatmap_hook = predictor.register_forward_hook(_contiguous_output)
 
     @override
     def model_options(self) -> dict[str, Any]:
@@ -366,3 +377,7 @@ class KeypointDetectionTask(DetectionTask):
         own = self.hparams["keypoint_names"]
         if own is not None and names and tuple(own) != names:
             raise LightsegError(f"keypoint_names {own} differ from the data set's {list(names)}")
+
+
+def _contiguous_output(module: nn.Module, inputs: Any, output: torch.Tensor) -> torch.Tensor:
+    return output.contiguous()
