@@ -61,11 +61,16 @@ def overlay(
     opaque, with a dark line just outside them, so that a region and its class stay visible
     over any colour. Labels beyond 255 reuse the palette cyclically.
     """
-    labels = mask.astype(np.int64)
-    colours = colours[np.where(labels == ignore_index, 255, labels % 256)].astype(np.float32)
+    labels = mask if mask.dtype.kind in "iu" and mask.dtype.itemsize <= 2 else mask.astype(np.int64)
     painted = labels != 0
-    out = image.astype(np.float32)
-    out[painted] = (1 - alpha) * out[painted] + alpha * colours[painted]
+    out = image.copy()
+    if not painted.any():
+        return out
+    # only the painted pixels are blended (float32, rounded): a fraction of the picture in most scenes
+    index = labels[painted].astype(np.int64)
+    shades = colours[np.where(index == ignore_index, 255, index % 256)].astype(np.float32)
+    blended = (1 - alpha) * image[painted].astype(np.float32) + alpha * shades
+    out[painted] = blended.round().clip(0, 255).astype(np.uint8)
     if outline > 0:
         edge = np.zeros_like(painted)
         for _ in range(outline):  # each pass takes the next ring of pixels inwards
@@ -74,12 +79,12 @@ def overlay(
             edge[:, 1:] |= (labels[:, 1:] != labels[:, :-1]) | ~inside[:, :-1]
             edge[:-1] |= (labels[:-1] != labels[1:]) | ~inside[1:]
             edge[1:] |= (labels[1:] != labels[:-1]) | ~inside[:-1]
-        edge &= painted & (labels != ignore_index)
-        out[edge] = colours[edge]
+        solid = painted & (labels != ignore_index)
+        edge &= solid
+        out[edge] = colours[labels[edge].astype(np.int64) % 256].clip(0, 255).round().astype(np.uint8)
         # a dark line just outside each region: its border stands out even on a background of its own colour
-        halo = binary_dilation(painted & (labels != ignore_index)) & ~painted  # the 4-neighbours outside
-        out[halo] = HALO_COLOUR
-    return out.round().clip(0, 255).astype(np.uint8)
+        out[binary_dilation(solid) & ~painted] = HALO_COLOUR  # the 4-neighbours outside
+    return out
 
 
 def legend(entries: Sequence[tuple[int, str]], width: int, colours: np.ndarray = PALETTE) -> np.ndarray:

@@ -350,6 +350,14 @@ def test_overlays_are_legible_outlined_and_captions_never_cover_each_other() -> 
     np.testing.assert_array_equal(painted[1, 1], PALETTE[1])  # border: opaque
     np.testing.assert_array_equal(painted[2, 2], np.round(PALETTE[1] * 0.5))  # inside: blended
     assert (painted[0, 1:5] == HALO_COLOUR).all() and not painted[0, 0].any()  # a dark line outside; else untouched
+    labels = np.zeros((6, 6), np.int64)
+    labels[1:5, 1:5] = 257  # beyond the palette: wraps to its 1
+    labels[2, 2] = 255  # ignore: washed with the palette's last colour, never outlined
+    painted = overlay(np.full((6, 6, 3), 101, np.uint8), labels, alpha=0.3)
+    np.testing.assert_array_equal(painted[1, 1], PALETTE[1])
+    for (y, x), colour in (((2, 2), PALETTE[255]), ((3, 3), PALETTE[1])):
+        np.testing.assert_array_equal(painted[y, x], np.round(0.7 * 101 + 0.3 * colour.astype(np.float64)))
+    assert (painted[0, 0] == 101).all()
     # a 37 x 53 image is enlarged 7x (shorter side >= 256), a legend below
     assert display_scale(37, 53) == 7 and display_scale(600, 800) == 1
     picture = annotated_overlay(np.zeros((37, 53, 3), np.uint8), np.ones((37, 53), np.uint8), ["bg", "cat"])

@@ -89,7 +89,7 @@ class SegmentationWriter(BasePredictionWriter):
         format: semantic masks as ``palette`` PNGs, ``cityscapes`` label ids or the ``voc``
             server layout.
         overlays: also write ``overlays/`` (drawn on a thread of their own while the model runs;
-            about 60 ms of CPU per 512² image, docs/benchmarks.md); ``false`` writes only the
+            about 35 ms of CPU per 512² image, docs/benchmarks.md); ``false`` writes only the
             masks, ``results.json`` or the panoptic files.
     """
 
