@@ -123,8 +123,8 @@ class LightsegTrainer(Trainer):
             weights_only: load the checkpoint with ``torch.load(weights_only=True)`` (``None``: Lightning's choice).
         """
         self.add_default_callbacks(model, "predict")
-        writers = [c for c in cast(Any, self).callbacks if isinstance(c, BasePredictionWriter)]
-        if return_predictions is None and writers:
+        writes = any(isinstance(c, BasePredictionWriter) for c in cast(Any, self).callbacks)
+        if return_predictions is None and writes:
             return_predictions = False
         return super().predict(model, dataloaders, datamodule, return_predictions, ckpt_path, weights_only)
 
