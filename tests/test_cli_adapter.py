@@ -125,3 +125,32 @@ def test_the_other_private_names_the_adapter_reads_are_still_there() -> None:
     parser = LightsegArgumentParser()
     parser.add_argument("--seed")
     assert "--seed" in parser._option_string_actions
+
+
+def test_lightnings_loops_still_skip_and_set_up_as_the_every_process_loops_assume() -> None:
+    from lightning.pytorch import Trainer
+    from lightning.pytorch.loops.evaluation_loop import _EvaluationLoop
+    from lightning.pytorch.loops.prediction_loop import _PredictionLoop
+
+    from lightseg.cli.adapter import EveryProcessEvaluationLoop, EveryProcessPredictionLoop, evaluate_on_every_process
+
+    # the skip the loops replace: a process with no batch leaves before any hook
+    for loop in (_EvaluationLoop, _PredictionLoop):
+        run = inspect.getsource(loop)
+        assert "self.setup_data()\n        if self.skip:" in run, loop
+        assert "sum(self.max_batches) == 0" in inspect.getsource(loop.skip.fget), loop  # type: ignore[attr-defined]
+    assert "self._combined_loader = combined_loader" in inspect.getsource(_EvaluationLoop.setup_data)
+    assert "self._max_batches = []" in inspect.getsource(_EvaluationLoop.setup_data)
+    assert "self.max_batches.append" in inspect.getsource(_PredictionLoop.setup_data)
+    evaluation = ["self", "trainer", "trainer_fn", "stage", "verbose", "inference_mode"]
+    assert list(inspect.signature(_EvaluationLoop.__init__).parameters) == evaluation
+    assert list(inspect.signature(_PredictionLoop.__init__).parameters) == ["self", "trainer", "inference_mode"]
+    trainer = Trainer(logger=False, enable_progress_bar=False, inference_mode=False)
+    evaluate_on_every_process(trainer)
+    evaluate_on_every_process(trainer)  # once is enough: the loops are kept
+    loops = [trainer.fit_loop.epoch_loop.val_loop, trainer.validate_loop, trainer.test_loop]
+    assert all(type(loop) is EveryProcessEvaluationLoop for loop in loops)
+    assert [loop._trainer_fn for loop in loops] == ["fit", "validate", "test"]
+    assert [loop.verbose for loop in loops] == [False, True, True]
+    assert type(trainer.predict_loop) is EveryProcessPredictionLoop
+    assert not any(loop.inference_mode for loop in [*loops, trainer.predict_loop])

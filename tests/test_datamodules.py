@@ -242,3 +242,16 @@ def test_median_frequency_statistics_from_training_masks(shapes: ShapesDataModul
     assert class_pixels.shape == (4,) and (class_pixels > 0).all()
     assert image_pixels[0] == 12 * 40 * 40  # background occurs in every image
     assert (image_pixels[1:] <= image_pixels[0]).all()
+
+
+def test_evaluation_shards_give_every_sample_to_one_process_and_may_give_a_process_none() -> None:
+    from lightseg.datamodules.base import EvaluationShardSampler
+
+    for samples, processes in ((1, 2), (1, 3), (2, 3), (5, 2), (5, 3), (9, 2)):
+        shards = []
+        for rank in range(processes):
+            sampler = EvaluationShardSampler(range(samples), num_replicas=processes, rank=rank)  # type: ignore[arg-type]
+            shards.append(list(sampler))
+            assert len(sampler) == len(shards[-1])
+        assert sorted(i for shard in shards for i in shard) == list(range(samples)), (samples, processes)
+        assert [len(shard) for shard in shards] == [len(range(r, samples, processes)) for r in range(processes)]

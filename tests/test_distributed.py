@@ -1,34 +1,33 @@
-"""Metrics must not change with the number of processes (DDP over gloo on CPU, via the CLI)."""
+"""Metrics must not change with the number of processes or how they are launched (DDP over gloo on CPU, via the CLI)."""
 
 from __future__ import annotations
 
 import contextlib
-import csv
+import json
 import logging
 import os
+import shutil
+import socket
 import subprocess
+import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
+import numpy as np
 import pytest
 import torch
+from distributed_driver import run
+from PIL import Image
+from test_evaluation_protocols import write_frames
+
+from lightseg.cli import main
 
 from conftest import ROOT
 from layouts import write_voc
 
 QUICKSTART = str(ROOT / "configs" / "quickstart.yaml")
-
-
-def _data(cwd: Path) -> list[str]:
-    return [
-        # 9 images over 2 processes: a padding sampler would count one of them twice
-        "--data.init_args.num_train=4",
-        "--data.init_args.num_val=9",
-        "--data.init_args.num_test=2",
-        "--data.init_args.image_size=32",
-        "--data.init_args.batch_size=2",
-        f"--data.init_args.root={cwd / 'data'}",
-    ]
 
 
 @contextlib.contextmanager
@@ -64,102 +63,197 @@ def _run(args: list[str], cwd: Path, env: dict[str, str]) -> str:
     return done.stdout + done.stderr
 
 
-def _validate(cwd: Path, devices: int, name: str, checkpoint: Path) -> dict[str, float]:
-    args = [
-        "lightseg",
-        "validate",
-        "--config",
-        QUICKSTART,
-        *_data(cwd),
-        "--ckpt_path",
-        str(checkpoint),
-        "--trainer.accelerator=cpu",
-        f"--trainer.devices={devices}",
-        f"--trainer.strategy={'ddp' if devices > 1 else 'auto'}",
-        f"--trainer.logger.init_args.name={name}",
-        "--trainer.enable_progress_bar=false",
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _launch(commands: list[list[str]], envs: list[dict[str, str]], cwd: Path) -> None:
+    """Start every process of a job at once and wait for all; a failure shows each one's output."""
+    logs = [cwd / f"process{rank}.log" for rank in range(len(commands))]
+    processes = [
+        subprocess.Popen(command, cwd=cwd, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+        for command, env, log in zip(commands, envs, logs, strict=True)
     ]
-    _run(args, cwd, {**os.environ, "LIGHTSEG_CACHE": str(cwd / "cache"), "OMP_NUM_THREADS": "1"})
-    row = next(csv.DictReader((cwd / "runs" / "quickstart" / name / "version_0" / "metrics.csv").open()))
-    return {key: float(value) for key, value in row.items() if key.startswith("val_") and value}
-
-
-def test_validation_metrics_are_identical_on_one_and_two_processes(tmp_path: Path) -> None:
-    from lightseg.cli import main
-
-    cwd = Path.cwd()
-    os.chdir(tmp_path)
-    try:  # one epoch in this process (one device): a checkpoint to evaluate (an untrained head gets no run folder)
-        main(["fit", "--config", QUICKSTART, *_data(tmp_path), "--trainer.max_epochs=1",
-              "--trainer.logger.init_args.name=trained", "--trainer.enable_progress_bar=false"])  # fmt: skip
+    try:
+        codes = [process.wait(timeout=400) for process in processes]
     finally:
-        os.chdir(cwd)
-    checkpoint = next((tmp_path / "runs" / "quickstart" / "trained").rglob("last.ckpt"))
-    single = _validate(tmp_path, 1, "one", checkpoint)
-    double = _validate(tmp_path, 2, "two", checkpoint)
-    assert set(single) == set(double) and "val_miou" in single
-    for key, value in single.items():
-        if key == "val_loss":  # a float mean summed in another order
-            assert double[key] == pytest.approx(value, rel=1e-6)
-        else:  # from one integer confusion matrix: bit-identical
-            assert double[key] == value, key
+        for process in processes:
+            process.kill()
+    outputs = "\n".join(f"--- process {rank}:\n{log.read_text()[-3000:]}" for rank, log in enumerate(logs))
+    assert codes == [0] * len(codes), outputs
 
 
-def test_coco_ap_is_identical_on_one_and_two_processes(tmp_path: Path) -> None:
-    from lightseg.cli import main
+def _job(runs: dict[str, list[str]], cwd: Path, launcher: str) -> dict[str, Any]:
+    """Run ``runs`` (name -> lightseg arguments) as one multi-process job; rank 0's records.
 
-    config = str(ROOT / "configs" / "quickstart_maskrcnn.yaml")
-    data = [
-        # 5 images over 2 processes: a padding sampler would evaluate one twice
-        "--data.init_args.num_train=6",
-        "--data.init_args.num_val=5",
-        "--data.init_args.num_test=2",
-        "--data.init_args.image_size=48",
-        f"--data.init_args.root={tmp_path / 'data'}",
-        "--model.init_args.min_size=48",
-        "--model.init_args.max_size=48",
-    ]
-    cwd = tmp_path
-    os.chdir(cwd)
-    try:  # a briefly trained model, so that there are detections to match
-        main(
-            [
-                "fit",
-                "--config",
-                config,
-                *data,
-                "--trainer.max_epochs=2",
-                "--trainer.enable_progress_bar=false",
-                "--trainer.logger.init_args.name=trained",
-            ]
-        )
+    ``torchrun``: two nodes of one process each on this machine, as two torchrun launches
+    (``--node_rank 0|1``) meet at 127.0.0.1. ``slurm``: three processes started as ``srun``
+    would start them, with the variables by which Lightning picks its SLURM environment.
+    """
+    (cwd / "runs.json").write_text(json.dumps(runs))
+    driver = [str(ROOT / "tests" / "distributed_driver.py"), "runs.json", "results.json"]
+    base = {**os.environ, "OMP_NUM_THREADS": "1", "LIGHTSEG_CACHE": str(cwd / "cache")}
+    base = {k: v for k, v in base.items() if not k.startswith(("SLURM_", "MASTER_", "LOCAL_RANK", "WORLD_SIZE"))}
+    port = str(_free_port())
+    if launcher == "torchrun":
+        torchrun = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1"]
+        address = ["--master_addr=127.0.0.1", f"--master_port={port}"]
+        commands = [[*torchrun, f"--node_rank={node}", *address, *driver] for node in (0, 1)]
+        envs = [base, base]
+    else:
+        tasks = SLURM_TASKS
+        slurm = {"SLURM_NTASKS": str(tasks), "SLURM_NTASKS_PER_NODE": str(tasks), "SLURM_NNODES": "1",
+                 "SLURM_NODEID": "0", "SLURM_JOB_NAME": "lightseg-test", "SLURM_JOB_ID": "4242",
+                 "SLURM_NODELIST": "127.0.0.1", "MASTER_PORT": port}  # fmt: skip
+        commands = [[sys.executable, *driver]] * tasks
+        envs = [{**base, **slurm, "SLURM_PROCID": str(rank), "SLURM_LOCALID": str(rank)} for rank in range(tasks)]
+    _launch(commands, envs, cwd)
+    return cast(dict[str, Any], json.loads((cwd / "results.json").read_text()))
+
+
+#: processes of the simulated SLURM job (the torchrun job has two nodes of one process)
+SLURM_TASKS = 3
+#: evaluation image counts: fewer images than processes (a process gets none), and uneven shares
+IMAGE_COUNTS = (1, 2, 5)
+CITYSCAPES_SIZES = [(48, 96), (40, 80), (48, 96), (32, 64), (40, 80)]
+
+
+@dataclass
+class Reference:
+    """What every job runs, on data made once, and what one process scores on it."""
+
+    folder: Path
+    runs: dict[str, list[str]]
+    scores: dict[str, dict[str, Any]]
+
+
+def _cityscapes_test(root: Path) -> list[str]:
+    # the user's subclass scores the truth with mistakes, so every score is neither 0 nor 1
+    return ["test", "--seed_everything=0", "--model=user_task.NoisyTruthSegmentation",
+            "--model.init_args.arch=unet", "--model.init_args.backbone=resnet18",
+            "--model.init_args.weights_backbone=null", "--model.init_args.num_classes=19",
+            "--data=CityscapesDataModule", f"--data.init_args.root={root}", "--data.init_args.batch_size=2",
+            "--data.init_args.crop_size=null", "--data.init_args.num_workers=0",
+            "--trainer.logger=false", "--trainer.enable_progress_bar=false"]  # fmt: skip
+
+
+def _instance_data(root: Path, images: int) -> list[str]:
+    return ["--data.init_args.num_train=6", f"--data.init_args.num_val={images}", "--data.init_args.num_test=1",
+            "--data.init_args.image_size=48", f"--data.init_args.root={root}",
+            "--model.init_args.min_size=48", "--model.init_args.max_size=48"]  # fmt: skip
+
+
+def _semantic_fit_data(root: Path) -> list[str]:
+    # one validation image: inside fit, every process but the first validates none
+    return ["--data.init_args.num_train=4", "--data.init_args.num_val=1",
+            f"--data.init_args.num_test={SLURM_TASKS - 1}", "--data.init_args.image_size=32",
+            "--data.init_args.batch_size=2", f"--data.init_args.root={root}"]  # fmt: skip
+
+
+def _reference(folder: Path) -> Reference:
+    """Cityscapes frames and shapes data of 1, 2 and 5 evaluation images, a briefly trained Mask R-CNN,
+    the commands a job runs on them and their scores in this process."""
+    folder.mkdir()
+    instance = str(ROOT / "configs" / "quickstart_maskrcnn.yaml")
+    runs: dict[str, list[str]] = {}
+    with _in(folder), _one_thread():
+        main(["fit", "--config", instance, *_instance_data(folder / "data", 2), "--trainer.max_epochs=2",
+              "--trainer.enable_progress_bar=false", "--trainer.logger.init_args.name=trained"])  # fmt: skip
+        detector = next((folder / "runs").rglob("last.ckpt"))
+        for count in IMAGE_COUNTS:
+            root = folder / f"cityscapes{count}"
+            write_frames(root, CITYSCAPES_SIZES[:count])
+            runs[f"semantic{count}"] = _cityscapes_test(root)
+            runs[f"instance{count}"] = ["validate", "--config", instance, *_instance_data(folder / "data", count),
+                                        f"--ckpt_path={detector}", "--trainer.enable_progress_bar=false",
+                                        "--model.init_args.detector_kwargs.box_score_thresh=0.0",
+                                        f"--trainer.logger.init_args.name=instance{count}"]  # fmt: skip
+        scores = {name: run([*args, "--trainer.accelerator=cpu", "--trainer.devices=1"]) for name, args in runs.items()}
+    return Reference(folder, runs, scores)
+
+
+@contextlib.contextmanager
+def _in(folder: Path) -> Iterator[None]:
+    previous = Path.cwd()
+    os.chdir(folder)
+    try:
+        yield
     finally:
-        os.chdir(ROOT)
-    checkpoint = next((cwd / "runs").rglob("last.ckpt"))
-    results = {}
-    for devices in (1, 2):
-        args = [
-            "lightseg",
-            "validate",
-            "--config",
-            config,
-            *data,
-            "--trainer.accelerator=cpu",
-            f"--trainer.devices={devices}",
-            f"--trainer.strategy={'ddp' if devices > 1 else 'auto'}",
-            f"--trainer.logger.init_args.name=p{devices}",
-            "--trainer.enable_progress_bar=false",
-            f"--ckpt_path={checkpoint}",
-            "--model.init_args.detector_kwargs.box_score_thresh=0.0",
-        ]
-        _run(args, cwd, {**os.environ, "OMP_NUM_THREADS": "1"})
-        row = next(
-            csv.DictReader((cwd / "runs" / "quickstart_maskrcnn" / f"p{devices}" / "version_0" / "metrics.csv").open())
-        )
-        results[devices] = {key: float(value) for key, value in row.items() if key.startswith("val_") and value}
-    assert set(results[1]) == set(results[2]) and "val_segm_map" in results[1]
-    assert results[1]["val_bbox_map_50"] > 0  # detections that match: a test that can fail
-    assert results[1] == results[2]
+        os.chdir(previous)
+
+
+def _assert_same(theirs: dict[str, Any], ours: dict[str, Any], name: str) -> None:
+    assert set(theirs["metrics"]) == set(ours["metrics"]), name
+    for key, value in ours["metrics"].items():
+        if key.endswith("_loss"):  # a float mean summed in another order
+            assert theirs["metrics"][key] == pytest.approx(value, rel=1e-6), (name, key)
+        else:  # integer sums (confusion matrices, Boundary IoU counts) and COCOeval on the same detections
+            assert theirs["metrics"][key] == value, (name, key, theirs["metrics"][key], value)
+    assert theirs["per_image"] == ours["per_image"], name
+
+
+def test_two_nodes_by_torchrun_and_a_slurm_job_score_as_one_process(tmp_path: Path) -> None:
+    """Two nodes by torchrun, and a SLURM job of three processes, score every image once: equal to one process.
+
+    Evaluations of 1, 2 and 5 images (a process with none, uneven shares) for semantic
+    segmentation (confusion-matrix scores and the per-class table, Boundary IoU, Cityscapes'
+    iIoU, the per-image CSV) and instance segmentation (COCO AP); and a ``fit`` whose one
+    validation image leaves the other processes none, then ``test`` of its checkpoint.
+    """
+    reference = _reference(tmp_path / "reference")
+    for count in IMAGE_COUNTS:  # scores that can tell a mistake: neither perfect nor nothing
+        semantic, instance = reference.scores[f"semantic{count}"], reference.scores[f"instance{count}"]["metrics"]
+        assert 0.3 < semantic["metrics"]["test_miou"] < 0.99 and 0 < semantic["metrics"]["test_iiou"] < 0.99
+        assert semantic["metrics"]["test_biou"] < semantic["metrics"]["test_miou"]
+        assert semantic["per_image"].count("\n") == count + 1 and instance["val_bbox_map_50"] > 0
+    for launcher in ("torchrun", "slurm"):
+        _job_scores_as_one_process(launcher, reference, tmp_path / launcher)
+
+
+def _job_scores_as_one_process(launcher: str, reference: Reference, folder: Path) -> None:
+    devices = ["--trainer.accelerator=cpu", "--trainer.strategy=ddp"]
+    devices += ["--trainer.num_nodes=2", "--trainer.devices=1"] if launcher == "torchrun" else [
+        "--trainer.num_nodes=1", f"--trainer.devices={SLURM_TASKS}"]  # fmt: skip
+    quickstart = ["--config", QUICKSTART, *_semantic_fit_data(reference.folder / "data")]
+    runs = {name: [*args, *devices] for name, args in reference.runs.items()}
+    runs["fit"] = ["fit", *quickstart, "--trainer.max_epochs=1", "--trainer.logger.init_args.name=ddp",
+                   "--trainer.enable_progress_bar=false", *devices]  # fmt: skip
+    runs["test"] = ["test", *quickstart, "--ckpt_path=last", "--trainer.logger.init_args.name=ddp",
+                    "--trainer.enable_progress_bar=false", *devices]  # fmt: skip
+    # one image to predict: the other processes get none
+    images = folder / "images"
+    images.mkdir(parents=True)
+    shutil.copy(next((reference.folder / "cityscapes1" / "leftImg8bit").rglob("*.png")), images / "frame.png")
+    predict = ["predict", *quickstart, f"--data.predict_dir={images}", "--trainer.enable_progress_bar=false"]
+    runs["predict"] = [*predict, "--ckpt_path=last", f"--prediction.output_dir={folder / 'job'}", *devices]
+    with _in(folder):
+        results = _job(runs, folder, launcher)
+    assert {r["world_size"] for r in results.values()} == {2 if launcher == "torchrun" else SLURM_TASKS}
+    for name in reference.runs:
+        _assert_same(results[name], reference.scores[name], name)
+    # fit: the validation inside it equals validating its checkpoint in one process
+    assert results["fit"]["last"]
+    last = folder / results["fit"]["last"]  # relative to the job's folder, or absolute
+    assert last.is_file()
+    one = ["--trainer.logger.init_args.name=one", "--trainer.enable_progress_bar=false", "--trainer.accelerator=cpu",
+           "--trainer.devices=1", f"--ckpt_path={last}"]  # fmt: skip
+    with _in(folder), _one_thread():
+        alone, tested = run(["validate", *quickstart, *one]), run(["test", *quickstart, *one])
+        run([*predict, *one, f"--prediction.output_dir={folder / 'one'}"])
+    written = sorted(p.relative_to(folder / "one") for p in (folder / "one").rglob("*") if p.is_file())
+    assert [str(p) for p in written] == ["masks/frame.png", "overlays/frame.png"]
+    for path in written:
+        job, one_process = (np.asarray(Image.open(folder / kind / path)) for kind in ("job", "one"))
+        assert np.array_equal(job, one_process), path
+    assert sorted(p.name for p in folder.iterdir() if ".partial-" in p.name) == []
+    fitted = {"metrics": {k: v for k, v in results["fit"]["metrics"].items() if k.startswith("val_")}}
+    fitted["per_image"] = None
+    _assert_same(fitted, alone, "fit")
+    assert "val_miou" in alone["metrics"]
+    _assert_same(results["test"], tested, "test")
+    assert tested["per_image"] and tested["per_image"].count("\n") == SLURM_TASKS
 
 
 def _crf_search(cwd: Path, root: Path, devices: int, caplog: pytest.LogCaptureFixture) -> tuple[str, list[str]]:

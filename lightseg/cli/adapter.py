@@ -4,10 +4,11 @@ LightningCLI offers no public hook to add options to one subcommand only, nor to
 a checkpoint's hyperparameters enter the config. This adapter overrides the two private
 methods that do those things (the second replaced whole: it is where Lightning reads the
 checkpoint) and calls the public functions below; it also reads the classes and config the
-CLI was given, tells whether a W&B run was started, and gives a Lightning ``ModelCheckpoint``
-lightseg's behaviour in place. ``tests/test_cli_adapter.py`` pins what it
-assumes of Lightning (names, signatures, call sites, checkpoint keys), so that a Lightning
-upgrade that changes them fails a test, not a user.
+CLI was given, tells whether a W&B run was started, gives a Lightning ``ModelCheckpoint``
+lightseg's behaviour in place, and gives the trainer an evaluation loop that runs on a process
+that got no sample (Lightning's skips it, and the other processes then wait for it forever).
+``tests/test_cli_adapter.py`` pins what it assumes of Lightning (names, signatures, call sites,
+checkpoint keys), so that a Lightning upgrade that changes them fails a test, not a user.
 """
 
 from __future__ import annotations
@@ -19,10 +20,16 @@ import sys
 from pathlib import Path
 from typing import Any, cast
 
+import torch
 from jsonargparse import Namespace
-from lightning.pytorch import LightningModule
+from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.loops.evaluation_loop import _EvaluationLoop
+from lightning.pytorch.loops.prediction_loop import _PredictionLoop
+from lightning.pytorch.trainer.states import RunningStage, TrainerFn
+from torch import distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 from typing_extensions import override
 
 from lightseg.checkpoints import load_checkpoint
@@ -78,6 +85,103 @@ class AdaptedLightningCLI(LightningCLI):
         after = self.config[subcommand].get("model")
         if before is not None and after is not None:
             keep_configured_model(before, after, ckpt_path)
+
+
+def batches_everywhere(trainer: Trainer, max_batches: list[int | float]) -> float:
+    """The batches of every process together (a reduction: every process calls it at the same point)."""
+    local = torch.tensor(float(sum(max_batches)), device=trainer.strategy.root_device)
+    return float(trainer.strategy.reduce(local, reduce_op="sum"))
+
+
+class EveryProcessEvaluationLoop(_EvaluationLoop):
+    """Lightning's validation / test loop, run by every process unless no process has a batch.
+
+    Lightning skips the loop on a process whose loader is empty, hooks included; under DDP the
+    other processes then wait in the epoch end's reductions (the metrics' sync) for a process
+    that never comes. With :class:`~lightseg.datamodules.base.EvaluationShardSampler` a process
+    gets no sample when there are fewer samples than processes: here it runs no step but its
+    epoch start and end like the others, and adds nothing to the sums. Whether to skip is
+    decided from the batch count summed over the processes (one reduction per loader set-up,
+    on every process alike).
+    """
+
+    _batches_everywhere: float = 0.0
+
+    @override
+    def on_run_start(self) -> None:
+        # Inside fit, DDP's first forward after training broadcasts the module buffers (BatchNorm
+        # statistics) from process 0, a collective that a process without a batch never joins:
+        # every process does that broadcast here instead, before any step.
+        ddp = self.trainer.strategy.model
+        if isinstance(ddp, DistributedDataParallel) and ddp.will_sync_module_buffers():
+            broadcast_buffers(ddp)
+            ddp.require_forward_param_sync = False  # set again by the next training forward
+        super().on_run_start()
+
+    @property
+    @override
+    def skip(self) -> bool:
+        return self._batches_everywhere == 0
+
+    @override
+    def setup_data(self) -> None:
+        before = self._combined_loader
+        super().setup_data()
+        if self._combined_loader is None:  # no loader: limit_*_batches 0, or no *_step
+            self._batches_everywhere = 0.0
+        elif self._combined_loader is not before:  # new loaders (not those kept across a fit)
+            self._batches_everywhere = batches_everywhere(self.trainer, self._max_batches)
+
+
+class EveryProcessPredictionLoop(_PredictionLoop):
+    """Lightning's predict loop, run by every process unless no process has a batch.
+
+    As :class:`EveryProcessEvaluationLoop`: a process that got no image (fewer images than
+    processes) still runs the epoch's hooks, where the prediction writers meet to count and
+    publish what every process wrote.
+    """
+
+    _batches_everywhere: float = 0.0
+
+    @property
+    @override
+    def skip(self) -> bool:
+        return self._batches_everywhere == 0
+
+    @override
+    def setup_data(self) -> None:
+        super().setup_data()
+        limited = self.trainer.limit_predict_batches == 0
+        self._batches_everywhere = 0.0 if limited else batches_everywhere(self.trainer, self.max_batches)
+
+
+def broadcast_buffers(ddp: DistributedDataParallel) -> None:
+    """Copy process 0's module buffers to every process, as DDP's forward does (one broadcast per dtype)."""
+    ignored = set(getattr(ddp, "parameters_to_ignore", ()))
+    buffers = [b for name, b in ddp.module.named_buffers() if name not in ignored]
+    with torch.no_grad():
+        for dtype in sorted({b.dtype for b in buffers}, key=str):
+            group = [b for b in buffers if b.dtype == dtype]
+            flat = torch.cat([b.reshape(-1) for b in group])
+            dist.broadcast(flat, src=0)
+            for buffer, value in zip(group, flat.split([b.numel() for b in group]), strict=True):
+                buffer.copy_(value.view_as(buffer))
+
+
+def evaluate_on_every_process(trainer: Trainer) -> None:
+    """Give ``trainer`` loops that run on every process: validation (also inside ``fit``), test and predict."""
+    loops = (
+        (trainer.fit_loop.epoch_loop, "val_loop", TrainerFn.FITTING, RunningStage.VALIDATING),
+        (trainer, "validate_loop", TrainerFn.VALIDATING, RunningStage.VALIDATING),
+        (trainer, "test_loop", TrainerFn.TESTING, RunningStage.TESTING),
+    )
+    for owner, name, fn, stage in loops:
+        loop = getattr(owner, name)
+        if not isinstance(loop, EveryProcessEvaluationLoop):
+            replacement = EveryProcessEvaluationLoop(trainer, fn, stage, loop.verbose, loop.inference_mode)
+            setattr(owner, name, replacement)
+    if not isinstance(trainer.predict_loop, EveryProcessPredictionLoop):
+        trainer.predict_loop = EveryProcessPredictionLoop(trainer, trainer.predict_loop.inference_mode)
 
 
 def wandb_run_started(logger: WandbLogger) -> bool:

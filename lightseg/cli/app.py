@@ -245,8 +245,8 @@ def build_cli(
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
         # Lightning's own use of a torch API that torch deprecates: nothing a user can act on
         warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
-        if (sys.argv[1:] if args is None else args)[:1] in (["validate"], ["test"]):
-            # an evaluation writes beside the checkpoint's run: its checkpoint state is not resumed anyway
+        if (sys.argv[1:] if args is None else args)[:1] in (["validate"], ["test"], ["predict"]):
+            # an evaluation or prediction does not resume the checkpoint's run: its checkpoint state is not wanted
             warnings.filterwarnings("ignore", message="The dirpath has changed from")
         return (cli_class or LightsegCLI)(args=args, run=run, **kwargs)
 

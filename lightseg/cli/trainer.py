@@ -10,6 +10,7 @@ from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 from lightseg.callbacks.defaults import add_missing, default_callbacks, monitored_checkpoint
+from lightseg.cli.adapter import evaluate_on_every_process
 from lightseg.export import ExportResult, ExportSettings, describe, export_task
 
 
@@ -51,6 +52,7 @@ class LightsegTrainer(Trainer):
             weights_only: load the checkpoint with ``torch.load(weights_only=True)`` (``None``: Lightning's choice).
         """
         self.add_default_callbacks(model, "fit")
+        evaluate_on_every_process(self)
         super().fit(model, train_dataloaders, val_dataloaders, datamodule, ckpt_path, weights_only)
 
     def validate(
@@ -75,6 +77,7 @@ class LightsegTrainer(Trainer):
             weights_only: load the checkpoint with ``torch.load(weights_only=True)`` (``None``: Lightning's choice).
         """
         self.add_default_callbacks(model, "validate")
+        evaluate_on_every_process(self)
         return super().validate(model, dataloaders, ckpt_path, verbose, datamodule, weights_only)
 
     def test(
@@ -99,6 +102,7 @@ class LightsegTrainer(Trainer):
             weights_only: load the checkpoint with ``torch.load(weights_only=True)`` (``None``: Lightning's choice).
         """
         self.add_default_callbacks(model, "test")
+        evaluate_on_every_process(self)
         return super().test(model, dataloaders, ckpt_path, verbose, datamodule, weights_only)
 
     def predict(
@@ -123,6 +127,7 @@ class LightsegTrainer(Trainer):
             weights_only: load the checkpoint with ``torch.load(weights_only=True)`` (``None``: Lightning's choice).
         """
         self.add_default_callbacks(model, "predict")
+        evaluate_on_every_process(self)
         writes = any(isinstance(c, BasePredictionWriter) for c in cast(Any, self).callbacks)
         if return_predictions is None and writes:
             return_predictions = False

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from abc import abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -12,9 +12,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningDataModule
-from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch import distributed as dist
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+from typing_extensions import override
 
 from lightseg.contract import DataDescription, EvaluationProtocol
 from lightseg.datamodules.files import CheckSamples, OnMissing, SegmentationFiles
@@ -70,16 +70,33 @@ def _pad(tensor: torch.Tensor, height: int, width: int, value: float) -> torch.T
     return F.pad(tensor, (0, dw, 0, dh), value=value) if dh or dw else tensor
 
 
-def _unpadded_distributed_sampler(dataset: Dataset[Any]) -> Sampler[int] | None:
-    """Under DDP, a sampler that gives every sample to exactly one process, without padding.
+class EvaluationShardSampler(DistributedSampler[Any]):
+    """Under DDP, this process's share of an evaluation split: sample ``i`` to process ``i mod N``.
 
-    Lightning's evaluation sampler pads the last batch with repeated samples, so metrics
-    change with the number of processes; this one does not (metric states are summed
-    across processes afterwards). Lightning keeps a loader's own DistributedSampler.
+    Lightning's evaluation sampler pads the last batch with repeated samples, so metrics would
+    change with the number of processes; this one gives every sample to exactly one process
+    (metric states are summed across processes afterwards). Unlike Lightning's unpadded
+    sampler it allows a process no sample at all (fewer images than processes): the trainer's
+    evaluation loop (:class:`~lightseg.cli.adapter.EveryProcessEvaluationLoop`) still runs that
+    process's epoch-end hooks, so the reductions meet. Lightning keeps a loader's own
+    ``DistributedSampler``.
     """
+
+    def __init__(self, dataset: Dataset[Any], num_replicas: int | None = None, rank: int | None = None) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False)
+        self.total_size = len(dataset)  # type: ignore[arg-type]
+        self.num_samples = len(range(self.rank, self.total_size, self.num_replicas))
+
+    @override
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.rank, self.total_size, self.num_replicas))
+
+
+def _evaluation_sampler(dataset: Dataset[Any]) -> Sampler[int] | None:
+    """:class:`EvaluationShardSampler` under DDP, ``None`` (the loader's own order) otherwise."""
     if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
         return None
-    return UnrepeatedDistributedSampler(dataset, shuffle=False)
+    return EvaluationShardSampler(dataset)
 
 
 class ImageFolderDataset(Dataset[PredictItem]):
@@ -115,7 +132,8 @@ class BaseDataModule(LightningDataModule):
 
     Subclasses fill ``train_dataset``, ``val_dataset`` and ``test_dataset`` in ``setup`` and
     give their batch layout in :meth:`collate`. Under DDP, validation and test give every
-    sample to exactly one process (no padding), so metrics do not depend on the process count.
+    sample to exactly one process (no padding), so metrics do not depend on the process count;
+    a process may get none.
 
     Args:
         batch_size: samples per batch (per process).
@@ -162,6 +180,8 @@ class BaseDataModule(LightningDataModule):
         self.val_dataset: Dataset[Any] | None = None
         self.test_dataset: Dataset[Any] | None = None
         self.predict_dataset: Dataset[Any] | None = None
+        # fewer evaluation samples than processes leaves a process none (EvaluationShardSampler)
+        self.allow_zero_length_dataloader_with_multiple_devices = True
 
     @abstractmethod
     def collate(self, items: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -221,7 +241,7 @@ class BaseDataModule(LightningDataModule):
                 + ": no usable sample in it (an empty split file, or every sample left out); "
                 "check the split and its files"
             )
-        sampler = None if shuffle else _unpadded_distributed_sampler(dataset)
+        sampler = None if shuffle else _evaluation_sampler(dataset)
         return DataLoader(
             dataset,
             batch_size=batch_size or self.batch_size,

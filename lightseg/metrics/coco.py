@@ -13,6 +13,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from torchmetrics import Metric
+from typing_extensions import override
 
 from lightseg.coco_masks import encode_masks
 from lightseg.errors import LightsegError
@@ -108,6 +109,26 @@ class COCOEvaluator(Metric):
         self.add_state("rle_lengths", default=[], dist_reduce_fx="cat")
         # every image evaluated, with or without detections: AP is computed on these images only
         self.add_state("image_ids", default=[], dist_reduce_fx="cat")
+
+    @override
+    def sync(self, *args: Any, **kwargs: Any) -> None:
+        """Torchmetrics' sync, with this metric's states typed where a process saw no image.
+
+        torchmetrics gathers an empty list state as an empty tensor of the metric's float dtype,
+        which the gather of the other processes' float64 / int64 / uint8 states does not match
+        (a collective of different sizes: an error or a hang); an empty state of the right
+        dtype gathers as nothing.
+        """
+        for name, dtype in (
+            ("rows", torch.float64),
+            ("rle_bytes", torch.uint8),
+            ("rle_lengths", torch.int64),
+            ("image_ids", torch.float64),
+        ):
+            state = getattr(self, name)
+            if isinstance(state, list) and not state:
+                state.append(torch.zeros(0, dtype=dtype, device=self.device))
+        super().sync(*args, **kwargs)
 
     def set_ground_truth(self, data: dict[str, Any], category_ids: Sequence[int]) -> None:
         """The COCO-format ground truth (annotation file content) and the label -> category id map."""

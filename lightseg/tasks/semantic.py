@@ -267,9 +267,7 @@ class SemanticSegmentationTask(BaseTask):
             self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=batch_size)
         else:
             # a torchmetrics mean over images: summed across processes, exact for any batching
-            mean = cast(MeanMetric, self.loss_metrics[f"{stage}_loss"])
-            mean.update(loss.detach())
-            self.log(f"{stage}_loss", mean, on_step=False, on_epoch=True, prog_bar=True, batch_size=batch_size)
+            cast(MeanMetric, self.loss_metrics[f"{stage}_loss"]).update(loss.detach())
             loss = loss.nanmean()
         if stage == "train":
             self.stage_metrics(stage).update(scores.detach(), batch["mask"])
@@ -330,6 +328,11 @@ class SemanticSegmentationTask(BaseTask):
             for name, value in zip(item_names, results[score.key].tolist(), strict=False):
                 if not math.isnan(value):
                     values[f"{stage}_{score.log_prefix}_{name.replace(' ', '_')}"] = torch.tensor(value)
+        if f"{stage}_loss" in self.loss_metrics:
+            # logged here, not in the step, so that a process that got no image joins the reduction
+            mean = cast(MeanMetric, self.loss_metrics[f"{stage}_loss"])
+            self.log(f"{stage}_loss", mean.compute(), prog_bar=True)
+            mean.reset()
         miou = values.pop(f"{stage}_miou")
         self.log(f"{stage}_miou", miou, prog_bar=True)
         self.log_dict(values)
