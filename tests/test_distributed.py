@@ -170,7 +170,15 @@ def _reference(folder: Path) -> Reference:
                                         f"--ckpt_path={detector}", "--trainer.enable_progress_bar=false",
                                         "--model.init_args.detector_kwargs.box_score_thresh=0.0",
                                         f"--trainer.logger.init_args.name=instance{count}"]  # fmt: skip
-        scores = {name: run([*args, "--trainer.accelerator=cpu", "--trainer.devices=1"]) for name, args in runs.items()}
+        one = ["--trainer.accelerator=cpu", "--trainer.devices=1"]
+        scores = {name: run([*args, *one]) for name, args in runs.items()}
+        # detections of 5 images into a relative folder (of each job's own folder), to be joined into one file
+        images = next(d for d in (folder / "data").glob("*/images/val") if len(list(d.iterdir())) == 5)
+        runs["detections"] = ["predict", "--config", instance, *_instance_data(folder / "data", 5),
+                              f"--ckpt_path={detector}", "--trainer.enable_progress_bar=false",
+                              "--model.init_args.detector_kwargs.box_score_thresh=0.0", f"--data.predict_dir={images}",
+                              "--prediction.output_dir=detections", "--prediction.overlays=false"]  # fmt: skip
+        scores["detections"] = run([*runs["detections"], *one])
     return Reference(folder, runs, scores)
 
 
@@ -233,6 +241,11 @@ def _job_scores_as_one_process(launcher: str, reference: Reference, folder: Path
     assert {r["world_size"] for r in results.values()} == {2 if launcher == "torchrun" else SLURM_TASKS}
     for name in reference.runs:
         _assert_same(results[name], reference.scores[name], name)
+    # the processes' detections joined into one results.json, as one process writes it
+    assert sorted(p.name for p in (folder / "detections").iterdir()) == ["results.json"]
+    detections = json.loads((folder / "detections" / "results.json").read_text())
+    assert len({d["image_id"] for d in detections}) >= 4  # images of every process
+    assert detections == json.loads((reference.folder / "detections" / "results.json").read_text())
     # fit: the validation inside it equals validating its checkpoint in one process
     assert results["fit"]["last"]
     last = folder / results["fit"]["last"]  # relative to the job's folder, or absolute
@@ -303,3 +316,20 @@ def test_crf_search_on_mixed_sizes_chooses_the_same_on_one_and_two_processes(
     assert single == double
     scores = [line.split()[0] for line in single[1][2:]]
     assert len(scores) == 4 and len(set(scores)) > 1, single[1]  # the settings differ: a choice was made
+
+
+def test_the_processes_panoptic_annotations_are_joined_in_the_folders_order(tmp_path: Path) -> None:
+    from lightseg.callbacks import SegmentationWriter
+
+    categories = [{"id": 1, "name": "thing", "isthing": 1}]
+    shares = {0: ["a/x.png", "c.png"], 1: ["a-b/y.png", "b.png"], 2: []}  # strided shares of the sorted folder
+    for rank, names in shares.items():
+        annotations = [{"image_id": name, "file_name": name, "segments_info": []} for name in names]
+        content = {"annotations": annotations, "categories": categories}
+        (tmp_path / f"panoptic.rank{rank}.json").write_text(json.dumps(content))
+    SegmentationWriter(output_dir=str(tmp_path))._merge_process_files(3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["panoptic.json"]
+    joined = json.loads((tmp_path / "panoptic.json").read_text())
+    # the order of a sorted folder of paths (a/x before a-b/y), as one process writes them
+    assert [a["file_name"] for a in joined["annotations"]] == ["a/x.png", "a-b/y.png", "b.png", "c.png"]
+    assert joined["categories"] == categories

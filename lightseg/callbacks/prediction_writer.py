@@ -61,7 +61,8 @@ class SegmentationWriter(BasePredictionWriter):
     compressed RLE; ``keypoints``), and ``overlays/<name>.png`` with boxes, masks and
     skeletons of the detections scoring at least ``score_threshold``, each captioned with its
     class and score on a backing box (captions never cover each other; small images enlarged).
-    Under DDP each process writes ``results.rank<N>.json``.
+    Under DDP the processes' results are joined into one ``results.json``, in the order one
+    process writes it.
 
     Panoptic tasks: ``panoptic/<name>.png`` (segment ids as ``R + 256 G + 256² B``, 0 void) and
     ``panoptic.json`` in the COCO panoptic format (``annotations`` with ``image_id`` = the file
@@ -70,10 +71,11 @@ class SegmentationWriter(BasePredictionWriter):
     ``score``; ``categories``), which panopticapi's ``pq_compute`` and
     :func:`lightseg.metrics.pq_compute` evaluate as they are; and
     ``overlays/<name>.png``: stuff in its class colour, each instance in a shade of its class's,
-    every segment outlined, a legend of the classes. Under DDP each process writes
-    ``panoptic.rank<N>.json``. The same files are Cityscapes' panoptic format (category ids are
-    label ids, image ids the frame names): ``format: cityscapes`` checks that the data is
-    Cityscapes panoptic with label ids; ``voc`` is refused.
+    every segment outlined, a legend of the classes. Under DDP the processes' annotations are
+    joined into one ``panoptic.json``, in the order one process writes it. The same files are
+    Cityscapes' panoptic format (category ids are label ids, image ids the frame names):
+    ``format: cityscapes`` checks that the data is Cityscapes panoptic with label ids; ``voc``
+    is refused.
 
     Sub-folders of the input folder are mirrored. An existing, non-empty ``output_dir`` is
     refused unless ``overwrite`` is set, before anything is predicted. Everything is
@@ -287,11 +289,13 @@ class SegmentationWriter(BasePredictionWriter):
             (self._work_dir / name).write_text(json.dumps(content))
         self._publish(merge=trainer.world_size > 1 or self.output_dir.exists())
         count = torch.tensor(float(self._images), device=pl_module.device)
-        images = int(trainer.strategy.reduce(count, reduce_op="sum"))
+        images = int(trainer.strategy.reduce(count, reduce_op="sum"))  # every process has published by now
         if trainer.is_global_zero:
+            if trainer.world_size > 1:
+                self._merge_process_files(trainer.world_size)
             written = (
-                ["results.json"] if self._detections_seen
-                else ["panoptic.json", "panoptic/"] if self._panoptic_categories
+                ["results.json"] if (self.output_dir / "results.json").is_file()
+                else ["panoptic.json", "panoptic/"] if (self.output_dir / "panoptic.json").is_file()
                 else [f"{FOLDERS[self.format]}/"]
             ) + (["overlays/"] if self.overlays else [])  # fmt: skip
             what = " and ".join([", ".join(written[:-1]), written[-1]] if len(written) > 1 else written)
@@ -343,6 +347,27 @@ class SegmentationWriter(BasePredictionWriter):
             self._finish_overlays()
         if self._work_dir != self.output_dir:
             shutil.rmtree(self._work_dir, ignore_errors=True)
+
+    def _merge_process_files(self, processes: int) -> None:
+        # one results.json / panoptic.json in the input folder's order, as one process writes it
+        for stem in ("results", "panoptic"):
+            parts = [self.output_dir / f"{stem}.rank{rank}.json" for rank in range(processes)]
+            loaded = [json.loads(path.read_text()) for path in parts if path.is_file()]
+            if not loaded:
+                continue
+            content: Any
+            if stem == "results":  # image ids are positions in the sorted folder
+                content = sorted((r for part in loaded for r in part), key=lambda r: r["image_id"])
+            else:
+                annotations = (a for part in loaded for a in part["annotations"])
+                content = {"annotations": sorted(annotations, key=lambda a: Path(a["file_name"]))}
+                content["categories"] = loaded[0]["categories"]
+            merged = self.output_dir / f"{stem}.json"
+            partial = merged.with_name(f"{merged.name}.partial")
+            partial.write_text(json.dumps(content))
+            os.replace(partial, merged)
+            for path in parts:
+                path.unlink(missing_ok=True)
 
     def _publish(self, merge: bool) -> None:
         # one rename where the target is new; else (overwrite, or several processes) file by file
