@@ -21,7 +21,12 @@ def run(args: list[str]) -> dict[str, Any]:
     from lightseg.cli.app import RUN_GUARDS, build_cli
 
     RUN_GUARDS.clear()
-    trainer = build_cli(args).trainer
+    try:
+        trainer = build_cli(args).trainer
+    except SystemExit as stop:  # a run that ends itself (a requeue): how, and on which process
+        import torch.distributed as dist
+
+        return {"exit": stop.code, "rank": dist.get_rank() if dist.is_initialized() else 0}
     callbacks = trainer.callbacks  # type: ignore[attr-defined]
     per_image = next((c.written for c in callbacks if getattr(c, "written", None)), None)
     checkpoint = trainer.checkpoint_callback
@@ -39,7 +44,7 @@ def main(runs_file: str, results_file: str) -> None:
 
     torch.set_num_threads(1)
     results = {name: run(args) for name, args in json.loads(Path(runs_file).read_text()).items()}
-    if all(record["rank"] == 0 for record in results.values()):
+    if all(record["rank"] == 0 for record in results.values()):  # global rank 0 writes
         Path(results_file).write_text(json.dumps(results, indent=1))
 
 

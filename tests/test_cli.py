@@ -4,6 +4,7 @@ import csv
 import io
 import json
 import logging
+import os
 import re
 import subprocess
 import sys
@@ -710,6 +711,51 @@ def test_ctrl_c_saves_a_checkpoint_and_says_how_to_go_on(
     main([*args, "--ckpt_path", "last"])  # `last` picks the interrupted checkpoint: the run ends its 2 epochs
     final = torch.load(next((tmp_path / "runs").rglob("last.ckpt")), weights_only=True, map_location="cpu")
     assert final["epoch"] == 1 and final["global_step"] == 8  # 4 steps per epoch (32 images, batch 8)
+    # the rest of the interrupted epoch had the same batches and augmentations: as if never interrupted
+    monkeypatch.chdir(tmp_path / "runs")
+    main(args)
+    whole = torch.load(next((tmp_path / "runs" / "runs").rglob("last.ckpt")), weights_only=True, map_location="cpu")
+    assert whole["global_step"] == 8
+    for key, value in whole["state_dict"].items():
+        assert torch.equal(value, final["state_dict"][key]), key
+
+
+def test_a_slurm_requeue_signal_saves_requeues_and_the_job_goes_on_as_if_never_stopped(
+    shapes_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import signal
+
+    bin_dir = tmp_path / "bin"  # scontrol as a stub that records its arguments
+    bin_dir.mkdir()
+    (bin_dir / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> {tmp_path / "scontrol.log"}\n')
+    (bin_dir / "scontrol").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    slurm = {"SLURM_NTASKS": "1", "SLURM_NTASKS_PER_NODE": "1", "SLURM_NNODES": "1", "SLURM_NODEID": "0",
+             "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_JOB_NAME": "train", "SLURM_JOB_ID": "4711"}  # fmt: skip
+    for name, value in slurm.items():
+        monkeypatch.setenv(name, value)
+    handler = signal.getsignal(signal.SIGUSR1)
+    monkeypatch.chdir(tmp_path)
+    args = ["fit", *tiny(shapes_root, "--trainer.max_epochs=2"), "--trainer.callbacks+=user_task.SignalAtStep",
+            "--trainer.callbacks.step=2"]  # fmt: skip
+    with pytest.raises(SystemExit) as info:
+        main(args)
+    assert info.value.code == 0 and signal.getsignal(signal.SIGUSR1) == handler  # the handler is put back
+    saved = next((tmp_path / "runs").rglob("last-requeued.ckpt"))
+    err = capsys.readouterr().err
+    assert f"lightseg: SIGUSR1 in epoch 0, step 3: saved {saved.relative_to(tmp_path)}. Requeued job 4711" in err
+    assert (tmp_path / "scontrol.log").read_text() == "requeue 4711\n"
+    assert torch.load(saved, weights_only=True, map_location="cpu")["global_step"] == 3
+    assert not list((tmp_path / "runs").rglob("hpc_ckpt*")) and not list(tmp_path.glob("hpc_ckpt*"))  # not Lightning's
+    main([*args, "--ckpt_path", "last"])  # the requeued job: `last` picks the requeue checkpoint
+    runs = sorted((tmp_path / "runs").rglob("last.ckpt"))
+    final = torch.load(runs[-1], weights_only=True, map_location="cpu")
+    assert final["epoch"] == 1 and final["global_step"] == 8
+    monkeypatch.chdir(tmp_path / "bin")  # the same job, never signalled
+    main(args[:-2])
+    whole = torch.load(next((tmp_path / "bin").rglob("last.ckpt")), weights_only=True, map_location="cpu")
+    for key, value in whole["state_dict"].items():
+        assert torch.equal(value, final["state_dict"][key]), key
 
 
 def test_last_checkpoint_follows_every_epoch_even_when_the_metric_does_not_improve(

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pytest
@@ -255,3 +256,30 @@ def test_evaluation_shards_give_every_sample_to_one_process_and_may_give_a_proce
             assert len(sampler) == len(shards[-1])
         assert sorted(i for shard in shards for i in shard) == list(range(samples)), (samples, processes)
         assert [len(shard) for shard in shards] == [len(range(r, samples, processes)) for r in range(processes)]
+
+
+def test_training_batches_are_a_function_of_seed_and_epoch_whatever_the_workers(
+    shapes: ShapesDataModule, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lightseg.datamodules.training_order import TrainingOrder
+
+    monkeypatch.setenv("PL_GLOBAL_SEED", "7")
+    shapes.setup("fit")
+
+    def epoch(workers: int, number: int) -> list[torch.Tensor]:
+        monkeypatch.setattr(shapes, "num_workers", workers)
+        loader = shapes.train_dataloader()
+        cast(TrainingOrder, loader.sampler).set_epoch(number)
+        torch.manual_seed(number + workers)  # the global stream plays no part
+        return [batch["image"] for batch in loader]
+
+    first = epoch(0, 0)
+    assert len(first) == 3  # 12 images in batches of 4
+    assert all(torch.equal(a, b) for a, b in zip(first, epoch(2, 0), strict=True))  # workers: the same batches
+    assert not torch.equal(torch.cat(first), torch.cat(epoch(0, 1)))  # another epoch: another order
+    # a resumed epoch skips the batches its checkpoint had trained, and goes on with the same ones
+    loader = shapes.train_dataloader()
+    cast(TrainingOrder, loader.sampler).batches_done = lambda: 2
+    resumed = [batch["image"] for batch in loader]
+    assert len(resumed) == 1 and torch.equal(resumed[0], first[2])
+    assert len(list(loader)) == 3  # once: the next epoch is whole

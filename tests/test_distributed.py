@@ -107,6 +107,11 @@ def _job(runs: dict[str, list[str]], cwd: Path, launcher: str) -> dict[str, Any]
         slurm = {"SLURM_NTASKS": str(tasks), "SLURM_NTASKS_PER_NODE": str(tasks), "SLURM_NNODES": "1",
                  "SLURM_NODEID": "0", "SLURM_JOB_NAME": "lightseg-test", "SLURM_JOB_ID": "4242",
                  "SLURM_NODELIST": "127.0.0.1", "MASTER_PORT": port}  # fmt: skip
+        stub = cwd / "bin" / "scontrol"  # records the requeue request
+        stub.parent.mkdir()
+        stub.write_text(f'#!/bin/sh\necho "$@" >> {cwd / "scontrol.log"}\n')
+        stub.chmod(0o755)
+        slurm["PATH"] = f"{stub.parent}{os.pathsep}{base['PATH']}"
         commands = [[sys.executable, *driver]] * tasks
         envs = [{**base, **slurm, "SLURM_PROCID": str(rank), "SLURM_LOCALID": str(rank)} for rank in range(tasks)]
     _launch(commands, envs, cwd)
@@ -236,8 +241,17 @@ def _job_scores_as_one_process(launcher: str, reference: Reference, folder: Path
     shutil.copy(next((reference.folder / "cityscapes1" / "leftImg8bit").rglob("*.png")), images / "frame.png")
     predict = ["predict", *quickstart, f"--data.predict_dir={images}", "--trainer.enable_progress_bar=false"]
     runs["predict"] = [*predict, "--ckpt_path=last", f"--prediction.output_dir={folder / 'job'}", *devices]
+    if launcher == "slurm":  # last: the requeue signal reaches one process only, and every process stops
+        runs["requeue"] = ["fit", *quickstart, "--trainer.max_epochs=3", "--trainer.logger.init_args.name=requeue",
+                           "--trainer.enable_progress_bar=false", "--trainer.callbacks+=user_task.SignalAtStep",
+                           "--trainer.callbacks.step=1", "--trainer.callbacks.rank=1", *devices]  # fmt: skip
     with _in(folder):
         results = _job(runs, folder, launcher)
+    if launcher == "slurm":
+        assert results.pop("requeue") == {"exit": 0, "rank": 0}
+        assert (folder / "scontrol.log").read_text() == "requeue 4242\n"  # once, by process 0
+        saved = next((folder / "runs" / "quickstart" / "requeue").rglob("last-requeued.ckpt"))
+        assert torch.load(saved, weights_only=True, map_location="cpu")["global_step"] == 2
     assert {r["world_size"] for r in results.values()} == {2 if launcher == "torchrun" else SLURM_TASKS}
     for name in reference.runs:
         _assert_same(results[name], reference.scores[name], name)

@@ -62,3 +62,22 @@ class NoisyTruthSegmentation(SemanticSegmentationTask):
         prediction = torch.where(pixel % 7 == 0, (prediction + 1) % classes, prediction)
         wrong = ((prediction != truth) & known).flatten(1).float().sum(1) / known.flatten(1).sum(1).clamp_min(1)
         return wrong, F.one_hot(prediction, classes).permute(0, 3, 1, 2).float()
+
+
+class SignalAtStep(Callback):
+    """Sends this process ``signal`` as training step ``step`` starts (a cluster's warning, for tests).
+
+    ``rank``: only the process of that global rank gets it (``None``: every process).
+    """
+
+    def __init__(self, step: int = 3, signal: str = "SIGUSR1", rank: int | None = None) -> None:
+        self.step = step
+        self.signal = signal
+        self.rank = rank
+
+    def on_train_batch_start(self, trainer: Trainer, *args: object) -> None:
+        import os
+        import signal
+
+        if trainer.global_step == self.step and self.rank in (None, trainer.global_rank):
+            os.kill(os.getpid(), getattr(signal, self.signal))

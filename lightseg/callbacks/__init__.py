@@ -1,5 +1,6 @@
 """Lightning callbacks shipped with lightseg."""
 
+from lightseg.callbacks.checkpoints import RequeueCheckpoint
 from lightseg.callbacks.dashboard import SegmentationDashboard
 from lightseg.callbacks.dense_crf import DenseCRF, DenseCRFSearch
 from lightseg.callbacks.line_progress import LineProgress
@@ -11,6 +12,7 @@ __all__ = [
     "DenseCRFSearch",
     "LineProgress",
     "PerImageScores",
+    "RequeueCheckpoint",
     "SegmentationDashboard",
     "SegmentationWriter",
 ]

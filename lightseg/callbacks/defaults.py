@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch import LightningModule
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from lightseg.callbacks.checkpoints import ModelCheckpoint as RunCheckpoint
+from lightseg.callbacks.checkpoints import RequeueCheckpoint
 from lightseg.callbacks.dashboard import SegmentationDashboard
 from lightseg.callbacks.per_image import PerImageScores
 from lightseg.contract import task_context
@@ -18,7 +20,8 @@ def default_callbacks(task: LightningModule | None, fn: str, logging: bool) -> l
 
     - a :class:`~lightseg.callbacks.SegmentationDashboard` for lightseg's tasks when the run
       has a logger (``logging``), quiet about loggers that cannot show images;
-    - a :class:`~lightseg.callbacks.PerImageScores` in ``test`` of a semantic task.
+    - a :class:`~lightseg.callbacks.PerImageScores` in ``test`` of a semantic task;
+    - a :class:`~lightseg.callbacks.RequeueCheckpoint` in ``fit`` inside a SLURM job.
 
     Each is added only where no callback of its class is configured: configure one
     (``trainer.callbacks``) to change its settings. The monitored checkpoint is
@@ -30,6 +33,8 @@ def default_callbacks(task: LightningModule | None, fn: str, logging: bool) -> l
         callbacks.append(SegmentationDashboard(warn_unsupported=False))
     if fn == "test" and context is not None and context.kind == "semantic":
         callbacks.append(PerImageScores())
+    if fn == "fit" and SLURMEnvironment.detect():
+        callbacks.append(RequeueCheckpoint())
     return callbacks
 
 

@@ -19,6 +19,13 @@ from typing_extensions import override
 from lightseg.contract import DataDescription, EvaluationProtocol
 from lightseg.datamodules.files import CheckSamples, OnMissing, SegmentationFiles
 from lightseg.datamodules.io import IMAGE_EXTENSIONS, read_image
+from lightseg.datamodules.training_order import (
+    ResumableLoader,
+    SeededSamples,
+    TrainingOrder,
+    batches_done_in_epoch,
+    run_seed,
+)
 from lightseg.datamodules.transforms import train_transforms
 from lightseg.errors import LightsegError, option
 from lightseg.types import PredictItem
@@ -241,17 +248,25 @@ class BaseDataModule(LightningDataModule):
                 + ": no usable sample in it (an empty split file, or every sample left out); "
                 "check the split and its files"
             )
-        sampler = None if shuffle else _evaluation_sampler(dataset)
-        return DataLoader(
-            dataset,
-            batch_size=batch_size or self.batch_size,
-            shuffle=shuffle,
-            sampler=sampler,
-            drop_last=self.drop_last_train and shuffle and size > self.batch_size,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.persistent_workers,
-            collate_fn=self.collate,
+        batch_size = batch_size or self.batch_size
+        options: dict[str, Any] = {
+            "batch_size": batch_size,
+            "num_workers": self.num_workers,
+            "pin_memory": self.pin_memory,
+            "persistent_workers": self.persistent_workers,
+            "collate_fn": self.collate,
+        }
+        if not shuffle:
+            return DataLoader(dataset, sampler=_evaluation_sampler(dataset), **options)
+        seed = run_seed()
+        order = TrainingOrder(dataset, seed, batch_size, lambda: batches_done_in_epoch(self.trainer))
+        return ResumableLoader(
+            SeededSamples(dataset),
+            sampler=order,
+            drop_last=self.drop_last_train and size > batch_size,
+            # worker seeds from a generator of the loader's own, not the global stream the model draws from
+            generator=torch.Generator().manual_seed(seed),
+            **options,
         )
 
     def train_dataloader(self) -> DataLoader[Any]:
