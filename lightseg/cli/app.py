@@ -243,6 +243,9 @@ def build_cli(
     with warnings.catch_warnings():
         # explicit args are this function's purpose; Lightning warns whenever sys.argv is also set
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+        # the tasks log evaluation scores computed from metric states already summed over the
+        # processes; Lightning's advice to sum them again (sync_dist) would be wrong
+        warnings.filterwarnings("ignore", message=r"It is recommended to use `self.log\('(val|test)_")
         # Lightning's own use of a torch API that torch deprecates: nothing a user can act on
         warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
         if (sys.argv[1:] if args is None else args)[:1] in (["validate"], ["test"], ["predict"]):

@@ -7,7 +7,7 @@ import copy
 import gc
 import io
 import itertools
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -301,7 +301,7 @@ def _load_mask_results(ground_truth: Any, results: list[dict[str, Any]]) -> Any:
 
 
 @contextlib.contextmanager
-def _without_cycle_collection() -> Any:
+def _without_cycle_collection() -> Iterator[None]:
     """Python's cyclic garbage collector paused (restored after).
 
     COCO evaluation makes millions of dicts and lists, none of them in a reference cycle; the
