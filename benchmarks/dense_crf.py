@@ -17,8 +17,7 @@ import time
 import numpy as np
 from scipy import ndimage
 
-from lightseg.callbacks.dense_crf import CRFPool
-from lightseg.crf import CRFParams
+from lightseg.crf import CRFParams, CRFPool
 
 from report import record
 

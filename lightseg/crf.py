@@ -1,11 +1,14 @@
-"""The fully connected CRF of Krähenbühl & Koltun (NIPS 2011) on softmax probabilities.
+"""The fully connected CRF of Krähenbühl & Koltun (NIPS 2011) on softmax probabilities, and a pool that runs it.
 
-Kept free of torch and Lightning imports: the DenseCRF callback's worker processes import
-only this module, numpy and pydensecrf.
+Kept free of torch and Lightning imports: :class:`CRFPool`'s worker processes import only
+this module, numpy and pydensecrf.
 """
 
 from __future__ import annotations
 
+import multiprocessing
+from collections.abc import Callable
+from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from typing import Literal
 
@@ -123,3 +126,47 @@ def refine_labels_many(items: list[tuple[np.ndarray, np.ndarray]], params: CRFPa
     """
     dtype = np.uint8 if items and items[0][1].shape[0] <= 256 else np.int32
     return [dense_crf(image, probs, params).argmax(0).astype(dtype) for image, probs in items]
+
+
+class CRFPool:
+    """Runs :func:`lightseg.crf.dense_crf` over many images in worker processes.
+
+    ``workers <= 1`` refines in this process. Workers are spawned (not forked: forking a
+    process that holds CUDA or DataLoader state is unsafe) and import only numpy,
+    pydensecrf and :mod:`lightseg.crf`.
+    """
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self._executor: Executor | None = None
+
+    def map(self, items: list[tuple[np.ndarray, np.ndarray]], params: CRFParams) -> list[np.ndarray]:
+        """Refined probabilities for each ``(image, probs)`` pair, in order."""
+        return self._run(refine_many, [(item, params) for item in items])
+
+    def map_labels(self, items: list[tuple[np.ndarray, np.ndarray]], params: CRFParams) -> list[np.ndarray]:
+        """Refined label maps (argmax of the refined probabilities) for each pair, in order."""
+        return self._run(refine_labels_many, [(item, params) for item in items])
+
+    def map_labels_each(self, jobs: list[tuple[tuple[np.ndarray, np.ndarray], CRFParams]]) -> list[np.ndarray]:
+        """Refined label maps of ``((image, probs), params)`` jobs, each with its own setting, in order."""
+        return self._run(refine_labels_many, jobs)
+
+    def _run(
+        self,
+        work: Callable[[list[tuple[np.ndarray, np.ndarray]], CRFParams], list[np.ndarray]],
+        jobs: list[tuple[tuple[np.ndarray, np.ndarray], CRFParams]],
+    ) -> list[np.ndarray]:
+        if self.workers <= 1 or len(jobs) <= 1:
+            return [work([item], params)[0] for item, params in jobs]
+        if self._executor is None:
+            self._executor = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
+        # one image per task: the first worker starts after one image is sent, not after a whole chunk
+        futures = [self._executor.submit(work, [item], params) for item, params in jobs]
+        return [future.result()[0] for future in futures]
+
+    def close(self) -> None:
+        """Stop the worker processes."""
+        if self._executor is not None:
+            self._executor.shutdown()
+            self._executor = None

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import itertools
-import multiprocessing
 import os
-from collections.abc import Callable, Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -20,15 +18,7 @@ from torchmetrics import SumMetric
 from typing_extensions import override
 
 from lightseg.contract import LightsegTask, task_context
-from lightseg.crf import (
-    CRFParams,
-    CRFPreset,
-    crf_params,
-    dense_crf,
-    import_densecrf,
-    refine_labels_many,
-    refine_many,
-)
+from lightseg.crf import CRFParams, CRFPool, CRFPreset, crf_params, dense_crf, import_densecrf
 from lightseg.metrics import SegmentationMetrics
 from lightseg.metrics.segmentation import PROTOCOL_SCALAR_KEYS, SCALAR_KEYS
 from lightseg.metrics.tables import format_comparison_table
@@ -51,50 +41,6 @@ def native_items(batch: dict[str, Any], probs: torch.Tensor) -> list[tuple[np.nd
         (image[:h, :w], prob[:, :h, :w], None if mask is None else mask[:h, :w])
         for image, prob, mask, (h, w) in zip(images, probs_np, masks, sizes, strict=True)
     ]
-
-
-class CRFPool:
-    """Runs :func:`lightseg.crf.dense_crf` over many images in worker processes.
-
-    ``workers <= 1`` refines in this process. Workers are spawned (not forked: forking a
-    process that holds CUDA or DataLoader state is unsafe) and import only numpy,
-    pydensecrf and :mod:`lightseg.crf`.
-    """
-
-    def __init__(self, workers: int) -> None:
-        self.workers = workers
-        self._executor: Executor | None = None
-
-    def map(self, items: list[tuple[np.ndarray, np.ndarray]], params: CRFParams) -> list[np.ndarray]:
-        """Refined probabilities for each ``(image, probs)`` pair, in order."""
-        return self._run(refine_many, [(item, params) for item in items])
-
-    def map_labels(self, items: list[tuple[np.ndarray, np.ndarray]], params: CRFParams) -> list[np.ndarray]:
-        """Refined label maps (argmax of the refined probabilities) for each pair, in order."""
-        return self._run(refine_labels_many, [(item, params) for item in items])
-
-    def map_labels_each(self, jobs: list[tuple[tuple[np.ndarray, np.ndarray], CRFParams]]) -> list[np.ndarray]:
-        """Refined label maps of ``((image, probs), params)`` jobs, each with its own setting, in order."""
-        return self._run(refine_labels_many, jobs)
-
-    def _run(
-        self,
-        work: Callable[[list[tuple[np.ndarray, np.ndarray]], CRFParams], list[np.ndarray]],
-        jobs: list[tuple[tuple[np.ndarray, np.ndarray], CRFParams]],
-    ) -> list[np.ndarray]:
-        if self.workers <= 1 or len(jobs) <= 1:
-            return [work([item], params)[0] for item, params in jobs]
-        if self._executor is None:
-            self._executor = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
-        # one image per task: the first worker starts after one image is sent, not after a whole chunk
-        futures = [self._executor.submit(work, [item], params) for item, params in jobs]
-        return [future.result()[0] for future in futures]
-
-    def close(self) -> None:
-        """Stop the worker processes."""
-        if self._executor is not None:
-            self._executor.shutdown()
-            self._executor = None
 
 
 class _SemanticOnly(Callback):
