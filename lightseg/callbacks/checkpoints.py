@@ -18,6 +18,15 @@ from typing_extensions import override
 from lightseg.errors import LightsegError
 
 
+def _save_beside_checkpoints(trainer: Trainer, filename: str) -> Path:
+    """Save the full training state as ``filename`` in the run's checkpoint folder (every process takes part)."""
+    checkpoint = trainer.checkpoint_callback
+    folder = getattr(checkpoint, "dirpath", None) or Path(trainer.log_dir or trainer.default_root_dir) / "checkpoints"
+    path = Path(folder) / filename
+    trainer.save_checkpoint(path)
+    return path
+
+
 class InterruptCheckpoint(Callback):
     """On Ctrl-C during ``fit``, saves ``last-interrupted.ckpt`` and prints the command that goes on.
 
@@ -40,21 +49,13 @@ class InterruptCheckpoint(Callback):
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
         if not isinstance(exception, KeyboardInterrupt) or trainer.state.fn != "fit" or trainer.global_step == 0:
             return
-        path = _checkpoint_folder(trainer) / self.FILENAME
-        trainer.save_checkpoint(path)
-        self.saved = path
+        path = self.saved = _save_beside_checkpoints(trainer, self.FILENAME)
         if trainer.is_global_zero:
             print(
                 f"lightseg: interrupted in epoch {trainer.current_epoch}, step {trainer.global_step}; saved {path} "
                 f"(it resumes at that step). To go on:\n  {self.command} --ckpt_path {path}",
                 file=sys.stderr,
             )
-
-
-def _checkpoint_folder(trainer: Trainer) -> Path:
-    checkpoint = trainer.checkpoint_callback
-    folder = getattr(checkpoint, "dirpath", None) or Path(trainer.log_dir or trainer.default_root_dir) / "checkpoints"
-    return Path(folder)
 
 
 class RequeueCheckpoint(Callback):
@@ -112,9 +113,7 @@ class RequeueCheckpoint(Callback):
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args: Any) -> None:
         if not trainer.strategy.reduce_boolean_decision(self.received, all=False):
             return
-        path = _checkpoint_folder(trainer) / self.FILENAME
-        trainer.save_checkpoint(path)
-        self.saved = path
+        path = self.saved = _save_beside_checkpoints(trainer, self.FILENAME)
         if trainer.is_global_zero:
             print(
                 f"lightseg: {self.signal.upper()} in epoch {trainer.current_epoch}, step {trainer.global_step}: "

@@ -93,7 +93,17 @@ def batches_everywhere(trainer: Trainer, max_batches: list[int | float]) -> floa
     return float(trainer.strategy.reduce(local, reduce_op="sum"))
 
 
-class EveryProcessEvaluationLoop(_EvaluationLoop):
+class _SkippedOnlyWhereNoProcessHasABatch:
+    """The ``skip`` of the loops below: from the batches of every process together, set in ``setup_data``."""
+
+    _batches_everywhere: float = 0.0
+
+    @property
+    def skip(self) -> bool:
+        return self._batches_everywhere == 0
+
+
+class EveryProcessEvaluationLoop(_SkippedOnlyWhereNoProcessHasABatch, _EvaluationLoop):
     """Lightning's validation / test loop, run by every process unless no process has a batch.
 
     Lightning skips the loop on a process whose loader is empty, hooks included; under DDP the
@@ -104,8 +114,6 @@ class EveryProcessEvaluationLoop(_EvaluationLoop):
     decided from the batch count summed over the processes (one reduction per loader set-up,
     on every process alike).
     """
-
-    _batches_everywhere: float = 0.0
 
     @override
     def on_run_start(self) -> None:
@@ -118,11 +126,6 @@ class EveryProcessEvaluationLoop(_EvaluationLoop):
             ddp.require_forward_param_sync = False  # set again by the next training forward
         super().on_run_start()
 
-    @property
-    @override
-    def skip(self) -> bool:
-        return self._batches_everywhere == 0
-
     @override
     def setup_data(self) -> None:
         before = self._combined_loader
@@ -133,20 +136,13 @@ class EveryProcessEvaluationLoop(_EvaluationLoop):
             self._batches_everywhere = batches_everywhere(self.trainer, self._max_batches)
 
 
-class EveryProcessPredictionLoop(_PredictionLoop):
+class EveryProcessPredictionLoop(_SkippedOnlyWhereNoProcessHasABatch, _PredictionLoop):
     """Lightning's predict loop, run by every process unless no process has a batch.
 
     As :class:`EveryProcessEvaluationLoop`: a process that got no image (fewer images than
     processes) still runs the epoch's hooks, where the prediction writers meet to count and
     publish what every process wrote.
     """
-
-    _batches_everywhere: float = 0.0
-
-    @property
-    @override
-    def skip(self) -> bool:
-        return self._batches_everywhere == 0
 
     @override
     def setup_data(self) -> None:
