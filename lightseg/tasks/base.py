@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import io
-import math
 import os
 import random
 import shutil
@@ -17,7 +16,6 @@ import numpy as np
 import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
-from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 from typing_extensions import override
 
@@ -25,19 +23,15 @@ from lightseg.checkpoints import load_checkpoint
 from lightseg.contract import TaskContext, data_description, datamodule_of
 from lightseg.errors import LightsegError
 from lightseg.models.lora import LoRASettings, add_lora
-from lightseg.optim import PolyLR, WarmupMultiStepLR
+from lightseg.tasks.optimisation import BACKBONE_MODULES, fit_schedule_to_run, group_parameters
 from lightseg.types import Stage
 from lightseg.weights import LoadReport, check_weights_option, load_weights_file
 
-#: the length a poly schedule is given in a run without end: its rate stays at the base rate
-UNENDING_STEPS = 2**62
 #: ``compile``'s torch.compile modes (``true``: ``default``)
 CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
 COMPILE_MODES: tuple[str, ...] = CompileMode.__args__  # type: ignore[attr-defined]
 #: what torch's inductor builds CPU kernels with (any one, or ``$CXX``)
 CXX_COMPILERS = ("g++", "clang++", "c++")
-#: module names whose parameters count as backbone for ``head_lr_mult``
-BACKBONE_MODULES = frozenset({"encoder", "backbone", "to_pool3", "to_pool4", "to_pool5", "fc6", "fc7"})
 
 
 class BaseTask(LightningModule, ABC):
@@ -290,58 +284,15 @@ class BaseTask(LightningModule, ABC):
         (``freeze_backbone: true``) is in no group.
         """
         hp = self.hparams
-        skip = set(hp.get("no_weight_decay_on") or ())
-        norms = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.LocalResponseNorm)
-        norm_params = {
-            id(p) for module in self.modules() if isinstance(module, norms) for p in module.parameters(recurse=False)
-        }
-        mult = float(hp.get("head_lr_mult", 1.0))
-        frozen = hp.get("freeze_backbone") is True
-        layers = self.backbone_layers() if hp.get("layer_decay") is not None else {}
-        decay = float(hp.get("layer_decay") or 1.0)
-        deepest = max(layers.values(), default=0)
-        split = mult != 1.0 or bool(layers) or frozen
-        groups: dict[tuple[str, bool], tuple[float, list[nn.Parameter]]] = {}
-        for name, param in self.named_parameters():
-            if not param.requires_grad:
-                continue
-            in_backbone = self.is_backbone_parameter(name)
-            if frozen and in_backbone:
-                continue
-            no_decay = ("norm" in skip and id(param) in norm_params) or ("bias" in skip and name.endswith("bias"))
-            if not split:
-                part, rate = "all", 1.0
-            elif not in_backbone:
-                part, rate = "head", mult
-            elif layers:
-                layer = layers[name]
-                part, rate = f"backbone_layer{layer:02d}", decay ** (deepest - layer)
-            else:
-                part, rate = "backbone", 1.0
-            groups.setdefault((part, no_decay), (rate, []))[1].append(param)
-        result = []
-        order = sorted(groups.items(), key=lambda item: (item[0][0] == "head", item[0]))
-        for (part, no_decay), (rate, params) in order:
-            name = part + ("_no_decay" if no_decay else "")
-            group: dict[str, Any] = {"params": params, "name": name, "lr_mult": rate}
-            if no_decay:
-                group["weight_decay"] = 0.0
-            result.append(group)
-        parts = {g["name"].split("_")[0] for g in result}
-        if frozen and "head" not in parts:
-            raise LightsegError(
-                f"freeze_backbone: true leaves nothing to train: {type(self).__name__}'s model has no parameters "
-                "outside its backbone (see is_backbone_parameter); freeze it for some epochs only, or not at all"
-            )
-        if (mult != 1.0 or layers) and not frozen and not {"backbone", "head"} <= parts:
-            setting = f"head_lr_mult={mult}" if mult != 1.0 else f"layer_decay={decay}"
-            raise LightsegError(
-                f"{setting}: {type(self).__name__}'s model does not have both trainable backbone and "
-                "head parameters (see is_backbone_parameter); leave it at its default"
-            )
-        if len(result) == 1:
-            del result[0]["name"]  # a single group: the learning-rate monitor logs it as lr-<Optimizer>
-        return result
+        return group_parameters(
+            self,
+            self.is_backbone_parameter,
+            layers=self.backbone_layers() if hp.get("layer_decay") is not None else {},
+            head_lr_mult=float(hp.get("head_lr_mult", 1.0)),
+            no_weight_decay_on=tuple(hp.get("no_weight_decay_on") or ()),
+            backbone_frozen=hp.get("freeze_backbone") is True,
+            layer_decay=float(hp.get("layer_decay") or 1.0),
+        )
 
     def backbone_layers(self) -> dict[str, int]:
         """The layer index (0 = the input's) of each backbone parameter, for ``layer_decay``.
@@ -414,25 +365,7 @@ class BaseTask(LightningModule, ABC):
         if self.lr_scheduler_factory is None:
             return optimizer
         scheduler = self.lr_scheduler_factory(optimizer)
-        if isinstance(scheduler, PolyLR) and scheduler.needs_total_iters:
-            total = self.trainer.estimated_stepping_batches  # infinite for max_epochs -1: train until stopped
-            if math.isfinite(total):
-                scheduler.total_iters = int(total)
-            else:
-                scheduler.total_iters = UNENDING_STEPS
-                rank_zero_warn(
-                    "the run has no end (max_epochs -1, no max_steps): PolyLR has nothing to decay towards and keeps "
-                    "the base learning rate; give lr_scheduler.init_args.total_iters to decay over that many steps"
-                )
-        if isinstance(scheduler, WarmupMultiStepLR) and scheduler.needs_iters_per_epoch:
-            total = self.trainer.estimated_stepping_batches
-            if math.isfinite(total):
-                epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 1
-                scheduler.set_iters_per_epoch(math.ceil(total / epochs))
-            else:  # estimated_stepping_batches has set up the training data: one epoch's optimizer steps
-                batches = self.trainer.num_training_batches
-                steps = batches / self.trainer.accumulate_grad_batches if math.isfinite(batches) else 1
-                scheduler.set_iters_per_epoch(max(1, math.ceil(steps)))
+        fit_schedule_to_run(scheduler, self)
         interval = self.hparams.get("lr_interval") or getattr(scheduler, "interval", "epoch")
         return {
             "optimizer": optimizer,
