@@ -17,7 +17,7 @@ from typing import Any
 
 
 def run(args: list[str]) -> dict[str, Any]:
-    """``lightseg ARGS``: its logged metrics, per-image CSV and checkpoint, as JSON-ready values."""
+    """``lightseg ARGS``: its logged metrics, per-image CSV, CRF search table and checkpoint, as JSON-ready values."""
     from lightseg.cli.app import RUN_GUARDS, build_cli
 
     RUN_GUARDS.clear()
@@ -30,7 +30,9 @@ def run(args: list[str]) -> dict[str, Any]:
     callbacks = trainer.callbacks  # type: ignore[attr-defined]
     per_image = next((c.written for c in callbacks if getattr(c, "written", None)), None)
     checkpoint = trainer.checkpoint_callback
+    search = next((c for c in callbacks if getattr(c, "scores", None)), None)  # DenseCRFSearch's table
     return {
+        "crf": [[score, params.as_dict()] for score, params in search.scores] if search else None,
         "metrics": {key: float(value) for key, value in trainer.callback_metrics.items()},
         "per_image": Path(per_image).read_text() if per_image else None,
         "last": getattr(checkpoint, "last_model_path", "") or None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import logging
 import os
@@ -175,6 +176,10 @@ def _reference(folder: Path) -> Reference:
                                         f"--ckpt_path={detector}", "--trainer.enable_progress_bar=false",
                                         "--model.init_args.detector_kwargs.box_score_thresh=0.0",
                                         f"--trainer.logger.init_args.name=instance{count}"]  # fmt: skip
+        if importlib.util.find_spec("pydensecrf"):  # the crf extra (CI has it)
+            # 7 validation images of 5 sizes, the 7th beyond max_images: the CRF search's table
+            frames = {"train": ["2007_a"], "val": [f"2008_{k}" for k in range(7)]}
+            runs["crf"] = _crf_search_args(write_voc(folder / "voc", frames, mixed_sizes=True), "crf.yaml")
         one = ["--trainer.accelerator=cpu", "--trainer.devices=1"]
         scores = {name: run([*args, *one]) for name, args in runs.items()}
         # detections of 5 images into a relative folder (of each job's own folder), to be joined into one file
@@ -255,6 +260,11 @@ def _job_scores_as_one_process(launcher: str, reference: Reference, folder: Path
     assert {r["world_size"] for r in results.values()} == {2 if launcher == "torchrun" else SLURM_TASKS}
     for name in reference.runs:
         _assert_same(results[name], reference.scores[name], name)
+    if "crf" in reference.scores:  # the CRF search's table and choice
+        crf = reference.scores["crf"]["crf"]
+        assert len(crf) == 4 and len({score for score, _ in crf}) > 1  # settings that score differently
+        assert results["crf"]["crf"] == crf
+        assert (folder / "crf.yaml").read_text() == (reference.folder / "crf.yaml").read_text()
     # the processes' detections joined into one results.json, as one process writes it
     assert sorted(p.name for p in (folder / "detections").iterdir()) == ["results.json"]
     detections = json.loads((folder / "detections" / "results.json").read_text())
@@ -283,10 +293,8 @@ def _job_scores_as_one_process(launcher: str, reference: Reference, folder: Path
     assert tested["per_image"] and tested["per_image"].count("\n") == SLURM_TASKS
 
 
-def _crf_search(cwd: Path, root: Path, devices: int, caplog: pytest.LogCaptureFixture) -> tuple[str, list[str]]:
-    out = cwd / f"crf{devices}.yaml"
-    args = [
-        "lightseg",
+def _crf_search_args(root: Path, output: str) -> list[str]:
+    return [
         "validate",
         "--seed_everything=3",
         "--model=SemanticSegmentationTask",
@@ -303,13 +311,21 @@ def _crf_search(cwd: Path, root: Path, devices: int, caplog: pytest.LogCaptureFi
         "--trainer.callbacks.bilateral_rgb_stds=[3.0]",
         "--trainer.callbacks.iterations=3",
         "--trainer.callbacks.max_images=6",
-        f"--trainer.callbacks.output={out}",
+        f"--trainer.callbacks.output={output}",
         "--trainer.callbacks.workers=0",
+        "--trainer.logger=false",
+        "--trainer.enable_progress_bar=false",
+    ]
+
+
+def _crf_search(cwd: Path, root: Path, devices: int, caplog: pytest.LogCaptureFixture) -> tuple[str, list[str]]:
+    out = cwd / f"crf{devices}.yaml"
+    args = [
+        "lightseg",
+        *_crf_search_args(root, str(out)),
         "--trainer.accelerator=cpu",
         f"--trainer.devices={devices}",
         f"--trainer.strategy={'ddp' if devices > 1 else 'auto'}",
-        "--trainer.logger=false",
-        "--trainer.enable_progress_bar=false",
     ]
     caplog.clear()
     with caplog.at_level(logging.INFO):
