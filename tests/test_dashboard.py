@@ -342,7 +342,8 @@ def test_instance_task_draws_truth_and_prediction_and_logs_ap_per_class(
 
 
 def test_overlays_are_legible_outlined_and_captions_never_cover_each_other() -> None:
-    from lightseg.visualize import _draw_captions, annotated_overlay, display_scale
+    from lightseg.visualize import annotated_overlay, display_scale
+    from lightseg.visualize.detections import _draw_captions
 
     mask = np.zeros((6, 6), np.uint8)
     mask[1:5, 1:5] = 1

@@ -1,0 +1,218 @@
+"""Masks over images: the palette, enlarging for display, overlays with outlines, legends, panoptic shades."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFont
+from scipy.ndimage import binary_dilation
+
+from lightseg.colors import class_palette
+
+#: the palette of a data set without colours of its own (:func:`~lightseg.colors.class_palette`)
+PALETTE = class_palette()
+#: the line drawn just outside each painted region (see :func:`overlay`)
+HALO_COLOUR = (20, 20, 20)
+#: pictures for people are enlarged until their shorter side is at least this many pixels
+DISPLAY_SIDE = 256
+#: the same for dashboard samples, which show two or three pictures side by side
+SAMPLE_SIDE = 192
+
+
+def text_width(font: ImageFont.ImageFont | ImageFont.FreeTypeFont, text: str) -> int:
+    """The width in pixels of ``text`` in ``font``."""
+    left, _, right, _ = font.getbbox(text)
+    return int(right - left)
+
+
+def to_uint8_image(image: torch.Tensor) -> np.ndarray:
+    """A float ``[3,H,W]`` image in [0, 1] as a ``[H,W,3]`` uint8 array."""
+    return (image.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+
+
+def display_scale(height: int, width: int, side: int = DISPLAY_SIDE) -> int:
+    """The whole factor (1-8) that brings the shorter side of a ``height`` x ``width`` picture to ``side``."""
+    return int(min(8, max(1, -(-side // max(1, min(height, width))))))
+
+
+def enlarge(image: np.ndarray, mask: np.ndarray | None, factor: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """``image`` (bilinear) and ``mask`` (nearest: labels stay labels) ``factor`` times larger."""
+    if factor == 1:
+        return image, mask
+    height, width = image.shape[:2]
+    size = (width * factor, height * factor)
+    big = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR))
+    return big, None if mask is None else mask.repeat(factor, 0).repeat(factor, 1)
+
+
+def overlay(
+    image: np.ndarray,
+    mask: np.ndarray,
+    alpha: float = 0.5,
+    outline: int = 1,
+    ignore_index: int = 255,
+    colours: np.ndarray = PALETTE,
+) -> np.ndarray:
+    """``image`` ``[H,W,3]`` uint8 with ``mask`` ``[H,W]`` painted in ``colours`` (``[256, 3]``), at the same size.
+
+    Background (0) stays unpainted; ``ignore_index`` is washed white; other labels are blended
+    with ``alpha``, and the ``outline`` pixels (0: none) along each region's border are drawn
+    opaque, with a dark line just outside them, so that a region and its class stay visible
+    over any colour. Labels beyond 255 reuse the palette cyclically.
+    """
+    labels = mask if mask.dtype.kind in "iu" and mask.dtype.itemsize <= 2 else mask.astype(np.int64)
+    painted = labels != 0
+    out = image.copy()
+    if not painted.any():
+        return out
+    # only the painted pixels are blended (float32, rounded): a fraction of the picture in most scenes
+    index = labels[painted].astype(np.int64)
+    shades = colours[np.where(index == ignore_index, 255, index % 256)].astype(np.float32)
+    blended = (1 - alpha) * image[painted].astype(np.float32) + alpha * shades
+    out[painted] = blended.round().clip(0, 255).astype(np.uint8)
+    if outline > 0:
+        edge = np.zeros_like(painted)
+        for _ in range(outline):  # each pass takes the next ring of pixels inwards
+            inside = ~edge
+            edge[:, :-1] |= (labels[:, :-1] != labels[:, 1:]) | ~inside[:, 1:]
+            edge[:, 1:] |= (labels[:, 1:] != labels[:, :-1]) | ~inside[:, :-1]
+            edge[:-1] |= (labels[:-1] != labels[1:]) | ~inside[1:]
+            edge[1:] |= (labels[1:] != labels[:-1]) | ~inside[:-1]
+        solid = painted & (labels != ignore_index)
+        edge &= solid
+        out[edge] = colours[labels[edge].astype(np.int64) % 256].clip(0, 255).round().astype(np.uint8)
+        # a dark line just outside each region: its border stands out even on a background of its own colour
+        out[binary_dilation(solid) & ~painted] = HALO_COLOUR  # the 4-neighbours outside
+    return out
+
+
+def legend(entries: Sequence[tuple[int, str]], width: int, colours: np.ndarray = PALETTE) -> np.ndarray:
+    """A white strip ``[h, width, 3]`` of colour swatches (``colours[label]``) and names, wrapped to ``width``."""
+    font = ImageFont.load_default()
+    if not entries:
+        return np.full((0, width, 3), 255, dtype=np.uint8)
+    cells = [22 + text_width(font, name[:24]) + 12 for _, name in entries]
+    rows: list[list[int]] = [[]]
+    used = 4
+    for k, cell in enumerate(cells):
+        if rows[-1] and used + cell > width:
+            rows.append([])
+            used = 4
+        rows[-1].append(k)
+        used += cell
+    strip = Image.new("RGB", (width, 18 * len(rows) + 4), "white")
+    draw = ImageDraw.Draw(strip)
+    for r, row in enumerate(rows):
+        x, y = 4, 3 + 18 * r
+        for k in row:
+            label, name = entries[k]
+            colour = tuple(int(c) for c in colours[label % len(colours)])
+            draw.rectangle([x, y, x + 14, y + 14], fill=colour, outline=(60, 60, 60))
+            draw.text((x + 20, y + 2), name[:24], fill="black", font=font)
+            x += cells[k]
+    return np.asarray(strip)
+
+
+def with_legend(
+    picture: np.ndarray,
+    labels: Sequence[int],
+    names: Sequence[str],
+    ignore_index: int = 255,
+    colours: np.ndarray = PALETTE,
+) -> np.ndarray:
+    """``picture`` with the :func:`legend` of ``labels`` below it ("ignore" for ``ignore_index``)."""
+    entries = [
+        (255 if label == ignore_index else label,
+         "ignore" if label == ignore_index else names[label] if 0 <= label < len(names) else str(label))
+        for label in labels
+    ]  # fmt: skip
+    key = legend(entries, picture.shape[1], colours)
+    return np.concatenate([picture, key], axis=0) if len(key) else picture
+
+
+def shown_labels(*masks: np.ndarray, ignore_index: int = 255) -> list[int]:
+    """The painted labels of ``masks`` (not background), ignore last."""
+    present = sorted(set().union(*(np.unique(m).tolist() for m in masks)) - {0})
+    return [label for label in present if label != ignore_index] + [ignore_index] * (ignore_index in present)
+
+
+def outline_width(factor: int) -> int:
+    """Pixels of opaque border around each region in a picture enlarged ``factor`` times (at least 2)."""
+    return max(2, factor // 2)
+
+
+def annotated_overlay(
+    image: np.ndarray,
+    mask: np.ndarray,
+    names: Sequence[str],
+    alpha: float = 0.5,
+    ignore_index: int = 255,
+    colours: np.ndarray = PALETTE,
+) -> np.ndarray:
+    """What ``lightseg predict`` writes to ``overlays/``: :func:`overlay` at a size one can see, with a legend.
+
+    Regions are filled translucently (the image shows through) inside an opaque border of the
+    legend's colour, so a class reads from its border on any background.
+    """
+    factor = display_scale(mask.shape[0], mask.shape[1])
+    big, big_mask = enlarge(image, mask, factor)
+    assert big_mask is not None
+    painted = overlay(big, big_mask, alpha, outline_width(factor), ignore_index, colours)
+    return with_legend(painted, shown_labels(mask, ignore_index=ignore_index), names, ignore_index, colours)
+
+
+def instance_shades(labels: Sequence[int], isthing: Sequence[bool], colours: np.ndarray) -> np.ndarray:
+    """The colour of each segment (``[N, 3]`` uint8), from its class colour in ``colours``.
+
+    Stuff keeps its class colour; the ``k``-th instance of a thing class gets a shade of it
+    (alternately lighter and darker, further each time), so that neighbouring instances differ.
+    """
+    seen: dict[int, int] = {}
+    shades = np.zeros((len(labels), 3), dtype=np.float32)
+    for n, (label, thing) in enumerate(zip(labels, isthing, strict=True)):
+        base = colours[label % len(colours)].astype(np.float32)
+        k = seen.get(label, 0)
+        seen[label] = k + 1
+        if thing and k:
+            step = min(0.6, 0.2 * ((k + 1) // 2))
+            target = 255.0 if k % 2 else 0.0
+            base = base + step * (target - base)
+        shades[n] = base
+    return shades.round().astype(np.uint8)
+
+
+def panoptic_overlay(
+    image: np.ndarray,
+    segments: np.ndarray,
+    labels: Sequence[int],
+    isthing: Sequence[bool],
+    names: Sequence[str],
+    alpha: float = 0.5,
+    colours: np.ndarray = PALETTE,
+    side: int = DISPLAY_SIDE,
+) -> np.ndarray:
+    """What ``lightseg predict`` writes for a panoptic prediction: each segment painted and outlined, a legend.
+
+    ``segments`` ``[H, W]`` holds segment numbers (1..N, 0 void: left unpainted); segment ``n`` has
+    class ``labels[n - 1]`` (its colour: ``colours[label]``). Stuff is painted in its class colour,
+    each instance of a thing in a shade of its class's (:func:`instance_shades`), and every segment
+    has its own opaque border, so that touching instances of one class stay apart. Small maps are
+    enlarged until their shorter side is ``side`` pixels or more.
+    """
+    table = np.zeros((256, 3), dtype=np.uint8)
+    shades = instance_shades(labels, isthing, colours)
+    numbers = segments.astype(np.int64)
+    if len(labels) > 255:  # an 8-bit colour table: renumber so that each segment keeps its own entry where it can
+        numbers = np.where(numbers > 0, (numbers - 1) % 255 + 1, 0)
+    for n in range(len(labels)):
+        table[n % 255 + 1] = shades[n]
+    factor = display_scale(segments.shape[0], segments.shape[1], side)
+    big, big_segments = enlarge(image, numbers, factor)
+    assert big_segments is not None
+    painted = overlay(big, big_segments, alpha, outline_width(factor), -1, table)
+    shown = sorted({labels[n - 1] for n in np.unique(segments).tolist() if n > 0})
+    entries = [(label, names[label] if 0 <= label < len(names) else str(label)) for label in shown]
+    key = legend(entries, painted.shape[1], colours)
+    return np.concatenate([painted, key], axis=0) if len(key) else painted
