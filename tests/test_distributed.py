@@ -349,7 +349,7 @@ def test_crf_search_on_mixed_sizes_chooses_the_same_on_one_and_two_processes(
 
 
 def test_the_processes_panoptic_annotations_are_joined_in_the_folders_order(tmp_path: Path) -> None:
-    from lightseg.callbacks import SegmentationWriter
+    from lightseg.callbacks.staged_folder import StagedFolder
 
     categories = [{"id": 1, "name": "thing", "isthing": 1}]
     shares = {0: ["a/x.png", "c.png"], 1: ["a-b/y.png", "b.png"], 2: []}  # strided shares of the sorted folder
@@ -357,7 +357,7 @@ def test_the_processes_panoptic_annotations_are_joined_in_the_folders_order(tmp_
         annotations = [{"image_id": name, "file_name": name, "segments_info": []} for name in names]
         content = {"annotations": annotations, "categories": categories}
         (tmp_path / f"panoptic.rank{rank}.json").write_text(json.dumps(content))
-    SegmentationWriter(output_dir=str(tmp_path))._merge_process_files(3)
+    StagedFolder(tmp_path).join_process_files(3)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["panoptic.json"]
     joined = json.loads((tmp_path / "panoptic.json").read_text())
     # the order of a sorted folder of paths (a/x before a-b/y), as one process writes them

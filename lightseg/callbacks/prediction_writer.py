@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
-import os
-import shutil
 import sys
-from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,6 +17,7 @@ from PIL import Image
 from torchvision.datasets import Cityscapes
 from typing_extensions import override
 
+from lightseg.callbacks.staged_folder import StagedFolder
 from lightseg.coco_masks import encode_masks, id_to_rgb
 from lightseg.colors import class_palette
 from lightseg.contract import TaskContext, data_description, data_palette, datamodule_of, task_context
@@ -118,9 +114,7 @@ class SegmentationWriter(BasePredictionWriter):
         self._panoptic_categories: list[dict[str, Any]] = []
         self._panoptic_palette = self.palette
         self._images = 0
-        self._work_dir = self.output_dir
-        self._painter: ThreadPoolExecutor | None = None
-        self._pending: deque[Future[None]] = deque()
+        self._output = StagedFolder(self.output_dir)
 
     @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
@@ -142,9 +136,8 @@ class SegmentationWriter(BasePredictionWriter):
         self._detections_seen = False
         self._panoptic_categories = []
         self._images = 0
-        self._work_dir = self.output_dir.with_name(f"{self.output_dir.name}.partial-{os.getpid()}")
-        shutil.rmtree(self._work_dir, ignore_errors=True)
-        self._work_dir.mkdir(parents=True)
+        self._output = StagedFolder(self.output_dir)
+        self._output.open()
 
     @override
     def write_on_batch_end(
@@ -172,12 +165,12 @@ class SegmentationWriter(BasePredictionWriter):
             name = Path(relative).with_suffix(".png")
             if self.format == "cityscapes":
                 assert self._label_ids is not None
-                path = self._work_dir / FOLDERS["cityscapes"] / name
+                path = self._output.work / FOLDERS["cityscapes"] / name
                 path.parent.mkdir(parents=True, exist_ok=True)
                 Image.fromarray(self._label_ids[mask], mode="L").save(path)
             else:
                 self._save_mask(
-                    mask, self._work_dir / FOLDERS[self.format] / (name.name if self.format == "voc" else name)
+                    mask, self._output.work / FOLDERS[self.format] / (name.name if self.format == "voc" else name)
                 )
             if self.overlays:
                 self._save_overlay(
@@ -244,10 +237,10 @@ class SegmentationWriter(BasePredictionWriter):
             self._panoptic_palette = data_palette(datamodule_of(trainer))
         categories = self._panoptic_categories
         class_names = [str(c["name"]) for c in categories]
-        (self._work_dir / "panoptic").mkdir(exist_ok=True)
+        (self._output.work / "panoptic").mkdir(exist_ok=True)
         for image, relative, result in zip(batch["images"], prediction["path"], prediction["panoptic"], strict=True):
             name = Path(relative).with_suffix(".png")
-            path = self._work_dir / "panoptic" / name
+            path = self._output.work / "panoptic" / name
             path.parent.mkdir(parents=True, exist_ok=True)
             segments = result.segments.numpy().astype(np.int64)
             Image.fromarray(id_to_rgb(segments)).save(path)
@@ -279,20 +272,20 @@ class SegmentationWriter(BasePredictionWriter):
 
     @override
     def on_predict_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._finish_overlays()
+        self._output.finish_pictures()
         if self._detections_seen:
             name = "results.json" if trainer.world_size == 1 else f"results.rank{trainer.global_rank}.json"
-            (self._work_dir / name).write_text(json.dumps(self._results))
+            (self._output.work / name).write_text(json.dumps(self._results))
         if self._panoptic_categories:
             name = "panoptic.json" if trainer.world_size == 1 else f"panoptic.rank{trainer.global_rank}.json"
             content = {"annotations": self._results, "categories": self._panoptic_categories}
-            (self._work_dir / name).write_text(json.dumps(content))
-        self._publish(merge=trainer.world_size > 1 or self.output_dir.exists())
+            (self._output.work / name).write_text(json.dumps(content))
+        self._output.publish(merge=trainer.world_size > 1 or self.output_dir.exists())
         count = torch.tensor(float(self._images), device=pl_module.device)
         images = int(trainer.strategy.reduce(count, reduce_op="sum"))  # every process has published by now
         if trainer.is_global_zero:
             if trainer.world_size > 1:
-                self._merge_process_files(trainer.world_size)
+                self._output.join_process_files(trainer.world_size)
             written = (
                 ["results.json"] if (self.output_dir / "results.json").is_file()
                 else ["panoptic.json", "panoptic/"] if (self.output_dir / "panoptic.json").is_file()
@@ -341,68 +334,10 @@ class SegmentationWriter(BasePredictionWriter):
 
     @override
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
-        for pending in self._pending:
-            pending.cancel()
-        with contextlib.suppress(Exception):  # the run's own exception is the one to report
-            self._finish_overlays()
-        if self._work_dir != self.output_dir:
-            shutil.rmtree(self._work_dir, ignore_errors=True)
-
-    def _merge_process_files(self, processes: int) -> None:
-        # one results.json / panoptic.json in the input folder's order, as one process writes it
-        for stem in ("results", "panoptic"):
-            parts = [self.output_dir / f"{stem}.rank{rank}.json" for rank in range(processes)]
-            loaded = [json.loads(path.read_text()) for path in parts if path.is_file()]
-            if not loaded:
-                continue
-            content: Any
-            if stem == "results":  # image ids are positions in the sorted folder
-                content = sorted((r for part in loaded for r in part), key=lambda r: r["image_id"])
-            else:
-                annotations = (a for part in loaded for a in part["annotations"])
-                content = {"annotations": sorted(annotations, key=lambda a: Path(a["file_name"]))}
-                content["categories"] = loaded[0]["categories"]
-            merged = self.output_dir / f"{stem}.json"
-            partial = merged.with_name(f"{merged.name}.partial")
-            partial.write_text(json.dumps(content))
-            os.replace(partial, merged)
-            for path in parts:
-                path.unlink(missing_ok=True)
-
-    def _publish(self, merge: bool) -> None:
-        # one rename where the target is new; else (overwrite, or several processes) file by file
-        work = self._work_dir
-        if work == self.output_dir:
-            return
-        if not merge:
-            work.rename(self.output_dir)
-        else:
-            for path in sorted(p for p in work.rglob("*") if p.is_file()):
-                target = self.output_dir / path.relative_to(work)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(path, target)
-            shutil.rmtree(work, ignore_errors=True)
-        self._work_dir = self.output_dir
+        self._output.discard()
 
     def _save_overlay(self, render: Callable[[], np.ndarray], name: Path) -> None:
-        # drawn and written on a thread of its own while the model runs on the next images (numpy,
-        # PIL and zlib release the GIL); a few pictures ahead at most, so memory stays bounded
-        path = self._work_dir / "overlays" / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if self._painter is None:
-            self._painter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lightseg-overlays")
-        while len(self._pending) >= MAX_PENDING_OVERLAYS:
-            self._pending.popleft().result()  # an overlay's error surfaces here, as it would have inline
-        self._pending.append(self._painter.submit(_write_png, render, path))
-
-    def _finish_overlays(self) -> None:
-        try:
-            while self._pending:
-                self._pending.popleft().result()
-        finally:
-            if self._painter is not None:
-                self._painter.shutdown(wait=True, cancel_futures=True)
-                self._painter = None
+        self._output.save_picture(render, Path("overlays") / name)
 
     def _save_mask(self, mask: np.ndarray, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -412,11 +347,6 @@ class SegmentationWriter(BasePredictionWriter):
         png = Image.fromarray(mask, mode="P")
         png.putpalette(self.palette.ravel().tolist())
         png.save(path)
-
-
-def _write_png(render: Callable[[], np.ndarray], path: Path) -> None:
-    # zlib's fastest level: a third of the default's time, files ~5 % larger (pictures for people)
-    Image.fromarray(render()).save(path, compress_level=1)
 
 
 def _semantic_overlay(
