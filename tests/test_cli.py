@@ -801,3 +801,16 @@ def test_best_is_the_best_of_all_runs_not_of_the_newest(
     best, message = resolve_checkpoint("best", [tmp_path / "runs" / "quickstart", tmp_path / "runs"])
     assert best == max(scores, key=lambda p: scores[p]) and "version_0" in str(best)
     assert f"val_miou={max(scores.values()):.4f}" in message and "in 2 run folders" in message
+
+
+def test_a_requeue_callback_with_a_bad_signal_or_command_is_one_line(
+    shapes_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    for option, wording in (("signal=SIGNOPE", "is not a signal name"), ("requeue=scontrol requeue {id}", "{job}")):
+        with pytest.raises(SystemExit) as info:
+            main(["fit", *tiny(shapes_root), "--trainer.callbacks+=lightseg.callbacks.RequeueCheckpoint",
+                  f"--trainer.callbacks.{option}"])  # fmt: skip
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert info.value.code == 2 and err.startswith("lightseg: error: RequeueCheckpoint") and wording in err
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("*.ckpt"))

@@ -246,7 +246,7 @@ def test_median_frequency_statistics_from_training_masks(shapes: ShapesDataModul
 
 
 def test_evaluation_shards_give_every_sample_to_one_process_and_may_give_a_process_none() -> None:
-    from lightseg.datamodules.base import EvaluationShardSampler
+    from lightseg.datamodules.sampling import EvaluationShardSampler
 
     for samples, processes in ((1, 2), (1, 3), (2, 3), (5, 2), (5, 3), (9, 2)):
         shards = []
@@ -261,7 +261,7 @@ def test_evaluation_shards_give_every_sample_to_one_process_and_may_give_a_proce
 def test_training_batches_are_a_function_of_seed_and_epoch_whatever_the_workers(
     shapes: ShapesDataModule, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from lightseg.datamodules.training_order import TrainingOrder
+    from lightseg.datamodules.sampling import TrainingOrder
 
     monkeypatch.setenv("PL_GLOBAL_SEED", "7")
     shapes.setup("fit")

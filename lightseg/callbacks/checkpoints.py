@@ -32,7 +32,7 @@ class InterruptCheckpoint(Callback):
 
     The checkpoint lands beside the run's other checkpoints (``--ckpt_path last`` picks it,
     being the newest ``last*``). It resumes at the interrupted step, the rest of the epoch
-    with the same batches and augmentations (:mod:`lightseg.datamodules.training_order`): on
+    with the same batches and augmentations (:mod:`lightseg.datamodules.sampling`): on
     a CPU the resumed run ends bit-identical to an uninterrupted one.
 
     Args:
@@ -67,7 +67,7 @@ class RequeueCheckpoint(Callback):
     saves its full state beside its checkpoints, asks ``scontrol requeue $SLURM_JOB_ID`` to
     put the job back in the queue, and ends. The job, started again with
     ``--ckpt_path last`` (it picks the newest ``last*`` checkpoint), resumes at that step and
-    goes on bit-identical to an uninterrupted run (:mod:`lightseg.datamodules.training_order`).
+    goes on bit-identical to an uninterrupted run (:mod:`lightseg.datamodules.sampling`).
     Added to ``fit`` by default inside a SLURM job; configure it to change the signal. It
     replaces Lightning's own SLURM requeue (which saves ``hpc_ckpt_*.ckpt`` from inside the
     signal handler, wherever the step is).
@@ -95,6 +95,13 @@ class RequeueCheckpoint(Callback):
         number = getattr(signal, self.signal.upper(), None)
         if not isinstance(number, signal.Signals):
             raise LightsegError(f"RequeueCheckpoint signal {self.signal!r} is not a signal name; e.g. SIGUSR1")
+        try:  # checked now, not when the signal comes
+            self.requeue.format(job="0")
+        except (KeyError, IndexError, ValueError) as err:
+            raise LightsegError(
+                f"RequeueCheckpoint requeue {self.requeue!r} is not a command with {{job}} for the job id "
+                f"({type(err).__name__}: {err}); e.g. 'scontrol requeue {{job}}', or '' to save and exit only"
+            ) from None
 
     @override
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:

@@ -108,7 +108,7 @@ class EveryProcessEvaluationLoop(_SkippedOnlyWhereNoProcessHasABatch, _Evaluatio
 
     Lightning skips the loop on a process whose loader is empty, hooks included; under DDP the
     other processes then wait in the epoch end's reductions (the metrics' sync) for a process
-    that never comes. With :class:`~lightseg.datamodules.base.EvaluationShardSampler` a process
+    that never comes. With :class:`~lightseg.datamodules.sampling.EvaluationShardSampler` a process
     gets no sample when there are fewer samples than processes: here it runs no step but its
     epoch start and end like the others, and adds nothing to the sums. Whether to skip is
     decided from the batch count summed over the processes (one reduction per loader set-up,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from abc import abstractmethod
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -12,18 +12,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningDataModule
-from torch import distributed as dist
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
-from typing_extensions import override
+from torch.utils.data import DataLoader, Dataset
 
 from lightseg.contract import DataDescription, EvaluationProtocol
 from lightseg.datamodules.files import CheckSamples, OnMissing, SegmentationFiles
 from lightseg.datamodules.io import IMAGE_EXTENSIONS, read_image
-from lightseg.datamodules.training_order import (
+from lightseg.datamodules.sampling import (
     ResumableLoader,
     SeededSamples,
     TrainingOrder,
     batches_done_in_epoch,
+    evaluation_sampler,
     run_seed,
 )
 from lightseg.datamodules.transforms import train_transforms
@@ -75,35 +74,6 @@ def pad_collate(items: Sequence[dict[str, Any]], ignore_index: int = 255) -> dic
 def _pad(tensor: torch.Tensor, height: int, width: int, value: float) -> torch.Tensor:
     dh, dw = height - tensor.shape[-2], width - tensor.shape[-1]
     return F.pad(tensor, (0, dw, 0, dh), value=value) if dh or dw else tensor
-
-
-class EvaluationShardSampler(DistributedSampler[Any]):
-    """Under DDP, this process's share of an evaluation split: sample ``i`` to process ``i mod N``.
-
-    Lightning's evaluation sampler pads the last batch with repeated samples, so metrics would
-    change with the number of processes; this one gives every sample to exactly one process
-    (metric states are summed across processes afterwards). Unlike Lightning's unpadded
-    sampler it allows a process no sample at all (fewer images than processes): the trainer's
-    evaluation loop (:class:`~lightseg.cli.adapter.EveryProcessEvaluationLoop`) still runs that
-    process's epoch-end hooks, so the reductions meet. Lightning keeps a loader's own
-    ``DistributedSampler``.
-    """
-
-    def __init__(self, dataset: Dataset[Any], num_replicas: int | None = None, rank: int | None = None) -> None:
-        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False)
-        self.total_size = len(dataset)  # type: ignore[arg-type]
-        self.num_samples = len(range(self.rank, self.total_size, self.num_replicas))
-
-    @override
-    def __iter__(self) -> Iterator[int]:
-        return iter(range(self.rank, self.total_size, self.num_replicas))
-
-
-def _evaluation_sampler(dataset: Dataset[Any]) -> Sampler[int] | None:
-    """:class:`EvaluationShardSampler` under DDP, ``None`` (the loader's own order) otherwise."""
-    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
-        return None
-    return EvaluationShardSampler(dataset)
 
 
 class ImageFolderDataset(Dataset[PredictItem]):
@@ -257,7 +227,7 @@ class BaseDataModule(LightningDataModule):
             "collate_fn": self.collate,
         }
         if not shuffle:
-            return DataLoader(dataset, sampler=_evaluation_sampler(dataset), **options)
+            return DataLoader(dataset, sampler=evaluation_sampler(dataset), **options)
         seed = run_seed()
         order = TrainingOrder(dataset, seed, batch_size, lambda: batches_done_in_epoch(self.trainer))
         return ResumableLoader(

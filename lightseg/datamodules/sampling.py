@@ -1,6 +1,7 @@
-"""The training split's order and augmentation draws, as functions of (seed, epoch, sample): resumable mid-epoch.
+"""Which process sees which sample, in which order, with which random draws.
 
-An epoch's shuffle is drawn from the run's seed and the epoch number, and each sample's
+Evaluation: every sample to exactly one process, none padded in (:class:`EvaluationShardSampler`).
+Training: an epoch's shuffle is drawn from the run's seed and the epoch number, and each sample's
 augmentations from its own seed (seed, epoch, index), not from the process-wide random
 stream. So what a training step sees depends neither on the data loader's workers nor on
 what ran before it in the process, and a run resumed from a checkpoint saved in the middle
@@ -18,7 +19,7 @@ from typing import Any
 import torch
 from lightning.pytorch import Trainer
 from torch import distributed as dist
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from typing_extensions import override
 
 #: a sample's augmentation seed: a 63-bit mix of (seed, epoch, index)
@@ -84,7 +85,7 @@ class SeededSamples(Dataset[Any]):
     def __getitem__(self, key: tuple[int, int]) -> Any:
         index, seed = key
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+            torch.default_generator.manual_seed(seed)  # the CPU's only: CUDA's stream stays the model's
             return self.dataset[index]
 
     def __getattr__(self, name: str) -> Any:
@@ -128,3 +129,32 @@ def batches_done_in_epoch(trainer: Trainer | None) -> int:
     if total.started == total.ready and total.processed == total.started and total.completed == total.processed - 1:
         done += 1
     return done
+
+
+class EvaluationShardSampler(DistributedSampler[Any]):
+    """Under DDP, this process's share of an evaluation split: sample ``i`` to process ``i mod N``.
+
+    Lightning's evaluation sampler pads the last batch with repeated samples, so metrics would
+    change with the number of processes; this one gives every sample to exactly one process
+    (metric states are summed across processes afterwards). Unlike Lightning's unpadded
+    sampler it allows a process no sample at all (fewer images than processes): the trainer's
+    evaluation loop (:class:`~lightseg.cli.adapter.EveryProcessEvaluationLoop`) still runs that
+    process's epoch-end hooks, so the reductions meet. Lightning keeps a loader's own
+    ``DistributedSampler``.
+    """
+
+    def __init__(self, dataset: Dataset[Any], num_replicas: int | None = None, rank: int | None = None) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False)
+        self.total_size = len(dataset)  # type: ignore[arg-type]
+        self.num_samples = len(range(self.rank, self.total_size, self.num_replicas))
+
+    @override
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.rank, self.total_size, self.num_replicas))
+
+
+def evaluation_sampler(dataset: Dataset[Any]) -> Sampler[int] | None:
+    """:class:`EvaluationShardSampler` under DDP, ``None`` (the loader's own order) otherwise."""
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return None
+    return EvaluationShardSampler(dataset)
