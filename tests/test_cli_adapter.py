@@ -154,3 +154,25 @@ def test_lightnings_loops_still_skip_and_set_up_as_the_every_process_loops_assum
     assert [loop.verbose for loop in loops] == [False, True, True]
     assert type(trainer.predict_loop) is EveryProcessPredictionLoop
     assert not any(loop.inference_mode for loop in [*loops, trainer.predict_loop])
+
+
+def test_lightnings_fit_loop_still_makes_the_iterator_as_the_resumed_fit_loop_assumes() -> None:
+    from lightning.pytorch import Trainer
+    from lightning.pytorch.loops.fit_loop import _FitLoop
+
+    from lightseg.cli.adapter import FitLoopResumedAtItsBatch, resume_at_the_saved_batch
+
+    # what the replacement mends: setup_data makes the iterator (also when asked early, for the
+    # number of steps), and a later run() does not make it again while the loader is kept
+    setup = inspect.getsource(_FitLoop.setup_data)
+    assert "if self._combined_loader is not None and not self._should_reload_train_dl:" in setup
+    assert "iter(self._data_fetcher)" in setup and "self._load_combined_loader_states()" in setup
+    assert "self.fit_loop.setup_data()" in inspect.getsource(Trainer.estimated_stepping_batches.fget)  # type: ignore[attr-defined]
+    assert list(inspect.signature(_FitLoop.__init__).parameters) == ["self", "trainer", "min_epochs", "max_epochs"]
+    trainer = Trainer(logger=False, enable_progress_bar=False, min_epochs=2, max_epochs=5, max_steps=40)
+    epoch_loop = trainer.fit_loop.epoch_loop
+    resume_at_the_saved_batch(trainer)
+    resume_at_the_saved_batch(trainer)  # once is enough: the loop is kept
+    assert type(trainer.fit_loop) is FitLoopResumedAtItsBatch
+    assert trainer.fit_loop.epoch_loop is epoch_loop and trainer.fit_loop.epoch_loop.max_steps == 40
+    assert (trainer.fit_loop.min_epochs, trainer.fit_loop.max_epochs) == (2, 5)

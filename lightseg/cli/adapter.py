@@ -26,6 +26,7 @@ from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.loops.evaluation_loop import _EvaluationLoop
+from lightning.pytorch.loops.fit_loop import _FitLoop
 from lightning.pytorch.loops.prediction_loop import _PredictionLoop
 from lightning.pytorch.trainer.states import RunningStage, TrainerFn
 from torch import distributed as dist
@@ -162,6 +163,34 @@ def broadcast_buffers(ddp: DistributedDataParallel) -> None:
             dist.broadcast(flat, src=0)
             for buffer, value in zip(group, flat.split([b.numel() for b in group]), strict=True):
                 buffer.copy_(value.view_as(buffer))
+
+
+class FitLoopResumedAtItsBatch(_FitLoop):
+    """Lightning's fit loop, making a resumed run's training iterator again once the checkpoint is restored.
+
+    Lightning makes the iterator early when the optimiser set-up asks for the number of steps
+    (``estimated_stepping_batches``), before the loop's progress is restored. A loader with
+    workers draws its first indices as it is made: it would start the resumed epoch from its
+    first batch. Made again in ``on_run_start``, the loader's sampler sees the restored progress
+    (and a stateful loader the state saved in the checkpoint).
+    """
+
+    @override
+    def on_run_start(self) -> None:
+        if self.restarting and self._data_fetcher is not None:
+            self._load_combined_loader_states()
+            iter(self._data_fetcher)
+        super().on_run_start()
+
+
+def resume_at_the_saved_batch(trainer: Trainer) -> None:
+    """Give ``trainer`` a :class:`FitLoopResumedAtItsBatch` (the epoch loop and its validation loop kept)."""
+    loop = trainer.fit_loop
+    if isinstance(loop, FitLoopResumedAtItsBatch):
+        return
+    replacement = FitLoopResumedAtItsBatch(trainer, min_epochs=loop.min_epochs, max_epochs=loop.max_epochs)
+    replacement.epoch_loop = loop.epoch_loop
+    trainer.fit_loop = replacement
 
 
 def evaluate_on_every_process(trainer: Trainer) -> None:

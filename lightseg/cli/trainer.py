@@ -10,7 +10,7 @@ from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 from lightseg.callbacks.defaults import add_missing, default_callbacks, monitored_checkpoint
-from lightseg.cli.adapter import evaluate_on_every_process
+from lightseg.cli.adapter import evaluate_on_every_process, resume_at_the_saved_batch
 from lightseg.export import ExportResult, ExportSettings, describe, export_task
 
 
@@ -52,6 +52,7 @@ class LightsegTrainer(Trainer):
             weights_only: load the checkpoint with ``torch.load(weights_only=True)`` (``None``: Lightning's choice).
         """
         self.add_default_callbacks(model, "fit")
+        resume_at_the_saved_batch(self)
         evaluate_on_every_process(self)
         super().fit(model, train_dataloaders, val_dataloaders, datamodule, ckpt_path, weights_only)
 

@@ -40,7 +40,8 @@ class TrainingOrder(DistributedSampler[Any]):
     shuffle; under DDP it is a ``DistributedSampler`` (Lightning keeps it), every process
     drawing the same permutation. ``batches_done`` tells, when the epoch's iterator starts,
     how many batches of the epoch were trained before a resumed run's checkpoint: those are
-    skipped, once.
+    skipped (the trainer makes the iterator again once the checkpoint is restored:
+    :class:`~lightseg.cli.adapter.FitLoopResumedAtItsBatch`).
     """
 
     def __init__(
@@ -61,8 +62,8 @@ class TrainingOrder(DistributedSampler[Any]):
     @override
     def __iter__(self) -> Iterator[tuple[int, int]]:
         indices = list(super().__iter__())
+        # a resumed epoch only: once its first epoch is done, the fit loop no longer restarts
         skip = self.batches_done() * self.batch_size if self.batches_done is not None else 0
-        self.batches_done = None  # a resumed epoch only; the next ones start at their beginning
         if skip >= len(indices):  # saved at the epoch's end: the next epoch starts whole
             skip = 0
         return ((index, sample_seed(self.seed, self.epoch, index)) for index in indices[skip:])
