@@ -8,7 +8,14 @@ Writes VOC-like 500x375 JPEG + palette PNG pairs in the VOC layout, then measure
   device here (pass --model-rate to use a rate measured elsewhere, e.g. on a GPU).
 Prints a table, the workers needed to keep up, and appends it to docs/benchmarks.md.
 
+With ``--packed`` it measures instead what reading a set packed by ``lightseg data pack``
+costs beside the folder reader, in one process (the per-worker rate), at VOC size (the
+training pipeline above) and at Cityscapes size (2048x1024 PNG frames with label-id and
+instance-id PNGs, read for evaluation: label ids mapped, instance ids for iIoU), and the
+packing rate.
+
     python benchmarks/data_pipeline.py [--images 96] [--model-rate IMG_PER_S]
+    python benchmarks/data_pipeline.py --packed [--images 96] [--frames 24]
 """
 
 from __future__ import annotations
@@ -24,7 +31,8 @@ import torch
 from PIL import Image
 
 from lightseg.colors import voc_colormap
-from lightseg.datamodules import VOCDataModule
+from lightseg.datamodules import CityscapesDataModule, StreamingSegmentationDataModule, VOCDataModule
+from lightseg.datamodules.packing import pack_datamodule
 from lightseg.models import build_semantic_model
 
 from report import record
@@ -97,12 +105,86 @@ def model_rate(device: torch.device, batch: int, steps: int) -> float:
     return steps * batch / (time.perf_counter() - start)
 
 
+def write_cityscapes_like(root: Path, count: int) -> None:
+    """``count`` val frames of 2048x1024: a smooth RGB PNG, its label ids and instance ids (cars of id 26)."""
+    rng = np.random.default_rng(0)
+    for k in range(count):
+        frame = f"frankfurt_{k:06d}_000019"
+        city = root / "leftImg8bit" / "val" / "frankfurt"
+        labels = root / "gtFine" / "val" / "frankfurt"
+        city.mkdir(parents=True, exist_ok=True)
+        labels.mkdir(parents=True, exist_ok=True)
+        low = rng.integers(0, 255, (16, 32, 3), dtype=np.uint8)
+        Image.fromarray(low).resize((2048, 1024), Image.BICUBIC).save(city / f"{frame}_leftImg8bit.png")
+        ids = np.full((1024, 2048), 7, dtype=np.uint8)  # road
+        ids[:300] = 23  # sky
+        ids[300:500] = 11  # building
+        instances = ids.astype(np.int32)
+        for car in range(4):
+            left = 200 + car * 450
+            ids[600:800, left : left + 300] = 26
+            instances[600:800, left : left + 300] = 26000 + car
+        Image.fromarray(ids, mode="L").save(labels / f"{frame}_gtFine_labelIds.png")
+        Image.fromarray(instances.astype(np.uint16)).save(labels / f"{frame}_gtFine_instanceIds.png")
+
+
+def read_rate(dataset: torch.utils.data.Dataset, count: int, passes: int = 3) -> float:
+    """Items of ``dataset`` read per second in this process: the best of ``passes`` (this machine is shared)."""
+    dataset[0]  # opening files is not throughput
+    best = 0.0
+    for _ in range(passes):
+        start = time.perf_counter()
+        for i in range(count):
+            dataset[i % len(dataset)]  # type: ignore[arg-type]
+        best = max(best, count / (time.perf_counter() - start))
+    return best
+
+
+def packed_rows(root: Path, images: int, frames: int) -> list[tuple[str, str]]:
+    """Folder vs packed read rates at VOC and Cityscapes sizes, and the packing rate."""
+    voc = VOCDataModule(root=str(root / "voc"), num_workers=0)
+    start = time.perf_counter()
+    pack_datamodule(voc, str(root / "voc-pack"))
+    voc_pack_rate = images * 2 / (time.perf_counter() - start)  # train and val (the same images)
+    packed_voc = StreamingSegmentationDataModule(str(root / "voc-pack"), num_workers=0, **voc.augmentation)
+    cityscapes = CityscapesDataModule(str(root / "cityscapes"), train_split="val", test_split="val", num_workers=0)
+    start = time.perf_counter()
+    pack_datamodule(cityscapes, str(root / "cityscapes-pack"))
+    cityscapes_pack_rate = frames * 2 / (time.perf_counter() - start)
+    packed_cityscapes = StreamingSegmentationDataModule(str(root / "cityscapes-pack"), num_workers=0)
+    rates = {}
+    for name, module in (("folder", voc), ("packed", packed_voc)):
+        module.setup("fit")
+        torch.manual_seed(0)
+        rates[f"VOC train pipeline, {name}"] = read_rate(module.train_dataset, images)  # type: ignore[arg-type]
+    for name, module in (("folder", cityscapes), ("packed", packed_cityscapes)):
+        module.setup("validate")
+        rates[f"Cityscapes val frames, {name}"] = read_rate(module.val_dataset, frames)  # type: ignore[arg-type]
+    rows = [(name, f"{rate:.1f} img/s") for name, rate in rates.items()]
+    rows += [("packing VOC (train + val)", f"{voc_pack_rate:.1f} img/s"),
+             ("packing Cityscapes (train + val)", f"{cityscapes_pack_rate:.1f} img/s")]  # fmt: skip
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=96)
+    parser.add_argument("--frames", type=int, default=24, help="Cityscapes-size frames (--packed)")
+    parser.add_argument("--packed", action="store_true", help="packed vs folder read rates instead")
     parser.add_argument("--model-rate", type=float, default=None, help="model images/s measured elsewhere")
     args = parser.parse_args()
     torch.manual_seed(0)
+    if args.packed:
+        with tempfile.TemporaryDirectory() as scratch:
+            root = Path(scratch)
+            write_voc_like(root / "voc", args.images)
+            write_cityscapes_like(root / "cityscapes", args.frames)
+            rows = packed_rows(root, args.images, args.frames)
+        width = max(len(name) for name, _ in rows)
+        table = f"| {'one process, local disk':<{width}} | rate |\n|{'-' * (width + 2)}|------|\n"
+        table += "\n".join(f"| {name:<{width}} | {value} |" for name, value in rows)
+        record("Data pipeline: packed (lightseg data pack) vs folders", table, "cpu")
+        return
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch)

@@ -20,6 +20,7 @@ COMMANDS = {
     "tune": "Search a config's settings with Optuna (--tune.space SPACE.yaml): pruned, resumable, best.yaml at "
     "the end.",
     "data check": "Read every sample of a config's data set and report what it holds and what is wrong with it.",
+    "data pack": "Write a config's data set as litdata chunks (--pack.output DIR or s3://...) for streaming.",
 }
 #: every lightseg command, for messages that list them
 COMMAND_LIST = ", ".join(COMMANDS)
@@ -30,12 +31,13 @@ DESCRIPTION = (
     "Train with `lightseg fit --config CONFIG.yaml` (the quickstart: configs/quickstart.yaml), then test, predict "
     "with or export its checkpoints (--ckpt_path best | last | FILE). Commands: fit, validate, test, predict, "
     "export (below), `lightseg tune --config CONFIG.yaml --tune.space SPACE.yaml`, which searches the config's "
-    "settings with Optuna, and `lightseg data check --config CONFIG.yaml`, which reads every sample of the config's "
-    "data and reports what is wrong with it."
+    "settings with Optuna, `lightseg data check --config CONFIG.yaml`, which reads every sample of the config's "
+    "data and reports what is wrong with it, and `lightseg data pack`, which writes it as chunks to stream."
 )
 EPILOG = (
     "lightseg data check --config CONFIG.yaml reads every sample of the config's data set and reports what is "
-    "wrong with it (lightseg data --help); lightseg tune searches a config's settings with Optuna "
+    "wrong with it, lightseg data pack writes it as chunks to stream from a folder or an object store "
+    "(lightseg data --help); lightseg tune searches a config's settings with Optuna "
     "(lightseg tune --help); lightseg export writes the trained model as ONNX, TorchScript or "
     "torch.export, verified against PyTorch (lightseg export --help)."
 )
@@ -63,7 +65,7 @@ def top_level_help() -> str:
     import textwrap
 
     width = 88
-    lines = ["usage: lightseg [-h] [--version] {fit,validate,test,predict,export,tune,data check} ...", ""]
+    lines = ["usage: lightseg [-h] [--version] {fit,validate,test,predict,export,tune,data check,data pack} ...", ""]
     lines += textwrap.wrap(DESCRIPTION, width)
     lines += ["", "commands:"]
     for name, what in COMMANDS.items():

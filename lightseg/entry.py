@@ -1,6 +1,6 @@
 """The ``lightseg`` console script: answers at once what needs no model library, hands the rest to the CLI.
 
-``lightseg --help``, ``lightseg --version``, ``lightseg data check --help``, a missing or
+``lightseg --help``, ``lightseg --version``, ``lightseg data check|pack --help``, a missing or
 misspelt command: printed without importing torch, Lightning or the model libraries (a few
 seconds each otherwise, before the first line). Everything else runs :func:`lightseg.cli.main`.
 """
@@ -30,13 +30,16 @@ def fast_answer(args: list[str]) -> int | None:
         print(version_line())
         return 0
     if first == "data":
-        from lightseg.cli.data_command import USAGE, data_usage_error
+        from lightseg.cli.data_command import DATA_COMMANDS, USAGE, data_usage_error
 
         rest = args[1:]
-        if not rest or rest[0] in ("-h", "--help") or (rest[0] == "check" and any(a in ("-h", "--help") for a in rest)):
+        if not rest or rest[0] in ("-h", "--help"):
             print(USAGE)
             return 0 if rest else 2
-        if rest[0] != "check":
+        if rest[0] in DATA_COMMANDS and any(a in ("-h", "--help") for a in rest):
+            print(DATA_COMMANDS[rest[0]])
+            return 0
+        if rest[0] not in DATA_COMMANDS:
             print(f"lightseg: error: {data_usage_error(rest[0])}", file=sys.stderr)
             return 2
         return None

@@ -146,7 +146,7 @@ def test_usage_mistakes_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert _run(["data", "check"]) == 2
     assert "needs a data module" in capsys.readouterr().err
     assert _run(["data", "inspect"]) == 2
-    assert "the data command is `lightseg data check`" in capsys.readouterr().err
+    assert "the data commands are `lightseg data check` and `lightseg data pack`" in capsys.readouterr().err
     assert _run(["data", "check", "--config", str(tmp_path / "nowhere.yaml")]) == 2
     assert "does not exist" in capsys.readouterr().err
     config = _config(tmp_path / "run.yaml", tmp_path / "missing")  # the data's own problem: a report, exit 1

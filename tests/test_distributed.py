@@ -24,6 +24,8 @@ from PIL import Image
 from test_evaluation_protocols import write_frames
 
 from lightseg.cli import main
+from lightseg.datamodules import CityscapesDataModule
+from lightseg.datamodules.packing import pack_datamodule
 
 from conftest import ROOT
 from layouts import write_voc
@@ -135,14 +137,14 @@ class Reference:
     scores: dict[str, dict[str, Any]]
 
 
-def _cityscapes_test(root: Path) -> list[str]:
+def _cityscapes_test(data: list[str]) -> list[str]:
     # the user's subclass scores the truth with mistakes, so every score is neither 0 nor 1
     return ["test", "--seed_everything=0", "--model=user_task.NoisyTruthSegmentation",
             "--model.init_args.arch=unet", "--model.init_args.backbone=resnet18",
             "--model.init_args.weights_backbone=null", "--model.init_args.num_classes=19",
-            "--data=CityscapesDataModule", f"--data.init_args.root={root}", "--data.init_args.batch_size=2",
-            "--data.init_args.crop_size=null", "--data.init_args.num_workers=0",
-            "--trainer.logger=false", "--trainer.enable_progress_bar=false"]  # fmt: skip
+            *data, "--data.init_args.batch_size=2", "--data.init_args.crop_size=null",
+            "--data.init_args.num_workers=0", "--trainer.logger=false",
+            "--trainer.enable_progress_bar=false"]  # fmt: skip
 
 
 def _instance_data(root: Path, images: int) -> list[str]:
@@ -171,17 +173,23 @@ def _reference(folder: Path) -> Reference:
         for count in IMAGE_COUNTS:
             root = folder / f"cityscapes{count}"
             write_frames(root, CITYSCAPES_SIZES[:count])
-            runs[f"semantic{count}"] = _cityscapes_test(root)
+            data = ["--data=CityscapesDataModule", f"--data.init_args.root={root}"]
+            runs[f"semantic{count}"] = _cityscapes_test(data)
             runs[f"instance{count}"] = ["validate", "--config", instance, *_instance_data(folder / "data", count),
                                         f"--ckpt_path={detector}", "--trainer.enable_progress_bar=false",
                                         "--model.init_args.detector_kwargs.box_score_thresh=0.0",
                                         f"--trainer.logger.init_args.name=instance{count}"]  # fmt: skip
+        # the 5 frames packed by lightseg data pack, streamed from the pack
+        pack_datamodule(CityscapesDataModule(str(root), num_workers=0), str(folder / "packed"))
+        runs["packed5"] = _cityscapes_test(["--data=StreamingSegmentationDataModule",
+                                            f"--data.init_args.source={folder / 'packed'}"])  # fmt: skip
         if importlib.util.find_spec("pydensecrf"):  # the crf extra (CI has it)
             # 7 validation images of 5 sizes, the 7th beyond max_images: the CRF search's table
             frames = {"train": ["2007_a"], "val": [f"2008_{k}" for k in range(7)]}
             runs["crf"] = _crf_search_args(write_voc(folder / "voc", frames, mixed_sizes=True), "crf.yaml")
         one = ["--trainer.accelerator=cpu", "--trainer.devices=1"]
         scores = {name: run([*args, *one]) for name, args in runs.items()}
+        assert scores["packed5"] == scores["semantic5"]  # the pack is its source, score for score
         # detections of 5 images into a relative folder (of each job's own folder), to be joined into one file
         images = next(d for d in (folder / "data").glob("*/images/val") if len(list(d.iterdir())) == 5)
         runs["detections"] = ["predict", "--config", instance, *_instance_data(folder / "data", 5),
@@ -217,7 +225,8 @@ def test_two_nodes_by_torchrun_and_a_slurm_job_score_as_one_process(tmp_path: Pa
 
     Evaluations of 1, 2 and 5 images (a process with none, uneven shares) for semantic
     segmentation (confusion-matrix scores and the per-class table, Boundary IoU, Cityscapes'
-    iIoU, the per-image CSV) and instance segmentation (COCO AP); and a ``fit`` whose one
+    iIoU, the per-image CSV; the 5 images from folders and packed by ``lightseg data pack``) and
+    instance segmentation (COCO AP); and a ``fit`` whose one
     validation image leaves the other processes none, then ``test`` of its checkpoint.
     """
     reference = _reference(tmp_path / "reference")

@@ -36,11 +36,13 @@ def _answer(*args: str) -> tuple[int, str, str, list[str]]:
      (["--help"], 0, ["commands:", "data check", "export", "configs/quickstart.yaml"]),
      (["data", "check", "--help"], 0, ["usage: lightseg data check --config CONFIG.yaml"]),
      (["data"], 2, ["usage: lightseg data check"]),
+     (["data", "pack", "--help"], 0, ["usage: lightseg data pack --config CONFIG.yaml --pack.output DIR_OR_URL"]),
      (["tune", "--config", "x.yaml", "--help"], 0, ["usage: lightseg tune --config CONFIG.yaml", "--tune.n_trials"]),
-     (["data", "inspect"], 2, ["the data command is `lightseg data check`"]),
+     (["data", "inspect"], 2, ["the data commands are `lightseg data check` and `lightseg data pack`"]),
      (["fitt", "--config", "x.yaml"], 2, ["unknown command 'fitt' (did you mean `lightseg fit`?)"]),
      ([], 2, ["no command given", "lightseg fit --config configs/quickstart.yaml"])],
-    ids=["version", "help", "data check help", "data", "tune help", "data inspect", "misspelt", "nothing"],
+    ids=["version", "help", "data check help", "data", "data pack help", "tune help", "data inspect", "misspelt",
+         "nothing"],
 )  # fmt: skip
 def test_answered_without_importing_the_model_libraries(args: list[str], status: int, words: list[str]) -> None:
     code, out, err, heavy = _answer(*args)

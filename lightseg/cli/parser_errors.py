@@ -22,7 +22,7 @@ class LightsegArgumentParser(LightningArgumentParser):
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
         if not getattr(self, "exit_on_error", True):  # nested parsers report to their parent
             super().error(message, ex)
-        if self.prog == "lightseg data check":  # a command of its own
+        if self.prog.startswith("lightseg data "):  # a command of its own
             prog = self.prog
         else:
             prog = f"lightseg {self.prog.split()[-1]}" if " " in self.prog else "lightseg <subcommand>"

@@ -1,4 +1,4 @@
-"""Data modules: your own folders, VOC, SBD, VOC-aug, Cityscapes, ADE20K, COCO (all four kinds)."""
+"""Data modules: your own folders, VOC, SBD, VOC-aug, Cityscapes, ADE20K, COCO (all four kinds), packed sets."""
 
 from lightseg.datamodules.ade20k import ADE20K_CLASSES, ADE20KDataModule
 from lightseg.datamodules.base import (
@@ -21,6 +21,7 @@ from lightseg.datamodules.sbd import SBDDataModule, SBDSegmentationDataset, VOCA
 from lightseg.datamodules.shapes import ShapesDataModule, generate_scene, write_voc
 from lightseg.datamodules.shapes_coco import ShapesInstanceDataModule, ShapesKeypointDataModule, write_coco
 from lightseg.datamodules.shapes_panoptic import ShapesPanopticDataModule, write_panoptic
+from lightseg.datamodules.streaming import StreamingDetectionDataModule, StreamingSegmentationDataModule
 from lightseg.datamodules.voc import VOC_CLASSES, VOCDataModule, VOCSegmentationDataset
 
 __all__ = [
@@ -55,6 +56,8 @@ __all__ = [
     "ShapesKeypointDataModule",
     "ShapesPanopticDataModule",
     "SplitDataModule",
+    "StreamingDetectionDataModule",
+    "StreamingSegmentationDataModule",
     "VOCAugDataModule",
     "VOCDataModule",
     "VOCSegmentationDataset",

@@ -367,6 +367,9 @@ class SplitDataModule(SemanticDataModule):
         self.splits = {"train": train_split, "val": val_split, "test": test_split}
         self.on_missing: OnMissing = on_missing
         self.check_samples: CheckSamples = check_samples
+        #: the training augmentation's settings (``lightseg data pack`` carries them to the packed set's config)
+        self.augmentation: dict[str, Any] = {"crop_size": crop_size, "scale_range": scale_range, "hflip": hflip,
+                                             "vflip": vflip, "photometric": photometric}  # fmt: skip
         self.train_transform = train_transforms(crop_size, scale_range, hflip, vflip, photometric, self.ignore_index)
 
     def split_names(self) -> list[str]:

@@ -90,12 +90,19 @@ class CityscapesLabels(SegmentationFiles):
 
     def __getitem__(self, index: int) -> SemanticItem:
         item = super().__getitem__(index)
-        if self.instances:
-            mask = self.samples[index].mask
-            assert mask is not None
-            raw = self._read_instance_ids(instance_ids_file(mask))
-            item["instances"] = torch.from_numpy(np.where(raw > 1000, raw, 0).astype(np.int32))
+        instances = self.read_instances(index)
+        if instances is not None:
+            item["instances"] = torch.from_numpy(instances)
         return item
+
+    def read_instances(self, index: int) -> np.ndarray | None:
+        """The frame's instance ids (label id * 1000 + instance number, 0 elsewhere) with ``instances``."""
+        if not self.instances:
+            return None
+        mask = self.samples[index].mask
+        assert mask is not None
+        raw = self._read_instance_ids(instance_ids_file(mask))
+        return np.where(raw > 1000, raw, 0).astype(np.int32)
 
     @staticmethod
     def _read_instance_ids(path: Path) -> np.ndarray:

@@ -293,12 +293,17 @@ class COCODataset(Dataset[dict[str, Any]]):
         image_id = self.image_ids[index]
         info = self.annotations.images[image_id]
         path = self.images_dir / info["file_name"]
-        image = read_image(path)
+        return self.make_item(read_image(path), info, self.usable[image_id], path)
+
+    def make_item(
+        self, image: torch.Tensor, info: dict[str, Any], items: list[dict[str, Any]], path: Path
+    ) -> dict[str, Any]:
+        """The item of an image read as ``image``, listed as ``info``, with its usable annotations ``items``."""
+        image_id = int(info["id"])
         height, width = image.shape[-2:]
         # the boxes, polygons and keypoints are in the listed image's pixels: drawn on another
         # size they would be silently wrong
         check_listed_size(info, path, (height, width), self.annotations.source)
-        items = self.usable[image_id]
         boxes = torch.tensor([a["bbox"] for a in items], dtype=torch.float32).reshape(-1, 4)
         boxes[:, 2:] += boxes[:, :2]
         boxes[:, 0::2] = boxes[:, 0::2].clamp(0, width)

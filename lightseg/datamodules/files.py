@@ -200,6 +200,13 @@ class SegmentationFiles(Dataset[SemanticItem]):
         assert path is not None
         return self.decode_mask(path)
 
+    def read_instances(self, index: int) -> np.ndarray | None:
+        """Sample ``index``'s ground-truth instance ids ``[H,W]`` (0: none) where evaluation uses them, else ``None``.
+
+        (Cityscapes' iIoU.)
+        """
+        return None
+
     def mask_kind(self, index: int) -> str:
         """How sample ``index``'s mask is stored (``palette PNG``, ``16-bit index``, ...), from its header."""
         path = self.samples[index].mask
@@ -226,11 +233,18 @@ class SegmentationFiles(Dataset[SemanticItem]):
         mask = self.read_mask(index)
         if tuple(image.shape[-2:]) != mask.shape:
             raise size_mismatch(sample, tuple(image.shape[-2:]), mask.shape)
-        img = tv_tensors.Image(image)
-        msk = tv_tensors.Mask(torch.from_numpy(mask).long())
-        if self.transforms is not None:
-            img, msk = self.transforms(img, msk)
-        return {"image": img.as_subclass(torch.Tensor), "mask": msk.as_subclass(torch.Tensor), "id": sample.id}
+        return semantic_item(image, mask, self.transforms, sample.id)
+
+
+def semantic_item(
+    image: torch.Tensor, mask: np.ndarray, transforms: Callable[..., Any] | None, sample_id: str
+) -> SemanticItem:
+    """The item of an image and its ``[H,W]`` labels, through ``transforms`` (a joint image/mask transform)."""
+    img = tv_tensors.Image(image)
+    msk = tv_tensors.Mask(torch.from_numpy(mask).long())
+    if transforms is not None:
+        img, msk = transforms(img, msk)
+    return {"image": img.as_subclass(torch.Tensor), "mask": msk.as_subclass(torch.Tensor), "id": sample_id}
 
 
 def size_mismatch(sample: Sample, size: tuple[int, ...], mask_size: tuple[int, ...]) -> LightsegError:

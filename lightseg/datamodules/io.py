@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TypeVar
@@ -89,8 +90,11 @@ def _to_unit_rgb(img: Image.Image, path: Path) -> np.ndarray:
     return np.repeat(grey[..., None], 3, axis=2)
 
 
-def read_image(path: Path) -> torch.Tensor:
+def read_image(path: Path, data: bytes | None = None) -> torch.Tensor:
     """An RGB image as float32 ``[3,H,W]`` in [0, 1], turned as its EXIF orientation says.
+
+    ``data``: the file's bytes, already read (a packed data set's record); ``path`` then only
+    names it in messages.
 
     Other modes are converted: grey, palette, RGBA (alpha dropped), CMYK; 16-bit grey is
     scaled by 1/65535 (Pillow's own conversion would clip it at 255). Photos are read as
@@ -98,7 +102,7 @@ def read_image(path: Path) -> torch.Tensor:
     pixels with an EXIF orientation is turned upright, as OpenCV and Detectron2 read it.
     """
     try:
-        with Image.open(path) as img:
+        with Image.open(path if data is None else io.BytesIO(data)) as img:
             array = _to_unit_rgb(as_displayed(img), path)
     except FileNotFoundError:
         raise LightsegError(f"image {path} does not exist") from None
@@ -112,15 +116,21 @@ def read_image_uint8(path: Path) -> np.ndarray:
     return (read_image(path).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
 
 
-def read_mask(path: Path, num_classes: int, ignore_index: int = 255, colormap: np.ndarray | None = None) -> np.ndarray:
-    """A label mask as ``[H,W]`` uint8 class indices.
+def read_mask(
+    path: Path,
+    num_classes: int,
+    ignore_index: int = 255,
+    colormap: np.ndarray | None = None,
+    data: bytes | None = None,
+) -> np.ndarray:
+    """A label mask as ``[H,W]`` uint8 class indices (``data``: the file's bytes, already read).
 
     Palette (``P``) and grey (``L``) PNGs are read as indices, never as colours. An RGB
     mask is mapped through ``colormap`` (the VOC palette by default); a colour that is not
     in it is an error. Values other than ``ignore_index`` must be below ``num_classes``.
     """
     try:
-        with Image.open(path) as img:
+        with Image.open(path if data is None else io.BytesIO(data)) as img:
             refuse_lossy_mask(img, path)
             mode = img.mode
             array = np.asarray(img)
