@@ -24,7 +24,7 @@ from PIL import Image
 from test_evaluation_protocols import write_frames
 
 from lightseg.cli import main
-from lightseg.datamodules import CityscapesDataModule
+from lightseg.datamodules import CityscapesDataModule, ShapesDataModule
 from lightseg.datamodules.packing import pack_datamodule
 
 from conftest import ROOT
@@ -179,8 +179,11 @@ def _reference(folder: Path) -> Reference:
                                         f"--ckpt_path={detector}", "--trainer.enable_progress_bar=false",
                                         "--model.init_args.detector_kwargs.box_score_thresh=0.0",
                                         f"--trainer.logger.init_args.name=instance{count}"]  # fmt: skip
-        # the 5 frames packed by lightseg data pack, streamed from the pack
+        # the 5 frames packed by lightseg data pack, streamed from the pack; and the shapes set a job trains on
         pack_datamodule(CityscapesDataModule(str(root), num_workers=0), str(folder / "packed"))
+        shapes = ShapesDataModule(str(folder / "data"), num_train=4, num_val=1, num_test=SLURM_TASKS - 1,
+                                  image_size=32, batch_size=2)  # fmt: skip
+        pack_datamodule(shapes, str(folder / "packed-shapes"))
         runs["packed5"] = _cityscapes_test(["--data=StreamingSegmentationDataModule",
                                             f"--data.init_args.source={folder / 'packed'}"])  # fmt: skip
         if importlib.util.find_spec("pydensecrf"):  # the crf extra (CI has it)
@@ -255,6 +258,13 @@ def _job_scores_as_one_process(launcher: str, reference: Reference, folder: Path
     shutil.copy(next((reference.folder / "cityscapes1" / "leftImg8bit").rglob("*.png")), images / "frame.png")
     predict = ["predict", *quickstart, f"--data.predict_dir={images}", "--trainer.enable_progress_bar=false"]
     runs["predict"] = [*predict, "--ckpt_path=last", f"--prediction.output_dir={folder / 'job'}", *devices]
+    if launcher == "torchrun":  # the same training from the packed set, in chunks streamed by each process
+        runs["fit_packed"] = ["fit", "--config", QUICKSTART, "--data=StreamingSegmentationDataModule",
+                              f"--data.init_args.source={reference.folder / 'packed-shapes'}",
+                              "--data.init_args.batch_size=2", "--data.init_args.vflip=true",
+                              "--data.init_args.num_workers=0", "--trainer.max_epochs=1",
+                              "--trainer.logger.init_args.name=packed", "--trainer.enable_progress_bar=false",
+                              *devices]  # fmt: skip
     if launcher == "slurm":  # last: the requeue signal reaches one process only, and every process stops
         runs["requeue"] = ["fit", *quickstart, "--trainer.max_epochs=3", "--trainer.logger.init_args.name=requeue",
                            "--trainer.enable_progress_bar=false", "--trainer.callbacks+=user_task.SignalAtStep",
@@ -283,6 +293,13 @@ def _job_scores_as_one_process(launcher: str, reference: Reference, folder: Path
     assert results["fit"]["last"]
     last = folder / results["fit"]["last"]  # relative to the job's folder, or absolute
     assert last.is_file()
+    if launcher == "torchrun":  # trained from the pack, the same weights and scores as from the folders
+        packed = torch.load(folder / results["fit_packed"]["last"], weights_only=True, map_location="cpu")
+        weights = torch.load(last, weights_only=True, map_location="cpu")["state_dict"]
+        assert packed["global_step"] == 1 and weights.keys() == packed["state_dict"].keys()
+        for key, value in weights.items():
+            assert torch.equal(value, packed["state_dict"][key]), key
+        assert results["fit_packed"]["metrics"] == results["fit"]["metrics"]
     one = ["--trainer.logger.init_args.name=one", "--trainer.enable_progress_bar=false", "--trainer.accelerator=cpu",
            "--trainer.devices=1", f"--ckpt_path={last}"]  # fmt: skip
     with _in(folder), _one_thread():
