@@ -15,12 +15,13 @@ from collections.abc import Iterator
 
 #: how each group's arguments are spelt on the command line
 _CLI_PREFIX = {"model": "--model.init_args.", "data": "--data.", "export": "--export.",
-               "prediction": "--prediction.", "trainer": "--trainer.", "tune": "--tune.", "run": "--"}  # fmt: skip
+               "prediction": "--prediction.", "trainer": "--trainer.", "tune": "--tune.", "pack": "--pack.",
+               "run": "--"}  # fmt: skip
 _TOKEN = re.compile(r"\x00(\w+):([\w.]+)\x00")
 
 
 def option(group: str, name: str) -> str:
-    """The argument ``name`` of ``group`` (model, data, export, prediction, trainer, tune, run) in an error message.
+    """The argument ``name`` of ``group`` (model, data, export, prediction, trainer, tune, pack, run) in a message.
 
     ``str(error)`` shows ``name``; :meth:`LightsegError.cli_message` shows the command line's
     spelling (``--model.init_args.name``, ``--export.name``, ``--ckpt_path`` for ``run``).

@@ -37,7 +37,7 @@ from lightseg.datamodules.coco_format import COCODataset, check_listed_size
 from lightseg.datamodules.detection import DetectionDataModule
 from lightseg.datamodules.files import SegmentationFiles, size_mismatch
 from lightseg.datamodules.io import image_header
-from lightseg.errors import LightsegError
+from lightseg.errors import LightsegError, option
 
 #: the layout of a pack; a reader refuses another
 PACK_FORMAT = 1
@@ -238,8 +238,8 @@ def _stages(datamodule: BaseDataModule) -> tuple[str, dict[str, str], list[_Stag
             splits[key].stages.append(stage)
         else:
             splits[key] = _Stage([stage], stage, dataset, record_of(dataset))
-    if "train" in missing and not splits:
-        raise LightsegError(f"nothing to pack: {missing['train']}")
+    if not splits:
+        raise LightsegError("nothing to pack: " + "; ".join(f"{stage}: {why}" for stage, why in missing.items()))
     return kind, missing, list(splits.values())
 
 
@@ -287,7 +287,9 @@ def _refuse_used_output(output: str) -> None:
         return  # litdata refuses a prefix that holds data, in its own words
     path = Path(output.removeprefix("file://"))
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
-        raise LightsegError(f"--pack.output {output} exists and is not empty; give a new folder (or delete this one)")
+        raise LightsegError(
+            f"{option('pack', 'output')} {output} exists and is not empty; give a new folder (or delete this one)"
+        )
 
 
 def pack_datamodule(
@@ -300,7 +302,7 @@ def pack_datamodule(
     """
     litdata = require_litdata()
     if workers < 1:
-        raise LightsegError(f"--pack.workers must be >= 1, got {workers}")
+        raise LightsegError(f"{option('pack', 'workers')} must be >= 1, got {workers}")
     _refuse_used_output(output)
     datamodule.prepare_data()
     kind, missing, splits = _stages(datamodule)

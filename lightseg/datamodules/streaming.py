@@ -57,6 +57,10 @@ class PackedRecords:
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_dataset": None}  # a worker opens its own reader
 
+    def name_of(self, record: dict[str, Any], suffix: str = "") -> Path:
+        """How messages call ``record``'s file: the split's location and the file's name in the source."""
+        return Path(f"{self.location}/{record['name']}{suffix}")
+
 
 def open_records(location: str, cache_dir: str | None = None) -> Any:
     """The litdata reader of the packed split at ``location``, with one-line errors."""
@@ -112,7 +116,8 @@ class PackedSegmentation(Dataset[SemanticItem]):
         return len(self.records)
 
     def _mask(self, record: dict[str, Any]) -> np.ndarray:
-        return read_mask(Path(f"{record['name']} (mask)"), self.num_classes, self.ignore_index, data=record["mask"])
+        where = self.records.name_of(record, " (mask)")
+        return read_mask(where, self.num_classes, self.ignore_index, data=record["mask"])
 
     def read_mask(self, index: int) -> np.ndarray:
         """The untransformed ``[H,W]`` uint8 labels of sample ``index``."""
@@ -120,7 +125,7 @@ class PackedSegmentation(Dataset[SemanticItem]):
 
     def __getitem__(self, index: int) -> SemanticItem:
         record = self.records[index]
-        image = read_image(Path(record["name"]), record["image"])
+        image = read_image(self.records.name_of(record), record["image"])
         item = semantic_item(image, self._mask(record), self.transforms, str(record["id"]))
         if record["instances"]:
             with Image.open(io.BytesIO(record["instances"])) as img:
@@ -152,7 +157,7 @@ class PackedCOCODataset(COCODataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         record = self.records[index]
-        path = Path(record["name"])
+        path = self.records.name_of(record)
         return self.make_item(
             read_image(path, record["image"]), json.loads(record["info"]), json.loads(record["annotations"]), path
         )
