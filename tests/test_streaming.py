@@ -14,6 +14,7 @@ import yaml
 from PIL import Image
 
 from lightseg.cli import main
+from lightseg.data_check import check_data
 from lightseg.datamodules import (
     CityscapesDataModule,
     ShapesInstanceDataModule,
@@ -110,9 +111,12 @@ def test_packed_cityscapes_keeps_train_ids_instances_and_the_benchmark_protocol(
     assert meta["stages"]["test"]["folder"] == "val"  # val and test share one packed split
     packed = StreamingSegmentationDataModule(str(tmp_path / "packed"), num_workers=0)
     assert packed.describe() == source.describe()  # classes, colours, label ids, iIoU sizes, categories
-    for stage in ("fit", "test"):
-        source.setup(stage)
-        packed.setup(stage)
+    source.setup("fit")
+    packed.setup("fit")
+    for ours, theirs in zip(packed.class_pixel_statistics(), source.class_pixel_statistics(), strict=True):
+        assert np.array_equal(ours, theirs)  # median-frequency class weights read the packed labels
+    source.setup("test")
+    packed.setup("test")
     for split in ("val_dataset", "test_dataset"):
         a, b = getattr(source, split), getattr(packed, split)
         assert len(a) == len(b) == 1
@@ -200,3 +204,5 @@ def test_pack_and_stream_mistakes_are_one_line(shapes_root: Path, tmp_path: Path
         StreamingSegmentationDataModule(str(tmp_path / "half")).describe()
     with pytest.raises(LightsegError, match="use 255 as the ignore label, not 0: set .*ignore_index 255"):
         StreamingSegmentationDataModule(str(tmp_path / "packed"), ignore_index=0).setup("fit")
+    with pytest.raises(LightsegError, match="reads a pack .*: check the data module it was packed from"):
+        check_data(StreamingSegmentationDataModule(str(tmp_path / "packed")))

@@ -34,6 +34,7 @@ from lightseg.datamodules.detection import DetectionDataModule
 from lightseg.datamodules.files import BinaryMaskError, SegmentationFiles
 from lightseg.datamodules.folder import SegmentationFolderDataModule
 from lightseg.datamodules.io import TURNED, check_depth, exif_orientation, orientation_hint, progress, read_image_uint8
+from lightseg.datamodules.streaming import StreamingDetectionDataModule, StreamingSegmentationDataModule
 from lightseg.errors import LightsegError, MaskLabelError
 from lightseg.visualize import to_uint8_image
 
@@ -142,6 +143,11 @@ class _Checker:
             )
 
     def run(self) -> DataReport:
+        if isinstance(self.datamodule, StreamingSegmentationDataModule | StreamingDetectionDataModule):
+            raise LightsegError(
+                f"lightseg data check reads a data set's files, and {type(self.datamodule).__name__} reads a pack "
+                "(checked sample by sample as it was written): check the data module it was packed from"
+            )
         if isinstance(self.datamodule, SplitDataModule):
             on_missing = self.datamodule.on_missing
             self.datamodule.on_missing = "skip"  # list what is missing instead of stopping at it
