@@ -169,6 +169,8 @@ def test_two_processes_share_a_packed_epoch_without_overlap(shapes_root: Path, t
         assert sorted(shares[0] + shares[1]) == list(range(32))  # every sample once in the epoch
     ids = [[val[i]["id"] for i in EvaluationShardSampler(val, num_replicas=3, rank=r)] for r in range(3)]
     assert sorted(i for share in ids for i in share) == sorted(val[i]["id"] for i in range(8))
+    packed.num_workers = 2  # read in this process above; each forked worker opens a reader of its own
+    assert [i for batch in packed.val_dataloader() for i in batch["id"]] == [val[i]["id"] for i in range(8)]
 
 
 def test_a_broken_sample_stops_the_pack_with_its_name_and_leaves_nothing(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import os
 from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
@@ -45,13 +46,16 @@ class PackedRecords:
         self.count = count
         self.cache_dir = cache_dir
         self._dataset: Any = None
+        self._pid = 0
 
     def __len__(self) -> int:
         return self.count
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        if self._dataset is None:
+        # each process its own reader: a forked loader worker does not share its parent's (threads, handles)
+        if self._dataset is None or self._pid != os.getpid():
             self._dataset = open_records(self.location, self.cache_dir)
+            self._pid = os.getpid()
         return self._dataset[index]
 
     def __getstate__(self) -> dict[str, Any]:
