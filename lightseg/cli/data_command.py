@@ -218,7 +218,8 @@ def _size(output: str, folder: str) -> str:
     path = Path(output) / folder
     if not path.is_dir():
         return ""
-    return f"  ({sum(f.stat().st_size for f in path.iterdir()) / 1e6:,.1f} MB)"
+    size = sum(f.stat().st_size for f in path.iterdir())
+    return f"  ({size / 1e6:,.1f} MB)" if size >= 1e5 else f"  ({size / 1e3:,.1f} kB)"
 
 
 def streaming_section(datamodule: BaseDataModule, kind: str, source: str) -> str:

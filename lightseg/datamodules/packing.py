@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from lightning.pytorch.utilities import rank_zero_info
 from PIL import Image
 
 from lightseg.contract import DataDescription, EvaluationProtocol
@@ -309,6 +310,8 @@ def pack_datamodule(
     meta = _description(datamodule, kind, missing, splits)
     for split in splits:
         count = len(split.dataset)
+        # the pack's one word per split until it is written (litdata's own bar moves only when a worker ends)
+        rank_zero_info(f"packing {split.folder}: {count:,} samples into {join(output, split.folder)}")
         # the first record is made here: a broken first file stops the pack before the workers start
         blank = {key: type(value)() for key, value in split.record(0).items()}
         with tempfile.TemporaryDirectory() as errors:
