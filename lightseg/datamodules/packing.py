@@ -58,7 +58,7 @@ def require_litdata() -> Any:
 
 def is_url(location: str) -> bool:
     """Whether ``location`` is an object-store URL (``s3://...``) rather than a local folder."""
-    return "://" in location and not location.startswith("file://")
+    return "://" in location
 
 
 def join(location: str, name: str) -> str:
@@ -286,7 +286,7 @@ def _description(datamodule: BaseDataModule, kind: str, missing: dict[str, str],
 def _refuse_used_output(output: str) -> None:
     if is_url(output):
         return  # litdata refuses a prefix that holds data, in its own words
-    path = Path(output.removeprefix("file://"))
+    path = Path(output)
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise LightsegError(
             f"{option('pack', 'output')} {output} exists and is not empty; give a new folder (or delete this one)"
@@ -339,22 +339,26 @@ def pack_datamodule(
                     "problem) and pack again"
                 )
     # the description last: a pack without one is incomplete, and readers refuse it
-    litdata.optimize(
-        fn=partial(_meta_record, json.dumps(meta)),
-        inputs=[0],
-        output_dir=join(output, META),
-        chunk_size=1,
-        num_workers=1,
-        verbose=False,
-        start_method="fork",
-    )
+    try:
+        litdata.optimize(
+            fn=partial(_meta_record, json.dumps(meta)),
+            inputs=[0],
+            output_dir=join(output, META),
+            chunk_size=1,
+            num_workers=1,
+            verbose=False,
+            start_method="fork",
+        )
+    except Exception as err:
+        _discard(output)
+        raise LightsegError(f"writing the description of the pack into {output} failed: {err}") from None
     return meta
 
 
 def _discard(output: str) -> None:
     """Remove a local pack that failed (its folder was new or empty: see :func:`_refuse_used_output`)."""
     if not is_url(output):
-        shutil.rmtree(Path(output.removeprefix("file://")), ignore_errors=True)
+        shutil.rmtree(Path(output), ignore_errors=True)
 
 
 def _discarded(output: str) -> str:

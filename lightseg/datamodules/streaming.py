@@ -69,12 +69,10 @@ class PackedRecords:
 def open_records(location: str, cache_dir: str | None = None) -> Any:
     """The litdata reader of the packed split at ``location``, with one-line errors."""
     litdata = require_litdata()
-    if not is_url(location) and not (Path(location.removeprefix("file://")) / "index.json").is_file():
+    if not is_url(location) and not (Path(location) / "index.json").is_file():
         raise LightsegError(f"{location} holds no packed split (no index.json); write one with lightseg data pack")
     try:
         return litdata.StreamingDataset(location, cache_dir=cache_dir)
-    except LightsegError:
-        raise
     except Exception as err:
         raise LightsegError(f"cannot read the packed split at {location}: {err}") from None
 
@@ -82,7 +80,7 @@ def open_records(location: str, cache_dir: str | None = None) -> Any:
 def read_pack(source: str, cache_dir: str | None = None) -> dict[str, Any]:
     """The description of the pack at ``source`` (a folder or URL), checked."""
     if not is_url(source):
-        folder = Path(source.removeprefix("file://"))
+        folder = Path(source)
         if not folder.is_dir():
             raise LightsegError(f"source {source} is not a folder; write a pack there with lightseg data pack")
         if not (folder / META / "index.json").is_file():
@@ -328,11 +326,9 @@ class StreamingDetectionDataModule(DetectionDataModule):
 
     @property
     def packed_kind(self) -> Kind:
-        """``instances`` or ``keypoints``, as packed."""
-        kind = self.pack.meta["kind"]
-        if kind == "semantic":
-            self.describe()  # the one-line refusal
-        return kind
+        """``instances`` or ``keypoints``, as packed (a semantic pack is refused by :meth:`describe`)."""
+        self.describe()
+        return self.pack.meta["kind"]
 
     @property
     def num_classes(self) -> int:  # type: ignore[override]
