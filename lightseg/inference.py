@@ -7,7 +7,8 @@ All functions take ``forward``, a callable mapping ``[B,3,h,w]`` images in [0, 1
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
 import torch
@@ -16,6 +17,13 @@ import torch.nn.functional as F
 from lightseg.errors import LightsegError, option
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
+#: how overlapping windows' logits are weighted where they meet: equally (``mean``), or by a
+#: ramp that trusts a window's centre more than its border (``gaussian``, as nnU-Net and
+#: MONAI do; ``linear``, a tent falling to the border)
+Blend = Literal["mean", "gaussian", "linear"]
+#: lowest weight a ramp gives a window's border pixels (relative to its centre): never zero, so
+#: that a pixel only one window covers (the image border) keeps that window's prediction
+MIN_RAMP_WEIGHT = 1e-3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,6 +42,9 @@ class InferenceSettings:
         window_batch_size: windows per forward pass (bounds memory).
         tta_scales: test-time scales; softmax averaged over them (``[1.0]``: none).
         tta_flip: also average over horizontally flipped inputs.
+        blend: how overlapping windows are weighted: ``mean`` (equally), ``gaussian`` or
+            ``linear`` (a window's centre counts more than its border: fewer seams between
+            tiles); in the sliding window and in large images' tiles.
     """
 
     mode: Literal["whole", "slide"] = "whole"
@@ -42,6 +53,7 @@ class InferenceSettings:
     window_batch_size: int = 4
     tta_scales: tuple[float, ...] = (1.0,)
     tta_flip: bool = False
+    blend: Blend = "mean"
 
     def __post_init__(self) -> None:
         if self.mode not in ("whole", "slide"):
@@ -50,6 +62,8 @@ class InferenceSettings:
         for name, value in sizes.items():
             if min(_pair(value)) < 1:
                 raise LightsegError(f"inference.{name} must be >= 1 (an int or [H, W]), got {value}")
+        if self.blend not in ("mean", "gaussian", "linear"):
+            raise LightsegError(f"inference.blend must be 'mean', 'gaussian' or 'linear', got {self.blend!r}")
         if self.window_batch_size < 1:
             raise LightsegError(f"inference.window_batch_size must be >= 1, got {self.window_batch_size}")
         if not self.tta_scales or min(self.tta_scales) <= 0:
@@ -102,7 +116,9 @@ class InferenceSettings:
 
         def logits(x: torch.Tensor) -> torch.Tensor:
             if self.mode == "slide":
-                return slide_logits(forward, x, self.window_size, self.window_stride, self.window_batch_size)
+                return slide_logits(
+                    forward, x, self.window_size, self.window_stride, self.window_batch_size, self.blend
+                )
             return forward(x)
 
         return tta_probs(logits, image, self.tta_scales, self.tta_flip)
@@ -142,12 +158,47 @@ def window_starts(length: int, window: int, stride: int) -> list[int]:
     return [*starts, length - window]
 
 
+def window_weights(height: int, width: int, blend: Blend) -> torch.Tensor | None:
+    """Per-pixel weights ``[1,1,H,W]`` of one window under ``blend`` (``None`` for ``mean``: every pixel 1)."""
+    if blend == "mean":
+        return None
+    axes = []
+    for size in (height, width):
+        position = torch.arange(size, dtype=torch.float64) + 0.5
+        if blend == "gaussian":  # sigma an eighth of the window, as nnU-Net's and MONAI's default
+            ramp = torch.exp(-((position - size / 2) ** 2) / (2 * (size / 8) ** 2))
+        else:
+            ramp = torch.minimum(position, size - position) / (size / 2)
+        axes.append(ramp / ramp.max())
+    weights = (axes[0][:, None] * axes[1][None, :]).clamp_min(MIN_RAMP_WEIGHT).float()
+    return weights[None, None]
+
+
+def window_boxes(
+    height: int, width: int, window: int | Sequence[int], stride: int | Sequence[int]
+) -> tuple[tuple[int, int], list[tuple[int, int]]]:
+    """The window size clipped to the image and the windows' top-left corners, in raster order.
+
+    The one definition of the sliding window's tiles, shared by the in-memory
+    :func:`slide_logits` and the streamed :func:`tiled_logits`, so that both cut, batch and
+    sum the same windows.
+    """
+    win_h, win_w = _pair(window)
+    stride_h, stride_w = _pair(stride)
+    if min(win_h, win_w, stride_h, stride_w) < 1:
+        raise ValueError("window size and stride must be >= 1")
+    win_h, win_w = min(win_h, height), min(win_w, width)
+    boxes = [(y, x) for y in window_starts(height, win_h, stride_h) for x in window_starts(width, win_w, stride_w)]
+    return (win_h, win_w), boxes
+
+
 def slide_logits(
     forward: Forward,
     image: torch.Tensor,
     window: int | Sequence[int],
     stride: int | Sequence[int],
     batch_size: int = 4,
+    blend: Blend = "mean",
 ) -> torch.Tensor:
     """Logits of ``image`` ``[B,3,H,W]`` averaged over overlapping windows.
 
@@ -155,14 +206,13 @@ def slide_logits(
     dimension) is processed whole in that dimension: the model pads it to what it needs,
     and a window at least as large as the image gives exactly whole-image inference.
     At most ``batch_size`` windows go through the model at once, which bounds memory.
+    ``blend`` weights each window's pixels (:data:`Blend`) in the average.
     """
-    win_h, win_w = _pair(window)
-    stride_h, stride_w = _pair(stride)
-    if min(win_h, win_w, stride_h, stride_w, batch_size) < 1:
-        raise ValueError("window size, stride and window batch size must be >= 1")
+    if batch_size < 1:
+        raise ValueError("window batch size must be >= 1")
     height, width = image.shape[-2:]
-    win_h, win_w = min(win_h, height), min(win_w, width)
-    boxes = [(y, x) for y in window_starts(height, win_h, stride_h) for x in window_starts(width, win_w, stride_w)]
+    (win_h, win_w), boxes = window_boxes(height, width, window, stride)
+    weights = window_weights(win_h, win_w, blend)
     total: torch.Tensor | None = None
     count = image.new_zeros(1, 1, height, width)
     for first in range(0, len(boxes), batch_size):
@@ -171,11 +221,126 @@ def slide_logits(
         logits = forward(crops).float()
         if total is None:
             total = logits.new_zeros(image.shape[0], logits.shape[1], height, width)
+        if weights is not None:
+            weights = weights.to(logits.device)
         for k, (y, x) in enumerate(chunk):
-            total[..., y : y + win_h, x : x + win_w] += logits[k * image.shape[0] : (k + 1) * image.shape[0]]
-            count[..., y : y + win_h, x : x + win_w] += 1
+            part = logits[k * image.shape[0] : (k + 1) * image.shape[0]]
+            if weights is None:
+                total[..., y : y + win_h, x : x + win_w] += part
+                count[..., y : y + win_h, x : x + win_w] += 1
+            else:
+                total[..., y : y + win_h, x : x + win_w] += part * weights
+                count[..., y : y + win_h, x : x + win_w] += weights.to(count.device)
     assert total is not None
     return total / count
+
+
+class RowBlend:
+    """The sliding window's weighted sum over a band of rows, for images too large to hold.
+
+    Windows are added in raster order; a window starting at row ``y`` makes every row above
+    ``y`` final (no later window reaches it), and :meth:`add` hands those rows back, averaged,
+    before adding. The sums live in a circular buffer of one window's height across the
+    image's full width (``C x win_h x W`` floats), whatever the image's height; rows are
+    summed in the order :func:`slide_logits` sums them, so the averages are the same numbers.
+    """
+
+    def __init__(self, height: int, width: int, window_height: int, weights: torch.Tensor | None) -> None:
+        self.height, self.width, self.rows = height, width, window_height
+        self.weights = weights
+        self.total: torch.Tensor | None = None
+        self.count: torch.Tensor | None = None
+        self.top: int | None = None  # first row not handed back yet
+
+    def add(self, y: int, x: int, logits: torch.Tensor, max_rows: int) -> Iterator[tuple[int, torch.Tensor]]:
+        """Hand back the rows above ``y`` (first row, ``[C,n,W]`` averages; ``n <= max_rows``), then add the window."""
+        if self.total is None:
+            self.total = logits.new_zeros(logits.shape[0], self.rows, self.width)
+            self.count = logits.new_zeros(1, self.rows, self.width)
+            self.top = y
+        yield from self.emit(y, max_rows)
+        height, width = logits.shape[-2:]
+        weights = None if self.weights is None else self.weights[0].to(logits.device)
+        for rows, part in self._segments(y, height):
+            chunk = logits[:, part]
+            assert self.total is not None and self.count is not None
+            if weights is None:
+                self.total[:, rows, x : x + width] += chunk
+                self.count[:, rows, x : x + width] += 1
+            else:
+                self.total[:, rows, x : x + width] += chunk * weights[:, part]
+                self.count[:, rows, x : x + width] += weights[:, part]
+
+    def emit(self, until: int, max_rows: int) -> Iterator[tuple[int, torch.Tensor]]:
+        """Hand back the averages of the rows from the first not handed back to ``until`` (excluded)."""
+        assert self.top is not None and self.total is not None and self.count is not None
+        while self.top < until:
+            n = min(until - self.top, max_rows)
+            pieces = []
+            for rows, _ in self._segments(self.top, n):
+                pieces.append(self.total[:, rows] / self.count[:, rows])
+                self.total[:, rows] = 0
+                self.count[:, rows] = 0
+            yield self.top, pieces[0] if len(pieces) == 1 else torch.cat(pieces, 1)
+            self.top += n
+
+    def _segments(self, y: int, n: int) -> list[tuple[slice, slice]]:
+        """Rows ``y .. y+n`` of the image as (buffer rows, rows of the n) slices: one, or two where the buffer wraps."""
+        start = y % self.rows
+        first = min(n, self.rows - start)
+        segments = [(slice(start, start + first), slice(0, first))]
+        if first < n:
+            segments.append((slice(0, n - first), slice(first, n)))
+        return segments
+
+
+def tiled_logits(
+    forward: Forward,
+    read: Callable[[list[tuple[int, int]], tuple[int, int]], torch.Tensor],
+    size: tuple[int, int],
+    settings: InferenceSettings,
+    rows: tuple[int, int] | None = None,
+    max_rows: int = 128,
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """The sliding window's averaged logits of an image read window by window, a band of rows at a time.
+
+    ``read(boxes, (h, w))`` returns the windows at ``boxes`` (top-left corners) as
+    ``[k,3,h,w]`` in [0, 1]; the next batch is read on a thread while the model runs. Yields
+    ``(first row, [C,n,W] logits)`` from top to bottom, ``n <= max_rows``; ``rows``
+    ``(start, stop)`` limits them to those rows (resuming, or one process's share), computing
+    only the windows that reach them, batched as for the whole image. The windows, their
+    batches and the sums are those of :func:`slide_logits`: the averages are equal to its,
+    bit for bit, on the same device.
+    """
+    height, width = size
+    (win_h, win_w), boxes = window_boxes(height, width, settings.window_size, settings.window_stride)
+    start, stop = rows if rows is not None else (0, height)
+    batch = settings.window_batch_size
+    needed = [i for i, (y, _) in enumerate(boxes) if y < stop and y + win_h > start]
+    if not needed or start >= stop:
+        return
+    batches = [boxes[i : i + batch] for i in range(needed[0] // batch * batch, needed[-1] + 1, batch)]
+    blend = RowBlend(height, width, win_h, window_weights(win_h, win_w, settings.blend))
+
+    def clipped(bands: Iterator[tuple[int, torch.Tensor]]) -> Iterator[tuple[int, torch.Tensor]]:
+        for first, values in bands:
+            low, high = max(first, start), min(first + values.shape[1], stop)
+            if low < high:
+                yield low, values[:, low - first : high - first]
+
+    with ThreadPoolExecutor(1, thread_name_prefix="lightseg-windows") as reader:
+        pending = reader.submit(read, batches[0], (win_h, win_w))
+        for k, chunk in enumerate(batches):
+            crops = pending.result()
+            if k + 1 < len(batches):
+                pending = reader.submit(read, batches[k + 1], (win_h, win_w))
+            logits = forward(crops).float()
+            for i, (y, x) in enumerate(chunk):
+                yield from clipped(blend.add(y, x, logits[i], max_rows))
+            assert blend.top is not None
+            if blend.top >= stop:
+                return
+        yield from clipped(blend.emit(height, max_rows))
 
 
 def tta_probs(

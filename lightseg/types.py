@@ -7,13 +7,37 @@ below, and callbacks read it in ``on_validation_batch_end`` / ``on_test_batch_en
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Literal, NotRequired, TypedDict
+from pathlib import Path
+from typing import Literal, NotRequired, Protocol, TypedDict
 
 import torch
 
 Stage = Literal["train", "val", "test", "predict"]
+
+
+class RasterSource(Protocol):
+    """A large image read window by window (:class:`lightseg.datamodules.rasters.Raster`).
+
+    What a predict batch carries, under ``rasters``, for each image too large to hold: the
+    task runs the model on its windows, the prediction writer writes the labels band by band.
+    """
+
+    @property
+    def path(self) -> Path:
+        """The image's file."""
+        ...
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """``(H, W)`` in pixels."""
+        ...
+
+    def read_windows(self, boxes: list[tuple[int, int]], size: tuple[int, int]) -> torch.Tensor:
+        """The windows of ``size`` ``(h, w)`` at top-left corners ``boxes`` as float32 ``[k,3,h,w]`` in [0, 1]."""
+        ...
 
 
 class SemanticItem(TypedDict):
@@ -44,9 +68,13 @@ class SemanticBatch(TypedDict):
 
 
 class PredictItem(TypedDict):
-    """One image to predict: the image, its path and its size ``(H, W)`` before padding."""
+    """One image to predict: the image, its path and its size ``(H, W)`` before padding.
 
-    image: torch.Tensor
+    An image too large to hold has ``raster`` (read window by window) instead of ``image``.
+    """
+
+    image: NotRequired[torch.Tensor]
+    raster: NotRequired[RasterSource]
     path: str
     size: tuple[int, int]
 
@@ -101,3 +129,38 @@ class SemanticPrediction(TypedDict):
     path: list[str]
     size: list[tuple[int, int]]
     probs: NotRequired[torch.Tensor]
+    tiled: NotRequired[list[TiledPrediction]]
+
+
+@dataclass(eq=False)
+class TiledPrediction:
+    """A large image's prediction, in a semantic predict step's ``tiled``: computed band by band as it is read.
+
+    Nothing runs until :meth:`bands` is iterated (by the prediction writer, which writes each
+    band and lets it go), so that no more than a band of the image's rows is ever held.
+
+    Attributes:
+        source: the image.
+        path: its path relative to the predict folder (as ``SemanticPrediction.path``).
+        num_classes: classes the model predicts.
+        logits: ``logits(rows)`` yields ``(first row, [C,n,W] averaged logits)`` bands of the
+            rows ``(start, stop)`` (all rows for ``None``), top to bottom, running the model.
+        fingerprint: a digest of the model's weights and inference settings: a writer resumes
+            a stopped image only with the bands of the same fingerprint.
+    """
+
+    source: RasterSource
+    path: str
+    num_classes: int
+    logits: Callable[[tuple[int, int] | None], Iterator[tuple[int, torch.Tensor]]]
+    fingerprint: str = ""
+
+    def bands(self, rows: tuple[int, int] | None = None) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+        """``(first row, labels [n,W], probabilities [C,n,W])`` per band.
+
+        Labels are uint8 (int32 beyond 256 classes), on the CPU; probabilities on the model's device.
+        """
+        dtype = torch.uint8 if self.num_classes <= 256 else torch.int32
+        for first, logits in self.logits(rows):
+            probs = logits.softmax(0)
+            yield first, probs.max(0).indices.to(dtype).cpu(), probs

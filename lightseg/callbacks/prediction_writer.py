@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import shutil
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -15,14 +16,18 @@ from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter, TQDMProgressBar
 from PIL import Image
 from torchvision.datasets import Cityscapes
+from tqdm.auto import tqdm
 from typing_extensions import override
 
+from lightseg.callbacks.raster_output import Probabilities, RasterOutput
 from lightseg.callbacks.staged_folder import StagedFolder
 from lightseg.coco_masks import encode_masks, id_to_rgb
 from lightseg.colors import class_palette
 from lightseg.contract import TaskContext, data_description, data_palette, datamodule_of, task_context
 from lightseg.datamodules.base import ImageFolderDataset
+from lightseg.datamodules.rasters import Raster
 from lightseg.errors import LightsegError, option
+from lightseg.types import TiledPrediction
 from lightseg.visualize import DISPLAY_SIDE, annotated_overlay, draw_detections, panoptic_overlay, to_uint8_image
 
 #: ``lightseg predict --prediction.format``: what the semantic masks are written as
@@ -32,6 +37,8 @@ VOC_RESULTS = Path("results") / "VOC2012" / "Segmentation" / "comp6_test_cls"
 FOLDERS = {"palette": Path("masks"), "cityscapes": Path("labelIds"), "voc": VOC_RESULTS}
 #: overlays queued for the drawing thread before the writer waits for the oldest
 MAX_PENDING_OVERLAYS = 4
+#: longer side of the overlay of an image predicted in tiles (drawn from a scaled-down copy)
+LARGE_OVERLAY_SIDE = 2048
 
 
 class SegmentationWriter(BasePredictionWriter):
@@ -50,6 +57,13 @@ class SegmentationWriter(BasePredictionWriter):
       ``cityscapesscripts``' evaluation read;
     - ``voc``: ``results/VOC2012/Segmentation/comp6_test_cls/<id>.png``, palette PNGs of the
       21 class indices: the layout the PASCAL VOC server takes (as a tar of ``results/``).
+
+    An image predicted in tiles (a TIFF larger than the data's ``predict_tile_above``) gets
+    ``masks/<name>.tif`` (``labelIds/<name>.tif`` in the ``cityscapes`` format) instead: a
+    tiled, compressed BigTIFF written band by band as the model goes, with the image's
+    coordinate system and transform, nodata (255, or 65535 beyond 255 classes) where the
+    image has none, the class colours as its colour table and an overview pyramid; and an
+    overlay of the whole image scaled down to 2048 pixels.
 
     Instance and keypoint tasks: ``results.json`` in COCO's results format (``image_id`` =
     position of the image in the sorted input folder, from 1, plus its ``file_name``;
@@ -89,6 +103,9 @@ class SegmentationWriter(BasePredictionWriter):
         overlays: also write ``overlays/`` (drawn on a thread of their own while the model runs;
             about 35 ms of CPU per 512² image, docs/benchmarks.md); ``false`` writes only the
             masks, ``results.json`` or the panoptic files.
+        probabilities: for images predicted in tiles (larger than the data's ``predict_tile_above``),
+            also write ``probabilities/<name>.tif``: the top class's probability (``top``, one
+            band) or every class's (``all``, one band per class), as 0..255.
     """
 
     def __init__(
@@ -99,10 +116,12 @@ class SegmentationWriter(BasePredictionWriter):
         score_threshold: float = 0.5,
         format: Format = "palette",
         overlays: bool = True,
+        probabilities: Probabilities = "none",
     ) -> None:
         super().__init__(write_interval="batch")
         self.format: Format = format
         self.overlays = overlays
+        self.probabilities: Probabilities = probabilities
         self._label_ids: np.ndarray | None = None
         self.output_dir = Path(output_dir)
         self.overwrite = overwrite
@@ -115,6 +134,8 @@ class SegmentationWriter(BasePredictionWriter):
         self._panoptic_palette = self.palette
         self._images = 0
         self._output = StagedFolder(self.output_dir)
+        #: the rows of large images written so far, kept across runs until their TIFFs are written
+        self._resume = self.output_dir.with_name(f"{self.output_dir.name}.resume")
 
     @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
@@ -150,14 +171,14 @@ class SegmentationWriter(BasePredictionWriter):
         batch_idx: int,
         dataloader_idx: int,
     ) -> None:
-        self._images += len(prediction["path"])
+        self._images += len(prediction["path"]) + len(prediction.get("tiled", []))
         if "detections" in prediction:
             self._write_detections(trainer, pl_module, prediction, batch)
             return
         if "panoptic" in prediction:
             self._write_panoptic(trainer, prediction, batch)
             return
-        images = batch["image"].detach().cpu()
+        images = batch["image"].detach().cpu() if "image" in batch else None
         context = _context(pl_module)
         names, ignore_index = list(context.class_names), context.ignore_index
         for i, (relative, (height, width)) in enumerate(zip(prediction["path"], prediction["size"], strict=True)):
@@ -172,7 +193,7 @@ class SegmentationWriter(BasePredictionWriter):
                 self._save_mask(
                     mask, self._output.work / FOLDERS[self.format] / (name.name if self.format == "voc" else name)
                 )
-            if self.overlays:
+            if self.overlays and images is not None:
                 self._save_overlay(
                     functools.partial(
                         _semantic_overlay, images[i, :, :height, :width], mask, names, self.alpha, ignore_index,
@@ -180,6 +201,38 @@ class SegmentationWriter(BasePredictionWriter):
                     ),
                     name,
                 )  # fmt: skip
+        for tiled in prediction.get("tiled", []):
+            self._write_tiled(tiled, names, ignore_index)
+
+    def _write_tiled(self, tiled: TiledPrediction, names: list[str], ignore_index: int) -> None:
+        """An image too large to hold: its bands as the model makes them, then tiled (Geo)TIFFs and a small overlay."""
+        source = tiled.source
+        if not isinstance(source, Raster):
+            raise LightsegError(f"SegmentationWriter writes large images read by lightseg (a Raster), not {source!r}")
+        if self.format == "voc":
+            raise LightsegError(
+                f"{option('prediction', 'format')} voc writes PASCAL VOC's PNG layout; image {source.path} is "
+                "predicted in tiles (a GeoTIFF): use palette"
+            )
+        name = Path(tiled.path).with_suffix(".tif")
+        output = RasterOutput(
+            source, self._output.work / FOLDERS[self.format] / name, tiled.num_classes, names, self.palette,
+            self._label_ids, self.probabilities, self._output.work / "probabilities" / name,
+            state=self._resume / name.parent, fingerprint=tiled.fingerprint,
+        )  # fmt: skip
+        height = source.size[0]
+        if output.rows_done:
+            kept = f"{output.rows_done:,} of {height:,}"
+            print(f"lightseg: {tiled.path}: resuming after row {kept} (kept in {self._resume})", file=sys.stderr)
+        with tqdm(total=height, initial=output.rows_done, desc=f"{tiled.path} (rows)", unit="row", delay=1.0,
+                  leave=False, disable=None, dynamic_ncols=True) as bar:  # fmt: skip
+            for first, labels, probs in tiled.bands((output.rows_done, height)):
+                output.write(first, labels, probs)
+                bar.update(labels.shape[0])
+        output.finish()
+        if self.overlays:
+            render = functools.partial(_tiled_overlay, output, names, self.alpha, ignore_index, self.palette)
+            self._save_overlay(render, name.with_suffix(".png"))
 
     def _write_detections(self, trainer: Trainer, pl_module: LightningModule, prediction: Any, batch: Any) -> None:
         self._detections_seen = True
@@ -281,6 +334,8 @@ class SegmentationWriter(BasePredictionWriter):
             content = {"annotations": self._results, "categories": self._panoptic_categories}
             (self._output.work / name).write_text(json.dumps(content))
         self._output.publish(merge=trainer.world_size > 1 or self.output_dir.exists())
+        if self._resume.is_dir() and not any(p.is_file() for p in self._resume.rglob("*")):
+            shutil.rmtree(self._resume, ignore_errors=True)
         count = torch.tensor(float(self._images), device=pl_module.device)
         images = int(trainer.strategy.reduce(count, reduce_op="sum"))  # every process has published by now
         if trainer.is_global_zero:
@@ -335,6 +390,9 @@ class SegmentationWriter(BasePredictionWriter):
     @override
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
         self._output.discard()
+        if trainer.is_global_zero and any(self._resume.rglob("*.json")):
+            print(f"lightseg: the rows of large images predicted so far are kept in {self._resume}: the same "
+                  "command goes on from there", file=sys.stderr)  # fmt: skip
 
     def _save_overlay(self, render: Callable[[], np.ndarray], name: Path) -> None:
         self._output.save_picture(render, Path("overlays") / name)
@@ -353,6 +411,13 @@ def _semantic_overlay(
     image: torch.Tensor, mask: np.ndarray, names: list[str], alpha: float, ignore_index: int, palette: np.ndarray
 ) -> np.ndarray:
     return annotated_overlay(to_uint8_image(image), mask, names, alpha, ignore_index, palette)
+
+
+def _tiled_overlay(
+    output: RasterOutput, names: list[str], alpha: float, ignore_index: int, palette: np.ndarray
+) -> np.ndarray:
+    image, mask = output.overview(LARGE_OVERLAY_SIDE)
+    return annotated_overlay(image, mask, names, alpha, ignore_index, palette)
 
 
 def _panoptic_overlay(image: torch.Tensor, *args: Any) -> np.ndarray:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from abc import abstractmethod
 from collections.abc import Callable, Sequence
@@ -17,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 from lightseg.contract import DataDescription, EvaluationProtocol
 from lightseg.datamodules.files import CheckSamples, OnMissing, SegmentationFiles
 from lightseg.datamodules.io import IMAGE_EXTENSIONS, read_image
+from lightseg.datamodules.rasters import probe
 from lightseg.datamodules.sampling import (
     ResumableLoader,
     SeededSamples,
@@ -34,6 +36,8 @@ Workers = int | Literal["auto"]
 #: page-locked batches: ``auto`` pins them where a GPU is (pinning without one only warns)
 Pinning = bool | Literal["auto"]
 MAX_AUTO_WORKERS = 8
+#: what makes a batch of a loader's items
+Collate = Callable[[Sequence[dict[str, Any]]], dict[str, Any]]
 
 
 def resolve_workers(value: Workers) -> int:
@@ -80,11 +84,15 @@ class ImageFolderDataset(Dataset[PredictItem]):
     """Every image under ``root`` (recursively, sorted), for ``lightseg predict``.
 
     Items carry the image's path relative to ``root`` and its ``(H, W)`` so that writers can
-    crop the padding away and mirror the folder structure.
+    crop the padding away and mirror the folder structure. With ``tile_above``, a TIFF with
+    a side longer than that is not read: its item carries a
+    :class:`~lightseg.datamodules.rasters.Raster` under ``raster`` (read window by window
+    by the task) instead of ``image``.
     """
 
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, tile_above: int | None = None) -> None:
         self.root = Path(root)
+        self.tile_above = tile_above
         if not self.root.is_dir():
             raise LightsegError(f"predict_dir {self.root} is not a folder; pass a folder of images")
         self.paths = sorted(p for p in self.root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
@@ -96,12 +104,25 @@ class ImageFolderDataset(Dataset[PredictItem]):
 
     def __getitem__(self, index: int) -> PredictItem:
         path = self.paths[index]
+        relative = str(path.relative_to(self.root))
+        raster = probe(path, self.tile_above) if self.tile_above is not None else None
+        if raster is not None:
+            return {"raster": raster, "path": relative, "size": raster.size}
         image = read_image(path)
-        return {
-            "image": image,
-            "path": str(path.relative_to(self.root)),
-            "size": (int(image.shape[-2]), int(image.shape[-1])),
-        }
+        return {"image": image, "path": relative, "size": (int(image.shape[-2]), int(image.shape[-1]))}
+
+
+def predict_collate(items: Sequence[dict[str, Any]], collate: Collate) -> dict[str, Any]:
+    """A predict batch: the images ``collate`` makes a batch of, and ``rasters``, ``(raster, path)`` of the large ones.
+
+    A batch of large images only has no ``image``, ``path`` or ``size``.
+    """
+    held = [item for item in items if "raster" not in item]
+    batch = collate(held) if held else {}
+    rasters = [(item["raster"], item["path"]) for item in items if "raster" in item]
+    if rasters:
+        batch["rasters"] = rasters
+    return batch
 
 
 class BaseDataModule(LightningDataModule):
@@ -153,6 +174,8 @@ class BaseDataModule(LightningDataModule):
         self.pin_memory = torch.cuda.is_available() if pin_memory == "auto" else bool(pin_memory)
         self.persistent_workers = persistent_workers and self.num_workers > 0
         self.predict_dir = predict_dir
+        #: predict TIFF images with a side longer than this in tiles (None: never; the semantic modules set it)
+        self.predict_tile_above: int | None = None
         self.train_dataset: Dataset[Any] | None = None
         self.val_dataset: Dataset[Any] | None = None
         self.test_dataset: Dataset[Any] | None = None
@@ -202,10 +225,15 @@ class BaseDataModule(LightningDataModule):
             raise LightsegError(
                 f"lightseg predict needs a folder of images: pass {option('data', 'predict_dir')} <folder>"
             )
-        self.predict_dataset = ImageFolderDataset(self.predict_dir)
+        self.predict_dataset = ImageFolderDataset(self.predict_dir, self.predict_tile_above)
 
     def _loader(
-        self, dataset: Dataset[Any] | None, name: str, shuffle: bool = False, batch_size: int | None = None
+        self,
+        dataset: Dataset[Any] | None,
+        name: str,
+        shuffle: bool = False,
+        batch_size: int | None = None,
+        collate: Collate | None = None,
     ) -> DataLoader[Any]:
         if dataset is None:
             raise LightsegError(f"{type(self).__name__} has no {name} split (setup() did not create it)")
@@ -224,7 +252,7 @@ class BaseDataModule(LightningDataModule):
             "num_workers": self.num_workers,
             "pin_memory": self.pin_memory,
             "persistent_workers": self.persistent_workers,
-            "collate_fn": self.collate,
+            "collate_fn": collate or self.collate,
         }
         if not shuffle:
             return DataLoader(dataset, sampler=evaluation_sampler(dataset), **options)
@@ -251,7 +279,8 @@ class BaseDataModule(LightningDataModule):
     def predict_dataloader(self) -> DataLoader[Any]:
         if self.predict_dataset is None:
             self.setup_predict()
-        return self._loader(self.predict_dataset, "predict", batch_size=self.predict_batch_size)
+        collate = None if self.predict_tile_above is None else functools.partial(predict_collate, collate=self.collate)
+        return self._loader(self.predict_dataset, "predict", batch_size=self.predict_batch_size, collate=collate)
 
 
 class SemanticDataModule(BaseDataModule):
@@ -270,6 +299,9 @@ class SemanticDataModule(BaseDataModule):
         predict_dir: folder of images for ``lightseg predict``.
         ignore_index: mask value that never counts (void, padding).
         predict_batch_size: images per batch in ``lightseg predict`` (1: one at a time; raise it on a GPU).
+        predict_tile_above: ``lightseg predict`` reads a TIFF / GeoTIFF image with a side longer
+            than this window by window and writes its labels band by band (a tiled GeoTIFF), in
+            memory set by the window, not the image (docs/inference.md, "Large images").
     """
 
     #: what evaluation reports besides the confusion-matrix metrics (Boundary IoU at 0.02 of the diagonal)
@@ -284,9 +316,13 @@ class SemanticDataModule(BaseDataModule):
         predict_dir: str | None = None,
         ignore_index: int = 255,
         predict_batch_size: int = 1,
+        predict_tile_above: int = 4096,
     ) -> None:
         super().__init__(batch_size, num_workers, pin_memory, persistent_workers, predict_dir, predict_batch_size)
+        if predict_tile_above < 1:
+            raise LightsegError(f"{option('data', 'predict_tile_above')} must be >= 1 pixel, got {predict_tile_above}")
         self.ignore_index = ignore_index
+        self.predict_tile_above: int | None = predict_tile_above
 
     def collate(self, items: Sequence[dict[str, Any]]) -> dict[str, Any]:
         """Images and masks padded to the largest in the batch (see :func:`pad_collate`)."""
@@ -339,6 +375,9 @@ class SplitDataModule(SemanticDataModule):
         predict_dir: folder of images for ``lightseg predict``.
         ignore_index: mask value that never counts (void, padding).
         predict_batch_size: images per batch in ``lightseg predict`` (1: one at a time; raise it on a GPU).
+        predict_tile_above: ``lightseg predict`` reads a TIFF / GeoTIFF image with a side longer
+            than this window by window and writes its labels band by band (a tiled GeoTIFF), in
+            memory set by the window, not the image (docs/inference.md, "Large images").
     """
 
     def __init__(
@@ -360,10 +399,12 @@ class SplitDataModule(SemanticDataModule):
         predict_dir: str | None = None,
         ignore_index: int = 255,
         predict_batch_size: int = 1,
+        predict_tile_above: int = 4096,
     ) -> None:
         super().__init__(
-            batch_size, num_workers, pin_memory, persistent_workers, predict_dir, ignore_index, predict_batch_size
-        )
+            batch_size, num_workers, pin_memory, persistent_workers, predict_dir, ignore_index, predict_batch_size,
+            predict_tile_above,
+        )  # fmt: skip
         self.splits = {"train": train_split, "val": val_split, "test": test_split}
         self.on_missing: OnMissing = on_missing
         self.check_samples: CheckSamples = check_samples

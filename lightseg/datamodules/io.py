@@ -106,6 +106,12 @@ def read_image(path: Path, data: bytes | None = None) -> torch.Tensor:
             array = _to_unit_rgb(as_displayed(img), path)
     except FileNotFoundError:
         raise LightsegError(f"image {path} does not exist") from None
+    except Image.DecompressionBombError:
+        raise LightsegError(
+            f"image {path} has more pixels than the image reader takes whole (Pillow's limit, "
+            f"{Image.MAX_IMAGE_PIXELS or 0:,} x 2); lightseg predict reads large TIFF images window by window: "
+            "save it as a (tiled) TIFF, e.g. gdal_translate -of COG, with the geo extra installed"
+        ) from None
     except (UnidentifiedImageError, OSError, SyntaxError) as err:
         raise LightsegError(f"cannot read image {path}: {err}. Is the file truncated or not an image?") from None
     return torch.from_numpy(array).permute(2, 0, 1)

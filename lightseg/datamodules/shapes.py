@@ -251,6 +251,7 @@ class ShapesDataModule(SplitDataModule):
         persistent_workers: keep workers alive between epochs.
         predict_dir: folder of images for ``lightseg predict``.
         predict_batch_size: images per batch in ``lightseg predict`` (1: one at a time; raise it on a GPU).
+        predict_tile_above: TIFF images with a side longer than this are predicted in tiles.
     """
 
     num_classes = len(SHAPES_CLASSES)
@@ -273,11 +274,13 @@ class ShapesDataModule(SplitDataModule):
         persistent_workers: bool = False,
         predict_dir: str | None = None,
         predict_batch_size: int = 1,
+        predict_tile_above: int = 4096,
     ) -> None:
         crop = image_size if scale_range is not None else None
         super().__init__(
             "train", "val", "test", crop, scale_range, hflip, vflip, False, "error", "auto",
             batch_size, num_workers, pin_memory, persistent_workers, predict_dir, predict_batch_size=predict_batch_size,
+            predict_tile_above=predict_tile_above,
         )  # fmt: skip
         self.counts = {"train": num_train, "val": num_val, "test": num_test}
         self.image_size = image_size

@@ -222,6 +222,7 @@ class StreamingSegmentationDataModule(SplitDataModule):
         predict_dir: folder of images for ``lightseg predict``.
         ignore_index: the void label of the packed masks (the pack's; 255 unless packed otherwise).
         predict_batch_size: images per batch in ``lightseg predict``.
+        predict_tile_above: TIFF images with a side longer than this are predicted in tiles.
     """
 
     def __init__(
@@ -241,10 +242,12 @@ class StreamingSegmentationDataModule(SplitDataModule):
         predict_dir: str | None = None,
         ignore_index: int = 255,
         predict_batch_size: int = 1,
+        predict_tile_above: int = 4096,
     ) -> None:
         super().__init__(
             "train", "val", "test", crop_size, scale_range, hflip, vflip, photometric, "error", "none",
             batch_size, num_workers, pin_memory, persistent_workers, predict_dir, ignore_index, predict_batch_size,
+            predict_tile_above,
         )  # fmt: skip
         if isinstance(eval_size, int) and eval_size < 1:
             raise LightsegError(f"{option('data', 'eval_size')} must be a positive number of pixels, packed or null")

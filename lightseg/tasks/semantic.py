@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import hashlib
+import json
 import math
+from collections.abc import Iterator
 from typing import Any, ClassVar, Literal, cast
 
 import torch
@@ -14,14 +18,21 @@ from typing_extensions import override
 
 from lightseg.contract import PixelStatistics, TaskContext, data_description, datamodule_of
 from lightseg.errors import LightsegError, class_count_mismatch
-from lightseg.inference import InferenceSettings, migrate_flat_settings
+from lightseg.inference import InferenceSettings, migrate_flat_settings, tiled_logits
 from lightseg.losses import LossName, SegmentationLoss, median_frequency_weights
 from lightseg.metrics import EvaluationProtocol, SegmentationMetrics, format_class_table, image_scores
 from lightseg.metrics.segmentation import PER_CATEGORY_SCORES, PER_CLASS_SCORES, PROTOCOL_SCALAR_KEYS, SCALAR_KEYS
 from lightseg.models.semantic import ARCHITECTURES, ArchName, applicable_options, build_semantic_model
 from lightseg.models.wrapper import SegmentationModel
 from lightseg.tasks.base import BaseTask
-from lightseg.types import SemanticBatch, SemanticEvalOutput, SemanticPrediction, Stage
+from lightseg.types import (
+    RasterSource,
+    SemanticBatch,
+    SemanticEvalOutput,
+    SemanticPrediction,
+    Stage,
+    TiledPrediction,
+)
 
 
 class SemanticSegmentationTask(BaseTask):
@@ -298,13 +309,55 @@ class SemanticSegmentationTask(BaseTask):
 
     @override
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> SemanticPrediction:
+        tiled = [self.predict_tiled(source, path) for source, path in batch.get("rasters", [])]
+        dtype = torch.uint8 if self.hparams["num_classes"] <= 256 else torch.int32
+        if "image" not in batch:  # only images too large to hold: they are predicted as they are written
+            empty = torch.zeros(0, 0, 0, dtype=dtype)
+            return {"mask": empty, "path": [], "size": [], "tiled": tiled}
         sizes, image = batch["size"], batch["image"]
         if len(set(sizes)) > 1:  # as in evaluation: each image at its own size
             probs = padded([self.predict_probs(crop) for crop in crops(image, sizes)], image.shape[-2:])
         else:
             probs = self.predict_probs(image)
-        labels = probs.max(1).indices.to(torch.uint8 if self.hparams["num_classes"] <= 256 else torch.int32)
-        return {"mask": labels.cpu(), "path": batch["path"], "size": batch["size"], "probs": probs.float()}
+        labels = probs.max(1).indices.to(dtype)
+        prediction: SemanticPrediction = {
+            "mask": labels.cpu(), "path": batch["path"], "size": batch["size"], "probs": probs.float(),
+        }  # fmt: skip
+        if tiled:
+            prediction["tiled"] = tiled
+        return prediction
+
+    def predict_tiled(self, source: RasterSource, path: str) -> TiledPrediction:
+        """The prediction of an image too large to hold, read and run window by window as it is written.
+
+        The windows are the sliding window's (``inference.window_size`` / ``window_stride`` /
+        ``window_batch_size`` / ``blend``, whatever ``inference.mode``); the labels equal those
+        of the in-memory sliding window on the same image. Test-time augmentation needs the
+        whole image and is refused.
+        """
+        settings = self.inference
+        if settings.tta_scales != (1.0,) or settings.tta_flip:
+            raise LightsegError(
+                f"image {source.path} is predicted in tiles (it is larger than the data's predict_tile_above), which "
+                "test-time augmentation cannot be: set inference.tta_scales [1.0] and inference.tta_flip false, "
+                "or raise predict_tile_above"
+            )
+        trainer = self._trainer
+        precision = trainer.precision_plugin.predict_step_context if trainer is not None else contextlib.nullcontext
+
+        def forward(windows: torch.Tensor) -> torch.Tensor:
+            with torch.inference_mode(), precision():
+                return cast(torch.Tensor, self(windows.to(self.device))["out"])
+
+        def logits(rows: tuple[int, int] | None) -> Iterator[tuple[int, torch.Tensor]]:
+            with torch.inference_mode():
+                yield from tiled_logits(forward, source.read_windows, source.size, settings, rows)
+
+        digest = hashlib.sha256(json.dumps(settings.as_dict(), sort_keys=True).encode())
+        for name, value in self.state_dict().items():
+            digest.update(name.encode())
+            digest.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        return TiledPrediction(source, path, self.hparams["num_classes"], logits, digest.hexdigest())
 
     @override
     def on_predict_batch_end(self, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:

@@ -1,0 +1,227 @@
+"""A large image's prediction written band by band, then as a tiled, compressed (Geo)TIFF."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from lightseg.datamodules.rasters import Raster, rasterio_module
+from lightseg.errors import LightsegError
+
+#: ``--prediction.probabilities`` for images predicted in tiles: none, the top class's, every class's
+Probabilities = Literal["none", "top", "all"]
+#: side of the written TIFF's tiles (the Cloud-Optimised GeoTIFF default)
+BLOCK = 512
+#: overviews are built down to this size, so that GIS viewers draw the whole image at once
+SMALLEST_OVERVIEW = 256
+
+
+class RasterOutput:
+    """Where the bands of one large image's prediction go while it runs, and the files they become.
+
+    Bands land in raw files (rows at their offsets: any order, any number of writers), then
+    :meth:`finish` writes each as a tiled, compressed BigTIFF where needed, with the source's
+    coordinate system, transform and an overview pyramid (nearest): the labels (a colour
+    table of the class colours where they fit 8 bits; ``nodata`` where the source has no
+    data), and optionally the top class's probability or every class's, as 0..255.
+
+    Args:
+        source: the image predicted.
+        labels_path: the labels TIFF to write.
+        num_classes: classes the model predicts.
+        class_names: their names (the TIFF's metadata).
+        palette: ``[256, 3]`` class colours (the labels' colour table).
+        label_ids: label of each class index written instead of the index (Cityscapes' label ids).
+        probabilities: also write the top class's probability (``top``) or every class's (``all``).
+        probabilities_path: where those go.
+        state: the folder that keeps the raw bands and the rows written (``<name>.json``) until
+            the TIFFs are written, across runs: a run stopped half-way (Ctrl-C, a crash, a
+            full disk) resumes at its first unwritten row when the same image is predicted
+            again by the same model and settings into the same place.
+        fingerprint: the model and settings that make the bands (what a resumed run must share).
+    """
+
+    def __init__(
+        self,
+        source: Raster,
+        labels_path: Path,
+        num_classes: int,
+        class_names: Sequence[str],
+        palette: np.ndarray,
+        label_ids: np.ndarray | None = None,
+        probabilities: Probabilities = "none",
+        probabilities_path: Path | None = None,
+        state: Path | None = None,
+        fingerprint: str = "",
+    ) -> None:
+        self.source = source
+        self.labels_path = labels_path
+        self.class_names = list(class_names)
+        self.palette = palette
+        self.label_ids = label_ids
+        self.probabilities = probabilities
+        self.probabilities_path = probabilities_path
+        largest = int(label_ids.max()) if label_ids is not None else num_classes - 1
+        # the label one past the largest marks nodata
+        self.dtype = np.uint8 if largest < 255 else np.uint16
+        self.nodata = int(np.iinfo(self.dtype).max)
+        height, width = source.size
+        self.size = (height, width)
+        state = state or labels_path.parent
+        self.state = state / labels_path.with_suffix(".json").name
+        self._raw = {"labels": (state / (labels_path.name + ".labels.raw"), self.dtype, 1)}
+        if probabilities != "none":
+            assert probabilities_path is not None
+            bands = num_classes if probabilities == "all" else 1
+            self._raw["probabilities"] = (state / (labels_path.name + ".probabilities.raw"), np.uint8, bands)
+        stat = source.path.stat()
+        self._key = {
+            "image": str(source.path.resolve()), "bytes": stat.st_size, "modified_ns": stat.st_mtime_ns,
+            "size": list(self.size), "model": fingerprint, "label_ids": label_ids is not None,
+            "probabilities": probabilities, "dtype": np.dtype(self.dtype).name,
+        }  # fmt: skip
+        #: the first row not written yet (0, or where a stopped run left off)
+        self.rows_done = self._resumed()
+        if self.rows_done == 0:
+            for path, dtype, bands in self._raw.values():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                with path.open("wb") as file:
+                    file.truncate(bands * height * width * np.dtype(dtype).itemsize)  # sparse until written
+            self._record()
+
+    def _resumed(self) -> int:
+        """Rows a stopped run wrote for the same image, model and settings (0: none, or another's)."""
+        try:
+            saved = json.loads(self.state.read_text())
+        except (OSError, ValueError):
+            return 0
+        complete = all(
+            path.is_file() and path.stat().st_size == bands * self.size[0] * self.size[1] * np.dtype(dtype).itemsize
+            for path, dtype, bands in self._raw.values()
+        )
+        if saved.get("key") != self._key or not complete:
+            return 0
+        return int(saved.get("rows_done", 0))
+
+    def _record(self) -> None:
+        partial = self.state.with_name(self.state.name + ".partial")
+        partial.write_text(json.dumps({"key": self._key, "rows_done": self.rows_done}))
+        partial.replace(self.state)
+
+    def write(self, first: int, labels: torch.Tensor, probs: torch.Tensor) -> None:
+        """Rows ``first .. first+n``: labels ``[n,W]`` and probabilities ``[C,n,W]``."""
+        values = labels.numpy().astype(self.dtype, copy=False)
+        if self.label_ids is not None:
+            values = self.label_ids[values].astype(self.dtype, copy=False)
+        valid = self.source.valid_rows(first, values.shape[0])
+        if not valid.all():
+            values = np.where(valid, values, self.dtype(self.nodata))
+        self._put("labels", first, values[None])
+        if self.probabilities != "none":
+            kept = probs.max(0, keepdim=True).values if self.probabilities == "top" else probs
+            self._put("probabilities", first, (kept * 255).round_().to(torch.uint8).cpu().numpy())
+        self.rows_done = first + values.shape[0]
+        self._record()  # after the rows: a stop in between rewrites them, never skips them
+
+    def _put(self, name: str, first: int, values: np.ndarray) -> None:
+        path = self._raw[name][0]
+        try:
+            self._write_rows(name, first, values)
+        except OSError as err:
+            raise LightsegError(
+                f"cannot write the prediction of {self.source.path} to {path}: {err} (is the disk full?); the "
+                f"{self.rows_done} rows written are kept: the same command goes on from there"
+            ) from None
+
+    def _write_rows(self, name: str, first: int, values: np.ndarray) -> None:
+        path, dtype, bands = self._raw[name]
+        height, width = self.size
+        band_bytes = height * width * np.dtype(dtype).itemsize
+        with path.open("r+b") as file:
+            for band in range(bands):
+                file.seek(band * band_bytes + first * width * np.dtype(dtype).itemsize)
+                file.write(np.ascontiguousarray(values[band]).tobytes())
+
+    def finish(self) -> None:
+        """Write the TIFFs from the raw bands (a strip of tiles at a time) and remove the raw files."""
+        path, dtype, _ = self._raw["labels"]
+        tags = {"CLASSES": json.dumps(self.class_names)}
+        colours = None
+        if self.dtype == np.uint8 and self.label_ids is None:
+            colours = {i: (*map(int, self.palette[i]), 255) for i in range(len(self.class_names))}
+        self._tiff(path, self.labels_path, dtype, 1, self.nodata, tags, colours)
+        if self.probabilities != "none":
+            assert self.probabilities_path is not None
+            raw, _, bands = self._raw["probabilities"]
+            names = ["top class"] if self.probabilities == "top" else self.class_names
+            self._tiff(raw, self.probabilities_path, np.uint8, bands, None, {"BANDS": json.dumps(names)}, None)
+        self.discard()
+
+    def discard(self) -> None:
+        """Remove the raw bands and the record of the rows written."""
+        for path, _, _ in self._raw.values():
+            path.unlink(missing_ok=True)
+        self.state.unlink(missing_ok=True)
+
+    def _tiff(
+        self,
+        raw: Path,
+        target: Path,
+        dtype: Any,
+        bands: int,
+        nodata: int | None,
+        tags: dict[str, str],
+        colours: dict[int, tuple[int, ...]] | None,
+    ) -> None:
+        rasterio = rasterio_module()
+        from rasterio.enums import Resampling
+        from rasterio.transform import Affine
+        from rasterio.windows import Window
+
+        height, width = self.size
+        profile: dict[str, Any] = {
+            "driver": "GTiff", "height": height, "width": width, "count": bands, "dtype": np.dtype(dtype).name,
+            "compress": "deflate", "BIGTIFF": "IF_SAFER", "nodata": nodata, "tiled": True, "blockxsize": BLOCK,
+            "blockysize": BLOCK,
+        }  # fmt: skip
+        if self.source.crs is not None:
+            profile["crs"] = self.source.crs
+        if self.source.transform is not None:
+            profile["transform"] = Affine(*self.source.transform)
+        itemsize = np.dtype(dtype).itemsize
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with rasterio.open(target, "w", **profile) as out, raw.open("rb") as file:
+                for band in range(bands):
+                    for top in range(0, height, BLOCK):
+                        rows = min(BLOCK, height - top)
+                        file.seek((band * height + top) * width * itemsize)
+                        strip = np.frombuffer(file.read(rows * width * itemsize), dtype=dtype).reshape(rows, width)
+                        out.write(strip, band + 1, window=Window(0, top, width, rows))
+                out.update_tags(**tags)
+                if colours is not None:
+                    out.write_colormap(1, colours)
+                levels = [2**k for k in range(1, 32) if max(height, width) / 2**k >= SMALLEST_OVERVIEW]
+                if levels:
+                    out.build_overviews(levels, Resampling.nearest)
+        except OSError as err:
+            target.unlink(missing_ok=True)
+            raise LightsegError(f"cannot write {target}: {err} (is the disk full?)") from None
+
+    def overview(self, longest: int) -> tuple[np.ndarray, np.ndarray]:
+        """The image and its labels scaled down to ``longest`` pixels (nearest), for the overlay."""
+        from rasterio.enums import Resampling
+
+        image = self.source.overview(longest)
+        with rasterio_module().open(self.labels_path) as labels:
+            mask = labels.read(1, out_shape=image.shape[:2], resampling=Resampling.nearest)
+        if self.label_ids is not None:  # back from label ids to the classes the legend names
+            classes = np.full(int(np.iinfo(self.dtype).max) + 1, self.nodata, dtype=self.dtype)
+            classes[self.label_ids] = np.arange(len(self.label_ids), dtype=self.dtype)
+            mask = classes[mask]
+        return image, mask
