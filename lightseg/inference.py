@@ -60,7 +60,7 @@ class InferenceSettings:
             raise LightsegError(f"inference mode must be 'whole' or 'slide', got {self.mode!r}")
         sizes = {"window_size": self.window_size, "window_stride": self.window_stride}
         for name, value in sizes.items():
-            if min(_pair(value)) < 1:
+            if min(pair_of(value)) < 1:
                 raise LightsegError(f"inference.{name} must be >= 1 (an int or [H, W]), got {value}")
         if self.blend not in ("mean", "gaussian", "linear"):
             raise LightsegError(f"inference.blend must be 'mean', 'gaussian' or 'linear', got {self.blend!r}")
@@ -72,7 +72,7 @@ class InferenceSettings:
         object.__setattr__(self, "tta_scales", tuple(float(s) for s in self.tta_scales))
         for name, value in sizes.items():
             if not isinstance(value, int):
-                object.__setattr__(self, name, _pair(value))
+                object.__setattr__(self, name, pair_of(value))
 
     @classmethod
     def of(cls, value: InferenceSettings | dict[str, Any] | None) -> InferenceSettings:
@@ -140,7 +140,8 @@ def migrate_flat_settings(hparams: dict[str, Any]) -> dict[str, Any]:
     return migrated
 
 
-def _pair(value: int | Sequence[int]) -> tuple[int, int]:
+def pair_of(value: int | Sequence[int]) -> tuple[int, int]:
+    """``(H, W)`` of a size given as one int or a pair."""
     if isinstance(value, int):
         return value, value
     height, width = value
@@ -183,8 +184,8 @@ def window_boxes(
     :func:`slide_logits` and the streamed :func:`tiled_logits`, so that both cut, batch and
     sum the same windows.
     """
-    win_h, win_w = _pair(window)
-    stride_h, stride_w = _pair(stride)
+    win_h, win_w = pair_of(window)
+    stride_h, stride_w = pair_of(stride)
     if min(win_h, win_w, stride_h, stride_w) < 1:
         raise ValueError("window size and stride must be >= 1")
     win_h, win_w = min(win_h, height), min(win_w, width)

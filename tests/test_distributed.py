@@ -18,9 +18,11 @@ from typing import Any, cast
 
 import numpy as np
 import pytest
+import rasterio
 import torch
 from distributed_driver import run
 from PIL import Image
+from rasterio.transform import from_origin
 from test_evaluation_protocols import write_frames
 
 from lightseg.cli import main
@@ -256,7 +258,14 @@ def _job_scores_as_one_process(launcher: str, reference: Reference, folder: Path
     images = folder / "images"
     images.mkdir(parents=True)
     shutil.copy(next((reference.folder / "cityscapes1" / "leftImg8bit").rglob("*.png")), images / "frame.png")
-    predict = ["predict", *quickstart, f"--data.predict_dir={images}", "--trainer.enable_progress_bar=false"]
+    # and a GeoTIFF predicted in tiles: the processes share its rows and write one file
+    scene = np.random.default_rng(5).integers(0, 256, (3, 260, 300), dtype=np.uint8)
+    with rasterio.open(images / "scene.tif", "w", driver="GTiff", height=260, width=300, count=3, dtype="uint8",
+                       crs="EPSG:32633", transform=from_origin(500000, 4600000, 0.5, 0.5)) as raster:  # fmt: skip
+        raster.write(scene)
+    predict = ["predict", *quickstart, f"--data.predict_dir={images}", "--trainer.enable_progress_bar=false",
+               "--data.init_args.predict_tile_above=200", "--model.init_args.inference.window_size=64",
+               "--model.init_args.inference.window_stride=40"]  # fmt: skip
     runs["predict"] = [*predict, "--ckpt_path=last", f"--prediction.output_dir={folder / 'job'}", *devices]
     if launcher == "torchrun":  # the same training from the packed set, in chunks streamed by each process
         runs["fit_packed"] = ["fit", "--config", QUICKSTART, "--data=StreamingSegmentationDataModule",
@@ -306,11 +315,17 @@ def _job_scores_as_one_process(launcher: str, reference: Reference, folder: Path
         alone, tested = run(["validate", *quickstart, *one]), run(["test", *quickstart, *one])
         run([*predict, *one, f"--prediction.output_dir={folder / 'one'}"])
     written = sorted(p.relative_to(folder / "one") for p in (folder / "one").rglob("*") if p.is_file())
-    assert [str(p) for p in written] == ["masks/frame.png", "overlays/frame.png"]
+    assert [str(p) for p in written] == ["masks/frame.png", "masks/scene.tif", "overlays/frame.png",
+                                         "overlays/scene.png"]  # fmt: skip
     for path in written:
+        if path.suffix == ".tif":  # the same file, byte for byte
+            assert (folder / "job" / path).read_bytes() == (folder / "one" / path).read_bytes(), path
+            continue
         job, one_process = (np.asarray(Image.open(folder / kind / path)) for kind in ("job", "one"))
         assert np.array_equal(job, one_process), path
-    assert sorted(p.name for p in folder.iterdir() if ".partial-" in p.name) == []
+    with rasterio.open(folder / "job" / "masks" / "scene.tif") as labels:
+        assert len(np.unique(labels.read(1))) > 1 and labels.crs == rasterio.crs.CRS.from_epsg(32633)
+    assert sorted(p.name for p in folder.iterdir() if ".partial-" in p.name or ".resume" in p.name) == []
     fitted = {"metrics": {k: v for k, v in results["fit"]["metrics"].items() if k.startswith("val_")}}
     fitted["per_image"] = None
     _assert_same(fitted, alone, "fit")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +49,11 @@ def _write_geotiff(path: Path, pixels: np.ndarray, **extra: object) -> None:
                "blockysize": 64, "compress": "deflate", **extra}  # fmt: skip
     with rasterio.open(path, "w", **profile) as out:
         out.write(pixels)
+
+
+def _ring_area(ring: list[list[float]]) -> float:
+    xs, ys = np.array(ring).T
+    return abs(float(np.dot(xs, np.roll(ys, 1)) - np.dot(ys, np.roll(xs, 1)))) / 2
 
 
 def _read(path: Path) -> np.ndarray:
@@ -109,7 +116,7 @@ def test_a_large_geotiff_is_predicted_in_tiles_as_the_in_memory_path_predicts_it
     # in memory (the image is under the threshold) and in tiles, the same model (seeded) and windows
     _predict(shapes_root, images, tmp_path / "memory", "--prediction.overlays=false")
     _predict(shapes_root, images, tmp_path / "tiles", "--data.init_args.predict_tile_above=200",
-             "--prediction.probabilities=all")  # fmt: skip
+             "--prediction.probabilities=all", "--prediction.polygons=true")  # fmt: skip
     assert "predicted 2 images: masks/ and overlays/ in" in capsys.readouterr().err
     memory = np.asarray(Image.open(tmp_path / "memory" / "masks" / "area" / "scene.png"))
     with rasterio.open(tmp_path / "tiles" / "masks" / "area" / "scene.tif") as written:
@@ -134,6 +141,18 @@ def test_a_large_geotiff_is_predicted_in_tiles_as_the_in_memory_path_predicts_it
     overlay = Image.open(tmp_path / "tiles" / "overlays" / "area" / "scene.png")
     assert overlay.size[0] == 2 * 310 and overlay.size[1] > 2 * 230  # enlarged to be seen, a legend below
     assert not list(tmp_path.glob("tiles/**/*.raw"))
+    # polygons: each class's regions cover its pixels exactly (areas in map units: 0.25 m² a pixel)
+    regions = json.loads((tmp_path / "tiles" / "polygons" / "area" / "scene.geojson").read_text())
+    assert regions["crs"]["properties"]["name"].endswith("EPSG::32633")
+    areas: dict[int, float] = {}
+    for feature in regions["features"]:
+        label, rings = feature["properties"]["label"], feature["geometry"]["coordinates"]
+        assert feature["properties"]["class"] == ["background", "circle", "square", "triangle"][label]
+        area = _ring_area(rings[0]) - sum(_ring_area(ring) for ring in rings[1:])
+        areas[label] = areas.get(label, 0.0) + area / 0.25
+    assert {k: round(v) for k, v in areas.items()} == {
+        int(k): int((labels == k).sum()) for k in np.unique(labels) if k != 255
+    }
 
 
 def test_a_16_bit_grey_raster_reads_as_the_image_reader_reads_it(tmp_path: Path) -> None:
@@ -242,3 +261,129 @@ def test_a_stopped_prediction_resumes_at_its_first_unwritten_row(
         rasterio.open(out / "masks" / "scene.tif") as first,
     ):
         assert (other.read() != first.read()).any()
+
+
+def _raster_pair(root: Path, split: str, name: str, labels: np.ndarray, **mask_profile: object) -> np.ndarray:
+    """An RGB GeoTIFF whose pixels tell its labels apart, and the mask GeoTIFF of ``labels``; returns the pixels."""
+    rng = np.random.default_rng(len(name))
+    pixels = rng.integers(0, 100, (3, *labels.shape), dtype=np.uint8)
+    pixels[:, labels == 1] += 120
+    pixels[:, labels == 2] = (250, 30, 30)[0]
+    _write_geotiff(root / split / "images" / f"{name}.tif", pixels)
+    _write_geotiff(root / split / "masks" / f"{name}.tif", labels[None].astype(np.uint8), **mask_profile)
+    return pixels
+
+
+def _labels(height: int, width: int) -> np.ndarray:
+    labels = np.zeros((height, width), dtype=np.uint8)
+    labels[50:150, 80:260] = 1
+    labels[200:210, 20:30] = 2  # a rare class: 100 pixels
+    return labels
+
+
+def test_training_windows_of_large_rasters_read_only_the_window(tmp_path: Path) -> None:
+    from lightseg.datamodules import RasterWindowsDataModule
+
+    labels = _labels(230, 310)
+    labels[0:5, :] = 9  # the mask's nodata
+    pixels = _raster_pair(tmp_path, "train", "a", labels, nodata=9)
+    _raster_pair(tmp_path, "val", "b", _labels(150, 200))
+    data = RasterWindowsDataModule(str(tmp_path), ["ground", "roof", "pool"], window_size=64, windows_per_epoch=24,
+                                   batch_size=4, num_workers=0, hflip=False, vflip=False)  # fmt: skip
+    data.setup("fit")
+    assert data.describe().class_names == ("ground", "roof", "pool")
+    train = data.train_dataset
+    assert train is not None and len(train) == 24  # type: ignore[arg-type]
+    torch.manual_seed(0)
+    for index in range(24):
+        item = train[index]
+        y, x = map(int, item["id"].split("@")[1].split(","))
+        assert item["image"].shape == (3, 64, 64) and item["mask"].shape == (64, 64)
+        expected = torch.from_numpy(pixels[:, y : y + 64, x : x + 64].astype(np.float32) / 255)
+        assert torch.equal(item["image"], expected)  # the pixels of the window the id names
+        window = labels[y : y + 64, x : x + 64].astype(np.int64)
+        window[window == 9] = 255
+        assert torch.equal(item["mask"], torch.from_numpy(window))
+    # the grid covers every validation pixel once, windows clipped at the edges
+    val = data.val_dataset
+    assert val is not None and len(val) == 3 * 4  # type: ignore[arg-type]
+    area = sum(int(val[i]["mask"].numel()) for i in range(12))
+    assert area == 150 * 200
+    last = val[11]
+    assert last["id"] == "b@128,192" and last["mask"].shape == (22, 8)
+    # balanced windows see the rare class far more often than its share of the area (100 of 71,300 pixels)
+    balanced = RasterWindowsDataModule(str(tmp_path), ["ground", "roof", "pool"], window_size=32,
+                                       windows_per_epoch=90, balance_classes=True, num_workers=0)  # fmt: skip
+    balanced.setup("fit")
+    seen = sum(bool((balanced.train_dataset[i]["mask"] == 2).any()) for i in range(90))  # type: ignore[index]
+    assert seen >= 15  # about a third of the draws pick the class
+
+
+def test_a_model_trains_and_validates_on_raster_windows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    data = tmp_path / "rasters"
+    _raster_pair(data, "train", "a", _labels(230, 310))
+    _raster_pair(data, "val", "b", _labels(150, 200))
+    main(["fit", "--config", QUICKSTART, "--data=RasterWindowsDataModule", f"--data.init_args.root={data}",
+          "--data.init_args.class_names=[ground, roof, pool]", "--data.init_args.window_size=64",
+          "--data.init_args.windows_per_epoch=8", "--data.init_args.batch_size=4", "--data.init_args.num_workers=0",
+          "--trainer.max_epochs=1", "--trainer.enable_progress_bar=false"])  # fmt: skip
+    metrics = next((tmp_path / "runs").rglob("metrics.csv")).read_text()
+    assert "val_miou" in metrics and "val_iou_pool" in metrics
+
+
+@pytest.mark.parametrize(
+    ("make", "expected"),
+    [
+        (
+            lambda root: _write_geotiff(root / "train" / "masks" / "a.tif", _labels(100, 120)[None]),
+            "is (230, 310) but its mask",
+        ),
+        (
+            lambda root: _write_geotiff(root / "train" / "masks" / "a.tif", _labels(230, 310)[None], crs="EPSG:4326"),
+            "are not on the same grid",
+        ),
+        (lambda root: (root / "train" / "masks" / "a.tif").unlink(), "have no mask"),
+        (
+            lambda root: _write_geotiff(root / "train" / "masks" / "a.tif", (_labels(230, 310) * 3)[None]),
+            "holds label 3 at rows",
+        ),
+    ],
+    ids=["size", "crs", "missing mask", "label"],
+)
+def test_raster_pairs_that_do_not_agree_are_one_line(
+    tmp_path: Path, make: Callable[[Path], object], expected: str
+) -> None:
+    from lightseg.datamodules import RasterWindowsDataModule
+
+    _raster_pair(tmp_path, "train", "a", _labels(230, 310))
+    make(tmp_path)
+    data = RasterWindowsDataModule(str(tmp_path), ["ground", "roof", "pool"], window_size=512, num_workers=0)
+    with pytest.raises(LightsegError, match=re.escape(expected)):
+        data.make_dataset("train", data.train_transform)[0]
+
+
+def test_data_check_reads_raster_pairs_headers_labels_and_a_window(tmp_path: Path) -> None:
+    from lightseg.data_check import check_data
+    from lightseg.data_check.report import samples_picture
+    from lightseg.datamodules import RasterWindowsDataModule
+
+    labels = _labels(230, 310)
+    _raster_pair(tmp_path, "train", "a", labels)
+    wrong = _labels(230, 310)
+    wrong[0, 0] = 7
+    _raster_pair(tmp_path, "train", "c", wrong)
+    _raster_pair(tmp_path, "val", "b", _labels(150, 200))
+    _write_geotiff(tmp_path / "val" / "images" / "d.tif", np.zeros((3, 90, 90), dtype=np.uint8))
+    _write_geotiff(tmp_path / "val" / "masks" / "d.tif", np.zeros((1, 80, 90), dtype=np.uint8))
+    data = RasterWindowsDataModule(str(tmp_path), ["ground", "roof", "pool"], window_size=64, num_workers=0)
+    report = check_data(data, 1)
+    train, val = report.splits["train"], report.splits["val"]
+    assert train.samples == 2 and train.sizes == [(230, 310), (230, 310)] and val.samples == 1
+    assert train.class_pixels.tolist() == [2 * int((labels == 0).sum()) - 1, 2 * 18000, 2 * 100]
+    assert train.class_images.tolist() == [2, 2, 2]
+    kinds = {(f.kind, Path(f.file).name) for f in report.findings}
+    assert kinds == {("bad_labels", "c.tif"), ("size_mismatch", "d.tif")}
+    assert any("values [7]" in f.detail for f in report.findings)
+    assert [image.shape for image, _ in report.pictures["train"]] == [(64, 64, 3), (64, 64, 3)]
+    assert samples_picture(report).size[0] > 128

@@ -106,6 +106,9 @@ class SegmentationWriter(BasePredictionWriter):
         probabilities: for images predicted in tiles (larger than the data's ``predict_tile_above``),
             also write ``probabilities/<name>.tif``: the top class's probability (``top``, one
             band) or every class's (``all``, one band per class), as 0..255.
+        polygons: for images predicted in tiles, also write ``polygons/<name>.geojson``: one
+            feature per connected region of a class (its ``class`` name and ``label``), in the
+            image's coordinate system, for GIS work.
     """
 
     def __init__(
@@ -117,11 +120,13 @@ class SegmentationWriter(BasePredictionWriter):
         format: Format = "palette",
         overlays: bool = True,
         probabilities: Probabilities = "none",
+        polygons: bool = False,
     ) -> None:
         super().__init__(write_interval="batch")
         self.format: Format = format
         self.overlays = overlays
         self.probabilities: Probabilities = probabilities
+        self.polygons = polygons
         self._label_ids: np.ndarray | None = None
         self.output_dir = Path(output_dir)
         self.overwrite = overwrite
@@ -171,7 +176,8 @@ class SegmentationWriter(BasePredictionWriter):
         batch_idx: int,
         dataloader_idx: int,
     ) -> None:
-        self._images += len(prediction["path"]) + len(prediction.get("tiled", []))
+        # a large image's rows are shared by the processes: counted by process 0
+        self._images += len(prediction["path"]) + (len(prediction.get("tiled", [])) if trainer.is_global_zero else 0)
         if "detections" in prediction:
             self._write_detections(trainer, pl_module, prediction, batch)
             return
@@ -202,10 +208,16 @@ class SegmentationWriter(BasePredictionWriter):
                     name,
                 )  # fmt: skip
         for tiled in prediction.get("tiled", []):
-            self._write_tiled(tiled, names, ignore_index)
+            self._write_tiled(trainer, pl_module, tiled, names, ignore_index)
 
-    def _write_tiled(self, tiled: TiledPrediction, names: list[str], ignore_index: int) -> None:
-        """An image too large to hold: its bands as the model makes them, then tiled (Geo)TIFFs and a small overlay."""
+    def _write_tiled(
+        self, trainer: Trainer, pl_module: LightningModule, tiled: TiledPrediction, names: list[str], ignore_index: int
+    ) -> None:
+        """An image too large to hold: its bands as the model makes them, then tiled (Geo)TIFFs and a small overlay.
+
+        Under DDP every process reads the image (the predict sampler gives it to all) and
+        writes its share of the rows; process 0 writes the files once every process is done.
+        """
         source = tiled.source
         if not isinstance(source, Raster):
             raise LightsegError(f"SegmentationWriter writes large images read by lightseg (a Raster), not {source!r}")
@@ -219,17 +231,36 @@ class SegmentationWriter(BasePredictionWriter):
             source, self._output.work / FOLDERS[self.format] / name, tiled.num_classes, names, self.palette,
             self._label_ids, self.probabilities, self._output.work / "probabilities" / name,
             state=self._resume / name.parent, fingerprint=tiled.fingerprint,
+            process=(trainer.global_rank, trainer.world_size),
         )  # fmt: skip
-        height = source.size[0]
-        if output.rows_done:
-            kept = f"{output.rows_done:,} of {height:,}"
+        start, stop = output.rows
+        if output.rows_done > start:
+            kept = f"{output.rows_done:,} of {source.size[0]:,}"
             print(f"lightseg: {tiled.path}: resuming after row {kept} (kept in {self._resume})", file=sys.stderr)
-        with tqdm(total=height, initial=output.rows_done, desc=f"{tiled.path} (rows)", unit="row", delay=1.0,
-                  leave=False, disable=None, dynamic_ncols=True) as bar:  # fmt: skip
-            for first, labels, probs in tiled.bands((output.rows_done, height)):
-                output.write(first, labels, probs)
-                bar.update(labels.shape[0])
+        failure: Exception | None = None
+        try:
+            with tqdm(total=stop - start, initial=output.rows_done - start, desc=f"{tiled.path} (rows)", unit="row",
+                      delay=1.0, leave=False, disable=None if trainer.is_global_zero else True,
+                      dynamic_ncols=True) as bar:  # fmt: skip
+                for first, labels, probs in tiled.bands((output.rows_done, stop)):
+                    output.write(first, labels, probs)
+                    bar.update(labels.shape[0])
+        except Exception as err:  # the other processes wait for this one's rows: tell them, then stop
+            failure = err
+        if trainer.world_size > 1:
+            failed = trainer.strategy.reduce(torch.tensor(float(failure is not None), device=pl_module.device), "sum")
+            if failure is None and float(failed) > 0:
+                raise LightsegError(
+                    f"another process stopped while predicting {tiled.path} (its message says why); the rows "
+                    f"written are kept in {self._resume}"
+                )
+        if failure is not None:
+            raise failure
+        if not trainer.is_global_zero:
+            return
         output.finish()
+        if self.polygons:
+            output.polygons(self._output.work / "polygons" / name.with_suffix(".geojson"))
         if self.overlays:
             render = functools.partial(_tiled_overlay, output, names, self.alpha, ignore_index, self.palette)
             self._save_overlay(render, name.with_suffix(".png"))

@@ -44,6 +44,9 @@ class RasterOutput:
             full disk) resumes at its first unwritten row when the same image is predicted
             again by the same model and settings into the same place.
         fingerprint: the model and settings that make the bands (what a resumed run must share).
+        process: ``(rank, processes)``: under DDP each process writes its share of the rows
+            (:attr:`rows`) into the same raw files, and process 0 writes the TIFFs once all
+            have (:meth:`finish`): the files one process would write.
     """
 
     def __init__(
@@ -58,6 +61,7 @@ class RasterOutput:
         probabilities_path: Path | None = None,
         state: Path | None = None,
         fingerprint: str = "",
+        process: tuple[int, int] = (0, 1),
     ) -> None:
         self.source = source
         self.labels_path = labels_path
@@ -73,7 +77,12 @@ class RasterOutput:
         height, width = source.size
         self.size = (height, width)
         state = state or labels_path.parent
-        self.state = state / labels_path.with_suffix(".json").name
+        rank, processes = process
+        #: this process's rows ``(start, stop)``: all of them, or its share under DDP
+        self.rows = (height * rank // processes, height * (rank + 1) // processes)
+        part = "" if processes == 1 else f".rank{rank}of{processes}"
+        self.state = state / f"{labels_path.stem}{part}.json"
+        self._stem = labels_path.stem
         self._raw = {"labels": (state / (labels_path.name + ".labels.raw"), self.dtype, 1)}
         if probabilities != "none":
             assert probabilities_path is not None
@@ -83,30 +92,33 @@ class RasterOutput:
         self._key = {
             "image": str(source.path.resolve()), "bytes": stat.st_size, "modified_ns": stat.st_mtime_ns,
             "size": list(self.size), "model": fingerprint, "label_ids": label_ids is not None,
-            "probabilities": probabilities, "dtype": np.dtype(self.dtype).name,
+            "probabilities": probabilities, "dtype": np.dtype(self.dtype).name, "rows": list(self.rows),
         }  # fmt: skip
-        #: the first row not written yet (0, or where a stopped run left off)
+        #: the first of this process's rows not written yet (where a stopped run left off)
         self.rows_done = self._resumed()
-        if self.rows_done == 0:
+        if self.rows_done == self.rows[0]:
             for path, dtype, bands in self._raw.values():
                 path.parent.mkdir(parents=True, exist_ok=True)
-                with path.open("wb") as file:
-                    file.truncate(bands * height * width * np.dtype(dtype).itemsize)  # sparse until written
+                size = bands * height * width * np.dtype(dtype).itemsize
+                # never truncated when there: other processes may be writing their rows into it
+                with path.open("ab") as file:
+                    if file.tell() != size:
+                        file.truncate(size)  # sparse until written
             self._record()
 
     def _resumed(self) -> int:
-        """Rows a stopped run wrote for the same image, model and settings (0: none, or another's)."""
+        """Where a stopped run of the same image, model, settings and share stopped (the share's start: none)."""
         try:
             saved = json.loads(self.state.read_text())
         except (OSError, ValueError):
-            return 0
+            return self.rows[0]
         complete = all(
             path.is_file() and path.stat().st_size == bands * self.size[0] * self.size[1] * np.dtype(dtype).itemsize
             for path, dtype, bands in self._raw.values()
         )
         if saved.get("key") != self._key or not complete:
-            return 0
-        return int(saved.get("rows_done", 0))
+            return self.rows[0]
+        return int(saved.get("rows_done", self.rows[0]))
 
     def _record(self) -> None:
         partial = self.state.with_name(self.state.name + ".partial")
@@ -163,10 +175,11 @@ class RasterOutput:
         self.discard()
 
     def discard(self) -> None:
-        """Remove the raw bands and the record of the rows written."""
+        """Remove the raw bands and every process's record of the rows written."""
         for path, _, _ in self._raw.values():
             path.unlink(missing_ok=True)
-        self.state.unlink(missing_ok=True)
+        for state in [self.state.parent / f"{self._stem}.json", *self.state.parent.glob(f"{self._stem}.rank*of*.json")]:
+            state.unlink(missing_ok=True)
 
     def _tiff(
         self,
@@ -212,6 +225,38 @@ class RasterOutput:
         except OSError as err:
             target.unlink(missing_ok=True)
             raise LightsegError(f"cannot write {target}: {err} (is the disk full?)") from None
+
+    def polygons(self, target: Path) -> int:
+        """Write one GeoJSON feature per connected region of a class (its ``class`` name and ``label``); their number.
+
+        GDAL polygonizes the labels TIFF a few rows at a time (memory set by the regions open
+        across a row, not the image); coordinates are in the image's coordinate system (map
+        units; pixels where it has none), nodata left out.
+        """
+        rasterio = rasterio_module()
+        from rasterio.features import shapes
+
+        target.parent.mkdir(parents=True, exist_ok=True)
+        count = 0
+        with rasterio.open(self.labels_path) as labels, target.open("w") as out:
+            out.write('{"type": "FeatureCollection", ')
+            epsg = labels.crs.to_epsg() if labels.crs else None
+            if epsg is not None:  # GeoJSON 2008's member, which GDAL and QGIS read for projected data
+                out.write(f'"crs": {{"type": "name", "properties": {{"name": "urn:ogc:def:crs:EPSG::{epsg}"}}}}, ')
+            out.write('"features": [\n')
+            names = self.class_names
+            inverse = {int(v): k for k, v in enumerate(self.label_ids)} if self.label_ids is not None else None
+            for geometry, value in shapes(rasterio.band(labels, 1), connectivity=4, transform=labels.transform):
+                label = int(value)
+                if label == self.nodata:
+                    continue
+                index = inverse.get(label, -1) if inverse is not None else label
+                name = names[index] if 0 <= index < len(names) else str(label)
+                feature = {"type": "Feature", "properties": {"class": name, "label": label}, "geometry": geometry}
+                out.write((",\n" if count else "") + json.dumps(feature))
+                count += 1
+            out.write("\n]}\n")
+        return count
 
     def overview(self, longest: int) -> tuple[np.ndarray, np.ndarray]:
         """The image and its labels scaled down to ``longest`` pixels (nearest), for the overlay."""

@@ -34,6 +34,7 @@ from lightseg.datamodules.detection import DetectionDataModule
 from lightseg.datamodules.files import BinaryMaskError, SegmentationFiles
 from lightseg.datamodules.folder import SegmentationFolderDataModule
 from lightseg.datamodules.io import TURNED, check_depth, exif_orientation, orientation_hint, progress, read_image_uint8
+from lightseg.datamodules.raster_windows import RasterPair, RasterWindowsDataModule, raster_pairs
 from lightseg.datamodules.streaming import StreamingDetectionDataModule, StreamingSegmentationDataModule
 from lightseg.errors import LightsegError, MaskLabelError
 from lightseg.visualize import to_uint8_image
@@ -148,7 +149,9 @@ class _Checker:
                 f"lightseg data check reads a data set's files, and {type(self.datamodule).__name__} reads a pack "
                 "(checked sample by sample as it was written): check the data module it was packed from"
             )
-        if isinstance(self.datamodule, SplitDataModule):
+        if isinstance(self.datamodule, RasterWindowsDataModule):
+            self.check_rasters(self.datamodule)
+        elif isinstance(self.datamodule, SplitDataModule):
             on_missing = self.datamodule.on_missing
             self.datamodule.on_missing = "skip"  # list what is missing instead of stopping at it
             try:
@@ -197,6 +200,42 @@ class _Checker:
             except LightsegError:
                 pass  # a mask that cannot be read: reported with its file below
             self.check_semantic_split(dataset, split)
+
+    def check_rasters(self, datamodule: RasterWindowsDataModule) -> None:
+        """Every raster pair's headers (size, grid), every mask's labels (a strip at a time), a window of each drawn."""
+        num_classes, ignore_index = datamodule.num_classes, datamodule.ignore_index
+        for split in datamodule.split_names():
+            try:
+                pairs = self._limited(raster_pairs(datamodule.root, split))
+            except LightsegError as err:
+                self.report.findings.append(Finding("split", split, "", str(err)))
+                continue
+            stats = SplitStats(split, num_classes)
+            self.report.splits[split] = stats
+            readable = []
+            for image, mask in progress(pairs, f"checking {split}", len(pairs)):
+                try:
+                    pair = RasterPair(image, mask)
+                    counts, ignored, wrong = pair.label_counts(num_classes, ignore_index)
+                except LightsegError as err:
+                    text = str(err)
+                    kind = "unreadable_image" if text.startswith(("image", "cannot read image")) else "unreadable_mask"
+                    if "but its mask" in text or "same grid" in text:
+                        kind = "size_mismatch"
+                    self.report.findings.append(Finding(kind, split, str(mask if "mask" in kind else image), text))
+                    continue
+                stats.samples += 1
+                stats.sizes.append(pair.size)
+                stats.mask_kinds["GeoTIFF / TIFF raster"] += 1
+                stats.class_pixels += counts
+                stats.class_images += counts > 0
+                stats.ignore_pixels += ignored
+                if wrong:
+                    detail = f"values {wrong[:8]} are no class (0..{num_classes - 1}, {ignore_index} ignore)"
+                    self.report.findings.append(Finding("bad_labels", split, str(mask), detail))
+                readable.append(pair)
+            self.report.pictures[split] = [_raster_picture(pair, datamodule.window_size, ignore_index)
+                                           for pair in readable[: self.pictures]]  # fmt: skip
 
     def check_semantic_split(self, dataset: SegmentationFiles, split: str) -> None:
         stats = SplitStats(split, dataset.num_classes)
@@ -376,6 +415,14 @@ def _spread(items: Sequence[Any], count: int) -> list[Any]:
     if len(items) <= count:
         return list(items)
     return [items[round(k * (len(items) - 1) / max(count - 1, 1))] for k in range(count)]
+
+
+def _raster_picture(pair: RasterPair, window: int, ignore_index: int) -> tuple[np.ndarray, np.ndarray]:
+    """A window at the raster's centre: its pixels and labels as training reads them."""
+    height, width = (min(window, side) for side in pair.size)
+    y, x = (pair.size[0] - height) // 2, (pair.size[1] - width) // 2
+    image, labels = pair.read(y, x, height, width, ignore_index)
+    return to_uint8_image(image), labels
 
 
 def unreadable_data(name: str, problem: LightsegError) -> DataReport:

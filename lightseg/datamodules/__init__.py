@@ -1,4 +1,4 @@
-"""Data modules: your own folders, VOC, SBD, VOC-aug, Cityscapes, ADE20K, COCO (all four kinds), packed sets."""
+"""Data modules: your folders, VOC, SBD, VOC-aug, Cityscapes, ADE20K, COCO (all four kinds), packed sets, rasters."""
 
 from lightseg.datamodules.ade20k import ADE20K_CLASSES, ADE20KDataModule
 from lightseg.datamodules.base import (
@@ -17,6 +17,7 @@ from lightseg.datamodules.coco_semantic import COCOSemanticDataModule, COCOSeman
 from lightseg.datamodules.detection import DetectionDataModule
 from lightseg.datamodules.files import Sample, SegmentationFiles
 from lightseg.datamodules.folder import SegmentationFolderDataModule
+from lightseg.datamodules.raster_windows import RasterWindows, RasterWindowsDataModule
 from lightseg.datamodules.sbd import SBDDataModule, SBDSegmentationDataset, VOCAugDataModule
 from lightseg.datamodules.shapes import ShapesDataModule, generate_scene, write_voc
 from lightseg.datamodules.shapes_coco import ShapesInstanceDataModule, ShapesKeypointDataModule, write_coco
@@ -45,6 +46,8 @@ __all__ = [
     "DetectionDataModule",
     "ImageFolderDataset",
     "PanopticDataModule",
+    "RasterWindows",
+    "RasterWindowsDataModule",
     "SBDDataModule",
     "SBDSegmentationDataset",
     "Sample",

@@ -81,7 +81,7 @@ def _pad(tensor: torch.Tensor, height: int, width: int, value: float) -> torch.T
 
 
 class ImageFolderDataset(Dataset[PredictItem]):
-    """Every image under ``root`` (recursively, sorted), for ``lightseg predict``.
+    """Every image under ``root`` (recursively, sorted), or the image ``root`` is, for ``lightseg predict``.
 
     Items carry the image's path relative to ``root`` and its ``(H, W)`` so that writers can
     crop the padding away and mirror the folder structure. With ``tile_above``, a TIFF with
@@ -93,14 +93,27 @@ class ImageFolderDataset(Dataset[PredictItem]):
     def __init__(self, root: str | Path, tile_above: int | None = None) -> None:
         self.root = Path(root)
         self.tile_above = tile_above
+        if self.root.is_file() and self.root.suffix.lower() in IMAGE_EXTENSIONS:  # one image: a scene, a slide
+            self.paths = [self.root]
+            self.root = self.root.parent
+            return
         if not self.root.is_dir():
-            raise LightsegError(f"predict_dir {self.root} is not a folder; pass a folder of images")
+            raise LightsegError(
+                f"predict_dir {self.root} is neither a folder nor an image ({', '.join(IMAGE_EXTENSIONS)}); pass a "
+                "folder of images or one image"
+            )
         self.paths = sorted(p for p in self.root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
         if not self.paths:
             raise LightsegError(f"predict_dir {self.root} holds no image ({', '.join(IMAGE_EXTENSIONS)})")
 
     def __len__(self) -> int:
         return len(self.paths)
+
+    def every_process(self) -> list[int]:
+        """The large images: under DDP every process reads them and predicts its share of their rows."""
+        if self.tile_above is None:
+            return []
+        return [i for i, path in enumerate(self.paths) if probe(path, self.tile_above) is not None]
 
     def __getitem__(self, index: int) -> PredictItem:
         path = self.paths[index]
@@ -138,7 +151,7 @@ class BaseDataModule(LightningDataModule):
         num_workers: data loader worker processes; ``auto``: the CPU cores this process may use, at most 8.
         pin_memory: pin batches in page-locked memory (faster host-to-GPU copies); ``auto``: where a GPU is.
         persistent_workers: keep workers alive between epochs.
-        predict_dir: folder of images for ``lightseg predict``.
+        predict_dir: folder of images (or one image) for ``lightseg predict``.
         predict_batch_size: images per batch in ``lightseg predict``. 1 by default: a folder's
             images come in any size, and one at a time is what a CPU runs fastest, in the least
             memory; raise it on a GPU, for images of one size.
@@ -255,7 +268,8 @@ class BaseDataModule(LightningDataModule):
             "collate_fn": collate or self.collate,
         }
         if not shuffle:
-            return DataLoader(dataset, sampler=evaluation_sampler(dataset), **options)
+            shared = dataset.every_process if isinstance(dataset, ImageFolderDataset) else None
+            return DataLoader(dataset, sampler=evaluation_sampler(dataset, shared), **options)
         seed = run_seed()
         order = TrainingOrder(dataset, seed, batch_size, lambda: batches_done_in_epoch(self.trainer))
         return ResumableLoader(
@@ -296,7 +310,7 @@ class SemanticDataModule(BaseDataModule):
         num_workers: data loader worker processes; ``auto``: the CPU cores this process may use, at most 8.
         pin_memory: pin batches in page-locked memory (faster host-to-GPU copies); ``auto``: where a GPU is.
         persistent_workers: keep workers alive between epochs.
-        predict_dir: folder of images for ``lightseg predict``.
+        predict_dir: folder of images (or one image) for ``lightseg predict``.
         ignore_index: mask value that never counts (void, padding).
         predict_batch_size: images per batch in ``lightseg predict`` (1: one at a time; raise it on a GPU).
         predict_tile_above: ``lightseg predict`` reads a TIFF / GeoTIFF image with a side longer
@@ -372,7 +386,7 @@ class SplitDataModule(SemanticDataModule):
         num_workers: data loader worker processes; ``auto``: the CPU cores this process may use, at most 8.
         pin_memory: pin batches in page-locked memory (faster host-to-GPU copies); ``auto``: where a GPU is.
         persistent_workers: keep workers alive between epochs.
-        predict_dir: folder of images for ``lightseg predict``.
+        predict_dir: folder of images (or one image) for ``lightseg predict``.
         ignore_index: mask value that never counts (void, padding).
         predict_batch_size: images per batch in ``lightseg predict`` (1: one at a time; raise it on a GPU).
         predict_tile_above: ``lightseg predict`` reads a TIFF / GeoTIFF image with a side longer

@@ -119,7 +119,7 @@ class CityscapesPanopticDataModule(PanopticDataModule):
         num_workers: data loader worker processes (``auto``: the CPU cores, at most 8).
         pin_memory: pin batches in page-locked memory (``auto``: where a GPU is).
         persistent_workers: keep workers alive between epochs.
-        predict_dir: folder of images for ``lightseg predict``.
+        predict_dir: folder of images (or one image) for ``lightseg predict``.
         predict_batch_size: images per batch in ``lightseg predict`` (1: one at a time; raise it on a GPU).
     """
 

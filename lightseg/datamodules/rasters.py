@@ -117,10 +117,14 @@ class Raster:
 
     def valid_rows(self, first: int, count: int) -> np.ndarray:
         """Which pixels of rows ``first .. first+count`` hold data (``[n, W]`` bool): not nodata, not transparent."""
+        return self.valid_window(first, 0, count, self.size[1])
+
+    def valid_window(self, y: int, x: int, height: int, width: int) -> np.ndarray:
+        """Which pixels of the window hold data (``[h, w]`` bool)."""
         from rasterio.windows import Window
 
         # GDAL's dataset mask: nodata where every band holds its nodata value, or alpha / an internal mask says so
-        mask = self._dataset().dataset_mask(window=Window(0, first, self.size[1], count))
+        mask = self._dataset().dataset_mask(window=Window(x, y, width, height))
         valid: np.ndarray = mask > 0
         return valid
 

@@ -13,7 +13,7 @@ random stream (dropout) restored from the checkpoint.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -141,21 +141,36 @@ class EvaluationShardSampler(DistributedSampler[Any]):
     sampler it allows a process no sample at all (fewer images than processes): the trainer's
     evaluation loop (:class:`~lightseg.cli.adapter.EveryProcessEvaluationLoop`) still runs that
     process's epoch-end hooks, so the reductions meet. Lightning keeps a loader's own
-    ``DistributedSampler``.
+    ``DistributedSampler``. ``every_process``: samples every process reads (a large image
+    whose rows the processes share); the others are dealt out as above.
     """
 
-    def __init__(self, dataset: Dataset[Any], num_replicas: int | None = None, rank: int | None = None) -> None:
+    def __init__(
+        self,
+        dataset: Dataset[Any],
+        num_replicas: int | None = None,
+        rank: int | None = None,
+        every_process: Sequence[int] = (),
+    ) -> None:
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False)
         self.total_size = len(dataset)  # type: ignore[arg-type]
-        self.num_samples = len(range(self.rank, self.total_size, self.num_replicas))
+        shared = set(every_process)
+        dealt = [i for i in range(self.total_size) if i not in shared]
+        self.indices = sorted(shared | set(dealt[self.rank :: self.num_replicas]))
+        self.num_samples = len(self.indices)
 
     @override
     def __iter__(self) -> Iterator[int]:
-        return iter(range(self.rank, self.total_size, self.num_replicas))
+        return iter(self.indices)
 
 
-def evaluation_sampler(dataset: Dataset[Any]) -> Sampler[int] | None:
-    """:class:`EvaluationShardSampler` under DDP, ``None`` (the loader's own order) otherwise."""
+def evaluation_sampler(
+    dataset: Dataset[Any], every_process: Callable[[], Sequence[int]] | None = None
+) -> Sampler[int] | None:
+    """:class:`EvaluationShardSampler` under DDP, ``None`` (the loader's own order) otherwise.
+
+    ``every_process()``: the samples every process reads (asked only under DDP).
+    """
     if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
         return None
-    return EvaluationShardSampler(dataset)
+    return EvaluationShardSampler(dataset, every_process=every_process() if every_process else ())

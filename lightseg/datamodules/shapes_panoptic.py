@@ -147,7 +147,7 @@ class ShapesPanopticDataModule(COCOPanopticDataModule):
         num_workers: data loader worker processes.
         pin_memory: pin batches in page-locked memory.
         persistent_workers: keep workers alive between epochs.
-        predict_dir: folder of images for ``lightseg predict``.
+        predict_dir: folder of images (or one image) for ``lightseg predict``.
         predict_batch_size: images per batch in ``lightseg predict`` (1: one at a time; raise it on a GPU).
     """
 

@@ -219,7 +219,7 @@ class StreamingSegmentationDataModule(SplitDataModule):
         num_workers: data loader worker processes; ``auto``: the CPU cores this process may use, at most 8.
         pin_memory: pin batches in page-locked memory; ``auto``: where a GPU is.
         persistent_workers: keep workers alive between epochs.
-        predict_dir: folder of images for ``lightseg predict``.
+        predict_dir: folder of images (or one image) for ``lightseg predict``.
         ignore_index: the void label of the packed masks (the pack's; 255 unless packed otherwise).
         predict_batch_size: images per batch in ``lightseg predict``.
         predict_tile_above: TIFF images with a side longer than this are predicted in tiles.
@@ -307,7 +307,7 @@ class StreamingDetectionDataModule(DetectionDataModule):
         num_workers: data loader worker processes; ``auto``: the CPU cores this process may use, at most 8.
         pin_memory: pin batches in page-locked memory; ``auto``: where a GPU is.
         persistent_workers: keep workers alive between epochs.
-        predict_dir: folder of images for ``lightseg predict``.
+        predict_dir: folder of images (or one image) for ``lightseg predict``.
         predict_batch_size: images per batch in ``lightseg predict``.
     """
 

@@ -58,7 +58,7 @@ def train_transforms(
         steps.append(v2.RandomVerticalFlip())
     if photometric:
         steps.append(v2.ColorJitter(brightness=0.25, contrast=0.25, saturation=0.25, hue=0.05))
-    return v2.Compose(steps)
+    return v2.Compose(steps or [v2.Identity()])  # no augmentation: still a training pipeline
 
 
 class DetectionTransform:

@@ -92,6 +92,12 @@ class ONNXSegmentationTask(BaseTask):
 
     @override
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
+        if batch.get("rasters"):
+            source, _ = batch["rasters"][0]
+            raise LightsegError(
+                f"image {source.path} is larger than the data's predict_tile_above and would be predicted in tiles, "
+                "which an ONNX model does not do yet: predict it with the checkpoint, or raise predict_tile_above"
+            )
         if self.panoptic:
             maps = [self._panoptic(image) for image in batch["images"]]
             return {"panoptic": maps, "path": batch.get("path"), "size": batch["size"]}

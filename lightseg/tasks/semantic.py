@@ -7,6 +7,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 from collections.abc import Iterator
 from typing import Any, ClassVar, Literal, cast
 
@@ -18,7 +19,7 @@ from typing_extensions import override
 
 from lightseg.contract import PixelStatistics, TaskContext, data_description, datamodule_of
 from lightseg.errors import LightsegError, class_count_mismatch
-from lightseg.inference import InferenceSettings, migrate_flat_settings, tiled_logits
+from lightseg.inference import InferenceSettings, migrate_flat_settings, pair_of, tiled_logits
 from lightseg.losses import LossName, SegmentationLoss, median_frequency_weights
 from lightseg.metrics import EvaluationProtocol, SegmentationMetrics, format_class_table, image_scores
 from lightseg.metrics.segmentation import PER_CATEGORY_SCORES, PER_CLASS_SCORES, PROTOCOL_SCALAR_KEYS, SCALAR_KEYS
@@ -341,6 +342,16 @@ class SemanticSegmentationTask(BaseTask):
                 f"image {source.path} is predicted in tiles (it is larger than the data's predict_tile_above), which "
                 "test-time augmentation cannot be: set inference.tta_scales [1.0] and inference.tta_flip false, "
                 "or raise predict_tile_above"
+            )
+        window_height = min(pair_of(settings.window_size)[0], source.size[0])
+        band = self.hparams["num_classes"] * window_height * source.size[1] * 4 * 3  # sums, an average, a softmax
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") if hasattr(os, "sysconf") else 0
+        if memory and band > memory / 2:
+            raise LightsegError(
+                f"image {source.path} ({source.size[0]:,} x {source.size[1]:,}) needs about {band / 1e9:.1f} GB for "
+                f"a band of {self.hparams['num_classes']} class scores {window_height} rows high across its width, "
+                f"more than half of this machine's {memory / 1e9:.0f} GB: lower inference.window_size's height "
+                "(e.g. [256, 1024]) or split the image (gdal_translate -srcwin)"
             )
         trainer = self._trainer
         precision = trainer.precision_plugin.predict_step_context if trainer is not None else contextlib.nullcontext
