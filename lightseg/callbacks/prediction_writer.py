@@ -248,7 +248,8 @@ class SegmentationWriter(BasePredictionWriter):
         except Exception as err:  # the other processes wait for this one's rows: tell them, then stop
             failure = err
         if trainer.world_size > 1:
-            failed = trainer.strategy.reduce(torch.tensor(float(failure is not None), device=pl_module.device), "sum")
+            flag = torch.tensor(float(failure is not None), device=pl_module.device)
+            failed = trainer.strategy.reduce(flag, reduce_op="sum")
             if failure is None and float(failed) > 0:
                 raise LightsegError(
                     f"another process stopped while predicting {tiled.path} (its message says why); the rows "
