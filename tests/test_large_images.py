@@ -117,7 +117,7 @@ def test_a_large_geotiff_is_predicted_in_tiles_as_the_in_memory_path_predicts_it
     _predict(shapes_root, images, tmp_path / "memory", "--prediction.overlays=false")
     _predict(shapes_root, images, tmp_path / "tiles", "--data.init_args.predict_tile_above=200",
              "--prediction.probabilities=all", "--prediction.polygons=true")  # fmt: skip
-    assert "predicted 2 images: masks/ and overlays/ in" in capsys.readouterr().err
+    assert "predicted 2 images: masks/, probabilities/, polygons/ and overlays/ in" in capsys.readouterr().err
     memory = np.asarray(Image.open(tmp_path / "memory" / "masks" / "area" / "scene.png"))
     with rasterio.open(tmp_path / "tiles" / "masks" / "area" / "scene.tif") as written:
         labels = written.read(1)

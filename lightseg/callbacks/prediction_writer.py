@@ -377,7 +377,8 @@ class SegmentationWriter(BasePredictionWriter):
                 ["results.json"] if (self.output_dir / "results.json").is_file()
                 else ["panoptic.json", "panoptic/"] if (self.output_dir / "panoptic.json").is_file()
                 else [f"{FOLDERS[self.format]}/"]
-            ) + (["overlays/"] if self.overlays else [])  # fmt: skip
+            ) + [f"{extra}/" for extra in ("probabilities", "polygons") if (self.output_dir / extra).is_dir()] + (
+                ["overlays/"] if self.overlays else [])  # fmt: skip
             what = " and ".join([", ".join(written[:-1]), written[-1]] if len(written) > 1 else written)
             # the progress bar's line is still open here (its callback closes it after this one)
             lead = "\n" if isinstance(getattr(trainer, "progress_bar_callback", None), TQDMProgressBar) else ""
