@@ -143,8 +143,11 @@ class TiledPrediction:
         source: the image.
         path: its path relative to the predict folder (as ``SemanticPrediction.path``).
         num_classes: classes the model predicts.
-        logits: ``logits(rows)`` yields ``(first row, [C,n,W] averaged logits)`` bands of the
-            rows ``(start, stop)`` (all rows for ``None``), top to bottom, running the model.
+        logits: ``logits(rows, columns)`` yields ``(first row, [C,n,w] averaged logits)`` bands
+            of the rows ``(start, stop)`` and columns ``[a, b)`` (one of :attr:`stripes`), top to
+            bottom, running the model.
+        stripes: the column ranges the image is predicted in: the whole width, or narrower
+            stripes where a band of the full width would not fit in memory.
         fingerprint: a digest of the model's weights and inference settings: a writer resumes
             a stopped image only with the bands of the same fingerprint.
     """
@@ -152,15 +155,18 @@ class TiledPrediction:
     source: RasterSource
     path: str
     num_classes: int
-    logits: Callable[[tuple[int, int] | None], Iterator[tuple[int, torch.Tensor]]]
+    logits: Callable[[tuple[int, int], tuple[int, int]], Iterator[tuple[int, torch.Tensor]]]
+    stripes: list[tuple[int, int]]
     fingerprint: str = ""
 
-    def bands(self, rows: tuple[int, int] | None = None) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
-        """``(first row, labels [n,W], probabilities [C,n,W])`` per band.
+    def bands(
+        self, rows: tuple[int, int], columns: tuple[int, int]
+    ) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+        """``(first row, labels [n,w], probabilities [C,n,w])`` per band of those rows and columns.
 
         Labels are uint8 (int32 beyond 256 classes), on the CPU; probabilities on the model's device.
         """
         dtype = torch.uint8 if self.num_classes <= 256 else torch.int32
-        for first, logits in self.logits(rows):
+        for first, logits in self.logits(rows, columns):
             probs = logits.softmax(0)
             yield first, probs.max(0).indices.to(dtype).cpu(), probs

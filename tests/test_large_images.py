@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from collections.abc import Callable
@@ -14,12 +15,13 @@ import torch
 from PIL import Image
 from rasterio.transform import from_origin
 
+from lightseg import inference
 from lightseg.callbacks.raster_output import RasterOutput
 from lightseg.cli import main
 from lightseg.datamodules.io import read_image
 from lightseg.datamodules.rasters import open_raster
 from lightseg.errors import LightsegError
-from lightseg.inference import InferenceSettings, slide_logits, tiled_logits, window_weights
+from lightseg.inference import InferenceSettings, column_stripes, slide_logits, tiled_logits, window_weights
 
 from conftest import ROOT
 
@@ -90,6 +92,35 @@ def test_tiled_windows_equal_the_in_memory_sliding_window() -> None:
                         got[:, first : first + band.shape[1]] = band
                     assert torch.equal(got[:, start:stop], expected[:, start:stop]), (blend, window, rows)
                     assert torch.isnan(got[:, :start]).all() and torch.isnan(got[:, stop:]).all()
+
+
+def test_column_stripes_cover_the_width_and_give_the_sliding_windows_averages() -> None:
+    torch.manual_seed(0)
+    nn = torch.nn
+    model = nn.Sequential(nn.Conv2d(3, 5, 5, padding=2), nn.ReLU(), nn.Conv2d(5, 5, 3, padding=1))
+    image = torch.rand(1, 3, 103, 157)
+
+    def read(boxes: list[tuple[int, int]], size: tuple[int, int]) -> torch.Tensor:
+        return torch.cat([image[..., y : y + size[0], x : x + size[1]] for y, x in boxes])
+
+    settings = InferenceSettings(window_size=(32, 40), window_stride=(20, 25), window_batch_size=3, blend="gaussian")
+    with torch.no_grad():
+        expected = slide_logits(model, image, (32, 40), (20, 25), 3, "gaussian")[0]
+        for most in (1000, 60, 1):
+            stripes = column_stripes(157, settings, most)
+            assert stripes[0][0] == 0 and stripes[-1][1] == 157
+            assert all(a < b <= a + max(most, 40) for a, b in stripes)  # at most `most` columns, or one window
+            assert all(right == left for (_, right), (left, _) in itertools.pairwise(stripes))
+            got = torch.full_like(expected, float("nan"))
+            for left, right in stripes:
+                for first, band in tiled_logits(model, read, (103, 157), settings, (10, 90), 13, (left, right)):
+                    got[:, first : first + band.shape[1], left:right] = band
+            # one stripe: the same batches, the same numbers; more: batched per stripe, equal to float precision
+            if len(stripes) == 1:
+                assert torch.equal(got[:, 10:90], expected[:, 10:90])
+            else:
+                torch.testing.assert_close(got[:, 10:90], expected[:, 10:90], rtol=0, atol=1e-6)
+    assert len(column_stripes(157, settings, 60)) == 3
 
 
 def test_blend_weights_trust_the_centre_and_keep_a_one_window_border() -> None:
@@ -206,23 +237,33 @@ def test_an_image_beyond_the_readers_pixel_limit_is_one_line(tmp_path: Path, mon
         read_image(tmp_path / "huge.png")
 
 
+@pytest.mark.parametrize("stripes", [False, True], ids=["whole width", "column stripes"])
 def test_a_stopped_prediction_resumes_at_its_first_unwritten_row(
-    shapes_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    shapes_root: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    stripes: bool,
 ) -> None:
+    if stripes:  # bands of at most 100 columns of 4 classes' scores, 64 rows high: the image in 4 stripes
+        monkeypatch.setattr(inference, "BAND_BYTES", 4 * 64 * 12 * 100)
     images = tmp_path / "images"
     _write_geotiff(images / "scene.tif", _scene(), nodata=0)
     tiles = ["--data.init_args.predict_tile_above=100", "--prediction.probabilities=top", "--prediction.overlays=false"]
-    _predict(shapes_root, images, tmp_path / "whole", *tiles)
+    _predict(shapes_root, images / "scene.tif", tmp_path / "whole", *tiles)  # one image, not a folder
     capsys.readouterr()
 
     put = RasterOutput._write_rows
     calls = []
+    # whole width: two bands of labels and probabilities go, the third band's labels do not; in stripes, the
+    # first stripe's 7 bands and the second's first go
+    stop_at = 17 if stripes else 5
 
-    def full_disk(self: RasterOutput, name: str, first: int, values: np.ndarray) -> None:
+    def full_disk(self: RasterOutput, name: str, first: int, left: int, values: np.ndarray) -> None:
         calls.append(first)
-        if len(calls) == 5:  # two bands of labels and probabilities went, the third band's labels do not
+        if len(calls) == stop_at:
             raise OSError(28, "No space left on device")
-        put(self, name, first, values)
+        put(self, name, first, left, values)
 
     monkeypatch.setattr(RasterOutput, "_write_rows", full_disk)
     out = tmp_path / "out"
@@ -234,11 +275,13 @@ def test_a_stopped_prediction_resumes_at_its_first_unwritten_row(
     assert not out.exists()  # nothing half-written where the result goes
     resume = tmp_path / "out.resume"
     kept = json.loads((resume / "scene.json").read_text())
-    assert 0 < kept["rows_done"] < 230 and kept["rows_done"] == calls[4]  # the two bands written in full
+    stripe, row = kept["done"]
+    assert stripe == (1 if stripes else 0) and 0 < row < 230 and row == calls[stop_at - 1]
 
     monkeypatch.setattr(RasterOutput, "_write_rows", put)
     _predict(shapes_root, images, out, *tiles)
-    assert f"scene.tif: resuming after row {kept['rows_done']} of 230" in capsys.readouterr().err
+    where = f"row {row} of 230" + (" in column stripe 2 of 4" if stripes else "")
+    assert f"scene.tif: resuming after {where}" in capsys.readouterr().err
     for folder in ("masks", "probabilities"):
         with (
             rasterio.open(out / folder / "scene.tif") as resumed,

@@ -231,20 +231,29 @@ class SegmentationWriter(BasePredictionWriter):
             source, self._output.work / FOLDERS[self.format] / name, tiled.num_classes, names, self.palette,
             self._label_ids, self.probabilities, self._output.work / "probabilities" / name,
             state=self._resume / name.parent, fingerprint=tiled.fingerprint,
-            process=(trainer.global_rank, trainer.world_size),
+            process=(trainer.global_rank, trainer.world_size), stripes=tiled.stripes,
         )  # fmt: skip
         start, stop = output.rows
-        if output.rows_done > start:
-            kept = f"{output.rows_done:,} of {source.size[0]:,}"
-            print(f"lightseg: {tiled.path}: resuming after row {kept} (kept in {self._resume})", file=sys.stderr)
+        resumed_stripe, resumed_row = output.done
+        if output.done != (0, start):
+            where = f"row {resumed_row:,} of {source.size[0]:,}"
+            if len(tiled.stripes) > 1:
+                where += f" in column stripe {resumed_stripe + 1} of {len(tiled.stripes)}"
+            print(f"lightseg: {tiled.path}: resuming after {where} (kept in {self._resume})", file=sys.stderr)
         failure: Exception | None = None
+        total = (stop - start) * len(tiled.stripes)
         try:
-            with tqdm(total=stop - start, initial=output.rows_done - start, desc=f"{tiled.path} (rows)", unit="row",
-                      delay=1.0, leave=False, disable=None if trainer.is_global_zero else True,
-                      dynamic_ncols=True) as bar:  # fmt: skip
-                for first, labels, probs in tiled.bands((output.rows_done, stop)):
-                    output.write(first, labels, probs)
-                    bar.update(labels.shape[0])
+            with tqdm(total=total, initial=resumed_stripe * (stop - start) + resumed_row - start,
+                      desc=f"{tiled.path} (rows)", unit="row", delay=1.0, leave=False,
+                      disable=None if trainer.is_global_zero else True, dynamic_ncols=True) as bar:  # fmt: skip
+                for stripe, columns in enumerate(tiled.stripes):
+                    if stripe < resumed_stripe:
+                        continue
+                    first_row = resumed_row if stripe == resumed_stripe else start
+                    for first, labels, probs in tiled.bands((first_row, stop), columns):
+                        output.write(stripe, first, labels, probs)
+                        bar.update(labels.shape[0])
+                    output.stripe_done(stripe)
         except Exception as err:  # the other processes wait for this one's rows: tell them, then stop
             failure = err
         if trainer.world_size > 1:

@@ -47,6 +47,8 @@ class RasterOutput:
         process: ``(rank, processes)``: under DDP each process writes its share of the rows
             (:attr:`rows`) into the same raw files, and process 0 writes the TIFFs once all
             have (:meth:`finish`): the files one process would write.
+        stripes: the column ranges the image is predicted in (the whole width by default);
+            each process writes its rows of every stripe, stripe after stripe.
     """
 
     def __init__(
@@ -62,6 +64,7 @@ class RasterOutput:
         state: Path | None = None,
         fingerprint: str = "",
         process: tuple[int, int] = (0, 1),
+        stripes: Sequence[tuple[int, int]] | None = None,
     ) -> None:
         self.source = source
         self.labels_path = labels_path
@@ -80,6 +83,7 @@ class RasterOutput:
         rank, processes = process
         #: this process's rows ``(start, stop)``: all of them, or its share under DDP
         self.rows = (height * rank // processes, height * (rank + 1) // processes)
+        self.stripes = list(stripes) if stripes is not None else [(0, width)]
         part = "" if processes == 1 else f".rank{rank}of{processes}"
         self.state = state / f"{labels_path.stem}{part}.json"
         self._stem = labels_path.stem
@@ -93,10 +97,11 @@ class RasterOutput:
             "image": str(source.path.resolve()), "bytes": stat.st_size, "modified_ns": stat.st_mtime_ns,
             "size": list(self.size), "model": fingerprint, "label_ids": label_ids is not None,
             "probabilities": probabilities, "dtype": np.dtype(self.dtype).name, "rows": list(self.rows),
+            "stripes": [list(stripe) for stripe in self.stripes],
         }  # fmt: skip
-        #: the first of this process's rows not written yet (where a stopped run left off)
-        self.rows_done = self._resumed()
-        if self.rows_done == self.rows[0]:
+        #: the stripe being written and its first row not written yet (where a stopped run left off)
+        self.done = self._resumed()
+        if self.done == (0, self.rows[0]):
             for path, dtype, bands in self._raw.values():
                 path.parent.mkdir(parents=True, exist_ok=True)
                 size = bands * height * width * np.dtype(dtype).itemsize
@@ -106,58 +111,74 @@ class RasterOutput:
                         file.truncate(size)  # sparse until written
             self._record()
 
-    def _resumed(self) -> int:
-        """Where a stopped run of the same image, model, settings and share stopped (the share's start: none)."""
+    def _resumed(self) -> tuple[int, int]:
+        """``(stripe, row)`` where a stopped run of the same image, model, settings and share stopped.
+
+        The first stripe and the share's first row where there is none.
+        """
         try:
             saved = json.loads(self.state.read_text())
         except (OSError, ValueError):
-            return self.rows[0]
+            return (0, self.rows[0])
         complete = all(
             path.is_file() and path.stat().st_size == bands * self.size[0] * self.size[1] * np.dtype(dtype).itemsize
             for path, dtype, bands in self._raw.values()
         )
         if saved.get("key") != self._key or not complete:
-            return self.rows[0]
-        return int(saved.get("rows_done", self.rows[0]))
+            return (0, self.rows[0])
+        stripe, row = saved.get("done", (0, self.rows[0]))
+        return (int(stripe), int(row))
 
     def _record(self) -> None:
         partial = self.state.with_name(self.state.name + ".partial")
-        partial.write_text(json.dumps({"key": self._key, "rows_done": self.rows_done}))
+        partial.write_text(json.dumps({"key": self._key, "done": list(self.done)}))
         partial.replace(self.state)
 
-    def write(self, first: int, labels: torch.Tensor, probs: torch.Tensor) -> None:
-        """Rows ``first .. first+n``: labels ``[n,W]`` and probabilities ``[C,n,W]``."""
+    def write(self, stripe: int, first: int, labels: torch.Tensor, probs: torch.Tensor) -> None:
+        """Rows ``first .. first+n`` of stripe ``stripe``: labels ``[n,w]`` and probabilities ``[C,n,w]``."""
+        left, right = self.stripes[stripe]
         values = labels.numpy().astype(self.dtype, copy=False)
         if self.label_ids is not None:
             values = self.label_ids[values].astype(self.dtype, copy=False)
-        valid = self.source.valid_rows(first, values.shape[0])
+        valid = self.source.valid_window(first, left, values.shape[0], right - left)
         if not valid.all():
             values = np.where(valid, values, self.dtype(self.nodata))
-        self._put("labels", first, values[None])
+        self._put("labels", first, left, values[None])
         if self.probabilities != "none":
             kept = probs.max(0, keepdim=True).values if self.probabilities == "top" else probs
-            self._put("probabilities", first, (kept * 255).round_().to(torch.uint8).cpu().numpy())
-        self.rows_done = first + values.shape[0]
+            self._put("probabilities", first, left, (kept * 255).round_().to(torch.uint8).cpu().numpy())
+        self.done = (stripe, first + values.shape[0])
         self._record()  # after the rows: a stop in between rewrites them, never skips them
 
-    def _put(self, name: str, first: int, values: np.ndarray) -> None:
+    def stripe_done(self, stripe: int) -> None:
+        """Record that this process wrote all its rows of ``stripe``."""
+        self.done = (stripe + 1, self.rows[0])
+        self._record()
+
+    def _put(self, name: str, first: int, left: int, values: np.ndarray) -> None:
         path = self._raw[name][0]
         try:
-            self._write_rows(name, first, values)
+            self._write_rows(name, first, left, values)
         except OSError as err:
             raise LightsegError(
                 f"cannot write the prediction of {self.source.path} to {path}: {err} (is the disk full?); the "
-                f"{self.rows_done} rows written are kept: the same command goes on from there"
+                "rows written are kept: the same command goes on from there"
             ) from None
 
-    def _write_rows(self, name: str, first: int, values: np.ndarray) -> None:
+    def _write_rows(self, name: str, first: int, left: int, values: np.ndarray) -> None:
         path, dtype, bands = self._raw[name]
         height, width = self.size
-        band_bytes = height * width * np.dtype(dtype).itemsize
+        itemsize = np.dtype(dtype).itemsize
+        rows, columns = values.shape[-2:]
         with path.open("r+b") as file:
             for band in range(bands):
-                file.seek(band * band_bytes + first * width * np.dtype(dtype).itemsize)
-                file.write(np.ascontiguousarray(values[band]).tobytes())
+                if columns == width:  # whole rows: one write
+                    file.seek((band * height + first) * width * itemsize)
+                    file.write(np.ascontiguousarray(values[band]).tobytes())
+                    continue
+                for row in range(rows):
+                    file.seek(((band * height + first + row) * width + left) * itemsize)
+                    file.write(np.ascontiguousarray(values[band, row]).tobytes())
 
     def finish(self) -> None:
         """Write the TIFFs from the raw bands (a strip of tiles at a time) and remove the raw files."""

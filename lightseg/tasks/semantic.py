@@ -7,7 +7,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import os
 from collections.abc import Iterator
 from typing import Any, ClassVar, Literal, cast
 
@@ -19,7 +18,14 @@ from typing_extensions import override
 
 from lightseg.contract import PixelStatistics, TaskContext, data_description, datamodule_of
 from lightseg.errors import LightsegError, class_count_mismatch
-from lightseg.inference import InferenceSettings, migrate_flat_settings, pair_of, tiled_logits
+from lightseg.inference import (
+    InferenceSettings,
+    band_columns,
+    column_stripes,
+    migrate_flat_settings,
+    pair_of,
+    tiled_logits,
+)
 from lightseg.losses import LossName, SegmentationLoss, median_frequency_weights
 from lightseg.metrics import EvaluationProtocol, SegmentationMetrics, format_class_table, image_scores
 from lightseg.metrics.segmentation import PER_CATEGORY_SCORES, PER_CLASS_SCORES, PROTOCOL_SCALAR_KEYS, SCALAR_KEYS
@@ -344,15 +350,7 @@ class SemanticSegmentationTask(BaseTask):
                 "or raise predict_tile_above"
             )
         window_height = min(pair_of(settings.window_size)[0], source.size[0])
-        band = self.hparams["num_classes"] * window_height * source.size[1] * 4 * 3  # sums, an average, a softmax
-        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") if hasattr(os, "sysconf") else 0
-        if memory and band > memory / 2:
-            raise LightsegError(
-                f"image {source.path} ({source.size[0]:,} x {source.size[1]:,}) needs about {band / 1e9:.1f} GB for "
-                f"a band of {self.hparams['num_classes']} class scores {window_height} rows high across its width, "
-                f"more than half of this machine's {memory / 1e9:.0f} GB: lower inference.window_size's height "
-                "(e.g. [256, 1024]) or split the image (gdal_translate -srcwin)"
-            )
+        stripes = column_stripes(source.size[1], settings, band_columns(self.hparams["num_classes"], window_height))
         trainer = self._trainer
         precision = trainer.precision_plugin.predict_step_context if trainer is not None else contextlib.nullcontext
 
@@ -360,15 +358,15 @@ class SemanticSegmentationTask(BaseTask):
             with torch.inference_mode(), precision():
                 return cast(torch.Tensor, self(windows.to(self.device))["out"])
 
-        def logits(rows: tuple[int, int] | None) -> Iterator[tuple[int, torch.Tensor]]:
+        def logits(rows: tuple[int, int], columns: tuple[int, int]) -> Iterator[tuple[int, torch.Tensor]]:
             with torch.inference_mode():
-                yield from tiled_logits(forward, source.read_windows, source.size, settings, rows)
+                yield from tiled_logits(forward, source.read_windows, source.size, settings, rows, columns=columns)
 
         digest = hashlib.sha256(json.dumps(settings.as_dict(), sort_keys=True).encode())
         for name, value in self.state_dict().items():
             digest.update(name.encode())
             digest.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-        return TiledPrediction(source, path, self.hparams["num_classes"], logits, digest.hexdigest())
+        return TiledPrediction(source, path, self.hparams["num_classes"], logits, stripes, digest.hexdigest())
 
     @override
     def on_predict_batch_end(self, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
