@@ -408,7 +408,7 @@ def test_raster_pairs_that_do_not_agree_are_one_line(
 
 def test_data_check_reads_raster_pairs_headers_labels_and_a_window(tmp_path: Path) -> None:
     from lightseg.data_check import check_data
-    from lightseg.data_check.report import samples_picture
+    from lightseg.data_check.report import format_report, samples_picture
     from lightseg.datamodules import RasterWindowsDataModule
 
     labels = _labels(230, 310)
@@ -430,3 +430,10 @@ def test_data_check_reads_raster_pairs_headers_labels_and_a_window(tmp_path: Pat
     assert any("values [7]" in f.detail for f in report.findings)
     assert [image.shape for image, _ in report.pictures["train"]] == [(64, 64, 3), (64, 64, 3)]
     assert samples_picture(report).size[0] > 128
+    # the channels' statistics in [0, 1], from a sample of every 16th pixel: close to the whole rasters'
+    pixels = _raster_pair(tmp_path / "again", "train", "a", labels).reshape(3, -1) / 255  # c's pixels are a's
+    statistics = report.to_json()["splits"]["train"]["bands"]
+    np.testing.assert_allclose(statistics["mean"], pixels.mean(1), atol=0.02)
+    np.testing.assert_allclose(statistics["std"], pixels.std(1), atol=0.02)
+    assert statistics["mean"][0] != statistics["mean"][1]  # per channel
+    assert "channels as the model reads them" in format_report(report)

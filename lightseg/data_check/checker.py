@@ -230,6 +230,8 @@ class _Checker:
                 stats.class_pixels += counts
                 stats.class_images += counts > 0
                 stats.ignore_pixels += ignored
+                moments = pair.channel_moments()
+                stats.band_moments = moments if stats.band_moments is None else stats.band_moments + moments
                 if wrong:
                     detail = f"values {wrong[:8]} are no class (0..{num_classes - 1}, {ignore_index} ignore)"
                     self.report.findings.append(Finding("bad_labels", split, str(mask), detail))

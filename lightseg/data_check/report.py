@@ -59,6 +59,8 @@ class SplitStats:
     class_images: np.ndarray = field(init=False)
     ignore_pixels: int = 0
     exif_oriented: int = 0  # images whose EXIF orientation turns them when read
+    #: per channel as the model reads it (in [0, 1]): pixel count, sum, sum of squares (large rasters, sampled)
+    band_moments: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.class_pixels = np.zeros(self.num_classes, dtype=np.int64)
@@ -89,7 +91,16 @@ class SplitStats:
             "ignore_pixels": self.ignore_pixels,
             "classes": classes,
             "absent_classes": [n for k, n in enumerate(class_names) if k > 0 and self.class_images[k] == 0],
+            **({"bands": self.band_statistics()} if self.band_moments is not None else {}),
         }
+
+    def band_statistics(self) -> dict[str, list[float]]:
+        """Mean and standard deviation of each channel as the model reads it (the normalisation's numbers)."""
+        assert self.band_moments is not None
+        count, total, squares = self.band_moments
+        mean = total / np.maximum(count, 1)
+        std = np.sqrt(np.maximum(squares / np.maximum(count, 1) - mean**2, 0))
+        return {"mean": [round(float(v), 4) for v in mean], "std": [round(float(v), 4) for v in std]}
 
 
 @dataclass
@@ -165,6 +176,11 @@ def format_report(report: DataReport) -> str:
     if turned:
         lines += ["", f"images with an EXIF orientation ({', '.join(turned)}): read turned as viewers and labelling "
                       "tools show them; their masks must match them as shown"]  # fmt: skip
+    bands = [f"{name}: mean {split['bands']['mean']}, std {split['bands']['std']}"
+             for name, split in summary["splits"].items() if "bands" in split]  # fmt: skip
+    if bands:
+        lines += ["", "channels as the model reads them (in [0, 1], nodata left out; every 16th pixel of each raster):",
+                  *bands]  # fmt: skip
     for severity in ("error", "warning"):
         found = [f for f in report.findings if f.severity == severity]
         if not found:

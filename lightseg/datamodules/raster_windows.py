@@ -13,7 +13,7 @@ from torch.utils.data import Dataset
 
 from lightseg.datamodules.base import SplitDataModule
 from lightseg.datamodules.files import semantic_item
-from lightseg.datamodules.rasters import TILED_SUFFIXES, open_raster, rasterio_module
+from lightseg.datamodules.rasters import SCALES, TILED_SUFFIXES, open_raster, rasterio_module
 from lightseg.errors import LightsegError, option
 from lightseg.types import SemanticItem
 
@@ -124,6 +124,21 @@ class RasterPair:
             wrong |= set(np.unique(values[(values < 0) | (values >= num_classes)]).tolist())
             counts += np.bincount(values[(values >= 0) & (values < num_classes)], minlength=num_classes)
         return counts, ignored, sorted(wrong)
+
+    def channel_moments(self, step: int = CLASS_SAMPLING_STEP) -> np.ndarray:
+        """``[3, 3]``: valid pixels sampled every ``step``, per channel as the model reads it: count, sum, squares."""
+        from rasterio.enums import Resampling
+
+        shape = (max(1, self.size[0] // step), max(1, self.size[1] // step))
+        with rasterio_module().open(self.image.path) as dataset:
+            pixels = dataset.read(list(self.image.bands), out_shape=(len(self.image.bands), *shape),
+                                  resampling=Resampling.nearest).astype(np.float64)  # fmt: skip
+            valid = dataset.dataset_mask(out_shape=shape, resampling=Resampling.nearest) > 0
+        values = pixels / SCALES[self.image.dtype]
+        if len(self.image.bands) == 1:
+            values = np.repeat(values, 3, axis=0)
+        kept = values[:, valid]
+        return np.stack([np.full(3, kept.shape[1], dtype=np.float64), kept.sum(1), (kept**2).sum(1)])
 
     def class_points(self, num_classes: int, ignore_index: int) -> list[np.ndarray]:
         """Per class, the ``[n, 2]`` pixel positions (every :data:`CLASS_SAMPLING_STEP` pixels) where it lies."""
