@@ -70,7 +70,8 @@ def _predict(shapes_root: Path, images: Path, out: Path, *extra: str) -> None:
           f"--prediction.output_dir={out}", *WINDOWS, *extra])  # fmt: skip
 
 
-def test_tiled_windows_equal_the_in_memory_sliding_window() -> None:
+def _model_and_reader() -> tuple[torch.nn.Module, torch.Tensor, Callable[..., torch.Tensor]]:
+    """A small convolutional model (context of 3 pixels), a 103 x 157 image and its window reader."""
     torch.manual_seed(0)
     nn = torch.nn
     model = nn.Sequential(nn.Conv2d(3, 5, 5, padding=2), nn.ReLU(), nn.Conv2d(5, 5, 3, padding=1))
@@ -79,6 +80,11 @@ def test_tiled_windows_equal_the_in_memory_sliding_window() -> None:
     def read(boxes: list[tuple[int, int]], size: tuple[int, int]) -> torch.Tensor:
         return torch.cat([image[..., y : y + size[0], x : x + size[1]] for y, x in boxes])
 
+    return model, image, read
+
+
+def test_tiled_windows_equal_the_in_memory_sliding_window() -> None:
+    model, image, read = _model_and_reader()
     for blend in ("mean", "gaussian", "linear"):
         for window, stride, batch in (((32, 40), (20, 25), 3), (200, 50, 2), ((17, 300), (9, 100), 5)):
             settings = InferenceSettings(window_size=window, window_stride=stride, window_batch_size=batch, blend=blend)
@@ -95,14 +101,7 @@ def test_tiled_windows_equal_the_in_memory_sliding_window() -> None:
 
 
 def test_column_stripes_cover_the_width_and_give_the_sliding_windows_averages() -> None:
-    torch.manual_seed(0)
-    nn = torch.nn
-    model = nn.Sequential(nn.Conv2d(3, 5, 5, padding=2), nn.ReLU(), nn.Conv2d(5, 5, 3, padding=1))
-    image = torch.rand(1, 3, 103, 157)
-
-    def read(boxes: list[tuple[int, int]], size: tuple[int, int]) -> torch.Tensor:
-        return torch.cat([image[..., y : y + size[0], x : x + size[1]] for y, x in boxes])
-
+    model, image, read = _model_and_reader()
     settings = InferenceSettings(window_size=(32, 40), window_stride=(20, 25), window_batch_size=3, blend="gaussian")
     with torch.no_grad():
         expected = slide_logits(model, image, (32, 40), (20, 25), 3, "gaussian")[0]
