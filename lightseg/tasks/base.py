@@ -3,26 +3,22 @@
 from __future__ import annotations
 
 import functools
-import io
 import os
-import random
 import shutil
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any, ClassVar, Literal, cast
+from typing import Any, ClassVar, Literal
 
-import numpy as np
 import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 from typing_extensions import override
 
-from lightseg.checkpoints import load_checkpoint
 from lightseg.contract import TaskContext, data_description, datamodule_of
 from lightseg.errors import LightsegError
 from lightseg.models.lora import LoRASettings, add_lora
+from lightseg.tasks.checkpoint_state import capture_rng, incompatibility, restore_rng, with_migrated_hparams
 from lightseg.tasks.optimisation import BACKBONE_MODULES, fit_schedule_to_run, group_parameters
 from lightseg.types import Stage
 from lightseg.weights import LoadReport, check_weights_option, load_weights_file
@@ -147,20 +143,9 @@ class BaseTask(LightningModule, ABC):
         Lightning rebuilds the task from the checkpoint's hyperparameters, so a checkpoint whose
         arguments changed form is rewritten (in memory) before it does.
         """
-        if isinstance(checkpoint_path, str | Path) and Path(checkpoint_path).is_file():
-            try:
-                checkpoint = load_checkpoint(checkpoint_path, "checkpoint")
-            except LightsegError:
-                checkpoint = {}  # Lightning's own loader says what is wrong with it
-            saved = checkpoint.get("hyper_parameters")
-            migrated = cls.migrate_hparams(dict(saved)) if saved else saved
-            if migrated != saved:
-                checkpoint["hyper_parameters"] = migrated
-                buffer = io.BytesIO()
-                torch.save(checkpoint, buffer)
-                buffer.seek(0)
-                checkpoint_path = buffer
-        return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
+        return super().load_from_checkpoint(
+            with_migrated_hparams(checkpoint_path, cls.migrate_hparams), *args, **kwargs
+        )
 
     @abstractmethod
     def build_model(self) -> nn.Module:
@@ -392,54 +377,7 @@ class BaseTask(LightningModule, ABC):
         Another task, architecture or class count would otherwise end in PyTorch's wall of
         size mismatches.
         """
-        saved: dict[str, torch.Tensor] = checkpoint["state_dict"]
-        own = self.state_dict()
-        missing = [k for k in own if k not in saved]
-        unexpected = [k for k in saved if k not in own]
-        reshaped = [k for k in own if k in saved and saved[k].shape != own[k].shape]
-        if not (missing or unexpected or reshaped):
-            return
-        theirs = checkpoint.get("hyper_parameters", {})
-        ours = self.hparams
-        keys = ("_class_path", "arch", "backbone", "num_classes")
-        differences = [
-            f"{k}={theirs.get(k)!r} there, {ours.get(k)!r} here" for k in keys if theirs.get(k) != ours.get(k)
-        ]
-        if reshaped:
-            k = reshaped[0]
-            detail = (
-                f"{len(reshaped)} weights differ in shape (e.g. {k}: {list(saved[k].shape)} vs {list(own[k].shape)})"
-            )
-        else:
-            detail = f"{len(missing)} weights missing, {len(unexpected)} unexpected (e.g. {(missing or unexpected)[0]})"
         where = f" {self.trainer.ckpt_path}" if self._trainer is not None and self.trainer.ckpt_path else ""
-        raise LightsegError(
-            f"checkpoint{where} does not fit this {type(self).__name__}: {detail}"
-            + (f"; {'; '.join(differences)}" if differences else "")
-            + ". Use a checkpoint of the same task, architecture and number of classes"
-        )
-
-
-def capture_rng() -> dict[str, Any]:
-    """The global random states (torch, CUDA, numpy, Python) in a ``weights_only``-loadable form."""
-    kind, keys, position, has_gauss, cached = cast(tuple[str, np.ndarray, int, int, float], np.random.get_state())
-    version, internal, gauss_next = random.getstate()
-    state: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "numpy": [str(kind), torch.from_numpy(keys.astype(np.int64)), int(position), int(has_gauss), float(cached)],
-        "python": [version, list(internal), gauss_next],
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def restore_rng(state: dict[str, Any]) -> None:
-    """Undo :func:`capture_rng`."""
-    torch.set_rng_state(state["torch"])
-    kind, keys, position, has_gauss, cached = state["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, cached))
-    version, internal, gauss_next = state["python"]
-    random.setstate((version, tuple(internal), gauss_next))
-    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        problem = incompatibility(checkpoint, self.state_dict(), dict(self.hparams), type(self).__name__, where)
+        if problem is not None:
+            raise LightsegError(problem)
