@@ -14,11 +14,8 @@ from PIL import Image
 from lightseg.coco_masks import id_to_rgb, semantic_map
 from lightseg.colors import class_palette
 from lightseg.data_check import check_data
-from lightseg.datamodules.coco_panoptic import (
-    COCOPanopticDataModule,
-    COCOPanopticDataset,
-    PanopticAnnotations,
-)
+from lightseg.datamodules.coco_panoptic import COCOPanopticDataModule
+from lightseg.datamodules.panoptic_files import COCOPanopticDataset, PanopticAnnotations
 from lightseg.datamodules.shapes_panoptic import ShapesPanopticDataModule, write_panoptic
 from lightseg.errors import LightsegError
 from lightseg.metrics.panoptic import pq_compute

@@ -29,11 +29,12 @@ from lightseg.contract import data_palette
 from lightseg.data_check.report import DataReport, Finding, SplitStats
 from lightseg.datamodules.base import BaseDataModule, SplitDataModule
 from lightseg.datamodules.coco_format import COCODataset
-from lightseg.datamodules.coco_panoptic import COCOPanopticDataset, PanopticDataModule
+from lightseg.datamodules.coco_panoptic import PanopticDataModule
 from lightseg.datamodules.detection import DetectionDataModule
 from lightseg.datamodules.files import BinaryMaskError, SegmentationFiles
 from lightseg.datamodules.folder import SegmentationFolderDataModule
 from lightseg.datamodules.io import TURNED, check_depth, exif_orientation, orientation_hint, progress, read_image_uint8
+from lightseg.datamodules.panoptic_files import COCOPanopticDataset
 from lightseg.datamodules.raster_windows import RasterPair, RasterWindowsDataModule, raster_pairs
 from lightseg.datamodules.streaming import StreamingDetectionDataModule, StreamingSegmentationDataModule
 from lightseg.errors import LightsegError, MaskLabelError

@@ -12,11 +12,12 @@ from lightseg.datamodules.cityscapes import CITYSCAPES_CLASSES, CityscapesDataMo
 from lightseg.datamodules.cityscapes_panoptic import CityscapesPanopticDataModule
 from lightseg.datamodules.coco import COCODataModule, COCOInstanceDataModule, COCOKeypointDataModule
 from lightseg.datamodules.coco_format import COCOAnnotations, COCODataset
-from lightseg.datamodules.coco_panoptic import COCOPanopticDataModule, COCOPanopticDataset, PanopticDataModule
+from lightseg.datamodules.coco_panoptic import COCOPanopticDataModule, PanopticDataModule
 from lightseg.datamodules.coco_semantic import COCOSemanticDataModule, COCOSemanticDataset
 from lightseg.datamodules.detection import DetectionDataModule
 from lightseg.datamodules.files import Sample, SegmentationFiles
 from lightseg.datamodules.folder import SegmentationFolderDataModule
+from lightseg.datamodules.panoptic_files import COCOPanopticDataset
 from lightseg.datamodules.raster_windows import RasterWindows, RasterWindowsDataModule
 from lightseg.datamodules.sbd import SBDDataModule, SBDSegmentationDataset, VOCAugDataModule
 from lightseg.datamodules.shapes import ShapesDataModule, generate_scene, write_voc

@@ -18,11 +18,11 @@ from torchvision.datasets import Cityscapes
 
 from lightseg.datamodules.base import Pinning, Workers
 from lightseg.datamodules.cityscapes import read_instance_ids
-from lightseg.datamodules.coco_panoptic import (
+from lightseg.datamodules.coco_panoptic import PanopticDataModule
+from lightseg.datamodules.panoptic_files import (
     COCOPanopticDataset,
     PanopticAnnotations,
     PanopticCategories,
-    PanopticDataModule,
     PanopticSegment,
 )
 from lightseg.datamodules.transforms import train_transforms

@@ -21,8 +21,9 @@ from PIL import Image
 
 from lightseg.coco_masks import id_to_rgb
 from lightseg.datamodules.base import Pinning, Workers
-from lightseg.datamodules.coco_panoptic import COCOPanopticDataModule, PanopticCategories
+from lightseg.datamodules.coco_panoptic import COCOPanopticDataModule
 from lightseg.datamodules.io import progress
+from lightseg.datamodules.panoptic_files import PanopticCategories
 from lightseg.datamodules.shapes import SHAPES_CLASSES, generate_scene, shapes_folder
 
 #: things (the shapes) then stuff (the textures), with COCO panoptic's fields
