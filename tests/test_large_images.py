@@ -436,3 +436,16 @@ def test_data_check_reads_raster_pairs_headers_labels_and_a_window(tmp_path: Pat
     np.testing.assert_allclose(statistics["std"], pixels.std(1), atol=0.02)
     assert statistics["mean"][0] != statistics["mean"][1]  # per channel
     assert "channels as the model reads them" in format_report(report)
+
+
+def test_a_float_raster_reads_in_unit_range_with_its_nodata_as_zero(tmp_path: Path) -> None:
+    values = np.random.default_rng(2).random((3, 30, 40), dtype=np.float32)
+    values[:, :5, :7] = -9999.0  # nodata, outside [0, 1]
+    _write_geotiff(tmp_path / "reflectance.tif", values, nodata=-9999.0)
+    windows = open_raster(tmp_path / "reflectance.tif").read_windows([(0, 0)], (30, 40))
+    assert (windows[0, :, :5, :7] == 0).all()
+    torch.testing.assert_close(windows[0, :, 5:, 7:], torch.from_numpy(values[:, 5:, 7:]), rtol=0, atol=0)
+    values[0, 10, 10] = 1.5  # a pixel outside [0, 1] that is not nodata: refused, naming the file
+    _write_geotiff(tmp_path / "bright.tif", values, nodata=-9999.0)
+    with pytest.raises(LightsegError, match="bright.tif holds floating-point values outside"):
+        open_raster(tmp_path / "bright.tif").read_windows([(0, 0)], (30, 40))

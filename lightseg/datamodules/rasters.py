@@ -107,6 +107,8 @@ class Raster:
                 ) from None
             values = pixels.astype(np.float32)
             values /= SCALES[self.dtype]
+            if self.dtype.startswith("float"):  # nodata in a float image is often -9999 or NaN: not a pixel value
+                values[:, ~self.valid_window(y, x, height, width)] = 0
             out[k] = values if len(self.bands) == 3 else np.repeat(values, 3, axis=0)
         if self.dtype.startswith("float") and _outside_unit(out):
             raise LightsegError(
@@ -115,12 +117,8 @@ class Raster:
             )
         return torch.from_numpy(out)
 
-    def valid_rows(self, first: int, count: int) -> np.ndarray:
-        """Which pixels of rows ``first .. first+count`` hold data (``[n, W]`` bool): not nodata, not transparent."""
-        return self.valid_window(first, 0, count, self.size[1])
-
     def valid_window(self, y: int, x: int, height: int, width: int) -> np.ndarray:
-        """Which pixels of the window hold data (``[h, w]`` bool)."""
+        """Which pixels of the window hold data (``[h, w]`` bool): not nodata, not transparent."""
         from rasterio.windows import Window
 
         # GDAL's dataset mask: nodata where every band holds its nodata value, or alpha / an internal mask says so
