@@ -145,6 +145,16 @@ class ExactSizeResize(GeneralizedRCNNTransform):
     resize samples by that size.
     """
 
+    @classmethod
+    def like(cls, transform: GeneralizedRCNNTransform) -> ExactSizeResize:
+        """A transform with ``transform``'s settings (sizes, normalisation, padding) and this resize."""
+        exact = cls(
+            transform.min_size, transform.max_size, transform.image_mean, transform.image_std,
+            size_divisible=transform.size_divisible, fixed_size=transform.fixed_size,
+            _skip_resize=getattr(transform, "_skip_resize", False),
+        )  # fmt: skip
+        return exact.train(transform.training)
+
     def resize(
         self, image: torch.Tensor, target: dict[str, torch.Tensor] | None = None
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor] | None]:
@@ -179,8 +189,8 @@ class DetectionGraph(nn.Module):
         super().__init__()
         self.model = copy.deepcopy(model)
         transform = getattr(self.model, "transform", None)
-        if type(transform) is GeneralizedRCNNTransform:
-            transform.__class__ = ExactSizeResize  # eager PyTorch's resize, also when traced or scripted
+        if type(transform) is GeneralizedRCNNTransform:  # eager PyTorch's resize, also when traced or scripted
+            cast(Any, self.model).transform = ExactSizeResize.like(transform)
         self.register_buffer("category_ids", torch.tensor(list(category_ids), dtype=torch.int64))
         self.threshold = -1.0 if mask_threshold is None else float(mask_threshold)
 
@@ -211,8 +221,8 @@ class PanopticFPNGraph(nn.Module):
         self.detector = cast(Any, model).detector
         self.semantic_head = cast(Any, model).semantic_head
         transform = getattr(self.detector, "transform", None)
-        if type(transform) is GeneralizedRCNNTransform:
-            transform.__class__ = ExactSizeResize  # eager PyTorch's resize, also when traced or scripted
+        if type(transform) is GeneralizedRCNNTransform:  # eager PyTorch's resize, also when traced or scripted
+            self.detector.transform = ExactSizeResize.like(transform)
         self.register_buffer("category_ids", torch.tensor(list(category_ids), dtype=torch.int64))
         self.threshold = float(mask_threshold)
 
