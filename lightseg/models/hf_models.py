@@ -186,8 +186,10 @@ class AnySizeEomt(EomtForUniversalSegmentation):
 
     def __init__(self, config: Any) -> None:
         super().__init__(config)
-        # the same parameters, another forward: checkpoints of transformers' EoMT load unchanged
-        self.embeddings.__class__ = AnySizeEomtEmbeddings
+        # the same parameters (as initialised), another forward: checkpoints of transformers' EoMT load unchanged
+        embeddings = AnySizeEomtEmbeddings(config)
+        embeddings.load_state_dict(self.embeddings.state_dict())
+        self.embeddings = embeddings
         self.layer_predictions: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     def forward(self, pixel_values: torch.Tensor, **kwargs: Any) -> Any:
