@@ -186,8 +186,10 @@ class AnySizeEomt(EomtForUniversalSegmentation):
 
     def __init__(self, config: Any) -> None:
         super().__init__(config)
-        # the same parameters (as initialised), another forward: checkpoints of transformers' EoMT load unchanged
-        embeddings = AnySizeEomtEmbeddings(config)
+        # the same parameters (as initialised), another forward: checkpoints of transformers' EoMT load unchanged;
+        # built on a forked random stream, so that the stream after the model is the plain EoMT's
+        with torch.random.fork_rng(devices=[]):
+            embeddings = AnySizeEomtEmbeddings(config)
         embeddings.load_state_dict(self.embeddings.state_dict())
         self.embeddings = embeddings
         self.layer_predictions: list[tuple[torch.Tensor, torch.Tensor]] = []
