@@ -38,7 +38,8 @@ class InferenceSettings:
     Args:
         mode: ``whole`` image in one pass, or ``slide``: overlapping windows, logits averaged.
         window_size: sliding-window size ``int`` or ``(H, W)``; smaller images run whole.
-        window_stride: sliding-window stride ``int`` or ``(H, W)``.
+        window_stride: sliding-window stride ``int`` or ``(H, W)``, at most the window size;
+            ``None``: two thirds of the window (341 for 512), the overlap the default has.
         window_batch_size: windows per forward pass (bounds memory).
         tta_scales: test-time scales; softmax averaged over them (``[1.0]``: none).
         tta_flip: also average over horizontally flipped inputs.
@@ -49,7 +50,7 @@ class InferenceSettings:
 
     mode: Literal["whole", "slide"] = "whole"
     window_size: int | tuple[int, int] = 512
-    window_stride: int | tuple[int, int] = 341
+    window_stride: int | tuple[int, int] | None = None
     window_batch_size: int = 4
     tta_scales: tuple[float, ...] = (1.0,)
     tta_flip: bool = False
@@ -58,10 +59,17 @@ class InferenceSettings:
     def __post_init__(self) -> None:
         if self.mode not in ("whole", "slide"):
             raise LightsegError(f"inference mode must be 'whole' or 'slide', got {self.mode!r}")
-        sizes = {"window_size": self.window_size, "window_stride": self.window_stride}
+        sizes = {"window_size": self.window_size, "window_stride": self.stride}
         for name, value in sizes.items():
             if min(pair_of(value)) < 1:
                 raise LightsegError(f"inference.{name} must be >= 1 (an int or [H, W]), got {value}")
+        window, stride = pair_of(self.window_size), pair_of(self.stride)
+        if stride[0] > window[0] or stride[1] > window[1]:
+            raise LightsegError(
+                f"inference.window_stride {self.stride} is larger than window_size {self.window_size}: the "
+                "pixels between windows would get no prediction; set window_stride to at most the window (leave it "
+                f"unset for two thirds of it: {[max(1, round(side * 2 / 3)) for side in window]})"
+            )
         if self.blend not in ("mean", "gaussian", "linear"):
             raise LightsegError(f"inference.blend must be 'mean', 'gaussian' or 'linear', got {self.blend!r}")
         if self.window_batch_size < 1:
@@ -71,7 +79,7 @@ class InferenceSettings:
         # YAML gives lists; tuples keep the value hashable and comparable with the defaults
         object.__setattr__(self, "tta_scales", tuple(float(s) for s in self.tta_scales))
         for name, value in sizes.items():
-            if not isinstance(value, int):
+            if not isinstance(value, int) and getattr(self, name) is not None:
                 object.__setattr__(self, name, pair_of(value))
 
     @classmethod
@@ -90,6 +98,14 @@ class InferenceSettings:
                 )
             return cls(**value)
         raise LightsegError(f"inference must be a mapping of settings (e.g. {{mode: slide}}), got {value!r}")
+
+    @property
+    def stride(self) -> int | tuple[int, int]:
+        """The sliding window's stride: :attr:`window_stride`, or two thirds of the window where it is unset."""
+        if self.window_stride is not None:
+            return self.window_stride
+        thirds = tuple(max(1, round(side * 2 / 3)) for side in pair_of(self.window_size))
+        return thirds[0] if isinstance(self.window_size, int) else (thirds[0], thirds[1])
 
     def as_dict(self) -> dict[str, Any]:
         """Plain values (lists for tuples), as saved in checkpoints and ``hparams.yaml``."""
@@ -116,9 +132,7 @@ class InferenceSettings:
 
         def logits(x: torch.Tensor) -> torch.Tensor:
             if self.mode == "slide":
-                return slide_logits(
-                    forward, x, self.window_size, self.window_stride, self.window_batch_size, self.blend
-                )
+                return slide_logits(forward, x, self.window_size, self.stride, self.window_batch_size, self.blend)
             return forward(x)
 
         return tta_probs(logits, image, self.tta_scales, self.tta_flip)
@@ -317,7 +331,7 @@ def column_stripes(width: int, settings: InferenceSettings, max_columns: int) ->
     memory of :func:`tiled_logits` on very wide images with many classes.
     """
     win_w = min(pair_of(settings.window_size)[1], width)
-    starts = window_starts(width, win_w, pair_of(settings.window_stride)[1])
+    starts = window_starts(width, win_w, pair_of(settings.stride)[1])
     cuts = [0]
     candidate: int | None = None
     for x in [*starts[1:], width]:
@@ -350,7 +364,7 @@ def tiled_logits(
     whatever the others.
     """
     height, width = size
-    (win_h, win_w), boxes = window_boxes(height, width, settings.window_size, settings.window_stride)
+    (win_h, win_w), boxes = window_boxes(height, width, settings.window_size, settings.stride)
     left, right = columns if columns is not None else (0, width)
     boxes = [(y, x) for y, x in boxes if x < right and x + win_w > left]
     start, stop = rows if rows is not None else (0, height)

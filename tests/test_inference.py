@@ -4,6 +4,7 @@ import pytest
 import torch
 from torch import nn
 
+from lightseg.errors import LightsegError
 from lightseg.inference import InferenceSettings, slide_logits, tta_probs, window_starts
 from lightseg.models.wrapper import SegmentationModel
 from lightseg.tasks import SemanticSegmentationTask
@@ -30,6 +31,18 @@ def test_window_starts_cover_and_align_to_the_end() -> None:
     assert window_starts(10, 4, 3) == [0, 3, 6]
     assert window_starts(11, 4, 3) == [0, 3, 6, 7]
     assert window_starts(4, 8, 3) == [0]
+
+
+def test_the_stride_follows_the_window_and_never_leaves_a_gap() -> None:
+    assert InferenceSettings().stride == 341  # two thirds of 512, as before
+    assert InferenceSettings(window_size=64).stride == 43  # not 341: windows 0 and 86 of 150 would leave a gap
+    assert InferenceSettings(window_size=[96, 48]).stride == (64, 32)  # type: ignore[arg-type]
+    assert InferenceSettings(window_size=64, window_stride=64).stride == 64
+    assert InferenceSettings.of(InferenceSettings(window_size=64).as_dict()).stride == 43  # checkpoints
+    with pytest.raises(LightsegError, match=r"window_stride 341 is larger than window_size 64: .* \[43, 43\]\)"):
+        InferenceSettings(window_size=64, window_stride=341)
+    with pytest.raises(LightsegError, match=r"window_stride \(20, 50\) is larger than window_size \(32, 40\)"):
+        InferenceSettings(window_size=(32, 40), window_stride=(20, 50))
 
 
 def test_slide_with_window_at_least_the_image_equals_whole() -> None:
