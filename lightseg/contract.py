@@ -64,6 +64,7 @@ class TaskContext:
         iou_types: the COCO evaluations a detection task runs (``bbox``, ``segm``, ``keypoints``).
         mask_threshold: the probability above which a detected mask's pixel is in the mask.
         monitor: the validation metric that picks the best checkpoint, and ``mode``, its direction.
+        in_channels: channels of the images the model takes (3: RGB; more for multispectral bands).
     """
 
     kind: TaskKind
@@ -75,6 +76,7 @@ class TaskContext:
     mask_threshold: float = 0.5
     monitor: str = "val_loss"
     mode: Literal["min", "max"] = "min"
+    in_channels: int = 3
 
 
 @runtime_checkable
@@ -95,7 +97,7 @@ class SemanticPredictor(LightsegTask, Protocol):
     """A semantic task as the dashboard runs it on its fixed validation images."""
 
     def predict_probs(self, image: torch.Tensor) -> torch.Tensor:
-        """Class probabilities ``[B,C,H,W]`` of images ``[B,3,H,W]`` in [0, 1], as the task infers them."""
+        """Class probabilities ``[B,C,H,W]`` of images ``[B,channels,H,W]`` in [0, 1], as the task infers them."""
         ...
 
 
@@ -120,6 +122,9 @@ class DataDescription:
         keypoint_names: the keypoints of keypoint data, and ``skeleton``, their connections (0-based).
         score_caveat: what the validation score does not mean for this data, if anything.
         thing_classes: the class labels that are things, in panoptic data (``None``: not panoptic data).
+        in_channels: channels of the images the data gives (3: RGB, grey read as RGB; more for the
+            bands of multispectral rasters).
+        bands: the 1-based bands of each image file read as those channels, where the data chooses them.
     """
 
     num_classes: int
@@ -133,6 +138,8 @@ class DataDescription:
     skeleton: tuple[tuple[int, int], ...] = ()
     score_caveat: str | None = None
     thing_classes: tuple[int, ...] | None = None
+    in_channels: int = 3
+    bands: tuple[int, ...] | None = None
 
 
 @runtime_checkable

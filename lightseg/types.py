@@ -35,13 +35,20 @@ class RasterSource(Protocol):
         """``(H, W)`` in pixels."""
         ...
 
+    @property
+    def channels(self) -> int:
+        """Channels of the windows read (3 for RGB and grey images; the bands chosen otherwise)."""
+        ...
+
     def read_windows(self, boxes: list[tuple[int, int]], size: tuple[int, int]) -> torch.Tensor:
-        """The windows of ``size`` ``(h, w)`` at top-left corners ``boxes`` as float32 ``[k,3,h,w]`` in [0, 1]."""
+        """The windows of ``size`` ``(h, w)`` at top-left corners ``boxes`` as float32 ``[k,C,h,w]`` in [0, 1]."""
         ...
 
 
 class SemanticItem(TypedDict):
-    """One semantic sample: ``image`` float32 ``[3,H,W]`` in [0, 1], ``mask`` int64 ``[H,W]``.
+    """One semantic sample: ``image`` float32 ``[C,H,W]`` in [0, 1], ``mask`` int64 ``[H,W]``.
+
+    ``C`` is 3 (RGB) or the count of the bands read (multispectral rasters).
 
     ``id`` names the sample (per-image scores); ``instances`` int ``[H,W]`` holds ground-truth
     instance ids (0: none) where the data set has them and evaluation uses them (iIoU).

@@ -24,8 +24,19 @@ WRITTEN_BEFORE = {"crf.yaml": "trainer:\n  callbacks:\n    - class_path: lightse
 
 def documented_commands(page: Path) -> list[str]:
     """The ``lightseg`` command lines of the page's ``bash`` blocks (continuations joined, comments dropped)."""
+    return documented_commands_of(page.read_text(encoding="utf-8"))
+
+
+def multispectral_check() -> str:
+    """docs/inference.md's data check of multispectral rasters (test_multispectral runs it as written)."""
+    section = (ROOT / "docs" / "inference.md").read_text(encoding="utf-8").split("**Multispectral images.**")[1]
+    return next(c for c in documented_commands_of(section) if c.startswith("lightseg data check"))
+
+
+def documented_commands_of(text: str) -> list[str]:
+    """The ``lightseg`` command lines of ``text``'s ``bash`` blocks."""
     found = []
-    for block in re.findall(r"```bash\n(.*?)```", page.read_text(encoding="utf-8"), flags=re.DOTALL):
+    for block in re.findall(r"```bash\n(.*?)```", text, flags=re.DOTALL):
         for line in block.replace("\\\n", " ").splitlines():
             words = shlex.split(line, comments=True)
             while words and re.fullmatch(r"[A-Z_]+=\S*", words[0]):  # an environment variable for the command
@@ -51,9 +62,10 @@ def test_documented_command_parses_as_written(
 ) -> None:
     args = shlex.split(command)[1:]
     if args[:2] == ["data", "check"]:
-        # run as written by test_data_check (from docs/datasets.md): the other pages must say the same
-        datasets = documented_commands(ROOT / "docs" / "datasets.md")
-        assert command in datasets, f"{page} shows a data check that docs/datasets.md (which is run) does not"
+        # run as written by test_data_check (docs/datasets.md) and test_multispectral (docs/inference.md's
+        # multispectral check): the other pages must say the same
+        run = [*documented_commands(ROOT / "docs" / "datasets.md"), multispectral_check()]
+        assert command in run, f"{page} shows a data check that no test runs as written"
         return
     monkeypatch.chdir(tmp_path)
     for name in ("configs", "examples"):

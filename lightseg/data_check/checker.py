@@ -216,7 +216,7 @@ class _Checker:
             readable = []
             for image, mask in progress(pairs, f"checking {split}", len(pairs)):
                 try:
-                    pair = RasterPair(image, mask)
+                    pair = RasterPair(image, mask, datamodule.bands)
                     counts, ignored, wrong = pair.label_counts(num_classes, ignore_index)
                 except LightsegError as err:
                     text = str(err)

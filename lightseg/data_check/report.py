@@ -100,7 +100,8 @@ class SplitStats:
         count, total, squares = self.band_moments
         mean = total / np.maximum(count, 1)
         std = np.sqrt(np.maximum(squares / np.maximum(count, 1) - mean**2, 0))
-        return {"mean": [round(float(v), 4) for v in mean], "std": [round(float(v), 4) for v in std]}
+        # four significant digits: a 16-bit band read in [0, 1] often has a std of 0.01 or less
+        return {"mean": [float(f"{v:.4g}") for v in mean], "std": [float(f"{v:.4g}") for v in std]}
 
 
 @dataclass
@@ -181,6 +182,15 @@ def format_report(report: DataReport) -> str:
     if bands:
         lines += ["", "channels as the model reads them (in [0, 1], nodata left out; every 16th pixel of each raster):",
                   *bands]  # fmt: skip
+        measured = {name: split["bands"] for name, split in summary["splits"].items() if "bands" in split}
+        source = "train" if "train" in measured else next(iter(measured))
+        values = measured[source]
+        lines += [
+            f"to normalise with the {source} split's, in the model's section of the config:",
+            f"  in_channels: {len(values['mean'])}",
+            f"  mean: {values['mean']}",
+            f"  std: {values['std']}",
+        ]
     for severity in ("error", "warning"):
         found = [f for f in report.findings if f.severity == severity]
         if not found:

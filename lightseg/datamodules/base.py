@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 from lightseg.contract import DataDescription, EvaluationProtocol
 from lightseg.datamodules.files import CheckSamples, OnMissing, SegmentationFiles
 from lightseg.datamodules.io import IMAGE_EXTENSIONS, read_image
-from lightseg.datamodules.rasters import probe
+from lightseg.datamodules.rasters import probe, read_whole
 from lightseg.datamodules.sampling import (
     ResumableLoader,
     SeededSamples,
@@ -87,12 +87,14 @@ class ImageFolderDataset(Dataset[PredictItem]):
     crop the padding away and mirror the folder structure. With ``tile_above``, a TIFF with
     a side longer than that is not read: its item carries a
     :class:`~lightseg.datamodules.rasters.Raster` under ``raster`` (read window by window
-    by the task) instead of ``image``.
+    by the task) instead of ``image``. With ``bands``, every image is read through rasterio
+    as those 1-based bands, in order (a multispectral model's channels).
     """
 
-    def __init__(self, root: str | Path, tile_above: int | None = None) -> None:
+    def __init__(self, root: str | Path, tile_above: int | None = None, bands: Sequence[int] | None = None) -> None:
         self.root = Path(root)
         self.tile_above = tile_above
+        self.bands = tuple(bands) if bands is not None else None
         if self.root.is_file() and self.root.suffix.lower() in IMAGE_EXTENSIONS:  # one image: a scene, a slide
             self.paths = [self.root]
             self.root = self.root.parent
@@ -113,15 +115,15 @@ class ImageFolderDataset(Dataset[PredictItem]):
         """The large images: under DDP every process reads them and predicts its share of their rows."""
         if self.tile_above is None:
             return []
-        return [i for i, path in enumerate(self.paths) if probe(path, self.tile_above) is not None]
+        return [i for i, path in enumerate(self.paths) if probe(path, self.tile_above, self.bands) is not None]
 
     def __getitem__(self, index: int) -> PredictItem:
         path = self.paths[index]
         relative = str(path.relative_to(self.root))
-        raster = probe(path, self.tile_above) if self.tile_above is not None else None
+        raster = probe(path, self.tile_above, self.bands) if self.tile_above is not None else None
         if raster is not None:
             return {"raster": raster, "path": relative, "size": raster.size}
-        image = read_image(path)
+        image = read_image(path) if self.bands is None else read_whole(path, self.bands)
         return {"image": image, "path": relative, "size": (int(image.shape[-2]), int(image.shape[-1]))}
 
 
@@ -189,6 +191,8 @@ class BaseDataModule(LightningDataModule):
         self.predict_dir = predict_dir
         #: predict TIFF images with a side longer than this in tiles (None: never; the semantic modules set it)
         self.predict_tile_above: int | None = None
+        #: the 1-based bands of every image read as the channels (None: RGB; the raster module sets it)
+        self.bands: tuple[int, ...] | None = None
         self.train_dataset: Dataset[Any] | None = None
         self.val_dataset: Dataset[Any] | None = None
         self.test_dataset: Dataset[Any] | None = None
@@ -219,6 +223,8 @@ class BaseDataModule(LightningDataModule):
             self.evaluation_protocol,
             self.batch_size,
             score_caveat=self.score_caveat,
+            in_channels=len(self.bands) if self.bands else 3,
+            bands=self.bands,
         )
 
     def setup_named_splits(self, stage: str, make: Callable[[str], Dataset[Any]]) -> None:
@@ -238,7 +244,7 @@ class BaseDataModule(LightningDataModule):
             raise LightsegError(
                 f"lightseg predict needs a folder of images: pass {option('data', 'predict_dir')} <folder>"
             )
-        self.predict_dataset = ImageFolderDataset(self.predict_dir, self.predict_tile_above)
+        self.predict_dataset = ImageFolderDataset(self.predict_dir, self.predict_tile_above, self.bands)
 
     def _loader(
         self,

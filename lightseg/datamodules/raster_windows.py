@@ -44,11 +44,12 @@ def raster_pairs(root: Path, split: str) -> list[tuple[Path, Path]]:
 class RasterPair:
     """A large image and its label raster, checked to lie on the same grid.
 
-    Picklable; each process and thread opens the mask itself.
+    ``bands``: the image's 1-based bands read as channels (``None``: RGB or grey). Picklable;
+    each process and thread opens the mask itself.
     """
 
-    def __init__(self, image: Path, mask: Path) -> None:
-        self.image = open_raster(image)
+    def __init__(self, image: Path, mask: Path, bands: Sequence[int] | None = None) -> None:
+        self.image = open_raster(image, bands)
         self.mask_path = mask
         self._local = threading.local()
         rasterio = rasterio_module()
@@ -86,7 +87,7 @@ class RasterPair:
         return self.image.size
 
     def read(self, y: int, x: int, height: int, width: int, ignore_index: int) -> tuple[torch.Tensor, np.ndarray]:
-        """The window's image ``[3,h,w]`` in [0, 1] and labels ``[h,w]`` (either's nodata -> ``ignore_index``)."""
+        """The window's image ``[C,h,w]`` in [0, 1] and labels ``[h,w]`` (either's nodata -> ``ignore_index``)."""
         image = self.image.read_windows([(y, x)], (height, width))[0]
         return image, self.read_labels(y, x, height, width, ignore_index)
 
@@ -126,7 +127,7 @@ class RasterPair:
         return counts, ignored, sorted(wrong)
 
     def channel_moments(self, step: int = CLASS_SAMPLING_STEP) -> np.ndarray:
-        """``[3, 3]``: valid pixels sampled every ``step``, per channel as the model reads it: count, sum, squares."""
+        """``[3, C]``: valid pixels sampled every ``step``, per channel as the model reads it: count, sum, squares."""
         from rasterio.enums import Resampling
 
         shape = (max(1, self.size[0] // step), max(1, self.size[1] // step))
@@ -135,10 +136,13 @@ class RasterPair:
                                   resampling=Resampling.nearest).astype(np.float64)  # fmt: skip
             valid = dataset.dataset_mask(out_shape=shape, resampling=Resampling.nearest) > 0
         values = pixels / SCALES[self.image.dtype]
-        if len(self.image.bands) == 1:
+        if self.image.dtype.startswith("float"):  # a float image's nodata (-9999, NaN) reads as 0, as in training
+            values[:, ~valid] = 0
+        if self.image.channels != len(self.image.bands):  # a grey band read as RGB
             values = np.repeat(values, 3, axis=0)
         kept = values[:, valid]
-        return np.stack([np.full(3, kept.shape[1], dtype=np.float64), kept.sum(1), (kept**2).sum(1)])
+        channels = self.image.channels
+        return np.stack([np.full(channels, kept.shape[1], dtype=np.float64), kept.sum(1), (kept**2).sum(1)])
 
     def class_points(self, num_classes: int, ignore_index: int) -> list[np.ndarray]:
         """Per class, the ``[n, 2]`` pixel positions (every :data:`CLASS_SAMPLING_STEP` pixels) where it lies."""
@@ -246,6 +250,13 @@ class RasterWindowsDataModule(SplitDataModule):
     ``windows_per_epoch`` random windows of ``window_size`` (then the usual augmentation:
     ``crop_size``, flips...); validation and test cover every pixel of their rasters once with
     a grid of windows. Prediction on such rasters is ``lightseg predict``'s large-image path.
+    Small rasters (image chips) work the same way: a window larger than a raster is the whole raster.
+
+    Multispectral images: ``bands`` lists the bands the model reads, e.g. ``[4, 3, 2, 8]`` for
+    red, green, blue and near infrared of a Sentinel-2 file (pictures show the first three as
+    RGB, so a natural-colour order first is easiest to look at); the task is then built with
+    ``in_channels`` equal to their count and their ``mean`` / ``std``, which ``lightseg data
+    check`` prints. ``lightseg predict`` reads the same bands of every image.
 
     Args:
         root: the folder of the splits.
@@ -256,6 +267,8 @@ class RasterWindowsDataModule(SplitDataModule):
         balance_classes: draw training windows around a pixel of a class chosen uniformly
             among the classes present (rare classes are seen as often as common ones), not
             uniformly over the area.
+        bands: the 1-based bands of every image read as the model's channels, in this order
+            (``None``: the image's red, green and blue bands, or its one grey band as RGB).
         batch_size: windows per batch (per process).
         **kwargs: splits (``train_split``: ``train``; ``val_split`` / ``test_split``: ``val``),
             pipeline (``crop_size``, ``scale_range``, ``hflip``, ``vflip``, ``photometric``) and
@@ -270,11 +283,22 @@ class RasterWindowsDataModule(SplitDataModule):
         window_size: int = 512,
         windows_per_epoch: int = 1000,
         balance_classes: bool = False,
+        bands: list[int] | None = None,
         batch_size: int = 8,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("vflip", True)  # an aerial or microscope view has no up
+        if bands is not None and len(bands) != 3 and kwargs.get("photometric"):
+            raise LightsegError(
+                f"{option('data', 'photometric')} jitters the colours of RGB images (brightness, contrast, saturation, "
+                f"hue); {len(bands)} bands have none: turn it off"
+            )
         super().__init__(batch_size=batch_size, **kwargs)
+        if bands is not None and not bands:
+            raise LightsegError(f"{option('data', 'bands')} must list at least one band (numbered from 1), or be null")
+        if bands is not None and min(bands) < 1:
+            raise LightsegError(f"{option('data', 'bands')}: bands are numbered from 1, got {list(bands)}")
+        self.bands = tuple(bands) if bands is not None else None
         if not class_names:
             raise LightsegError(f"{option('data', 'class_names')} must name the classes of the mask values 0, 1, ...")
         for name, value in (("window_size", window_size), ("windows_per_epoch", windows_per_epoch)):
@@ -294,7 +318,7 @@ class RasterWindowsDataModule(SplitDataModule):
         return self._colors
 
     def make_dataset(self, split: str, transforms: Callable[..., Any] | None) -> Dataset[Any]:
-        pairs = [RasterPair(image, mask) for image, mask in raster_pairs(self.root, split)]
+        pairs = [RasterPair(image, mask, self.bands) for image, mask in raster_pairs(self.root, split)]
         training = transforms is not None
         return RasterWindows(
             pairs, self.window_size, self.num_classes, self.ignore_index,

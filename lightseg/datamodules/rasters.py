@@ -5,13 +5,16 @@ TIFF, BigTIFF, GeoTIFF and Cloud-Optimised GeoTIFF files are opened with rasteri
 the image, and knows a GeoTIFF's coordinate system, transform and nodata. Pixels become
 the floats in [0, 1] that :func:`lightseg.datamodules.io.read_image` makes of a small
 image's (the same numbers for the same file), so a large image's tiles see what the
-in-memory path would.
+in-memory path would. By default a raster is read as RGB (its red, green and blue bands, or
+its one grey band repeated); given ``bands``, exactly those bands, in that order, as the
+channels of a multispectral model (RGB + near infrared, Sentinel-2's 13 bands, ...).
 """
 
 from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +22,7 @@ import numpy as np
 import torch
 
 from lightseg.errors import LightsegError
+from lightseg.visualize import display_rgb
 
 #: files read window by window when they are larger than the predict threshold
 TILED_SUFFIXES = (".tif", ".tiff")
@@ -41,7 +45,7 @@ def rasterio_module() -> Any:
 
 
 class Raster:
-    """A large image on disk and how its pixels become an RGB image in [0, 1].
+    """A large image on disk and how its pixels become an image in [0, 1]: RGB, or the chosen bands.
 
     Picklable (it crosses to data-loader workers); each thread opens the file itself when
     it first reads. Implements :class:`lightseg.types.RasterSource`. A plain class, not a
@@ -50,11 +54,13 @@ class Raster:
     Attributes:
         path: the file.
         size: ``(H, W)`` in pixels.
-        bands: the 1-based bands read as red, green, blue (or the one grey band).
+        bands: the 1-based bands read: as red, green, blue (or the one grey band, repeated) when
+            ``chosen`` is false, else as the channels, in this order.
         dtype: the pixels' type (``uint8``, ``uint16``, ``float32``...).
         crs: the coordinate reference system as WKT (``None`` without one).
         transform: the pixel-to-map affine transform (6 numbers, GDAL order) or ``None``.
         nodata: the file's nodata value, if it has one.
+        chosen: the bands were chosen by the user (``data.bands``), not found as RGB / grey.
     """
 
     def __init__(
@@ -66,10 +72,20 @@ class Raster:
         crs: str | None = None,
         transform: tuple[float, ...] | None = None,
         nodata: float | None = None,
+        chosen: bool = False,
     ) -> None:
         self.path, self.size, self.bands, self.dtype = path, size, bands, dtype
-        self.crs, self.transform, self.nodata = crs, transform, nodata
+        self.crs, self.transform, self.nodata, self.chosen = crs, transform, nodata, chosen
         self._local = threading.local()
+
+    @property
+    def channels(self) -> int:
+        """Channels of what is read: the chosen bands', else 3 (RGB, or grey repeated)."""
+        return len(self.bands) if self.chosen else 3
+
+    def _as_channels(self, values: np.ndarray) -> np.ndarray:
+        """Read bands ``[b,...]`` as the channels the model takes (a grey band repeated as RGB unless chosen)."""
+        return values if self.chosen or len(self.bands) == 3 else np.repeat(values, 3, axis=0)
 
     def __repr__(self) -> str:
         return f"Raster({str(self.path)!r}, {self.size[0]}x{self.size[1]}, bands {self.bands}, {self.dtype})"
@@ -91,12 +107,12 @@ class Raster:
         return handle
 
     def read_windows(self, boxes: list[tuple[int, int]], size: tuple[int, int]) -> torch.Tensor:
-        """The windows of ``size`` ``(h, w)`` at ``boxes`` (top-left ``(y, x)``) as float32 ``[k,3,h,w]`` in [0, 1]."""
+        """The windows of ``size`` ``(h, w)`` at ``boxes`` (top-left ``(y, x)``) as float32 ``[k,C,h,w]`` in [0, 1]."""
         from rasterio.windows import Window
 
         height, width = size
         dataset = self._dataset()
-        out = np.empty((len(boxes), 3, height, width), dtype=np.float32)
+        out = np.empty((len(boxes), self.channels, height, width), dtype=np.float32)
         for k, (y, x) in enumerate(boxes):
             try:
                 pixels = dataset.read(indexes=list(self.bands), window=Window(x, y, width, height))
@@ -109,7 +125,7 @@ class Raster:
             values /= SCALES[self.dtype]
             if self.dtype.startswith("float"):  # nodata in a float image is often -9999 or NaN: not a pixel value
                 values[:, ~self.valid_window(y, x, height, width)] = 0
-            out[k] = values if len(self.bands) == 3 else np.repeat(values, 3, axis=0)
+            out[k] = self._as_channels(values)
         if self.dtype.startswith("float") and _outside_unit(out):
             raise LightsegError(
                 f"image {self.path} holds floating-point values outside [0, 1] (in the windows at {boxes[0]}...); "
@@ -127,15 +143,24 @@ class Raster:
         return valid
 
     def overview(self, longest: int) -> np.ndarray:
-        """The image scaled down to ``longest`` pixels on its longer side, ``[h,w,3]`` uint8 (for pictures)."""
+        """The image scaled down to ``longest`` pixels on its longer side, ``[h,w,3]`` uint8 (for pictures).
+
+        Chosen bands show as lightseg shows every image that is not RGB
+        (:func:`lightseg.visualize.display_rgb`: the first three, each stretched).
+        """
         from rasterio.enums import Resampling
 
         scale = min(1.0, longest / max(self.size))
-        shape = (len(self.bands), max(1, round(self.size[0] * scale)), max(1, round(self.size[1] * scale)))
-        pixels = self._dataset().read(indexes=list(self.bands), out_shape=shape, resampling=Resampling.nearest)
+        shape = (max(1, round(self.size[0] * scale)), max(1, round(self.size[1] * scale)))
+        shown = list(self.bands[:3]) if self.chosen else list(self.bands)
+        dataset = self._dataset()
+        pixels = dataset.read(indexes=shown, out_shape=(len(shown), *shape), resampling=Resampling.nearest)
         unit = np.clip(pixels.astype(np.float32) / SCALES[self.dtype], 0, 1)
-        rgb = unit if len(self.bands) == 3 else np.repeat(unit, 3, axis=0)
-        return (rgb.transpose(1, 2, 0) * 255).round().astype(np.uint8)
+        if not self.chosen:
+            rgb = self._as_channels(unit)
+            return (rgb.transpose(1, 2, 0) * 255).round().astype(np.uint8)
+        valid = dataset.dataset_mask(out_shape=shape, resampling=Resampling.nearest) > 0
+        return display_rgb(unit, valid)
 
     def close(self) -> None:
         """Close this thread's handle on the file."""
@@ -149,20 +174,27 @@ def _outside_unit(values: np.ndarray) -> bool:
     return bool(values.size) and (not np.isfinite(values).all() or values.min() < 0 or values.max() > 1)
 
 
-def open_raster(path: Path) -> Raster:
-    """The header of ``path`` as a :class:`Raster`: size, bands read as RGB or grey, georeferencing.
+def open_raster(path: Path, bands: Sequence[int] | None = None) -> Raster:
+    """The header of ``path`` as a :class:`Raster`: size, bands read, georeferencing.
 
-    One line when the file cannot be read, or its bands or pixel type are not an image the
-    model reads.
+    ``bands``: the 1-based bands to read as the model's channels, in order; ``None``: the
+    image's red, green and blue bands (or its grey one). One line when the file cannot be
+    read, lacks a band, or its bands or pixel type are not an image the model reads.
     """
     rasterio = rasterio_module()
     try:
         with rasterio.open(path) as dataset:
-            bands = _rgb_bands(path, dataset)
-            dtype = str(dataset.dtypes[bands[0] - 1])
+            read = _rgb_bands(path, dataset) if bands is None else _chosen_bands(path, dataset, bands)
+            kinds = {str(dataset.dtypes[b - 1]) for b in read}
+            if len(kinds) > 1:
+                raise LightsegError(
+                    f"image {path}: bands {list(read)} hold different pixel types ({', '.join(sorted(kinds))}); "
+                    "write them with one type (gdal_translate -ot)"
+                )
             crs = dataset.crs.to_wkt() if dataset.crs else None
             transform = tuple(dataset.transform)[:6] if not dataset.transform.is_identity else None
-            raster = Raster(Path(path), (dataset.height, dataset.width), bands, dtype, crs, transform, dataset.nodata)
+            size = (dataset.height, dataset.width)
+            raster = Raster(Path(path), size, read, kinds.pop(), crs, transform, dataset.nodata, bands is not None)
     except LightsegError:
         raise
     except Exception as err:
@@ -191,12 +223,33 @@ def _rgb_bands(path: Path, dataset: Any) -> tuple[int, ...]:
     if count in (3, 4) and not extra:
         return (1, 2, 3)
     raise LightsegError(
-        f"image {path} has {count} bands ({', '.join(c.name for c in interpretation)}); the model reads an RGB "
-        "or a grey image: write the three bands to use as red, green and blue (e.g. gdal_translate -b 4 -b 3 -b 2)"
+        f"image {path} has {count} bands ({', '.join(c.name for c in interpretation)}); an RGB model reads red, "
+        "green and blue: choose the bands the model reads with data.bands (e.g. [4, 3, 2], or all of them for a "
+        "model built with in_channels and their mean / std)"
     )
 
 
-def probe(path: Path, tile_above: int) -> Raster | None:
+def _chosen_bands(path: Path, dataset: Any, bands: Sequence[int]) -> tuple[int, ...]:
+    """``bands`` checked against the file's band count."""
+    missing = [b for b in bands if not 1 <= b <= dataset.count]
+    if missing:
+        raise LightsegError(
+            f"image {path} has {dataset.count} band(s) but data.bands asks for band {missing[0]} "
+            f"(bands are numbered from 1 to {dataset.count}); fix data.bands or the image"
+        )
+    return tuple(int(b) for b in bands)
+
+
+def read_whole(path: Path, bands: Sequence[int]) -> torch.Tensor:
+    """The chosen ``bands`` of an image that fits in memory, ``[C,H,W]`` float32 in [0, 1] (nodata as 0)."""
+    raster = open_raster(path, bands)
+    try:
+        return raster.read_windows([(0, 0)], raster.size)[0]
+    finally:
+        raster.close()
+
+
+def probe(path: Path, tile_above: int, bands: Sequence[int] | None = None) -> Raster | None:
     """``path`` as a :class:`Raster` to predict in tiles when it is a TIFF with a side longer than ``tile_above``.
 
     ``None`` for every other image (read whole, as before). Without rasterio a TIFF is read
@@ -213,4 +266,4 @@ def probe(path: Path, tile_above: int) -> Raster | None:
             large = max(dataset.height, dataset.width) > tile_above
     except Exception:  # not for GDAL: the image reader says what is wrong with it
         return None
-    return open_raster(path) if large else None
+    return open_raster(path, bands) if large else None

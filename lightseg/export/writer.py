@@ -145,14 +145,15 @@ def _samples(
     Semantic: the first a batch of two, then one image per size; R-CNN: one image per size and a blank one.
     """
     generator = torch.Generator().manual_seed(0)
+    kind = export_kind(task)
 
     def image(k: int, size: tuple[int, ...]) -> torch.Tensor:
         if not images:
-            return torch.rand(3, *size, generator=generator)
+            return torch.rand(kind.context.in_channels, *size, generator=generator)
         resized = F.interpolate(images[k % len(images)][None], size=size, mode="bilinear", antialias=True)
         return resized[0].clamp(0, 1)
 
-    return export_kind(task).samples(image, sizes)
+    return kind.samples(image, sizes)
 
 
 def _write(graph: nn.Module, task: LightningModule, settings: ExportSettings, path: Path) -> None:
@@ -219,6 +220,7 @@ def metadata(
     palette = data_palette(datamodule)  # what lightseg predict writes into its mask PNGs
     class_colours = palette[: len(names)].tolist()
     hp = dict(task.hparams)
+    channels = kind.context.in_channels
     info: dict[str, Any] = {
         "lightseg_version": lightseg.__version__,
         "task": type(task).__name__,
@@ -231,11 +233,13 @@ def metadata(
         "palette": palette.tolist(),
         "input": {
             "name": "image",
-            "layout": kind.layout,
+            "layout": kind.layout if channels == 3 else f"[B,{channels},H,W]",
             "size": list(settings.input_size) if settings.input_size else "any",
             "dtype": "float32",
             "range": [0.0, 1.0],
-            "colour": "RGB",
+            "channels": channels,
+            "colour": "RGB" if channels == 3 else "the bands listed under bands, in this order",
+            "bands": list(data.bands) if data is not None and data.bands else None,
             "normalisation": "inside the graph",
             "orientation": "as shown: turned by the image's EXIF orientation, as lightseg reads it",
         },

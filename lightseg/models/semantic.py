@@ -2,7 +2,9 @@
 
 Every model built here takes images in [0, 1] (it normalises them itself, so checkpoints
 are self-contained), accepts any input size (it pads to what the architecture needs and
-crops back), and returns ``{"out": logits[, "aux": logits]}`` at the input resolution.
+crops back), and returns ``{"out": logits[, "aux": logits]}`` at the input resolution. It
+takes RGB images, or any number of channels (``in_channels``: 4-band RGB + near infrared,
+13-band Sentinel-2, ...) with their per-channel ``mean`` and ``std``.
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ class ModelSpec:
     learnable_upsampling: bool
     #: the architecture's own arguments (smp's ``decoder_channels``, ``decoder_attention_type``, ...)
     arch_options: Mapping[str, Any] = field(default_factory=dict)
+    #: channels of the input images (3: RGB)
+    in_channels: int = 3
 
 
 def _fcn_vgg(variant: Literal["32s", "16s", "8s"]) -> Callable[[ModelSpec], SegmentationModel]:
@@ -80,6 +84,7 @@ def _smp_decoder(name: str) -> Callable[[ModelSpec], SegmentationModel]:
             kwargs["encoder_output_stride"] = spec.output_stride
         if "decoder_atrous_rates" in takes:
             kwargs.setdefault("decoder_atrous_rates", _aspp_rates(spec))
+        kwargs["in_channels"] = spec.in_channels  # smp adapts a pretrained first convolution itself
         net, size_divisor, min_size = smp_adapter.build(
             name, spec.backbone, spec.weights_backbone, spec.num_classes, kwargs
         )
@@ -118,8 +123,8 @@ def _linear(spec: ModelSpec) -> SegmentationModel:
     size: dict[str, Any] = {"dynamic_img_size": True} if smp_adapter.fixed_input_size(spec.backbone) else {}
     downloads = hub_cache_only_when_unreachable() if pretrained else contextlib.nullcontext()
     with offline_hint(f"timm {name}", spec.weights_backbone if pretrained else None), downloads:
-        encoder = cast(Any, timm.create_model)(
-            name, pretrained=pretrained, features_only=True, out_indices=(-1,), **size
+        encoder = cast(Any, timm.create_model)(  # timm adapts a pretrained first layer to in_chans
+            name, pretrained=pretrained, features_only=True, out_indices=(-1,), in_chans=spec.in_channels, **size
         )
     load_backbone_file(encoder, spec.weights_backbone, f"timm {name}")
     info = cast(Any, encoder).feature_info
@@ -157,6 +162,8 @@ def _deeplabv3(spec: ModelSpec) -> SegmentationModel:
         net = deeplabv3_resnet(
             spec.num_classes, spec.backbone, spec.weights_backbone, spec.output_stride, spec.multi_grid, spec.aux
         )
+        if spec.in_channels != 3:  # the registry entry is smp's, which builds in_channels itself
+            smp_adapter.adapt_first_convolution(net, spec.in_channels, pretrained=spec.weights_backbone is not None)
         return SegmentationModel(net)
     return _smp_decoder("deeplabv3")(spec)
 
@@ -191,6 +198,9 @@ class Architecture:
     #: why a built model cannot be exported in a format (``None``: it can), with what to do instead; the
     #: third argument: the export is for one input size
     export_refusal: Callable[[nn.Module, str, bool], str | None] = lambda model, fmt, fixed_size: None
+    #: the builder reads ``in_channels`` itself (smp, timm); otherwise the RGB network's first convolution is
+    #: adapted after the build
+    builds_in_channels: bool = False
 
 
 def _deeplabv3_options(backbone: str) -> frozenset[str]:
@@ -211,6 +221,7 @@ def _smp_architecture(name: str) -> Architecture:
         timm_encoders=True,
         options=lambda backbone: STRIDE_ONLY if "encoder_output_stride" in takes else frozenset(),
         arch_options=smp_adapter.settable(name),
+        builds_in_channels=True,
     )
 
 
@@ -238,7 +249,9 @@ ARCHITECTURES: dict[str, Architecture] = {
     "fcn8s": Architecture(_fcn_vgg("8s"), "vgg16", lambda: ("vgg16",), options=lambda b: FCN_VGG_OPTIONS),
     "fcn": Architecture(_fcn_resnet, "resnet50", lambda: ATROUS_RESNETS, has_aux=True, options=lambda b: AUX_ONLY),
     "deeplabv2": Architecture(_deeplabv2, "resnet101", lambda: ATROUS_RESNETS),
-    "linear": Architecture(_linear, "tu-vit_small_patch14_dinov2", lambda: (), timm_encoders=True),
+    "linear": Architecture(
+        _linear, "tu-vit_small_patch14_dinov2", lambda: (), timm_encoders=True, builds_in_channels=True
+    ),
     **{name: _smp_architecture(name) for name in smp_adapter.ARCHITECTURES},
     **{name: _transformers_architecture(name) for name in hf_adapter.FAMILIES},
 }
@@ -306,6 +319,9 @@ def build_semantic_model(
     multi_grid: Sequence[int] = (1, 2, 4),
     learnable_upsampling: bool = False,
     arch_options: Mapping[str, Any] | None = None,
+    in_channels: int = 3,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
 ) -> SegmentationModel:
     """Build a semantic segmentation model by architecture name.
 
@@ -325,6 +341,13 @@ def build_semantic_model(
             "ignore"}`` for ``dpt``), or the configuration settings of transformers' architectures
             (e.g. ``{"num_queries": 50}`` for ``mask2former``); a name the architecture does not take is
             refused.
+        in_channels: channels of the input images: 3 (RGB), or the bands of multispectral images
+            (4 for RGB + near infrared, 13 for Sentinel-2, ...). A pretrained first layer is adapted
+            as smp and timm adapt it (its RGB filters repeated over the bands, scaled by 3 /
+            ``in_channels``; summed for one band).
+        mean: each channel's mean in [0, 1], subtracted by the model; ``None``: the backbone's
+            pretraining statistics (ImageNet's), for RGB only.
+        std: each channel's standard deviation, by which the model divides.
     """
     if arch not in ARCHITECTURES:
         raise LightsegError(f"unknown arch {arch!r};{closest_names(arch, list(ARCHITECTURES))}")
@@ -351,6 +374,7 @@ def build_semantic_model(
         )
     if num_classes < 1:
         raise LightsegError(f"num_classes must be >= 1, got {num_classes}")
+    check_normalisation(in_channels, mean, std)
     check_applicable(
         arch,
         backbone,
@@ -375,5 +399,36 @@ def build_semantic_model(
         output_stride=output_stride,
         multi_grid=tuple(multi_grid),
         learnable_upsampling=learnable_upsampling,
+        in_channels=in_channels,
     )
-    return entry.build(spec)
+    model = entry.build(spec)
+    if in_channels != 3 and not entry.builds_in_channels:
+        smp_adapter.adapt_first_convolution(model.net, in_channels, pretrained=weights_backbone is not None)
+    if mean is not None and std is not None:
+        model.set_normalisation(mean, std)
+    return model
+
+
+def check_normalisation(in_channels: int, mean: Sequence[float] | None, std: Sequence[float] | None) -> None:
+    """Refuse, in one line, a channel count below 1 and a ``mean`` / ``std`` that does not fit it."""
+    if in_channels < 1:
+        raise LightsegError(f"in_channels must be >= 1 (3 for RGB images), got {in_channels}")
+    if (mean is None) != (std is None):
+        given, missing = ("mean", "std") if std is None else ("std", "mean")
+        raise LightsegError(f"{given} is set but {missing} is not: give both, one value per input channel")
+    if mean is None or std is None:
+        if in_channels != 3:
+            raise LightsegError(
+                f"in_channels={in_channels}: give the model each channel's mean and std (in [0, 1], as the images "
+                "are read) to normalise them with, e.g. mean: [...] and std: [...] with one value per channel "
+                "(lightseg data check prints them for raster data)"
+            )
+        return
+    for name, values in (("mean", mean), ("std", std)):
+        if len(values) != in_channels:
+            raise LightsegError(
+                f"{name} has {len(values)} value(s) but the model takes {in_channels} channel(s) (in_channels): "
+                "give one per channel"
+            )
+    if min(std) <= 0:
+        raise LightsegError(f"std must be > 0 for every channel, got {list(std)}")

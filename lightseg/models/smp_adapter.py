@@ -83,6 +83,31 @@ def build(
     return net, _size_divisor(stride), min_size
 
 
+def adapt_first_convolution(net: nn.Module, in_channels: int, pretrained: bool) -> None:
+    """``net``'s first RGB convolution made to take ``in_channels``, as smp adapts its own encoders.
+
+    Pretrained filters are repeated over the new channels and scaled by 3 / ``in_channels``
+    (summed for one channel), so that the layer's response to an image of equal bands is kept;
+    random ones are drawn afresh. Modules that check the channel count of their input
+    (transformers' patch embeddings keep ``num_channels``) and a transformers configuration
+    are told the new count.
+    """
+    from segmentation_models_pytorch.encoders._utils import patch_first_conv
+
+    if not any(isinstance(m, nn.Conv2d) and m.in_channels == 3 for m in net.modules()):
+        raise LightsegError(
+            f"{type(net).__name__} has no convolution on RGB input to adapt to in_channels={in_channels}"
+        )
+    patch_first_conv(net, in_channels, default_in_channels=3, pretrained=pretrained)
+    for module in net.modules():
+        if getattr(module, "num_channels", None) == 3 and not isinstance(module, nn.GroupNorm):
+            setattr(module, "num_channels", in_channels)  # noqa: B010 (an attribute of transformers' modules)
+        config = getattr(module, "config", None)
+        for part in (config, getattr(config, "backbone_config", None)):
+            if part is not None and getattr(part, "num_channels", None) == 3:
+                part.num_channels = in_channels
+
+
 def _reassemble_on_patch_grid(net: Any, stride: int) -> None:
     """DPT on a ViT whose patch is not a power of two (DINOv2's 14): reassemble at 4, 2, 1 and 1/2 times its grid.
 

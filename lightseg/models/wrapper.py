@@ -55,13 +55,26 @@ class SegmentationModel(nn.Module):
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
 
+    @property
+    def in_channels(self) -> int:
+        """Channels of the images the model takes (3: RGB)."""
+        return int(self.mean.shape[1])
+
+    def set_normalisation(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        """Normalise inputs with these per-channel statistics (of images in [0, 1]) instead of the default."""
+        device = self.mean.device
+        self.mean = torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Map ``[B,3,H,W]`` images in [0, 1] to ``{"out": [B,C,H,W], "aux"?: [B,C,H,W]}``.
+        """Map ``[B,C,H,W]`` images (``C``: :attr:`in_channels`) in [0, 1] to ``{"out": [B,C,H,W], "aux"?: [B,C,H,W]}``.
 
         A query-based network's predictions (``class_queries``, ``mask_queries``) pass through as they
         are, at the padded input's scale (see :meth:`pad_target`).
         """
         height, width = image.shape[-2:]
+        if image.shape[-3] != self.mean.shape[1] and not (torch.jit.is_tracing() or torch.compiler.is_compiling()):
+            raise LightsegError(channel_mismatch(self.in_channels, int(image.shape[-3])))
         x = (image - self.mean) / self.std
         d = self.size_divisor
         # zero after normalisation = the mean colour, the least surprising filler; padded by zero
@@ -102,3 +115,12 @@ class SegmentationModel(nn.Module):
             rows = torch.arange(height, device=logits.device)
             return logits.index_select(-2, rows).index_select(-1, torch.arange(width, device=logits.device))
         return logits[..., :height, :width]
+
+
+def channel_mismatch(expected: int, given: int, where: str = "the images") -> str:
+    """The one line for images whose channel count is not the model's."""
+    return (
+        f"{where} have {given} channel(s) but the model takes {expected} (in_channels): read the images' bands "
+        "the model was built for (data.bands for rasters), or build the model with "
+        f"in_channels={given} and that many mean / std values"
+    )

@@ -16,6 +16,7 @@ from typing_extensions import override
 from lightseg.contract import TaskContext
 from lightseg.errors import LightsegError
 from lightseg.models.panoptic import PanopticPrediction, merge_instances_and_stuff, merge_queries
+from lightseg.models.wrapper import channel_mismatch
 from lightseg.tasks.base import BaseTask
 from lightseg.types import Stage
 
@@ -55,12 +56,14 @@ class ONNXSegmentationTask(BaseTask):
         size = metadata.get("input", {}).get("size")
         #: the one ``(H, W)`` a graph exported with ``--export.input_size`` takes (images are resized to it)
         self.fixed_size = (int(size[0]), int(size[1])) if isinstance(size, list) else None
+        #: channels of the images the graph takes (3: RGB; a multispectral model's band count)
+        self.in_channels = int(metadata.get("input", {}).get("channels") or 3)
         # exported labels are the data set's category ids; the writer maps labels to ids itself
         self.label_of = {int(category): label for label, category in enumerate(metadata.get("category_ids") or [])}
 
     @override
     def context(self) -> TaskContext:
-        context = super().context()
+        context = dataclasses.replace(super().context(), in_channels=self.in_channels)
         if self.panoptic:
             return dataclasses.replace(context, kind="panoptic")
         if not self.detects:
@@ -104,6 +107,9 @@ class ONNXSegmentationTask(BaseTask):
         if self.detects:
             detections = [self._detect(image) for image in batch["images"]]
             return {"detections": detections, "path": batch.get("path"), "size": batch["size"]}
+        if batch["image"].shape[1] != self.in_channels:
+            where = f"images {', '.join(batch['path'][:3])}"
+            raise LightsegError(channel_mismatch(self.in_channels, int(batch["image"].shape[1]), where))
         masks = []
         for image, (height, width) in zip(batch["image"], batch["size"], strict=True):  # each at its own size
             array = image[None, :, :height, :width].float().cpu()

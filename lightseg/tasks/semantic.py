@@ -30,7 +30,7 @@ from lightseg.losses import LossName, SegmentationLoss, median_frequency_weights
 from lightseg.metrics import EvaluationProtocol, SegmentationMetrics, format_class_table, image_scores
 from lightseg.metrics.segmentation import PER_CATEGORY_SCORES, PER_CLASS_SCORES, PROTOCOL_SCALAR_KEYS, SCALAR_KEYS
 from lightseg.models.semantic import ARCHITECTURES, ArchName, applicable_options, build_semantic_model
-from lightseg.models.wrapper import SegmentationModel
+from lightseg.models.wrapper import SegmentationModel, channel_mismatch
 from lightseg.tasks.base import BaseTask
 from lightseg.types import (
     RasterSource,
@@ -100,6 +100,13 @@ class SemanticSegmentationTask(BaseTask):
         boundary_ratio: Boundary IoU's band width as a fraction of each image's diagonal in
             validation and test; ``None`` takes the data set's protocol (0.005 for Cityscapes,
             0.02 otherwise, as the official Boundary IoU API); 0 turns Boundary IoU off.
+        in_channels: channels of the input images: 3 (RGB) or the number of bands of multispectral
+            images (4 for RGB + near infrared, 13 for Sentinel-2, ...; the raster data module's
+            ``bands``). A pretrained first layer is adapted (RGB filters repeated over the bands).
+        mean: each input channel's mean (of the images in [0, 1], as lightseg reads them), which the
+            model subtracts; ``None``: the backbone's pretraining statistics (ImageNet's; RGB only).
+            ``lightseg data check`` prints a raster data set's.
+        std: each input channel's standard deviation, by which the model divides.
         kwargs: the optimiser and speed settings of :class:`~lightseg.tasks.BaseTask` (``optimizer``,
             ``lr_scheduler``, ``lr_interval``, ``head_lr_mult``, ``no_weight_decay_on``,
             ``init_from``, ``freeze_backbone``, ``layer_decay``, ``lora``, ``channels_last``, ``compile``).
@@ -126,6 +133,9 @@ class SemanticSegmentationTask(BaseTask):
         boundary_sigma: float = 5.0,
         inference: InferenceSettings = InferenceSettings(),  # noqa: B008 (frozen: one shared default is safe)
         boundary_ratio: float | None = None,
+        in_channels: int = 3,
+        mean: list[float] | None = None,
+        std: list[float] | None = None,
         **kwargs: Any,
     ) -> None:
         settings = InferenceSettings.of(inference)
@@ -160,6 +170,9 @@ class SemanticSegmentationTask(BaseTask):
             multi_grid=hp["multi_grid"],
             learnable_upsampling=hp["learnable_upsampling"],
             arch_options=hp.get("arch_options"),
+            in_channels=hp.get("in_channels", 3),
+            mean=hp.get("mean"),
+            std=hp.get("std"),
         )
 
     @override
@@ -211,11 +224,18 @@ class SemanticSegmentationTask(BaseTask):
 
     @override
     def context(self) -> TaskContext:
-        return dataclasses.replace(super().context(), protocol=self.protocol or EvaluationProtocol())
+        return dataclasses.replace(
+            super().context(), protocol=self.protocol or EvaluationProtocol(), in_channels=self.in_channels
+        )
+
+    @property
+    def in_channels(self) -> int:
+        """Channels of the images the model takes (3: RGB)."""
+        return int(self.hparams.get("in_channels", 3))
 
     @override
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
-        """``[B,3,H,W]`` images in [0, 1] -> ``{"out": [B,C,H,W], "aux"?: [B,C,H,W]}`` logits."""
+        """``[B,in_channels,H,W]`` images in [0, 1] -> ``{"out": [B,C,H,W], "aux"?: [B,C,H,W]}`` logits."""
         if self.hparams.get("channels_last"):
             image = image.contiguous(memory_format=torch.channels_last)
         return self.model(image)
@@ -322,6 +342,9 @@ class SemanticSegmentationTask(BaseTask):
             empty = torch.zeros(0, 0, 0, dtype=dtype)
             return {"mask": empty, "path": [], "size": [], "tiled": tiled}
         sizes, image = batch["size"], batch["image"]
+        if image.shape[1] != self.in_channels:
+            names = ", ".join(batch["path"][:3])
+            raise LightsegError(channel_mismatch(self.in_channels, int(image.shape[1]), f"images {names}"))
         if len(set(sizes)) > 1:  # as in evaluation: each image at its own size
             probs = padded([self.predict_probs(crop) for crop in crops(image, sizes)], image.shape[-2:])
         else:
@@ -343,6 +366,8 @@ class SemanticSegmentationTask(BaseTask):
         whole image and is refused.
         """
         settings = self.inference
+        if source.channels != self.in_channels:
+            raise LightsegError(channel_mismatch(self.in_channels, source.channels, f"image {source.path} as read"))
         if settings.tta_scales != (1.0,) or settings.tta_flip:
             raise LightsegError(
                 f"image {source.path} is predicted in tiles (it is larger than the data's predict_tile_above), which "
@@ -431,6 +456,13 @@ class SemanticSegmentationTask(BaseTask):
                     f"build the task with num_classes={data_classes} (the CLI links it from the data)",
                 )
             )  # fmt: skip
+        if data is not None and data.in_channels != self.in_channels:
+            bands = f" (bands {list(data.bands)})" if data.bands else ""
+            raise LightsegError(
+                channel_mismatch(
+                    self.in_channels, data.in_channels, f"the images of {type(datamodule).__name__}{bands}"
+                )
+            )
         batch_size = data.batch_size if data is not None else None
         pooled = [m for m in self.model.modules() if type(m).__name__ == "ASPPPooling"]
         if stage == "fit" and pooled and isinstance(batch_size, int) and batch_size < 2:

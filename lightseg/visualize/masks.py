@@ -28,8 +28,39 @@ def text_width(font: ImageFont.ImageFont | ImageFont.FreeTypeFont, text: str) ->
 
 
 def to_uint8_image(image: torch.Tensor) -> np.ndarray:
-    """A float ``[3,H,W]`` image in [0, 1] as a ``[H,W,3]`` uint8 array."""
+    """A float ``[C,H,W]`` image in [0, 1] as a ``[H,W,3]`` uint8 picture.
+
+    RGB as it is; other channel counts (multispectral bands) as :func:`display_rgb` shows them.
+    """
+    if image.shape[0] != 3:
+        return display_rgb(image.detach().float().cpu().numpy())
     return (image.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+
+
+#: the percent of pixels left out at either end of a band's range when a picture stretches it (GIS viewers' cut)
+STRETCH_CUT = 2.0
+
+
+def display_rgb(values: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+    """Channels ``[C,H,W]`` in [0, 1] that are not an RGB image as a ``[H,W,3]`` uint8 picture.
+
+    The first three channels show as red, green and blue (a band order such as ``[4, 3, 2, 8]``
+    puts a natural-colour view first), one or two as the first in grey; each is stretched from
+    its 2nd to its 98th percentile over the ``valid`` pixels (``[H,W]`` bool; all by default),
+    as GIS viewers show multispectral bands: a 16-bit band often fills a small part of its
+    range. Pixels that are not valid are black.
+    """
+    shown = values[:3] if len(values) >= 3 else np.repeat(values[:1], 3, axis=0)
+    out = np.zeros(shown.shape, dtype=np.float32)
+    for k, band in enumerate(shown):
+        sample = band[valid] if valid is not None else band
+        if not sample.size:
+            continue
+        low, high = (float(v) for v in np.percentile(sample, [STRETCH_CUT, 100 - STRETCH_CUT]))
+        out[k] = np.clip((band - low) / (high - low), 0, 1) if high > low else (band > low).astype(np.float32)
+    if valid is not None:
+        out[:, ~valid] = 0
+    return np.asarray((out.transpose(1, 2, 0) * 255).round().astype(np.uint8))
 
 
 def display_scale(height: int, width: int, side: int = DISPLAY_SIDE) -> int:
