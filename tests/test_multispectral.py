@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import rasterio
 import torch
-from rasterio.transform import from_origin
+from test_large_images import CRS, TRANSFORM
+from test_large_images import _write_geotiff as _write
 from torch import nn
 
 from lightseg.cli import main
@@ -25,8 +26,6 @@ from lightseg.visualize import display_rgb, to_uint8_image
 from conftest import ROOT
 
 QUICKSTART = str(ROOT / "configs" / "quickstart.yaml")
-CRS = "EPSG:32633"
-TRANSFORM = from_origin(500000, 4600000, 10, 10)
 FOUR = {"mean": [0.1, 0.2, 0.3, 0.4], "std": [0.1, 0.1, 0.2, 0.2]}
 
 
@@ -150,15 +149,6 @@ def test_chosen_bands_read_in_their_order_and_16_bit_pictures_are_stretched(tmp_
     assert (to_uint8_image(four) == display_rgb(four.numpy())).all()
     grey = to_uint8_image(torch.rand(1, 20, 30) * 0.1)
     assert (grey[..., 0] == grey[..., 1]).all() and grey.max() >= 250
-
-
-def _write(path: Path, pixels: np.ndarray, **extra: object) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    profile = {"driver": "GTiff", "height": pixels.shape[1], "width": pixels.shape[2], "count": pixels.shape[0],
-               "dtype": pixels.dtype.name, "crs": CRS, "transform": TRANSFORM, "tiled": True, "blockxsize": 64,
-               "blockysize": 64, "compress": "deflate", **extra}  # fmt: skip
-    with rasterio.open(path, "w", **profile) as out:
-        out.write(pixels)
 
 
 def _scene(labels: np.ndarray, seed: int) -> np.ndarray:
