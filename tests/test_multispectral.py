@@ -273,3 +273,20 @@ def test_the_documented_multispectral_check_runs_as_written(
     lines = printed.split("in the model's section of the config:\n")[1].splitlines()[:3]
     assert [line.split(":")[0].strip() for line in lines] == ["in_channels", "mean", "std"]
     assert lines[0] == "  in_channels: 4" and len(json.loads(lines[1].split(": ", 1)[1])) == 4
+
+
+def test_a_stopped_tiled_prediction_resumes_only_with_the_same_bands_and_normalisation(tmp_path: Path) -> None:
+    from lightseg.tasks import SemanticSegmentationTask
+
+    _write(tmp_path / "scene.tif", _scene(_labels(150, 170), 0))
+
+    def fingerprint(bands: list[int], mean: list[float]) -> str:
+        torch.manual_seed(0)
+        task = SemanticSegmentationTask(arch="unet", backbone="resnet18", weights_backbone=None, num_classes=3,
+                                        in_channels=4, mean=mean, std=[0.1] * 4)  # fmt: skip
+        return task.predict_tiled(open_raster(tmp_path / "scene.tif", bands), "scene.tif").fingerprint
+
+    first = fingerprint([1, 2, 3, 4], [0.1] * 4)
+    assert fingerprint([1, 2, 3, 4], [0.1] * 4) == first  # the same run: resumed
+    assert fingerprint([4, 3, 2, 1], [0.1] * 4) != first  # other bands: started over
+    assert fingerprint([1, 2, 3, 4], [0.2] * 4) != first  # other statistics (not in the weights): started over

@@ -387,7 +387,12 @@ class SemanticSegmentationTask(BaseTask):
             with torch.inference_mode():
                 yield from tiled_logits(forward, source.read_windows, source.size, settings, rows, columns=columns)
 
-        digest = hashlib.sha256(json.dumps(settings.as_dict(), sort_keys=True).encode())
+        # what makes the scores: settings, the bands read (in the source's description), the normalisation (not in
+        # the state dict: buffers the hyperparameters rebuild; a subclass's own model may have none) and the weights
+        statistics = [getattr(self.model, name, None) for name in ("mean", "std")]
+        normalisation = [t.flatten().tolist() for t in statistics if isinstance(t, torch.Tensor)]
+        made_of = {"inference": settings.as_dict(), "source": repr(source), "normalisation": normalisation}
+        digest = hashlib.sha256(json.dumps(made_of, sort_keys=True).encode())
         for name, value in self.state_dict().items():
             digest.update(name.encode())
             digest.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
