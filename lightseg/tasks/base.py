@@ -19,7 +19,12 @@ from lightseg.contract import TaskContext, data_description, datamodule_of
 from lightseg.errors import LightsegError
 from lightseg.models.lora import LoRASettings, add_lora
 from lightseg.tasks.checkpoint_state import capture_rng, incompatibility, restore_rng, with_migrated_hparams
-from lightseg.tasks.optimisation import BACKBONE_MODULES, fit_schedule_to_run, group_parameters
+from lightseg.tasks.optimisation import (
+    BACKBONE_MODULES,
+    RUNNING_STATISTICS_NORMS,
+    fit_schedule_to_run,
+    group_parameters,
+)
 from lightseg.types import Stage
 from lightseg.weights import LoadReport, check_weights_option, load_weights_file
 
@@ -314,7 +319,7 @@ class BaseTask(LightningModule, ABC):
         return [
             module
             for name, module in self.named_modules()
-            if isinstance(module, nn.modules.batchnorm._NormBase) and self.is_backbone_parameter(name)
+            if isinstance(module, RUNNING_STATISTICS_NORMS) and self.is_backbone_parameter(name)
         ]
 
     @override

@@ -22,7 +22,12 @@ from lightseg.optim import PolyLR, WarmupMultiStepLR
 UNENDING_STEPS = 2**62
 #: module names whose parameters count as backbone for ``head_lr_mult``
 BACKBONE_MODULES = frozenset({"encoder", "backbone", "to_pool3", "to_pool4", "to_pool5", "fc6", "fc7"})
-_NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.LocalResponseNorm)
+#: normalisation layers with running statistics (torch's public classes: a lazy one becomes one of these when built)
+RUNNING_STATISTICS_NORMS = (
+    nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm, nn.InstanceNorm1d, nn.InstanceNorm2d,
+    nn.InstanceNorm3d,
+)  # fmt: skip
+_NORMS = (*RUNNING_STATISTICS_NORMS, nn.GroupNorm, nn.LayerNorm, nn.LocalResponseNorm)
 
 
 def group_parameters(
