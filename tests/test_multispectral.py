@@ -290,3 +290,74 @@ def test_a_stopped_tiled_prediction_resumes_only_with_the_same_bands_and_normali
     assert fingerprint([1, 2, 3, 4], [0.1] * 4) == first  # the same run: resumed
     assert fingerprint([4, 3, 2, 1], [0.1] * 4) != first  # other bands: started over
     assert fingerprint([1, 2, 3, 4], [0.2] * 4) != first  # other statistics (not in the weights): started over
+
+
+def _chips(root: Path, count: int) -> list[np.ndarray]:
+    """``count`` 4-band 16-bit TIFF chips with index PNG masks in the folder layout; returns their pixels."""
+    from PIL import Image
+
+    chips = []
+    (root / "masks").mkdir(parents=True, exist_ok=True)
+    for k in range(count):
+        labels = np.zeros((48, 64), dtype=np.uint8)
+        labels[8 + k : 30, 10 : 40 + k] = 1
+        labels[34:44, 40:60] = 2
+        pixels = np.random.default_rng(k).integers(300, 1200, (4, 48, 64), dtype=np.uint16)
+        pixels[3, labels == 1] += 2500
+        pixels[:3, labels == 2] += 1500
+        _write(root / "images" / f"chip_{k}.tif", pixels)
+        Image.fromarray(labels).save(root / "masks" / f"chip_{k}.png")
+        chips.append(pixels)
+    return chips
+
+
+def test_folder_chips_read_their_bands_for_training_the_data_check_and_a_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from lightseg.data_check import check_data
+    from lightseg.datamodules import SegmentationFolderDataModule
+
+    chips = _chips(tmp_path / "chips", 6)
+    names = ["background", "field", "water"]
+    data = SegmentationFolderDataModule(str(tmp_path / "chips"), names, bands=[4, 1, 2, 3], val_fraction=0.3,
+                                        mask_format="index", num_workers=0, batch_size=2)  # fmt: skip
+    assert data.describe().in_channels == 4 and data.describe().bands == (4, 1, 2, 3)
+    data.setup("fit")
+    item = data.val_dataset[0]  # type: ignore[index]
+    k = int(item["id"].split("_")[1])
+    expected = chips[k][[3, 0, 1, 2]].astype(np.float32) / 65535
+    torch.testing.assert_close(item["image"], torch.from_numpy(expected), rtol=0, atol=0)
+    # the data check: every image's chosen bands, their statistics and pictures
+    report = check_data(data, 1)
+    every = np.concatenate([c[[3, 0, 1, 2], ::16, ::16].reshape(4, -1) for c in chips], 1) / 65535
+    measured = [report.splits[s].band_moments for s in report.splits if report.splits[s].band_moments is not None]
+    count, total, _ = sum(measured)
+    np.testing.assert_allclose(total / count, every.mean(1), rtol=1e-5)
+    assert all(picture.shape == (48, 64, 3) for picture, _ in report.pictures["train"])
+    # bad bands: one line each, before any work
+    with pytest.raises(LightsegError, match=r"chip_\d.tif has 4 band\(s\) but data.bands asks for band 5"):
+        bad = SegmentationFolderDataModule(str(tmp_path / "chips"), names, bands=[1, 5], val_fraction=0.3,
+                                           mask_format="index", num_workers=0)  # fmt: skip
+        bad.setup("fit")
+    with pytest.raises(LightsegError, match="photometric jitters the colours of RGB images"):
+        SegmentationFolderDataModule(str(tmp_path / "chips"), names, bands=[1, 2, 3, 4], photometric=True)
+    # a 4-band model trains on the chips from the command line
+    monkeypatch.chdir(tmp_path)
+    main(["fit", "--config", QUICKSTART, "--data=SegmentationFolderDataModule", "--data.init_args.root=chips",
+          "--data.init_args.class_names=[background, field, water]", "--data.init_args.bands=[4, 1, 2, 3]",
+          "--data.init_args.val_fraction=0.3", "--data.init_args.num_workers=0", "--data.init_args.batch_size=2",
+          "--model.init_args.in_channels=4", "--model.init_args.mean=[0.05, 0.012, 0.012, 0.012]",
+          "--model.init_args.std=[0.04, 0.005, 0.005, 0.005]", "--trainer.max_epochs=1",
+          "--trainer.enable_progress_bar=false"])  # fmt: skip
+    assert "val_miou" in next((tmp_path / "runs").rglob("metrics.csv")).read_text()
+
+
+def test_bands_are_for_the_folder_layout_only(tmp_path: Path) -> None:
+    from lightseg.datamodules import SegmentationFolderDataModule
+
+    from layouts import write_labelme
+
+    root = write_labelme(tmp_path / "export", 4)
+    data = SegmentationFolderDataModule(str(root), bands=[1, 2, 3, 4], validate_on_train=True, num_workers=0)
+    with pytest.raises(LightsegError, match=r"bands reads multispectral images of the folder layout .* remove bands"):
+        data.setup("fit")

@@ -35,7 +35,8 @@ from lightseg.datamodules.files import BinaryMaskError, SegmentationFiles
 from lightseg.datamodules.folder import SegmentationFolderDataModule
 from lightseg.datamodules.io import TURNED, check_depth, exif_orientation, orientation_hint, progress, read_image_uint8
 from lightseg.datamodules.panoptic_files import COCOPanopticDataset
-from lightseg.datamodules.raster_windows import RasterPair, RasterWindowsDataModule, raster_pairs
+from lightseg.datamodules.raster_windows import CLASS_SAMPLING_STEP, RasterPair, RasterWindowsDataModule, raster_pairs
+from lightseg.datamodules.rasters import open_raster, read_whole
 from lightseg.datamodules.streaming import StreamingDetectionDataModule, StreamingSegmentationDataModule
 from lightseg.errors import LightsegError, MaskLabelError
 from lightseg.visualize import to_uint8_image
@@ -52,6 +53,8 @@ class _Inspected:
     ignore_pixels: int = 0
     orientation: int = 1
     findings: list[Finding] = field(default_factory=list)
+    #: of the chosen bands of a multispectral image: per channel, the count, sum and squares of every 16th pixel
+    moments: np.ndarray | None = None
 
 
 def file_digest(data: bytes) -> str:
@@ -84,9 +87,32 @@ def _read_image(path: Path, split: str) -> _Inspected:
     return result
 
 
+def _read_bands(path: Path, bands: tuple[int, ...], split: str) -> _Inspected:
+    """A multispectral image's chosen bands as the model reads them: size, content hash and channel moments."""
+    result = _Inspected()
+    try:
+        raster = open_raster(path, bands)
+        try:
+            image = raster.read_windows([(0, 0)], raster.size)[0].numpy()
+            valid = raster.valid_window(0, 0, *raster.size)
+        finally:
+            raster.close()
+        result.digest = file_digest(path.read_bytes())
+    except LightsegError as err:
+        kind = "missing_image" if not path.is_file() else "unreadable_image"
+        result.findings.append(Finding(kind, split, str(path), str(err)))
+        return result
+    result.size = raster.size
+    step = CLASS_SAMPLING_STEP  # nodata left out, as for rasters
+    kept = image[:, ::step, ::step][:, valid[::step, ::step]].astype(np.float64)
+    result.moments = np.stack([np.full(len(bands), kept.shape[1], np.float64), kept.sum(1), (kept**2).sum(1)])
+    return result
+
+
 def _inspect_semantic(dataset: SegmentationFiles, index: int, split: str) -> _Inspected:
     sample = dataset.samples[index]
-    result = _read_image(sample.image, split)
+    bands = dataset.bands
+    result = _read_image(sample.image, split) if bands is None else _read_bands(sample.image, bands, split)
     if sample.mask is None:
         return result
     try:
@@ -263,13 +289,15 @@ class _Checker:
                     stats.exif_oriented += result.orientation != 1
                 if result.mask_kind is not None:
                     stats.mask_kinds[result.mask_kind] += 1
+                if result.moments is not None:
+                    stats.band_moments = result.moments + (0 if stats.band_moments is None else stats.band_moments)
                 if result.counts is not None:
                     stats.class_pixels += result.counts
                     stats.class_images += result.counts > 0
                     stats.ignore_pixels += result.ignore_pixels
         failed = {f.file for f in self.report.errors if f.kind != "leakage"}  # files that cannot be drawn
         self.report.pictures[split] = [
-            (read_image_uint8(dataset.samples[k].image), dataset.read_mask(k))
+            (_picture_of(dataset.samples[k].image, dataset.bands), dataset.read_mask(k))
             for k in _spread(indices, self.pictures)
             if str(dataset.samples[k].image) not in failed and str(dataset.samples[k].mask) not in failed
         ]
@@ -409,6 +437,11 @@ def _detection_picture(dataset: COCODataset, index: int) -> tuple[np.ndarray, np
     drawn = draw_detections(item["image"], detections, keep, target.get("masks"), names, skeleton, show_scores=False)
     image = to_uint8_image(item["image"])
     return np.concatenate([image, np.full((image.shape[0], 4, 3), 255, np.uint8), drawn], axis=1), None
+
+
+def _picture_of(path: Path, bands: tuple[int, ...] | None) -> np.ndarray:
+    """The image as a ``[H,W,3]`` uint8 picture: RGB as read, chosen bands as lightseg shows them."""
+    return read_image_uint8(path) if bands is None else to_uint8_image(read_whole(path, bands))
 
 
 def _spread(items: Sequence[Any], count: int) -> list[Any]:

@@ -180,7 +180,7 @@ def format_report(report: DataReport) -> str:
     bands = [f"{name}: mean {split['bands']['mean']}, std {split['bands']['std']}"
              for name, split in summary["splits"].items() if "bands" in split]  # fmt: skip
     if bands:
-        lines += ["", "channels as the model reads them (in [0, 1], nodata left out; every 16th pixel of each raster):",
+        lines += ["", "channels as the model reads them (in [0, 1], nodata left out; every 16th pixel of each image):",
                   *bands]  # fmt: skip
         measured = {name: split["bands"] for name, split in summary["splits"].items() if "bands" in split}
         source = "train" if "train" in measured else next(iter(measured))

@@ -15,6 +15,7 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
 from lightseg.datamodules.io import image_header, orientation_hint, progress, read_image, read_mask, read_npy_mask
+from lightseg.datamodules.rasters import open_raster, read_whole
 from lightseg.errors import LightsegError, MaskLabelError
 from lightseg.types import SemanticItem
 
@@ -82,6 +83,8 @@ class SegmentationFiles(Dataset[SemanticItem]):
         on_missing: ``error`` or ``skip`` for samples whose image or mask file is absent.
         name: how error messages call this data set.
         colormap: ``[num_classes, 3]`` colours of RGB masks (``None``: the VOC palette).
+        bands: the 1-based bands of each image read as its channels, through rasterio (multispectral
+            TIFFs; ``None``: RGB as the image reader reads it).
     """
 
     def __init__(
@@ -95,8 +98,10 @@ class SegmentationFiles(Dataset[SemanticItem]):
         on_missing: OnMissing = "error",
         name: str = "data set",
         colormap: np.ndarray | None = None,
+        bands: Sequence[int] | None = None,
     ) -> None:
         self.num_classes = num_classes
+        self.bands = tuple(bands) if bands is not None else None
         self.transforms = transforms
         self.ignore_index = ignore_index
         self.label_map = label_map
@@ -167,7 +172,7 @@ class SegmentationFiles(Dataset[SemanticItem]):
         self._samples_checked = True
         full = mode == "full" or (mode == "auto" and len(self.samples) <= FULL_CHECK_LIMIT)
         for sample in progress(self.samples, f"{self.name}: checking {'samples' if full else 'file headers'}"):
-            size, _ = image_header(sample.image)
+            size = image_header(sample.image)[0] if self.bands is None else open_raster(sample.image, self.bands).size
             assert sample.mask is not None
             if full:
                 mask_size: tuple[int, ...] | None = self.decode_mask(sample.mask).shape
@@ -229,7 +234,7 @@ class SegmentationFiles(Dataset[SemanticItem]):
 
     def __getitem__(self, index: int) -> SemanticItem:
         sample = self.samples[index]
-        image = read_image(sample.image)
+        image = read_image(sample.image) if self.bands is None else read_whole(sample.image, self.bands)
         mask = self.read_mask(index)
         if tuple(image.shape[-2:]) != mask.shape:
             raise size_mismatch(sample, tuple(image.shape[-2:]), mask.shape)

@@ -20,8 +20,9 @@ from lightseg.datamodules.exports import Layout, LayoutName, check_class_names, 
 from lightseg.datamodules.files import Sample, SegmentationFiles, read_split
 from lightseg.datamodules.io import IMAGE_EXTENSIONS, progress, refuse_lossy_mask
 from lightseg.datamodules.labelstudio import BrushFiles, brush_labels, brush_samples
+from lightseg.datamodules.rasters import chosen_bands
 from lightseg.datamodules.splits import SPLITS, split_by_hash
-from lightseg.errors import LightsegError
+from lightseg.errors import LightsegError, option
 
 MaskFormat = Literal["auto", "index", "palette", "rgb", "binary"]
 
@@ -133,6 +134,10 @@ class SegmentationFolderDataModule(SplitDataModule):
             run's summary says so.
         crop_size: training crop; ``None`` trains on whole images (then of one size).
         scale_range: random rescaling range in training.
+        bands: multispectral images (TIFF chips of RGB + near infrared, Sentinel-2, ...): the
+            1-based bands of each image read as the model's channels, in order, through rasterio
+            (the ``geo`` extra); the model is built with ``in_channels`` equal to their count and
+            their ``mean`` / ``std``, which ``lightseg data check`` prints. The ``folder`` layout only.
         **kwargs: pipeline (``hflip``, ``vflip``, ``photometric``), ``on_missing``,
             ``check_samples`` and loader options of :class:`~lightseg.datamodules.SplitDataModule`.
     """
@@ -155,9 +160,12 @@ class SegmentationFolderDataModule(SplitDataModule):
         validate_on_train: bool = False,
         crop_size: int | tuple[int, int] | None = None,
         scale_range: tuple[float, float] | None = None,
+        bands: list[int] | None = None,
         **kwargs: Any,
     ) -> None:
+        chosen = chosen_bands(bands, bool(kwargs.get("photometric")))
         super().__init__(crop_size=crop_size, scale_range=scale_range, ignore_index=ignore_index, **kwargs)
+        self.bands = chosen
         if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
             raise LightsegError(
                 f"val_fraction {val_fraction} and test_fraction {test_fraction} must be in [0, 1) and sum below 1"
@@ -370,6 +378,11 @@ class SegmentationFolderDataModule(SplitDataModule):
 
     def _dataset(self, samples: Sequence[Sample], transforms: Callable[..., Any] | None, name: str) -> Dataset[Any]:
         layout = self.layout
+        if self.bands is not None and layout.name != "folder":
+            raise LightsegError(
+                f"{option('data', 'bands')} reads multispectral images of the folder layout (images/ and masks/); "
+                f"{self.root} is {layout.title}, whose images are RGB: remove bands"
+            )
         if layout.name == "labelstudio-coco":
             annotations, images = self._coco_export
             return COCOSemanticDataset(
@@ -409,4 +422,5 @@ class SegmentationFolderDataModule(SplitDataModule):
             on_missing=self.on_missing,
             name=name,
             colormap=colormap,
+            bands=self.bands,
         )

@@ -13,7 +13,7 @@ from torch.utils.data import Dataset
 
 from lightseg.datamodules.base import SplitDataModule
 from lightseg.datamodules.files import semantic_item
-from lightseg.datamodules.rasters import SCALES, TILED_SUFFIXES, open_raster, rasterio_module
+from lightseg.datamodules.rasters import SCALES, TILED_SUFFIXES, chosen_bands, open_raster, rasterio_module
 from lightseg.errors import LightsegError, option
 from lightseg.types import SemanticItem
 
@@ -288,17 +288,9 @@ class RasterWindowsDataModule(SplitDataModule):
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("vflip", True)  # an aerial or microscope view has no up
-        if bands is not None and len(bands) != 3 and kwargs.get("photometric"):
-            raise LightsegError(
-                f"{option('data', 'photometric')} jitters the colours of RGB images (brightness, contrast, saturation, "
-                f"hue); {len(bands)} bands have none: turn it off"
-            )
+        chosen = chosen_bands(bands, bool(kwargs.get("photometric")))
         super().__init__(batch_size=batch_size, **kwargs)
-        if bands is not None and not bands:
-            raise LightsegError(f"{option('data', 'bands')} must list at least one band (numbered from 1), or be null")
-        if bands is not None and min(bands) < 1:
-            raise LightsegError(f"{option('data', 'bands')}: bands are numbered from 1, got {list(bands)}")
-        self.bands = tuple(bands) if bands is not None else None
+        self.bands = chosen
         if not class_names:
             raise LightsegError(f"{option('data', 'class_names')} must name the classes of the mask values 0, 1, ...")
         for name, value in (("window_size", window_size), ("windows_per_epoch", windows_per_epoch)):

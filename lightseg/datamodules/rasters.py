@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lightseg.errors import LightsegError
+from lightseg.errors import LightsegError, option
 from lightseg.visualize import display_rgb
 
 #: files read window by window when they are larger than the predict threshold
@@ -236,6 +236,22 @@ def _chosen_bands(path: Path, dataset: Any, bands: Sequence[int]) -> tuple[int, 
         raise LightsegError(
             f"image {path} has {dataset.count} band(s) but data.bands asks for band {missing[0]} "
             f"(bands are numbered from 1 to {dataset.count}); fix data.bands or the image"
+        )
+    return tuple(int(b) for b in bands)
+
+
+def chosen_bands(bands: Sequence[int] | None, photometric: bool) -> tuple[int, ...] | None:
+    """A data module's ``bands`` checked: one line for no band, a band below 1, or colour jitter on other than RGB."""
+    if bands is None:
+        return None
+    if not bands:
+        raise LightsegError(f"{option('data', 'bands')} must list at least one band (numbered from 1), or be null")
+    if min(bands) < 1:
+        raise LightsegError(f"{option('data', 'bands')}: bands are numbered from 1, got {list(bands)}")
+    if len(bands) != 3 and photometric:
+        raise LightsegError(
+            f"{option('data', 'photometric')} jitters the colours of RGB images (brightness, contrast, saturation, "
+            f"hue); {len(bands)} bands have none: turn it off"
         )
     return tuple(int(b) for b in bands)
 
