@@ -197,6 +197,11 @@ def test_pack_and_stream_mistakes_are_one_line(shapes_root: Path, tmp_path: Path
     panoptic = ShapesPanopticDataModule(str(tmp_path / "pan"), num_train=2, num_val=1, num_test=1)
     with pytest.raises(LightsegError, match="writes semantic .* and COCO-style instance or keypoint"):
         pack_datamodule(panoptic, str(tmp_path / "pan-pack"))
+    source.bands = (4, 3, 2, 1)  # multispectral: a pack would stream them as RGB
+    with pytest.raises(LightsegError, match=r"writes RGB images; ShapesDataModule reads bands \[4, 3, 2, 1\]"):
+        pack_datamodule(source, str(tmp_path / "bands-pack"))
+    assert not (tmp_path / "bands-pack").exists()
+    source.bands = None
     with pytest.raises(LightsegError, match="is a pack of semantic data, not instances: read it with Streaming"):
         StreamingDetectionDataModule(str(tmp_path / "packed")).describe()
     with pytest.raises(LightsegError, match="is not a folder; write a pack there"):

@@ -304,6 +304,11 @@ def pack_datamodule(
     litdata = require_litdata()
     if workers < 1:
         raise LightsegError(f"{option('pack', 'workers')} must be >= 1, got {workers}")
+    if datamodule.bands is not None:  # a record holds an image file's bytes, which the streaming modules read as RGB
+        raise LightsegError(
+            f"lightseg data pack writes RGB images; {type(datamodule).__name__} reads bands {list(datamodule.bands)} "
+            "of multispectral images: train from the files (packing bands is not supported yet)"
+        )
     _refuse_used_output(output)
     datamodule.prepare_data()
     kind, missing, splits = _stages(datamodule)
