@@ -3,8 +3,9 @@
 1. The quickstart model, data, optimizer and batch size, trained for the same number of
    steps through `lightseg fit`'s objects (LightningCLI with the quickstart config: task,
    data module, trainer; logging, metrics and poly LR on) and through a plain PyTorch loop
-   (forward, loss, backward, step). Both clocks run from the end of a warm-up step to the end
-   of the last step, so they hold the same steps, data loading and epoch changes included;
+   (forward, loss, backward, step) with the config's optimizer and memory format. Both
+   clocks run from the end of a warm-up step to the end of the last step, so they hold the
+   same steps, data loading and epoch changes included;
    `trainer.fit`'s one-off start and end are reported on their own row. Runs alternate
    (lightseg, plain, lightseg, ...) so that drift in the machine's speed hits both alike.
    Target: time ratio <= 1.03.
@@ -95,14 +96,17 @@ def plain_loop(steps: int, cache: Path, model_options: list[str]) -> float:
         def criterion(outputs: dict[str, torch.Tensor], target: torch.Tensor) -> torch.Tensor:
             return per_pixel(outputs["out"], target)
 
-    optimizer = torch.optim.AdamW(model.parameters(), lr=0.002, weight_decay=0.0001)
+    # the same work as the task's step: the config's optimizer (AdamW, fused) and memory format (channels-last)
+    optimizer = cli.model.optimizer_factory(model.parameters())
     scheduler = torch.optim.lr_scheduler.PolynomialLR(optimizer, total_iters=steps, power=0.9)
+    layout = torch.channels_last if cli.model.hparams.get("channels_last") else torch.contiguous_format
+    model.to(memory_format=layout)
     model.train()
     start = 0.0
     done = 0
     while done < steps:
         for batch in loader:
-            loss = criterion(model(batch["image"]), batch["mask"])
+            loss = criterion(model(batch["image"].contiguous(memory_format=layout)), batch["mask"])
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
