@@ -87,12 +87,18 @@ class LoadReport:
 
     loaded: list[str] = field(default_factory=list)
     reshaped: list[str] = field(default_factory=list)  # in both, of another shape: left as initialised
+    #: RGB first layers loaded into a layer of another input channel count, spread over its channels
+    spread: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)  # in the module only
     unexpected: list[str] = field(default_factory=list)  # in the file only
 
     def describe(self, what: str, source: str, total: int) -> str:
         """One line for the user."""
         parts = [f"{what}: loaded {len(self.loaded)} of {total} weights from {source}"]
+        if self.spread:
+            parts.append(
+                f"{len(self.spread)} RGB first layer(s) spread over the input's channels ({_some(self.spread)})"
+            )
         if self.reshaped:
             parts.append(f"{len(self.reshaped)} of another shape left at their initialisation ({_some(self.reshaped)})")
         if self.missing:
@@ -151,11 +157,14 @@ def load_matching(
         name = own_prefix + key[len(file_prefix) :] if key.startswith(file_prefix) else None
         if name is None or name not in target:
             report.unexpected.append(key)
+        elif _rgb_into_channels(value, target[name]):
+            chosen[name] = spread_over_channels(value, target[name].shape[1])
+            report.spread.append(name)
         elif target[name].shape != value.shape:
             report.reshaped.append(name)
         else:
             chosen[name] = value
-    report.loaded = list(chosen)
+    report.loaded = [k for k in chosen if k not in report.spread]
     report.missing = [k for k in target if k not in chosen and k not in report.reshaped]
     if not chosen:
         example = f" (e.g. {next(iter(state))!r} in the file, {next(iter(target))!r} in the model)" if target else ""
@@ -167,6 +176,25 @@ def load_matching(
     if not quiet:
         rank_zero_info(report.describe(what, source, len(target)))
     return report
+
+
+def _rgb_into_channels(value: torch.Tensor, target: torch.Tensor) -> bool:
+    """A convolution's weight on RGB input, where the module's takes another number of channels (multispectral)."""
+    return (
+        value.dim() == 4 and target.dim() == 4 and value.shape[1] == 3 and target.shape[1] != 3
+        and value.shape[0] == target.shape[0] and value.shape[2:] == target.shape[2:]
+    )  # fmt: skip
+
+
+def spread_over_channels(weight: torch.Tensor, channels: int) -> torch.Tensor:
+    """An RGB convolution's ``[O,3,kh,kw]`` weight for ``channels`` input channels, as smp and timm adapt one.
+
+    The RGB filters repeat over the channels, scaled by 3 / ``channels`` (one channel: their
+    sum), so that an image whose channels repeat its RGB ones gets the RGB response.
+    """
+    if channels == 1:
+        return weight.sum(1, keepdim=True)
+    return weight[:, [c % 3 for c in range(channels)]] * (3 / channels)
 
 
 def load_weights_file(module: nn.Module, path: str, what: str) -> LoadReport:

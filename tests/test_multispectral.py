@@ -361,3 +361,25 @@ def test_bands_are_for_the_folder_layout_only(tmp_path: Path) -> None:
     data = SegmentationFolderDataModule(str(root), bands=[1, 2, 3, 4], validate_on_train=True, num_workers=0)
     with pytest.raises(LightsegError, match=r"bands reads multispectral images of the folder layout .* remove bands"):
         data.setup("fit")
+
+
+def test_a_weights_files_rgb_first_layer_is_spread_over_the_bands(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import torchvision
+
+    from lightseg.weights import spread_over_channels
+
+    resnet = torchvision.models.resnet18()
+    torch.save(resnet.state_dict(), tmp_path / "resnet18.pt")
+    rgb = resnet.conv1.weight.detach()
+    # smp's encoder built for 4 bands, then the file loaded into it: the first layer spread, not dropped
+    model = build_semantic_model("unet", 3, "resnet18", str(tmp_path / "resnet18.pt"), in_channels=4, **FOUR)
+    spread = torch.cat([rgb, rgb[:, :1]], 1) * 0.75
+    torch.testing.assert_close(model.net.encoder.conv1.weight.detach(), spread)
+    torch.testing.assert_close(model.net.encoder.layer1[0].conv1.weight.detach(), resnet.layer1[0].conv1.weight)
+    assert "loaded 119 of 120 weights" in caplog.text
+    assert "1 RGB first layer(s) spread over the input's channels (conv1.weight)" in caplog.text
+    # the same rule as the pretrained path's (smp's patch_first_conv): one band sums the filters
+    torch.testing.assert_close(spread_over_channels(rgb, 1), rgb.sum(1, keepdim=True))
+    torch.testing.assert_close(spread_over_channels(rgb, 6), torch.cat([rgb, rgb], 1) * 0.5)
