@@ -436,7 +436,7 @@ def test_an_animated_gif_is_read_by_its_first_frame(tmp_path: Path) -> None:
     import numpy as np
     from PIL import Image
 
-    from lightseg.datamodules.base import ImageFolderDataset
+    from lightseg.datamodules.predict_folder import ImageFolderDataset
 
     frames = [Image.fromarray(np.full((8, 10, 3), v, np.uint8)) for v in (10, 200)]
     frames[0].save(tmp_path / "moving.gif", save_all=True, append_images=frames[1:])

@@ -24,7 +24,7 @@ from lightseg.callbacks.staged_folder import StagedFolder
 from lightseg.coco_masks import encode_masks, id_to_rgb
 from lightseg.colors import class_palette
 from lightseg.contract import TaskContext, data_description, data_palette, datamodule_of, task_context
-from lightseg.datamodules.base import ImageFolderDataset
+from lightseg.datamodules.predict_folder import ImageFolderDataset
 from lightseg.datamodules.rasters import Raster
 from lightseg.errors import LightsegError, option
 from lightseg.types import TiledPrediction

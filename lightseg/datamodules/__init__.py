@@ -1,13 +1,7 @@
 """Data modules: your folders, VOC, SBD, VOC-aug, Cityscapes, ADE20K, COCO (all four kinds), packed sets, rasters."""
 
 from lightseg.datamodules.ade20k import ADE20K_CLASSES, ADE20KDataModule
-from lightseg.datamodules.base import (
-    BaseDataModule,
-    ImageFolderDataset,
-    SemanticDataModule,
-    SplitDataModule,
-    pad_collate,
-)
+from lightseg.datamodules.base import BaseDataModule, SemanticDataModule, SplitDataModule, pad_collate
 from lightseg.datamodules.cityscapes import CITYSCAPES_CLASSES, CityscapesDataModule, CityscapesInstanceDataModule
 from lightseg.datamodules.cityscapes_panoptic import CityscapesPanopticDataModule
 from lightseg.datamodules.coco import COCODataModule, COCOInstanceDataModule, COCOKeypointDataModule
@@ -18,6 +12,7 @@ from lightseg.datamodules.detection import DetectionDataModule
 from lightseg.datamodules.files import Sample, SegmentationFiles
 from lightseg.datamodules.folder import SegmentationFolderDataModule
 from lightseg.datamodules.panoptic_files import COCOPanopticDataset
+from lightseg.datamodules.predict_folder import ImageFolderDataset
 from lightseg.datamodules.raster_windows import RasterWindows, RasterWindowsDataModule
 from lightseg.datamodules.sbd import SBDDataModule, SBDSegmentationDataset, VOCAugDataModule
 from lightseg.datamodules.shapes import ShapesDataModule, generate_scene, write_voc

@@ -421,7 +421,7 @@ def check_normalisation(in_channels: int, mean: Sequence[float] | None, std: Seq
             raise LightsegError(
                 f"in_channels={in_channels}: give the model each channel's mean and std (in [0, 1], as the images "
                 "are read) to normalise them with, e.g. mean: [...] and std: [...] with one value per channel "
-                "(lightseg data check prints them for raster data)"
+                "(lightseg data check prints them for data read with bands)"
             )
         return
     for name, values in (("mean", mean), ("std", std)):
