@@ -245,7 +245,7 @@ def test_a_stopped_prediction_resumes_at_its_first_unwritten_row(
     stripes: bool,
 ) -> None:
     if stripes:  # bands of at most 100 columns of 4 classes' scores, 64 rows high: the image in 4 stripes
-        monkeypatch.setattr(inference, "BAND_BYTES", 4 * 64 * 12 * 100)
+        monkeypatch.setattr(inference.tiling, "BAND_BYTES", 4 * 64 * 12 * 100)
     images = tmp_path / "images"
     _write_geotiff(images / "scene.tif", _scene(), nodata=0)
     tiles = ["--data.init_args.predict_tile_above=100", "--prediction.probabilities=top", "--prediction.overlays=false"]
