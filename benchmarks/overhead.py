@@ -26,6 +26,7 @@
 from __future__ import annotations
 
 import argparse
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -164,6 +165,7 @@ def main() -> None:
         (f"{timed} {what} steps, lightseg (Lightning) fit", f"{fast_lightseg:.2f} s"),
         ("time ratio lightseg / plain (target <= 1.03)", f"{fast_lightseg / fast_plain:.3f}"),
         ("ratio of each pair, in run order", " ".join(f"{a / b:.3f}" for a, b in zip(lightseg, plain, strict=True))),
+        ("median pair ratio", f"{statistics.median(a / b for a, b in zip(lightseg, plain, strict=True)):.3f}"),
         ("`trainer.fit` start and end, once per run (estimated)", f"{min(fits):.2f} s"),
     ]
     if not args.arch and not args.image_size and not args.batch_size:
