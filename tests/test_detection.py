@@ -354,3 +354,65 @@ def test_keypoint_rcnn_trains_and_detects_in_channels_last_as_by_default() -> No
     assert len(expected["boxes"]) > 5
     for key in ("boxes", "scores", "keypoints"):
         torch.testing.assert_close(got[key], expected[key], rtol=1e-4, atol=1e-4)
+
+
+def test_keypoint_boxes_enlarged_for_the_pooling_the_loss_and_the_inference(monkeypatch: pytest.MonkeyPatch) -> None:
+    from torchvision.models.detection import roi_heads
+
+    from lightseg.models.detection import ScaledKeypointBoxes, build_rcnn
+
+    torch.manual_seed(0)
+    model = build_rcnn("keypointrcnn_resnet18_fpn", 2, None, None, min_size=64, max_size=96, num_keypoints=3,
+                       keypoint_head=(1, 16), keypoint_box_scale=1.5, box_score_thresh=0.0)  # fmt: skip
+    heads = model.roi_heads
+    assert isinstance(heads.keypoint_roi_pool, ScaledKeypointBoxes)
+    assert "roi_heads.keypoint_roi_pool" not in str(sorted(model.state_dict()))  # no weights: checkpoints as before
+    seen: dict[str, list[torch.Tensor]] = {}
+    pool = heads.keypoint_roi_pool.pool
+    real_pool = pool.forward
+
+    def pooled(features: object, boxes: list[torch.Tensor], shapes: object) -> torch.Tensor:
+        seen["pooled"] = [b.clone() for b in boxes]
+        return real_pool(features, boxes, shapes)
+
+    monkeypatch.setattr(pool, "forward", pooled)
+    real_loss, real_inference = roi_heads.keypointrcnn_loss, roi_heads.keypointrcnn_inference
+
+    def loss(logits: torch.Tensor, proposals: list[torch.Tensor], *rest: object) -> torch.Tensor:
+        seen["loss"] = [p.clone() for p in proposals]
+        return real_loss(logits, proposals, *rest)
+
+    def inference(logits: torch.Tensor, boxes: list[torch.Tensor]) -> object:
+        seen["inference"] = [b.clone() for b in boxes]
+        return real_inference(logits, boxes)
+
+    # torchvision's RoIHeads looks both up in its module when it runs: what lightseg relies on is pinned here
+    monkeypatch.setattr(roi_heads, "keypointrcnn_loss", loss)
+    monkeypatch.setattr(roi_heads, "keypointrcnn_inference", inference)
+    images = [torch.rand(3, 64, 80, generator=torch.Generator().manual_seed(1))]
+    keypoints = torch.tensor([[[20.0, 10.0, 2.0], [10.0, 40.0, 2.0], [35.0, 40.0, 2.0]]])
+    targets = [{"boxes": torch.tensor([[8.0, 8.0, 38.0, 42.0]]), "labels": torch.tensor([1]), "keypoints": keypoints}]
+    model.train()
+    assert torch.isfinite(model(images, targets)["loss_keypoint"])
+    assert len(seen["loss"][0]) > 0
+    torch.testing.assert_close(seen["loss"], seen["pooled"])  # the loss maps keypoints into the pooled boxes
+    seen.clear()
+    model.eval()
+    with torch.no_grad():
+        (result,) = model(images)
+    boxes = result["boxes"]
+    assert len(boxes) > 5
+    torch.testing.assert_close(seen["inference"], seen["pooled"])  # heatmaps back into the pooled boxes
+    enlarged = seen["pooled"][0]
+    # the returned boxes stay as predicted; the keypoint branch saw them 1.5 times as large about their centres
+    torch.testing.assert_close((enlarged[:, :2] + enlarged[:, 2:]) / 2, (boxes[:, :2] + boxes[:, 2:]) / 2)
+    torch.testing.assert_close(enlarged[:, 2:] - enlarged[:, :2], 1.5 * (boxes[:, 2:] - boxes[:, :2]))
+    # so a keypoint may come out beyond its (unchanged) box, up to a quarter of its size on each side
+    inside = (result["keypoints"][..., :2] >= boxes[:, None, :2] - 1e-3) & (
+        result["keypoints"][..., :2] <= boxes[:, None, 2:] + 1e-3
+    )
+    assert not inside.all()
+    with pytest.raises(LightsegError, match=r"keypoint_box_scale must be >= 1 .* got 0.8"):
+        build_rcnn("keypointrcnn_resnet18_fpn", 2, None, None, num_keypoints=3, keypoint_box_scale=0.8)
+    with pytest.raises(LightsegError, match=r"keypoint_box_scale does not apply to maskrcnn_resnet18_fpn"):
+        build_rcnn("maskrcnn_resnet18_fpn", 2, None, None, keypoint_box_scale=1.25)

@@ -300,7 +300,7 @@ def test_lightseg_predict_runs_an_exported_mask_rcnn(tmp_path: Path, monkeypatch
 
 
 def test_keypoint_rcnn_exports_its_keypoints(tmp_path: Path) -> None:
-    task = _rcnn("keypoint")
+    task = _rcnn("keypoint", keypoint_box_scale=1.25)  # the enlarged keypoint boxes go into the graph too
     result = export_task(task, None, ExportSettings(output=str(tmp_path / "k.onnx"), verify_sizes=[(64, 80), (48, 72)]))
     assert all(f["ok"] and "max_keypoint_diff" in f for f in result.verification if f["detections"])
     meta = json.loads(result.metadata_path.read_text())

@@ -69,6 +69,7 @@ def build_rcnn(
     anchor_sizes: Sequence[int] | None = None,
     num_keypoints: int = 17,
     keypoint_head: tuple[int, int] | None = None,
+    keypoint_box_scale: float = 1.0,
     **kwargs: Any,
 ) -> nn.Module:
     """A torchvision Mask R-CNN (``maskrcnn_*``) or Keypoint R-CNN (``keypointrcnn_*``).
@@ -100,6 +101,8 @@ def build_rcnn(
         num_keypoints: keypoints per instance (Keypoint R-CNN).
         keypoint_head: ``(layers, channels)`` of the keypoint head's convolution stack (torchvision:
             8 x 512); a lighter one trains faster from scratch. Not with ``weights="coco"``.
+        keypoint_box_scale: the keypoint branch's boxes enlarged this many times about their centres
+            (:class:`ScaledKeypointBoxes`); 1.0: torchvision's, the box itself.
         **kwargs: any other torchvision ``MaskRCNN`` / ``KeypointRCNN`` argument (e.g.
             ``rpn_batch_size_per_image``, ``box_batch_size_per_image``, ``box_detections_per_img``).
     """
@@ -121,14 +124,56 @@ def build_rcnn(
         options["rpn_anchor_generator"] = _anchors(anchor_sizes, mobilenet="mobilenet" in rest)
     if keypoints:
         options.update(_keypoint_options(num_keypoints, keypoint_head, coco=weights == "coco"))
+    if keypoint_box_scale < 1 or (not keypoints and keypoint_box_scale != 1):
+        raise LightsegError(
+            f"keypoint_box_scale must be >= 1 (1: the box itself, 1.25: a quarter larger), got {keypoint_box_scale}"
+            if keypoints
+            else f"keypoint_box_scale does not apply to {arch}, which predicts no keypoints; remove it"
+        )
     if weights == "coco":
         counted = num_keypoints if keypoints else None
-        return _coco_model(arch, options, trainable_backbone_layers, trainable_norm, counted)
-    # a weights file of the whole model counts as pretrained (the backbone's stages freeze as with ImageNet)
-    backbone = _Backbone(weights_backbone, trainable_backbone_layers, trainable_norm, file_state is not None)
-    build = _torchvision_v2_model if arch.endswith("_v2") else _fpn_model
-    model = build(arch, num_classes, options, backbone)
-    return _load_file(model, file_state, weights)
+        model = _coco_model(arch, options, trainable_backbone_layers, trainable_norm, counted)
+    else:
+        # a weights file of the whole model counts as pretrained (the backbone's stages freeze as with ImageNet)
+        backbone = _Backbone(weights_backbone, trainable_backbone_layers, trainable_norm, file_state is not None)
+        build = _torchvision_v2_model if arch.endswith("_v2") else _fpn_model
+        model = _load_file(build(arch, num_classes, options, backbone), file_state, weights)
+    if keypoint_box_scale != 1:
+        heads: Any = model.roi_heads
+        heads.keypoint_roi_pool = ScaledKeypointBoxes(heads.keypoint_roi_pool, keypoint_box_scale)
+    return model
+
+
+class ScaledKeypointBoxes(nn.Module):
+    """The keypoint branch's RoI pooling on boxes enlarged ``scale`` times about their centres.
+
+    Keypoint R-CNN's heatmap spans its box exactly, so a keypoint outside a predicted box
+    cannot be predicted, and keypoints on an object's outline (a triangle's corners, a
+    fingertip) fall outside whenever the box comes out a pixel small. Top-down pose
+    estimators crop each box enlarged for this reason (SimpleBaseline and HRNet: 1.25).
+    torchvision's ``RoIHeads`` hands one list of boxes to this pooling, then to its loss
+    (keypoints into target heatmaps) and its inference (heatmaps into keypoints): the boxes
+    are enlarged in that list, so that all three use the same enlarged box (the boxes a model
+    returns stay as predicted). ``tests/test_detection.py`` pins that torchvision passes the list on.
+
+    Args:
+        pool: torchvision's ``MultiScaleRoIAlign`` of the keypoint branch.
+        scale: how many times larger each box's width and height become (> 1).
+    """
+
+    def __init__(self, pool: nn.Module, scale: float) -> None:
+        super().__init__()
+        self.pool = pool
+        self.scale = scale
+
+    def forward(
+        self, features: dict[str, torch.Tensor], boxes: list[torch.Tensor], image_shapes: list[tuple[int, int]]
+    ) -> torch.Tensor:
+        """Pooled ``[N,C,14,14]`` features of the enlarged boxes (``boxes`` is changed in place)."""
+        for i, box in enumerate(boxes):
+            centre, half = (box[:, :2] + box[:, 2:]) / 2, (box[:, 2:] - box[:, :2]) * (self.scale / 2)
+            boxes[i] = torch.cat([centre - half, centre + half], dim=1)
+        return self.pool(features, boxes, image_shapes)
 
 
 def _keypoint_options(num_keypoints: int, keypoint_head: tuple[int, int] | None, coco: bool) -> dict[str, Any]:

@@ -310,6 +310,9 @@ class KeypointDetectionTask(DetectionTask):
             keypoints and is an error for other skeletons.
         keypoint_head: ``(layers, channels)`` of the keypoint head (``None``: torchvision's 8 x 512;
             a lighter head trains faster from scratch).
+        keypoint_box_scale: the keypoint branch's boxes enlarged this many times about their centres,
+            as top-down pose estimators crop (1.25), so that keypoints on an object's outline stay
+            inside a box predicted a little small; 1.0: torchvision's (the box itself).
         min_size: shorter image side inside the model (a tuple, as torchvision's recipe: multi-scale
             training over 640..800).
         **kwargs: the settings every detection task shares (weights, sizes, anchors, optimiser):
@@ -328,6 +331,7 @@ class KeypointDetectionTask(DetectionTask):
         keypoint_names: list[str] | None = None,
         oks_sigmas: list[float] | None = None,
         keypoint_head: tuple[int, int] | None = None,
+        keypoint_box_scale: float = 1.0,
         min_size: int | tuple[int, ...] = (640, 672, 704, 736, 768, 800),
         **kwargs: Any,
     ) -> None:
@@ -354,7 +358,12 @@ class KeypointDetectionTask(DetectionTask):
 
     @override
     def model_options(self) -> dict[str, Any]:
-        return {"num_keypoints": self.hparams["num_keypoints"], "keypoint_head": self.hparams["keypoint_head"]}
+        return {
+            "num_keypoints": self.hparams["num_keypoints"],
+            "keypoint_head": self.hparams["keypoint_head"],
+            # checkpoints from before the option have none: the box itself
+            "keypoint_box_scale": self.hparams.get("keypoint_box_scale", 1.0),
+        }
 
     @override
     def evaluator_options(self) -> dict[str, Any]:
