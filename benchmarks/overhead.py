@@ -54,6 +54,7 @@ def model_args(arch: str | None, backbone: str | None, image_size: int | None, b
         return data
     query = ARCHITECTURES[arch].query
     return [f"--model.init_args.arch={arch}", f"--model.init_args.backbone={backbone}",
+            "--model.init_args.arch_options=null",  # the quickstart's are its U-Net's
             *(["--model.init_args.loss=ce"] if query else []), *data]  # fmt: skip
 
 

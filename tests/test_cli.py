@@ -766,9 +766,12 @@ def test_a_slurm_requeue_signal_saves_requeues_and_the_job_goes_on_as_if_never_s
 def test_last_checkpoint_follows_every_epoch_even_when_the_metric_does_not_improve(
     shapes_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # Lightning 2.6 writes last.ckpt only with a new top-k checkpoint; lr 0: val_miou never improves
+    # Lightning 2.6 writes last.ckpt only with a new top-k checkpoint. val_miou never improves: lr 0, and no
+    # BatchNorm statistics that move in training (the encoder's frozen, none in the decoder)
     monkeypatch.chdir(tmp_path)
-    main(["fit", *tiny(shapes_root, "--model.init_args.optimizer.init_args.lr=0.0", "--trainer.max_epochs=3")])
+    still = ("--model.init_args.optimizer.init_args.lr=0.0", "--model.init_args.freeze_backbone=true",
+             "--model.init_args.arch_options={decoder_use_norm: false}")  # fmt: skip
+    main(["fit", *tiny(shapes_root, *still, "--trainer.max_epochs=3")])
     checkpoints = tmp_path / "runs" / "quickstart" / "unet_resnet18" / "version_0" / "checkpoints"
     err = capsys.readouterr().err  # the run says what it did and what comes next
     summary = err[err.index("lightseg: training ended after 3 epochs, 12 steps") :]
@@ -819,3 +822,36 @@ def test_a_requeue_callback_with_a_bad_signal_or_command_is_one_line(
         err = capsys.readouterr().err.strip().splitlines()[-1]
         assert info.value.code == 2 and err.startswith("lightseg: error: RequeueCheckpoint") and wording in err
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("*.ckpt"))
+
+
+def test_arch_options_written_for_another_arch_are_left_out_with_a_line(
+    shapes_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    quickstart = yaml.safe_load(Path(QUICKSTART).read_text())["model"]["init_args"]
+    assert quickstart["arch"] == "unet" and quickstart["arch_options"] == {"decoder_channels": [128, 64, 32, 16, 8]}
+    # the quickstart's own arch: its decoder widths are built
+    cli = build_cli(tiny(shapes_root), run=False)
+    assert cli.model.hparams["arch_options"] == {"decoder_channels": [128, 64, 32, 16, 8]}
+    assert cli.model.model.net.decoder.blocks[0].conv2[0].out_channels == 128
+    assert "arch_options" not in capsys.readouterr().err
+    # another arch on the command line: the U-Net's widths are not deeplabv3plus's, and are left out, said in one line
+    cli = build_cli([*tiny(shapes_root), "--model.init_args.arch=deeplabv3plus"], run=False)
+    assert cli.model.hparams["arch"] == "deeplabv3plus" and cli.model.hparams["arch_options"] is None
+    err = capsys.readouterr().err
+    assert f"arch_options {{decoder_channels: [128, 64, 32, 16, 8]}} of {QUICKSTART} are unet's: left out for arch " \
+        "deeplabv3plus (give its own with --model.init_args.arch_options)" in err  # fmt: skip
+    # options given on the command line are the user's: kept (and checked) whatever the arch
+    cli = build_cli(
+        [*tiny(shapes_root), "--model.init_args.arch=unetplusplus", "--model.init_args.arch_options={decoder_channels: "
+         "[64, 32, 16, 8, 4]}"], run=False,
+    )  # fmt: skip
+    assert cli.model.hparams["arch_options"] == {"decoder_channels": [64, 32, 16, 8, 4]}
+    # a later config file that names the arch its options are for keeps them
+    mine = tmp_path / "mine.yaml"
+    mine.write_text(
+        "model:\n  init_args:\n    arch: unetplusplus\n    arch_options: {decoder_channels: [32, 16, 8, 8, 8]}\n"
+    )
+    cli = build_cli([*tiny(shapes_root), "--config", str(mine)], run=False)
+    assert cli.model.hparams["arch"] == "unetplusplus"
+    assert cli.model.hparams["arch_options"] == {"decoder_channels": [32, 16, 8, 8, 8]}
+    assert "arch_options" not in capsys.readouterr().err

@@ -22,6 +22,7 @@ from lightseg.callbacks.line_progress import lines_unless_terminal
 from lightseg.cli.adapter import AdaptedLightningCLI, wandb_run_started
 from lightseg.cli.config import (
     WANDB_ID_KEY,
+    arch_options_for_the_arch_run,
     check_num_classes,
     check_values,
     equip_run,
@@ -99,6 +100,7 @@ class LightsegCLI(AdaptedLightningCLI):
 
     def __init__(self, args: list[str] | None = None, run: bool = True, **kwargs: Any) -> None:
         self.args = list(sys.argv[1:] if args is None else args)
+        check_config_files(self.args)  # each --config file read once: one line naming a broken one; what sets what
         super().__init__(
             model_class=BaseTask,
             datamodule_class=LightningDataModule,
@@ -162,6 +164,7 @@ class LightsegCLI(AdaptedLightningCLI):
             config.trainer.logger = False
         elif subcommand in ("validate", "test"):
             results_beside_checkpoint(config, subcommand)
+        arch_options_for_the_arch_run(config, self.args)
         check_values(config)
 
     @override
@@ -264,7 +267,6 @@ def main(args: list[str] | None = None) -> None:
 
             data_main(arguments[1:])
             return
-        check_config_files(arguments)
         cli = build_cli(args)
         finish_wandb(getattr(cli, "trainer", None))
     except Exception as err:

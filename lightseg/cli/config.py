@@ -27,6 +27,7 @@ from lightseg.callbacks.summary import RunSummary, without_ckpt_path
 from lightseg.checkpoints import BesideCheckpointIO, load_checkpoint
 from lightseg.cli.adapter import as_list, field, give_behaviour, init_defaults
 from lightseg.cli.checkpoint_aliases import ALIASES, find_checkpoints, resolve_checkpoint
+from lightseg.cli.config_files import CONFIG_FILES, file_setting
 from lightseg.contract import data_description
 from lightseg.errors import LightsegError, class_count_mismatch
 from lightseg.loggers import LIGHTNING_WANDB, WandbLogger
@@ -137,6 +138,41 @@ def _new_results_folder(run: Path, name: str) -> str:
         file=sys.stderr,
     )
     return f"{name}-{number}"
+
+
+def arch_options_for_the_arch_run(config: Any, args: list[str]) -> None:
+    """Leave out ``arch_options`` that a config file wrote for another ``arch`` than the one that runs.
+
+    ``arch_options`` are one architecture's own arguments (smp's ``decoder_channels``, ...): a
+    config file that sets them for its ``arch`` (the quickstart's U-Net decoder widths) would make
+    ``--model.init_args.arch deeplabv3`` on top of it fail, as jsonargparse drops a class's
+    ``init_args`` when the command line changes the class. Options given on the command line,
+    or by a file that names no ``arch`` or the one that runs, are kept. Says so in one line.
+    """
+    init_args = field(config.get("model"), "init_args")
+    options, arch = field(init_args, "arch_options"), field(init_args, "arch")
+    if not options or arch is None:
+        return
+    if any(a.split("=", 1)[0] in ("--model.init_args.arch_options", "--model.arch_options") for a in args):
+        return
+    where = file_setting("model", "arch_options")
+    if where is None:
+        return
+    path = where[0]
+    content = next(c for p, c in CONFIG_FILES if p == path)["model"]
+    written_for = (content.get("init_args") or {}).get("arch", content.get("arch"))
+    if written_for is None or written_for == arch:
+        return
+    settings = ", ".join(f"{k}: {v}" for k, v in dict(options).items())
+    print(
+        f"lightseg: arch_options {{{settings}}} of {path} are {written_for}'s: left out for arch {arch} (give its "
+        "own with --model.init_args.arch_options)",
+        file=sys.stderr,
+    )
+    if isinstance(init_args, dict):
+        init_args["arch_options"] = None
+    else:
+        init_args.arch_options = None
 
 
 def check_values(config: Any) -> None:

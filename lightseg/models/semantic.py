@@ -86,7 +86,7 @@ def _smp_decoder(name: str) -> Callable[[ModelSpec], SegmentationModel]:
             kwargs.setdefault("decoder_atrous_rates", _aspp_rates(spec))
         kwargs["in_channels"] = spec.in_channels  # smp adapts a pretrained first convolution itself
         net, size_divisor, min_size = smp_adapter.build(
-            name, spec.backbone, spec.weights_backbone, spec.num_classes, kwargs
+            name, spec.backbone, spec.weights_backbone, spec.num_classes, kwargs, tuple(spec.arch_options)
         )
         return SegmentationModel(net, size_divisor=size_divisor, min_size=min_size)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import warnings
+from collections.abc import Collection
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any, cast
 
@@ -18,7 +19,7 @@ import segmentation_models_pytorch as smp
 import torch
 from torch import nn
 
-from lightseg.errors import LightsegError
+from lightseg.errors import LightsegError, option
 from lightseg.models.backbones import WeightsName, hub_cache_only_when_unreachable, load_backbone_file, offline_hint
 from lightseg.weights import check_weights_option
 
@@ -58,11 +59,17 @@ def default_backbone(name: str) -> str:
 
 
 def build(
-    name: str, backbone: str, weights_backbone: WeightsName | None, num_classes: int, kwargs: dict[str, Any]
+    name: str,
+    backbone: str,
+    weights_backbone: WeightsName | None,
+    num_classes: int,
+    kwargs: dict[str, Any],
+    arch_options: Collection[str] = (),
 ) -> tuple[nn.Module, int, int]:
     """Smp's architecture ``name`` with the size its inputs are padded to a multiple of, and their smallest size.
 
-    ``kwargs`` are smp's own arguments (``arch_options``, output stride, ASPP rates).
+    ``kwargs`` are smp's own arguments (``arch_options``, output stride, ASPP rates); ``arch_options``
+    names those the user set, which a refusal names.
     """
     check_weights_option("weights_backbone", weights_backbone, ("imagenet",))
     weights = "imagenet" if weights_backbone == "imagenet" else None
@@ -71,7 +78,7 @@ def build(
         # a transformer whose position embedding / windows are fixed to its pretraining size (DINOv2: 518,
         # Swin: 224): timm adapts them to each input's patch grid instead, so that any input size runs
         kwargs.setdefault("dynamic_img_size", True)
-    _dry_build(name, backbone, num_classes, kwargs)
+    _dry_build(name, backbone, num_classes, kwargs, arch_options)
     downloads: AbstractContextManager[None] = hub_cache_only_when_unreachable() if weights else nullcontext()
     with offline_hint(f"smp encoder {backbone}", weights), downloads:
         net = smp.MODEL_ARCHITECTURES_MAPPING[name](backbone, encoder_weights=weights, classes=num_classes, **kwargs)
@@ -162,7 +169,7 @@ _REFUSALS: tuple[tuple[str, str], ...] = (
 )  # fmt: skip
 
 
-def _dry_build(arch: str, backbone: str, num_classes: int, kwargs: dict[str, Any]) -> None:
+def _dry_build(arch: str, backbone: str, num_classes: int, kwargs: dict[str, Any], given: Collection[str]) -> None:
     """Build smp's ``arch`` on the meta device (no memory, no weights): smp's refusals, before any download."""
     try:
         with torch.device("meta"), warnings.catch_warnings():
@@ -171,6 +178,14 @@ def _dry_build(arch: str, backbone: str, num_classes: int, kwargs: dict[str, Any
     except (ValueError, TypeError, AssertionError, KeyError) as err:
         reason = str(err).split("\n")[0]
         hint = next((h for key, h in _REFUSALS if key in reason), "")
+        if not hint and given:
+            # arch_options are one architecture's arguments: a config written for another (the quickstart's U-Net
+            # decoder widths under deeplabv3plus) gives values of the wrong kind
+            settings = ", ".join(f"{k}: {kwargs[k]!r}" for k in given)
+            hint = (
+                f"arch_options {{{settings}}} may be another arch's (a config written for one sets them): give "
+                f"{option('model', 'arch_options')} null for {arch}'s defaults"
+            )
         raise LightsegError(
             f"arch {arch!r} cannot use backbone {backbone!r} with these options ({type(err).__name__}: {reason})"
             + (f"; {hint}" if hint else "")
