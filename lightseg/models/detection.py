@@ -57,6 +57,13 @@ FPN_BACKBONES: dict[str, tuple[Any, Any]] = {
 }
 
 
+#: the arguments of :func:`build_rcnn` that the R-CNN tasks (detection, Panoptic FPN) take under the same names
+RCNN_OPTIONS = (
+    "weights", "weights_backbone", "trainable_backbone_layers", "trainable_norm",
+    "min_size", "max_size", "anchor_sizes",
+)  # fmt: skip
+
+
 def build_rcnn(
     arch: str,
     num_classes: int,

@@ -16,6 +16,7 @@ from lightseg.errors import LightsegError, class_count_mismatch
 from lightseg.metrics.coco import COCO_OKS_SIGMAS, STAT_NAMES, Backend, COCOEvaluator, IoUType
 from lightseg.metrics.tables import format_ap_table
 from lightseg.models.detection import (
+    RCNN_OPTIONS,
     KeypointRCNNArch,
     MaskRCNNArch,
     build_rcnn,
@@ -99,18 +100,9 @@ class DetectionTask(BaseTask):
         hp = self.hparams
         if hp["num_classes"] < 2:
             raise LightsegError(f"num_classes counts the background too: it must be >= 2, got {hp['num_classes']}")
+        options = {name: hp[name] for name in RCNN_OPTIONS}
         model = build_rcnn(
-            hp["arch"],
-            hp["num_classes"],
-            hp["weights"],
-            hp["weights_backbone"],
-            hp["trainable_backbone_layers"],
-            hp["trainable_norm"],
-            hp["min_size"],
-            hp["max_size"],
-            hp["anchor_sizes"],
-            **self.model_options(),
-            **(hp["detector_kwargs"] or {}),
+            hp["arch"], hp["num_classes"], **options, **self.model_options(), **(hp["detector_kwargs"] or {})
         )
         #: class names of the pretrained predictor's slots, while it is not fitted to the data yet
         self.pretrained_classes: list[str] | None = None

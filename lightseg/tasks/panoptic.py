@@ -7,7 +7,6 @@ import math
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, cast
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from typing_extensions import override
 
@@ -18,37 +17,14 @@ from lightseg.metrics.coco import COCOEvaluator
 from lightseg.metrics.panoptic import PanopticQuality
 from lightseg.metrics.segmentation import SegmentationMetrics
 from lightseg.metrics.tables import format_pq_table
-from lightseg.models.detection import (
-    build_rcnn,
-    coco_categories,
-    fit_predictors,
-    fit_predictors_by_name,
-    predictor_classes,
-)
-from lightseg.models.panoptic import (
-    FPN_OVERLAP_THRESHOLD,
-    FPN_SCORE_THRESHOLD,
-    QUERY_OVERLAP_THRESHOLD,
-    QUERY_SCORE_THRESHOLD,
-    PanopticFPN,
-    PanopticPrediction,
-    merge_instances_and_stuff,
-    merge_queries,
-)
-from lightseg.models.semantic import ARCHITECTURES, build_semantic_model
-from lightseg.models.wrapper import SegmentationModel
+from lightseg.models.detection import fit_predictors, fit_predictors_by_name
+from lightseg.models.panoptic import PanopticFPN, PanopticPrediction
 from lightseg.tasks.base import BaseTask
-from lightseg.tasks.panoptic_views import ground_truth, pad_batch, semantic_view, thing_detections
+from lightseg.tasks.panoptic_families import PANOPTIC_FPN, QUERY_ARCHS, PanopticFamily, family_of
+from lightseg.tasks.panoptic_views import ground_truth, semantic_view, thing_detections
 from lightseg.types import Stage
 
-#: Panoptic FPN's architectures: the Mask R-CNN each is built on
-PANOPTIC_FPN = {
-    "panoptic_fpn_resnet50": "maskrcnn_resnet50_fpn",
-    "panoptic_fpn_resnet18": "maskrcnn_resnet18_fpn",
-    "panoptic_fpn_resnet34": "maskrcnn_resnet34_fpn",
-}
-#: the mask-classification models (transformers), trained with their set-prediction loss
-QUERY_ARCHS = ("mask2former", "eomt")
+__all__ = ["PANOPTIC_FPN", "PQ_SCORES", "QUERY_ARCHS", "PanopticSegmentationTask"]
 if TYPE_CHECKING:
     PanopticArch = str
 else:
@@ -145,6 +121,11 @@ class PanopticSegmentationTask(BaseTask):
         return self.hparams["arch"] in PANOPTIC_FPN
 
     @property
+    def family(self) -> PanopticFamily:
+        """The model family of ``arch``, which builds, trains and merges its own way (:mod:`.panoptic_families`)."""
+        return family_of(self)
+
+    @property
     def things(self) -> list[int]:
         """The class labels that are things, ascending."""
         return sorted(int(c) for c in self.hparams["thing_classes"])
@@ -157,10 +138,7 @@ class PanopticSegmentationTask(BaseTask):
 
     def _check_options(self) -> None:
         hp = self.hparams
-        if hp["arch"] not in PANOPTIC_FPN and hp["arch"] not in QUERY_ARCHS:
-            raise LightsegError(
-                f"unknown panoptic arch {hp['arch']!r}; choose one of {', '.join([*PANOPTIC_FPN, *QUERY_ARCHS])}"
-            )
+        family = self.family  # refuses an unknown arch
         if hp["thing_classes"] is None:
             raise LightsegError(
                 "thing_classes: give the class labels that are things; the CLI links them from a panoptic data "
@@ -170,50 +148,20 @@ class PanopticSegmentationTask(BaseTask):
         bad = [c for c in hp["thing_classes"] if not 0 <= int(c) < hp["num_classes"]]
         if bad:
             raise LightsegError(f"thing_classes {bad} are not class labels 0..{hp['num_classes'] - 1}")
-        if self.fpn:
-            unused: dict[str, Any] = {"backbone": None, "arch_options": None}
-        else:
-            unused = {
-                "weights": None, "trainable_backbone_layers": None, "trainable_norm": None, "min_size": 800,
-                "max_size": 1333, "anchor_sizes": None, "detector_kwargs": None, "semantic_loss_weight": 0.5,
-                "stuff_area": 4096, "mask_threshold": 0.5,
-            }  # fmt: skip
-        changed = [f"{k}={hp[k]!r}" for k, default in unused.items() if hp[k] != default]
+        changed = [f"{k}={hp[k]!r}" for k, default in family.unused.items() if hp[k] != default]
         if changed:
-            family = "Panoptic FPN" if self.fpn else "Mask2Former / EoMT"
-            raise LightsegError(f"{', '.join(changed)} does not apply to arch {hp['arch']!r} ({family}); remove it")
+            raise LightsegError(
+                f"{', '.join(changed)} does not apply to arch {hp['arch']!r} ({family.title}); remove it"
+            )
 
     @override
     def build_model(self) -> nn.Module:
         self._check_options()
-        hp = self.hparams
-        if not self.fpn:
-            if not ARCHITECTURES[hp["arch"]].query:
-                raise LightsegError(f"arch {hp['arch']!r} is not a mask-classification model")
-            weights = hp["weights_backbone"]
-            return build_semantic_model(
-                hp["arch"], hp["num_classes"], hp["backbone"], weights, arch_options=hp["arch_options"]
-            )
-        detector = build_rcnn(
-            PANOPTIC_FPN[hp["arch"]],
-            len(self.things) + 1,
-            hp["weights"],
-            hp["weights_backbone"],
-            hp["trainable_backbone_layers"],
-            hp["trainable_norm"],
-            hp["min_size"],
-            hp["max_size"],
-            hp["anchor_sizes"],
-            **(hp["detector_kwargs"] or {}),
-        )
-        if predictor_classes(detector) != len(self.things) + 1:
-            self.pretrained_classes = coco_categories(PANOPTIC_FPN[hp["arch"]])
-        return PanopticFPN(detector, len(self.stuff))
+        return self.family.build()
 
     @override
     def compile_targets(self) -> list[nn.Module]:
-        # Panoptic FPN: the backbone and FPN, as for an R-CNN (proposals and NMS change shape with the data)
-        return [cast(nn.Module, self.model.backbone)] if self.fpn else [self.model]
+        return self.family.compile_targets(self.model)
 
     @override
     def build_loss(self) -> nn.Module:
@@ -336,28 +284,7 @@ class PanopticSegmentationTask(BaseTask):
                 instances.update([thing_detections(p, self.things) for p in predictions], ids)
             return torch.zeros((), device=self.device)
         self._fit_predictors()
-        if self.fpn:
-            losses, logits = self.model(images, [self.detector_target(t) for t in targets])
-            semantic = torch.stack(
-                [self.criterion(x[None], self.stuff_target(t)[None]) for x, t in zip(logits, targets, strict=True)]
-            ).nanmean()  # an image of void only has no semantic loss
-            losses["loss_semantic"] = self.hparams["semantic_loss_weight"] * torch.nan_to_num(semantic)
-            for name, value in losses.items():
-                self.log(f"train_{name}", value, on_step=True, on_epoch=True, batch_size=len(images))
-            loss = sum(losses.values(), torch.zeros((), device=self.device))
-        else:
-            model = cast(SegmentationModel, self.model)
-            image, segments = pad_batch(images, [t["segments"] for t in targets])
-            outputs = model(image)
-            segments = model.pad_target(segments, 0)
-            mask_labels, class_labels = [], []
-            for target, padded in zip(targets, segments, strict=True):
-                keep = [n for n, crowd in enumerate(target["iscrowd"].tolist()) if not crowd]
-                masks = torch.stack([padded == n + 1 for n in keep]) if keep else padded.new_zeros((0, *padded.shape))
-                present = masks.flatten(1).any(1)
-                mask_labels.append(masks[present].float())
-                class_labels.append(target["labels"][keep].to(padded.device)[present])
-            loss = cast(Any, model.net).matched_loss(outputs, mask_labels, class_labels)
+        loss = self.family.training_loss(images, targets)
         self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(images))
         return loss
 
@@ -375,36 +302,8 @@ class PanopticSegmentationTask(BaseTask):
 
     def predict_panoptic(self, images: list[torch.Tensor]) -> list[PanopticPrediction]:
         """Run the model on ``images`` and merge its outputs into panoptic maps (:mod:`lightseg.models.panoptic`)."""
-        hp = self.hparams
         self._fit_predictors()
-        if self.fpn:
-            detections, logits = self.model(images)
-            score = hp["score_threshold"] if hp["score_threshold"] is not None else FPN_SCORE_THRESHOLD
-            overlap = hp["overlap_threshold"] if hp["overlap_threshold"] is not None else FPN_OVERLAP_THRESHOLD
-            things = torch.tensor([-1, *self.things])
-            return [
-                merge_instances_and_stuff(
-                    d["masks"][:, 0] >= hp["mask_threshold"], d["scores"], things[d["labels"].cpu()],
-                    x.argmax(0), self.stuff, score, overlap, hp["stuff_area"],
-                )
-                for d, x in zip(detections, logits, strict=True)
-            ]  # fmt: skip
-        if len({tuple(x.shape[-2:]) for x in images}) > 1:
-            # each image at its own size: padding a batch would reach the border masks (results would depend
-            # on batching), as in semantic evaluation
-            return [prediction for x in images for prediction in self.predict_panoptic([x])]
-        model = cast(SegmentationModel, self.model)
-        image, _ = pad_batch(images)
-        outputs = model(image)
-        padded = model.pad_target(image[:, 0], 0).shape[-2:]
-        masks = F.interpolate(outputs["mask_queries"][:, -1].float(), size=padded, mode="bilinear", align_corners=False)
-        classes = outputs["class_queries"][:, -1]
-        score = hp["score_threshold"] if hp["score_threshold"] is not None else QUERY_SCORE_THRESHOLD
-        overlap = hp["overlap_threshold"] if hp["overlap_threshold"] is not None else QUERY_OVERLAP_THRESHOLD
-        return [
-            merge_queries(classes[i], masks[i, :, : x.shape[-2], : x.shape[-1]], self.things, score, overlap)
-            for i, x in enumerate(images)
-        ]
+        return self.family.predict(images)
 
     @override
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
