@@ -408,3 +408,41 @@ def test_a_trial_is_not_pruned_after_its_last_epoch() -> None:
     study.tell(trial, 0.1)  # after the last epoch: complete, its curve reported
     last = study.trials[-1]
     assert last.state == optuna.trial.TrialState.COMPLETE and last.intermediate_values == {1: pytest.approx(0.1)}
+
+
+def test_workers_racing_to_create_a_new_databases_tables_open_it_once_made(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sqlalchemy
+
+    from lightseg.tune import storage
+
+    class DuplicateTable(Exception):
+        sqlstate = "42P07"  # what psycopg raises for the second CREATE TABLE "studies" of two workers at once
+
+    class Syntax(Exception):
+        sqlstate = "42601"
+
+    calls: list[str] = []
+    real = optuna.storages.RDBStorage
+
+    def racing(url: str, **kwargs: object) -> object:
+        calls.append(url)
+        if len(calls) == 1:
+            raise sqlalchemy.exc.ProgrammingError("CREATE TABLE studies", None, DuplicateTable())
+        return real(url, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(storage.time, "sleep", lambda s: None)
+    monkeypatch.setattr(optuna.storages, "RDBStorage", racing)
+    opened = storage.open_storage(None, tmp_path / "study")
+    assert isinstance(opened, real) and len(calls) == 2  # the second attempt opened what the other worker made
+    calls.clear()
+
+    def broken(url: str, **kwargs: object) -> object:
+        calls.append(url)
+        raise sqlalchemy.exc.ProgrammingError("SELECT", None, Syntax("syntax error at or near"))
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", broken)
+    with pytest.raises(LightsegError, match="cannot open the study's storage: syntax error"):
+        storage.open_storage(None, tmp_path / "study")
+    assert len(calls) == 1  # any other error is not retried

@@ -38,8 +38,15 @@ def open_storage(url: str | None, study_dir: Path) -> Any:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # the heartbeat
                     return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
-            except sqlalchemy.exc.IntegrityError:  # workers starting together on a new database: one creates it
-                if attempt == 4:
+            except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as err:
+                # workers starting together on a new database race to create its tables: one does, the others
+                # meet a duplicate key (IntegrityError) or a table / index that is already there (PostgreSQL's
+                # 42P07 duplicate_table, 42710 duplicate_object) and open it once it is made
+                racing = isinstance(err, sqlalchemy.exc.IntegrityError) or getattr(err.orig, "sqlstate", None) in {
+                    "42P07",
+                    "42710",
+                }
+                if not racing or attempt == 4:
                     raise
                 time.sleep(0.5 + random.random())
         raise AssertionError("unreachable")
