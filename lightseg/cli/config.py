@@ -153,7 +153,7 @@ def arch_options_for_the_arch_run(config: Any, args: list[str]) -> None:
     options, arch = field(init_args, "arch_options"), field(init_args, "arch")
     if not options or arch is None:
         return
-    if any(a.split("=", 1)[0] in ("--model.init_args.arch_options", "--model.arch_options") for a in args):
+    if any(a.startswith(("--model.init_args.arch_options", "--model.arch_options")) for a in args):
         return
     where = file_setting("model", "arch_options")
     if where is None:

@@ -15,7 +15,7 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
 from lightseg.datamodules.io import image_header, orientation_hint, progress, read_image, read_mask, read_npy_mask
-from lightseg.datamodules.rasters import open_raster, read_whole
+from lightseg.datamodules.rasters import raster_size, read_whole
 from lightseg.errors import LightsegError, MaskLabelError
 from lightseg.types import SemanticItem
 
@@ -172,7 +172,7 @@ class SegmentationFiles(Dataset[SemanticItem]):
         self._samples_checked = True
         full = mode == "full" or (mode == "auto" and len(self.samples) <= FULL_CHECK_LIMIT)
         for sample in progress(self.samples, f"{self.name}: checking {'samples' if full else 'file headers'}"):
-            size = image_header(sample.image)[0] if self.bands is None else open_raster(sample.image, self.bands).size
+            size = image_header(sample.image)[0] if self.bands is None else raster_size(sample.image, self.bands)
             assert sample.mask is not None
             if full:
                 mask_size: tuple[int, ...] | None = self.decode_mask(sample.mask).shape

@@ -256,6 +256,13 @@ def chosen_bands(bands: Sequence[int] | None, photometric: bool) -> tuple[int, .
     return tuple(int(b) for b in bands)
 
 
+def raster_size(path: Path, bands: Sequence[int]) -> tuple[int, int]:
+    """``(H, W)`` of an image read as ``bands`` (its bands checked), the file closed again."""
+    raster = open_raster(path, bands)
+    raster.close()
+    return raster.size
+
+
 def read_whole(path: Path, bands: Sequence[int]) -> torch.Tensor:
     """The chosen ``bands`` of an image that fits in memory, ``[C,H,W]`` float32 in [0, 1] (nodata as 0)."""
     raster = open_raster(path, bands)
