@@ -12,135 +12,35 @@ the command: :mod:`lightseg.cli.data_command`).
 
 from __future__ import annotations
 
-import hashlib
-import io
 import os
 import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from lightseg.contract import data_palette
 from lightseg.data_check.report import DataReport, Finding, SplitStats
+from lightseg.data_check.samples import (
+    Inspected,
+    detection_picture,
+    inspect_semantic,
+    picture_of,
+    raster_picture,
+    read_image_file,
+)
 from lightseg.datamodules.base import BaseDataModule, SplitDataModule
 from lightseg.datamodules.coco_format import COCODataset
 from lightseg.datamodules.coco_panoptic import PanopticDataModule
 from lightseg.datamodules.detection import DetectionDataModule
 from lightseg.datamodules.files import BinaryMaskError, SegmentationFiles
 from lightseg.datamodules.folder import SegmentationFolderDataModule
-from lightseg.datamodules.io import TURNED, check_depth, exif_orientation, orientation_hint, progress, read_image_uint8
+from lightseg.datamodules.io import orientation_hint, progress, read_image_uint8
 from lightseg.datamodules.panoptic_files import COCOPanopticDataset
-from lightseg.datamodules.raster_windows import CLASS_SAMPLING_STEP, RasterPair, RasterWindowsDataModule, raster_pairs
-from lightseg.datamodules.rasters import open_raster, read_whole
+from lightseg.datamodules.raster_windows import RasterPair, RasterWindowsDataModule, raster_pairs
 from lightseg.datamodules.streaming import StreamingDetectionDataModule, StreamingSegmentationDataModule
-from lightseg.errors import LightsegError, MaskLabelError
-from lightseg.visualize import to_uint8_image
-
-
-@dataclass
-class _Inspected:
-    """What reading one sample found."""
-
-    size: tuple[int, int] | None = None
-    digest: str | None = None
-    mask_kind: str | None = None
-    counts: np.ndarray | None = None
-    ignore_pixels: int = 0
-    orientation: int = 1
-    findings: list[Finding] = field(default_factory=list)
-    #: of the chosen bands of a multispectral image: per channel, the count, sum and squares of every 16th pixel
-    moments: np.ndarray | None = None
-
-
-def file_digest(data: bytes) -> str:
-    """The content hash that finds identical files."""
-    return hashlib.blake2b(data, digest_size=16).hexdigest()
-
-
-def _read_image(path: Path, split: str) -> _Inspected:
-    """The image's ``(H, W)`` as read (turned by its EXIF orientation) and content hash, decoding it whole.
-
-    A truncated file fails here, not in epoch 12.
-    """
-    result = _Inspected()
-    try:
-        data = path.read_bytes()
-        with Image.open(io.BytesIO(data)) as img:
-            img.load()
-            check_depth(img, path)
-            result.orientation = exif_orientation(img)
-            result.size = (img.width, img.height) if result.orientation in TURNED else (img.height, img.width)
-            result.digest = file_digest(data)
-    except FileNotFoundError:
-        result.findings.append(Finding("missing_image", split, str(path), "image file is missing"))
-    except UnidentifiedImageError:
-        result.findings.append(Finding("unreadable_image", split, str(path), "not an image file"))
-    except LightsegError as err:
-        result.findings.append(Finding("unreadable_image", split, str(path), str(err)))
-    except (OSError, SyntaxError, ValueError) as err:
-        result.findings.append(Finding("unreadable_image", split, str(path), f"cannot decode: {err}"))
-    return result
-
-
-def _read_bands(path: Path, bands: tuple[int, ...], split: str) -> _Inspected:
-    """A multispectral image's chosen bands as the model reads them: size, content hash and channel moments."""
-    result = _Inspected()
-    try:
-        raster = open_raster(path, bands)
-        try:
-            image = raster.read_windows([(0, 0)], raster.size)[0].numpy()
-            valid = raster.valid_window(0, 0, *raster.size)
-        finally:
-            raster.close()
-        result.digest = file_digest(path.read_bytes())
-    except LightsegError as err:
-        kind = "missing_image" if not path.is_file() else "unreadable_image"
-        result.findings.append(Finding(kind, split, str(path), str(err)))
-        return result
-    result.size = raster.size
-    step = CLASS_SAMPLING_STEP  # nodata left out, as for rasters
-    kept = image[:, ::step, ::step][:, valid[::step, ::step]].astype(np.float64)
-    result.moments = np.stack([np.full(len(bands), kept.shape[1], np.float64), kept.sum(1), (kept**2).sum(1)])
-    return result
-
-
-def _inspect_semantic(dataset: SegmentationFiles, index: int, split: str) -> _Inspected:
-    sample = dataset.samples[index]
-    bands = dataset.bands
-    result = _read_image(sample.image, split) if bands is None else _read_bands(sample.image, bands, split)
-    if sample.mask is None:
-        return result
-    try:
-        result.mask_kind = dataset.mask_kind(index)
-        labels = dataset.read_mask(index)
-    except MaskLabelError as err:
-        what = "colours" if err.values and isinstance(err.values[0], tuple) else "values"
-        detail = f"{what} {', '.join(map(str, err.values[:8]))} are not classes"
-        if what == "values":
-            detail += f" (0..{dataset.num_classes - 1}, {dataset.ignore_index} = ignore)"
-        result.findings.append(Finding("bad_labels", split, str(sample.mask), detail))
-        return result
-    except (LightsegError, UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        result.findings.append(Finding("unreadable_mask", split, str(sample.mask), str(err)))
-        return result
-    if result.size is not None and labels.shape != result.size:
-        result.findings.append(
-            Finding(
-                "size_mismatch",
-                split,
-                str(sample.mask),
-                f"image is {result.size}, mask is {labels.shape} (H, W){orientation_hint(sample.image, labels.shape)}",
-            )
-        )
-    ignored = labels == dataset.ignore_index
-    result.ignore_pixels = int(ignored.sum())
-    result.counts = np.bincount(labels[~ignored].ravel(), minlength=dataset.num_classes)[: dataset.num_classes]
-    return result
+from lightseg.errors import LightsegError
 
 
 class _Checker:
@@ -263,7 +163,7 @@ class _Checker:
                     detail = f"values {wrong[:8]} are no class (0..{num_classes - 1}, {ignore_index} ignore)"
                     self.report.findings.append(Finding("bad_labels", split, str(mask), detail))
                 readable.append(pair)
-            self.report.pictures[split] = [_raster_picture(pair, datamodule.window_size, ignore_index)
+            self.report.pictures[split] = [raster_picture(pair, datamodule.window_size, ignore_index)
                                            for pair in readable[: self.pictures]]  # fmt: skip
 
     def check_semantic_split(self, dataset: SegmentationFiles, split: str) -> None:
@@ -279,7 +179,7 @@ class _Checker:
         stats.samples = len(indices)
         self.check_count(split, len(dataset.samples) + len(dataset.missing))
         with ThreadPoolExecutor(self.workers) as pool:
-            results = pool.map(lambda k: _inspect_semantic(dataset, k, split), indices)
+            results = pool.map(lambda k: inspect_semantic(dataset, k, split), indices)
             for k, result in progress(zip(indices, results, strict=True), f"checking {split}", len(indices)):
                 sample = dataset.samples[k]
                 self.report.findings += result.findings
@@ -297,7 +197,7 @@ class _Checker:
                     stats.ignore_pixels += result.ignore_pixels
         failed = {f.file for f in self.report.errors if f.kind != "leakage"}  # files that cannot be drawn
         self.report.pictures[split] = [
-            (_picture_of(dataset.samples[k].image, dataset.bands), dataset.read_mask(k))
+            (picture_of(dataset.samples[k].image, dataset.bands), dataset.read_mask(k))
             for k in _spread(indices, self.pictures)
             if str(dataset.samples[k].image) not in failed and str(dataset.samples[k].mask) not in failed
         ]
@@ -335,10 +235,10 @@ class _Checker:
         stats.samples = len(image_ids)
         stats.mask_kinds["COCO annotations"] = len(image_ids)
 
-        def inspect(image_id: int) -> _Inspected:
+        def inspect(image_id: int) -> Inspected:
             info = annotations.images[image_id]
             path = dataset.images_dir / info["file_name"]
-            result = _read_image(path, split)
+            result = read_image_file(path, split)
             listed = (info.get("height"), info.get("width"))
             if result.size is not None and None not in listed and tuple(int(v) for v in listed) != result.size:
                 listed = (int(listed[0]), int(listed[1]))
@@ -364,7 +264,7 @@ class _Checker:
         transform, dataset.transform = dataset.transform, None  # the pictures show the files as they are
         try:
             chosen = [dataset.image_ids.index(i) for i in _spread(image_ids, self.pictures) if i in dataset.image_ids]
-            self.report.pictures[split] = [_detection_picture(dataset, k) for k in chosen]
+            self.report.pictures[split] = [detection_picture(dataset, k) for k in chosen]
         finally:
             dataset.transform = transform
 
@@ -384,9 +284,9 @@ class _Checker:
         self.check_count(split, len(dataset))
         label_of = annotations.categories.label_of
 
-        def inspect(index: int) -> tuple[_Inspected, np.ndarray | None]:
+        def inspect(index: int) -> tuple[Inspected, np.ndarray | None]:
             info, annotation = annotations.items[index]
-            result = _read_image(dataset.images / info["file_name"], split)
+            result = read_image_file(dataset.images / info["file_name"], split)
             png = annotations.png_folder / annotation["file_name"]
             try:
                 numbers, segments = annotations.read_segment_map(index)
@@ -424,26 +324,6 @@ class _Checker:
                     self.report.pictures.setdefault(split, []).append((image, semantic))
 
 
-def _detection_picture(dataset: COCODataset, index: int) -> tuple[np.ndarray, np.ndarray | None]:
-    from lightseg.visualize import draw_detections
-
-    item = dataset[index]
-    target = item["target"]
-    detections = {"boxes": target["boxes"], "labels": target["labels"], "scores": target["labels"].float()}
-    if "keypoints" in target:
-        detections["keypoints"] = target["keypoints"]
-    keep = target["labels"] >= 0
-    names, skeleton = dataset.annotations.class_names, dataset.annotations.skeleton
-    drawn = draw_detections(item["image"], detections, keep, target.get("masks"), names, skeleton, show_scores=False)
-    image = to_uint8_image(item["image"])
-    return np.concatenate([image, np.full((image.shape[0], 4, 3), 255, np.uint8), drawn], axis=1), None
-
-
-def _picture_of(path: Path, bands: tuple[int, ...] | None) -> np.ndarray:
-    """The image as a ``[H,W,3]`` uint8 picture: RGB as read, chosen bands as lightseg shows them."""
-    return read_image_uint8(path) if bands is None else to_uint8_image(read_whole(path, bands))
-
-
 def _spread(items: Sequence[Any], count: int) -> list[Any]:
     """``count`` items spread evenly over ``items`` (the first and the last included)."""
     if count <= 0 or not items:
@@ -451,14 +331,6 @@ def _spread(items: Sequence[Any], count: int) -> list[Any]:
     if len(items) <= count:
         return list(items)
     return [items[round(k * (len(items) - 1) / max(count - 1, 1))] for k in range(count)]
-
-
-def _raster_picture(pair: RasterPair, window: int, ignore_index: int) -> tuple[np.ndarray, np.ndarray]:
-    """A window at the raster's centre: its pixels and labels as training reads them."""
-    height, width = (min(window, side) for side in pair.size)
-    y, x = (pair.size[0] - height) // 2, (pair.size[1] - width) // 2
-    image, labels = pair.read(y, x, height, width, ignore_index)
-    return to_uint8_image(image), labels
 
 
 def unreadable_data(name: str, problem: LightsegError) -> DataReport:
