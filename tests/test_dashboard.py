@@ -374,6 +374,70 @@ def test_overlays_are_legible_outlined_and_captions_never_cover_each_other() -> 
             assert ax2 <= bx1 or bx2 <= ax1 or ay2 <= by1 or by2 <= ay1, (placed[a], placed[b])
 
 
+@pytest.mark.parametrize("outline", [0, 1, 2])
+def test_overlay_paints_every_pixel_as_its_definition_says(outline: int) -> None:
+    """Speckled masks (as an early checkpoint predicts them), ignore and wrapped labels: each pixel by the rule."""
+    rng = np.random.default_rng(outline)
+    image = rng.integers(0, 256, (13, 17, 3), dtype=np.uint8)
+    labels = rng.choice([0, 0, 1, 2, 258, 255], size=(13, 17)).astype(np.int64)
+    labels[4:9, 5:12] = 2  # one block, so that rings lie inside a region too
+    alpha = 0.3
+    painted = overlay(image, labels, alpha=alpha, outline=outline)
+
+    def label(y: int, x: int) -> int:
+        return int(labels[y, x]) if 0 <= y < 13 and 0 <= x < 17 else -1
+
+    def ring(y: int, x: int) -> int:  # 1 on a region's border (a 4-neighbour in the picture differs), 2 inside...
+        depth = 0
+        while depth < 20:
+            reach = depth + 1
+            near = [(y + dy, x + dx) for dy in range(-reach, reach + 1) for dx in range(-reach, reach + 1)
+                    if abs(dy) + abs(dx) == reach]  # fmt: skip
+            if any(label(a, b) not in (-1, labels[y, x]) for a, b in near):
+                return reach
+            depth += 1
+        return 99
+
+    for y in range(13):
+        for x in range(17):
+            value, pixel = int(labels[y, x]), image[y, x].astype(np.float32)
+            colour = PALETTE[value % 256]
+            if value == 0:
+                touches = any(label(y + dy, x + dx) not in (-1, 0, 255)
+                              for dy, dx in ((0, 1), (0, -1), (1, 0), (-1, 0)))  # fmt: skip
+                expected = np.array(HALO_COLOUR) if outline and touches else image[y, x]
+            elif value != 255 and ring(y, x) <= outline:
+                expected = colour
+            else:
+                expected = np.round((1 - alpha) * pixel + alpha * colour.astype(np.float32)).clip(0, 255)
+            np.testing.assert_array_equal(painted[y, x], expected, err_msg=f"pixel ({y}, {x}), label {value}")
+
+
+@pytest.mark.parametrize("deflate", ["isal", "zlib"])
+def test_pictures_are_standard_png_files_that_readers_open_unchanged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, deflate: str
+) -> None:
+    import importlib
+
+    from lightseg.visualize import png
+    from lightseg.visualize.png import encode_png, write_png
+
+    monkeypatch.setattr(png, "_deflate", importlib.import_module("isal.isal_zlib" if deflate == "isal" else "zlib"))
+
+    rng = np.random.default_rng(0)
+    for shape, mode in (((1, 1), "L"), ((5, 7), "L"), ((1, 9, 3), "RGB"), ((31, 17, 3), "RGB"), ((6, 4, 4), "RGBA")):
+        pixels = rng.integers(0, 256, shape, dtype=np.uint8)
+        write_png(tmp_path / "p.png", pixels)
+        with Image.open(tmp_path / "p.png") as read:
+            assert read.mode == mode and read.format == "PNG"
+            np.testing.assert_array_equal(np.asarray(read), pixels)
+    flat = np.full((256, 256, 3), 128, np.uint8)
+    assert len(encode_png(flat)) < flat.size / 100  # compressed
+    for bad, words in ((flat.astype(np.float32), "uint8"), (np.zeros((4, 4, 2), np.uint8), "shape (4, 4, 2)")):
+        with pytest.raises(ValueError, match=words.replace("(", r"\(").replace(")", r"\)")):
+            encode_png(bad)
+
+
 def test_panoptic_task_draws_true_and_predicted_maps_and_logs_pq_per_class(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -403,3 +467,29 @@ def test_panoptic_task_draws_true_and_predicted_maps_and_logs_pq_per_class(
     table = events.Tensors("val_per_class/text_summary")[-1].tensor_proto.string_val[0].decode()
     assert "| class | kind | PQ | SQ | RQ | IoU |" in table and "| triangle | thing |" in table
     assert "| checks | stuff |" in table
+
+
+def test_pictures_are_painted_on_a_thread_below_the_model_and_written_as_drawn(tmp_path: Path) -> None:
+    import os
+    import threading
+
+    from lightseg.callbacks.staged_folder import PAINTER_NICENESS, StagedFolder
+
+    seen: list[tuple[int, int]] = []
+
+    def render() -> np.ndarray:
+        seen.append((threading.get_native_id(), os.getpriority(os.PRIO_PROCESS, threading.get_native_id())))
+        return np.full((3, 5, 3), 7, np.uint8)
+
+    before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    folder = StagedFolder(tmp_path / "out")
+    folder.open()
+    folder.save_picture(render, Path("overlays/a.png"))
+    folder.finish_pictures()
+    folder.publish(merge=False)
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "out" / "overlays" / "a.png")), render())
+    (painter, niceness), _ = seen
+    assert painter != threading.get_native_id()
+    if sys.platform.startswith("linux"):  # the nice value is a thread's own there
+        assert niceness == max(before, PAINTER_NICENESS)
+        assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == before  # the caller keeps its own

@@ -29,14 +29,13 @@ from lightseg.datamodules.rasters import Raster
 from lightseg.errors import LightsegError, option
 from lightseg.types import TiledPrediction
 from lightseg.visualize import DISPLAY_SIDE, annotated_overlay, draw_detections, panoptic_overlay, to_uint8_image
+from lightseg.visualize.png import write_png
 
 #: ``lightseg predict --prediction.format``: what the semantic masks are written as
 Format = Literal["palette", "cityscapes", "voc"]
 #: where the VOC evaluation server expects the segmentation results (competition 6: any training data)
 VOC_RESULTS = Path("results") / "VOC2012" / "Segmentation" / "comp6_test_cls"
 FOLDERS = {"palette": Path("masks"), "cityscapes": Path("labelIds"), "voc": VOC_RESULTS}
-#: overlays queued for the drawing thread before the writer waits for the oldest
-MAX_PENDING_OVERLAYS = 4
 #: longer side of the overlay of an image predicted in tiles (drawn from a scaled-down copy)
 LARGE_OVERLAY_SIDE = 2048
 
@@ -101,7 +100,7 @@ class SegmentationWriter(BasePredictionWriter):
         format: semantic masks as ``palette`` PNGs, ``cityscapes`` label ids or the ``voc``
             server layout.
         overlays: also write ``overlays/`` (drawn on a thread of their own while the model runs;
-            about 35 ms of CPU per 512² image, docs/benchmarks.md); ``false`` writes only the
+            about 12 ms of CPU per 512² image, docs/benchmarks.md); ``false`` writes only the
             masks, ``results.json`` or the panoptic files.
         probabilities: for images predicted in tiles (larger than the data's ``predict_tile_above``),
             also write ``probabilities/<name>.tif``: the top class's probability (``top``, one
@@ -337,7 +336,7 @@ class SegmentationWriter(BasePredictionWriter):
             path = self._output.work / "panoptic" / name
             path.parent.mkdir(parents=True, exist_ok=True)
             segments = result.segments.numpy().astype(np.int64)
-            Image.fromarray(id_to_rgb(segments)).save(path)
+            write_png(path, id_to_rgb(segments))
             # a Cityscapes frame's id is its name without _leftImg8bit, as in the ground truth's JSON
             stem = Path(relative).stem.removesuffix("_leftImg8bit")
             self._results.append(

@@ -6,6 +6,8 @@ import contextlib
 import json
 import os
 import shutil
+import sys
+import threading
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -13,10 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
+
+from lightseg.visualize.png import write_png
 
 #: pictures queued for the painter thread at most (memory stays bounded)
 MAX_PENDING_PICTURES = 4
+#: the painter thread's nice value on Linux (19: the lowest priority)
+PAINTER_NICENESS = 19
 
 
 class StagedFolder:
@@ -26,8 +31,9 @@ class StagedFolder:
     ``folder``: one rename where ``folder`` is new, else file by file (an overwrite, or several
     processes writing into one folder); :meth:`discard` removes it after an error or Ctrl-C, so
     that a folder is never left half-written. Pictures (:meth:`save_picture`) are drawn and
-    written on a thread of their own while the caller goes on (numpy, PIL and zlib release the
-    GIL), a few ahead at most; an error of one surfaces at the next call, as it would inline.
+    written on a thread of their own while the caller goes on (numpy and deflate release the
+    GIL), at the lowest priority on Linux (the model's threads come first), a few ahead at most;
+    an error of one surfaces at the next call, as it would inline.
     """
 
     def __init__(self, folder: Path) -> None:
@@ -47,7 +53,9 @@ class StagedFolder:
         path = self.work / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         if self._painter is None:
-            self._painter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lightseg-overlays")
+            self._painter = ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix="lightseg-overlays", initializer=_yield_to_the_model
+            )
         while len(self._pending) >= MAX_PENDING_PICTURES:
             self._pending.popleft().result()
         self._pending.append(self._painter.submit(_write_png, render, path))
@@ -108,6 +116,15 @@ class StagedFolder:
                 path.unlink(missing_ok=True)
 
 
+def _yield_to_the_model() -> None:
+    # On a CPU busy with the model, its threads come first and pictures take what they leave
+    # (a preempted torch thread holds the others up at their next barrier). Linux keeps a nice
+    # value per thread (elsewhere it is the process's: left alone); a full queue of pictures
+    # makes the caller wait for them, so they are never starved.
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), PAINTER_NICENESS)
+
+
 def _write_png(render: Callable[[], np.ndarray], path: Path) -> None:
-    # zlib's fastest level: a third of the default's time, files ~5 % larger (pictures for people)
-    Image.fromarray(render()).save(path, compress_level=1)
+    write_png(path, render())
