@@ -485,3 +485,14 @@ def test_palette_masks_carry_the_data_sets_own_colours(tmp_path: Path) -> None:
     _write_one(SegmentationWriter(str(tmp_path / "plain")), train_ids[:, :4], "a.png", 4, None)
     plain = Image.open(tmp_path / "plain" / "masks" / "a.png").getpalette()[:12]
     assert plain == class_palette()[:4].ravel().tolist()  # the generated palette without a data set's colours
+
+
+def test_an_instance_model_refuses_a_semantic_mask_format_in_one_line(tmp_path: Path) -> None:
+    trainer = SimpleNamespace(datamodule=None, world_size=1, global_rank=0, is_global_zero=True)
+    context = TaskContext("detection", 3, ("bg", "a", "b"))
+    module = SimpleNamespace(device="cpu", context=lambda: context, stage_results=lambda stage: None)
+    for format in ("voc", "cityscapes"):
+        writer = SegmentationWriter(str(tmp_path / format), format=format)  # type: ignore[arg-type]
+        with pytest.raises(LightsegError, match=rf"format {format} writes semantic masks; an instance or keypoint"):
+            writer.setup(trainer, module, "predict")  # type: ignore[arg-type]
+        assert not list(tmp_path.iterdir())  # refused before any folder is made
