@@ -131,8 +131,9 @@ def overlay(
 def _blend_table(alpha: float) -> np.ndarray:
     """``(1 - alpha) * pixel + alpha * shade`` for every pair of 8-bit values, at index ``pixel * 256 + shade``."""
     values = np.arange(256, dtype=np.float32)
-    table = (1 - alpha) * values[:, None] + alpha * values[None, :]
-    return np.asarray(table.round().clip(0, 255).astype(np.uint8).ravel())
+    table = ((1 - alpha) * values[:, None] + alpha * values[None, :]).round().clip(0, 255).astype(np.uint8).ravel()
+    table.flags.writeable = False  # one array for every caller (cached)
+    return table
 
 
 def legend(entries: Sequence[tuple[int, str]], width: int, colours: np.ndarray = PALETTE) -> np.ndarray:
