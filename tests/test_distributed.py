@@ -390,6 +390,7 @@ def test_crf_search_on_mixed_sizes_chooses_the_same_on_one_and_two_processes(
 
 
 def test_the_processes_panoptic_annotations_are_joined_in_the_folders_order(tmp_path: Path) -> None:
+    from lightseg.callbacks.prediction_files import PanopticFiles
     from lightseg.callbacks.staged_folder import StagedFolder
 
     categories = [{"id": 1, "name": "thing", "isthing": 1}]
@@ -398,7 +399,7 @@ def test_the_processes_panoptic_annotations_are_joined_in_the_folders_order(tmp_
         annotations = [{"image_id": name, "file_name": name, "segments_info": []} for name in names]
         content = {"annotations": annotations, "categories": categories}
         (tmp_path / f"panoptic.rank{rank}.json").write_text(json.dumps(content))
-    StagedFolder(tmp_path).join_process_files(3)
+    PanopticFiles.join(StagedFolder(tmp_path), 3)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["panoptic.json"]
     joined = json.loads((tmp_path / "panoptic.json").read_text())
     # the order of a sorted folder of paths (a/x before a-b/y), as one process writes them

@@ -24,7 +24,7 @@ from torchvision.datasets import Cityscapes
 from tqdm.auto import tqdm
 
 from lightseg.callbacks.raster_output import Probabilities, RasterOutput
-from lightseg.callbacks.staged_folder import StagedFolder
+from lightseg.callbacks.staged_folder import StagedFolder, part_name
 from lightseg.coco_masks import encode_masks, id_to_rgb
 from lightseg.contract import TaskContext, data_description, data_palette, datamodule_of, task_context
 from lightseg.datamodules.predict_folder import ImageFolderDataset
@@ -81,6 +81,10 @@ class PredictionFiles:
     def finish(self, trainer: Trainer) -> None:
         """Write what covers every image (a JSON), once all were written: this process's share under DDP."""
 
+    @classmethod
+    def join(cls, output: StagedFolder, processes: int) -> None:
+        """Join the processes' shares of what :meth:`finish` wrote, in the published folder (process 0, DDP)."""
+
     def written(self, folder: Path) -> list[str]:
         """What the run wrote into the published ``folder``, as the summary line names it."""
         extras = [f"{extra}/" for extra in ("probabilities", "polygons") if (folder / extra).is_dir()]
@@ -89,10 +93,9 @@ class PredictionFiles:
     def _save_overlay(self, render: Callable[[], np.ndarray], name: Path) -> None:
         self.options.output.save_picture(render, Path("overlays") / name)
 
-    def _json_name(self, trainer: Trainer, stem: str) -> Path:
-        # under DDP each process writes its own part; process 0 joins them (StagedFolder.join_process_files)
-        name = f"{stem}.json" if trainer.world_size == 1 else f"{stem}.rank{trainer.global_rank}.json"
-        return self.options.output.work / name
+    def _json_part(self, trainer: Trainer, stem: str) -> Path:
+        # under DDP each process writes its own part; process 0 joins them (join)
+        return self.options.output.work / part_name(stem, trainer.global_rank, trainer.world_size)
 
 
 class SemanticFiles(PredictionFiles):
@@ -284,7 +287,14 @@ class DetectionFiles(PredictionFiles):
     def finish(self, trainer: Trainer) -> None:
         """``results.json``: every detection of the run."""
         if self._seen:
-            self._json_name(trainer, "results").write_text(json.dumps(self._results))
+            self._json_part(trainer, "results").write_text(json.dumps(self._results))
+
+    @classmethod
+    def join(cls, output: StagedFolder, processes: int) -> None:
+        """One ``results.json``, ordered by image id (positions in the sorted folder)."""
+        output.join_parts(
+            "results", processes, lambda parts: sorted((r for part in parts for r in part), key=lambda r: r["image_id"])
+        )
 
 
 class PanopticFiles(PredictionFiles):
@@ -366,7 +376,20 @@ class PanopticFiles(PredictionFiles):
         """``panoptic.json``: the run's annotations and the categories."""
         if self._categories:
             content = {"annotations": self._annotations, "categories": self._categories}
-            self._json_name(trainer, "panoptic").write_text(json.dumps(content))
+            self._json_part(trainer, "panoptic").write_text(json.dumps(content))
+
+    @classmethod
+    def join(cls, output: StagedFolder, processes: int) -> None:
+        """One ``panoptic.json``, its annotations in the order of the sorted folder, as one process writes them."""
+
+        def joined(parts: list[dict[str, Any]]) -> dict[str, Any]:
+            annotations = (a for part in parts for a in part["annotations"])
+            return {
+                "annotations": sorted(annotations, key=lambda a: Path(a["file_name"])),
+                "categories": parts[0]["categories"],
+            }
+
+        output.join_parts("panoptic", processes, joined)
 
 
 #: the files of each kind of task (:attr:`lightseg.contract.TaskContext.kind`)

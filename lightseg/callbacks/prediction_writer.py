@@ -172,7 +172,7 @@ class SegmentationWriter(BasePredictionWriter):
         images = int(trainer.strategy.reduce(count, reduce_op="sum"))  # every process has published by now
         if trainer.is_global_zero:
             if trainer.world_size > 1:
-                self._output.join_process_files(trainer.world_size)
+                type(self._files).join(self._output, trainer.world_size)
             written = self._files.written(self.output_dir)
             what = " and ".join([", ".join(written[:-1]), written[-1]] if len(written) > 1 else written)
             # the progress bar's line is still open here (its callback closes it after this one)

@@ -94,26 +94,27 @@ class StagedFolder:
         if self.work != self.folder:
             shutil.rmtree(self.work, ignore_errors=True)
 
-    def join_process_files(self, processes: int) -> None:
-        """One ``results.json`` / ``panoptic.json`` of the processes' ``*.rank<N>.json``, in the input order."""
-        for stem in ("results", "panoptic"):
-            parts = [self.folder / f"{stem}.rank{rank}.json" for rank in range(processes)]
-            loaded = [json.loads(path.read_text()) for path in parts if path.is_file()]
-            if not loaded:
-                continue
-            content: Any
-            if stem == "results":  # image ids are positions in the sorted folder
-                content = sorted((r for part in loaded for r in part), key=lambda r: r["image_id"])
-            else:
-                annotations = (a for part in loaded for a in part["annotations"])
-                content = {"annotations": sorted(annotations, key=lambda a: Path(a["file_name"]))}
-                content["categories"] = loaded[0]["categories"]
-            joined = self.folder / f"{stem}.json"
-            partial = joined.with_name(f"{joined.name}.partial")
-            partial.write_text(json.dumps(content))
-            os.replace(partial, joined)
-            for path in parts:
-                path.unlink(missing_ok=True)
+    def join_parts(self, stem: str, processes: int, join: Callable[[list[Any]], Any]) -> None:
+        """``<stem>.json`` in :attr:`folder`, made by ``join`` from the processes' parts (:func:`part_name`).
+
+        ``join`` takes the loaded parts in rank order (those of processes that wrote none left out);
+        the parts go once the joined file is written. Nothing is written where no process wrote a part.
+        """
+        parts = [self.folder / part_name(stem, rank, processes) for rank in range(processes)]
+        loaded = [json.loads(path.read_text()) for path in parts if path.is_file()]
+        if not loaded:
+            return
+        joined = self.folder / f"{stem}.json"
+        partial = joined.with_name(f"{joined.name}.partial")
+        partial.write_text(json.dumps(join(loaded)))
+        os.replace(partial, joined)
+        for path in parts:
+            path.unlink(missing_ok=True)
+
+
+def part_name(stem: str, rank: int, processes: int) -> str:
+    """The file of process ``rank``'s share of ``<stem>.json`` (that file itself where there is one process)."""
+    return f"{stem}.json" if processes == 1 else f"{stem}.rank{rank}.json"
 
 
 def _yield_to_the_model() -> None:
