@@ -12,7 +12,7 @@ provider get columns too; the eager GPU times wait for the GPU to finish.
 finds (the mask head runs once per detection) and an untrained one finds hundreds of degenerate
 boxes (whose export also fails verification, as it should), so the row needs a trained model:
 
-    lightseg fit --config configs/quickstart_maskrcnn.yaml --model.init_args.arch maskrcnn_resnet50_fpn \
+    lightseg fit --config configs/quickstart_maskrcnn.yaml --model.init_args.network.arch maskrcnn_resnet50_fpn \
         --trainer.logger.init_args.name maskrcnn_resnet50_fpn
     python benchmarks/export.py --maskrcnn \
         runs/quickstart_maskrcnn/maskrcnn_resnet50_fpn/version_0/checkpoints/epoch006-*.ckpt

@@ -53,8 +53,8 @@ def model_args(arch: str | None, backbone: str | None, image_size: int | None, b
     if arch is None:
         return data
     query = ARCHITECTURES[arch].query
-    return [f"--model.init_args.arch={arch}", f"--model.init_args.backbone={backbone}",
-            "--model.init_args.arch_options=null",  # the quickstart's are its U-Net's
+    return [f"--model.init_args.network.arch={arch}", f"--model.init_args.network.backbone={backbone}",
+            "--model.init_args.network.arch_options=null",  # the quickstart's are its U-Net's
             *(["--model.init_args.loss=ce"] if query else []), *data]  # fmt: skip
 
 

@@ -43,7 +43,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         "size": 513,
         "batch": 8,
         "data": "ShapesDataModule",
-        "model": ["--model.init_args.backbone=resnet50", "--model.init_args.weights_backbone=null"],
+        "model": ["--model.init_args.network.backbone=resnet50", "--model.init_args.network.weights_backbone=null"],
     },
     "maskrcnn_resnet50_fpn": {
         "config": "configs/instance/coco_maskrcnn_resnet50_fpn.yaml",
@@ -52,9 +52,9 @@ RECIPES: dict[str, dict[str, Any]] = {
         "data": "ShapesInstanceDataModule",
         # the ImageNet recipe's compute without its weights: frozen norm, stem and stage 1 frozen
         "model": [
-            "--model.init_args.weights_backbone=null",
-            "--model.init_args.trainable_norm=false",
-            "--model.init_args.trainable_backbone_layers=3",
+            "--model.init_args.network.weights_backbone=null",
+            "--model.init_args.network.trainable_norm=false",
+            "--model.init_args.network.trainable_backbone_layers=3",
         ],
     },
 }
@@ -79,7 +79,7 @@ def measure(name: str, variant: str, args: argparse.Namespace, cache: Path) -> t
         f"--model.init_args.compile={'compile' in features}",
     ]
     if name.startswith("maskrcnn") and args.size_scale != 1:
-        options += [f"--model.init_args.min_size={size}", f"--model.init_args.max_size={size}"]
+        options += [f"--model.init_args.network.min_size={size}", f"--model.init_args.network.max_size={size}"]
     cli = build_cli(
         [
             "--config", str(ROOT / recipe["config"]),

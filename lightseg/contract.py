@@ -65,6 +65,8 @@ class TaskContext:
         mask_threshold: the probability above which a detected mask's pixel is in the mask.
         monitor: the validation metric that picks the best checkpoint, and ``mode``, its direction.
         in_channels: channels of the images the model takes (3: RGB; more for multispectral bands).
+        arch: the architecture's name (the task's ``network.arch``; empty for a task without one).
+        backbone: the backbone's name where the network names one apart from the architecture.
     """
 
     kind: TaskKind
@@ -77,6 +79,8 @@ class TaskContext:
     monitor: str = "val_loss"
     mode: Literal["min", "max"] = "min"
     in_channels: int = 3
+    arch: str = ""
+    backbone: str | None = None
 
 
 @runtime_checkable

@@ -128,3 +128,17 @@ def tiny_transformers(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str
         return path
 
     return folder
+
+
+def semantic_model(
+    arch: str,
+    num_classes: int,
+    backbone: str | None = None,
+    weights_backbone: str | None = None,
+    aux: bool = True,
+    **options: Any,
+) -> Any:
+    """``build_semantic_model`` of a :class:`ModelSpec` from scratch unless ``weights_backbone`` says otherwise."""
+    from lightseg.models.semantic import ModelSpec, build_semantic_model
+
+    return build_semantic_model(ModelSpec(arch, backbone, weights_backbone, **options), num_classes, aux=aux)

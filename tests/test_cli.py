@@ -26,6 +26,7 @@ from lightseg.cli import LightsegCLI, build_cli, main
 from lightseg.cli.trainer import LightsegTrainer
 from lightseg.datamodules import ShapesDataModule
 from lightseg.inference import InferenceSettings
+from lightseg.models import ModelSpec
 from lightseg.tasks import DetectionTask, PanopticSegmentationTask, SemanticSegmentationTask
 
 from conftest import ROOT, TINY_SHAPES
@@ -292,7 +293,7 @@ def test_user_subclass_by_import_path(shapes_root: Path, tmp_path: Path, monkeyp
     (summary,) = [c for c in cli.trainer.callbacks if isinstance(c, RunSummary)]
     assert summary.args[:2] == ["--config", QUICKSTART]
     assert type(cli.model.criterion).__name__ == "LovaszLoss"
-    assert cli.model.hparams["arch"] == "unet"  # the quickstart's init_args carried over
+    assert cli.model.hparams["network"]["arch"] == "unet"  # the quickstart's init_args carried over
 
 
 def test_validate_prints_table_and_uses_short_names(
@@ -337,7 +338,7 @@ def test_user_mistakes_exit_with_one_line(
     [
         (
             ["--model.arch", "unett"],
-            "model.arch: 'unett' is not valid; (did you mean 'unet'?) valid choices: deeplabv2",
+            "model.network.arch: 'unett' is not valid; (did you mean 'unet'?) valid choices: deeplabv2",
         ),
         (["--model.loss", "dicee"], "model.loss: 'dicee' is not valid; (did you mean 'dice'?)"),
         (["--model.init_args.foo", "1"], "model: unknown option 'foo'"),
@@ -389,7 +390,7 @@ def test_console_script_and_module_entry_point(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     printed = yaml.safe_load(result.stdout)
-    assert printed["model"]["init_args"]["arch"] == "unet"
+    assert printed["model"]["init_args"]["network"]["arch"] == "unet"
     assert printed["data"]["class_path"] == "lightseg.datamodules.ShapesDataModule"
     error = subprocess.run(
         ["lightseg", "predict", "--config", QUICKSTART, "--ckpt_path", "last"],
@@ -484,7 +485,7 @@ def test_eval_preset_composes_with_a_run_config(tmp_path: Path, monkeypatch: pyt
     )
     inference = cli.model.hparams["inference"]
     assert tuple(inference["tta_scales"]) == (0.5, 0.75, 1.0, 1.25, 1.5, 1.75) and inference["tta_flip"]
-    assert cli.model.hparams["arch"] == "deeplabv3" and cli.model.hparams["output_stride"] == 16
+    assert cli.model.hparams["network"]["arch"] == "deeplabv3" and cli.model.hparams["network"]["output_stride"] == 16
 
 
 def test_checkpoint_fills_in_but_never_overrides_the_users_arguments(
@@ -502,21 +503,28 @@ def test_checkpoint_fills_in_but_never_overrides_the_users_arguments(
     checkpoint = next((tmp_path / "runs").rglob("last.ckpt"))
     alone = ["--model=SemanticSegmentationTask", "--data=ShapesDataModule", f"--data.init_args.root={shapes_root}"]
     cli = build_cli(["test", *alone, *TINY_SHAPES, f"--ckpt_path={checkpoint}", "--trainer.logger=false"])
-    assert (cli.model.hparams["backbone"], cli.model.hparams["weights_backbone"]) == ("resnet18", None)
+    assert (cli.model.hparams["network"]["backbone"], cli.model.hparams["network"]["weights_backbone"]) == (
+        "resnet18",
+        None,
+    )
     assert cli.model.hparams["loss"] == "ce+dice" and not cli.model.inference.tta_flip
-    # a checkpoint written before the inference settings were grouped keeps them flat: migrated
+    # a checkpoint written before the inference settings and the network's were grouped keeps them flat: migrated
     saved = torch.load(checkpoint, weights_only=True)
     assert saved["hyper_parameters"]["inference"]["mode"] == "whole"  # plain values, loadable without pickle
-    flat = {k: v for k, v in saved["hyper_parameters"].items() if k != "inference"}
-    saved["hyper_parameters"] = {**flat, "inference": "slide", "window_size": 32, "tta_flip": True}
+    assert saved["hyper_parameters"]["network"]["arch_options"] == {"decoder_channels": [128, 64, 32, 16, 8]}
+    network = saved["hyper_parameters"]["network"]
+    flat = {k: v for k, v in saved["hyper_parameters"].items() if k not in ("inference", "network")}
+    saved["hyper_parameters"] = {**flat, **network, "inference": "slide", "window_size": 32, "tta_flip": True}
     torch.save(saved, tmp_path / "old.ckpt")
     cli = build_cli(["test", *alone, *TINY_SHAPES, f"--ckpt_path={tmp_path / 'old.ckpt'}", "--trainer.logger=false"])
     assert cli.model.inference == InferenceSettings(mode="slide", window_size=32, tta_flip=True)
     assert cli.model.hparams["loss"] == "ce+dice"
+    assert cli.model.network == ModelSpec.of(network) and cli.model.network.backbone == "resnet18"
     # and from Python, as Lightning rebuilds a task
     task = SemanticSegmentationTask.load_from_checkpoint(tmp_path / "old.ckpt", weights_only=True)
     assert task.inference == InferenceSettings(mode="slide", window_size=32, tta_flip=True)
     assert task.hparams["inference"] == task.inference.as_dict() and "window_size" not in task.hparams
+    assert task.network == ModelSpec.of(network) and task.hparams["network"] == network and "arch" not in task.hparams
 
 
 def test_dense_crf_under_test_and_predict_from_yaml(
@@ -827,31 +835,34 @@ def test_a_requeue_callback_with_a_bad_signal_or_command_is_one_line(
 def test_arch_options_written_for_another_arch_are_left_out_with_a_line(
     shapes_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    quickstart = yaml.safe_load(Path(QUICKSTART).read_text())["model"]["init_args"]
+    quickstart = yaml.safe_load(Path(QUICKSTART).read_text())["model"]["init_args"]["network"]
     assert quickstart["arch"] == "unet" and quickstart["arch_options"] == {"decoder_channels": [128, 64, 32, 16, 8]}
     # the quickstart's own arch: its decoder widths are built
     cli = build_cli(tiny(shapes_root), run=False)
-    assert cli.model.hparams["arch_options"] == {"decoder_channels": [128, 64, 32, 16, 8]}
+    assert cli.model.hparams["network"]["arch_options"] == {"decoder_channels": [128, 64, 32, 16, 8]}
     assert cli.model.model.net.decoder.blocks[0].conv2[0].out_channels == 128
     assert "arch_options" not in capsys.readouterr().err
     # another arch on the command line: the U-Net's widths are not deeplabv3plus's, and are left out, said in one line
-    cli = build_cli([*tiny(shapes_root), "--model.init_args.arch=deeplabv3plus"], run=False)
-    assert cli.model.hparams["arch"] == "deeplabv3plus" and cli.model.hparams["arch_options"] is None
+    cli = build_cli([*tiny(shapes_root), "--model.init_args.network.arch=deeplabv3plus"], run=False)
+    assert (
+        cli.model.hparams["network"]["arch"] == "deeplabv3plus" and cli.model.hparams["network"]["arch_options"] is None
+    )
     err = capsys.readouterr().err
     assert f"arch_options {{decoder_channels: [128, 64, 32, 16, 8]}} of {QUICKSTART} are unet's: left out for arch " \
-        "deeplabv3plus (give its own with --model.init_args.arch_options)" in err  # fmt: skip
-    # options given on the command line are the user's: kept (and checked) whatever the arch
+        "deeplabv3plus (give its own with --model.init_args.network.arch_options)" in err  # fmt: skip
+    # options given on the command line are the user's: kept (and checked) whatever the arch (here in the
+    # settings' older flat spelling, which is read as the group)
     cli = build_cli(
         [*tiny(shapes_root), "--model.init_args.arch=unetplusplus", "--model.init_args.arch_options={decoder_channels: "
          "[64, 32, 16, 8, 4]}"], run=False,
     )  # fmt: skip
-    assert cli.model.hparams["arch_options"] == {"decoder_channels": [64, 32, 16, 8, 4]}
-    # a later config file that names the arch its options are for keeps them
+    assert cli.model.hparams["network"]["arch_options"] == {"decoder_channels": [64, 32, 16, 8, 4]}
+    # a later config file that names the arch its options are for keeps them (a file in the flat spelling too)
     mine = tmp_path / "mine.yaml"
     mine.write_text(
         "model:\n  init_args:\n    arch: unetplusplus\n    arch_options: {decoder_channels: [32, 16, 8, 8, 8]}\n"
     )
     cli = build_cli([*tiny(shapes_root), "--config", str(mine)], run=False)
-    assert cli.model.hparams["arch"] == "unetplusplus"
-    assert cli.model.hparams["arch_options"] == {"decoder_channels": [32, 16, 8, 8, 8]}
+    assert cli.model.hparams["network"]["arch"] == "unetplusplus"
+    assert cli.model.hparams["network"]["arch_options"] == {"decoder_channels": [32, 16, 8, 8, 8]}
     assert "arch_options" not in capsys.readouterr().err

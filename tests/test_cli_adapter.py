@@ -91,9 +91,10 @@ def test_a_users_subclass_stays_and_an_unrelated_task_is_refused() -> None:
 
 def test_defaults_of_arguments_passed_on_as_kwargs_are_the_parents() -> None:
     defaults = init_defaults("lightseg.tasks.KeypointDetectionTask")
-    assert defaults["min_size"] == (640, 672, 704, 736, 768, 800)  # its own, over DetectionTask's 800
-    assert (defaults["max_size"], defaults["weights_backbone"], defaults["head_lr_mult"]) == (1333, "imagenet", 1.0)
-    assert init_defaults("lightseg.tasks.InstanceSegmentationTask")["min_size"] == 800
+    network = defaults["network"]
+    assert network.min_size == (640, 672, 704, 736, 768, 800)  # its own group's, over DetectionTask's 800
+    assert (network.max_size, network.weights_backbone, defaults["head_lr_mult"]) == (1333, "imagenet", 1.0)
+    assert init_defaults("lightseg.tasks.InstanceSegmentationTask")["network"].min_size == 800
     assert init_defaults("no.such.Task") == {}
 
 

@@ -404,7 +404,7 @@ def test_cli_export_of_the_best_checkpoint_and_the_example_script(
     assert meta["verified_on"] == "validation images, resized"
     assert meta["class_names"] == ["background", "circle", "square", "triangle"]
     assert meta["checkpoint"].endswith(".ckpt") and "val_miou" in meta["checkpoint"]
-    assert meta["config"]["model"]["init_args"]["arch"] == "unet" and meta["input"]["range"] == [0.0, 1.0]
+    assert meta["config"]["model"]["init_args"]["network"]["arch"] == "unet" and meta["input"]["range"] == [0.0, 1.0]
     assert meta["input"]["orientation"].startswith("as shown: turned by the image's EXIF orientation")
     before = (tmp_path / "model.onnx").stat().st_mtime_ns
     with pytest.raises(SystemExit) as stop:

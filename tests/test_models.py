@@ -7,9 +7,11 @@ import torch
 import torch.nn.functional as F
 
 from lightseg.errors import LightsegError
-from lightseg.models import ARCHITECTURES, build_semantic_model, hf_adapter
+from lightseg.models import ARCHITECTURES, hf_adapter
 from lightseg.models.deeplab import ASPPv2
 from lightseg.models.fcn_vgg import FCNVGG16, bilinear_kernel
+
+from conftest import semantic_model
 
 #: the smallest backbone of each architecture (smp's decoders: resnet18, SegFormer's MiT-B0, DPT on DINOv2-S)
 TINY_BACKBONE = {
@@ -44,7 +46,7 @@ def test_every_smp_decoder_is_an_arch_and_the_choices_come_from_the_registry() -
     "arch", sorted(set(ARCHITECTURES) - set(hf_adapter.FAMILIES))
 )  # those: test_transformers_models
 def test_every_arch_outputs_logits_at_input_size(arch: str) -> None:
-    model = build_semantic_model(arch, num_classes=3, backbone=tiny_backbone(arch)).eval()
+    model = semantic_model(arch, num_classes=3, backbone=tiny_backbone(arch)).eval()
     # PAN's pyramid attention halves its stride-16 features three times: 128 px at least
     for size in [(130, 150), (128, 128)] if arch == "pan" else [(33, 47), (64, 64)]:
         with torch.no_grad():
@@ -57,7 +59,7 @@ def test_every_arch_outputs_logits_at_input_size(arch: str) -> None:
 
 
 def test_classic_513_crop_with_smp_deeplabv3plus() -> None:
-    model = build_semantic_model("deeplabv3plus", 21, "resnet18").eval()
+    model = semantic_model("deeplabv3plus", 21, "resnet18").eval()
     with torch.no_grad():
         assert model(torch.rand(1, 3, 513, 513))["out"].shape == (1, 21, 513, 513)
 
@@ -93,13 +95,13 @@ def test_fcn8s_skips_start_at_zero_so_it_equals_fcn32s_path() -> None:
 
 
 def test_deeplabv3_output_stride_and_multi_grid() -> None:
-    model = build_semantic_model("deeplabv3", 4, "resnet50", output_stride=16, multi_grid=(1, 2, 4))
+    model = semantic_model("deeplabv3", 4, "resnet50", output_stride=16, multi_grid=(1, 2, 4))
     layer4 = model.net.backbone.layer4
     assert [block.conv2.dilation for block in layer4] == [(2, 2), (4, 4), (8, 8)]
     assert model.net.backbone.layer3[0].conv2.stride == (2, 2)
     rates = [m.dilation for m in model.net.classifier[0].convs[1:4].modules() if isinstance(m, torch.nn.Conv2d)]
     assert rates == [(6, 6), (12, 12), (18, 18)]
-    os8 = build_semantic_model("deeplabv3", 4, "resnet50", output_stride=8)
+    os8 = semantic_model("deeplabv3", 4, "resnet50", output_stride=8)
     assert [b.conv2.dilation for b in os8.net.backbone.layer4] == [(4, 4), (8, 8), (16, 16)]
     assert os8.net.backbone.layer3[0].conv2.stride == (1, 1)
     with torch.no_grad():
@@ -119,16 +121,16 @@ def test_options_an_architecture_would_ignore_are_refused_in_one_line() -> None:
     ]  # fmt: skip
     for arch, backbone, options, message in cases:
         with pytest.raises(LightsegError, match=message):
-            build_semantic_model(arch, 3, backbone, **options)  # type: ignore[arg-type]
+            semantic_model(arch, 3, backbone, **options)  # type: ignore[arg-type]
     with pytest.raises(LightsegError, match=r"aux_weight=0.4 does not apply to arch 'unet' .* no auxiliary head"):
         SemanticSegmentationTask(arch="unet", backbone="resnet18", weights_backbone=None, num_classes=3, aux_weight=0.4)
     # where they apply, and at their defaults, they build
-    assert build_semantic_model("deeplabv3", 3, "resnet18", output_stride=8).size_divisor == 32  # smp's DeepLabV3
+    assert semantic_model("deeplabv3", 3, "resnet18", output_stride=8).size_divisor == 32  # smp's DeepLabV3
     task = SemanticSegmentationTask(
         arch="unet", backbone="resnet18", weights_backbone=None, num_classes=3, aux_weight=0
     )
     with torch.no_grad():
-        assert task.hparams["output_stride"] == 16 and "aux" not in task.eval()(torch.rand(1, 3, 32, 32))
+        assert task.hparams["network"]["output_stride"] == 16 and "aux" not in task.eval()(torch.rand(1, 3, 32, 32))
 
 
 def test_deeplabv2_sums_four_aspp_branches() -> None:
@@ -139,7 +141,7 @@ def test_deeplabv2_sums_four_aspp_branches() -> None:
 
 
 def test_model_normalises_its_input() -> None:
-    model = build_semantic_model("unet", 2, "resnet18").eval()
+    model = semantic_model("unet", 2, "resnet18").eval()
     seen = {}
     model.net.register_forward_pre_hook(lambda _m, args: seen.setdefault("x", args[0]))
     image = torch.full((1, 3, 32, 32), 0.5)
@@ -151,9 +153,9 @@ def test_model_normalises_its_input() -> None:
 
 def test_unknown_arch_and_backbone_list_the_choices() -> None:
     with pytest.raises(LightsegError, match=r"unknown arch 'unett'.*did you mean 'unet'.*deeplabv3plus"):
-        build_semantic_model("unett", 3)
+        semantic_model("unett", 3)
     with pytest.raises(LightsegError, match=r"backbone 'resnet18' is not available for arch 'fcn'.*resnet50"):
-        build_semantic_model("fcn", 3, "resnet18")
+        semantic_model("fcn", 3, "resnet18")
 
 
 def test_offline_weights_error_says_how_to_fix(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -162,7 +164,7 @@ def test_offline_weights_error_says_how_to_fix(monkeypatch: pytest.MonkeyPatch) 
 
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
     with pytest.raises(LightsegError) as info:
-        build_semantic_model("deeplabv3", 3, "resnet50", weights_backbone="imagenet")
+        semantic_model("deeplabv3", 3, "resnet50", weights_backbone="imagenet")
     message = str(info.value)
     assert "resnet50" in message and "weights_backbone: null" in message
     assert "resnet50-0676ba61.pth" in message  # the file to put in the torch hub cache
@@ -171,13 +173,13 @@ def test_offline_weights_error_says_how_to_fix(monkeypatch: pytest.MonkeyPatch) 
 def test_transformer_backbones_run_at_any_input_size() -> None:
     # DINOv2 (patch 14, position embedding fixed to 518 px) under DPT: padded to a multiple of 28, the
     # embedding interpolated to each input's grid, DPT's reassembly at 4, 2, 1, 1/2 times that grid
-    dpt = build_semantic_model("dpt", 3, "tu-vit_small_patch14_dinov2").eval()
+    dpt = semantic_model("dpt", 3, "tu-vit_small_patch14_dinov2").eval()
     assert dpt.size_divisor == 28
     blocks = dpt.net.decoder.reassemble_blocks
     assert [type(b.upsample).__name__ for b in blocks] == ["ConvTranspose2d", "ConvTranspose2d", "Identity", "Conv2d"]
     assert [blocks[0].upsample.stride, blocks[1].upsample.stride, blocks[3].upsample.stride] == [(4, 4), (2, 2), (2, 2)]
     # Swin (windows fixed to 224 px) under U-Net
-    swin = build_semantic_model("unet", 3, "tu-swin_tiny_patch4_window7_224").eval()
+    swin = semantic_model("unet", 3, "tu-swin_tiny_patch4_window7_224").eval()
     for model in (dpt, swin):
         for size in [(45, 61), (70, 98)]:
             with torch.no_grad():
@@ -201,36 +203,36 @@ def test_backbones_a_decoder_cannot_take_are_refused_before_building(monkeypatch
     ]  # fmt: skip
     for arch, backbone, options, message in cases:
         with pytest.raises(LightsegError, match=message) as info:
-            build_semantic_model(arch, 3, backbone, weights_backbone="imagenet", **options)
+            semantic_model(arch, 3, backbone, weights_backbone="imagenet", **options)
         assert "\n" not in str(info.value)
 
 
 def test_arch_options_reach_the_smp_model_and_typos_are_named() -> None:
     from segmentation_models_pytorch.base.modules import SCSEModule
 
-    unet = build_semantic_model("unet", 3, "resnet18", arch_options={"decoder_attention_type": "scse"})
+    unet = semantic_model("unet", 3, "resnet18", arch_options={"decoder_attention_type": "scse"})
     assert any(isinstance(m, SCSEModule) for m in unet.modules())
-    upernet = build_semantic_model("upernet", 3, "resnet18", arch_options={"decoder_channels": 64})
+    upernet = semantic_model("upernet", 3, "resnet18", arch_options={"decoder_channels": 64})
     assert upernet.net.segmentation_head[0].in_channels == 64
     with pytest.raises(
         LightsegError,
         match=r"arch_options \['decoder_chanels'\] are not arguments of arch "
         r"'upernet'; \(did you mean 'decoder_channels'\?\) valid choices: .*decoder_use_norm",
     ):
-        build_semantic_model("upernet", 3, "resnet18", arch_options={"decoder_chanels": 64})
+        semantic_model("upernet", 3, "resnet18", arch_options={"decoder_chanels": 64})
     with pytest.raises(LightsegError, match=r"arch_options \['scale'\]: arch 'deeplabv2' takes none"):
-        build_semantic_model("deeplabv2", 3, "resnet50", arch_options={"scale": 2})
+        semantic_model("deeplabv2", 3, "resnet50", arch_options={"scale": 2})
     with pytest.raises(LightsegError, match=r"apply to smp's DeepLabV3 .* not to lightseg's DeepLab v3 on .*resnet50"):
-        build_semantic_model("deeplabv3", 3, "resnet50", arch_options={"decoder_channels": 64})
+        semantic_model("deeplabv3", 3, "resnet50", arch_options={"decoder_channels": 64})
 
 
 def test_an_input_too_small_for_the_architecture_is_one_line() -> None:
-    pan = build_semantic_model("pan", 3, "resnet18").eval()
+    pan = semantic_model("pan", 3, "resnet18").eval()
     with pytest.raises(LightsegError, match=r"an input of 45x61 pixels is too small for this model, which needs at "
                        r"least 128x128.*use larger images or crops"):  # fmt: skip
         pan(torch.rand(1, 3, 45, 61))
     with pytest.raises(LightsegError, match=r"arch 'pan' cannot use .*PAN support output stride 16 or 32, got 8"):
-        build_semantic_model("pan", 3, "resnet18", output_stride=8)
+        semantic_model("pan", 3, "resnet18", output_stride=8)
 
 
 def test_linear_head_is_a_probe_on_the_last_feature_map_and_freezes_to_batchnorm_and_a_convolution() -> None:

@@ -19,11 +19,10 @@ from torch import nn
 from lightseg.cli import main
 from lightseg.datamodules.rasters import open_raster
 from lightseg.errors import LightsegError
-from lightseg.models.semantic import build_semantic_model
 from lightseg.models.smp_adapter import adapt_first_convolution
 from lightseg.visualize import display_rgb, to_uint8_image
 
-from conftest import ROOT
+from conftest import ROOT, semantic_model
 
 QUICKSTART = str(ROOT / "configs" / "quickstart.yaml")
 FOUR = {"mean": [0.1, 0.2, 0.3, 0.4], "std": [0.1, 0.1, 0.2, 0.2]}
@@ -46,13 +45,13 @@ def _first_convolution(model: nn.Module) -> nn.Conv2d:
 )
 def test_every_family_takes_images_of_any_channel_count(arch: str, backbone: str) -> None:
     torch.manual_seed(0)
-    model = build_semantic_model(arch, 3, backbone, weights_backbone=None, aux=False, in_channels=4, **FOUR).eval()
+    model = semantic_model(arch, 3, backbone, weights_backbone=None, aux=False, in_channels=4, **FOUR).eval()
     assert model.in_channels == 4 and _first_convolution(model.net).in_channels == 4
     with torch.no_grad():
         out = model(torch.rand(1, 4, 64, 64))["out"]
     assert out.shape == (1, 3, 64, 64) and torch.isfinite(out).all()
     torch.testing.assert_close(model.mean.flatten(), torch.tensor(FOUR["mean"]))
-    with pytest.raises(LightsegError, match=r"the images have 3 channel\(s\) but the model takes 4 \(in_channels\)"):
+    with pytest.raises(LightsegError, match=r"have 3 channel\(s\) but the model takes 4 \(network.in_channels\)"):
         model(torch.rand(1, 3, 64, 64))
 
 
@@ -62,7 +61,7 @@ def test_transformers_architectures_take_images_of_any_channel_count(
 ) -> None:
     torch.manual_seed(0)
     six = {"mean": [0.5] * 6, "std": [0.25] * 6}
-    model = build_semantic_model(arch, 3, str(tiny_transformers(arch)), None, aux=False, in_channels=6, **six).eval()
+    model = semantic_model(arch, 3, str(tiny_transformers(arch)), None, aux=False, in_channels=6, **six).eval()
     assert _first_convolution(model.net).in_channels == 6
     with torch.no_grad():
         out = model(torch.rand(1, 6, 64, 64))
@@ -98,7 +97,7 @@ def test_pretrained_rgb_filters_are_spread_over_the_bands(
     saved = transformers.SegformerForSemanticSegmentation(tiny_transformers_config("hf_segformer"))
     saved.save_pretrained(tmp_path / "segformer")
     first = _first_convolution(saved).weight.detach()
-    model = build_semantic_model(
+    model = semantic_model(
         "hf_segformer", 3, str(tmp_path / "segformer"), "pretrained", in_channels=4, mean=[0.5] * 4, std=[0.2] * 4
     )
     torch.testing.assert_close(
@@ -119,7 +118,7 @@ def test_pretrained_rgb_filters_are_spread_over_the_bands(
 )
 def test_statistics_that_do_not_fit_the_channels_are_one_line(options: dict[str, object], expected: str) -> None:
     with pytest.raises(LightsegError, match=re.escape(expected)):
-        build_semantic_model("unet", 3, "resnet18", None, **options)  # type: ignore[arg-type]
+        semantic_model("unet", 3, "resnet18", None, **options)  # type: ignore[arg-type]
 
 
 def test_chosen_bands_read_in_their_order_and_16_bit_pictures_are_stretched(tmp_path: Path) -> None:
@@ -202,9 +201,9 @@ def test_a_four_band_model_trains_on_raster_windows_predicts_and_exports(
     np.testing.assert_allclose(statistics["mean"], train.mean(1), rtol=0.1)
     np.testing.assert_allclose(statistics["std"], train.std(1), rtol=0.2)
     assert statistics["mean"][3] > 1.4 * max(statistics["mean"][:3])  # the near infrared, read fourth
-    assert f"  in_channels: 4\n  mean: {statistics['mean']}\n  std: {statistics['std']}" in printed
-    model = ["--model.init_args.in_channels=4", f"--model.init_args.mean={statistics['mean']}",
-             f"--model.init_args.std={statistics['std']}"]  # fmt: skip
+    assert f"  network:\n    in_channels: 4\n    mean: {statistics['mean']}\n    std: {statistics['std']}" in printed
+    model = ["--model.init_args.network.in_channels=4", f"--model.init_args.network.mean={statistics['mean']}",
+             f"--model.init_args.network.std={statistics['std']}"]  # fmt: skip
     # an RGB model on four bands: one line before training
     line = _refused(["fit", "--config", QUICKSTART, *_options(root), "--trainer.max_epochs=1"], capsys)
     assert "the images of RasterWindowsDataModule (bands [3, 2, 1, 4]) have 4 channel(s) but the model takes 3" in line
@@ -269,10 +268,10 @@ def test_the_documented_multispectral_check_runs_as_written(
     printed = capsys.readouterr().out
     # the lines the page shows, with this set's numbers: four channels, as the page's model section has them
     keys = [line.split(":")[0] for line in shown.strip().splitlines()[-3:]]
-    assert keys == ["    in_channels", "    mean", "    std"]
-    lines = printed.split("in the model's section of the config:\n")[1].splitlines()[:3]
-    assert [line.split(":")[0].strip() for line in lines] == ["in_channels", "mean", "std"]
-    assert lines[0] == "  in_channels: 4" and len(json.loads(lines[1].split(": ", 1)[1])) == 4
+    assert keys == ["      in_channels", "      mean", "      std"]
+    lines = printed.split("in the model's network group of the config:\n")[1].splitlines()[:4]
+    assert [line.split(":")[0].strip() for line in lines] == ["network", "in_channels", "mean", "std"]
+    assert lines[1] == "    in_channels: 4" and len(json.loads(lines[2].split(": ", 1)[1])) == 4
 
 
 def test_a_stopped_tiled_prediction_resumes_only_with_the_same_bands_and_normalisation(tmp_path: Path) -> None:
@@ -374,7 +373,7 @@ def test_a_weights_files_rgb_first_layer_is_spread_over_the_bands(
     torch.save(resnet.state_dict(), tmp_path / "resnet18.pt")
     rgb = resnet.conv1.weight.detach()
     # smp's encoder built for 4 bands, then the file loaded into it: the first layer spread, not dropped
-    model = build_semantic_model("unet", 3, "resnet18", str(tmp_path / "resnet18.pt"), in_channels=4, **FOUR)
+    model = semantic_model("unet", 3, "resnet18", str(tmp_path / "resnet18.pt"), in_channels=4, **FOUR)
     spread = torch.cat([rgb, rgb[:, :1]], 1) * 0.75
     torch.testing.assert_close(model.net.encoder.conv1.weight.detach(), spread)
     torch.testing.assert_close(model.net.encoder.layer1[0].conv1.weight.detach(), resnet.layer1[0].conv1.weight)

@@ -163,7 +163,10 @@ def test_smp_offline_weights_error(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_fcn8s_from_python(tmp_path: Path) -> None:
     task = SemanticSegmentationTask(arch="fcn8s", num_classes=5, weights_backbone=None)
-    assert task.hparams["arch"] == "fcn8s" and task.hparams["backbone"] is None
+    # the flat spelling of the network's settings lands in the group (hyperparameters and attribute alike)
+    assert task.hparams["network"]["arch"] == "fcn8s" and task.hparams["network"]["backbone"] is None
+    assert "arch" not in task.hparams and "weights_backbone" not in task.hparams
+    assert task.network.arch == "fcn8s" and task.network.weights_backbone is None
     out = task(torch.rand(1, 3, 45, 61))
     assert out["out"].shape == (1, 5, 45, 61)
     assert np.isclose(float(task.criterion.class_weights.sum()), 5.0)

@@ -12,10 +12,10 @@ import torch
 
 from lightseg.errors import LightsegError
 from lightseg.models import hf_adapter
-from lightseg.models.semantic import ARCHITECTURES, build_semantic_model
+from lightseg.models.semantic import ARCHITECTURES
 from lightseg.tasks import SemanticSegmentationTask
 
-from conftest import tiny_transformers_config
+from conftest import semantic_model, tiny_transformers_config
 
 transformers = pytest.importorskip("transformers")
 
@@ -25,7 +25,7 @@ HF_ARCHS = list(hf_adapter.FAMILIES)
 def _parameters(arch: str, backbone: str, num_classes: int) -> float:
     """Millions of parameters of a published configuration, built on the meta device (no memory, no weights)."""
     with torch.device("meta"):
-        model = build_semantic_model(arch, num_classes, backbone, weights_backbone=None, aux=False)
+        model = semantic_model(arch, num_classes, backbone, weights_backbone=None, aux=False)
     return sum(p.numel() for p in model.parameters()) / 1e6
 
 
@@ -53,7 +53,7 @@ def test_segformer_variants_differ_as_published() -> None:
 
 @pytest.mark.parametrize("arch", HF_ARCHS)
 def test_any_input_size_gives_logits_at_that_size(arch: str, tiny_transformers: Callable[[str], Path]) -> None:
-    model = build_semantic_model(arch, 3, str(tiny_transformers(arch)), weights_backbone=None).eval()
+    model = semantic_model(arch, 3, str(tiny_transformers(arch)), weights_backbone=None).eval()
     with torch.no_grad():
         for size in [(50, 70), (64, 33)]:
             outputs = model(torch.rand(2, 3, *size))
@@ -68,7 +68,7 @@ def test_any_input_size_gives_logits_at_that_size(arch: str, tiny_transformers: 
 
 
 def test_mask2former_semantic_map_is_transformers_post_processing(tiny_transformers: Callable[[str], Path]) -> None:
-    model = build_semantic_model("mask2former", 4, str(tiny_transformers("mask2former")), weights_backbone=None).eval()
+    model = semantic_model("mask2former", 4, str(tiny_transformers("mask2former")), weights_backbone=None).eval()
     image = torch.rand(2, 3, 64, 96)
     with torch.no_grad():
         ours = model(image)["out"]
@@ -81,7 +81,7 @@ def test_mask2former_semantic_map_is_transformers_post_processing(tiny_transform
 
 @pytest.mark.parametrize("arch", ["mask2former", "eomt"])
 def test_set_prediction_loss_equals_transformers_own(arch: str, tiny_transformers: Callable[[str], Path]) -> None:
-    model = build_semantic_model(arch, 4, str(tiny_transformers(arch)), weights_backbone=None).train()
+    model = semantic_model(arch, 4, str(tiny_transformers(arch)), weights_backbone=None).train()
     image = torch.rand(2, 3, 64, 64)
     target = torch.randint(0, 4, (2, 64, 64))
     target[0, :10] = 255  # ignored pixels belong to no mask
@@ -99,7 +99,7 @@ def test_set_prediction_loss_equals_transformers_own(arch: str, tiny_transformer
 
 
 def test_eomt_anneals_its_masked_attention_block_by_block(tiny_transformers: Callable[[str], Path]) -> None:
-    net = build_semantic_model("eomt", 3, str(tiny_transformers("eomt")), weights_backbone=None).net
+    net = semantic_model("eomt", 3, str(tiny_transformers("eomt")), weights_backbone=None).net
     probs = net.hf.attn_mask_probs  # type: ignore[union-attr]
     schedule = []
     for progress in (0.0, 0.25, 0.375, 0.5, 0.75, 1.0):  # 2 blocks: block i fades over [(i+1)/4, (i+2)/4]
@@ -117,9 +117,9 @@ def test_weights_from_a_saved_folder_load_and_a_new_class_count_replaces_the_cla
     config.num_labels = 5
     saved = transformers.SegformerForSemanticSegmentation(config)
     saved.save_pretrained(tmp_path / "segformer")
-    model = build_semantic_model("hf_segformer", 5, str(tmp_path / "segformer"), weights_backbone="pretrained")
+    model = semantic_model("hf_segformer", 5, str(tmp_path / "segformer"), weights_backbone="pretrained")
     assert all(torch.equal(v, saved.state_dict()[k]) for k, v in model.net.hf.state_dict().items())  # type: ignore[union-attr]
-    other = build_semantic_model("hf_segformer", 3, str(tmp_path / "segformer"), weights_backbone="pretrained")
+    other = semantic_model("hf_segformer", 3, str(tmp_path / "segformer"), weights_backbone="pretrained")
     state = other.net.hf.state_dict()  # type: ignore[union-attr]
     encoder = [k for k in state if k.startswith("segformer.")]
     assert encoder and all(torch.equal(state[k], saved.state_dict()[k]) for k in encoder)
@@ -131,26 +131,24 @@ def test_weight_and_configuration_mistakes_are_one_line(
 ) -> None:
     folder = str(tiny_transformers("hf_segformer"))
     with pytest.raises(LightsegError, match="holds a configuration but no weights"):
-        build_semantic_model("hf_segformer", 3, folder, weights_backbone="pretrained")
+        semantic_model("hf_segformer", 3, folder, weights_backbone="pretrained")
     with pytest.raises(LightsegError, match="holds a 'segformer' model, not a 'mask2former' one"):
-        build_semantic_model("mask2former", 3, folder, weights_backbone=None)
+        semantic_model("mask2former", 3, folder, weights_backbone=None)
     with pytest.raises(LightsegError, match="did you mean 'nvidia/mit-b0'"):
-        build_semantic_model("hf_segformer", 3, "nvidia/mit_b0", None)
+        semantic_model("hf_segformer", 3, "nvidia/mit_b0", None)
     with pytest.raises(LightsegError, match="'num_querys' is not a setting.*did you mean 'num_queries'"):
-        build_semantic_model(
-            "mask2former", 3, str(tiny_transformers("mask2former")), None, arch_options={"num_querys": 1}
-        )
+        semantic_model("mask2former", 3, str(tiny_transformers("mask2former")), None, arch_options={"num_querys": 1})
     with pytest.raises(LightsegError, match="neither 'pretrained'"):
-        build_semantic_model("hf_segformer", 3, folder, weights_backbone=str(tmp_path / "nowhere"))
+        semantic_model("hf_segformer", 3, folder, weights_backbone=str(tmp_path / "nowhere"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
     with pytest.raises(LightsegError, match=r"could not load the pretrained weights for hf_segformer nvidia/mit-b0 .*"):
-        build_semantic_model("hf_segformer", 3, "nvidia/mit-b0", weights_backbone="pretrained")
+        semantic_model("hf_segformer", 3, "nvidia/mit-b0", weights_backbone="pretrained")
 
 
 def test_arch_options_set_the_configuration(tiny_transformers: Callable[[str], Path]) -> None:
     folder = str(tiny_transformers("mask2former"))
-    model = build_semantic_model("mask2former", 3, folder, None, arch_options={"num_queries": 7})
+    model = semantic_model("mask2former", 3, folder, None, arch_options={"num_queries": 7})
     with torch.no_grad():
         assert model.eval()(torch.rand(1, 3, 32, 32))["class_queries"].shape == (1, 2, 7, 4)
 
@@ -265,7 +263,7 @@ def test_a_weights_backbone_file_loads_into_the_encoder(tmp_path: Path) -> None:
     save_file({k: v.contiguous() for k, v in swin.state_dict().items()}, str(tmp_path / "swin.safetensors"))
     folder = tmp_path / "m2f"
     config.save_pretrained(folder)
-    model = build_semantic_model("mask2former", 3, str(folder), weights_backbone=str(tmp_path / "swin.safetensors"))
+    model = semantic_model("mask2former", 3, str(folder), weights_backbone=str(tmp_path / "swin.safetensors"))
     encoder = model.net.hf.model.pixel_level_module.encoder.state_dict()  # type: ignore[union-attr]
     theirs = swin.state_dict()
     shared = [k for k in encoder if k in theirs]  # all but the per-stage output norms, new in Mask2Former
@@ -276,7 +274,7 @@ def test_a_weights_backbone_file_loads_into_the_encoder(tmp_path: Path) -> None:
 def test_without_transformers_the_architectures_say_which_extra_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(__import__("sys").modules, "transformers", None)  # as if not installed
     with pytest.raises(LightsegError, match=r"arch 'eomt' needs transformers: pip install 'lightseg\[transformers\]'"):
-        build_semantic_model("eomt", 3, None, weights_backbone=None)
+        semantic_model("eomt", 3, None, weights_backbone=None)
 
 
 def test_upernet_on_a_dinov2_backbone_from_a_folder(tmp_path: Path) -> None:
@@ -319,4 +317,4 @@ def test_mask2former_on_a_resnet_is_refused_for_export_and_starts_from_imagenet(
         export_task(task, None, settings)
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
     with pytest.raises(LightsegError, match=r"mask2former encoder microsoft/resnet-50 .*"):
-        build_semantic_model("mask2former", 3, "resnet50", weights_backbone="pretrained")
+        semantic_model("mask2former", 3, "resnet50", weights_backbone="pretrained")

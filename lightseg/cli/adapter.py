@@ -74,6 +74,8 @@ class AdaptedLightningCLI(LightningCLI):
         before = cast(Any, model).clone() if hasattr(model, "clone") else None
         if "_class_path" in hparams:
             class_path = hparams.pop("_class_path")
+            if before is not None:  # before its settings are read into the configured task's
+                check_same_task(field(before, "class_path"), class_path, ckpt_path)
             task = import_class(class_path)
             if task is not None and issubclass(task, BaseTask):
                 hparams = task.migrate_hparams(hparams)
@@ -235,16 +237,9 @@ def keep_configured_model(before: Any, after: Any, ckpt_path: Any) -> None:
     """
     if field(before, "class_path") != field(after, "class_path"):
         # Lightning would silently run the checkpoint's task instead of the configured one
-        ours_class = import_class(field(before, "class_path"))
-        theirs_class = import_class(field(after, "class_path"))
-        if not (ours_class and theirs_class and (issubclass(ours_class, theirs_class) or
-                                                  issubclass(theirs_class, ours_class))):  # fmt: skip
-            raise LightsegError(
-                f"--ckpt_path {ckpt_path} holds a {str(field(after, 'class_path')).rsplit('.', 1)[-1]}, but this "
-                f"run's model is a {str(field(before, 'class_path')).rsplit('.', 1)[-1]}; use a checkpoint of the "
-                "same task (or the config it was trained with)"
-            )
-        if issubclass(ours_class, theirs_class):  # the user's own subclass of the checkpoint's task
+        check_same_task(field(before, "class_path"), field(after, "class_path"), ckpt_path)
+        ours_class, theirs_class = import_class(field(before, "class_path")), import_class(field(after, "class_path"))
+        if ours_class and theirs_class and issubclass(ours_class, theirs_class):  # the user's own subclass of it
             after.class_path = field(before, "class_path")
     ours, theirs = field(before, "init_args"), field(after, "init_args")
     if ours is None or theirs is None:
@@ -260,6 +255,17 @@ def keep_configured_model(before: Any, after: Any, ckpt_path: Any) -> None:
                     group[name] = value[name]
         elif key in defaults and plain(value) != plain(default):
             setattr(theirs, key, value)
+
+
+def check_same_task(ours: Any, theirs: Any, ckpt_path: Any) -> None:
+    """Refuse, in one line, a checkpoint of a task (``theirs``) unrelated to the configured one (``ours``)."""
+    ours_class, theirs_class = import_class(ours), import_class(theirs)
+    if ours_class and theirs_class and (issubclass(ours_class, theirs_class) or issubclass(theirs_class, ours_class)):
+        return
+    raise LightsegError(
+        f"--ckpt_path {ckpt_path} holds a {str(theirs).rsplit('.', 1)[-1]}, but this run's model is a "
+        f"{str(ours).rsplit('.', 1)[-1]}; use a checkpoint of the same task (or the config it was trained with)"
+    )
 
 
 def import_class(class_path: Any) -> type | None:

@@ -32,7 +32,8 @@ from lightseg.cli.config import (
     user_num_classes,
     warn_if_untrained,
 )
-from lightseg.cli.config_files import check_config_files
+from lightseg.cli.config_files import CONFIG_FILES, check_config_files
+from lightseg.cli.flat_options import migrate_loaded, read_flat_options, rewrite_args
 from lightseg.cli.parser_errors import LightsegArgumentParser
 from lightseg.cli.trainer import LightsegTrainer
 from lightseg.commands import DESCRIPTION, EPILOG, version_line
@@ -101,6 +102,11 @@ class LightsegCLI(AdaptedLightningCLI):
     def __init__(self, args: list[str] | None = None, run: bool = True, **kwargs: Any) -> None:
         self.args = list(sys.argv[1:] if args is None else args)
         check_config_files(self.args)  # each --config file read once: one line naming a broken one; what sets what
+        # the network settings' older flat spelling, in the config files and on the command line
+        read_flat_options()
+        CONFIG_FILES[:] = [(path, migrate_loaded(content)) for path, content in CONFIG_FILES]
+        self.args = rewrite_args(self.args, [content for _, content in CONFIG_FILES])
+        args = self.args if args is not None or self.args != sys.argv[1:] else None
         super().__init__(
             model_class=BaseTask,
             datamodule_class=LightningDataModule,

@@ -141,38 +141,37 @@ def _new_results_folder(run: Path, name: str) -> str:
 
 
 def arch_options_for_the_arch_run(config: Any, args: list[str]) -> None:
-    """Leave out ``arch_options`` that a config file wrote for another ``arch`` than the one that runs.
+    """Leave out ``network.arch_options`` that a config file wrote for another ``arch`` than the one that runs.
 
     ``arch_options`` are one architecture's own arguments (smp's ``decoder_channels``, ...): a
     config file that sets them for its ``arch`` (the quickstart's U-Net decoder widths) would make
-    ``--model.init_args.arch deeplabv3`` on top of it fail, as jsonargparse drops a class's
-    ``init_args`` when the command line changes the class. Options given on the command line,
-    or by a file that names no ``arch`` or the one that runs, are kept. Says so in one line.
+    ``--model.init_args.network.arch deeplabv3`` on top of it fail. Options given on the command
+    line, or by a file that names no ``arch`` or the one that runs, are kept. Says so in one line.
     """
-    init_args = field(config.get("model"), "init_args")
-    options, arch = field(init_args, "arch_options"), field(init_args, "arch")
+    network = field(field(config.get("model"), "init_args"), "network")
+    options, arch = field(network, "arch_options"), field(network, "arch")
     if not options or arch is None:
         return
-    if any(a.startswith(("--model.init_args.arch_options", "--model.arch_options")) for a in args):
+    if any(a.startswith("--model.init_args.network.arch_options") for a in args):
         return
-    where = file_setting("model", "arch_options")
+    where = file_setting("model", "arch_options", group="network")
     if where is None:
         return
     path = where[0]
     content = next(c for p, c in CONFIG_FILES if p == path)["model"]
-    written_for = (content.get("init_args") or {}).get("arch", content.get("arch"))
+    written_for = ((content.get("init_args") or content).get("network") or {}).get("arch")
     if written_for is None or written_for == arch:
         return
     settings = ", ".join(f"{k}: {v}" for k, v in dict(options).items())
     print(
         f"lightseg: arch_options {{{settings}}} of {path} are {written_for}'s: left out for arch {arch} (give its "
-        "own with --model.init_args.arch_options)",
+        "own with --model.init_args.network.arch_options)",
         file=sys.stderr,
     )
-    if isinstance(init_args, dict):
-        init_args["arch_options"] = None
+    if isinstance(network, dict):
+        network["arch_options"] = None
     else:
-        init_args.arch_options = None
+        network.arch_options = None
 
 
 def check_values(config: Any) -> None:
@@ -196,7 +195,8 @@ def warn_if_untrained(config: Any, model: Any) -> bool:
     """Warn when an evaluation has no trained weights (almost always a forgotten ``--ckpt_path``); ``True`` then."""
     # an exported model's path says where its weights are
     hparams = getattr(model, "hparams", {})
-    if config.get("ckpt_path") or hparams.get("init_from") or hparams.get("weights") or hparams.get("path"):
+    whole_model = (hparams.get("network") or {}).get("weights")
+    if config.get("ckpt_path") or hparams.get("init_from") or whole_model or hparams.get("path"):
         return False
     print(
         "lightseg: warning: no --ckpt_path (nor init_from or whole-model weights): evaluating a model whose head "
@@ -233,7 +233,8 @@ def fill_wandb_defaults(init_args: Any, config: Any) -> None:
     if field(init_args, "tags") is None:
         task = str(field(config.get("model"), "class_path") or "").rsplit(".", 1)[-1]
         data = str(field(config.get("data"), "class_path") or "").rsplit(".", 1)[-1]
-        tags = [task, str(field(model, "arch") or ""), str(field(model, "backbone") or ""), data]
+        network = field(model, "network")
+        tags = [task, str(field(network, "arch") or ""), str(field(network, "backbone") or ""), data]
         init_args.tags = [t for t in tags if t and t != "None"]
 
 

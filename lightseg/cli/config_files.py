@@ -47,10 +47,11 @@ def check_config_files(args: list[str]) -> None:
         CONFIG_FILES.append((path, content))
 
 
-def file_setting(section: str, name: str) -> tuple[Path, str | None] | None:
+def file_setting(section: str, name: str, group: str | None = None) -> tuple[Path, str | None] | None:
     """The last ``--config`` file that sets ``name`` in ``section`` (directly or under ``init_args``), and the class.
 
-    The class is the section's ``class_path`` in the last config file that gives one.
+    ``group`` looks for ``name`` inside that group of the section's arguments (``network``). The
+    class is the section's ``class_path`` in the last config file that gives one.
     """
     found: Path | None = None
     class_path: str | None = None
@@ -59,7 +60,10 @@ def file_setting(section: str, name: str) -> tuple[Path, str | None] | None:
         if not isinstance(part, dict):
             continue
         arguments = part.get("init_args")
-        if name in part or (isinstance(arguments, dict) and name in arguments):
+        places: list[Any] = [part, arguments if isinstance(arguments, dict) else {}]
+        if group is not None:
+            places = [place.get(group) for place in places]
+        if any(isinstance(place, dict) and name in place for place in places):
             found = path
         if isinstance(part.get("class_path"), str):
             class_path = part["class_path"]

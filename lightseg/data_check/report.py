@@ -186,10 +186,11 @@ def format_report(report: DataReport) -> str:
         source = "train" if "train" in measured else next(iter(measured))
         values = measured[source]
         lines += [
-            f"to normalise with the {source} split's, in the model's section of the config:",
-            f"  in_channels: {len(values['mean'])}",
-            f"  mean: {values['mean']}",
-            f"  std: {values['std']}",
+            f"to normalise with the {source} split's, in the model's network group of the config:",
+            "  network:",
+            f"    in_channels: {len(values['mean'])}",
+            f"    mean: {values['mean']}",
+            f"    std: {values['std']}",
         ]
     for severity in ("error", "warning"):
         found = [f for f in report.findings if f.severity == severity]

@@ -100,7 +100,7 @@ class SemanticExport(ExportKind):
         from lightseg.models.semantic import ARCHITECTURES
 
         task = cast("SemanticSegmentationTask", self.task)
-        arch = str(task.hparams.get("arch"))
+        arch = self.context.arch
         entry = ARCHITECTURES.get(arch)
         model = cast(nn.Module, task.model)
         refusal = entry.export_refusal(model, settings.format, settings.input_size is not None) if entry else None
@@ -202,7 +202,7 @@ class PanopticExport(DetectionExport):
     def check(self, settings: ExportSettings) -> None:
         from lightseg.tasks.panoptic import PANOPTIC_FPN
 
-        arch = str(self.task.hparams.get("arch"))
+        arch = self.context.arch
         if arch not in PANOPTIC_FPN:
             raise LightsegError(
                 f"lightseg export writes Panoptic FPN models ({', '.join(PANOPTIC_FPN)}); {arch} panoptic models "
@@ -257,7 +257,7 @@ class PanopticQueryExport(SemanticExport):
     def check(self, settings: ExportSettings) -> None:
         from lightseg.models.semantic import ARCHITECTURES
 
-        arch = str(self.task.hparams.get("arch"))
+        arch = self.context.arch
         entry = ARCHITECTURES[arch]
         refusal = entry.export_refusal(
             cast(nn.Module, self.task.model), settings.format, settings.input_size is not None
@@ -294,7 +294,8 @@ def _panoptic_export(task: LightningModule) -> ExportKind:
     """Panoptic FPN's export, or the query models'."""
     from lightseg.tasks.panoptic import PANOPTIC_FPN
 
-    return (PanopticExport if task.hparams.get("arch") in PANOPTIC_FPN else PanopticQueryExport)(task)
+    arch = cast(LightsegTask, task).context().arch
+    return (PanopticExport if arch in PANOPTIC_FPN else PanopticQueryExport)(task)
 
 
 #: the export of each task kind (:attr:`~lightseg.contract.TaskContext.kind`)

@@ -219,13 +219,12 @@ def metadata(
     names = list((data.class_names if data is not None else None) or kind.context.class_names)
     palette = data_palette(datamodule)  # what lightseg predict writes into its mask PNGs
     class_colours = palette[: len(names)].tolist()
-    hp = dict(task.hparams)
     channels = kind.context.in_channels
     info: dict[str, Any] = {
         "lightseg_version": lightseg.__version__,
         "task": type(task).__name__,
-        "architecture": hp.get("arch"),
-        "backbone": hp.get("backbone"),
+        "architecture": kind.context.arch,
+        "backbone": kind.context.backbone,
         "format": settings.format,
         "num_classes": kind.context.num_classes,
         "class_names": names,

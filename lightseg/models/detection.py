@@ -28,6 +28,7 @@ from torchvision.models.detection.mask_rcnn import MaskRCNNPredictor
 from torchvision.ops import misc as misc_nn_ops
 
 from lightseg.errors import LightsegError
+from lightseg.groups import NetworkSpec
 from lightseg.models.backbones import load_backbone_file, offline_hint
 from lightseg.weights import check_weights_option, is_weights_file, load_matching, read_state_dict
 
@@ -57,11 +58,99 @@ FPN_BACKBONES: dict[str, tuple[Any, Any]] = {
 }
 
 
-#: the arguments of :func:`build_rcnn` that the R-CNN tasks (detection, Panoptic FPN) take under the same names
-RCNN_OPTIONS = (
-    "weights", "weights_backbone", "trainable_backbone_layers", "trainable_norm",
-    "min_size", "max_size", "anchor_sizes",
-)  # fmt: skip
+@dataclass(frozen=True)
+class RCNNSpec(NetworkSpec):
+    """The network of an R-CNN task: a torchvision architecture, its weights and sizes (the task's ``network:``).
+
+    Args:
+        arch: the torchvision architecture (see the tasks: ``maskrcnn_*``, ``keypointrcnn_*``).
+        weights: ``coco`` loads torchvision's COCO model, a file path a whole model of this
+            arch in torchvision's format (e.g. its COCO checkpoint, copied for an offline
+            machine). When every class of the data is one of COCO's (by name), the box and
+            mask predictors keep exactly those classes' pretrained rows (COCO itself: the
+            model as torchvision trained it); otherwise they start fresh. ``null`` starts
+            from ``weights_backbone``.
+        weights_backbone: ``imagenet``, a backbone weights file (torchvision ResNet /
+            MobileNetV3 state dict) or ``null`` (from scratch).
+        trainable_backbone_layers: backbone stages that train (0-5; torchvision's default 3
+            with pretrained weights, all without).
+        trainable_norm: train the backbone's BatchNorm (``None``: only without pretrained weights).
+        min_size: shorter image side inside the model (a tuple: picked at random in training,
+            multi-scale).
+        max_size: cap on the longer side.
+        anchor_sizes: RPN anchor size per FPN level (ResNet: 5 levels; MobileNet: all sizes on
+            each of its 3 levels); ``None``: torchvision's (32, 64, 128, 256, 512).
+        detector_kwargs: other torchvision ``MaskRCNN`` / ``KeypointRCNN`` arguments
+            (``rpn_batch_size_per_image``, ``box_batch_size_per_image``, ``rpn_post_nms_top_n_train``,
+            ``box_detections_per_img``, ...).
+    """
+
+    arch: str = "maskrcnn_resnet50_fpn"
+    weights: str | None = None
+    weights_backbone: str | None = "imagenet"
+    trainable_backbone_layers: int | None = None
+    trainable_norm: bool | None = None
+    min_size: int | tuple[int, ...] = 800
+    max_size: int = 1333
+    anchor_sizes: tuple[int, ...] | None = None
+    detector_kwargs: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        # YAML gives lists; tuples keep the group comparable with its defaults
+        for name in ("min_size", "anchor_sizes"):
+            value = getattr(self, name)
+            if isinstance(value, list):
+                object.__setattr__(self, name, tuple(value))
+
+    def rcnn_options(self) -> dict[str, Any]:
+        """The arguments of :func:`build_rcnn` beyond the architecture and class count."""
+        shared = [name for name in RCNNSpec.names() if name not in ("arch", "detector_kwargs")]
+        return {**{name: getattr(self, name) for name in shared}, **(self.detector_kwargs or {})}
+
+
+@dataclass(frozen=True)
+class MaskRCNNSpec(RCNNSpec):
+    """The network of an instance segmentation task (see :class:`RCNNSpec` for the other settings).
+
+    Args:
+        arch: ``maskrcnn_resnet50_fpn`` / ``maskrcnn_resnet50_fpn_v2`` (COCO weights available), or
+            the light ``maskrcnn_resnet18_fpn``, ``maskrcnn_resnet34_fpn``,
+            ``maskrcnn_mobilenet_v3_large_fpn``.
+    """
+
+    arch: MaskRCNNArch = "maskrcnn_resnet50_fpn"
+
+
+@dataclass(frozen=True)
+class KeypointRCNNSpec(RCNNSpec):
+    """The network of a keypoint task (see :class:`RCNNSpec` for the other settings).
+
+    Args:
+        arch: ``keypointrcnn_resnet50_fpn`` (COCO weights available), or the light
+            ``keypointrcnn_resnet18_fpn``, ``keypointrcnn_resnet34_fpn``, ``keypointrcnn_mobilenet_v3_large_fpn``.
+        min_size: shorter image side inside the model (a tuple, as torchvision's recipe: multi-scale
+            training over 640..800).
+        keypoint_head: ``(layers, channels)`` of the keypoint head (``None``: torchvision's 8 x 512;
+            a lighter head trains faster from scratch).
+        keypoint_box_scale: the keypoint branch's boxes enlarged this many times about their centres,
+            as top-down pose estimators crop (1.25), so that keypoints on an object's outline stay
+            inside a box predicted a little small; 1.0: torchvision's (the box itself).
+    """
+
+    arch: KeypointRCNNArch = "keypointrcnn_resnet50_fpn"
+    min_size: int | tuple[int, ...] = (640, 672, 704, 736, 768, 800)
+    keypoint_head: tuple[int, int] | None = None
+    keypoint_box_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if isinstance(self.keypoint_head, list):
+            object.__setattr__(self, "keypoint_head", tuple(self.keypoint_head))
+
+    def rcnn_options(self) -> dict[str, Any]:
+        """The arguments of :func:`build_rcnn`, the keypoint head's included."""
+        head = {"keypoint_head": self.keypoint_head, "keypoint_box_scale": self.keypoint_box_scale}
+        return {**super().rcnn_options(), **head}
 
 
 def build_rcnn(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 import torch
@@ -20,10 +20,10 @@ from torch import nn
 from torchvision.models import segmentation as tvseg
 
 from lightseg.errors import LightsegError, closest_names
+from lightseg.groups import NetworkSpec
 from lightseg.models import hf_adapter, smp_adapter
 from lightseg.models.backbones import (
     ATROUS_RESNETS,
-    WeightsName,
     hub_cache_only_when_unreachable,
     load_backbone_file,
     offline_hint,
@@ -36,36 +36,101 @@ from lightseg.weights import check_weights_option
 
 
 @dataclass(frozen=True)
-class ModelSpec:
-    """Everything a builder may use; each architecture reads only what applies to it."""
+class ModelSpec(NetworkSpec):
+    """The network of a semantic task: the architecture, its backbone and their options (the task's ``network:``).
 
-    num_classes: int
-    backbone: str
-    weights_backbone: WeightsName | None
-    aux: bool
-    output_stride: Literal[8, 16]
-    multi_grid: tuple[int, ...]
-    learnable_upsampling: bool
-    #: the architecture's own arguments (smp's ``decoder_channels``, ``decoder_attention_type``, ...)
-    arch_options: Mapping[str, Any] = field(default_factory=dict)
-    #: channels of the input images (3: RGB)
+    Each architecture reads what applies to it; a setting away from its default that the chosen
+    architecture would ignore is refused in one line.
+
+    Args:
+        arch: ``fcn32s``/``fcn16s``/``fcn8s`` (VGG16 FCN), ``fcn`` (torchvision FCN-ResNet),
+            ``deeplabv2``, ``deeplabv3`` (torchvision ResNet-50/101 or an smp encoder) and every
+            architecture of segmentation_models_pytorch: ``unet``, ``unetplusplus``, ``manet``,
+            ``linknet``, ``fpn``, ``pspnet``, ``deeplabv3plus``, ``pan``, ``upernet``,
+            ``segformer``, ``dpt`` (see docs/models.md for which backbones each takes); ``linear``
+            (DINOv2's linear head on a timm backbone); and
+            transformers' ``hf_segformer``, ``hf_upernet``, ``hf_dpt``, ``mask2former`` and ``eomt``
+            (the ``transformers`` extra; the last two train with their set-prediction loss).
+        backbone: encoder; ``None`` takes the architecture's default (vgg16, resnet50 for
+            ``fcn``, resnet101 for the DeepLabs, mit_b0 for ``segformer``, smp's default
+            otherwise: resnet34, or a ViT-B/16 for ``dpt``). smp's encoders and any timm model
+            as ``tu-<name>`` (``tu-convnext_tiny``, ``tu-vit_small_patch14_dinov2``, ...). For
+            transformers' architectures: a published checkpoint's name (``nvidia/mit-b0``,
+            ``facebook/mask2former-swin-tiny-ade-semantic``, ...) or a ``save_pretrained`` folder.
+        weights_backbone: ``imagenet``, the path of a local weights file for the backbone or
+            encoder (a state dict or a torchvision/timm/smp checkpoint; what was loaded and
+            what not is printed in one line), or ``null`` (train from scratch; needed offline unless
+            the weights are in the torch/Hugging Face cache). transformers' architectures also take
+            ``pretrained`` (the named checkpoint's weights) and a ``save_pretrained`` folder.
+        output_stride: 8 or 16 (``deeplabv3``, ``deeplabv3plus`` and smp's other dilating decoders).
+        multi_grid: unit rates of the last ResNet stage (``deeplabv3`` on ResNet-50/101).
+        learnable_upsampling: learn the final FCN-VGG upsampling (the release kept it fixed).
+        arch_options: the architecture's own arguments, e.g. ``{decoder_attention_type: scse}``
+            (``unet``), ``{decoder_channels: 128}`` (``upernet``), ``{decoder_readout: ignore}``
+            (``dpt``), or the configuration settings of transformers' architectures
+            (``{num_queries: 50}`` for ``mask2former``); names it does not take are refused.
+        in_channels: channels of the input images: 3 (RGB) or the number of bands of multispectral
+            images (4 for RGB + near infrared, 13 for Sentinel-2, ...; the raster data module's
+            ``bands``). A pretrained first layer is adapted as smp and timm adapt it (its RGB
+            filters repeated over the bands, scaled by 3 / ``in_channels``).
+        mean: each input channel's mean (of the images in [0, 1], as lightseg reads them), which the
+            model subtracts; ``None``: the backbone's pretraining statistics (ImageNet's; RGB only).
+            ``lightseg data check`` prints a raster data set's.
+        std: each input channel's standard deviation, by which the model divides.
+    """
+
+    arch: ArchName = "unet"
+    backbone: str | None = None
+    weights_backbone: str | None = "imagenet"
+    output_stride: Literal[8, 16] = 16
+    multi_grid: tuple[int, int, int] = (1, 2, 4)
+    learnable_upsampling: bool = False
+    arch_options: dict[str, Any] | None = None
     in_channels: int = 3
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+
+    def __post_init__(self) -> None:
+        # YAML gives lists; tuples keep the group comparable with its defaults
+        for name in ("multi_grid", "mean", "std"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, tuple):
+                object.__setattr__(self, name, tuple(value))
+
+    @property
+    def options(self) -> Mapping[str, Any]:
+        """``arch_options`` as a mapping (empty when unset)."""
+        return self.arch_options or {}
+
+    @property
+    def resolved_backbone(self) -> str:
+        """The backbone that is built: :attr:`backbone`, or the architecture's default."""
+        return self.backbone or ARCHITECTURES[self.arch].default_backbone
+
+    @property
+    def backbone_name(self) -> str | None:
+        """The backbone that is built (the architecture's default where none is given)."""
+        return self.resolved_backbone if self.arch in ARCHITECTURES else self.backbone
 
 
-def _fcn_vgg(variant: Literal["32s", "16s", "8s"]) -> Callable[[ModelSpec], SegmentationModel]:
-    def build(spec: ModelSpec) -> SegmentationModel:
-        net = FCNVGG16(spec.num_classes, variant, spec.weights_backbone, spec.learnable_upsampling)
+#: an architecture's builder: the network, the class count, and whether to build its auxiliary head
+Builder = Callable[[ModelSpec, int, bool], SegmentationModel]
+
+
+def _fcn_vgg(variant: Literal["32s", "16s", "8s"]) -> Builder:
+    def build(spec: ModelSpec, num_classes: int, aux: bool) -> SegmentationModel:
+        net = FCNVGG16(num_classes, variant, spec.weights_backbone, spec.learnable_upsampling)
         return SegmentationModel(net, size_divisor=32)
 
     return build
 
 
-def _fcn_resnet(spec: ModelSpec) -> SegmentationModel:
-    builder = tvseg.fcn_resnet50 if spec.backbone == "resnet50" else tvseg.fcn_resnet101
-    enum = torchvision_weights(spec.backbone, spec.weights_backbone)
-    with offline_hint(f"{spec.backbone} (ImageNet)", enum):
-        net = builder(weights=None, weights_backbone=enum, num_classes=spec.num_classes, aux_loss=spec.aux)
-    load_backbone_file(cast(nn.Module, net.backbone), spec.weights_backbone, spec.backbone)
+def _fcn_resnet(spec: ModelSpec, num_classes: int, aux: bool) -> SegmentationModel:
+    builder = tvseg.fcn_resnet50 if spec.resolved_backbone == "resnet50" else tvseg.fcn_resnet101
+    enum = torchvision_weights(spec.resolved_backbone, spec.weights_backbone)
+    with offline_hint(f"{spec.resolved_backbone} (ImageNet)", enum):
+        net = builder(weights=None, weights_backbone=enum, num_classes=num_classes, aux_loss=aux)
+    load_backbone_file(cast(nn.Module, net.backbone), spec.weights_backbone, spec.resolved_backbone)
     return SegmentationModel(net)
 
 
@@ -74,19 +139,19 @@ def _aspp_rates(spec: ModelSpec) -> tuple[int, int, int]:
     return (6, 12, 18) if spec.output_stride == 16 else (12, 24, 36)
 
 
-def _smp_decoder(name: str) -> Callable[[ModelSpec], SegmentationModel]:
+def _smp_decoder(name: str) -> Builder:
     """The builder of smp's architecture ``name``, given lightseg's output stride / ASPP rates where it reads them."""
     takes = smp_adapter.arguments(name)
 
-    def build(spec: ModelSpec) -> SegmentationModel:
-        kwargs: dict[str, Any] = dict(spec.arch_options)
+    def build(spec: ModelSpec, num_classes: int, aux: bool) -> SegmentationModel:
+        kwargs: dict[str, Any] = dict(spec.options)
         if "encoder_output_stride" in takes:
             kwargs["encoder_output_stride"] = spec.output_stride
         if "decoder_atrous_rates" in takes:
             kwargs.setdefault("decoder_atrous_rates", _aspp_rates(spec))
         kwargs["in_channels"] = spec.in_channels  # smp adapts a pretrained first convolution itself
         net, size_divisor, min_size = smp_adapter.build(
-            name, spec.backbone, spec.weights_backbone, spec.num_classes, kwargs, tuple(spec.arch_options)
+            name, spec.resolved_backbone, spec.weights_backbone, num_classes, kwargs, tuple(spec.options)
         )
         return SegmentationModel(net, size_divisor=size_divisor, min_size=min_size)
 
@@ -113,14 +178,14 @@ class LinearHead(nn.Module):
         return self.classifier(self.bn(self.encoder(x)[-1]))
 
 
-def _linear(spec: ModelSpec) -> SegmentationModel:
+def _linear(spec: ModelSpec, num_classes: int, aux: bool) -> SegmentationModel:
     import timm
 
     check_weights_option("weights_backbone", spec.weights_backbone, ("imagenet",))
     pretrained = spec.weights_backbone == "imagenet"
-    name = spec.backbone[3:]
+    name = spec.resolved_backbone[3:]
     # a ViT defined for one size (DINOv2: 518) adapts its position embedding to each input's patch grid
-    size: dict[str, Any] = {"dynamic_img_size": True} if smp_adapter.fixed_input_size(spec.backbone) else {}
+    size: dict[str, Any] = {"dynamic_img_size": True} if smp_adapter.fixed_input_size(spec.resolved_backbone) else {}
     downloads = hub_cache_only_when_unreachable() if pretrained else contextlib.nullcontext()
     with offline_hint(f"timm {name}", spec.weights_backbone if pretrained else None), downloads:
         encoder = cast(Any, timm.create_model)(  # timm adapts a pretrained first layer to in_chans
@@ -128,7 +193,7 @@ def _linear(spec: ModelSpec) -> SegmentationModel:
         )
     load_backbone_file(encoder, spec.weights_backbone, f"timm {name}")
     info = cast(Any, encoder).feature_info
-    net = LinearHead(encoder, int(info.channels()[-1]), spec.num_classes)
+    net = LinearHead(encoder, int(info.channels()[-1]), num_classes)
     return SegmentationModel(net, size_divisor=int(info.reduction()[-1]))
 
 
@@ -136,15 +201,15 @@ def _linear(spec: ModelSpec) -> SegmentationModel:
 HF_AUX = frozenset({"hf_upernet", "hf_dpt"})
 
 
-def _transformers(name: str) -> Callable[[ModelSpec], SegmentationModel]:
+def _transformers(name: str) -> Builder:
     """The builder of transformers' architecture ``name`` (see :mod:`lightseg.models.hf_adapter`)."""
 
-    def build(spec: ModelSpec) -> SegmentationModel:
-        options = dict(spec.arch_options)
+    def build(spec: ModelSpec, num_classes: int, aux: bool) -> SegmentationModel:
+        options = dict(spec.options)
         if name in HF_AUX:
-            options.setdefault("use_auxiliary_head", spec.aux)
+            options.setdefault("use_auxiliary_head", aux)
         net, family, size_divisor = hf_adapter.build(
-            name, spec.backbone, spec.weights_backbone, spec.num_classes, options
+            name, spec.resolved_backbone, spec.weights_backbone, num_classes, options
         )
         mean, std = family.mean_std
         return SegmentationModel(net, size_divisor=size_divisor, mean=mean, std=std)
@@ -152,24 +217,24 @@ def _transformers(name: str) -> Callable[[ModelSpec], SegmentationModel]:
     return build
 
 
-def _deeplabv3(spec: ModelSpec) -> SegmentationModel:
-    if spec.backbone in ATROUS_RESNETS:
-        if spec.arch_options:
+def _deeplabv3(spec: ModelSpec, num_classes: int, aux: bool) -> SegmentationModel:
+    if spec.resolved_backbone in ATROUS_RESNETS:
+        if spec.options:
             raise LightsegError(
-                f"arch_options {sorted(spec.arch_options)} apply to smp's DeepLabV3 (smp encoders), not to "
-                f"lightseg's DeepLab v3 on torchvision's {spec.backbone}; remove them or choose an smp encoder"
+                f"arch_options {sorted(spec.options)} apply to smp's DeepLabV3 (smp encoders), not to "
+                f"lightseg's DeepLab v3 on torchvision's {spec.resolved_backbone}; remove them or choose an smp encoder"
             )
         net = deeplabv3_resnet(
-            spec.num_classes, spec.backbone, spec.weights_backbone, spec.output_stride, spec.multi_grid, spec.aux
+            num_classes, spec.resolved_backbone, spec.weights_backbone, spec.output_stride, spec.multi_grid, aux
         )
         if spec.in_channels != 3:  # the registry entry is smp's, which builds in_channels itself
             smp_adapter.adapt_first_convolution(net, spec.in_channels, pretrained=spec.weights_backbone is not None)
         return SegmentationModel(net)
-    return _smp_decoder("deeplabv3")(spec)
+    return _smp_decoder("deeplabv3")(spec, num_classes, aux)
 
 
-def _deeplabv2(spec: ModelSpec) -> SegmentationModel:
-    return SegmentationModel(DeepLabV2(spec.num_classes, spec.backbone, spec.weights_backbone))
+def _deeplabv2(spec: ModelSpec, num_classes: int, aux: bool) -> SegmentationModel:
+    return SegmentationModel(DeepLabV2(num_classes, spec.resolved_backbone, spec.weights_backbone))
 
 
 FCN_VGG_OPTIONS = frozenset({"learnable_upsampling"})
@@ -181,7 +246,7 @@ STRIDE_ONLY = frozenset({"output_stride"})
 class Architecture:
     """A registered architecture: its builder, default backbone and valid backbones."""
 
-    build: Callable[[ModelSpec], SegmentationModel]
+    build: Builder
     default_backbone: str
     backbones: Callable[[], tuple[str, ...]]
     has_aux: bool = False
@@ -263,33 +328,36 @@ ARCHITECTURES["deeplabv3"] = dataclasses.replace(
     has_aux=True,
     options=_deeplabv3_options,
 )
-if TYPE_CHECKING:
-    ArchName = str
-else:
+# jsonargparse resolves a dataclass's annotations with the names an ``if TYPE_CHECKING:`` block gives: the
+# choices are the runtime branch here, so that it validates them (mypy reads the other)
+if not TYPE_CHECKING:  # noqa: SIM108 (mypy reads a type alias from a block only)
     #: the ``arch`` choices (``--help``, the YAML schema), derived from the registry
     ArchName = Literal[tuple(ARCHITECTURES)]
-#: the settings a user may give each architecture beyond its backbone (what the task checks)
-OPTION_DEFAULTS: dict[str, Any] = {"output_stride": 16, "multi_grid": (1, 2, 4), "learnable_upsampling": False}
+else:
+    ArchName = str
+#: the settings each architecture reads or ignores beyond its backbone, with their defaults (an ignored
+#: setting at its default is never refused)
+OPTION_DEFAULTS: dict[str, Any] = {
+    name: getattr(ModelSpec(), name) for name in ("output_stride", "multi_grid", "learnable_upsampling")
+}
 
 
-def applicable_options(arch: str, backbone: str | None) -> frozenset[str]:
-    """The :class:`ModelSpec` options (``aux``, ``output_stride``, ...) ``arch`` reads on ``backbone``."""
-    entry = ARCHITECTURES[arch]
-    return entry.options(backbone or entry.default_backbone)
+def applicable_options(spec: ModelSpec) -> frozenset[str]:
+    """The options (``aux``, ``output_stride``, ...) that ``spec``'s architecture reads on its backbone."""
+    return ARCHITECTURES[spec.arch].options(spec.resolved_backbone)
 
 
-def check_applicable(arch: str, backbone: str | None, given: dict[str, Any]) -> None:
-    """Refuse, in one line, settings away from their default that ``arch`` on ``backbone`` would ignore.
+def check_applicable(spec: ModelSpec, extra: Mapping[str, Any] | None = None) -> None:
+    """Refuse, in one line, settings away from their default that the architecture on its backbone would ignore.
 
-    ``given`` maps option names (``output_stride``, ``multi_grid``, ``learnable_upsampling``,
-    ``aux``) to the values set; options at their default (:data:`OPTION_DEFAULTS`; ``aux``:
-    ``False``) are never refused.
+    Checks ``output_stride``, ``multi_grid`` and ``learnable_upsampling`` (at their
+    :data:`OPTION_DEFAULTS` they are never refused) and the ``extra`` settings a task adds (``aux``,
+    given as ``True`` when the task asks for the auxiliary head).
     """
-    if arch not in ARCHITECTURES:
+    if spec.arch not in ARCHITECTURES:
         return  # build_semantic_model names the valid ones
-    entry = ARCHITECTURES[arch]
-    backbone = backbone or entry.default_backbone
-    applies = entry.options(backbone)
+    applies = applicable_options(spec)
+    given = {name: getattr(spec, name) for name in OPTION_DEFAULTS} | dict(extra or {})
     ignored = {
         name: value
         for name, value in given.items()
@@ -299,9 +367,8 @@ def check_applicable(arch: str, backbone: str | None, given: dict[str, Any]) -> 
         where = [a for a, e in ARCHITECTURES.items() if set(ignored) <= e.options(e.default_backbone)]
         settings = ", ".join(f"{k}={_plain(v)}" for k, v in ignored.items())
         raise LightsegError(
-            f"{settings} does not apply to arch {arch!r} with backbone {backbone!r}, which would ignore it"
-            + (f" (read by {', '.join(where)})" if where else "")
-            + "; remove it"
+            f"{settings} does not apply to arch {spec.arch!r} with backbone {spec.resolved_backbone!r}, which would "
+            "ignore it" + (f" (read by {', '.join(where)})" if where else "") + "; remove it"
         )
 
 
@@ -309,50 +376,22 @@ def _plain(value: Any) -> Any:
     return list(value) if isinstance(value, list | tuple) else value
 
 
-def build_semantic_model(
-    arch: str,
-    num_classes: int,
-    backbone: str | None = None,
-    weights_backbone: WeightsName | None = None,
-    aux: bool = True,
-    output_stride: Literal[8, 16] = 16,
-    multi_grid: Sequence[int] = (1, 2, 4),
-    learnable_upsampling: bool = False,
-    arch_options: Mapping[str, Any] | None = None,
-    in_channels: int = 3,
-    mean: Sequence[float] | None = None,
-    std: Sequence[float] | None = None,
-) -> SegmentationModel:
-    """Build a semantic segmentation model by architecture name.
+def build_semantic_model(spec: ModelSpec | str, num_classes: int, aux: bool = True) -> SegmentationModel:
+    """Build a semantic segmentation model from its :class:`ModelSpec` (or an architecture's name alone).
 
     Args:
-        arch: one of :data:`ARCHITECTURES`.
+        spec: the architecture, backbone and options, e.g. ``ModelSpec("deeplabv3", "resnet101",
+            output_stride=8)``; a name (``"unet"``) takes every default (ImageNet weights included).
         num_classes: output classes, background included.
-        backbone: encoder name; ``None`` takes the architecture's default.
-        weights_backbone: ``"imagenet"``, the path of a local weights file for the backbone /
-            encoder (see :mod:`lightseg.weights`), or ``None`` (from scratch).
         aux: build the auxiliary head where the architecture has one (``fcn``, ``deeplabv3``
-            on torchvision ResNets).
-        output_stride: 8 or 16, for ``deeplabv3`` / ``deeplabv3plus``.
-        multi_grid: unit rates of ``layer4`` for ``deeplabv3`` on ResNets.
-        learnable_upsampling: learn FCN-VGG's final upsampling instead of fixing it.
-        arch_options: the architecture's own arguments beyond these, for smp's architectures
-            (e.g. ``{"decoder_attention_type": "scse"}`` for ``unet``, ``{"decoder_readout":
-            "ignore"}`` for ``dpt``), or the configuration settings of transformers' architectures
-            (e.g. ``{"num_queries": 50}`` for ``mask2former``); a name the architecture does not take is
-            refused.
-        in_channels: channels of the input images: 3 (RGB), or the bands of multispectral images
-            (4 for RGB + near infrared, 13 for Sentinel-2, ...). A pretrained first layer is adapted
-            as smp and timm adapt it (its RGB filters repeated over the bands, scaled by 3 /
-            ``in_channels``; summed for one band).
-        mean: each channel's mean in [0, 1], subtracted by the model; ``None``: the backbone's
-            pretraining statistics (ImageNet's), for RGB only.
-        std: each channel's standard deviation, by which the model divides.
+            on torchvision ResNets, transformers' ``hf_upernet`` and ``hf_dpt``).
     """
+    spec = ModelSpec(arch=spec) if isinstance(spec, str) else spec
+    arch = spec.arch
     if arch not in ARCHITECTURES:
         raise LightsegError(f"unknown arch {arch!r};{closest_names(arch, list(ARCHITECTURES))}")
     entry = ARCHITECTURES[arch]
-    backbone = backbone or entry.default_backbone
+    backbone = spec.resolved_backbone
     valid = entry.backbones()
     if entry.checks_own:
         pass
@@ -374,14 +413,9 @@ def build_semantic_model(
         )
     if num_classes < 1:
         raise LightsegError(f"num_classes must be >= 1, got {num_classes}")
-    check_normalisation(in_channels, mean, std)
-    check_applicable(
-        arch,
-        backbone,
-        {"output_stride": output_stride, "multi_grid": multi_grid, "learnable_upsampling": learnable_upsampling},
-    )
-    arch_options = dict(arch_options or {})
-    unknown = [] if entry.checks_own else sorted(set(arch_options) - entry.arch_options)
+    check_normalisation(spec.in_channels, spec.mean, spec.std)
+    check_applicable(spec)
+    unknown = [] if entry.checks_own else sorted(set(spec.options) - entry.arch_options)
     if unknown and not entry.arch_options:
         raise LightsegError(
             f"arch_options {unknown}: arch {arch!r} takes none (they set the arguments of smp's architectures); "
@@ -390,22 +424,11 @@ def build_semantic_model(
     if unknown:
         hint = closest_names(unknown[0], sorted(entry.arch_options))
         raise LightsegError(f"arch_options {unknown} are not arguments of arch {arch!r};{hint}")
-    spec = ModelSpec(
-        arch_options=arch_options,
-        num_classes=num_classes,
-        backbone=backbone,
-        weights_backbone=weights_backbone,
-        aux=aux and entry.has_aux,
-        output_stride=output_stride,
-        multi_grid=tuple(multi_grid),
-        learnable_upsampling=learnable_upsampling,
-        in_channels=in_channels,
-    )
-    model = entry.build(spec)
-    if in_channels != 3 and not entry.builds_in_channels:
-        smp_adapter.adapt_first_convolution(model.net, in_channels, pretrained=weights_backbone is not None)
-    if mean is not None and std is not None:
-        model.set_normalisation(mean, std)
+    model = entry.build(spec, num_classes, aux and entry.has_aux)
+    if spec.in_channels != 3 and not entry.builds_in_channels:
+        smp_adapter.adapt_first_convolution(model.net, spec.in_channels, pretrained=spec.weights_backbone is not None)
+    if spec.mean is not None and spec.std is not None:
+        model.set_normalisation(spec.mean, spec.std)
     return model
 
 

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lightseg.errors import LightsegError
+from lightseg.errors import LightsegError, option
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -119,8 +119,9 @@ class SegmentationModel(nn.Module):
 
 def channel_mismatch(expected: int, given: int, where: str = "the images") -> str:
     """The one line for images whose channel count is not the model's."""
+    channels = option("model", "network.in_channels")
     return (
-        f"{where} have {given} channel(s) but the model takes {expected} (in_channels): read the images' bands "
-        "the model was built for (data.bands for rasters), or build the model with "
-        f"in_channels={given} and that many mean / std values"
+        f"{where} have {given} channel(s) but the model takes {expected} ({channels}): read the images' bands "
+        f"the model was built for (data.bands for rasters), or build the model with {channels}={given} and that "
+        f"many {option('model', 'network.mean')} / {option('model', 'network.std')} values"
     )

@@ -17,6 +17,7 @@ from typing_extensions import override
 
 from lightseg.contract import TaskContext, data_description, datamodule_of
 from lightseg.errors import LightsegError
+from lightseg.groups import NetworkSpec, SettingsGroup, migrate_flat_group
 from lightseg.models.lora import LoRASettings, add_lora
 from lightseg.tasks.checkpoint_state import capture_rng, incompatibility, restore_rng, with_migrated_hparams
 from lightseg.tasks.optimisation import (
@@ -86,6 +87,10 @@ class BaseTask(LightningModule, ABC):
     monitor: ClassVar[str] = "val_loss"
     mode: ClassVar[Literal["min", "max"]] = "min"
     stages: ClassVar[tuple[str, ...]] = ("train", "val", "test")
+    #: the type of the task's ``network`` argument (its architecture and options as one group)
+    network_spec: ClassVar[type[NetworkSpec]] = NetworkSpec
+    #: the task's network group, set by the subclass's ``__init__`` (:meth:`take_network`) before this one's
+    network: NetworkSpec
 
     def __init__(
         self,
@@ -118,6 +123,13 @@ class BaseTask(LightningModule, ABC):
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
         # plain values in checkpoints and hparams.yaml (a subclass's **kwargs carry the value as given)
         self.hparams["lora"] = settings.as_dict() if settings is not None else None
+        for key, value in list(self.hparams.items()):
+            if isinstance(value, SettingsGroup):
+                self.hparams[key] = value.as_dict()
+        if hasattr(self, "network"):
+            self.hparams["network"] = self.network.as_dict()
+            for name in self.__dict__.pop("_flat_network", ()):  # its older spelling, as a subclass's frame kept it
+                self.hparams.pop(name, None)
         self._initialised_from: str | None = None
         self._compiled = False
         #: optimizer steps of the run (set when training starts; what schedules inside the model follow)
@@ -132,14 +144,29 @@ class BaseTask(LightningModule, ABC):
         # the last dataset-level results of each evaluated stage (:meth:`stage_results`)
         self._stage_results: dict[str, dict[str, torch.Tensor]] = {}
 
+    def take_network(self, network: NetworkSpec | dict[str, Any] | str | None, kwargs: dict[str, Any]) -> None:
+        """Set :attr:`network` from the ``network`` argument and the older flat settings in ``kwargs``.
+
+        A subclass's ``__init__`` calls this before ``super().__init__(**kwargs)``: the flat
+        spelling (``arch="unet"`` beside ``num_classes``) is popped from ``kwargs`` into the group,
+        and a name alone (``"deeplabv3"``) is the architecture with every default.
+        """
+        flat = tuple(name for name in self.network_spec.names() if name in kwargs)
+        given = {"arch": network} if isinstance(network, str) else network
+        self.network = self.network_spec.with_flat(given, kwargs)
+        self._flat_network = flat
+
     @classmethod
     def migrate_hparams(cls, hparams: dict[str, Any]) -> dict[str, Any]:
         """A checkpoint's saved hyperparameters in the form this version's ``__init__`` takes.
 
         Called before a checkpoint's hyperparameters rebuild the task (``--ckpt_path``); a task
         whose arguments changed form moves the old ones here, so that its checkpoints keep working.
+        Here: the network's settings, saved flat before they were one group.
         """
-        return hparams
+        if cls.network_spec is NetworkSpec:  # a task without a network group of lightseg's
+            return hparams
+        return migrate_flat_group(hparams, "network", cls.network_spec)
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> Any:
@@ -226,7 +253,13 @@ class BaseTask(LightningModule, ABC):
             int(self.hparams.get("ignore_index", 255)),
             monitor=self.monitor,
             mode=self.mode,
+            arch=self.network.arch if hasattr(self, "network") else "",
+            backbone=self._backbone_name,
         )
+
+    @property
+    def _backbone_name(self) -> str | None:
+        return self.network.backbone_name if hasattr(self, "network") else None
 
     def stage_results(self, stage: str) -> dict[str, torch.Tensor] | None:
         """The dataset-level results of ``stage``'s last epoch (``None`` before one ended)."""
@@ -299,7 +332,7 @@ class BaseTask(LightningModule, ABC):
                 f"layer_decay needs a timm backbone, whose layers timm can tell apart (backbone tu-<name>: "
                 f"tu-vit_small_patch14_dinov2, tu-convnext_tiny, tu-swin_tiny_patch4_window7_224, ...) or one of "
                 f"transformers' architectures (hf_segformer, hf_upernet, hf_dpt, mask2former, eomt); "
-                f"{type(self).__name__}'s backbone {self.hparams.get('backbone')!r} is not one: remove layer_decay"
+                f"{type(self).__name__}'s backbone {self._backbone_name!r} is not one: remove layer_decay"
             )
         return layers
 

@@ -34,7 +34,8 @@ def incompatibility(
     reshaped = [k for k in own if k in saved and saved[k].shape != own[k].shape]
     if not (missing or unexpected or reshaped):
         return None
-    theirs = checkpoint.get("hyper_parameters", {})
+    # the network's settings in their group or, in checkpoints from before it, flat
+    theirs, ours = (_with_network(hp) for hp in (checkpoint.get("hyper_parameters") or {}, ours))
     keys = ("_class_path", "arch", "backbone", "num_classes")
     differences = [f"{k}={theirs.get(k)!r} there, {ours.get(k)!r} here" for k in keys if theirs.get(k) != ours.get(k)]
     if reshaped:
@@ -47,6 +48,11 @@ def incompatibility(
         + (f"; {'; '.join(differences)}" if differences else "")
         + ". Use a checkpoint of the same task, architecture and number of classes"
     )
+
+
+def _with_network(hparams: dict[str, Any]) -> dict[str, Any]:
+    network = hparams.get("network")
+    return {**hparams, **network} if isinstance(network, dict) else dict(hparams)
 
 
 def with_migrated_hparams(checkpoint_path: Any, migrate: Callable[[dict[str, Any]], dict[str, Any]]) -> Any:

@@ -16,9 +16,9 @@ from lightseg.errors import LightsegError, class_count_mismatch
 from lightseg.metrics.coco import COCO_OKS_SIGMAS, STAT_NAMES, Backend, COCOEvaluator, IoUType
 from lightseg.metrics.tables import format_ap_table
 from lightseg.models.detection import (
-    RCNN_OPTIONS,
-    KeypointRCNNArch,
-    MaskRCNNArch,
+    KeypointRCNNSpec,
+    MaskRCNNSpec,
+    RCNNSpec,
     build_rcnn,
     coco_categories,
     fit_predictors,
@@ -42,24 +42,11 @@ class DetectionTask(BaseTask):
     The arguments below are those of every detection task (its subclasses take them as ``**kwargs``).
 
     Args:
-        arch: the torchvision architecture (see the subclasses).
+        network: the architecture, its weights and sizes, as one group (a
+            :class:`~lightseg.models.detection.RCNNSpec`; each subclass has its own), e.g.
+            ``network: {arch: maskrcnn_resnet18_fpn, weights_backbone: null, min_size: 512}``. The
+            older flat spelling (``arch:`` beside ``num_classes``) is still read.
         num_classes: classes including background (the CLI links it from the data module).
-        weights: ``coco`` loads torchvision's COCO model, a file path a whole model of this
-            arch in torchvision's format (e.g. its COCO checkpoint, copied for an offline
-            machine). When every class of the data is one of COCO's (by name), the box and
-            mask predictors keep exactly those classes' pretrained rows (COCO itself: the
-            model as torchvision trained it); otherwise they start fresh. ``null`` starts
-            from ``weights_backbone``.
-        weights_backbone: ``imagenet``, a backbone weights file (torchvision ResNet /
-            MobileNetV3 state dict) or ``null`` (from scratch).
-        trainable_backbone_layers: backbone stages that train (0-5).
-        trainable_norm: train the backbone's BatchNorm (``None``: only without pretrained weights).
-        min_size: shorter image side inside the model (a tuple: multi-scale training).
-        max_size: cap on the longer side.
-        anchor_sizes: RPN anchor size per FPN level (``None``: 32..512).
-        detector_kwargs: other torchvision ``MaskRCNN`` / ``KeypointRCNN`` arguments
-            (``rpn_batch_size_per_image``, ``box_batch_size_per_image``, ``rpn_post_nms_top_n_train``,
-            ``box_detections_per_img``, ...).
         eval_backend: ``faster_coco_eval`` or ``pycocotools``.
         kwargs: the optimiser and speed settings of :class:`~lightseg.tasks.BaseTask` (``optimizer``,
             ``lr_scheduler``, ``lr_interval``, ``head_lr_mult``, ``no_weight_decay_on``,
@@ -68,22 +55,17 @@ class DetectionTask(BaseTask):
 
     iou_types: ClassVar[tuple[IoUType, ...]] = ("bbox",)
     stages: ClassVar[tuple[str, ...]] = ("val", "test")
+    network_spec: ClassVar[type[RCNNSpec]] = RCNNSpec
+    network: RCNNSpec
 
     def __init__(
         self,
-        arch: str,
+        network: RCNNSpec = RCNNSpec(),  # noqa: B008 (frozen: one shared default is safe)
         num_classes: int = 91,
-        weights: str | None = None,
-        weights_backbone: str | None = "imagenet",
-        trainable_backbone_layers: int | None = None,
-        trainable_norm: bool | None = None,
-        min_size: int | tuple[int, ...] = 800,
-        max_size: int = 1333,
-        anchor_sizes: tuple[int, ...] | None = None,
-        detector_kwargs: dict[str, Any] | None = None,
         eval_backend: Backend = "faster_coco_eval",
         **kwargs: Any,
     ) -> None:
+        self.take_network(network, kwargs)
         super().__init__(**kwargs)
 
     @override
@@ -100,14 +82,12 @@ class DetectionTask(BaseTask):
         hp = self.hparams
         if hp["num_classes"] < 2:
             raise LightsegError(f"num_classes counts the background too: it must be >= 2, got {hp['num_classes']}")
-        options = {name: hp[name] for name in RCNN_OPTIONS}
-        model = build_rcnn(
-            hp["arch"], hp["num_classes"], **options, **self.model_options(), **(hp["detector_kwargs"] or {})
-        )
+        arch = self.network.arch
+        model = build_rcnn(arch, hp["num_classes"], **self.network.rcnn_options(), **self.model_options())
         #: class names of the pretrained predictor's slots, while it is not fitted to the data yet
         self.pretrained_classes: list[str] | None = None
         if predictor_classes(model) != hp["num_classes"]:
-            self.pretrained_classes = coco_categories(hp["arch"])
+            self.pretrained_classes = coco_categories(arch)
             if len(self.pretrained_classes) != predictor_classes(model):
                 self.pretrained_classes = [f"slot {i}" for i in range(predictor_classes(model))]
         return model
@@ -123,7 +103,7 @@ class DetectionTask(BaseTask):
         if pretrained is None:
             return
         self.pretrained_classes = None
-        source = "COCO" if self.hparams["weights"] == "coco" else str(self.hparams["weights"])
+        source = "COCO" if self.network.weights == "coco" else str(self.network.weights)
         fit_predictors_by_name(self.model, pretrained, class_names, self.hparams["num_classes"], source)
 
     @override
@@ -251,9 +231,10 @@ class InstanceSegmentationTask(DetectionTask):
     """Mask R-CNN (torchvision): boxes, classes and per-class sigmoid masks of every object.
 
     Args:
-        arch: ``maskrcnn_resnet50_fpn``, ``maskrcnn_resnet50_fpn_v2`` (torchvision, COCO weights
-            available), or the light ``maskrcnn_resnet18_fpn``, ``maskrcnn_resnet34_fpn``,
-            ``maskrcnn_mobilenet_v3_large_fpn`` for CPU work and quick experiments.
+        network: the architecture (``maskrcnn_resnet50_fpn``, ``maskrcnn_resnet50_fpn_v2``: torchvision's,
+            COCO weights available; the light ``maskrcnn_resnet18_fpn``, ``maskrcnn_resnet34_fpn``,
+            ``maskrcnn_mobilenet_v3_large_fpn`` for CPU work and quick experiments), its weights and
+            sizes: a :class:`~lightseg.models.detection.MaskRCNNSpec`.
         num_classes: classes including background (the CLI links it from the data module).
         mask_threshold: mask probability that counts as foreground in evaluation and prediction.
         boundary_ap: also score masks with Boundary AP (``{stage}_boundary_map``, ...; Cheng et al.
@@ -266,16 +247,18 @@ class InstanceSegmentationTask(DetectionTask):
     monitor: ClassVar[str] = "val_segm_map"
     mode: ClassVar[Literal["min", "max"]] = "max"
     iou_types: ClassVar[tuple[IoUType, ...]] = ("bbox", "segm")
+    network_spec: ClassVar[type[MaskRCNNSpec]] = MaskRCNNSpec
+    network: MaskRCNNSpec
 
     def __init__(
         self,
-        arch: MaskRCNNArch = "maskrcnn_resnet50_fpn",
+        network: MaskRCNNSpec = MaskRCNNSpec(),  # noqa: B008 (frozen: one shared default is safe)
         num_classes: int = 91,
         mask_threshold: float = 0.5,
         boundary_ap: bool = False,
         **kwargs: Any,
     ) -> None:
-        super().__init__(arch, num_classes, **kwargs)
+        super().__init__(network, num_classes, **kwargs)
 
     @override
     def evaluator_options(self) -> dict[str, Any]:
@@ -293,20 +276,14 @@ class KeypointDetectionTask(DetectionTask):
     (:class:`~lightseg.datamodules.COCODataModule`'s ``flip_pairs``).
 
     Args:
-        arch: ``keypointrcnn_resnet50_fpn`` (COCO weights available), or the light
-            ``keypointrcnn_resnet18_fpn``, ``keypointrcnn_resnet34_fpn``, ``keypointrcnn_mobilenet_v3_large_fpn``.
+        network: the architecture (``keypointrcnn_resnet50_fpn``: COCO weights available; the light
+            ``keypointrcnn_resnet18_fpn``, ``keypointrcnn_resnet34_fpn``, ``keypointrcnn_mobilenet_v3_large_fpn``),
+            its weights, sizes and keypoint head: a :class:`~lightseg.models.detection.KeypointRCNNSpec`.
         num_classes: classes including background (2 for people).
         num_keypoints: keypoints per instance (17 for COCO people).
         keypoint_names: names of the keypoints (``None``: the data set's).
         oks_sigmas: per-keypoint OKS constants for evaluation; ``None`` takes COCO's for 17
             keypoints and is an error for other skeletons.
-        keypoint_head: ``(layers, channels)`` of the keypoint head (``None``: torchvision's 8 x 512;
-            a lighter head trains faster from scratch).
-        keypoint_box_scale: the keypoint branch's boxes enlarged this many times about their centres,
-            as top-down pose estimators crop (1.25), so that keypoints on an object's outline stay
-            inside a box predicted a little small; 1.0: torchvision's (the box itself).
-        min_size: shorter image side inside the model (a tuple, as torchvision's recipe: multi-scale
-            training over 640..800).
         **kwargs: the settings every detection task shares (weights, sizes, anchors, optimiser):
             see :class:`DetectionTask`.
     """
@@ -314,17 +291,16 @@ class KeypointDetectionTask(DetectionTask):
     monitor: ClassVar[str] = "val_keypoints_map"
     mode: ClassVar[Literal["min", "max"]] = "max"
     iou_types: ClassVar[tuple[IoUType, ...]] = ("bbox", "keypoints")
+    network_spec: ClassVar[type[KeypointRCNNSpec]] = KeypointRCNNSpec
+    network: KeypointRCNNSpec
 
     def __init__(
         self,
-        arch: KeypointRCNNArch = "keypointrcnn_resnet50_fpn",
+        network: KeypointRCNNSpec = KeypointRCNNSpec(),  # noqa: B008 (frozen: one shared default is safe)
         num_classes: int = 2,
         num_keypoints: int = 17,
         keypoint_names: list[str] | None = None,
         oks_sigmas: list[float] | None = None,
-        keypoint_head: tuple[int, int] | None = None,
-        keypoint_box_scale: float = 1.0,
-        min_size: int | tuple[int, ...] = (640, 672, 704, 736, 768, 800),
         **kwargs: Any,
     ) -> None:
         if oks_sigmas is None and num_keypoints != len(COCO_OKS_SIGMAS):
@@ -336,7 +312,7 @@ class KeypointDetectionTask(DetectionTask):
             raise LightsegError(f"oks_sigmas has {len(oks_sigmas)} values for {num_keypoints} keypoints")
         if keypoint_names is not None and len(keypoint_names) != num_keypoints:
             raise LightsegError(f"keypoint_names has {len(keypoint_names)} names for {num_keypoints} keypoints")
-        super().__init__(arch, num_classes, min_size=min_size, **kwargs)
+        super().__init__(network, num_classes, **kwargs)
         self._heatmap_hook: RemovableHandle | None = None
 
     @override
@@ -350,12 +326,7 @@ class KeypointDetectionTask(DetectionTask):
 
     @override
     def model_options(self) -> dict[str, Any]:
-        return {
-            "num_keypoints": self.hparams["num_keypoints"],
-            "keypoint_head": self.hparams["keypoint_head"],
-            # checkpoints from before the option have none: the box itself
-            "keypoint_box_scale": self.hparams.get("keypoint_box_scale", 1.0),
-        }
+        return {"num_keypoints": self.hparams["num_keypoints"]}
 
     @override
     def evaluator_options(self) -> dict[str, Any]:

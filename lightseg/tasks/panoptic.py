@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, cast
+from typing import Any, ClassVar, Literal, cast
 
 import torch
 from torch import nn
@@ -20,15 +20,11 @@ from lightseg.metrics.tables import format_pq_table
 from lightseg.models.detection import fit_predictors, fit_predictors_by_name
 from lightseg.models.panoptic import PanopticFPN, PanopticPrediction
 from lightseg.tasks.base import BaseTask
-from lightseg.tasks.panoptic_families import PANOPTIC_FPN, QUERY_ARCHS, PanopticFamily, family_of
+from lightseg.tasks.panoptic_families import PANOPTIC_FPN, QUERY_ARCHS, PanopticFamily, PanopticSpec, family_of
 from lightseg.tasks.panoptic_views import ground_truth, semantic_view, thing_detections
 from lightseg.types import Stage
 
 __all__ = ["PANOPTIC_FPN", "PQ_SCORES", "QUERY_ARCHS", "PanopticSegmentationTask"]
-if TYPE_CHECKING:
-    PanopticArch = str
-else:
-    PanopticArch = Literal[tuple(PANOPTIC_FPN) + QUERY_ARCHS]
 #: the scores of each class in the per-class table and logs
 PQ_SCORES = ("pq", "sq", "rq")
 
@@ -46,25 +42,13 @@ class PanopticSegmentationTask(BaseTask):
     :class:`~lightseg.models.panoptic.PanopticPrediction`.
 
     Args:
-        arch: ``panoptic_fpn_resnet50`` (torchvision's Mask R-CNN R50-FPN, COCO weights available),
-            ``panoptic_fpn_resnet18`` / ``_resnet34`` (light, for CPU work), or transformers'
-            ``mask2former`` / ``eomt`` (the ``transformers`` extra).
+        network: the architecture and its options, as one group (a
+            :class:`~lightseg.tasks.panoptic_families.PanopticSpec`), e.g. ``network: {arch:
+            panoptic_fpn_resnet18, weights_backbone: null}``. The older flat spelling (``arch:``
+            beside ``num_classes``) is still read.
         num_classes: things and stuff classes (the CLI links it from the data module).
         thing_classes: the class labels that are things (the CLI links them from the data module).
-        weights: Panoptic FPN: ``coco`` (torchvision's COCO Mask R-CNN; its box and mask predictors keep
-            the rows of the data's thing classes where every one is a COCO class, by name), a weights file
-            of the whole model, or ``null``.
-        backbone: Mask2Former / EoMT: a published configuration's name or a ``save_pretrained`` folder
-            (see :class:`~lightseg.tasks.SemanticSegmentationTask`); Panoptic FPN's is in its arch name.
-        weights_backbone: ``imagenet`` (``pretrained`` for transformers' models), a weights file, or ``null``.
-        trainable_backbone_layers: Panoptic FPN: backbone stages that train (0-5).
-        trainable_norm: Panoptic FPN: train the backbone's BatchNorm (``None``: only without pretrained weights).
-        min_size: Panoptic FPN: shorter image side inside the model (a tuple: multi-scale training).
-        max_size: Panoptic FPN: cap on the longer side.
-        anchor_sizes: Panoptic FPN: RPN anchor size per FPN level (``None``: 32..512).
-        detector_kwargs: Panoptic FPN: other torchvision ``MaskRCNN`` arguments.
         semantic_loss_weight: Panoptic FPN: weight of the semantic branch's loss (0.5, Detectron2's).
-        arch_options: Mask2Former / EoMT: settings of transformers' configuration (``num_queries``, ...).
         score_threshold: the merge's instance score (Panoptic FPN, 0.5) or query class probability
             (Mask2Former / EoMT, 0.8) below which a prediction is left out; ``null``: the published value.
         overlap_threshold: the fraction of an instance's mask already taken above which it is left out
@@ -79,29 +63,22 @@ class PanopticSegmentationTask(BaseTask):
     monitor: ClassVar[str] = "val_pq"
     mode: ClassVar[Literal["min", "max"]] = "max"
     stages: ClassVar[tuple[str, ...]] = ("val", "test")
+    network_spec: ClassVar[type[PanopticSpec]] = PanopticSpec
+    network: PanopticSpec
 
     def __init__(
         self,
-        arch: PanopticArch = "panoptic_fpn_resnet50",
+        network: PanopticSpec = PanopticSpec(),  # noqa: B008 (frozen: one shared default is safe)
         num_classes: int = 133,
         thing_classes: list[int] | None = None,
-        weights: str | None = None,
-        backbone: str | None = None,
-        weights_backbone: str | None = "imagenet",
-        trainable_backbone_layers: int | None = None,
-        trainable_norm: bool | None = None,
-        min_size: int | tuple[int, ...] = 800,
-        max_size: int = 1333,
-        anchor_sizes: tuple[int, ...] | None = None,
-        detector_kwargs: dict[str, Any] | None = None,
         semantic_loss_weight: float = 0.5,
-        arch_options: dict[str, Any] | None = None,
         score_threshold: float | None = None,
         overlap_threshold: float | None = None,
         stuff_area: int = 4096,
         mask_threshold: float = 0.5,
         **kwargs: Any,
     ) -> None:
+        self.take_network(network, kwargs)
         super().__init__(**kwargs)
         # the semantic view of the panoptic maps: each pixel's class; one more class for pixels left void,
         # which count against their true class (a miss) but as no other class's prediction
@@ -118,7 +95,7 @@ class PanopticSegmentationTask(BaseTask):
     @property
     def fpn(self) -> bool:
         """Whether the model is Panoptic FPN (else a mask-classification model)."""
-        return self.hparams["arch"] in PANOPTIC_FPN
+        return self.network.arch in PANOPTIC_FPN
 
     @property
     def family(self) -> PanopticFamily:
@@ -148,10 +125,11 @@ class PanopticSegmentationTask(BaseTask):
         bad = [c for c in hp["thing_classes"] if not 0 <= int(c) < hp["num_classes"]]
         if bad:
             raise LightsegError(f"thing_classes {bad} are not class labels 0..{hp['num_classes'] - 1}")
-        changed = [f"{k}={hp[k]!r}" for k, default in family.unused.items() if hp[k] != default]
+        given = {**hp, **self.network.as_dict()}
+        changed = [f"{k}={given[k]!r}" for k, default in family.unused.items() if given[k] != default]
         if changed:
             raise LightsegError(
-                f"{', '.join(changed)} does not apply to arch {hp['arch']!r} ({family.title}); remove it"
+                f"{', '.join(changed)} does not apply to arch {self.network.arch!r} ({family.title}); remove it"
             )
 
     @override
@@ -180,7 +158,7 @@ class PanopticSegmentationTask(BaseTask):
         pretrained, self.pretrained_classes = self.pretrained_classes, None
         names = self.class_names
         thing_names = ["background", *(names[c] for c in self.things)] if names is not None else None
-        source = "COCO" if self.hparams["weights"] == "coco" else str(self.hparams["weights"])
+        source = "COCO" if self.network.weights == "coco" else str(self.network.weights)
         detector = cast(PanopticFPN, self.model).detector
         fit_predictors_by_name(detector, pretrained, thing_names, len(self.things) + 1, source)
 

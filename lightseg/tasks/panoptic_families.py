@@ -13,14 +13,15 @@ that differs instead of branching on the architecture:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar, cast
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from lightseg.errors import LightsegError
-from lightseg.models.detection import RCNN_OPTIONS, build_rcnn, coco_categories, predictor_classes
+from lightseg.models.detection import RCNNSpec, build_rcnn, coco_categories, predictor_classes
 from lightseg.models.panoptic import (
     FPN_OVERLAP_THRESHOLD,
     FPN_SCORE_THRESHOLD,
@@ -31,7 +32,7 @@ from lightseg.models.panoptic import (
     merge_queries,
 )
 from lightseg.models.panoptic import PanopticFPN as PanopticFPNModel
-from lightseg.models.semantic import ARCHITECTURES, build_semantic_model
+from lightseg.models.semantic import ARCHITECTURES, ModelSpec, build_semantic_model
 from lightseg.models.wrapper import SegmentationModel
 from lightseg.tasks.panoptic_views import pad_batch
 
@@ -46,6 +47,38 @@ PANOPTIC_FPN = {
 }
 #: the mask-classification models (transformers), trained with their set-prediction loss
 QUERY_ARCHS = ("mask2former", "eomt")
+if not TYPE_CHECKING:  # noqa: SIM108 (the runtime branch first: what jsonargparse validates; models/semantic.py)
+    PanopticArch = Literal[tuple(PANOPTIC_FPN) + QUERY_ARCHS]
+else:
+    PanopticArch = str
+
+
+@dataclass(frozen=True)
+class PanopticSpec(RCNNSpec):
+    """The network of a panoptic task (the task's ``network:``): Panoptic FPN's R-CNN settings or a query model's.
+
+    Args:
+        arch: ``panoptic_fpn_resnet50`` (torchvision's Mask R-CNN R50-FPN, COCO weights available),
+            ``panoptic_fpn_resnet18`` / ``_resnet34`` (light, for CPU work), or transformers'
+            ``mask2former`` / ``eomt`` (the ``transformers`` extra).
+        weights: Panoptic FPN: ``coco`` (torchvision's COCO Mask R-CNN; its box and mask predictors keep
+            the rows of the data's thing classes where every one is a COCO class, by name), a weights file
+            of the whole model, or ``null``.
+        weights_backbone: ``imagenet`` (``pretrained`` for transformers' models), a weights file, or ``null``.
+        trainable_backbone_layers: Panoptic FPN: backbone stages that train (0-5).
+        trainable_norm: Panoptic FPN: train the backbone's BatchNorm (``None``: only without pretrained weights).
+        min_size: Panoptic FPN: shorter image side inside the model (a tuple: multi-scale training).
+        max_size: Panoptic FPN: cap on the longer side.
+        anchor_sizes: Panoptic FPN: RPN anchor size per FPN level (``None``: 32..512).
+        detector_kwargs: Panoptic FPN: other torchvision ``MaskRCNN`` arguments.
+        backbone: Mask2Former / EoMT: a published configuration's name or a ``save_pretrained`` folder
+            (see :class:`~lightseg.models.semantic.ModelSpec`); Panoptic FPN's is in its arch name.
+        arch_options: Mask2Former / EoMT: settings of transformers' configuration (``num_queries``, ...).
+    """
+
+    arch: PanopticArch = "panoptic_fpn_resnet50"
+    backbone: str | None = None
+    arch_options: dict[str, Any] | None = None
 
 
 class PanopticFamily:
@@ -83,13 +116,10 @@ class PanopticFPN(PanopticFamily):
     unused: ClassVar[dict[str, Any]] = {"backbone": None, "arch_options": None}
 
     def build(self) -> nn.Module:
-        task, hp = self.task, self.task.hparams
-        options = {name: hp[name] for name in RCNN_OPTIONS}
-        detector = build_rcnn(
-            PANOPTIC_FPN[hp["arch"]], len(task.things) + 1, **options, **(hp["detector_kwargs"] or {})
-        )
+        task, network = self.task, self.task.network
+        detector = build_rcnn(PANOPTIC_FPN[network.arch], len(task.things) + 1, **network.rcnn_options())
         if predictor_classes(detector) != len(task.things) + 1:
-            task.pretrained_classes = coco_categories(PANOPTIC_FPN[hp["arch"]])
+            task.pretrained_classes = coco_categories(PANOPTIC_FPN[network.arch])
         return PanopticFPNModel(detector, len(task.stuff))
 
     def compile_targets(self, model: nn.Module) -> list[nn.Module]:
@@ -133,12 +163,11 @@ class MaskClassification(PanopticFamily):
     }  # fmt: skip
 
     def build(self) -> nn.Module:
-        hp = self.task.hparams
-        if not ARCHITECTURES[hp["arch"]].query:
-            raise LightsegError(f"arch {hp['arch']!r} is not a mask-classification model")
-        return build_semantic_model(
-            hp["arch"], hp["num_classes"], hp["backbone"], hp["weights_backbone"], arch_options=hp["arch_options"]
-        )
+        network = self.task.network
+        if not ARCHITECTURES[network.arch].query:
+            raise LightsegError(f"arch {network.arch!r} is not a mask-classification model")
+        spec = ModelSpec(network.arch, network.backbone, network.weights_backbone, arch_options=network.arch_options)
+        return build_semantic_model(spec, self.task.hparams["num_classes"])
 
     def compile_targets(self, model: nn.Module) -> list[nn.Module]:
         return [model]
@@ -179,7 +208,7 @@ class MaskClassification(PanopticFamily):
 
 def family_of(task: PanopticSegmentationTask) -> PanopticFamily:
     """The family of ``task``'s ``arch``; an unknown arch is refused in one line."""
-    arch = task.hparams["arch"]
+    arch = task.network.arch
     if arch in PANOPTIC_FPN:
         return PanopticFPN(task)
     if arch in QUERY_ARCHS:

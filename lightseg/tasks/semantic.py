@@ -29,7 +29,7 @@ from lightseg.inference import (
 from lightseg.losses import LossName, SegmentationLoss, median_frequency_weights
 from lightseg.metrics import EvaluationProtocol, SegmentationMetrics, format_class_table, image_scores
 from lightseg.metrics.segmentation import PER_CATEGORY_SCORES, PER_CLASS_SCORES, PROTOCOL_SCALAR_KEYS, SCALAR_KEYS
-from lightseg.models.semantic import ARCHITECTURES, ArchName, applicable_options, build_semantic_model
+from lightseg.models.semantic import ARCHITECTURES, ModelSpec, applicable_options, build_semantic_model
 from lightseg.models.wrapper import SegmentationModel, channel_mismatch
 from lightseg.tasks.base import BaseTask
 from lightseg.types import (
@@ -59,35 +59,16 @@ class SemanticSegmentationTask(BaseTask):
     :class:`~lightseg.callbacks.DenseCRF` and the dashboard read in their ``on_*_batch_end``.
 
     Args:
-        arch: ``fcn32s``/``fcn16s``/``fcn8s`` (VGG16 FCN), ``fcn`` (torchvision FCN-ResNet),
-            ``deeplabv2``, ``deeplabv3`` (torchvision ResNet-50/101 or an smp encoder) and every
-            architecture of segmentation_models_pytorch: ``unet``, ``unetplusplus``, ``manet``,
-            ``linknet``, ``fpn``, ``pspnet``, ``deeplabv3plus``, ``pan``, ``upernet``,
-            ``segformer``, ``dpt`` (see docs/models.md for which backbones each takes); ``linear``
-            (DINOv2's linear head on a timm backbone); and
-            transformers' ``hf_segformer``, ``hf_upernet``, ``hf_dpt``, ``mask2former`` and ``eomt``
-            (the ``transformers`` extra; the last two train with their set-prediction loss).
-        backbone: encoder; ``None`` takes the architecture's default (vgg16, resnet50 for
-            ``fcn``, resnet101 for the DeepLabs, mit_b0 for ``segformer``, smp's default
-            otherwise: resnet34, or a ViT-B/16 for ``dpt``). smp's encoders and any timm model
-            as ``tu-<name>`` (``tu-convnext_tiny``, ``tu-vit_small_patch14_dinov2``, ...). For
-            transformers' architectures: a published checkpoint's name (``nvidia/mit-b0``,
-            ``facebook/mask2former-swin-tiny-ade-semantic``, ...) or a ``save_pretrained`` folder.
-        weights_backbone: ``imagenet``, the path of a local weights file for the backbone or
-            encoder (a state dict or a torchvision/timm/smp checkpoint; what was loaded and
-            what not is printed in one line), or ``null`` (train from scratch; needed offline unless
-            the weights are in the torch/Hugging Face cache). transformers' architectures also take
-            ``pretrained`` (the named checkpoint's weights) and a ``save_pretrained`` folder.
+        network: the architecture, its backbone and their options, as one group (a
+            :class:`~lightseg.models.semantic.ModelSpec`), e.g. ``network: {arch: deeplabv3,
+            backbone: resnet101, output_stride: 8}``; only what differs from the defaults
+            (``unet`` on smp's default encoder with ImageNet weights) needs writing. The older flat
+            spelling (``arch: deeplabv3`` beside ``num_classes``) is still read, in configs,
+            command lines, Python and checkpoints.
         num_classes: classes including background; the CLI links it from the data module.
         ignore_index: label that never counts in loss or metrics.
         aux_weight: weight of the auxiliary head's loss (``fcn``, ``deeplabv3`` on ResNets);
             0 removes the head.
-        output_stride: 8 or 16 (``deeplabv3``, ``deeplabv3plus``).
-        multi_grid: unit rates of the last ResNet stage (``deeplabv3``).
-        learnable_upsampling: learn the final FCN-VGG upsampling (the release kept it fixed).
-        arch_options: the smp architecture's own arguments, e.g. ``{decoder_attention_type:
-            scse}`` (``unet``), ``{decoder_channels: 128}`` (``upernet``), ``{decoder_readout:
-            ignore}`` (``dpt``); names it does not take are refused.
         loss: ``ce``, ``dice``, ``ce+dice`` or ``focal``.
         class_weights: per-class cross-entropy weights, or ``median_frequency`` to compute them
             from the training masks before training.
@@ -100,13 +81,6 @@ class SemanticSegmentationTask(BaseTask):
         boundary_ratio: Boundary IoU's band width as a fraction of each image's diagonal in
             validation and test; ``None`` takes the data set's protocol (0.005 for Cityscapes,
             0.02 otherwise, as the official Boundary IoU API); 0 turns Boundary IoU off.
-        in_channels: channels of the input images: 3 (RGB) or the number of bands of multispectral
-            images (4 for RGB + near infrared, 13 for Sentinel-2, ...; the raster data module's
-            ``bands``). A pretrained first layer is adapted (RGB filters repeated over the bands).
-        mean: each input channel's mean (of the images in [0, 1], as lightseg reads them), which the
-            model subtracts; ``None``: the backbone's pretraining statistics (ImageNet's; RGB only).
-            ``lightseg data check`` prints a raster data set's.
-        std: each input channel's standard deviation, by which the model divides.
         kwargs: the optimiser and speed settings of :class:`~lightseg.tasks.BaseTask` (``optimizer``,
             ``lr_scheduler``, ``lr_interval``, ``head_lr_mult``, ``no_weight_decay_on``,
             ``init_from``, ``freeze_backbone``, ``layer_decay``, ``lora``, ``channels_last``, ``compile``).
@@ -114,30 +88,24 @@ class SemanticSegmentationTask(BaseTask):
 
     monitor: ClassVar[str] = "val_miou"
     mode: ClassVar[Literal["min", "max"]] = "max"
+    network_spec: ClassVar[type[ModelSpec]] = ModelSpec
+    network: ModelSpec
 
     def __init__(
         self,
-        arch: ArchName = "unet",
-        backbone: str | None = None,
-        weights_backbone: str | None = "imagenet",
+        network: ModelSpec = ModelSpec(),  # noqa: B008 (frozen: one shared default is safe)
         num_classes: int = 21,
         ignore_index: int = 255,
         aux_weight: float = 0.5,
-        output_stride: Literal[8, 16] = 16,
-        multi_grid: tuple[int, int, int] = (1, 2, 4),
-        learnable_upsampling: bool = False,
-        arch_options: dict[str, Any] | None = None,
         loss: LossName = "ce",
         class_weights: list[float] | Literal["median_frequency"] | None = None,
         boundary_w0: float = 0.0,
         boundary_sigma: float = 5.0,
         inference: InferenceSettings = InferenceSettings(),  # noqa: B008 (frozen: one shared default is safe)
         boundary_ratio: float | None = None,
-        in_channels: int = 3,
-        mean: list[float] | None = None,
-        std: list[float] | None = None,
         **kwargs: Any,
     ) -> None:
+        self.take_network(network, kwargs)
         settings = InferenceSettings.of(inference)
         # hyperparameters (read from this frame by save_hyperparameters) keep plain values, so
         # that checkpoints load with weights_only and hparams.yaml is readable
@@ -152,34 +120,20 @@ class SemanticSegmentationTask(BaseTask):
 
     @override
     def build_model(self) -> nn.Module:
-        hp = self.hparams
-        custom_aux = hp["aux_weight"] not in (0, 0.5) and hp["arch"] in ARCHITECTURES
-        if custom_aux and "aux" not in applicable_options(hp["arch"], hp["backbone"]):
+        spec, aux_weight = self.network, self.hparams["aux_weight"]
+        if aux_weight not in (0, 0.5) and spec.arch in ARCHITECTURES and "aux" not in applicable_options(spec):
             raise LightsegError(
-                f"aux_weight={hp['aux_weight']} does not apply to arch {hp['arch']!r} with backbone "
-                f"{hp['backbone'] or ARCHITECTURES[hp['arch']].default_backbone!r}, which has no auxiliary "
-                "head (fcn and deeplabv3 on ResNet-50/101 have one); remove it"
+                f"aux_weight={aux_weight} does not apply to arch {spec.arch!r} with backbone "
+                f"{spec.resolved_backbone!r}, which has no auxiliary head (fcn and deeplabv3 on ResNet-50/101 have "
+                "one); remove it"
             )
-        return build_semantic_model(
-            hp["arch"],
-            hp["num_classes"],
-            hp["backbone"],
-            hp["weights_backbone"],
-            aux=hp["aux_weight"] > 0,
-            output_stride=hp["output_stride"],
-            multi_grid=hp["multi_grid"],
-            learnable_upsampling=hp["learnable_upsampling"],
-            arch_options=hp.get("arch_options"),
-            in_channels=hp.get("in_channels", 3),
-            mean=hp.get("mean"),
-            std=hp.get("std"),
-        )
+        return build_semantic_model(spec, self.hparams["num_classes"], aux=aux_weight > 0)
 
     @override
     def build_loss(self) -> nn.Module:
         hp = self.hparams
         weights = hp["class_weights"]
-        entry = ARCHITECTURES.get(hp["arch"])
+        entry = ARCHITECTURES.get(self.network.arch)
         if entry is not None and entry.query:
             settings = {
                 "loss": ("ce", hp["loss"]),
@@ -189,7 +143,7 @@ class SemanticSegmentationTask(BaseTask):
             changed = [f"{k}={v!r}" for k, (default, v) in settings.items() if v != default]
             if changed:
                 raise LightsegError(
-                    f"{', '.join(changed)} does not apply to arch {hp['arch']!r}, which trains with its own "
+                    f"{', '.join(changed)} does not apply to arch {self.network.arch!r}, which trains with its own "
                     "set-prediction loss (set its class_weight, mask_weight, dice_weight or no_object_weight "
                     "through arch_options); remove it"
                 )
@@ -231,7 +185,7 @@ class SemanticSegmentationTask(BaseTask):
     @property
     def in_channels(self) -> int:
         """Channels of the images the model takes (3: RGB)."""
-        return int(self.hparams.get("in_channels", 3))
+        return self.network.in_channels
 
     @override
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -257,7 +211,7 @@ class SemanticSegmentationTask(BaseTask):
     @classmethod
     @override
     def migrate_hparams(cls, hparams: dict[str, Any]) -> dict[str, Any]:
-        return migrate_flat_settings(hparams)
+        return super().migrate_hparams(migrate_flat_settings(hparams))
 
     def predict_probs(self, image: torch.Tensor) -> torch.Tensor:
         """Class probabilities ``[B,C,H,W]`` of images in [0, 1], run as :attr:`inference` says."""
@@ -472,7 +426,7 @@ class SemanticSegmentationTask(BaseTask):
         pooled = [m for m in self.model.modules() if type(m).__name__ == "ASPPPooling"]
         if stage == "fit" and pooled and isinstance(batch_size, int) and batch_size < 2:
             raise LightsegError(
-                f"batch_size {batch_size}: {self.hparams['arch']}'s ASPP image pooling normalises a 1x1 map with "
+                f"batch_size {batch_size}: {self.network.arch}'s ASPP image pooling normalises a 1x1 map with "
                 "BatchNorm, which needs at least 2 images per batch (per process) in training; use batch_size >= 2"
             )
         super().setup(stage)

@@ -24,7 +24,8 @@ from typing_extensions import override
 from lightseg.cli.adapter import field, import_class
 from lightseg.cli.app import LightsegCLI, build_cli, find_user_error, finish_wandb, user_message
 from lightseg.cli.config import check_values
-from lightseg.cli.config_files import check_config_files
+from lightseg.cli.config_files import CONFIG_FILES, check_config_files
+from lightseg.cli.flat_options import rewrite_args
 from lightseg.errors import LightsegError, causes, option
 from lightseg.run_folder import display_path
 from lightseg.tune.settings import TuneSettings
@@ -65,7 +66,8 @@ def parse_error(cli: LightsegCLI, args: list[str]) -> str | None:
     stderr = io.StringIO()
     try:
         with contextlib.redirect_stderr(stderr):
-            config = cli.parser.parse_args(args)
+            # as a trial's command line is read (the network settings' flat spelling included)
+            config = cli.parser.parse_args(rewrite_args(args, [content for _, content in CONFIG_FILES]))
         check_values(config)
     except SystemExit:
         lines = [line for line in stderr.getvalue().splitlines() if line.startswith("lightseg: error: ")]
