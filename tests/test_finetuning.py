@@ -212,7 +212,7 @@ def test_lora_options_that_cannot_apply_are_one_line() -> None:
     none = r"lora targets \['qkv'\] match no linear layer of the backbone \(it has none"
     with pytest.raises(LightsegError, match=none):
         _task(lora={"rank": 4})  # a ResNet: convolutions only
-    unknown = r"lora: unknown setting\(s\) \['r'\]; valid: rank, alpha, dropout, targets"
+    unknown = r"unknown lora setting\(s\) \['r'\]; known: \['rank', 'alpha', 'dropout', 'targets'\]"
     with pytest.raises(LightsegError, match=unknown):
         _task(arch="dpt", backbone="tu-vit_small_patch14_dinov2", lora={"r": 4})
     with pytest.raises(LightsegError, match=r"lora targets \['attn'\] match no linear layer .*\(fc1, fc2, .*qkv"):

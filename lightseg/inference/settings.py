@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 
 from lightseg.errors import LightsegError, option
+from lightseg.groups import SettingsGroup
 from lightseg.inference.windows import Blend, Forward, pair_of, slide_logits, tta_probs
 
 
 @dataclasses.dataclass(frozen=True)
-class InferenceSettings:
+class InferenceSettings(SettingsGroup):
     """How a semantic model is run on an image in validation, test, predict and the dashboard.
 
     One value read by everything that runs the model outside training: the task's evaluation
@@ -32,6 +33,8 @@ class InferenceSettings:
             ``linear`` (a window's centre counts more than its border: fewer seams between
             tiles); in the sliding window and in large images' tiles.
     """
+
+    group_name: ClassVar[str] = "inference"
 
     mode: Literal["whole", "slide"] = "whole"
     window_size: int | tuple[int, int] = 512
@@ -67,23 +70,6 @@ class InferenceSettings:
             if not isinstance(value, int) and getattr(self, name) is not None:
                 object.__setattr__(self, name, pair_of(value))
 
-    @classmethod
-    def of(cls, value: InferenceSettings | dict[str, Any] | None) -> InferenceSettings:
-        """The settings from themselves, their dict form (as checkpoints keep them) or ``None`` (defaults)."""
-        if isinstance(value, cls):
-            return value
-        if value is None:
-            return cls()
-        if isinstance(value, dict):
-            unknown = set(value) - {f.name for f in dataclasses.fields(cls)}
-            if unknown:
-                raise LightsegError(
-                    f"unknown inference setting(s) {sorted(unknown)}; known: "
-                    f"{[f.name for f in dataclasses.fields(cls)]}"
-                )
-            return cls(**value)
-        raise LightsegError(f"inference must be a mapping of settings (e.g. {{mode: slide}}), got {value!r}")
-
     @property
     def stride(self) -> int | tuple[int, int]:
         """The sliding window's stride: :attr:`window_stride`, or two thirds of the window where it is unset."""
@@ -91,10 +77,6 @@ class InferenceSettings:
             return self.window_stride
         thirds = tuple(max(1, round(side * 2 / 3)) for side in pair_of(self.window_size))
         return thirds[0] if isinstance(self.window_size, int) else (thirds[0], thirds[1])
-
-    def as_dict(self) -> dict[str, Any]:
-        """Plain values (lists for tuples), as saved in checkpoints and ``hparams.yaml``."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
     @property
     def plain(self) -> bool:

@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any
+from typing import ClassVar
 
 from torch import nn
 
 from lightseg.errors import LightsegError
+from lightseg.groups import SettingsGroup
 
 
 @dataclasses.dataclass(frozen=True)
-class LoRASettings:
+class LoRASettings(SettingsGroup):
     """The ``lora`` option of a task: where the adapters go and how large they are.
 
     Args:
@@ -30,33 +31,20 @@ class LoRASettings:
             ``qkv`` (timm's ViT / DINOv2 attention), also ``proj``, ``fc1``, ``fc2`` (its MLP).
     """
 
+    group_name: ClassVar[str] = "lora"
+
     rank: int = 8
     alpha: float = 16.0
     dropout: float = 0.0
     targets: tuple[str, ...] = ("qkv",)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.targets, tuple):  # YAML gives a list
+            object.__setattr__(self, "targets", tuple(self.targets))
         if self.rank < 1 or self.alpha <= 0 or not 0 <= self.dropout < 1 or not self.targets:
             raise LightsegError(
                 f"lora needs rank >= 1, alpha > 0, dropout in [0, 1) and at least one target, got {self.as_dict()}"
             )
-
-    @classmethod
-    def of(cls, value: LoRASettings | dict[str, Any]) -> LoRASettings:
-        """The settings from themselves or their dict form (as checkpoints keep them)."""
-        if isinstance(value, cls):
-            return value
-        if isinstance(value, dict):
-            unknown = sorted(set(value) - {f.name for f in dataclasses.fields(cls)})
-            if unknown:
-                raise LightsegError(f"lora: unknown setting(s) {unknown}; valid: rank, alpha, dropout, targets")
-            values: dict[str, Any] = {k: tuple(v) if k == "targets" else v for k, v in value.items()}
-            return cls(**values)
-        raise LightsegError(f"lora must be a group of settings (rank, alpha, dropout, targets), got {value!r}")
-
-    def as_dict(self) -> dict[str, Any]:
-        """Plain values (a list for the targets), as saved in checkpoints and ``hparams.yaml``."""
-        return {**dataclasses.asdict(self), "targets": list(self.targets)}
 
 
 def add_lora(model: nn.Module, settings: LoRASettings, is_backbone: Callable[[str], bool]) -> int:
