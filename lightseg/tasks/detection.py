@@ -240,7 +240,7 @@ class InstanceSegmentationTask(DetectionTask):
         boundary_ap: also score masks with Boundary AP (``{stage}_boundary_map``, ...; Cheng et al.
             2021: IoU = min(mask IoU, Boundary IoU)), band 0.02 of the image diagonal (0.005 on
             Cityscapes); needs the faster_coco_eval backend.
-        **kwargs: the settings every detection task shares (weights, sizes, anchors, optimiser):
+        **kwargs: the settings every detection task shares (evaluation backend, optimiser):
             see :class:`DetectionTask`.
     """
 
@@ -284,7 +284,7 @@ class KeypointDetectionTask(DetectionTask):
         keypoint_names: names of the keypoints (``None``: the data set's).
         oks_sigmas: per-keypoint OKS constants for evaluation; ``None`` takes COCO's for 17
             keypoints and is an error for other skeletons.
-        **kwargs: the settings every detection task shares (weights, sizes, anchors, optimiser):
+        **kwargs: the settings every detection task shares (evaluation backend, optimiser):
             see :class:`DetectionTask`.
     """
 
