@@ -40,6 +40,7 @@ from lightning.pytorch import LightningModule
 
 from lightseg.export import ExportSettings, category_ids, describe, export_task
 from lightseg.export.graphs import DetectionGraph, SemanticGraph
+from lightseg.models import ModelSpec
 from lightseg.tasks import InstanceSegmentationTask, SemanticSegmentationTask
 
 from report import record
@@ -113,12 +114,12 @@ def main() -> None:
     models: list[tuple[str, LightningModule, torch.Tensor]] = [
         (
             "U-Net ResNet-18",
-            SemanticSegmentationTask(arch="unet", backbone="resnet18", weights_backbone=None),
+            SemanticSegmentationTask(ModelSpec("unet", "resnet18", weights_backbone=None)),
             torch.rand(1, 3, 512, 512),
         ),
         (
             "DeepLabV3 ResNet-50",
-            SemanticSegmentationTask(arch="deeplabv3", backbone="resnet50", weights_backbone=None, num_classes=21),
+            SemanticSegmentationTask(ModelSpec("deeplabv3", "resnet50", weights_backbone=None), num_classes=21),
             torch.rand(1, 3, 513, 513),
         ),
     ]

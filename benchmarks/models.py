@@ -33,7 +33,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from lightseg.export import ExportSettings, export_task
 from lightseg.models import hf_adapter
-from lightseg.models.semantic import ARCHITECTURES
+from lightseg.models.semantic import ARCHITECTURES, ModelSpec
 from lightseg.tasks import SemanticSegmentationTask
 
 from report import record
@@ -71,7 +71,7 @@ def median_seconds(run: Callable[[], Any], repeats: int) -> float:
 
 
 def measure(arch: str, backbone: str | None, steps: int, repeats: int, folder: Path) -> dict[str, Any]:
-    task = SemanticSegmentationTask(arch=arch, backbone=backbone, weights_backbone=None, num_classes=CLASSES)
+    task = SemanticSegmentationTask(ModelSpec(arch, backbone, weights_backbone=None), num_classes=CLASSES)
     model = task.model
     params = sum(p.numel() for p in model.parameters()) / 1e6
     image = torch.rand(1, 3, SIZE, SIZE)
