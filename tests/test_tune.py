@@ -123,7 +123,10 @@ def test_the_command_line_splits_into_tune_and_fit_options() -> None:
      ("data.init_args.batch_size: {type: float, low: 2, high: 8}", "data.init_args.batch_size: data.batch_size: "
       "expected int, got '2.0'"),
      ("model.init_args.optimizer.init_args.lr: {type: float, low: -0.1, high: 0.01}",
-      "model.optimizer.lr must be >= 0, got -0.1")],
+      "model.optimizer.lr must be >= 0, got -0.1"),
+     # a network setting in its older flat spelling is the group's ('unet' passes, as the group's choice)
+     ("model.init_args.arch: {type: categorical, choices: [unet, unett]}",
+      "model.init_args.arch (choice 'unett'): model.network.arch: 'unett' is not valid; (did you mean 'unet'?)")],
 )  # fmt: skip
 def test_the_space_is_checked_against_the_config_before_any_trial(
     spec: str, words: str, shapes_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
