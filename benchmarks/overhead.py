@@ -49,7 +49,7 @@ def model_args(arch: str | None, backbone: str | None, image_size: int | None, b
     """The quickstart's model replaced by ``arch`` on ``backbone`` (a query model: its own loss, named ``ce``), and
     its data's image and batch size."""
     data = [*([f"--data.init_args.image_size={image_size}"] if image_size else []),
-            *([f"--data.init_args.batch_size={batch_size}"] if batch_size else [])]  # fmt: skip
+            *([f"--data.init_args.loader.batch_size={batch_size}"] if batch_size else [])]  # fmt: skip
     if arch is None:
         return data
     query = ARCHITECTURES[arch].query

@@ -348,7 +348,7 @@ def test_user_mistakes_exit_with_one_line(
             "(--model.init_args.inference.<setting>, listed by --help)",
         ),
         (["--model.init_args.inference.mode", "slid"], "model.inference.mode: 'slid' is not valid; (did you mean"),
-        (["--data.init_args.batch_size", "x"], "data.batch_size: expected int, got 'x'"),
+        (["--data.init_args.batch_size", "x"], "data.loader.batch_size: expected int, got 'x'"),
         (["--model", "NoSuchTask"], "model: 'NoSuchTask' is not a known class"),
         (["--model.init_args.optimizer.init_args.lr", "fast"], "model.optimizer.lr: expected float, got 'fast'"),
         (["--trainer.precision", "17"], "trainer.precision: '17' is not valid; valid choices: 16, 16-mixed"),

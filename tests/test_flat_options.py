@@ -1,4 +1,4 @@
-"""The network settings as one group, and their older flat spelling read as the group everywhere."""
+"""Settings groups (a task's network; a data module's loader and augmentation), their flat spelling read as them."""
 
 from __future__ import annotations
 
@@ -153,3 +153,48 @@ def test_the_saved_config_of_a_run_from_a_flat_config_is_the_group(tmp_path: Pat
     saved = yaml.safe_load(next((tmp_path / "runs").rglob("config.yaml")).read_text())["model"]["init_args"]
     assert "arch" not in saved and saved["network"]["arch"] == "unet" and saved["network"]["backbone"] == "resnet18"
     assert saved["network"]["arch_options"] == {"decoder_channels": [16, 8, 8, 8, 8]}
+
+
+def test_a_data_modules_loader_and_augmentation_are_groups_with_its_own_defaults(tmp_path: Path) -> None:
+    from lightseg.datamodules import ShapesDataModule, ShapesInstanceDataModule, VOCDataModule
+    from lightseg.datamodules.settings import FlipAugmentation, LoaderSettings, SemanticAugmentation
+
+    voc = VOCDataModule(root=str(tmp_path))
+    assert voc.augmentation == SemanticAugmentation(crop_size=513, scale_range=(0.5, 2.0))  # the DeepLab recipe's
+    assert voc.loader == LoaderSettings(batch_size=16) and voc.batch_size == 16
+    # the flat keywords, one setting each, over the module's defaults
+    flat = VOCDataModule(root=str(tmp_path), crop_size=321, batch_size=4, num_workers=0)
+    assert flat.augmentation == SemanticAugmentation(crop_size=321, scale_range=(0.5, 2.0))
+    assert flat.loader == LoaderSettings(batch_size=4, num_workers=0) and flat.num_workers == 0
+    with pytest.raises(TypeError, match="VOCDataModule got unexpected keyword argument.s. bach_size"):
+        VOCDataModule(root=str(tmp_path), bach_size=4)
+    # instances get flips only: a crop would cut boxes and keypoints
+    coco = ShapesInstanceDataModule(root=str(tmp_path), hflip=False, batch_size=3)
+    assert coco.augmentation == FlipAugmentation(hflip=False) and coco.batch_size == 3 and not coco.hflip
+    assert coco.num_workers == 0  # the shapes sets' own loader default, kept
+    with pytest.raises(TypeError, match="unexpected keyword argument.s. crop_size"):
+        ShapesInstanceDataModule(root=str(tmp_path), crop_size=64)
+    # the shapes crop back to their size after a rescale
+    shapes = ShapesDataModule(root=str(tmp_path), scale_range=(0.5, 2.0))
+    assert shapes.augmentation == SemanticAugmentation(crop_size=64, scale_range=(0.5, 2.0), vflip=True)
+    with pytest.raises(LightsegError, match="loader.batch_size must be >= 1, got 0"):
+        LoaderSettings(batch_size=0)
+
+
+def test_the_data_sections_flat_settings_are_the_groups_on_the_command_line_and_in_files() -> None:
+    args = ["--data", "VOCDataModule", "--data.init_args.batch_size=4", "--data.init_args.crop_size", "null",
+            "--data.init_args.root", "voc", "--data.init_args.loader.num_workers", "2"]  # fmt: skip
+    assert rewrite_args(args, []) == [
+        "--data", "VOCDataModule", "--data.init_args.loader.batch_size=4", "--data.init_args.augmentation",
+        "{crop_size: null}", "--data.init_args.root", "voc", "--data.init_args.loader.num_workers", "2",
+    ]  # fmt: skip
+    # a detection module has no crop: the flag is left for the parser to refuse
+    coco = ["--data=COCOInstanceDataModule", "--data.init_args.crop_size=64", "--data.init_args.hflip=false"]
+    assert rewrite_args(coco, []) == [coco[0], coco[1], "--data.init_args.augmentation.hflip=false"]
+    old = {"data": {"class_path": "COCOInstanceDataModule",
+                    "init_args": {"root": "coco", "hflip": False, "batch_size": 2, "num_workers": 0}}}  # fmt: skip
+    assert migrate_loaded(old)["data"]["init_args"] == {
+        "root": "coco",
+        "augmentation": {"hflip": False},
+        "loader": {"batch_size": 2, "num_workers": 0},
+    }

@@ -65,8 +65,12 @@ def test_a_packed_semantic_set_trains_evaluates_and_resumes_exactly_as_its_sourc
     assert sorted(p.name for p in (tmp_path / "packed").iterdir()) == ["meta", "test", "train", "val"]
     # the printed data section reads the pack with the source's batch size and augmentation
     section = yaml.safe_load(out[out.index("data:\n") :])
-    assert section["data"]["init_args"] == {"source": "packed", "crop_size": None, "scale_range": None, "hflip": True,
-                                            "vflip": True, "photometric": False, "batch_size": 8}  # fmt: skip
+    augmentation = {"hflip": True, "crop_size": None, "scale_range": None, "vflip": True, "photometric": False}
+    assert section["data"]["init_args"] == {
+        "source": "packed",
+        "augmentation": augmentation,
+        "loader": {"batch_size": 8},
+    }
     (tmp_path / "stream.yaml").write_text(yaml.safe_dump(section))
     packed = ["--config", QUICKSTART, "--config", "stream.yaml", *QUIET]
     # masks that hold class indices are their files, bytes for bytes (no re-compression)

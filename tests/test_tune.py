@@ -120,7 +120,7 @@ def test_the_command_line_splits_into_tune_and_fit_options() -> None:
       "model.init_args.optimizer.init_args.lrr: model.optimizer: unknown option 'lrr'"),
      ("model.init_args.loss: {type: categorical, choices: [ce, cee]}",
       "model.init_args.loss (choice 'cee'): model.loss: 'cee' is not valid; (did you mean 'ce'?)"),
-     ("data.init_args.batch_size: {type: float, low: 2, high: 8}", "data.init_args.batch_size: data.batch_size: "
+     ("data.init_args.batch_size: {type: float, low: 2, high: 8}", "data.init_args.batch_size: data.loader.batch_size: "
       "expected int, got '2.0'"),
      ("model.init_args.optimizer.init_args.lr: {type: float, low: -0.1, high: 0.01}",
       "model.optimizer.lr must be >= 0, got -0.1"),

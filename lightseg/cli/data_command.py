@@ -146,12 +146,16 @@ def _parse(args: list[str], command: str) -> tuple[BaseDataModule | tuple[str, L
     from lightning.pytorch import LightningDataModule
 
     from lightseg.cli.config_files import CONFIG_FILES, check_config_files
+    from lightseg.cli.flat_options import migrate_loaded, read_flat_options, rewrite_args
     from lightseg.cli.parser_errors import LightsegArgumentParser
     from lightseg.datamodules.base import BaseDataModule
 
     check_config_files(args)  # reads each --config file once, naming the file for what is wrong
+    read_flat_options()  # the data settings' older flat spelling, as fit reads it
+    CONFIG_FILES[:] = [(path, migrate_loaded(content)) for path, content in CONFIG_FILES]
     own, aside = _split_options(args, command)
     sections = [content for _, content in CONFIG_FILES]
+    own = rewrite_args(own, sections)
     rest: list[str] = []
     for section in sections:
         if section.get("data") is not None:  # the config's data section; model and trainer are fit's
@@ -226,18 +230,16 @@ def streaming_section(datamodule: BaseDataModule, kind: str, source: str) -> str
     """The YAML ``data:`` section that reads the pack at ``source`` with ``datamodule``'s loader and augmentation."""
     import yaml
 
-    def plain(value: Any) -> Any:
-        return list(value) if isinstance(value, tuple) else value
-
     init: dict[str, Any] = {"source": source}
+    augmentation = datamodule.augmentation.as_dict() if datamodule.augmentation is not None else {}
     if kind == "semantic":
         name = "StreamingSegmentationDataModule"
-        init.update({k: plain(v) for k, v in getattr(datamodule, "augmentation", {}).items()})
+        init["augmentation"] = augmentation
         if getattr(datamodule, "ignore_index", 255) != 255:
             init["ignore_index"] = datamodule.ignore_index  # type: ignore[attr-defined]
     else:
         name = "StreamingDetectionDataModule"
-        init["hflip"] = bool(getattr(datamodule, "hflip", True))
-    init["batch_size"] = datamodule.batch_size
+        init["augmentation"] = {"hflip": bool(augmentation.get("hflip", True))}
+    init["loader"] = {"batch_size": datamodule.batch_size}
     section = {"data": {"class_path": f"lightseg.datamodules.{name}", "init_args": init}}
     return yaml.safe_dump(section, sort_keys=False).rstrip()

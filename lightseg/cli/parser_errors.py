@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import re
 import sys
@@ -147,6 +148,9 @@ def _settings_of(section: str, class_path: str | None) -> list[str]:
     names: list[str] = []
     for klass in inspect.getmro(cls):  # **kwargs pass settings on to the base classes
         if "__init__" in vars(klass):
-            init = vars(klass)["__init__"]
-            names += [p for p in inspect.signature(init).parameters if p not in ("self", "args", "kwargs")]
+            parameters = inspect.signature(vars(klass)["__init__"]).parameters.values()
+            names += [p.name for p in parameters if p.name not in ("self", "args", "kwargs")]
+            # a settings group's own settings are also read where they are written flat (batch_size: 4)
+            groups = [p.default for p in parameters if dataclasses.is_dataclass(p.default)]
+            names += [f.name for group in groups for f in dataclasses.fields(group)]
     return list(dict.fromkeys(names))

@@ -11,6 +11,7 @@ from torch.utils.data import Dataset
 
 from lightseg.datamodules.base import SplitDataModule
 from lightseg.datamodules.files import Sample, SegmentationFiles
+from lightseg.datamodules.settings import LoaderSettings, SemanticAugmentation
 from lightseg.errors import LightsegError
 
 #: the 150 evaluated classes in label order (value 1 of the annotation PNGs is ``wall``), as the
@@ -70,6 +71,12 @@ def ade20k_label_map(ignore_index: int = 255) -> np.ndarray:
     return lut
 
 
+#: the training pipeline of this data set's recipes
+ADE20K_AUGMENTATION = SemanticAugmentation(crop_size=512, scale_range=(0.5, 2.0))
+#: this data set's recipes' batch
+ADE20K_LOADER = LoaderSettings(batch_size=16)
+
+
 class ADE20KDataModule(SplitDataModule):
     """ADE20K / SceneParse150: 150 classes, 20,210 train / 2,000 val images, read as released.
 
@@ -81,9 +88,11 @@ class ADE20KDataModule(SplitDataModule):
 
     Args:
         root: ``ADEChallengeData2016`` or the folder that holds it.
-        crop_size: training crop (512; 640 for the large models).
-        scale_range: random rescaling range in training.
-        batch_size: samples per batch (16 in the 160K-iteration recipes, over all processes).
+        augmentation: the training augmentation (a
+            :class:`~lightseg.datamodules.settings.SemanticAugmentation`); ``crop_size``: training crop (512;
+            640 for the large models); ``scale_range``: random rescaling range in training.
+        loader: how batches are loaded (a :class:`~lightseg.datamodules.settings.LoaderSettings`);
+            ``batch_size``: samples per batch (16 in the 160K-iteration recipes, over all processes).
         **kwargs: splits, pipeline (``hflip``, ``vflip``, ``photometric``), ``on_missing`` and loader
             options of :class:`~lightseg.datamodules.SplitDataModule`.
     """
@@ -95,12 +104,11 @@ class ADE20KDataModule(SplitDataModule):
     def __init__(
         self,
         root: str,
-        crop_size: int | tuple[int, int] | None = 512,
-        scale_range: tuple[float, float] | None = (0.5, 2.0),
-        batch_size: int = 16,
+        augmentation: SemanticAugmentation = ADE20K_AUGMENTATION,
+        loader: LoaderSettings = ADE20K_LOADER,
         **kwargs: Any,
     ) -> None:
-        super().__init__(crop_size=crop_size, scale_range=scale_range, batch_size=batch_size, **kwargs)
+        super().__init__(augmentation=augmentation, loader=loader, **kwargs)
         self.root = root
 
     def make_dataset(self, split: str, transforms: Callable[..., Any] | None) -> Dataset[Any]:

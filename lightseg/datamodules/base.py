@@ -6,7 +6,7 @@ import functools
 import os
 from abc import abstractmethod
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -25,13 +25,11 @@ from lightseg.datamodules.sampling import (
     evaluation_sampler,
     run_seed,
 )
+from lightseg.datamodules.settings import LoaderSettings, SemanticAugmentation, Workers, no_other_arguments
 from lightseg.datamodules.transforms import train_transforms
 from lightseg.errors import LightsegError, option
+from lightseg.groups import SettingsGroup
 
-#: data loader workers: a number, or ``auto`` (the CPU cores this process may use, at most :data:`MAX_AUTO_WORKERS`)
-Workers = int | Literal["auto"]
-#: page-locked batches: ``auto`` pins them where a GPU is (pinning without one only warns)
-Pinning = bool | Literal["auto"]
 MAX_AUTO_WORKERS = 8
 
 
@@ -75,6 +73,10 @@ def _pad(tensor: torch.Tensor, height: int, width: int, value: float) -> torch.T
     return F.pad(tensor, (0, dw, 0, dh), value=value) if dh or dw else tensor
 
 
+#: the loader of a data module built in Python with no settings: in this process, one batch of 8 at a time
+PLAIN_LOADER = LoaderSettings(num_workers=0, pin_memory=False, persistent_workers=False)
+
+
 class BaseDataModule(LightningDataModule):
     """Loaders and the predict folder, shared by the semantic and the detection data modules.
 
@@ -84,14 +86,10 @@ class BaseDataModule(LightningDataModule):
     a process may get none.
 
     Args:
-        batch_size: samples per batch (per process).
-        num_workers: data loader worker processes; ``auto``: the CPU cores this process may use, at most 8.
-        pin_memory: pin batches in page-locked memory (faster host-to-GPU copies); ``auto``: where a GPU is.
-        persistent_workers: keep workers alive between epochs.
+        loader: how batches are loaded (batch size, workers, pinning; a
+            :class:`~lightseg.datamodules.settings.LoaderSettings`), e.g. ``loader: {batch_size: 16}``.
         predict_dir: folder of images (or one image) for ``lightseg predict``.
-        predict_batch_size: images per batch in ``lightseg predict``. 1 by default: a folder's
-            images come in any size, and one at a time is what a CPU runs fastest, in the least
-            memory; raise it on a GPU, for images of one size.
+        kwargs: the loader's settings in their older flat spelling (``batch_size=16``), read into ``loader``.
     """
 
     num_classes: int
@@ -104,25 +102,25 @@ class BaseDataModule(LightningDataModule):
     score_caveat: str | None = None
     #: what evaluation reports besides the confusion-matrix metrics (``None``: the default)
     evaluation_protocol: ClassVar[EvaluationProtocol | None] = None
+    #: the training augmentation's settings group (``None``: a module without one)
+    augmentation: SettingsGroup | None = None
 
     def __init__(
         self,
-        batch_size: int = 8,
-        num_workers: Workers = 0,
-        pin_memory: Pinning = False,
-        persistent_workers: bool = False,
+        loader: LoaderSettings = PLAIN_LOADER,
         predict_dir: str | None = None,
-        predict_batch_size: int = 1,
+        **kwargs: Any,
     ) -> None:
+        loader = LoaderSettings.with_flat(loader, kwargs)
+        no_other_arguments(self, kwargs)
         super().__init__()
-        for name, size in (("batch_size", batch_size), ("predict_batch_size", predict_batch_size)):
-            if size < 1:
-                raise LightsegError(f"{option('data', name)} must be >= 1, got {size}")
-        self.batch_size = batch_size
-        self.predict_batch_size = predict_batch_size
-        self.num_workers = resolve_workers(num_workers)
-        self.pin_memory = torch.cuda.is_available() if pin_memory == "auto" else bool(pin_memory)
-        self.persistent_workers = persistent_workers and self.num_workers > 0
+        #: how batches are loaded (see ``loader``)
+        self.loader = loader
+        self.batch_size = loader.batch_size
+        self.predict_batch_size = loader.predict_batch_size
+        self.num_workers = resolve_workers(loader.num_workers)
+        self.pin_memory = torch.cuda.is_available() if loader.pin_memory == "auto" else bool(loader.pin_memory)
+        self.persistent_workers = loader.persistent_workers and self.num_workers > 0
         self.predict_dir = predict_dir
         #: predict TIFF images with a side longer than this in tiles (None: never; the semantic modules set it)
         self.predict_tile_above: int | None = None
@@ -247,16 +245,13 @@ class SemanticDataModule(BaseDataModule):
     unaugmented at native resolution.
 
     Args:
-        batch_size: samples per batch (per process).
-        num_workers: data loader worker processes; ``auto``: the CPU cores this process may use, at most 8.
-        pin_memory: pin batches in page-locked memory (faster host-to-GPU copies); ``auto``: where a GPU is.
-        persistent_workers: keep workers alive between epochs.
+        loader: how batches are loaded (a :class:`~lightseg.datamodules.settings.LoaderSettings`).
         predict_dir: folder of images (or one image) for ``lightseg predict``.
         ignore_index: mask value that never counts (void, padding).
-        predict_batch_size: images per batch in ``lightseg predict`` (1: one at a time; raise it on a GPU).
         predict_tile_above: ``lightseg predict`` reads a TIFF / GeoTIFF image with a side longer
             than this window by window and writes its labels band by band (a tiled GeoTIFF), in
             memory set by the window, not the image (docs/inference.md, "Large images").
+        kwargs: the loader's settings in their older flat spelling.
     """
 
     #: what evaluation reports besides the confusion-matrix metrics (Boundary IoU at 0.02 of the diagonal)
@@ -264,16 +259,13 @@ class SemanticDataModule(BaseDataModule):
 
     def __init__(
         self,
-        batch_size: int = 8,
-        num_workers: Workers = 0,
-        pin_memory: Pinning = False,
-        persistent_workers: bool = False,
+        loader: LoaderSettings = PLAIN_LOADER,
         predict_dir: str | None = None,
         ignore_index: int = 255,
-        predict_batch_size: int = 1,
         predict_tile_above: int = 4096,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(batch_size, num_workers, pin_memory, persistent_workers, predict_dir, predict_batch_size)
+        super().__init__(loader, predict_dir, **kwargs)
         if predict_tile_above < 1:
             raise LightsegError(f"{option('data', 'predict_tile_above')} must be >= 1 pixel, got {predict_tile_above}")
         self.ignore_index = ignore_index
@@ -314,25 +306,18 @@ class SplitDataModule(SemanticDataModule):
         train_split: split used for training.
         val_split: split used for validation.
         test_split: split used by ``lightseg test``.
-        crop_size: training crop ``int`` or ``(H, W)``; ``None`` trains on whole images.
-        scale_range: random rescaling range in training; ``None`` disables it.
-        hflip: random horizontal flips in training.
-        vflip: random vertical flips in training.
-        photometric: random brightness/contrast/saturation/hue in training.
+        augmentation: the training pipeline (crop, scale, flips, photometric distortion; a
+            :class:`~lightseg.datamodules.settings.SemanticAugmentation`), e.g. ``augmentation:
+            {crop_size: 513, scale_range: [0.5, 2.0]}``.
         on_missing: ``error`` names samples whose files are missing; ``skip`` leaves them out.
         check_samples: before a run, check the training and validation samples: ``headers``
             (every image and mask readable and of the same size), ``full`` (also every mask's
             labels), ``auto`` (full up to 1,000 samples, headers above) or ``none``.
-        batch_size: samples per batch (per process).
-        num_workers: data loader worker processes; ``auto``: the CPU cores this process may use, at most 8.
-        pin_memory: pin batches in page-locked memory (faster host-to-GPU copies); ``auto``: where a GPU is.
-        persistent_workers: keep workers alive between epochs.
-        predict_dir: folder of images (or one image) for ``lightseg predict``.
-        ignore_index: mask value that never counts (void, padding).
-        predict_batch_size: images per batch in ``lightseg predict`` (1: one at a time; raise it on a GPU).
-        predict_tile_above: ``lightseg predict`` reads a TIFF / GeoTIFF image with a side longer
-            than this window by window and writes its labels band by band (a tiled GeoTIFF), in
-            memory set by the window, not the image (docs/inference.md, "Large images").
+        loader: how batches are loaded (a :class:`~lightseg.datamodules.settings.LoaderSettings`), e.g.
+            ``loader: {batch_size: 16, num_workers: 4}``.
+        kwargs: ``predict_dir``, ``ignore_index``, ``predict_tile_above`` (see
+            :class:`SemanticDataModule`), and the augmentation's and loader's settings in their older
+            flat spelling (``crop_size=513``, ``batch_size=16``), read into the groups.
     """
 
     def __init__(
@@ -340,33 +325,23 @@ class SplitDataModule(SemanticDataModule):
         train_split: str = "train",
         val_split: str = "val",
         test_split: str = "val",
-        crop_size: int | tuple[int, int] | None = None,
-        scale_range: tuple[float, float] | None = None,
-        hflip: bool = True,
-        vflip: bool = False,
-        photometric: bool = False,
+        augmentation: SemanticAugmentation = SemanticAugmentation(),  # noqa: B008 (frozen: one shared default is safe)
         on_missing: OnMissing = "error",
         check_samples: CheckSamples = "auto",
-        batch_size: int = 8,
-        num_workers: Workers = "auto",
-        pin_memory: Pinning = "auto",
-        persistent_workers: bool = True,
-        predict_dir: str | None = None,
-        ignore_index: int = 255,
-        predict_batch_size: int = 1,
-        predict_tile_above: int = 4096,
+        loader: LoaderSettings = LoaderSettings(),  # noqa: B008 (frozen: one shared default is safe)
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            batch_size, num_workers, pin_memory, persistent_workers, predict_dir, ignore_index, predict_batch_size,
-            predict_tile_above,
-        )  # fmt: skip
+        augmentation = SemanticAugmentation.with_flat(augmentation, kwargs)
+        super().__init__(loader, **kwargs)
         self.splits = {"train": train_split, "val": val_split, "test": test_split}
         self.on_missing: OnMissing = on_missing
         self.check_samples: CheckSamples = check_samples
-        #: the training augmentation's settings (``lightseg data pack`` carries them to the packed set's config)
-        self.augmentation: dict[str, Any] = {"crop_size": crop_size, "scale_range": scale_range, "hflip": hflip,
-                                             "vflip": vflip, "photometric": photometric}  # fmt: skip
-        self.train_transform = train_transforms(crop_size, scale_range, hflip, vflip, photometric, self.ignore_index)
+        #: the training augmentation (``lightseg data pack`` carries it to the packed set's config)
+        self.augmentation = augmentation
+        a = augmentation
+        self.train_transform = train_transforms(
+            a.crop_size, a.scale_range, a.hflip, a.vflip, a.photometric, self.ignore_index
+        )
 
     def split_names(self) -> list[str]:
         """The configured splits' names (``train_split``, ``val_split``, ``test_split``)."""

@@ -15,11 +15,12 @@ from torch.utils.data import Dataset
 from torchvision.datasets import Cityscapes
 
 from lightseg.contract import DataDescription, EvaluationProtocol
-from lightseg.datamodules.base import Pinning, SplitDataModule, Workers
+from lightseg.datamodules.base import SplitDataModule
 from lightseg.datamodules.coco_format import COCOAnnotations, COCODataset
 from lightseg.datamodules.detection import DetectionDataModule
 from lightseg.datamodules.files import Sample, SegmentationFiles
 from lightseg.datamodules.io import progress, read_mask
+from lightseg.datamodules.settings import DETECTION_LOADER, FlipAugmentation, LoaderSettings, SemanticAugmentation
 from lightseg.datamodules.transforms import DetectionTransform
 from lightseg.errors import LightsegError
 from lightseg.types import SemanticItem
@@ -149,6 +150,10 @@ def cityscapes_samples(root: Path, split: str) -> list[Sample]:
     return samples
 
 
+#: DeepLab v3+'s Cityscapes training pipeline
+CITYSCAPES_AUGMENTATION = SemanticAugmentation(crop_size=(512, 1024), scale_range=(0.5, 2.0))
+
+
 class CityscapesDataModule(SplitDataModule):
     """Cityscapes fine (19 evaluated classes; 2,975 train / 500 val), no preprocessing step.
 
@@ -158,11 +163,11 @@ class CityscapesDataModule(SplitDataModule):
 
     Args:
         root: the folder holding ``leftImg8bit`` and ``gtFine``.
-        crop_size: training crop (512x1024 in DeepLab v3+; 769x769 is the other common one).
-        scale_range: random rescaling range in training.
-        batch_size: samples per batch.
-        **kwargs: splits, pipeline (``hflip``, ``vflip``, ``photometric``), ``on_missing`` and loader
-            options of :class:`~lightseg.datamodules.SplitDataModule`.
+        augmentation: the training augmentation (a
+            :class:`~lightseg.datamodules.settings.SemanticAugmentation`): crop 512x1024 as in DeepLab v3+
+            (769x769 is the other common one), random scale 0.5-2.0, flips.
+        loader: how batches are loaded (a :class:`~lightseg.datamodules.settings.LoaderSettings`): 8 per batch.
+        **kwargs: splits, ``on_missing`` and the other options of :class:`~lightseg.datamodules.SplitDataModule`.
 
     """
 
@@ -178,12 +183,11 @@ class CityscapesDataModule(SplitDataModule):
     def __init__(
         self,
         root: str,
-        crop_size: int | tuple[int, int] | None = (512, 1024),
-        scale_range: tuple[float, float] | None = (0.5, 2.0),
-        batch_size: int = 8,
+        augmentation: SemanticAugmentation = CITYSCAPES_AUGMENTATION,
+        loader: LoaderSettings = LoaderSettings(),  # noqa: B008 (frozen: one shared default is safe)
         **kwargs: Any,
     ) -> None:
-        super().__init__(crop_size=crop_size, scale_range=scale_range, batch_size=batch_size, **kwargs)
+        super().__init__(augmentation=augmentation, loader=loader, **kwargs)
         self.root = root
 
     def describe(self) -> DataDescription:
@@ -280,14 +284,11 @@ class CityscapesInstanceDataModule(DetectionDataModule):
         train_split: split used for training.
         val_split: split used for validation.
         test_split: split used by ``lightseg test`` (``val``: the test labels are not public).
-        hflip: random horizontal flips in training.
+        augmentation: random horizontal flips in training (a :class:`~lightseg.datamodules.settings.FlipAugmentation`).
         train_skip_empty: leave frames without instances out of training.
-        batch_size: images per batch (per process).
-        num_workers: data loader worker processes (``auto``: the CPU cores, at most 8).
-        pin_memory: pin batches in page-locked memory (``auto``: where a GPU is).
-        persistent_workers: keep workers alive between epochs.
+        loader: how batches are loaded (a :class:`~lightseg.datamodules.settings.LoaderSettings`): 2 per batch.
         predict_dir: folder of images (or one image) for ``lightseg predict``.
-        predict_batch_size: images per batch in ``lightseg predict`` (1: one at a time; raise it on a GPU).
+        kwargs: the augmentation's and loader's settings in their older flat spelling (``batch_size=4``).
     """
 
     num_classes = len(CITYSCAPES_THINGS) + 1
@@ -301,19 +302,18 @@ class CityscapesInstanceDataModule(DetectionDataModule):
         train_split: str = "train",
         val_split: str = "val",
         test_split: str = "val",
-        hflip: bool = True,
+        augmentation: FlipAugmentation = FlipAugmentation(),  # noqa: B008 (frozen: one shared default is safe)
         train_skip_empty: bool = True,
-        batch_size: int = 2,
-        num_workers: Workers = "auto",
-        pin_memory: Pinning = "auto",
-        persistent_workers: bool = True,
+        loader: LoaderSettings = DETECTION_LOADER,
         predict_dir: str | None = None,
-        predict_batch_size: int = 1,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(batch_size, num_workers, pin_memory, persistent_workers, predict_dir, predict_batch_size)
+        augmentation = FlipAugmentation.with_flat(augmentation, kwargs)
+        super().__init__(loader, predict_dir, **kwargs)
         self.root = Path(root)
         self.splits = {"train": train_split, "val": val_split, "test": test_split}
-        self.hflip = hflip
+        self.augmentation = augmentation
+        self.hflip = augmentation.hflip
         self.train_skip_empty = train_skip_empty
 
     def split_names(self) -> list[str]:

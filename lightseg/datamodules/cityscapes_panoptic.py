@@ -12,11 +12,11 @@ The 19 evaluated classes are the categories (their label ids, or train ids where
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from torchvision.datasets import Cityscapes
 
-from lightseg.datamodules.base import Pinning, Workers
 from lightseg.datamodules.cityscapes import read_instance_ids
 from lightseg.datamodules.coco_panoptic import PanopticDataModule
 from lightseg.datamodules.panoptic_files import (
@@ -25,6 +25,7 @@ from lightseg.datamodules.panoptic_files import (
     PanopticCategories,
     PanopticSegment,
 )
+from lightseg.datamodules.settings import DETECTION_LOADER, CropAugmentation, LoaderSettings
 from lightseg.datamodules.transforms import train_transforms
 from lightseg.errors import LightsegError
 
@@ -111,36 +112,32 @@ class CityscapesPanopticDataModule(PanopticDataModule):
     Args:
         root: the folder holding ``leftImg8bit`` and ``gtFine``.
         test_split: the split ``lightseg test`` reads.
-        crop_size: random training crop, a side or ``(H, W)`` (padded with void where the image is smaller;
-            ``None``: none).
-        scale_range: random training rescale range (``None``: none).
-        hflip: random horizontal flips in training.
-        batch_size: images per batch (per process).
-        num_workers: data loader worker processes (``auto``: the CPU cores, at most 8).
-        pin_memory: pin batches in page-locked memory (``auto``: where a GPU is).
-        persistent_workers: keep workers alive between epochs.
+        augmentation: random scale, crop and flip in training (a
+            :class:`~lightseg.datamodules.settings.CropAugmentation`; none but the flip by default).
+        loader: how batches are loaded (a :class:`~lightseg.datamodules.settings.LoaderSettings`).
         predict_dir: folder of images (or one image) for ``lightseg predict``.
-        predict_batch_size: images per batch in ``lightseg predict`` (1: one at a time; raise it on a GPU).
+        kwargs: the augmentation's and loader's settings in their older flat spelling (``batch_size=4``).
     """
 
     def __init__(
         self,
         root: str,
         test_split: str = "val",
-        crop_size: int | tuple[int, int] | None = None,
-        scale_range: tuple[float, float] | None = None,
-        hflip: bool = True,
-        batch_size: int = 2,
-        num_workers: Workers = "auto",
-        pin_memory: Pinning = "auto",
-        persistent_workers: bool = True,
+        augmentation: CropAugmentation = CropAugmentation(),  # noqa: B008 (frozen: one shared default is safe)
+        loader: LoaderSettings = DETECTION_LOADER,
         predict_dir: str | None = None,
-        predict_batch_size: int = 1,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(batch_size, num_workers, pin_memory, persistent_workers, predict_dir, predict_batch_size)
+        augmentation = CropAugmentation.with_flat(augmentation, kwargs)
+        super().__init__(loader, predict_dir, **kwargs)
         self.root = Path(root)
         self.test_split = test_split
-        self.crop_size, self.scale_range, self.hflip = crop_size, scale_range, hflip
+        self.augmentation = augmentation
+        self.crop_size, self.scale_range, self.hflip = (
+            augmentation.crop_size,
+            augmentation.scale_range,
+            augmentation.hflip,
+        )
         self._annotations: dict[str, PanopticAnnotations] = {}
 
     def annotations(self, split: str) -> PanopticAnnotations:

@@ -7,11 +7,10 @@ evaluation against them (see :class:`lightseg.metrics.COCOEvaluator`).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
-from lightseg.datamodules.base import Pinning, Workers
 from lightseg.datamodules.coco_format import (
     AnnotationFiles,
     COCODataset,
@@ -19,6 +18,7 @@ from lightseg.datamodules.coco_format import (
     UnknownCategories,
 )
 from lightseg.datamodules.detection import DetectionDataModule
+from lightseg.datamodules.settings import DETECTION_LOADER, FlipAugmentation, LoaderSettings
 from lightseg.datamodules.transforms import DetectionTransform
 from lightseg.errors import LightsegError
 
@@ -39,18 +39,16 @@ class COCODataModule(DetectionDataModule, AnnotationFiles):
         val_annotations: validation annotation file.
         test_images: test image folder.
         test_annotations: test annotation file.
-        hflip: random horizontal flips in training (keypoints swap left/right).
+        augmentation: random horizontal flips in training (keypoints swap left/right). (a
+            :class:`~lightseg.datamodules.settings.FlipAugmentation`).
         flip_pairs: keypoint index pairs that swap under a horizontal flip (``None``: the names
             that differ by ``left``/``right``).
         train_skip_empty: leave images without usable annotations out of training (they always
             stay in evaluation).
         unknown_categories: ``error`` or ``skip`` for annotations of unlisted categories.
-        batch_size: images per batch (per process).
-        num_workers: data loader worker processes (``auto``: the CPU cores, at most 8).
-        pin_memory: pin batches in page-locked memory (``auto``: where a GPU is).
-        persistent_workers: keep workers alive between epochs.
+        loader: how batches are loaded (a :class:`~lightseg.datamodules.settings.LoaderSettings`).
         predict_dir: folder of images (or one image) for ``lightseg predict``.
-        predict_batch_size: images per batch in ``lightseg predict`` (1: one at a time; raise it on a GPU).
+        kwargs: the augmentation's and loader's settings in their older flat spelling (``batch_size=4``).
     """
 
     split_files: ClassVar[str] = "instances"
@@ -64,18 +62,16 @@ class COCODataModule(DetectionDataModule, AnnotationFiles):
         val_annotations: str | None = None,
         test_images: str = "val2017",
         test_annotations: str | None = None,
-        hflip: bool = True,
+        augmentation: FlipAugmentation = FlipAugmentation(),  # noqa: B008 (frozen: one shared default is safe)
         flip_pairs: list[tuple[int, int]] | None = None,
         train_skip_empty: bool = True,
         unknown_categories: UnknownCategories = "error",
-        batch_size: int = 2,
-        num_workers: Workers = "auto",
-        pin_memory: Pinning = "auto",
-        persistent_workers: bool = True,
+        loader: LoaderSettings = DETECTION_LOADER,
         predict_dir: str | None = None,
-        predict_batch_size: int = 1,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(batch_size, num_workers, pin_memory, persistent_workers, predict_dir, predict_batch_size)
+        augmentation = FlipAugmentation.with_flat(augmentation, kwargs)
+        super().__init__(loader, predict_dir, **kwargs)
         self.root = Path(root)
         prefix = self.split_files
 
@@ -87,7 +83,8 @@ class COCODataModule(DetectionDataModule, AnnotationFiles):
             "val": (self.root / val_images, resolve(val_annotations, f"annotations/{prefix}_val2017.json")),
             "test": (self.root / test_images, resolve(test_annotations, f"annotations/{prefix}_val2017.json")),
         }
-        self.hflip = hflip
+        self.augmentation = augmentation
+        self.hflip = augmentation.hflip
         self.flip_pairs = [(int(a), int(b)) for a, b in flip_pairs] if flip_pairs is not None else None
         self.train_skip_empty = train_skip_empty
         self.unknown_categories: UnknownCategories = unknown_categories

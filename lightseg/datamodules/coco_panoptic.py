@@ -18,7 +18,7 @@ import torch
 from lightseg.coco_masks import encode_masks
 from lightseg.colors import class_palette
 from lightseg.contract import DataDescription, ThingTruth
-from lightseg.datamodules.base import BaseDataModule, Pinning, Workers
+from lightseg.datamodules.base import BaseDataModule
 from lightseg.datamodules.io import progress
 from lightseg.datamodules.panoptic_files import (
     VOID,
@@ -26,6 +26,7 @@ from lightseg.datamodules.panoptic_files import (
     PanopticAnnotations,
     PanopticCategories,
 )
+from lightseg.datamodules.settings import DETECTION_LOADER, CropAugmentation, LoaderSettings
 from lightseg.datamodules.transforms import detection_collate, train_transforms
 from lightseg.errors import LightsegError
 
@@ -159,15 +160,11 @@ class COCOPanopticDataModule(PanopticDataModule):
         test_images: test image folder.
         test_annotations: test panoptic JSON.
         test_panoptic: its PNG folder.
-        crop_size: random training crop (padded with void where the image is smaller; ``None``: none).
-        scale_range: random training rescale range (``None``: none).
-        hflip: random horizontal flips in training.
-        batch_size: images per batch (per process).
-        num_workers: data loader worker processes (``auto``: the CPU cores, at most 8).
-        pin_memory: pin batches in page-locked memory (``auto``: where a GPU is).
-        persistent_workers: keep workers alive between epochs.
+        augmentation: random scale, crop and flip in training (a
+            :class:`~lightseg.datamodules.settings.CropAugmentation`; none but the flip by default).
+        loader: how batches are loaded (a :class:`~lightseg.datamodules.settings.LoaderSettings`).
         predict_dir: folder of images (or one image) for ``lightseg predict``.
-        predict_batch_size: images per batch in ``lightseg predict`` (1: one at a time; raise it on a GPU).
+        kwargs: the augmentation's and loader's settings in their older flat spelling (``batch_size=4``).
     """
 
     def __init__(
@@ -182,24 +179,25 @@ class COCOPanopticDataModule(PanopticDataModule):
         test_images: str = "val2017",
         test_annotations: str = "annotations/panoptic_val2017.json",
         test_panoptic: str | None = None,
-        crop_size: int | None = None,
-        scale_range: tuple[float, float] | None = None,
-        hflip: bool = True,
-        batch_size: int = 2,
-        num_workers: Workers = "auto",
-        pin_memory: Pinning = "auto",
-        persistent_workers: bool = True,
+        augmentation: CropAugmentation = CropAugmentation(),  # noqa: B008 (frozen: one shared default is safe)
+        loader: LoaderSettings = DETECTION_LOADER,
         predict_dir: str | None = None,
-        predict_batch_size: int = 1,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(batch_size, num_workers, pin_memory, persistent_workers, predict_dir, predict_batch_size)
+        augmentation = CropAugmentation.with_flat(augmentation, kwargs)
+        super().__init__(loader, predict_dir, **kwargs)
         self.root = Path(root)
         self.paths = {
             "train": (train_images, train_annotations, train_panoptic),
             "val": (val_images, val_annotations, val_panoptic),
             "test": (test_images, test_annotations, test_panoptic),
         }
-        self.crop_size, self.scale_range, self.hflip = crop_size, scale_range, hflip
+        self.augmentation = augmentation
+        self.crop_size, self.scale_range, self.hflip = (
+            augmentation.crop_size,
+            augmentation.scale_range,
+            augmentation.hflip,
+        )
         self._annotations: dict[str, PanopticAnnotations] = {}
 
     def annotations(self, split: str) -> PanopticAnnotations:

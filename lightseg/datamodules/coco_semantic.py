@@ -24,6 +24,7 @@ from lightseg.datamodules.base import SplitDataModule
 from lightseg.datamodules.coco_format import AnnotationFiles, COCOAnnotations, check_listed_size
 from lightseg.datamodules.files import CheckSamples, OnMissing, Sample, SegmentationFiles
 from lightseg.datamodules.io import image_header, progress
+from lightseg.datamodules.settings import LoaderSettings, SemanticAugmentation
 from lightseg.datamodules.voc import VOC_CLASSES, VOC_COLORS
 from lightseg.errors import LightsegError
 
@@ -126,6 +127,12 @@ class COCOSemanticDataset(SegmentationFiles):
             check_listed_size(self.annotations.images[int(sample.id)], sample.image, size, self.annotations.source)
 
 
+#: the training pipeline of this data set's recipes
+COCO_SEMANTIC_AUGMENTATION = SemanticAugmentation(crop_size=480, scale_range=(0.5, 2.0))
+#: this data set's recipes' batch
+COCO_SEMANTIC_LOADER = LoaderSettings(batch_size=16)
+
+
 class COCOSemanticDataModule(SplitDataModule, AnnotationFiles):
     """COCO 2017 for semantic segmentation, read from the official instance annotations.
 
@@ -146,9 +153,11 @@ class COCOSemanticDataModule(SplitDataModule, AnnotationFiles):
         train_skip_empty: leave out training images whose objects cover ``<= 1000`` pixels.
         eval_size: resize evaluation images (and label maps, nearest) so that the shorter
             side has this length; ``None`` evaluates at native size.
-        crop_size: training crop (torchvision: 480).
-        scale_range: random rescaling range in training.
-        batch_size: samples per batch.
+        augmentation: the training augmentation (a
+            :class:`~lightseg.datamodules.settings.SemanticAugmentation`); ``crop_size``: training crop
+            (torchvision: 480); ``scale_range``: random rescaling range in training.
+        loader: how batches are loaded (a :class:`~lightseg.datamodules.settings.LoaderSettings`);
+            ``batch_size``: samples per batch.
         **kwargs: ``hflip``, ``vflip``, ``photometric``, ``on_missing``, ``check_samples`` and
             loader options of :class:`~lightseg.datamodules.SplitDataModule`.
     """
@@ -163,9 +172,8 @@ class COCOSemanticDataModule(SplitDataModule, AnnotationFiles):
         val_annotations: str = "annotations/instances_val2017.json",
         train_skip_empty: bool = True,
         eval_size: int | None = 520,
-        crop_size: int | tuple[int, int] | None = 480,
-        scale_range: tuple[float, float] | None = (0.5, 2.0),
-        batch_size: int = 16,
+        augmentation: SemanticAugmentation = COCO_SEMANTIC_AUGMENTATION,
+        loader: LoaderSettings = COCO_SEMANTIC_LOADER,
         **kwargs: Any,
     ) -> None:
         if "ignore_index" in kwargs and kwargs["ignore_index"] != OVERLAP:
@@ -173,7 +181,7 @@ class COCOSemanticDataModule(SplitDataModule, AnnotationFiles):
                 f"COCOSemanticDataModule marks overlaps and void with {OVERLAP}; leave ignore_index out"
             )
         kwargs.pop("ignore_index", None)
-        super().__init__(crop_size=crop_size, scale_range=scale_range, batch_size=batch_size, **kwargs)
+        super().__init__(augmentation=augmentation, loader=loader, **kwargs)
         if eval_size is not None and eval_size < 1:
             raise LightsegError(f"eval_size must be a positive number of pixels (or null), got {eval_size}")
         self.root = Path(root)

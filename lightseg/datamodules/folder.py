@@ -21,6 +21,7 @@ from lightseg.datamodules.files import Sample, SegmentationFiles, read_split
 from lightseg.datamodules.io import IMAGE_EXTENSIONS, progress, refuse_lossy_mask
 from lightseg.datamodules.labelstudio import BrushFiles, brush_labels, brush_samples
 from lightseg.datamodules.rasters import chosen_bands
+from lightseg.datamodules.settings import SemanticAugmentation
 from lightseg.datamodules.splits import SPLITS, split_by_hash
 from lightseg.errors import LightsegError, option
 
@@ -132,8 +133,10 @@ class SegmentationFolderDataModule(SplitDataModule):
         validate_on_train: validate (and test) on the training images: for a handful of images
             that all have to be learned; the validation score is then a training score, and the
             run's summary says so.
-        crop_size: training crop; ``None`` trains on whole images (then of one size).
-        scale_range: random rescaling range in training.
+        augmentation: the training augmentation (a
+            :class:`~lightseg.datamodules.settings.SemanticAugmentation`); ``crop_size``: training crop;
+            ``None`` trains on whole images (then of one size); ``scale_range``: random rescaling range in
+            training.
         bands: multispectral images (TIFF chips of RGB + near infrared, Sentinel-2, ...): the
             1-based bands of each image read as the model's channels, in order, through rasterio
             (the ``geo`` extra); the model is built with ``in_channels`` equal to their count and
@@ -158,13 +161,12 @@ class SegmentationFolderDataModule(SplitDataModule):
         test_fraction: float = 0.0,
         split_seed: int = 0,
         validate_on_train: bool = False,
-        crop_size: int | tuple[int, int] | None = None,
-        scale_range: tuple[float, float] | None = None,
+        augmentation: SemanticAugmentation = SemanticAugmentation(),  # noqa: B008 (frozen)
         bands: list[int] | None = None,
         **kwargs: Any,
     ) -> None:
         chosen = chosen_bands(bands, bool(kwargs.get("photometric")))
-        super().__init__(crop_size=crop_size, scale_range=scale_range, ignore_index=ignore_index, **kwargs)
+        super().__init__(augmentation=augmentation, ignore_index=ignore_index, **kwargs)
         self.bands = chosen
         if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
             raise LightsegError(

@@ -14,6 +14,7 @@ from torch.utils.data import Dataset
 from lightseg.datamodules.base import SplitDataModule
 from lightseg.datamodules.files import semantic_item
 from lightseg.datamodules.rasters import SCALES, TILED_SUFFIXES, chosen_bands, open_raster, rasterio_module
+from lightseg.datamodules.settings import LoaderSettings, SemanticAugmentation
 from lightseg.errors import LightsegError, option
 from lightseg.types import SemanticItem
 
@@ -241,6 +242,10 @@ class RasterWindows(Dataset[SemanticItem]):
         return k, y, x, height, width
 
 
+#: the windows' training augmentation: flips both ways (an aerial or microscope view has no up)
+RASTER_AUGMENTATION = SemanticAugmentation(vflip=True)
+
+
 class RasterWindowsDataModule(SplitDataModule):
     """Large image / mask rasters (GeoTIFF, BigTIFF, TIFF), trained on random windows and evaluated on a grid.
 
@@ -269,10 +274,12 @@ class RasterWindowsDataModule(SplitDataModule):
             uniformly over the area.
         bands: the 1-based bands of every image read as the model's channels, in this order
             (``None``: the image's red, green and blue bands, or its one grey band as RGB).
-        batch_size: windows per batch (per process).
-        **kwargs: splits (``train_split``: ``train``; ``val_split`` / ``test_split``: ``val``),
-            pipeline (``crop_size``, ``scale_range``, ``hflip``, ``vflip``, ``photometric``) and
-            loader options of :class:`~lightseg.datamodules.SplitDataModule`.
+        augmentation: the windows' training augmentation (a
+            :class:`~lightseg.datamodules.settings.SemanticAugmentation`): flips both ways by default (an
+            aerial or microscope view has no up).
+        loader: how batches of windows are loaded (a :class:`~lightseg.datamodules.settings.LoaderSettings`).
+        **kwargs: splits (``train_split``: ``train``; ``val_split`` / ``test_split``: ``val``) and the other
+            options of :class:`~lightseg.datamodules.SplitDataModule`.
     """
 
     def __init__(
@@ -284,12 +291,13 @@ class RasterWindowsDataModule(SplitDataModule):
         windows_per_epoch: int = 1000,
         balance_classes: bool = False,
         bands: list[int] | None = None,
-        batch_size: int = 8,
+        augmentation: SemanticAugmentation = RASTER_AUGMENTATION,
+        loader: LoaderSettings = LoaderSettings(),  # noqa: B008 (frozen: one shared default is safe)
         **kwargs: Any,
     ) -> None:
-        kwargs.setdefault("vflip", True)  # an aerial or microscope view has no up
-        chosen = chosen_bands(bands, bool(kwargs.get("photometric")))
-        super().__init__(batch_size=batch_size, **kwargs)
+        augmentation = SemanticAugmentation.with_flat(augmentation, kwargs)
+        chosen = chosen_bands(bands, augmentation.photometric)
+        super().__init__(augmentation=augmentation, loader=loader, **kwargs)
         self.bands = chosen
         if not class_names:
             raise LightsegError(f"{option('data', 'class_names')} must name the classes of the mask values 0, 1, ...")

@@ -11,6 +11,7 @@ from torch.utils.data import Dataset
 
 from lightseg.datamodules.base import SplitDataModule
 from lightseg.datamodules.files import OnMissing, Sample, SegmentationFiles, read_split
+from lightseg.datamodules.settings import LoaderSettings, SemanticAugmentation
 from lightseg.datamodules.voc import VOC_CLASSES, VOC_COLORS, VOCSegmentationDataset, resolve_voc_root, voc_sample
 from lightseg.errors import LightsegError
 
@@ -62,14 +63,22 @@ class SBDSegmentationDataset(SegmentationFiles):
         )
 
 
+#: the training pipeline of this data set's recipes
+SBD_AUGMENTATION = SemanticAugmentation(crop_size=513, scale_range=(0.5, 2.0))
+#: this data set's recipes' batch
+SBD_LOADER = LoaderSettings(batch_size=16)
+
+
 class SBDDataModule(SplitDataModule):
     """SBD class segmentation (21 VOC classes) from the release layout, labels read from ``.mat``.
 
     Args:
         root: SBD's ``dataset`` folder, ``benchmark_RELEASE``, or the folder holding that.
-        crop_size: training crop.
-        scale_range: random rescaling range in training.
-        batch_size: samples per batch.
+        augmentation: the training augmentation (a
+            :class:`~lightseg.datamodules.settings.SemanticAugmentation`); ``crop_size``: training crop;
+            ``scale_range``: random rescaling range in training.
+        loader: how batches are loaded (a :class:`~lightseg.datamodules.settings.LoaderSettings`);
+            ``batch_size``: samples per batch.
         **kwargs: splits, pipeline (``hflip``, ``vflip``, ``photometric``), ``on_missing`` and loader
             options of :class:`~lightseg.datamodules.SplitDataModule`.
 
@@ -83,12 +92,11 @@ class SBDDataModule(SplitDataModule):
     def __init__(
         self,
         root: str,
-        crop_size: int | tuple[int, int] | None = 513,
-        scale_range: tuple[float, float] | None = (0.5, 2.0),
-        batch_size: int = 16,
+        augmentation: SemanticAugmentation = SBD_AUGMENTATION,
+        loader: LoaderSettings = SBD_LOADER,
         **kwargs: Any,
     ) -> None:
-        super().__init__(crop_size=crop_size, scale_range=scale_range, batch_size=batch_size, **kwargs)
+        super().__init__(augmentation=augmentation, loader=loader, **kwargs)
         self.root = root
 
     def make_dataset(self, split: str, transforms: Callable[..., Any] | None) -> Dataset[Any]:
@@ -131,9 +139,11 @@ class VOCAugDataModule(SplitDataModule):
     Args:
         voc_root: ``VOC2012``, ``VOCdevkit`` or the folder that holds ``VOCdevkit``.
         sbd_root: SBD's ``dataset`` folder, ``benchmark_RELEASE``, or the folder holding that.
-        crop_size: training crop.
-        scale_range: random rescaling range in training.
-        batch_size: samples per batch.
+        augmentation: the training augmentation (a
+            :class:`~lightseg.datamodules.settings.SemanticAugmentation`); ``crop_size``: training crop;
+            ``scale_range``: random rescaling range in training.
+        loader: how batches are loaded (a :class:`~lightseg.datamodules.settings.LoaderSettings`);
+            ``batch_size``: samples per batch.
         **kwargs: ``val_split`` / ``test_split`` (VOC splits), ``hflip``, ``vflip``,
             ``photometric``, ``on_missing`` and the loader options of
             :class:`~lightseg.datamodules.SplitDataModule`.
@@ -149,14 +159,11 @@ class VOCAugDataModule(SplitDataModule):
         self,
         voc_root: str,
         sbd_root: str,
-        crop_size: int | tuple[int, int] | None = 513,
-        scale_range: tuple[float, float] | None = (0.5, 2.0),
-        batch_size: int = 16,
+        augmentation: SemanticAugmentation = SBD_AUGMENTATION,
+        loader: LoaderSettings = SBD_LOADER,
         **kwargs: Any,
     ) -> None:
-        super().__init__(
-            train_split="trainaug", crop_size=crop_size, scale_range=scale_range, batch_size=batch_size, **kwargs
-        )
+        super().__init__(train_split="trainaug", augmentation=augmentation, loader=loader, **kwargs)
         self.voc_root = voc_root
         self.sbd_root = sbd_root
 

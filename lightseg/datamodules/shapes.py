@@ -9,6 +9,7 @@ writer so the same scenes can be written in other formats (COCO JSON) too.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from torch.utils.data import Dataset
 from lightseg.colors import voc_colormap
 from lightseg.datamodules.base import SplitDataModule
 from lightseg.datamodules.io import progress
+from lightseg.datamodules.settings import LoaderSettings, SemanticAugmentation, no_other_arguments
 from lightseg.datamodules.voc import VOCSegmentationDataset
 from lightseg.errors import LightsegError
 
@@ -228,6 +230,12 @@ def shapes_folder(root: str | None, name: str, image_size: int) -> Path:
     return base / name
 
 
+#: the shapes' training augmentation: flips both ways (a scene has no up)
+SHAPES_AUGMENTATION = SemanticAugmentation(vflip=True)
+#: the shapes' loader: 16 small scenes a batch, in this process
+SHAPES_LOADER = LoaderSettings(batch_size=16, num_workers=0, pin_memory=False, persistent_workers=False)
+
+
 class ShapesDataModule(SplitDataModule):
     """Synthetic circles, squares and triangles in the VOC layout, written once on first use.
 
@@ -242,16 +250,13 @@ class ShapesDataModule(SplitDataModule):
         num_test: test scenes.
         image_size: side of the square images in pixels.
         seed: seed of the scene generator.
-        hflip: random horizontal flips in training.
-        vflip: random vertical flips in training.
-        scale_range: random rescaling in training (then cropped/padded back to ``image_size``).
-        batch_size: samples per batch.
-        num_workers: data loader workers.
-        pin_memory: pin batches in page-locked memory.
-        persistent_workers: keep workers alive between epochs.
+        augmentation: the training augmentation (a :class:`~lightseg.datamodules.settings.SemanticAugmentation`):
+            horizontal and vertical flips; a ``scale_range`` rescales, then crops / pads back to ``image_size``.
+        loader: how batches are loaded (a :class:`~lightseg.datamodules.settings.LoaderSettings`): 16 per
+            batch, in this process (the scenes are small; workers would cost more than they bring).
         predict_dir: folder of images (or one image) for ``lightseg predict``.
-        predict_batch_size: images per batch in ``lightseg predict`` (1: one at a time; raise it on a GPU).
         predict_tile_above: TIFF images with a side longer than this are predicted in tiles.
+        **kwargs: the augmentation's and loader's settings in their older flat spelling (``batch_size=8``).
     """
 
     num_classes = len(SHAPES_CLASSES)
@@ -265,21 +270,19 @@ class ShapesDataModule(SplitDataModule):
         num_test: int = 100,
         image_size: int = 64,
         seed: int = 0,
-        hflip: bool = True,
-        vflip: bool = True,
-        scale_range: tuple[float, float] | None = None,
-        batch_size: int = 16,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-        persistent_workers: bool = False,
+        augmentation: SemanticAugmentation = SHAPES_AUGMENTATION,
+        loader: LoaderSettings = SHAPES_LOADER,
         predict_dir: str | None = None,
-        predict_batch_size: int = 1,
         predict_tile_above: int = 4096,
+        **kwargs: Any,
     ) -> None:
-        crop = image_size if scale_range is not None else None
+        augmentation = SemanticAugmentation.with_flat(augmentation, kwargs)
+        loader = LoaderSettings.with_flat(loader, kwargs)
+        no_other_arguments(self, kwargs)
+        if augmentation.scale_range is not None and augmentation.crop_size is None:
+            augmentation = dataclasses.replace(augmentation, crop_size=image_size)  # back to the set's size
         super().__init__(
-            "train", "val", "test", crop, scale_range, hflip, vflip, False, "error", "auto",
-            batch_size, num_workers, pin_memory, persistent_workers, predict_dir, predict_batch_size=predict_batch_size,
+            "train", "val", "test", augmentation, loader=loader, predict_dir=predict_dir,
             predict_tile_above=predict_tile_above,
         )  # fmt: skip
         self.counts = {"train": num_train, "val": num_val, "test": num_test}

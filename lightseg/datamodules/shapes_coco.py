@@ -12,10 +12,10 @@ from typing import Any, ClassVar
 import numpy as np
 from PIL import Image
 
-from lightseg.datamodules.base import Pinning, Workers
 from lightseg.datamodules.coco import COCOInstanceDataModule, COCOKeypointDataModule
 from lightseg.datamodules.coco_format import COCOAnnotations, Kind
 from lightseg.datamodules.io import progress
+from lightseg.datamodules.settings import FlipAugmentation, LoaderSettings, no_other_arguments
 from lightseg.datamodules.shapes import Instance, generate_scene, shapes_folder
 
 COCO_FORMAT_VERSION = 3  # bumped whenever the COCO-form scenes change, so caches are rewritten
@@ -123,6 +123,10 @@ def write_coco(root: Path, splits: dict[str, int], size: int = 128, seed: int = 
     return root
 
 
+#: the shapes COCO sets' loader: 4 scenes a batch, in this process
+SHAPES_COCO_LOADER = LoaderSettings(batch_size=4, num_workers=0, pin_memory=False, persistent_workers=False)
+
+
 class _ShapesCOCO:
     """What the two COCO-format shapes modules share: arguments, cache folder, writer, static categories."""
 
@@ -141,13 +145,10 @@ class _ShapesCOCO:
         num_test: int = 50,
         image_size: int = 128,
         seed: int = 0,
-        hflip: bool = True,
-        batch_size: int = 4,
-        num_workers: Workers = 0,
-        pin_memory: Pinning = False,
-        persistent_workers: bool = False,
+        augmentation: FlipAugmentation = FlipAugmentation(),  # noqa: B008 (frozen: one shared default is safe)
+        loader: LoaderSettings = SHAPES_COCO_LOADER,
         predict_dir: str | None = None,
-        predict_batch_size: int = 1,
+        **kwargs: Any,
     ) -> None:
         self.counts = {"train": num_train, "val": num_val, "test": num_test}
         self.image_size, self.seed = image_size, seed
@@ -159,16 +160,10 @@ class _ShapesCOCO:
         for split in ("train", "val", "test"):
             paths[f"{split}_images"] = f"images/{split}"
             paths[f"{split}_annotations"] = f"annotations/{prefix}_{split}.json"
-        options = {
-            "hflip": hflip,
-            "train_skip_empty": True,
-            "batch_size": batch_size,
-            "num_workers": num_workers,
-            "pin_memory": pin_memory,
-            "persistent_workers": persistent_workers,
-            "predict_dir": predict_dir,
-            "predict_batch_size": predict_batch_size,
-        }
+        augmentation = FlipAugmentation.with_flat(augmentation, kwargs)
+        loader = LoaderSettings.with_flat(loader, kwargs)
+        no_other_arguments(self, kwargs)
+        options = {"augmentation": augmentation, "train_skip_empty": True, "loader": loader, "predict_dir": predict_dir}
         super().__init__(str(self.data_dir), **paths, **options)  # type: ignore[call-arg]
 
     @cached_property
@@ -199,13 +194,11 @@ class ShapesInstanceDataModule(_ShapesCOCO, COCOInstanceDataModule):
         num_test: test scenes.
         image_size: side of the square images.
         seed: seed of the scene generator.
-        hflip: random horizontal flips in training.
-        batch_size: images per batch.
-        num_workers: data loader workers.
-        pin_memory: pin batches in page-locked memory.
-        persistent_workers: keep workers alive between epochs.
+        augmentation: random horizontal flips in training (a :class:`~lightseg.datamodules.settings.FlipAugmentation`).
+        loader: how batches are loaded (a :class:`~lightseg.datamodules.settings.LoaderSettings`): 4 per batch,
+            in this process.
         predict_dir: folder of images (or one image) for ``lightseg predict``.
-        predict_batch_size: images per batch in ``lightseg predict`` (1: one at a time; raise it on a GPU).
+        **kwargs: the augmentation's and loader's settings in their older flat spelling (``batch_size=8``).
     """
 
     categories = SHAPES_COCO_CATEGORIES
@@ -223,13 +216,11 @@ class ShapesKeypointDataModule(_ShapesCOCO, COCOKeypointDataModule):
         num_test: test scenes.
         image_size: side of the square images.
         seed: seed of the scene generator.
-        hflip: random horizontal flips in training.
-        batch_size: images per batch.
-        num_workers: data loader workers.
-        pin_memory: pin batches in page-locked memory.
-        persistent_workers: keep workers alive between epochs.
+        augmentation: random horizontal flips in training (a :class:`~lightseg.datamodules.settings.FlipAugmentation`).
+        loader: how batches are loaded (a :class:`~lightseg.datamodules.settings.LoaderSettings`): 4 per batch,
+            in this process.
         predict_dir: folder of images (or one image) for ``lightseg predict``.
-        predict_batch_size: images per batch in ``lightseg predict`` (1: one at a time; raise it on a GPU).
+        **kwargs: the augmentation's and loader's settings in their older flat spelling (``batch_size=8``).
     """
 
     categories = SHAPES_KEYPOINT_CATEGORIES

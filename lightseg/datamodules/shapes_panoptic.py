@@ -20,10 +20,10 @@ import numpy as np
 from PIL import Image
 
 from lightseg.coco_masks import id_to_rgb
-from lightseg.datamodules.base import Pinning, Workers
 from lightseg.datamodules.coco_panoptic import COCOPanopticDataModule
 from lightseg.datamodules.io import progress
 from lightseg.datamodules.panoptic_files import PanopticCategories
+from lightseg.datamodules.settings import CropAugmentation, LoaderSettings, no_other_arguments
 from lightseg.datamodules.shapes import SHAPES_CLASSES, generate_scene, shapes_folder
 
 #: things (the shapes) then stuff (the textures), with COCO panoptic's fields
@@ -133,6 +133,10 @@ def write_panoptic(root: Path, splits: dict[str, int], size: int = 64, seed: int
 PANOPTIC_FORMAT_VERSION = 3
 
 
+#: the shapes panoptic set's loader: 16 small scenes a batch, in this process
+SHAPES_PANOPTIC_LOADER = LoaderSettings(batch_size=16, num_workers=0, pin_memory=False, persistent_workers=False)
+
+
 class ShapesPanopticDataModule(COCOPanopticDataModule):
     """The shapes scenes in COCO panoptic form, written once into the cache (or ``root``) and read as COCO.
 
@@ -143,13 +147,12 @@ class ShapesPanopticDataModule(COCOPanopticDataModule):
         num_test: test scenes.
         image_size: scene side in pixels.
         seed: the scenes' seed.
-        hflip: random horizontal flips in training.
-        batch_size: images per batch (per process).
-        num_workers: data loader worker processes.
-        pin_memory: pin batches in page-locked memory.
-        persistent_workers: keep workers alive between epochs.
+        augmentation: random horizontal flips in training, and a crop and scale if set (a
+            :class:`~lightseg.datamodules.settings.CropAugmentation`).
+        loader: how batches are loaded (a :class:`~lightseg.datamodules.settings.LoaderSettings`): 16 per
+            batch, in this process.
         predict_dir: folder of images (or one image) for ``lightseg predict``.
-        predict_batch_size: images per batch in ``lightseg predict`` (1: one at a time; raise it on a GPU).
+        **kwargs: the augmentation's and loader's settings in their older flat spelling (``batch_size=8``).
     """
 
     def __init__(
@@ -160,13 +163,10 @@ class ShapesPanopticDataModule(COCOPanopticDataModule):
         num_test: int = 100,
         image_size: int = 64,
         seed: int = 0,
-        hflip: bool = True,
-        batch_size: int = 16,
-        num_workers: Workers = 0,
-        pin_memory: Pinning = False,
-        persistent_workers: bool = False,
+        augmentation: CropAugmentation = CropAugmentation(),  # noqa: B008 (frozen: one shared default is safe)
+        loader: LoaderSettings = SHAPES_PANOPTIC_LOADER,
         predict_dir: str | None = None,
-        predict_batch_size: int = 1,
+        **kwargs: Any,
     ) -> None:
         self.counts = {"train": num_train, "val": num_val, "test": num_test}
         self.image_size, self.seed = image_size, seed
@@ -174,14 +174,15 @@ class ShapesPanopticDataModule(COCOPanopticDataModule):
             map(str, self.counts.values())
         )
         self.data_dir = shapes_folder(root, name, image_size)
+        augmentation = CropAugmentation.with_flat(augmentation, kwargs)
+        loader = LoaderSettings.with_flat(loader, kwargs)
+        no_other_arguments(self, kwargs)
         super().__init__(
             str(self.data_dir),
             train_images="images/train", train_annotations="annotations/panoptic_train.json",
             val_images="images/val", val_annotations="annotations/panoptic_val.json",
             test_images="images/test", test_annotations="annotations/panoptic_test.json",
-            hflip=hflip, batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory,
-            persistent_workers=persistent_workers, predict_dir=predict_dir,
-            predict_batch_size=predict_batch_size,
+            augmentation=augmentation, loader=loader, predict_dir=predict_dir,
         )  # fmt: skip
 
     @property

@@ -27,12 +27,13 @@ from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 from lightseg.contract import DataDescription
-from lightseg.datamodules.base import Pinning, SplitDataModule, Workers
+from lightseg.datamodules.base import SplitDataModule
 from lightseg.datamodules.coco_format import COCOAnnotations, COCODataset, Dropped, Kind
 from lightseg.datamodules.detection import DetectionDataModule
 from lightseg.datamodules.files import semantic_item
 from lightseg.datamodules.io import read_image, read_mask
 from lightseg.datamodules.packing import META, PACK_FORMAT, description_from_json, is_url, join, require_litdata
+from lightseg.datamodules.settings import DETECTION_LOADER, FlipAugmentation, LoaderSettings, SemanticAugmentation
 from lightseg.datamodules.transforms import DetectionTransform
 from lightseg.errors import LightsegError, option
 from lightseg.types import SemanticItem
@@ -210,19 +211,12 @@ class StreamingSegmentationDataModule(SplitDataModule):
         cache_dir: where litdata keeps what it downloads of a remote pack (``None``: its default).
         eval_size: resize evaluation images (and labels, nearest) so that the shorter side has
             this many pixels; ``packed``: as the packed data module did (COCO's 520), ``None``: never.
-        crop_size: training crop ``int`` or ``(H, W)``; ``None`` trains on whole images.
-        scale_range: random rescaling range in training; ``None`` disables it.
-        hflip: random horizontal flips in training.
-        vflip: random vertical flips in training.
-        photometric: random brightness/contrast/saturation/hue in training.
-        batch_size: samples per batch (per process).
-        num_workers: data loader worker processes; ``auto``: the CPU cores this process may use, at most 8.
-        pin_memory: pin batches in page-locked memory; ``auto``: where a GPU is.
-        persistent_workers: keep workers alive between epochs.
-        predict_dir: folder of images (or one image) for ``lightseg predict``.
+        augmentation: the training augmentation (a :class:`~lightseg.datamodules.settings.SemanticAugmentation`;
+            ``lightseg data pack`` writes the packed module's into the config it prints).
+        loader: how batches are loaded (a :class:`~lightseg.datamodules.settings.LoaderSettings`).
         ignore_index: the void label of the packed masks (the pack's; 255 unless packed otherwise).
-        predict_batch_size: images per batch in ``lightseg predict``.
-        predict_tile_above: TIFF images with a side longer than this are predicted in tiles.
+        **kwargs: ``predict_dir``, ``predict_tile_above``, and the augmentation's and loader's settings in
+            their older flat spelling.
     """
 
     def __init__(
@@ -230,25 +224,14 @@ class StreamingSegmentationDataModule(SplitDataModule):
         source: str,
         cache_dir: str | None = None,
         eval_size: int | Literal["packed"] | None = "packed",
-        crop_size: int | tuple[int, int] | None = None,
-        scale_range: tuple[float, float] | None = None,
-        hflip: bool = True,
-        vflip: bool = False,
-        photometric: bool = False,
-        batch_size: int = 8,
-        num_workers: Workers = "auto",
-        pin_memory: Pinning = "auto",
-        persistent_workers: bool = True,
-        predict_dir: str | None = None,
+        augmentation: SemanticAugmentation = SemanticAugmentation(),  # noqa: B008 (frozen: one shared default is safe)
+        loader: LoaderSettings = LoaderSettings(),  # noqa: B008 (frozen: one shared default is safe)
         ignore_index: int = 255,
-        predict_batch_size: int = 1,
-        predict_tile_above: int = 4096,
+        **kwargs: Any,
     ) -> None:
         super().__init__(
-            "train", "val", "test", crop_size, scale_range, hflip, vflip, photometric, "error", "none",
-            batch_size, num_workers, pin_memory, persistent_workers, predict_dir, ignore_index, predict_batch_size,
-            predict_tile_above,
-        )  # fmt: skip
+            "train", "val", "test", augmentation, "error", "none", loader, ignore_index=ignore_index, **kwargs
+        )
         if isinstance(eval_size, int) and eval_size < 1:
             raise LightsegError(f"{option('data', 'eval_size')} must be a positive number of pixels, packed or null")
         self.pack = _Pack(source, cache_dir)
@@ -302,30 +285,27 @@ class StreamingDetectionDataModule(DetectionDataModule):
     Args:
         source: the pack: a folder, or a URL litdata reads (``s3://bucket/prefix``, ``gs://...``).
         cache_dir: where litdata keeps what it downloads of a remote pack (``None``: its default).
-        hflip: random horizontal flips in training (keypoints swap as the pack's flip pairs say).
-        batch_size: images per batch (per process).
-        num_workers: data loader worker processes; ``auto``: the CPU cores this process may use, at most 8.
-        pin_memory: pin batches in page-locked memory; ``auto``: where a GPU is.
-        persistent_workers: keep workers alive between epochs.
+        augmentation: random horizontal flips in training, keypoints swapped as the pack's flip pairs say
+            (a :class:`~lightseg.datamodules.settings.FlipAugmentation`).
+        loader: how batches are loaded (a :class:`~lightseg.datamodules.settings.LoaderSettings`): 2 per batch.
         predict_dir: folder of images (or one image) for ``lightseg predict``.
-        predict_batch_size: images per batch in ``lightseg predict``.
+        **kwargs: the augmentation's and loader's settings in their older flat spelling.
     """
 
     def __init__(
         self,
         source: str,
         cache_dir: str | None = None,
-        hflip: bool = True,
-        batch_size: int = 2,
-        num_workers: Workers = "auto",
-        pin_memory: Pinning = "auto",
-        persistent_workers: bool = True,
+        augmentation: FlipAugmentation = FlipAugmentation(),  # noqa: B008 (frozen: one shared default is safe)
+        loader: LoaderSettings = DETECTION_LOADER,
         predict_dir: str | None = None,
-        predict_batch_size: int = 1,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(batch_size, num_workers, pin_memory, persistent_workers, predict_dir, predict_batch_size)
+        augmentation = FlipAugmentation.with_flat(augmentation, kwargs)
+        super().__init__(loader, predict_dir, **kwargs)
         self.pack = _Pack(source, cache_dir)
-        self.hflip = hflip
+        self.augmentation = augmentation
+        self.hflip = augmentation.hflip
 
     @property
     def packed_kind(self) -> Kind:

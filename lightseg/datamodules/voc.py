@@ -12,6 +12,7 @@ from torch.utils.data import Dataset
 from lightseg.colors import voc_colormap
 from lightseg.datamodules.base import SplitDataModule
 from lightseg.datamodules.files import OnMissing, Sample, SegmentationFiles, read_split
+from lightseg.datamodules.settings import LoaderSettings, SemanticAugmentation
 from lightseg.errors import LightsegError
 
 #: the VOC palette's colours of the 21 classes, used in every picture of a VOC data set
@@ -75,6 +76,12 @@ def voc_sample(voc_root: Path, image_id: str) -> Sample:
     )
 
 
+#: the training pipeline of this data set's recipes
+VOC_AUGMENTATION = SemanticAugmentation(crop_size=513, scale_range=(0.5, 2.0))
+#: this data set's recipes' batch
+VOC_LOADER = LoaderSettings(batch_size=16)
+
+
 class VOCDataModule(SplitDataModule):
     """PASCAL VOC 2012 segmentation (21 classes, 1,464 train / 1,449 val images).
 
@@ -85,9 +92,11 @@ class VOCDataModule(SplitDataModule):
         root: ``VOC2012``, ``VOCdevkit`` or the folder that holds ``VOCdevkit``.
         download: fetch and extract VOCtrainval_11-May-2012.tar (2 GB) into ``root`` with
             torchvision's downloader if the data are not there.
-        crop_size: training crop.
-        scale_range: random rescaling range in training.
-        batch_size: samples per batch.
+        augmentation: the training augmentation (a
+            :class:`~lightseg.datamodules.settings.SemanticAugmentation`); ``crop_size``: training crop;
+            ``scale_range``: random rescaling range in training.
+        loader: how batches are loaded (a :class:`~lightseg.datamodules.settings.LoaderSettings`);
+            ``batch_size``: samples per batch.
         **kwargs: splits, pipeline (``hflip``, ``vflip``, ``photometric``), ``on_missing`` and loader
             options of :class:`~lightseg.datamodules.SplitDataModule`.
 
@@ -102,12 +111,11 @@ class VOCDataModule(SplitDataModule):
         self,
         root: str,
         download: bool = False,
-        crop_size: int | tuple[int, int] | None = 513,
-        scale_range: tuple[float, float] | None = (0.5, 2.0),
-        batch_size: int = 16,
+        augmentation: SemanticAugmentation = VOC_AUGMENTATION,
+        loader: LoaderSettings = VOC_LOADER,
         **kwargs: Any,
     ) -> None:
-        super().__init__(crop_size=crop_size, scale_range=scale_range, batch_size=batch_size, **kwargs)
+        super().__init__(augmentation=augmentation, loader=loader, **kwargs)
         self.root = root
         self.download = download
 

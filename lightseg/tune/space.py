@@ -3,7 +3,7 @@
 .. code-block:: yaml
 
     model.init_args.optimizer.init_args.lr: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}
-    data.init_args.batch_size: {type: categorical, choices: [4, 8, 16]}
+    data.init_args.loader.batch_size: {type: categorical, choices: [4, 8, 16]}
     model.init_args.loss: {type: categorical, choices: [ce, ce+dice]}
     trainer.max_epochs: {type: int, low: 5, high: 20, step: 5}
 
