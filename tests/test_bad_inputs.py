@@ -231,7 +231,7 @@ VALUE_CASES: list[tuple[str, Callable[[Path, Path], list[str]], list[str]]] = [
      lambda h, t: ["fit", *_quickstart(t), "--model.init_args.arch=deeplabv3plus",
                    "--model.init_args.arch_options=null",
                    "--data.init_args.batch_size=1"],
-     ["batch_size 1: deeplabv3plus's ASPP image pooling", "batch_size >= 2"]),
+     ["--data.loader.batch_size 1: deeplabv3plus's ASPP image pooling", "a batch size of 2 or more"]),
     ("another arch's arch_options", lambda h, t: ["fit", *_quickstart(t), "--model.init_args.arch=deeplabv3plus",
                                                    "--model.init_args.arch_options={decoder_channels: [128, 64]}"],
      ["arch 'deeplabv3plus' cannot use backbone 'resnet18'", "arch_options {decoder_channels: [128, 64]} "

@@ -18,6 +18,7 @@ from torch import nn
 
 from lightseg.cli import main
 from lightseg.datamodules.rasters import open_raster
+from lightseg.datamodules.settings import SemanticAugmentation
 from lightseg.errors import LightsegError
 from lightseg.models.smp_adapter import adapt_first_convolution
 from lightseg.visualize import display_rgb, to_uint8_image
@@ -338,8 +339,11 @@ def test_folder_chips_read_their_bands_for_training_the_data_check_and_a_model(
         bad = SegmentationFolderDataModule(str(tmp_path / "chips"), names, bands=[1, 5], val_fraction=0.3,
                                            mask_format="index", num_workers=0)  # fmt: skip
         bad.setup("fit")
-    with pytest.raises(LightsegError, match="photometric jitters the colours of RGB images"):
+    with pytest.raises(LightsegError, match="augmentation.photometric jitters the colours of RGB images"):
         SegmentationFolderDataModule(str(tmp_path / "chips"), names, bands=[1, 2, 3, 4], photometric=True)
+    jitter = SemanticAugmentation(photometric=True)  # the group's spelling is checked alike
+    with pytest.raises(LightsegError, match="augmentation.photometric jitters the colours of RGB images"):
+        SegmentationFolderDataModule(str(tmp_path / "chips"), names, bands=[1, 2, 3, 4], augmentation=jitter)
     # a 4-band model trains on the chips from the command line
     monkeypatch.chdir(tmp_path)
     main(["fit", "--config", QUICKSTART, "--data=SegmentationFolderDataModule", "--data.init_args.root=chips",

@@ -93,8 +93,7 @@ class ADE20KDataModule(SplitDataModule):
             640 for the large models); ``scale_range``: random rescaling range in training.
         loader: how batches are loaded (a :class:`~lightseg.datamodules.settings.LoaderSettings`);
             ``batch_size``: samples per batch (16 in the 160K-iteration recipes, over all processes).
-        **kwargs: splits, pipeline (``hflip``, ``vflip``, ``photometric``), ``on_missing`` and loader
-            options of :class:`~lightseg.datamodules.SplitDataModule`.
+        **kwargs: splits, ``on_missing`` and the other options of :class:`~lightseg.datamodules.SplitDataModule`.
     """
 
     num_classes = len(ADE20K_CLASSES)

@@ -158,8 +158,8 @@ class COCOSemanticDataModule(SplitDataModule, AnnotationFiles):
             (torchvision: 480); ``scale_range``: random rescaling range in training.
         loader: how batches are loaded (a :class:`~lightseg.datamodules.settings.LoaderSettings`);
             ``batch_size``: samples per batch.
-        **kwargs: ``hflip``, ``vflip``, ``photometric``, ``on_missing``, ``check_samples`` and
-            loader options of :class:`~lightseg.datamodules.SplitDataModule`.
+        **kwargs: ``on_missing``, ``check_samples`` and the other options of
+            :class:`~lightseg.datamodules.SplitDataModule`.
     """
 
     def __init__(

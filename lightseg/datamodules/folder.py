@@ -141,8 +141,8 @@ class SegmentationFolderDataModule(SplitDataModule):
             1-based bands of each image read as the model's channels, in order, through rasterio
             (the ``geo`` extra); the model is built with ``in_channels`` equal to their count and
             their ``mean`` / ``std``, which ``lightseg data check`` prints. The ``folder`` layout only.
-        **kwargs: pipeline (``hflip``, ``vflip``, ``photometric``), ``on_missing``,
-            ``check_samples`` and loader options of :class:`~lightseg.datamodules.SplitDataModule`.
+        **kwargs: ``loader``, ``on_missing``, ``check_samples`` and the other options of
+            :class:`~lightseg.datamodules.SplitDataModule`.
     """
 
     def __init__(
@@ -161,11 +161,12 @@ class SegmentationFolderDataModule(SplitDataModule):
         test_fraction: float = 0.0,
         split_seed: int = 0,
         validate_on_train: bool = False,
-        augmentation: SemanticAugmentation = SemanticAugmentation(),  # noqa: B008 (frozen)
+        augmentation: SemanticAugmentation = SemanticAugmentation(),  # noqa: B008 (frozen: one shared default is safe)
         bands: list[int] | None = None,
         **kwargs: Any,
     ) -> None:
-        chosen = chosen_bands(bands, bool(kwargs.get("photometric")))
+        augmentation = SemanticAugmentation.with_flat(augmentation, kwargs)
+        chosen = chosen_bands(bands, augmentation.photometric)
         super().__init__(augmentation=augmentation, ignore_index=ignore_index, **kwargs)
         self.bands = chosen
         if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):

@@ -250,8 +250,8 @@ def chosen_bands(bands: Sequence[int] | None, photometric: bool) -> tuple[int, .
         raise LightsegError(f"{option('data', 'bands')}: bands are numbered from 1, got {list(bands)}")
     if len(bands) != 3 and photometric:
         raise LightsegError(
-            f"{option('data', 'photometric')} jitters the colours of RGB images (brightness, contrast, saturation, "
-            f"hue); {len(bands)} bands have none: turn it off"
+            f"{option('data', 'augmentation.photometric')} jitters the colours of RGB images (brightness, contrast, "
+            f"saturation, hue); {len(bands)} bands have none: turn it off"
         )
     return tuple(int(b) for b in bands)
 

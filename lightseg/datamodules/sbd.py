@@ -79,8 +79,7 @@ class SBDDataModule(SplitDataModule):
             ``scale_range``: random rescaling range in training.
         loader: how batches are loaded (a :class:`~lightseg.datamodules.settings.LoaderSettings`);
             ``batch_size``: samples per batch.
-        **kwargs: splits, pipeline (``hflip``, ``vflip``, ``photometric``), ``on_missing`` and loader
-            options of :class:`~lightseg.datamodules.SplitDataModule`.
+        **kwargs: splits, ``on_missing`` and the other options of :class:`~lightseg.datamodules.SplitDataModule`.
 
     """
 
@@ -144,8 +143,7 @@ class VOCAugDataModule(SplitDataModule):
             ``scale_range``: random rescaling range in training.
         loader: how batches are loaded (a :class:`~lightseg.datamodules.settings.LoaderSettings`);
             ``batch_size``: samples per batch.
-        **kwargs: ``val_split`` / ``test_split`` (VOC splits), ``hflip``, ``vflip``,
-            ``photometric``, ``on_missing`` and the loader options of
+        **kwargs: ``val_split`` / ``test_split`` (VOC splits), ``on_missing`` and the other options of
             :class:`~lightseg.datamodules.SplitDataModule`.
 
     """

@@ -97,8 +97,7 @@ class VOCDataModule(SplitDataModule):
             ``scale_range``: random rescaling range in training.
         loader: how batches are loaded (a :class:`~lightseg.datamodules.settings.LoaderSettings`);
             ``batch_size``: samples per batch.
-        **kwargs: splits, pipeline (``hflip``, ``vflip``, ``photometric``), ``on_missing`` and loader
-            options of :class:`~lightseg.datamodules.SplitDataModule`.
+        **kwargs: splits, ``on_missing`` and the other options of :class:`~lightseg.datamodules.SplitDataModule`.
 
     """
 

@@ -103,8 +103,9 @@ class SegmentationModel(nn.Module):
         if min(padded_height, padded_width) < self.min_size:
             raise LightsegError(
                 f"an input of {height}x{width} pixels is too small for this model, which needs at least "
-                f"{self.min_size}x{self.min_size} (its deepest features must keep a few pixels): use larger "
-                "images or crops (train_crop_size, inference.window_size), a smaller output_stride, or another arch"
+                f"{self.min_size}x{self.min_size} (its deepest features must keep a few pixels): use larger images "
+                "or crops (data.augmentation.crop_size, inference.window_size), a smaller network.output_stride, or "
+                "another arch"
             )
 
     def _crop(self, logits: torch.Tensor, padded: tuple[int, int], height: int, width: int) -> torch.Tensor:

@@ -17,7 +17,7 @@ from torchmetrics import MeanMetric
 from typing_extensions import override
 
 from lightseg.contract import PixelStatistics, TaskContext, data_description, datamodule_of
-from lightseg.errors import LightsegError, class_count_mismatch
+from lightseg.errors import LightsegError, class_count_mismatch, option
 from lightseg.inference import (
     InferenceSettings,
     band_columns,
@@ -426,8 +426,9 @@ class SemanticSegmentationTask(BaseTask):
         pooled = [m for m in self.model.modules() if type(m).__name__ == "ASPPPooling"]
         if stage == "fit" and pooled and isinstance(batch_size, int) and batch_size < 2:
             raise LightsegError(
-                f"batch_size {batch_size}: {self.network.arch}'s ASPP image pooling normalises a 1x1 map with "
-                "BatchNorm, which needs at least 2 images per batch (per process) in training; use batch_size >= 2"
+                f"{option('data', 'loader.batch_size')} {batch_size}: {self.network.arch}'s ASPP image pooling "
+                "normalises a 1x1 map with BatchNorm, which needs at least 2 images per batch (per process) in "
+                "training; use a batch size of 2 or more"
             )
         super().setup(stage)
         self._configure_evaluation(datamodule)
