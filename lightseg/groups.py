@@ -26,6 +26,13 @@ class SettingsGroup:
     #: the group's name in a task's arguments (``network``), for messages
     group_name: ClassVar[str] = "settings"
 
+    def __post_init__(self) -> None:
+        # YAML gives lists; tuples keep a group comparable with its defaults (a subclass calls this first)
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, list):
+                object.__setattr__(self, f.name, tuple(value))
+
     @classmethod
     def names(cls) -> tuple[str, ...]:
         """The group's settings, in their order."""

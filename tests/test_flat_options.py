@@ -170,7 +170,7 @@ def test_a_data_modules_loader_and_augmentation_are_groups_with_its_own_defaults
         VOCDataModule(root=str(tmp_path), bach_size=4)
     # instances get flips only: a crop would cut boxes and keypoints
     coco = ShapesInstanceDataModule(root=str(tmp_path), hflip=False, batch_size=3)
-    assert coco.augmentation == FlipAugmentation(hflip=False) and coco.batch_size == 3 and not coco.hflip
+    assert coco.augmentation == FlipAugmentation(hflip=False) and coco.batch_size == 3 and not coco.augmentation.hflip
     assert coco.num_workers == 0  # the shapes sets' own loader default, kept
     with pytest.raises(TypeError, match="unexpected keyword argument.s. crop_size"):
         ShapesInstanceDataModule(root=str(tmp_path), crop_size=64)

@@ -285,16 +285,22 @@ def init_defaults(class_path: str) -> dict[str, Any]:
     as jsonargparse resolves them.
     """
     found = import_class(class_path)
-    defaults: dict[str, Any] = {}
-    for klass in reversed(found.__mro__ if found is not None else ()):
+    parameters = init_parameters(found) if found is not None else {}
+    return {name: p.default for name, p in parameters.items() if p.default is not inspect.Parameter.empty}
+
+
+def init_parameters(cls: type) -> dict[str, inspect.Parameter]:
+    """The ``__init__`` arguments of ``cls`` and of its bases, which its ``**kwargs`` reach (the nearest wins)."""
+    found: dict[str, inspect.Parameter] = {}
+    for klass in reversed(cls.__mro__):
         if "__init__" not in vars(klass) or klass is object:
             continue
         try:
-            parameters = inspect.signature(vars(klass)["__init__"]).parameters
+            parameters = inspect.signature(vars(klass)["__init__"]).parameters.values()
         except (TypeError, ValueError):
             continue
-        defaults.update({k: p.default for k, p in parameters.items() if p.default is not inspect.Parameter.empty})
-    return defaults
+        found |= {p.name: p for p in parameters if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+    return found
 
 
 def plain(value: Any) -> Any:

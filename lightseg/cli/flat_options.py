@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import inspect
 from collections.abc import Callable
 from typing import Any
 
 import yaml
 from jsonargparse import get_loader, set_loader
 
-from lightseg.cli.adapter import import_class
+from lightseg.cli.adapter import import_class, init_parameters
 
 #: the groups whose settings were once flat arguments, by config section
 FLAT_GROUPS = {"model": ("network",), "data": ("loader", "augmentation")}
@@ -56,28 +55,13 @@ def section_class(section: str, class_path: Any) -> type | None:
     return _lightseg_classes(section).get(class_path) or import_class(class_path)
 
 
-def _parameters(cls: type) -> dict[str, inspect.Parameter]:
-    """The ``__init__`` arguments of ``cls`` and, where it passes ``**kwargs`` on, its parents' (the nearest wins)."""
-    found: dict[str, inspect.Parameter] = {}
-    for klass in reversed(cls.__mro__):
-        init = vars(klass).get("__init__")
-        if init is None or klass is object:
-            continue
-        try:
-            parameters = inspect.signature(init).parameters.values()
-        except (TypeError, ValueError):
-            continue
-        found |= {p.name: p for p in parameters if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and p.name != "self"}
-    return found
-
-
 def groups_of(cls: type) -> dict[str, type]:
     """The class's arguments that are settings groups (their default a dataclass), with the group's type."""
-    return {name: type(p.default) for name, p in _parameters(cls).items() if dataclasses.is_dataclass(p.default)}
+    return {name: type(p.default) for name, p in init_parameters(cls).items() if dataclasses.is_dataclass(p.default)}
 
 
 def _flat_names_of(section: str, cls: type) -> dict[str, str]:
-    own = set(_parameters(cls))  # an argument of that name that a class declares stays its own
+    own = set(init_parameters(cls))  # an argument of that name that a class declares stays its own
     names: dict[str, str] = {}
     for group, kind in groups_of(cls).items():
         if group in FLAT_GROUPS[section]:
@@ -126,11 +110,6 @@ def migrate_section(section: str, content: Any, class_path: Any = None) -> Any:
     else:  # a section that gives the arguments directly keeps that form
         migrated.update(arguments)
     return migrated
-
-
-def migrate_model_section(content: Any, class_path: Any = None) -> Any:
-    """A config's ``model`` section with its flat network settings moved into ``init_args.network``."""
-    return migrate_section("model", content, class_path)
 
 
 def migrate_loaded(value: Any) -> Any:

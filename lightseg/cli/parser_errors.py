@@ -126,7 +126,8 @@ def _unknown_file_setting(message: str, condensed: str) -> str | None:
 def _settings_of(section: str, class_path: str | None) -> list[str]:
     """The argument names of the class a config section builds (the Trainer for ``trainer``)."""
     import importlib
-    import inspect
+
+    from lightseg.cli.adapter import init_parameters  # the adapter loads Lightning: only once a config is read
 
     cls: Any = None
     if section == "trainer":
@@ -145,12 +146,7 @@ def _settings_of(section: str, class_path: str | None) -> list[str]:
                 break
     if cls is None:
         return []
-    names: list[str] = []
-    for klass in inspect.getmro(cls):  # **kwargs pass settings on to the base classes
-        if "__init__" in vars(klass):
-            parameters = inspect.signature(vars(klass)["__init__"]).parameters.values()
-            names += [p.name for p in parameters if p.name not in ("self", "args", "kwargs")]
-            # a settings group's own settings are also read where they are written flat (batch_size: 4)
-            groups = [p.default for p in parameters if dataclasses.is_dataclass(p.default)]
-            names += [f.name for group in groups for f in dataclasses.fields(group)]
-    return list(dict.fromkeys(names))
+    parameters = init_parameters(cls)  # **kwargs pass settings on to the base classes
+    # a settings group's own settings are also read where they are written flat (batch_size: 4)
+    groups = [p.default for p in parameters.values() if dataclasses.is_dataclass(p.default)]
+    return list(dict.fromkeys([*parameters, *(f.name for group in groups for f in dataclasses.fields(group))]))

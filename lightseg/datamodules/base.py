@@ -25,7 +25,13 @@ from lightseg.datamodules.sampling import (
     evaluation_sampler,
     run_seed,
 )
-from lightseg.datamodules.settings import LoaderSettings, SemanticAugmentation, Workers, no_other_arguments
+from lightseg.datamodules.settings import (
+    LoaderSettings,
+    SemanticAugmentation,
+    Workers,
+    in_process_loader,
+    no_other_arguments,
+)
 from lightseg.datamodules.transforms import train_transforms
 from lightseg.errors import LightsegError, option
 from lightseg.groups import SettingsGroup
@@ -74,7 +80,7 @@ def _pad(tensor: torch.Tensor, height: int, width: int, value: float) -> torch.T
 
 
 #: the loader of a data module built in Python with no settings: in this process, one batch of 8 at a time
-PLAIN_LOADER = LoaderSettings(num_workers=0, pin_memory=False, persistent_workers=False)
+PLAIN_LOADER = in_process_loader(8)
 
 
 class BaseDataModule(LightningDataModule):
@@ -337,7 +343,7 @@ class SplitDataModule(SemanticDataModule):
         self.on_missing: OnMissing = on_missing
         self.check_samples: CheckSamples = check_samples
         #: the training augmentation (``lightseg data pack`` carries it to the packed set's config)
-        self.augmentation = augmentation
+        self.augmentation: SemanticAugmentation = augmentation
         a = augmentation
         self.train_transform = train_transforms(
             a.crop_size, a.scale_range, a.hflip, a.vflip, a.photometric, self.ignore_index

@@ -313,7 +313,6 @@ class CityscapesInstanceDataModule(DetectionDataModule):
         self.root = Path(root)
         self.splits = {"train": train_split, "val": val_split, "test": test_split}
         self.augmentation = augmentation
-        self.hflip = augmentation.hflip
         self.train_skip_empty = train_skip_empty
 
     def split_names(self) -> list[str]:
@@ -329,5 +328,5 @@ class CityscapesInstanceDataModule(DetectionDataModule):
         stage, split = split, self.splits[split]
         annotations = COCOAnnotations(f"Cityscapes {split} ({self.root})", cityscapes_instances(self.root, split))
         train = stage == "train"
-        transform = DetectionTransform(self.hflip) if train else None
+        transform = DetectionTransform(self.augmentation.hflip) if train else None
         return COCODataset(annotations, self.root, "instances", transform, skip_empty=train and self.train_skip_empty)

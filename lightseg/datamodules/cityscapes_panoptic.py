@@ -179,7 +179,8 @@ class CityscapesPanopticDataModule(PanopticDataModule):
             )
         transforms = None
         if split == "train":
-            transforms = train_transforms(self.crop_size, self.scale_range, self.hflip, ignore_index=0)
+            a = self.augmentation
+            transforms = train_transforms(a.crop_size, a.scale_range, a.hflip, ignore_index=0)
         folder = self.test_split if split == "test" else split
         return COCOPanopticDataset(self.root / "leftImg8bit" / folder, annotations, transforms)
 

@@ -84,7 +84,6 @@ class COCODataModule(DetectionDataModule, AnnotationFiles):
             "test": (self.root / test_images, resolve(test_annotations, f"annotations/{prefix}_val2017.json")),
         }
         self.augmentation = augmentation
-        self.hflip = augmentation.hflip
         self.flip_pairs = [(int(a), int(b)) for a, b in flip_pairs] if flip_pairs is not None else None
         self.train_skip_empty = train_skip_empty
         self.unknown_categories: UnknownCategories = unknown_categories
@@ -132,7 +131,7 @@ class COCODataModule(DetectionDataModule, AnnotationFiles):
                 f"{self.reference.source} has {self.category_ids[1:]}; the splits must share their categories"
             )
         train = split == "train"
-        transform = DetectionTransform(self.hflip, self.keypoint_flip_pairs()) if train else None
+        transform = DetectionTransform(self.augmentation.hflip, self.keypoint_flip_pairs()) if train else None
         dataset = COCODataset(
             annotations,
             self.paths[split][0],

@@ -39,6 +39,8 @@ class PanopticDataModule(BaseDataModule):
     """
 
     drop_last_train = False
+    #: random scale, crop and flip in training (set by the subclass's ``__init__``)
+    augmentation: CropAugmentation
     #: each evaluated split's thing instances, with the annotations they were read from
     _thing_truth: dict[str, tuple[PanopticAnnotations, ThingTruth]]
 
@@ -221,5 +223,6 @@ class COCOPanopticDataModule(PanopticDataModule):
             )
         transforms = None
         if split == "train":
-            transforms = train_transforms(self.crop_size, self.scale_range, self.hflip, ignore_index=VOID)
+            a = self.augmentation
+            transforms = train_transforms(a.crop_size, a.scale_range, a.hflip, ignore_index=VOID)
         return COCOPanopticDataset(self.root / self.paths[split][0], annotations, transforms)

@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 from lightseg.contract import DataDescription
 from lightseg.datamodules.base import BaseDataModule
 from lightseg.datamodules.coco_format import COCOAnnotations, COCODataset, Kind
+from lightseg.datamodules.settings import FlipAugmentation
 from lightseg.datamodules.transforms import detection_collate
 from lightseg.errors import LightsegError
 
@@ -23,6 +24,8 @@ class DetectionDataModule(BaseDataModule):
 
     kind: ClassVar[Kind] = "instances"
     drop_last_train = False
+    #: random flips in training (set by the subclass's ``__init__``)
+    augmentation: FlipAugmentation
 
     def collate(self, items: Sequence[dict[str, Any]]) -> dict[str, Any]:
         """See :func:`detection_collate`."""

@@ -44,6 +44,7 @@ class LoaderSettings(SettingsGroup):
     predict_batch_size: int = 1
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         for name in ("batch_size", "predict_batch_size"):
             size = getattr(self, name)
             if size < 1:
@@ -77,12 +78,6 @@ class CropAugmentation(FlipAugmentation):
     crop_size: int | tuple[int, int] | None = None
     scale_range: tuple[float, float] | None = None
 
-    def __post_init__(self) -> None:
-        for name in ("crop_size", "scale_range"):  # YAML gives lists
-            value = getattr(self, name)
-            if isinstance(value, list):
-                object.__setattr__(self, name, tuple(value))
-
 
 @dataclasses.dataclass(frozen=True)
 class SemanticAugmentation(CropAugmentation):
@@ -101,6 +96,11 @@ class SemanticAugmentation(CropAugmentation):
 
     vflip: bool = False
     photometric: bool = False
+
+
+def in_process_loader(batch_size: int) -> LoaderSettings:
+    """A loader that reads in this process (no workers, no pinning): small sets, plain Python use."""
+    return LoaderSettings(batch_size=batch_size, num_workers=0, pin_memory=False, persistent_workers=False)
 
 
 #: the loader of the detection and panoptic data modules: two images per batch (Detectron2's and

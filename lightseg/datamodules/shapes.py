@@ -25,7 +25,7 @@ from torch.utils.data import Dataset
 from lightseg.colors import voc_colormap
 from lightseg.datamodules.base import SplitDataModule
 from lightseg.datamodules.io import progress
-from lightseg.datamodules.settings import LoaderSettings, SemanticAugmentation, no_other_arguments
+from lightseg.datamodules.settings import LoaderSettings, SemanticAugmentation, in_process_loader, no_other_arguments
 from lightseg.datamodules.voc import VOCSegmentationDataset
 from lightseg.errors import LightsegError
 
@@ -233,7 +233,7 @@ def shapes_folder(root: str | None, name: str, image_size: int) -> Path:
 #: the shapes' training augmentation: flips both ways (a scene has no up)
 SHAPES_AUGMENTATION = SemanticAugmentation(vflip=True)
 #: the shapes' loader: 16 small scenes a batch, in this process
-SHAPES_LOADER = LoaderSettings(batch_size=16, num_workers=0, pin_memory=False, persistent_workers=False)
+SHAPES_LOADER = in_process_loader(16)
 
 
 class ShapesDataModule(SplitDataModule):

@@ -15,7 +15,7 @@ from PIL import Image
 from lightseg.datamodules.coco import COCOInstanceDataModule, COCOKeypointDataModule
 from lightseg.datamodules.coco_format import COCOAnnotations, Kind
 from lightseg.datamodules.io import progress
-from lightseg.datamodules.settings import FlipAugmentation, LoaderSettings, no_other_arguments
+from lightseg.datamodules.settings import FlipAugmentation, LoaderSettings, in_process_loader, no_other_arguments
 from lightseg.datamodules.shapes import Instance, generate_scene, shapes_folder
 
 COCO_FORMAT_VERSION = 3  # bumped whenever the COCO-form scenes change, so caches are rewritten
@@ -124,7 +124,7 @@ def write_coco(root: Path, splits: dict[str, int], size: int = 128, seed: int = 
 
 
 #: the shapes COCO sets' loader: 4 scenes a batch, in this process
-SHAPES_COCO_LOADER = LoaderSettings(batch_size=4, num_workers=0, pin_memory=False, persistent_workers=False)
+SHAPES_COCO_LOADER = in_process_loader(4)
 
 
 class _ShapesCOCO:

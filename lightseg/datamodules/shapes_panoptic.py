@@ -23,7 +23,7 @@ from lightseg.coco_masks import id_to_rgb
 from lightseg.datamodules.coco_panoptic import COCOPanopticDataModule
 from lightseg.datamodules.io import progress
 from lightseg.datamodules.panoptic_files import PanopticCategories
-from lightseg.datamodules.settings import CropAugmentation, LoaderSettings, no_other_arguments
+from lightseg.datamodules.settings import CropAugmentation, LoaderSettings, in_process_loader, no_other_arguments
 from lightseg.datamodules.shapes import SHAPES_CLASSES, generate_scene, shapes_folder
 
 #: things (the shapes) then stuff (the textures), with COCO panoptic's fields
@@ -134,7 +134,7 @@ PANOPTIC_FORMAT_VERSION = 3
 
 
 #: the shapes panoptic set's loader: 16 small scenes a batch, in this process
-SHAPES_PANOPTIC_LOADER = LoaderSettings(batch_size=16, num_workers=0, pin_memory=False, persistent_workers=False)
+SHAPES_PANOPTIC_LOADER = in_process_loader(16)
 
 
 class ShapesPanopticDataModule(COCOPanopticDataModule):

@@ -305,7 +305,6 @@ class StreamingDetectionDataModule(DetectionDataModule):
         super().__init__(loader, predict_dir, **kwargs)
         self.pack = _Pack(source, cache_dir)
         self.augmentation = augmentation
-        self.hflip = augmentation.hflip
 
     @property
     def packed_kind(self) -> Kind:
@@ -353,5 +352,6 @@ class StreamingDetectionDataModule(DetectionDataModule):
         packed = self.pack.meta["annotations"][entry["folder"]]
         annotations = COCOAnnotations(packed["source"], packed["data"])
         kind = self.packed_kind
-        transform = DetectionTransform(self.hflip, self.keypoint_flip_pairs()) if split == "train" else None
+        training = split == "train"
+        transform = DetectionTransform(self.augmentation.hflip, self.keypoint_flip_pairs()) if training else None
         return PackedCOCODataset(records, annotations, [int(i) for i in entry["image_ids"]], kind, transform)

@@ -45,6 +45,7 @@ class InferenceSettings(SettingsGroup):
     blend: Blend = "mean"
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.mode not in ("whole", "slide"):
             raise LightsegError(f"inference mode must be 'whole' or 'slide', got {self.mode!r}")
         sizes = {"window_size": self.window_size, "window_stride": self.stride}

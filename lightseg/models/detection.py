@@ -95,13 +95,6 @@ class RCNNSpec(NetworkSpec):
     anchor_sizes: tuple[int, ...] | None = None
     detector_kwargs: dict[str, Any] | None = None
 
-    def __post_init__(self) -> None:
-        # YAML gives lists; tuples keep the group comparable with its defaults
-        for name in ("min_size", "anchor_sizes"):
-            value = getattr(self, name)
-            if isinstance(value, list):
-                object.__setattr__(self, name, tuple(value))
-
     def rcnn_options(self) -> dict[str, Any]:
         """The arguments of :func:`build_rcnn` beyond the architecture and class count."""
         shared = [name for name in RCNNSpec.names() if name not in ("arch", "detector_kwargs")]
@@ -141,11 +134,6 @@ class KeypointRCNNSpec(RCNNSpec):
     min_size: int | tuple[int, ...] = (640, 672, 704, 736, 768, 800)
     keypoint_head: tuple[int, int] | None = None
     keypoint_box_scale: float = 1.0
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if isinstance(self.keypoint_head, list):
-            object.__setattr__(self, "keypoint_head", tuple(self.keypoint_head))
 
     def rcnn_options(self) -> dict[str, Any]:
         """The arguments of :func:`build_rcnn`, the keypoint head's included."""

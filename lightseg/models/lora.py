@@ -39,8 +39,7 @@ class LoRASettings(SettingsGroup):
     targets: tuple[str, ...] = ("qkv",)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.targets, tuple):  # YAML gives a list
-            object.__setattr__(self, "targets", tuple(self.targets))
+        super().__post_init__()
         if self.rank < 1 or self.alpha <= 0 or not 0 <= self.dropout < 1 or not self.targets:
             raise LightsegError(
                 f"lora needs rank >= 1, alpha > 0, dropout in [0, 1) and at least one target, got {self.as_dict()}"

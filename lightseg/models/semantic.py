@@ -90,13 +90,6 @@ class ModelSpec(NetworkSpec):
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
 
-    def __post_init__(self) -> None:
-        # YAML gives lists; tuples keep the group comparable with its defaults
-        for name in ("multi_grid", "mean", "std"):
-            value = getattr(self, name)
-            if value is not None and not isinstance(value, tuple):
-                object.__setattr__(self, name, tuple(value))
-
     @property
     def options(self) -> Mapping[str, Any]:
         """``arch_options`` as a mapping (empty when unset)."""
