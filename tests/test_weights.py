@@ -204,7 +204,7 @@ def test_coco_format_weights_keep_their_predictors_for_the_datas_categories(
 
 
 def test_predictors_start_fresh_when_the_data_has_classes_the_weights_lack(tmp_path: Path) -> None:
-    from lightseg.models.detection import predictor_classes
+    from lightseg.models.predictors import predictor_classes
     from lightseg.tasks import InstanceSegmentationTask
 
     _dog_detector_file(tmp_path / "dogs.pth")

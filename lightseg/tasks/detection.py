@@ -15,16 +15,8 @@ from lightseg.contract import DataDescription, DetectionData, TaskContext, data_
 from lightseg.errors import LightsegError, class_count_mismatch
 from lightseg.metrics.coco import COCO_OKS_SIGMAS, STAT_NAMES, Backend, COCOEvaluator, IoUType
 from lightseg.metrics.tables import format_ap_table
-from lightseg.models.detection import (
-    KeypointRCNNSpec,
-    MaskRCNNSpec,
-    RCNNSpec,
-    build_rcnn,
-    coco_categories,
-    fit_predictors,
-    fit_predictors_by_name,
-    predictor_classes,
-)
+from lightseg.models.detection import KeypointRCNNSpec, MaskRCNNSpec, RCNNSpec, build_rcnn
+from lightseg.models.predictors import coco_categories, fit_predictors, fit_predictors_by_name, predictor_classes
 from lightseg.tasks.base import BaseTask
 from lightseg.types import Stage
 

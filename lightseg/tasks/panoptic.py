@@ -17,8 +17,8 @@ from lightseg.metrics.coco import COCOEvaluator
 from lightseg.metrics.panoptic import PanopticQuality
 from lightseg.metrics.segmentation import SegmentationMetrics
 from lightseg.metrics.tables import format_pq_table
-from lightseg.models.detection import fit_predictors, fit_predictors_by_name
 from lightseg.models.panoptic import PanopticFPN, PanopticPrediction
+from lightseg.models.predictors import fit_predictors, fit_predictors_by_name
 from lightseg.tasks.base import BaseTask
 from lightseg.tasks.panoptic_families import PANOPTIC_FPN, QUERY_ARCHS, PanopticFamily, PanopticSpec, family_of
 from lightseg.tasks.panoptic_views import ground_truth, semantic_view, thing_detections

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lightseg.errors import LightsegError
-from lightseg.models.detection import RCNNSpec, build_rcnn, coco_categories, predictor_classes
+from lightseg.models.detection import RCNNSpec, build_rcnn
 from lightseg.models.panoptic import (
     FPN_OVERLAP_THRESHOLD,
     FPN_SCORE_THRESHOLD,
@@ -32,6 +32,7 @@ from lightseg.models.panoptic import (
     merge_queries,
 )
 from lightseg.models.panoptic import PanopticFPN as PanopticFPNModel
+from lightseg.models.predictors import coco_categories, predictor_classes
 from lightseg.models.semantic import ARCHITECTURES, ModelSpec, build_semantic_model
 from lightseg.models.wrapper import SegmentationModel
 from lightseg.tasks.panoptic_views import pad_batch
